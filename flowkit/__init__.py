@@ -1,0 +1,36 @@
+"""flowkit — Map the Flow, in Jupyter.
+
+Attention-knockout analysis of (4-bit quantized) VideoLLMs, after Kim, Kim & Han,
+*Map the Flow: Revealing Hidden Pathways of Information in VideoLLMs* (ICLR 2026).
+
+The main entry points:
+
+- :func:`load_videollm` — load a VideoLLM (NF4 by default) as a :class:`VideoLLM`;
+- :class:`KnockoutSpec`, :class:`LayerWindow`, :func:`knockout` — which edges to cut, where;
+- :mod:`flowkit.readout` and :mod:`flowkit.lens` — read answers and hidden states.
+"""
+
+from flowkit.errors import FlowkitError, KnockoutError, ModelLoadError, UnsupportedModelError
+from flowkit.knockout import (
+    PAPER_EDGE_FAMILIES,
+    Cut,
+    KnockoutSpec,
+    LayerSet,
+    LayerWindow,
+    block_masks,
+    count_edges,
+    knockout,
+    parse_layers,
+)
+from flowkit.models import VideoLLM, load_videollm
+from flowkit.readout import AnswerDistribution, accuracy, answer_distribution, percent_change
+from flowkit.spans import Spans
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PAPER_EDGE_FAMILIES", "AnswerDistribution", "Cut", "FlowkitError", "KnockoutError", "KnockoutSpec",
+    "LayerSet", "LayerWindow", "ModelLoadError", "Spans", "UnsupportedModelError", "VideoLLM", "accuracy",
+    "answer_distribution", "block_masks", "count_edges", "knockout", "load_videollm", "parse_layers",
+    "percent_change",
+]

@@ -1,0 +1,69 @@
+"""The record every loader and generator returns, and the package's error type."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class BenchError(ValueError):
+    """A bench on disk (or a request for one) is unusable.
+
+    The message always names the offending file or argument, says what is
+    wrong with it and what to do about it.
+    """
+
+
+class ShortClipWarning(UserWarning):
+    """A clip has fewer frames than requested; frames were repeated to fill up."""
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """One multiple-choice video question.
+
+    ``frames`` is a ``(T, H, W, 3)`` ``uint8`` RGB array.  ``answer`` is the
+    option letter (``"A"``, ``"B"`` ...) of ``answer_text`` in ``candidates``.
+    ``video_path`` is the clip the frames were decoded from, or ``""`` for a
+    sample generated in memory.  Samples compare by identity (``eq=False``)
+    because their frames are arrays; compare frames with ``np.array_equal``.
+    """
+
+    id: str
+    task: str
+    frames: np.ndarray
+    question: str
+    candidates: tuple[str, ...]
+    answer: str
+    answer_text: str
+    video_path: str = ""
+
+    def __post_init__(self) -> None:
+        if self.frames.dtype != np.uint8 or self.frames.ndim != 4 or self.frames.shape[-1] != 3:
+            raise BenchError(
+                f"sample {self.id}: frames must be a uint8 array of shape (T, H, W, 3), "
+                f"got {self.frames.dtype} {self.frames.shape}"
+            )
+        if self.answer_text not in self.candidates:
+            raise BenchError(
+                f"sample {self.id}: answer {self.answer_text!r} is not among the "
+                f"candidates {list(self.candidates)}"
+            )
+        expected_letter = string.ascii_uppercase[self.candidates.index(self.answer_text)]
+        if self.answer != expected_letter:
+            raise BenchError(
+                f"sample {self.id}: answer letter {self.answer!r} does not match "
+                f"{self.answer_text!r}, which is option {expected_letter}"
+            )
+
+    @property
+    def letters(self) -> tuple[str, ...]:
+        """The option letters, ``("A", "B", ...)``, one per candidate."""
+        return tuple(string.ascii_uppercase[: len(self.candidates)])
+
+    @property
+    def answer_index(self) -> int:
+        """The position of the correct candidate (0 for ``"A"``)."""
+        return self.letters.index(self.answer)

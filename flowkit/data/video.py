@@ -1,0 +1,151 @@
+"""Reading and writing clips with PyAV, plus the uniform frame sampler.
+
+Writing uses a fixed encoder configuration (libx264, yuv420p, CRF 18,
+preset ``medium``, one thread, FFmpeg's ``bitexact`` flags), so the same
+frames written with the same PyAV/FFmpeg build give byte-identical files.
+
+Reading decodes the clip twice: the first pass only collects presentation
+times (to apply ``start``/``end`` trimming and count the frames), the second
+converts just the sampled frames to RGB.  Holding every decoded frame of a
+long, high-resolution benchmark video would otherwise cost gigabytes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+
+from flowkit.data.sample import BenchError, ShortClipWarning
+
+VIDEO_FPS = 8
+VIDEO_CODEC = "libx264"
+_ENCODER_OPTIONS = {"crf": "18", "preset": "medium", "threads": "1"}
+# Frames within this many seconds of a trimming bound count as inside it.
+_TIME_TOLERANCE = 1e-6
+
+
+def uniform_frame_indices(num_available: int, num_frames: int) -> np.ndarray:
+    """Indices of ``num_frames`` frames spread uniformly over ``num_available``.
+
+    This is the LLaVA-style sampler the paper uses,
+    ``np.linspace(0, num_available - 1, num_frames).round()``.  When fewer
+    frames are available than requested, indices repeat.
+    """
+    if num_available < 1 or num_frames < 1:
+        raise BenchError(
+            f"uniform_frame_indices needs at least one available and one requested frame, "
+            f"got num_available={num_available}, num_frames={num_frames}"
+        )
+    return np.linspace(0, num_available - 1, num_frames).round().astype(np.int64)
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: int = VIDEO_FPS) -> None:
+    """Encode ``frames`` (``(T, H, W, 3)`` uint8 RGB, even H and W) as an mp4 at ``path``."""
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise BenchError(
+            f"{path}: frames must be a uint8 array of shape (T, H, W, 3), "
+            f"got {frames.dtype} {frames.shape}"
+        )
+    height, width = frames.shape[1:3]
+    if height % 2 or width % 2:
+        raise BenchError(f"{path}: yuv420p needs even frame sizes, got {width}x{height}")
+    with av.open(str(path), mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
+        stream = container.add_stream(VIDEO_CODEC, rate=fps, options=_ENCODER_OPTIONS)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.flags |= av.codec.context.Flags.bitexact
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def read_video(
+    path: str | Path,
+    num_frames: int | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    size: int | None = None,
+) -> np.ndarray:
+    """Decode a clip into a ``(T, H, W, 3)`` uint8 RGB array.
+
+    ``start``/``end`` (seconds, both inclusive) keep only the frames whose
+    presentation time lies between them.  ``num_frames`` then picks frames
+    with :func:`uniform_frame_indices`; a clip with fewer (trimmed) frames
+    than that is padded by repeating frames along the same indices and a
+    :class:`ShortClipWarning` naming the file is emitted.  ``size`` resizes
+    every frame to ``size x size`` (area interpolation), which keeps a real
+    benchmark's high-resolution videos affordable in memory.  Any problem with
+    the file raises :class:`BenchError` naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"video file not found: {path}; check the path or regenerate/re-download the bench")
+    if path.stat().st_size == 0:
+        raise BenchError(f"video file is empty (0 bytes): {path}; regenerate or re-download it")
+    if start is not None and end is not None and start > end:
+        raise BenchError(f"{path}: start={start} s is after end={end} s; fix the annotation")
+
+    times = [time for _, time in _decoded_frames(path, convert=False)]
+    kept = [
+        number
+        for number, time in enumerate(times)
+        if (start is None or time >= start - _TIME_TOLERANCE) and (end is None or time <= end + _TIME_TOLERANCE)
+    ]
+    if not kept:
+        window = f" between start={start} s and end={end} s" if (start, end) != (None, None) else ""
+        raise BenchError(
+            f"{path}: no decodable frames{window} (the clip has {len(times)} frames); "
+            "check the file and its start/end annotation"
+        )
+    if num_frames is None:
+        wanted = np.asarray(kept)
+    else:
+        if len(kept) < num_frames:
+            warnings.warn(
+                f"{path}: only {len(kept)} frames (after start/end trimming) but {num_frames} requested; "
+                "repeating frames at np.linspace(0, n - 1, num_frames).round() indices",
+                ShortClipWarning,
+                stacklevel=2,
+            )
+        wanted = np.asarray(kept)[uniform_frame_indices(len(kept), num_frames)]
+
+    wanted_set = set(wanted.tolist())
+    converted: dict[int, np.ndarray] = {}
+    for number, image in _decoded_frames(path, convert=True, size=size, only=wanted_set):
+        converted[number] = image
+    missing = wanted_set - converted.keys()
+    if missing:
+        raise BenchError(f"{path}: frames {sorted(missing)} vanished on the second decoding pass; the file is unstable")
+    return np.stack([converted[number] for number in wanted.tolist()])
+
+
+def _decoded_frames(
+    path: Path, *, convert: bool, size: int | None = None, only: set[int] | None = None
+) -> Iterator[tuple[int, object]]:
+    """Yield ``(frame_number, payload)`` for every frame of the first video stream.
+
+    The payload is the presentation time in seconds when ``convert`` is false,
+    otherwise the RGB array of the frame (only for frame numbers in ``only``).
+    FFmpeg errors become :class:`BenchError` naming the file.
+    """
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise BenchError(f"{path}: the file has no video stream; replace it with a video clip")
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate or VIDEO_FPS)
+            for number, frame in enumerate(container.decode(stream)):
+                if not convert:
+                    yield number, frame.time if frame.time is not None else number / rate
+                elif number in only:
+                    if size is None:
+                        yield number, frame.to_ndarray(format="rgb24")
+                    else:
+                        yield number, frame.to_ndarray(format="rgb24", width=size, height=size, interpolation="AREA")
+    except av.FFmpegError as error:
+        raise BenchError(
+            f"cannot decode video {path}: {error}; the file is corrupt or not a video, regenerate or re-download it"
+        ) from error

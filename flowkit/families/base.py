@@ -1,0 +1,129 @@
+"""The seam every VideoLLM family plugs into.
+
+A :class:`FamilyAdapter` knows, for one transformers model class, how to write a
+multiple-choice prompt for N frames, turn frames into model inputs, find the
+:class:`~flowkit.spans.Spans` in the real input ids, and which modules must stay
+unquantized. Knockout itself is family-agnostic (see :mod:`flowkit.knockout`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import numpy as np
+import torch
+
+from flowkit.errors import FlowkitError
+from flowkit.spans import OPTION_LETTERS, Spans
+
+#: The prompt ends so that the next token is the option letter, as in the paper.
+ANSWER_PREFIX = "Best option:("
+INSTRUCTION = "Only give the best option."
+
+
+@dataclass
+class Prepared:
+    """Model inputs for one question plus where everything sits in the sequence."""
+
+    inputs: dict
+    spans: Spans
+    letter_ids: tuple[int, ...]
+    prompt: str
+
+    @property
+    def seq_len(self) -> int:
+        return self.spans.seq_len
+
+
+def question_body(question: str, candidates: Sequence[str]) -> tuple[str, tuple[int, int], list[tuple[int, int]]]:
+    """The text after the video: question, lettered options, instruction.
+
+    Returns the text, the character span of the question sentence and of each option line.
+    """
+    question = " ".join(str(question).split())
+    if not question:
+        raise FlowkitError("the question is empty: pass the question text to ask about the video.")
+    if len(candidates) < 2:
+        raise FlowkitError(f"a multiple-choice question needs at least 2 options, got {list(candidates)!r}.")
+    if len(candidates) > len(OPTION_LETTERS):
+        raise FlowkitError(f"at most {len(OPTION_LETTERS)} options are supported, got {len(candidates)}.")
+    text = question
+    question_span = (0, len(question))
+    text += "\nOptions:"
+    option_spans = []
+    for letter, candidate in zip(OPTION_LETTERS, candidates):
+        candidate = " ".join(str(candidate).split())
+        if not candidate:
+            raise FlowkitError(f"option {letter} is empty: every option needs some text.")
+        line = f"({letter}) {candidate}"
+        text += "\n"
+        option_spans.append((len(text), len(text) + len(line)))
+        text += line
+    text += "\n" + INSTRUCTION
+    return text, question_span, option_spans
+
+
+def char_span_to_tokens(offsets: Sequence[tuple[int, int]], span: tuple[int, int], shift: int) -> tuple[int, int]:
+    """Token span (half-open, shifted by ``shift``) of the tokens overlapping a character span."""
+    cs, ce = span
+    hits = [i for i, (s, e) in enumerate(offsets) if s < ce and e > cs and e > s]
+    if not hits:
+        raise FlowkitError(f"no token covers characters {cs}..{ce}: the tokenizer dropped that text.")
+    return (hits[0] + shift, hits[-1] + 1 + shift)
+
+
+class FamilyAdapter:
+    """Base class: one subclass per transformers VideoLLM class."""
+
+    #: ``config.model_type`` values this adapter handles.
+    model_types: ClassVar[tuple[str, ...]] = ()
+    #: human-readable family name
+    family: ClassVar[str] = ""
+
+    def model_class(self):
+        raise NotImplementedError
+
+    def skip_modules(self, model_or_config) -> list[str]:
+        """Full module prefixes kept out of 4-bit quantization (``lm_head`` always included)."""
+        raise NotImplementedError
+
+    def prepare(self, processor, frames: np.ndarray, question: str, candidates: Sequence[str],
+                answer_index: int | None = None) -> Prepared:
+        raise NotImplementedError
+
+    # shared helpers -------------------------------------------------------------
+    @staticmethod
+    def check_frames(frames) -> np.ndarray:
+        """Frames as a uint8 ``(T, H, W, 3)`` array, with a clear error otherwise."""
+        if isinstance(frames, torch.Tensor):
+            frames = frames.detach().cpu().numpy()
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise FlowkitError(
+                f"frames must be an array of shape (T, H, W, 3) (RGB, time first), got shape {frames.shape}."
+            )
+        if frames.shape[0] < 1:
+            raise FlowkitError("the video has no frames.")
+        if frames.dtype != np.uint8:
+            if np.issubdtype(frames.dtype, np.floating) and frames.max() <= 1.0:
+                frames = frames * 255.0
+            frames = np.clip(frames, 0, 255).astype(np.uint8)
+        return frames
+
+    @staticmethod
+    def letter_token_ids(tokenizer, num_options: int, tail: str = ANSWER_PREFIX) -> tuple[int, ...]:
+        """Token id of each option letter as it follows ``tail`` (e.g. 'Best option:(')."""
+        base = tokenizer(tail, add_special_tokens=False)["input_ids"]
+        ids = []
+        for letter in OPTION_LETTERS[:num_options]:
+            full = tokenizer(tail + letter, add_special_tokens=False)["input_ids"]
+            if full[: len(base)] != base or len(full) != len(base) + 1:
+                raise FlowkitError(
+                    f"the tokenizer does not write option letter {letter!r} after {tail!r} as one token; "
+                    "this tokenizer cannot be read with a single next-token distribution."
+                )
+            ids.append(full[-1])
+        if len(set(ids)) != len(ids):
+            raise FlowkitError("two option letters share one token id; cannot tell the options apart.")
+        return tuple(ids)

@@ -1,0 +1,218 @@
+"""Load a VideoLLM — 4-bit NF4 by default — and ask it multiple-choice questions about a video.
+
+>>> vllm = load_videollm("path/to/llava-next-video-checkpoint")      # doctest: +SKIP
+>>> prepared = vllm.prepare(frames, "Which way does the red square move?", ["left", "right"])
+>>> vllm.answer(prepared).probs                                       # doctest: +SKIP
+
+Every checkpoint — a hub id, a local folder, the kit's own small model — goes through
+one code path: ``from_pretrained`` with a ``BitsAndBytesConfig`` for NF4. Quantization
+covers the language model's Linear layers; the vision side stays in full precision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from flowkit.errors import ModelLoadError
+from flowkit.families import FamilyAdapter, Prepared, adapter_for_config
+from flowkit.knockout import KnockoutSpec, knockout, language_model_of
+
+QUANTS = ("nf4", "bf16", "fp32")
+
+# bitsandbytes' AVX512-BF16 CPU kernel needs these shape multiples; other layers use the slow path.
+_BF16_FAST_IN, _BF16_FAST_OUT = 64, 32
+
+
+@dataclass
+class VideoLLM:
+    """A loaded VideoLLM: the transformers model, its processor and the family adapter."""
+
+    model: torch.nn.Module
+    processor: object
+    adapter: FamilyAdapter
+    name: str
+    quant: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def language_model(self) -> torch.nn.Module:
+        return language_model_of(self.model)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.language_model.layers)
+
+    @property
+    def tokenizer(self):
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the weights and quantization (part of every cache key)."""
+        if "fingerprint" not in self.extra:
+            h = hashlib.sha256()
+            h.update(f"{self.name}|{self.quant}|{type(self.model).__name__}".encode())
+            h.update(json.dumps(self.model.config.to_dict(), sort_keys=True, default=str).encode())
+            for pname, param in sorted(self.model.state_dict().items())[:: max(1, len(self.model.state_dict()) // 16)]:
+                flat = param.detach().reshape(-1)[:64]
+                h.update(pname.encode())
+                h.update(flat.to(torch.float32).numpy().tobytes() if flat.is_floating_point() else flat.numpy().tobytes())
+            self.extra["fingerprint"] = h.hexdigest()[:16]
+        return self.extra["fingerprint"]
+
+    def prepare(self, frames, question: str, candidates: Sequence[str], answer: int | str | None = None) -> Prepared:
+        """Inputs and spans for one multiple-choice question (``answer``: index or letter)."""
+        if isinstance(answer, str):
+            from flowkit.spans import OPTION_LETTERS
+
+            if answer.upper() not in OPTION_LETTERS[: len(candidates)]:
+                raise ModelLoadError(f"answer {answer!r} is not one of the option letters")
+            answer = OPTION_LETTERS.index(answer.upper())
+        return self.adapter.prepare(self.processor, frames, question, candidates, answer_index=answer)
+
+    def prepare_sample(self, sample) -> Prepared:
+        """Inputs and spans for a :class:`flowkit.data.Sample`."""
+        return self.prepare(sample.frames, sample.question, sample.candidates, answer=sample.answer)
+
+    @torch.inference_mode()
+    def last_logits(self, prepared: Prepared, spec: KnockoutSpec | None = None) -> torch.Tensor:
+        """Next-token logits at the last position (float32, shape ``(vocab,)``), optionally under a knockout."""
+        inputs = {k: v for k, v in prepared.inputs.items()}
+        if spec is None or not spec.cuts:
+            out = self.model(**inputs, logits_to_keep=1)
+        else:
+            with knockout(self, spec, prepared.spans):
+                out = self.model(**inputs, logits_to_keep=1)
+        return out.logits[0, -1].float()
+
+    def answer(self, prepared: Prepared, spec: KnockoutSpec | None = None):
+        """The answer distribution over the option letters (see :mod:`flowkit.readout`)."""
+        from flowkit.readout import answer_distribution
+
+        return answer_distribution(self.last_logits(prepared, spec), prepared.letter_ids,
+                                   true_option=prepared.spans.true_option)
+
+
+def quantization_config(adapter: FamilyAdapter, config):
+    """The NF4 ``BitsAndBytesConfig``: LM Linear layers in 4-bit, vision side and lm_head kept."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=False,
+        bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32,
+        llm_int8_skip_modules=adapter.skip_modules(config),
+    )
+
+
+def _is_local(name_or_path: str | os.PathLike) -> bool:
+    return Path(name_or_path).expanduser().exists()
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def _read_config(name_or_path: str, trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    local = _is_local(name_or_path)
+    try:
+        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        if local:
+            raise ModelLoadError(
+                f"{name_or_path} exists but holds no readable model config (config.json): {exc}. "
+                "Point load_videollm at the folder that contains config.json and the weights."
+            ) from None
+        raise ModelLoadError(
+            f"cannot get {name_or_path!r}: it is not a local folder and the Hugging Face Hub cannot be "
+            f"reached{' (HF_HUB_OFFLINE is set)' if _offline() else ''}. To use this checkpoint, download it "
+            f"on a machine with internet (`hf download {name_or_path} --local-dir ./{Path(str(name_or_path)).name}`), "
+            f"copy the folder here and call load_videollm('./{Path(str(name_or_path)).name}'). "
+            "The kit's own small model needs no download: load_videollm('flowkit-smol-video')."
+        ) from None
+
+
+def _dtype_for(quant: str) -> torch.dtype:
+    return {"nf4": torch.float32, "bf16": torch.bfloat16, "fp32": torch.float32}[quant]
+
+
+def load_videollm(
+    name_or_path: str | os.PathLike,
+    quant: str = "nf4",
+    *,
+    attn_implementation: str = "sdpa",
+    trust_remote_code: bool = False,
+    device: str | None = None,
+) -> VideoLLM:
+    """Load a VideoLLM checkpoint through ``from_pretrained``.
+
+    Args:
+        name_or_path: a local checkpoint folder, a Hugging Face hub id (needs internet), or
+            the name of a model the kit ships (see :func:`flowkit.shipped.available`).
+        quant: ``"nf4"`` (4-bit NormalFloat via bitsandbytes; runs on CPU), ``"bf16"`` or ``"fp32"``.
+        attn_implementation: ``"sdpa"`` (fast) or ``"eager"`` (needed to read attention weights).
+        trust_remote_code: passed to transformers; never enabled unless you ask.
+        device: ``"cpu"`` (default) or e.g. ``"cuda"``.
+    """
+    if quant not in QUANTS:
+        raise ModelLoadError(f"unknown quant {quant!r}: choose one of {', '.join(QUANTS)}.")
+    if attn_implementation not in ("sdpa", "eager"):
+        raise ModelLoadError("attn_implementation must be 'sdpa' or 'eager' for knockout to work.")
+    from flowkit import shipped
+
+    resolved = shipped.resolve(str(name_or_path))
+    source = str(resolved) if resolved is not None else str(name_or_path)
+    config = _read_config(source, trust_remote_code)
+    adapter = adapter_for_config(config)
+    model_cls = adapter.model_class()
+    kwargs = {"dtype": _dtype_for(quant), "attn_implementation": attn_implementation,
+              "trust_remote_code": trust_remote_code}
+    if quant == "nf4":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ModelLoadError("quant='nf4' needs bitsandbytes: pip install bitsandbytes==0.50.2") from None
+        kwargs["quantization_config"] = quantization_config(adapter, config)
+    if device and device != "cpu":
+        kwargs["device_map"] = device
+    try:
+        model = model_cls.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"loading {source} as {model_cls.__name__} failed: {exc}") from exc
+    model.eval()
+    if quant == "nf4":
+        _respect_cpu_fast_path_shapes(model)
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{source} has no usable processor (tokenizer + video processor): {exc}") from exc
+    return VideoLLM(model=model, processor=processor, adapter=adapter, name=str(name_or_path), quant=quant)
+
+
+def _respect_cpu_fast_path_shapes(model: torch.nn.Module) -> list[str]:
+    """Turn off bitsandbytes' AVX512-BF16 CPU kernel on layers whose shapes it cannot take.
+
+    That kernel needs in-features divisible by 64 and out-features by 32; other layers fall
+    back to the generic (dequantize + matmul) path instead of failing. Returns their names.
+    """
+    import bitsandbytes as bnb
+
+    slow = []
+    for name, module in model.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            if module.in_features % _BF16_FAST_IN or module.out_features % _BF16_FAST_OUT:
+                module.support_avx512bf16_for_cpu = False
+                slow.append(name)
+    return slow
