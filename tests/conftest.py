@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny same-class VideoLLMs built and saved by the tests themselves."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def toy_checkpoint(tmp_path_factory):
+    """A 4-layer LlavaNextVideo checkpoint (32x32 frames, 4 tokens per frame) on disk."""
+    from flowkit.toy import build_toy_llava_next_video
+
+    return build_toy_llava_next_video(tmp_path_factory.mktemp("ckpt") / "toy-llava-next-video", seed=0)
+
+
+@pytest.fixture(scope="session")
+def toy_fp32(toy_checkpoint):
+    from flowkit import load_videollm
+
+    return load_videollm(toy_checkpoint, quant="fp32")
+
+
+@pytest.fixture(scope="session")
+def toy_eager(toy_checkpoint):
+    from flowkit import load_videollm
+
+    return load_videollm(toy_checkpoint, quant="fp32", attn_implementation="eager")
+
+
+@pytest.fixture(scope="session")
+def toy_nf4(toy_checkpoint):
+    from flowkit import load_videollm
+
+    return load_videollm(toy_checkpoint, quant="nf4")
+
+
+@pytest.fixture(scope="session")
+def toy_bf16(toy_checkpoint):
+    from flowkit import load_videollm
+
+    return load_videollm(toy_checkpoint, quant="bf16")
+
+
+def random_frames(num_frames=8, height=48, width=64, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (num_frames, height, width, 3), dtype=np.uint8)
+
+
+QUESTION = "Which way does the red square move?"
+OPTIONS = ["left", "right", "up", "down"]
+
+
+@pytest.fixture
+def prepared_fp32(toy_fp32):
+    return toy_fp32.prepare(random_frames(), QUESTION, OPTIONS, answer="B")

@@ -1,0 +1,66 @@
+"""``python -m flowkit check`` on a tiny checkpoint and a real mp4 written by the test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import random_frames
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from flowkit.data import write_video
+
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    write_video(path, random_frames(12, 48, 64, seed=9))
+    return path
+
+
+def run_check(checkpoint, clip, *extra):
+    from flowkit.cli import main
+
+    return main(["check", "--model", str(checkpoint), "--quant", "fp32", "--video", str(clip),
+                 "--question", "Which way does the red square move?", "--options", "left", "right", "up", "down",
+                 *extra])
+
+
+def test_check_prints_before_and_after(toy_checkpoint, toy_fp32, clip, capsys):
+    from flowkit import KnockoutSpec
+    from flowkit.data import read_video
+
+    assert run_check(toy_checkpoint, clip, "--answer", "B", "--cut", "question->last", "--layers", "1-2") == 0
+    out = capsys.readouterr().out
+    assert "knockout: question->last (layers 1-2)" in out
+    assert "*(B) right" in out
+    # the printed numbers are what the library computes
+    prepared = toy_fp32.prepare(read_video(clip, num_frames=8), "Which way does the red square move?",
+                                ["left", "right", "up", "down"])
+    after = toy_fp32.answer(prepared, KnockoutSpec.single("question->last", "1-2"))
+    row = next(line for line in out.splitlines() if line.startswith("*(B) right"))
+    assert f"{after.probs[1]:.4f}" == row.split()[3]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--cut", "video->question"], "say where to cut"),
+    (["--layers", "1-2"], "say what to cut"),
+    (["--cut", "video->nowhere", "--layers", "1"], "unknown token group 'nowhere'"),
+    (["--cut", "video->last", "--layers", "1-40"], "beyond the model's depth"),
+])
+def test_check_bad_input_is_one_clear_line(toy_checkpoint, clip, capsys, extra, message):
+    assert run_check(toy_checkpoint, clip, *extra) == 2
+    err = capsys.readouterr().err
+    last_line = err.strip().splitlines()[-1]
+    assert last_line.startswith("error: ") and message in last_line and "Traceback" not in err
+
+
+def test_check_missing_video(toy_checkpoint, tmp_path, capsys):
+    assert run_check(toy_checkpoint, tmp_path / "nope.mp4", "--cut", "video->last", "--layers", "1") == 2
+    assert "nope.mp4" in capsys.readouterr().err
+
+
+def test_module_entry_point_help():
+    out = subprocess.run([sys.executable, "-m", "flowkit", "check", "--help"], capture_output=True, text=True, check=True)
+    assert "--cut EDGES" in out.stdout and "--window CENTRE" in out.stdout
