@@ -342,21 +342,25 @@ def _blocked_for(module: torch.nn.Module) -> torch.Tensor | None:
 
 
 def _slice_block(block: torch.Tensor, q_len: int, k_len: int) -> torch.Tensor:
-    """The block mask rows of the current queries (the last q_len of k_len positions)."""
-    n = block.shape[0]
+    """Block-mask rows of the current queries (the last ``q_len`` of ``k_len`` positions).
+
+    ``block`` is ``(N, N)`` or, for a batch of different specs, ``(B, N, N)``.
+    """
+    n = block.shape[-1]
     if k_len > n:  # positions beyond the analysed prompt (e.g. generated tokens) are never cut
-        padded = torch.zeros(k_len, k_len, dtype=torch.bool, device=block.device)
-        padded[:n, :n] = block
+        padded = torch.zeros(*block.shape[:-2], k_len, k_len, dtype=torch.bool, device=block.device)
+        padded[..., :n, :n] = block
         block = padded
-    return block[k_len - q_len : k_len, :k_len]
+    return block[..., k_len - q_len : k_len, :k_len]
 
 
 def _with_block(attention_mask, block: torch.Tensor, query: torch.Tensor, key: torch.Tensor):
     q_len, k_len = query.shape[2], key.shape[2]
     blk = _slice_block(block.to(query.device), q_len, k_len)
+    blk = blk[:, None] if blk.ndim == 3 else blk[None, None]  # broadcast over heads (and batch)
     if attention_mask is None:  # the stock path relied on is_causal: build the causal mask explicitly
         allowed = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)
-        return (allowed & ~blk)[None, None]
+        return allowed[None, None] & ~blk
     if attention_mask.dtype == torch.bool:
         return attention_mask[..., :k_len] & ~blk
     return attention_mask[..., :k_len].masked_fill(blk, float("-inf"))
@@ -435,11 +439,25 @@ def knockout(model, spec: KnockoutSpec, spans: Spans) -> Iterator[dict[int, torc
     Contexts nest (their cuts add up). The model is always restored on exit, even on
     error. Yields the per-layer block masks.
     """
-    hf_model = getattr(model, "model", model) if hasattr(model, "adapter") else model
-    lm = language_model_of(hf_model)
-    modules = attention_modules(lm)
-    masks = block_masks(spec, spans, len(modules))
-    config = lm.config
+    lm = language_model_of(_hf_model(model))
+    masks = block_masks(spec, spans, len(attention_modules(lm)))
+    with apply_block_masks(lm, masks):
+        yield masks
+
+
+def _hf_model(model) -> torch.nn.Module:
+    return model.model if hasattr(model, "adapter") else model
+
+
+@contextlib.contextmanager
+def apply_block_masks(language_model: torch.nn.Module, masks: dict[int, torch.Tensor]) -> Iterator[None]:
+    """Low level: cut the edges of ready-made block masks ``{layer: (N, N) or (B, N, N) bool}``.
+
+    :func:`knockout` builds and checks the masks from a spec; the engine uses this directly
+    to evaluate a batch of specs at once (one ``(N, N)`` mask per batch row).
+    """
+    modules = attention_modules(language_model)
+    config = language_model.config
     current = config._attn_implementation
     outermost = not (isinstance(current, str) and current.startswith("flowkit_"))
     if outermost and current not in SUPPORTED_BASES:
@@ -454,7 +472,7 @@ def knockout(model, spec: KnockoutSpec, spans: Spans) -> Iterator[dict[int, torc
     if outermost:
         config._attn_implementation = f"flowkit_{current}"
     try:
-        yield masks
+        yield
     finally:
         for m in modules:
             stack = getattr(m, _KNOCKOUT_ATTR, [])
