@@ -1,0 +1,87 @@
+"""On-disk results keyed by (model fingerprint, sample id, spec JSON), written atomically.
+
+One JSON file per (model, sample) holds a record per spec. Every record carries a
+checksum of its own content; a file or record that does not parse or does not match
+its checksum is reported and recomputed, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+
+class CorruptCacheWarning(UserWarning):
+    """A cache file or record was unreadable or failed its checksum; it will be recomputed."""
+
+
+def _checksum(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _safe_name(text: str) -> str:
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:80]
+    return f"{readable}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+class ResultCache:
+    """A folder of cached knockout results.
+
+    >>> cache = ResultCache("results-cache")                          # doctest: +SKIP
+    >>> cache.get(fingerprint, "moving_direction/0003", spec.to_json())
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def _path(self, fingerprint: str, sample_id: str) -> Path:
+        return self.root / _safe_name(fingerprint) / f"{_safe_name(sample_id)}.json"
+
+    def _load(self, path: Path) -> dict:
+        if not path.exists():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return data
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"cache file {path} is unreadable ({exc}); its results will be recomputed",
+                          CorruptCacheWarning, stacklevel=3)
+            return {}
+
+    def get(self, fingerprint: str, sample_id: str, spec_json: str) -> dict | None:
+        """The cached payload for this (model, sample, spec), or None if absent or corrupt."""
+        path = self._path(fingerprint, sample_id)
+        record = self._load(path).get(spec_json)
+        if record is None:
+            return None
+        payload = record.get("payload") if isinstance(record, dict) else None
+        if not isinstance(payload, dict) or record.get("checksum") != _checksum(payload) or \
+                payload.get("fingerprint") != fingerprint or payload.get("sample") != sample_id:
+            warnings.warn(f"cache record for {sample_id} / {spec_json} in {path} failed its check; "
+                          "it will be recomputed", CorruptCacheWarning, stacklevel=2)
+            return None
+        return payload
+
+    def put_many(self, fingerprint: str, sample_id: str, results: dict[str, dict]) -> None:
+        """Store payloads ``{spec_json: payload}`` for one sample (one atomic file write)."""
+        path = self._path(fingerprint, sample_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = self._load(path)
+        for spec_json, payload in results.items():
+            payload = {**payload, "fingerprint": fingerprint, "sample": sample_id}
+            data[spec_json] = {"payload": payload, "checksum": _checksum(payload)}
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(data, handle, sort_keys=True)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
