@@ -98,8 +98,9 @@ def render(background: np.ndarray, sprites: list[Sprite], size: int) -> np.ndarr
     num_frames = len(sprites[0].cx)
     frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
     frames[...] = background
+    pixels = frames.reshape(-1, 3)  # a view; integer indexing beats a boolean mask here
     for sprite in sprites:
-        frames[sprite_masks(sprite, size)] = sprite.rgb
+        pixels[np.flatnonzero(sprite_masks(sprite, size))] = sprite.rgb
     return frames
 
 

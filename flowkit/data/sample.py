@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flowkit.errors import FlowkitError
 
-class BenchError(ValueError):
+
+class BenchError(FlowkitError, ValueError):
     """A bench on disk (or a request for one) is unusable.
 
     The message always names the offending file or argument, says what is

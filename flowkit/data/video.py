@@ -18,6 +18,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from flowkit.data.sample import BenchError, ShortClipWarning
 
@@ -41,6 +42,14 @@ def uniform_frame_indices(num_available: int, num_frames: int) -> np.ndarray:
             f"got num_available={num_available}, num_frames={num_frames}"
         )
     return np.linspace(0, num_available - 1, num_frames).round().astype(np.int64)
+
+
+def encoder_build() -> dict[str, str]:
+    """The PyAV and libavcodec versions that :func:`write_video` encodes with.
+
+    Byte-identical output is only expected between identical builds.
+    """
+    return {"pyav": av.__version__, "libavcodec": ".".join(map(str, av.library_versions["libavcodec"]))}
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: int = VIDEO_FPS) -> None:
@@ -137,14 +146,14 @@ def _decoded_frames(
                 raise BenchError(f"{path}: the file has no video stream; replace it with a video clip")
             stream = container.streams.video[0]
             rate = float(stream.average_rate or VIDEO_FPS)
+            reformatter = VideoReformatter()  # reusing it keeps one scaler context for the whole clip
+            interpolation = None if size is None else "AREA"
             for number, frame in enumerate(container.decode(stream)):
                 if not convert:
                     yield number, frame.time if frame.time is not None else number / rate
                 elif number in only:
-                    if size is None:
-                        yield number, frame.to_ndarray(format="rgb24")
-                    else:
-                        yield number, frame.to_ndarray(format="rgb24", width=size, height=size, interpolation="AREA")
+                    rgb = reformatter.reformat(frame, format="rgb24", width=size, height=size, interpolation=interpolation)
+                    yield number, rgb.to_ndarray()
     except av.FFmpegError as error:
         raise BenchError(
             f"cannot decode video {path}: {error}; the file is corrupt or not a video, regenerate or re-download it"

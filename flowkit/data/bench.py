@@ -1,0 +1,356 @@
+"""Benchmarks on disk in the MVBench/TVBench layout: writing and loading.
+
+Layout (relative to the bench root)::
+
+    json/<task>.json        a JSON list of entries
+    video/<task>/<file>     the clips the entries name
+
+Each entry has ``video`` (file name inside ``video/<task>/``), ``question``,
+``candidates`` (list of option texts) and ``answer`` (the correct option's
+TEXT), and may have ``start``/``end`` in seconds (MVBench's trimmed tasks)
+and any extra keys, which are ignored.  The shipped synthetic split in
+``data/bench`` is written in exactly this layout by :func:`write_split`,
+so it goes through the same loader as a real TVBench/MVBench download.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import string
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from flowkit.data.sample import BenchError, Sample
+from flowkit.data.synthetic import EVAL_SEED, TASKS, check_task, iter_samples
+from flowkit.data.video import VIDEO_CODEC, VIDEO_FPS, encoder_build, read_video, write_video
+
+REQUIRED_KEYS = ("video", "question", "candidates", "answer")
+_GENERATE_COMMAND = "python -m flowkit.data generate --out {out} --seed {seed} --per-task {per_task}"
+
+
+def default_bench_root() -> Path:
+    """The shipped evaluation split, ``<repository>/data/bench``."""
+    root = Path(__file__).resolve().parents[2] / "data" / "bench"
+    if not (root / "json").is_dir():
+        raise BenchError(
+            f"the shipped bench is missing at {root}; regenerate it with "
+            + _GENERATE_COMMAND.format(out="data/bench", seed=EVAL_SEED, per_task=60)
+        )
+    return root
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One validated annotation, before its video is decoded."""
+
+    sample_id: str
+    task: str
+    video_path: Path
+    question: str
+    candidates: tuple[str, ...]
+    answer_text: str
+    start: float | None
+    end: float | None
+
+
+def available_tasks(root: str | Path) -> list[str]:
+    """The task names of a bench, one per ``json/<task>.json``, in :data:`TASKS` order first."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BenchError(
+            f"bench root does not exist: {root}; pass the folder holding json/ and video/ "
+            "(e.g. a TVBench download or the output of `python -m flowkit.data generate`)"
+        )
+    json_dir = root / "json"
+    if not json_dir.is_dir():
+        raise BenchError(
+            f"bench root {root} has no json/ folder; a bench needs json/<task>.json annotations "
+            "next to video/<task>/ clips"
+        )
+    names = [path.stem for path in json_dir.glob("*.json")]
+    return sorted(names, key=lambda name: (TASKS.index(name) if name in TASKS else len(TASKS), name))
+
+
+def load_bench(
+    root: str | Path, task: str | Iterable[str] | None = None, num_frames: int = 8, size: int | None = None
+) -> list[Sample]:
+    """Load a bench in the MVBench/TVBench layout as a list of :class:`Sample`.
+
+    ``task`` is one task name, several, or ``None`` for every task found.
+    Each clip is trimmed to ``[start, end]`` when the entry has them and
+    sampled to ``num_frames`` frames with ``np.linspace(0, n - 1,
+    num_frames).round()`` indices (a shorter clip repeats frames and warns,
+    see :func:`~flowkit.data.video.read_video`); ``size`` optionally resizes
+    frames to ``size x size``.  All annotations are validated before any
+    video is decoded; every problem raises :class:`BenchError` naming the file.
+    Sample ids are ``"<task>/<entry index:04d>"``.
+    """
+    root = Path(root)
+    available = available_tasks(root)
+    if task is None:
+        tasks = available
+    else:
+        tasks = [task] if isinstance(task, str) else list(task)
+        unknown = [name for name in tasks if name not in available]
+        if unknown:
+            raise BenchError(
+                f"unknown task(s) {', '.join(map(repr, unknown))} in {root / 'json'}; "
+                f"available tasks: {', '.join(available) or '(none)'}"
+            )
+    entries = [entry for name in tasks for entry in _read_annotations(root, name)]
+    return [
+        Sample(
+            id=entry.sample_id,
+            task=entry.task,
+            frames=read_video(entry.video_path, num_frames=num_frames, start=entry.start, end=entry.end, size=size),
+            question=entry.question,
+            candidates=entry.candidates,
+            answer=string.ascii_uppercase[entry.candidates.index(entry.answer_text)],
+            answer_text=entry.answer_text,
+            video_path=str(entry.video_path),
+        )
+        for entry in entries
+    ]
+
+
+def _read_annotations(root: Path, task: str) -> list[_Entry]:
+    """Parse and validate ``json/<task>.json``; check that every video exists."""
+    json_path = root / "json" / f"{task}.json"
+    try:
+        raw_entries = json.loads(json_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise BenchError(f"{json_path} is not valid JSON ({error}); fix or re-download it") from error
+    if not isinstance(raw_entries, list):
+        raise BenchError(
+            f"{json_path} must hold a JSON list of entries, found a {type(raw_entries).__name__}; "
+            "fix or re-download it"
+        )
+    return [_validated_entry(root, task, json_path, index, raw) for index, raw in enumerate(raw_entries)]
+
+
+def _validated_entry(root: Path, task: str, json_path: Path, index: int, raw: object) -> _Entry:
+    where = f"{json_path}, entry {index}"
+    if not isinstance(raw, dict):
+        raise BenchError(f"{where}: expected an object with keys {list(REQUIRED_KEYS)}, found a {type(raw).__name__}")
+    missing = [key for key in REQUIRED_KEYS if key not in raw]
+    if missing:
+        raise BenchError(f"{where}: missing required key(s) {missing}; present keys: {sorted(raw)}; add them")
+    candidates, answer = raw["candidates"], raw["answer"]
+    if not isinstance(candidates, list) or not all(isinstance(option, str) for option in candidates):
+        raise BenchError(f"{where}: 'candidates' must be a list of strings, got {candidates!r}")
+    if not candidates:
+        raise BenchError(f"{where}: 'candidates' is empty; a question needs at least one option")
+    if len(set(candidates)) != len(candidates):
+        raise BenchError(f"{where}: 'candidates' contains duplicates {candidates}; each option must be unique")
+    if answer not in candidates:
+        raise BenchError(
+            f"{where}: answer {answer!r} is not among the candidates {candidates}; "
+            "'answer' must be the text of one candidate"
+        )
+    if not isinstance(raw["question"], str) or not isinstance(raw["video"], str):
+        raise BenchError(f"{where}: 'question' and 'video' must be strings")
+    bounds = {}
+    for key in ("start", "end"):
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise BenchError(f"{where}: {key!r} must be a number of seconds, got {value!r}")
+        bounds[key] = None if value is None else float(value)
+    video_path = root / "video" / task / raw["video"]
+    if not video_path.is_file():
+        raise BenchError(
+            f"{where}: video file not found: {video_path}; download or regenerate the clips into "
+            f"{root / 'video' / task}"
+        )
+    return _Entry(
+        sample_id=f"{task}/{index:04d}",
+        task=task,
+        video_path=video_path,
+        question=raw["question"],
+        candidates=tuple(candidates),
+        answer_text=answer,
+        start=bounds["start"],
+        end=bounds["end"],
+    )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    """What :func:`write_split` wrote: where, how many questions per task, bytes and seconds."""
+
+    root: Path
+    counts: dict[str, int]
+    num_bytes: int
+    seconds: float
+
+    @property
+    def megabytes(self) -> float:
+        return self.num_bytes / 1e6
+
+    def __str__(self) -> str:
+        width = max(len(name) for name in self.counts)
+        lines = [f"wrote {self.root}"]
+        lines += [f"  {name:<{width}}  {count:>5} questions" for name, count in self.counts.items()]
+        lines.append(
+            f"  {'total':<{width}}  {sum(self.counts.values()):>5} questions, "
+            f"{self.megabytes:.2f} MB, {self.seconds:.1f} s"
+        )
+        return "\n".join(lines)
+
+
+def write_split(
+    out_dir: str | Path,
+    seed: int = EVAL_SEED,
+    per_task: int = 60,
+    tasks: Iterable[str] | None = None,
+    num_frames: int = 16,
+    size: int = 64,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> SplitSummary:
+    """Render a synthetic split and write it to ``out_dir`` in the MVBench/TVBench layout.
+
+    Writes ``json/<task>.json``, ``video/<task>/<index:04d>.mp4`` (libx264,
+    yuv420p, :data:`~flowkit.data.video.VIDEO_FPS` fps), a ``manifest.json``
+    with the generation parameters and encoder versions, and a
+    ``README.md``.  Nothing in the output depends on the clock or the
+    machine beyond the PyAV/FFmpeg build, so the same arguments and build
+    reproduce every file byte for byte.
+
+    The split is built in a temporary folder next to ``out_dir`` and moved
+    into place with ``os.replace`` only when complete: an interrupted call
+    leaves neither a partial split nor the temporary folder behind.  An
+    existing ``out_dir`` is replaced only with ``overwrite=True``, by two
+    renames (old split aside, new split in); a crash exactly between them
+    would leave the old split in a ``.<name>.old-*`` folder next to it.
+    ``progress`` shows a tqdm bar.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    task_names = list(TASKS if tasks is None else tasks)
+    for name in task_names:
+        check_task(name)
+    if not task_names or per_task < 1:
+        raise BenchError(f"nothing to write: need at least one task and per_task >= 1, got {task_names}, {per_task}")
+    if out_dir.exists() and not overwrite:
+        raise BenchError(f"{out_dir} already exists; pass overwrite=True (command line: --overwrite) to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    split = staging / out_dir.name  # made by mkdir, so it gets the usual permissions (mkdtemp's are 0700)
+    try:
+        split.mkdir()
+        with tqdm(total=len(task_names) * per_task, desc="rendering", unit="clip", disable=not progress) as bar:
+            for name in task_names:
+                _write_task(split, name, seed, per_task, num_frames, size, bar)
+        counts = {name: per_task for name in task_names}
+        parameters = {"seed": seed, "per_task": per_task, "num_frames": num_frames, "size": size}
+        _write_text(split / "manifest.json", json.dumps(_manifest(parameters, counts), indent=2) + "\n")
+        _write_text(split / "README.md", _readme(parameters, counts))
+        _move_into_place(split, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    num_bytes = sum(path.stat().st_size for path in out_dir.rglob("*") if path.is_file())
+    return SplitSummary(out_dir, counts, num_bytes, time.perf_counter() - started)
+
+
+def _write_task(split: Path, task: str, seed: int, per_task: int, num_frames: int, size: int, bar: tqdm) -> None:
+    video_dir = split / "video" / task
+    video_dir.mkdir(parents=True)
+    entries = []
+    for sample in iter_samples(task, per_task, seed, num_frames=num_frames, size=size):
+        file_name = f"{sample.id.rsplit('/', 1)[1]}.mp4"
+        write_video(video_dir / file_name, sample.frames, fps=VIDEO_FPS)
+        entries.append(
+            {
+                "video": file_name,
+                "question": sample.question,
+                "candidates": list(sample.candidates),
+                "answer": sample.answer_text,
+            }
+        )
+        bar.update()
+    (split / "json").mkdir(exist_ok=True)
+    _write_text(split / "json" / f"{task}.json", json.dumps(entries, indent=2) + "\n")
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        handle.write(text)
+
+
+def _move_into_place(split: Path, out_dir: Path) -> None:
+    """Swap the finished ``split`` folder in as ``out_dir``, replacing an old one."""
+    if not out_dir.exists():
+        os.replace(split, out_dir)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+    os.replace(out_dir, retired)  # renaming onto the fresh, empty folder
+    os.replace(split, out_dir)
+    shutil.rmtree(retired)
+
+
+def _manifest(parameters: dict[str, int], counts: dict[str, int]) -> dict[str, object]:
+    return {
+        "generator": "flowkit.data.synthetic",
+        **parameters,
+        "fps": VIDEO_FPS,
+        "codec": VIDEO_CODEC,
+        "encoder": encoder_build(),
+        "counts": counts,
+    }
+
+
+def _readme(parameters: dict[str, int], counts: dict[str, int]) -> str:
+    rows = "\n".join(f"| `{name}` | {count} |" for name, count in counts.items())
+    command = _GENERATE_COMMAND.format(out="data/bench", **{k: parameters[k] for k in ("seed", "per_task")})
+    if set(counts) != set(TASKS):
+        command += " --tasks " + " ".join(counts)
+    if (parameters["num_frames"], parameters["size"]) != (16, 64):
+        command += f" --num-frames {parameters['num_frames']} --size {parameters['size']}"
+    return f"""# Synthetic temporal bench
+
+A fixed evaluation split of procedurally rendered multiple-choice video
+questions that need time to answer: one frame at a random time carries no
+information about the answer (see the docstrings in
+`flowkit/data/synthetic.py`).  It uses the MVBench/TVBench layout, so
+`flowkit.data.load_bench` reads it exactly like a real TVBench download.
+
+| task | questions |
+| --- | ---: |
+{rows}
+
+* clips: {parameters['num_frames']} frames of {parameters['size']}x{parameters['size']} RGB, \
+{VIDEO_FPS} fps, {VIDEO_CODEC} mp4 (yuv420p)
+* seed: {parameters['seed']} (`flowkit.data.EVAL_SEED`); **train with other seeds**
+* within a task each option letter is the correct one equally often, and so is each
+  direction, count and cup position
+* `json/<task>.json`: list of `{{video, question, candidates, answer}}`, `answer` is the option text
+* `video/<task>/NNNN.mp4`: the clip of entry `NNNN`
+* `manifest.json`: generation parameters and the encoder build
+
+Regenerate (byte-identical with the encoder build named in `manifest.json`):
+
+```
+{command} --overwrite
+```
+
+Load:
+
+```python
+from flowkit.data import default_bench_root, load_bench
+samples = load_bench(default_bench_root(), num_frames=8)
+```
+"""
