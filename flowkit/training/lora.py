@@ -1,0 +1,60 @@
+"""Low-rank adapters (LoRA) for the language model's Linear layers, and merging them back.
+
+Kept dependency-free: a :class:`LoRALinear` wraps an ``nn.Linear`` and adds
+``scale * B(A(x))`` with ``B`` initialised to zero, so training starts from the
+unchanged model. :func:`merge_lora` folds the adapters into the weights — what the kit
+ships is the merged delta, loaded through ``from_pretrained`` like any checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class LoRALinear(nn.Module):
+    def __init__(self, base: nn.Linear, rank: int = 8, alpha: float = 16.0):
+        super().__init__()
+        self.base = base
+        self.rank, self.scale = rank, alpha / rank
+        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+
+    def forward(self, x):
+        return self.base(x) + (x @ self.lora_a.T @ self.lora_b.T) * self.scale
+
+    def merged_weight(self) -> torch.Tensor:
+        return self.base.weight + self.scale * (self.lora_b @ self.lora_a)
+
+
+def add_lora(module: nn.Module, rank: int = 8, alpha: float = 16.0, targets=DEFAULT_TARGETS) -> list[str]:
+    """Wrap every Linear whose name ends in one of ``targets``; returns the wrapped names."""
+    wrapped = []
+    for name, child in list(module.named_modules()):
+        for attr, sub in list(child.named_children()):
+            if isinstance(sub, nn.Linear) and attr in targets:
+                setattr(child, attr, LoRALinear(sub, rank, alpha))
+                wrapped.append(f"{name}.{attr}" if name else attr)
+    return wrapped
+
+
+def lora_parameters(module: nn.Module) -> list[nn.Parameter]:
+    return [p for m in module.modules() if isinstance(m, LoRALinear) for p in (m.lora_a, m.lora_b)]
+
+
+def merge_lora(module: nn.Module) -> int:
+    """Replace every :class:`LoRALinear` by its base Linear with the adapter folded in."""
+    count = 0
+    for name, child in list(module.named_modules()):
+        for attr, sub in list(child.named_children()):
+            if isinstance(sub, LoRALinear):
+                with torch.no_grad():
+                    sub.base.weight.copy_(sub.merged_weight())
+                setattr(child, attr, sub.base)
+                count += 1
+    return count

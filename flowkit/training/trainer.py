@@ -1,0 +1,286 @@
+"""Training the kit's small VideoLLM on this CPU, in LLaVA-style stages.
+
+- ``align`` (stage 1): single-frame questions (:mod:`flowkit.training.frames`); the
+  language model is frozen, the vision tower and projector learn to speak its language.
+  A BatchNorm after the projector removes the input-independent part of the projected
+  tokens (without it, training collapses to one constant answer); it is folded into the
+  projector's last Linear when the model is exported, so the shipped checkpoint is a
+  plain LlavaNextVideo model. The result is the *image-only control* of finding 1.
+- ``video`` (stage 2): the temporal bench's tasks (held-out seeds), LoRA adapters on the
+  language model plus the vision side, with single-frame batches mixed in.
+
+Everything is resumable: ``<run>/checkpoint.pt`` holds the trainable weights, the
+optimiser, the step and the data stream position; ``<run>/log.jsonl`` one line per log.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from flowkit.data import TASKS, uniform_frame_indices
+from flowkit.data.synthetic import EVAL_SEED, make_sample
+from flowkit.families.llava_next_video import LlavaNextVideoAdapter
+from flowkit.training.frames import FRAME_TASKS, make_frame_sample
+from flowkit.training.lora import add_lora, lora_parameters, merge_lora
+
+NUM_FRAMES = 8
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "align"  # "align" | "video"
+    steps: int = 500
+    batch_size: int = 8
+    lr_vision: float = 1e-4
+    lr_lora: float = 2e-4
+    lora_rank: int = 8
+    seed: int = 1
+    video_tasks: tuple[str, ...] = TASKS
+    frame_tasks: tuple[str, ...] = FRAME_TASKS
+    frame_batch_every: int = 4  # stage 2: every n-th batch is single-frame
+    eval_every: int = 100
+    eval_per_task: int = 16
+    log_every: int = 10
+    init_from: str | None = None  # a run folder whose weights start this run
+    warmup: int = 30
+    notes: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.seed == EVAL_SEED:
+            raise ValueError(f"seed {EVAL_SEED} generates the evaluation split; train with another seed")
+        self.video_tasks = tuple(self.video_tasks)
+        self.frame_tasks = tuple(self.frame_tasks)
+
+
+class ProjectorNorm(nn.Module):
+    """BatchNorm over the channels of the projected video tokens (folded away on export)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(dim, momentum=0.01)
+
+    def forward(self, x):
+        shape = x.shape
+        return self.norm(x.reshape(-1, shape[-1])).reshape(shape)
+
+
+class Trainable(nn.Module):
+    """The HF model plus the training-only parts (projector norm, LoRA)."""
+
+    def __init__(self, model, lora_rank: int | None):
+        super().__init__()
+        self.model = model
+        dim = model.config.text_config.hidden_size
+        self.projector_norm = ProjectorNorm(dim)
+        self._hook = model.model.multi_modal_projector.register_forward_hook(
+            lambda _m, _i, out: self.projector_norm(out))
+        self.lora_targets = add_lora(model.model.language_model, rank=lora_rank) if lora_rank else []
+
+    def vision_parameters(self):
+        m = self.model.model
+        return (list(m.vision_tower.parameters()) + list(m.multi_modal_projector.parameters())
+                + list(self.projector_norm.parameters()))
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        keep = ("vision_tower", "multi_modal_projector", "projector_norm", "lora_")
+        return {k: v.detach().clone() for k, v in self.state_dict().items() if any(s in k for s in keep)}
+
+    def last_logits(self, batch) -> torch.Tensor:
+        out = self.model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                               pixel_values_videos=batch["pixel_values_videos"])
+        hidden = out.last_hidden_state
+        last = batch["attention_mask"].sum(1) - 1
+        return self.model.lm_head(hidden[torch.arange(hidden.shape[0]), last])
+
+
+def base_checkpoint() -> Path:
+    """The untrained assembly (SmolLM2 + fresh vision side), built once into the cache."""
+    from flowkit.smol_video import assemble
+    from flowkit.smollm2 import cache_dir
+
+    folder = cache_dir() / "smol-video-base"
+    if not (folder / "config.json").exists():
+        assemble(folder, seed=0, metadata={"stage": "base (untrained vision side)"})
+    return folder
+
+
+def collate(processor, samples, adapter=None) -> dict:
+    """Pad a list of samples into one right-padded batch with answer targets."""
+    adapter = adapter or LlavaNextVideoAdapter()
+    prepared = [adapter.prepare(processor, s.frames, s.question, s.candidates, answer_index=s.answer_index)
+                for s in samples]
+    n = max(p.seq_len for p in prepared)
+    pad = processor.tokenizer.pad_token_id or 0
+    ids = torch.full((len(prepared), n), pad, dtype=torch.long)
+    mask = torch.zeros((len(prepared), n), dtype=torch.long)
+    for i, p in enumerate(prepared):
+        ids[i, : p.seq_len] = p.inputs["input_ids"][0]
+        mask[i, : p.seq_len] = 1
+    targets = torch.tensor([p.letter_ids[s.answer_index] for p, s in zip(prepared, samples)])
+    letters = [list(p.letter_ids) for p in prepared]
+    return {"input_ids": ids, "attention_mask": mask,
+            "pixel_values_videos": torch.cat([p.inputs["pixel_values_videos"] for p in prepared]),
+            "targets": targets, "letter_ids": letters, "tasks": [s.task for s in samples]}
+
+
+def video_sample(task: str, rng: np.random.Generator):
+    """A training clip of the temporal bench, sampled to the model's frame count."""
+    sample = make_sample(task, rng, num_frames=16, size=64)
+    idx = uniform_frame_indices(sample.frames.shape[0], NUM_FRAMES)
+    return type(sample)(id=sample.id, task=sample.task, frames=sample.frames[idx], question=sample.question,
+                        candidates=sample.candidates, answer=sample.answer, answer_text=sample.answer_text)
+
+
+def batch_samples(config: TrainConfig, step: int) -> list:
+    """The samples of one step: a pure function of (seed, step), so resuming is exact."""
+    rng = np.random.default_rng([config.seed, step])
+    single_frame = config.stage == "align" or (config.frame_batch_every and step % config.frame_batch_every == 0)
+    if single_frame:
+        tasks = [config.frame_tasks[int(rng.integers(len(config.frame_tasks)))] for _ in range(config.batch_size)]
+        return [make_frame_sample(t, rng) for t in tasks]
+    tasks = [config.video_tasks[int(rng.integers(len(config.video_tasks)))] for _ in range(config.batch_size)]
+    return [video_sample(t, rng) for t in tasks]
+
+
+def evaluation_sets(config: TrainConfig) -> dict[str, list]:
+    """Held-out samples per task (the shipped split for video tasks; a fixed seed for frames)."""
+    from flowkit.data import default_bench_root, load_bench
+
+    sets: dict[str, list] = {}
+    bench = load_bench(default_bench_root(), num_frames=NUM_FRAMES)
+    for task in config.video_tasks:
+        sets[task] = [s for s in bench if s.task == task][: config.eval_per_task]
+    rng = np.random.default_rng([EVAL_SEED, 7])
+    for task in config.frame_tasks:
+        sets[f"frame_{task}"] = [make_frame_sample(task, rng) for _ in range(config.eval_per_task)]
+    return sets
+
+
+@torch.no_grad()
+def evaluate(trainable: Trainable, processor, sets: dict[str, list], batch_size: int = 16) -> dict[str, float]:
+    trainable.eval()
+    accuracy = {}
+    for task, samples in sets.items():
+        correct = 0
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start : start + batch_size]
+            batch = collate(processor, chunk)
+            logits = trainable.last_logits(batch)
+            for row, (letters, sample) in enumerate(zip(batch["letter_ids"], chunk)):
+                correct += int(int(logits[row, letters].argmax()) == sample.answer_index)
+        accuracy[task] = correct / max(1, len(samples))
+    trainable.train()
+    return accuracy
+
+
+def build(config: TrainConfig):
+    from transformers import AutoProcessor, LlavaNextVideoForConditionalGeneration
+
+    folder = base_checkpoint()
+    model = LlavaNextVideoForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(folder)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trainable = Trainable(model, config.lora_rank if config.stage == "video" else None)
+    for p in trainable.vision_parameters():
+        p.requires_grad_(True)
+    for p in lora_parameters(model):
+        p.requires_grad_(True)
+    if config.init_from:
+        state = torch.load(Path(config.init_from) / "checkpoint.pt", weights_only=False)["trainable"]
+        missing = trainable.load_state_dict(state, strict=False)
+        unexpected = [k for k in missing.unexpected_keys]
+        if unexpected:
+            raise RuntimeError(f"init_from has weights this model lacks: {unexpected[:5]}")
+    return trainable, processor
+
+
+def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True) -> dict:
+    """Train (or resume) a run in ``run_dir``; returns the last evaluation."""
+    from tqdm.auto import tqdm
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    trainable, processor = build(config)
+    groups = [{"params": [p for p in trainable.vision_parameters() if p.requires_grad], "lr": config.lr_vision}]
+    if trainable.lora_targets:
+        groups.append({"params": lora_parameters(trainable.model), "lr": config.lr_lora})
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
+    base_lrs = [g["lr"] for g in groups]
+    step = 0
+    ckpt_path = run_dir / "checkpoint.pt"
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        trainable.load_state_dict(ckpt["trainable"], strict=False)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step = ckpt["step"]
+    (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    sets = evaluation_sets(config)
+    log = (run_dir / "log.jsonl").open("a")
+    trainable.train()
+    bar = tqdm(total=config.steps, initial=step, desc=f"train {config.stage}", disable=not progress)
+    started, last_eval = time.time(), {}
+    losses = []
+    while step < config.steps:
+        scale = min(1.0, (step + 1) / config.warmup) * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+        for group, lr in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = lr * max(scale, 0.05)
+        batch = collate(processor, batch_samples(config, step))
+        logits = trainable.last_logits(batch)
+        loss = nn.functional.cross_entropy(logits.float(), batch["targets"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+        optimizer.step()
+        step += 1
+        losses.append(float(loss))
+        bar.update(1)
+        if step % config.log_every == 0:
+            record = {"step": step, "loss": sum(losses) / len(losses), "seconds": time.time() - started}
+            losses = []
+            if step % config.eval_every == 0 or step == config.steps:
+                last_eval = evaluate(trainable, processor, sets)
+                record["eval"] = last_eval
+                _save(ckpt_path, trainable, optimizer, step, config)
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{record['loss']:.3f}")
+    bar.close()
+    _save(ckpt_path, trainable, optimizer, step, config)
+    return last_eval
+
+
+def _save(path: Path, trainable: Trainable, optimizer, step: int, config: TrainConfig) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"trainable": trainable.trainable_state(), "optimizer": optimizer.state_dict(), "step": step,
+                "config": asdict(config)}, tmp)
+    os.replace(tmp, path)
+
+
+def export_delta(run_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The shippable delta of a run: vision tower, projector (norm folded in), LoRA factors."""
+    state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)["trainable"]
+    delta = {}
+    for key, value in state.items():
+        if key.startswith("model.model.vision_tower.") or key.startswith("model.model.multi_modal_projector."):
+            delta[key[len("model."):]] = value
+    # fold the BatchNorm (eval mode: an affine map per channel) into linear_2
+    p = "projector_norm.norm."
+    scale = state[p + "weight"] / torch.sqrt(state[p + "running_var"] + 1e-5)
+    w, b = delta["model.multi_modal_projector.linear_2.weight"], delta["model.multi_modal_projector.linear_2.bias"]
+    delta["model.multi_modal_projector.linear_2.weight"] = w * scale[:, None]
+    delta["model.multi_modal_projector.linear_2.bias"] = (b - state[p + "running_mean"]) * scale + state[p + "bias"]
+    for key, value in state.items():
+        if ".lora_a" in key or ".lora_b" in key:
+            delta["lora::" + key[len("model."):]] = value
+    return delta
