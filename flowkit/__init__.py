@@ -25,6 +25,7 @@ from flowkit.knockout import (
 from flowkit.models import VideoLLM, load_videollm
 from flowkit.readout import AnswerDistribution, accuracy, answer_distribution, percent_change
 from flowkit.spans import Spans
+from flowkit import smol_video as _smol_video  # registers the shipped model names  # noqa: F401
 
 __version__ = "0.1.0"
 

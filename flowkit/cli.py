@@ -70,6 +70,28 @@ def run_check(args) -> int:
     return 0
 
 
+def _fidelity_parser(sub) -> None:
+    p = sub.add_parser("fidelity", help="measure the four findings on the kit's small model (writes a JSON report)")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--control", default=f"{DEFAULT_MODEL}-control", help="image-only control ('' to skip)")
+    p.add_argument("--quant", default="nf4", choices=("nf4", "bf16", "fp32"))
+    p.add_argument("--per-task", type=int, default=None, help="questions per task (default: the whole split)")
+    p.add_argument("--sweep-per-task", type=int, default=6, help="correct questions per task used in sweeps")
+    p.add_argument("--centers-step", type=int, default=1, help="sweep every n-th window centre")
+    p.add_argument("--random-seeds", type=int, default=5)
+    p.add_argument("--out", default=None, help="JSON path (default data/results/fidelity.json)")
+
+
+def run_fidelity_command(args) -> int:
+    from flowkit.fidelity import DEFAULT_OUT, format_report, run_fidelity
+
+    report = run_fidelity(model=args.model, control=args.control or None, quant=args.quant, per_task=args.per_task,
+                          sweep_per_task=args.sweep_per_task, centers_step=args.centers_step,
+                          random_seeds=tuple(range(args.random_seeds)), out=args.out or DEFAULT_OUT)
+    print(format_report(report))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "bench":
@@ -79,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flowkit", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _check_parser(sub)
+    _fidelity_parser(sub)
     sub.add_parser("bench", help="generate or inspect the synthetic bench (see python -m flowkit bench --help)")
     args = parser.parse_args(argv)
     from flowkit.data import BenchError
@@ -86,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check":
             return run_check(args)
+        if args.command == "fidelity":
+            return run_fidelity_command(args)
     except (FlowkitError, BenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -93,6 +93,7 @@ def assemble(out_dir: str | os.PathLike, delta: dict[str, torch.Tensor] | None =
     """Write a full checkpoint folder (atomically): base weights + ``delta`` (a partial state dict)."""
     model, processor = build_model(seed)
     if delta:
+        delta = merge_lora_delta(delta, model.state_dict())
         state = model.state_dict()
         unknown = [k for k in delta if k not in state]
         if unknown:
@@ -113,3 +114,59 @@ def assemble(out_dir: str | os.PathLike, delta: dict[str, torch.Tensor] | None =
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def merge_lora_delta(delta: dict[str, torch.Tensor], base_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Turn ``lora::<module>.lora_a/b`` factors into full weights ``W + scale * B @ A``."""
+    plain = {k: v for k, v in delta.items() if not k.startswith("lora::")}
+    if "lora::scale" not in delta:
+        return plain
+    scale = float(delta["lora::scale"])
+    for key in delta:
+        if key.endswith(".lora_a"):
+            module = key[len("lora::"):-len(".lora_a")]
+            a, b = delta[key].float(), delta[f"lora::{module}.lora_b"].float()
+            weight_key = f"{module}.weight"
+            if weight_key not in base_state:
+                raise KeyError(f"LoRA factors for {module}, which the model does not have")
+            plain[weight_key] = base_state[weight_key].float() + scale * (b @ a)
+    return plain
+
+
+#: where the trained deltas live in the repository
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
+VARIANTS = {NAME: "delta.safetensors", f"{NAME}-control": "control.safetensors"}
+
+
+def shipped_folder(name: str = NAME) -> Path:
+    """Assemble (once) and return the checkpoint folder of a shipped variant."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    from flowkit.errors import ModelLoadError
+    from flowkit.smollm2 import cache_dir
+
+    delta_path = SHIPPED_DIR / NAME / VARIANTS[name]
+    if not delta_path.is_file():
+        raise ModelLoadError(
+            f"the shipped model {name!r} needs {delta_path.relative_to(SHIPPED_DIR.parents[1])}, which is missing. "
+            "It comes with a full checkout of the kit (data/models); reproduce it with "
+            "`python -m flowkit.training` (see data/models/flowkit-smol-video/README.md)."
+        )
+    digest = hashlib.sha256(delta_path.read_bytes()).hexdigest()[:12]
+    folder = cache_dir() / "models" / f"{name}-{digest}"
+    if not (folder / "config.json").is_file():
+        print(f"assembling {name} from SmolLM2 and the kit's trained delta (once, ~1 minute) ...")
+        assemble(folder, delta=load_file(delta_path), metadata={"variant": name, "delta_sha256_12": digest})
+    return folder
+
+
+def _register() -> None:
+    from flowkit import shipped
+
+    for variant in VARIANTS:
+        shipped.register(variant, lambda variant=variant: shipped_folder(variant))
+
+
+_register()

@@ -243,7 +243,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
         torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
         optimizer.step()
         step += 1
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         bar.update(1)
         if step % config.log_every == 0:
             record = {"step": step, "loss": sum(losses) / len(losses), "seconds": time.time() - started}
@@ -280,7 +280,10 @@ def export_delta(run_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
     w, b = delta["model.multi_modal_projector.linear_2.weight"], delta["model.multi_modal_projector.linear_2.bias"]
     delta["model.multi_modal_projector.linear_2.weight"] = w * scale[:, None]
     delta["model.multi_modal_projector.linear_2.bias"] = (b - state[p + "running_mean"]) * scale + state[p + "bias"]
-    for key, value in state.items():
-        if ".lora_a" in key or ".lora_b" in key:
-            delta["lora::" + key[len("model."):]] = value
+    lora = {key: value for key, value in state.items() if ".lora_a" in key or ".lora_b" in key}
+    for key, value in lora.items():
+        delta["lora::" + key[len("model."):]] = value
+    if lora:
+        config = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)["config"]
+        delta["lora::scale"] = torch.tensor(16.0 / config["lora_rank"])
     return delta

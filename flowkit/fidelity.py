@@ -1,0 +1,158 @@
+"""How far the kit's small model reproduces the paper: one command, one JSON, one table.
+
+    python -m flowkit fidelity [--per-task N] [--out data/results/fidelity.json]
+
+Measures, on held-out questions of the shipped split (NF4 on CPU): accuracy per task
+for the trained model and the image-only control; F1 (cross-frame knockout), F2
+(video->question vs question->last troughs, video->last and last->last, the lens on video
+tokens), F3 (where p(true option) passes 0.5) and F4 (effective pathways vs a random mask
+of the same size). Goals are reported beside the paper's LLaVA-NeXT-7B numbers, never forced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flowkit import experiments
+from flowkit.knockout import PAPER_EDGE_FAMILIES
+
+PAPER_7B = {
+    "F1 cross-frame trough (% change)": "-8 to -43 % (by task), layers ~4-13",
+    "F1 image-only control": "within ~±7 %",
+    "F2 video->question trough": "layers ~7-16, -20 to -40 %",
+    "F2 video->last, last->last": "about 0 everywhere",
+    "F3 p(true) > 0.5 from layer": "~19-21 of 32",
+    "F4 edges kept": "42 % (58 % suppressed)",
+    "F4 accuracy full / pathways / random": "51.5 / 51.2 / 40.1",
+}
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "data" / "results" / "fidelity.json"
+
+
+def _atomic_write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True, default=float)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowkit-smol-video-control",
+                 quant: str = "nf4", per_task: int | None = None, sweep_per_task: int = 6,
+                 centers_step: int = 1, random_seeds=(0, 1, 2, 3, 4), out: str | os.PathLike | None = DEFAULT_OUT,
+                 progress: bool = True) -> dict:
+    """Measure the four findings on ``model`` (and ``control``) and write the JSON report."""
+    from flowkit.data import default_bench_root, load_bench
+    from flowkit.models import load_videollm
+
+    started = time.time()
+    vllm = load_videollm(model, quant=quant)
+    bench = load_bench(default_bench_root(), num_frames=8)
+    tasks = sorted({s.task for s in bench})
+    if per_task:
+        bench = [s for t in tasks for s in [x for x in bench if x.task == t][:per_task]]
+    report: dict = {"model": model, "fingerprint": vllm.fingerprint, "quant": quant, "num_layers": vllm.num_layers,
+                    "samples": [s.id for s in bench], "random_seeds": list(random_seeds), "paper_7b": PAPER_7B}
+
+    acc = experiments.accuracy(vllm, bench, progress=progress)
+    report["accuracy"] = acc.groupby("task")["correct"].mean().to_dict()
+    correct = set(acc[acc["correct"]]["sample"])
+    # sweeps use up to `sweep_per_task` correctly answered samples per task (as the paper averages)
+    sweep_samples = [s for t in tasks for s in [x for x in bench if x.task == t and x.id in correct][:sweep_per_task]]
+    report["sweep_samples"] = [s.id for s in sweep_samples]
+    centers = list(range(0, vllm.num_layers, centers_step))
+    flows = experiments.flow_sweep(vllm, sweep_samples, families=PAPER_EDGE_FAMILIES, centers=centers, progress=progress)
+    summary = experiments.summarize(flows)
+    overall = summary.groupby(["family", "center"])["pct_change"].mean()
+    L = vllm.num_layers
+
+    def curve(family):
+        return {int(c): float(v) for c, v in overall.loc[family].items()} if family in overall.index.get_level_values(0) else {}
+
+    cross = curve("cross_frame")
+    f1 = {"curve": cross}
+    if cross:
+        centre = min(cross, key=cross.get)
+        f1.update(trough=cross[centre], trough_center=centre, trough_in_first_half=centre < L / 2,
+                  max_abs_last_third=max(abs(v) for c, v in cross.items() if c >= 2 * L / 3),
+                  per_task=experiments.troughs(summary[summary["family"] == "cross_frame"]).to_dict("records"))
+    if control:
+        cvllm = load_videollm(control, quant=quant)
+        cacc = experiments.accuracy(cvllm, bench, progress=progress)
+        report["control_accuracy"] = cacc.groupby("task")["correct"].mean().to_dict()
+        ccorrect = set(cacc[cacc["correct"]]["sample"])
+        csamples = [s for t in tasks for s in [x for x in bench if x.task == t and x.id in ccorrect][:sweep_per_task]]
+        if csamples:
+            ccurve = experiments.summarize(experiments.cross_frame_sweep(cvllm, csamples, centers=centers,
+                                                                        progress=progress))
+            ccross = ccurve.groupby("center")["pct_change"].mean()
+            f1["control_curve"] = {int(c): float(v) for c, v in ccross.items()}
+            f1["control_trough"] = float(ccross.min())
+        del cvllm
+    report["F1"] = f1
+    vq, ql = curve("video->question"), curve("question->last")
+    report["F2"] = {
+        "video_to_question": vq, "question_to_last": ql,
+        "video_to_question_trough_center": min(vq, key=vq.get) if vq else None,
+        "question_to_last_trough_center": min(ql, key=ql.get) if ql else None,
+        "max_abs_video_to_last": max((abs(v) for v in curve("video->last").values()), default=None),
+        "max_abs_last_to_last": max((abs(v) for v in curve("last->last").values()), default=None),
+    }
+    lens_samples = sweep_samples[: max(1, len(tasks))]
+    for kind in ("embedding", "logit"):
+        lens = experiments.video_token_lens(vllm, lens_samples, kind=kind, progress=progress)
+        report["F2"][f"lens_temporal_share_{kind}"] = lens.groupby("layer")["temporal_share"].mean().to_dict()
+    emergence = experiments.answer_emergence(vllm, sweep_samples, progress=progress)
+    per_layer = emergence.groupby("layer")[["p_true", "p_false_max"]].mean()
+    above = per_layer.index[per_layer["p_true"] > 0.5]
+    report["F3"] = {"p_true": per_layer["p_true"].to_dict(), "p_false_max": per_layer["p_false_max"].to_dict(),
+                    "first_layer_p_true_above_half": int(above[0]) if len(above) else None}
+    windows = experiments.windows_from_sweeps(summary, L)
+    pathways, counts = experiments.effective_pathways(vllm, bench, windows, random_seeds=random_seeds,
+                                                      progress=progress)
+    by_condition = pathways.groupby("condition")["correct"].mean().to_dict()
+    report["F4"] = {"windows": windows.to_dict(), "edges": counts, "accuracy": by_condition,
+                    "random_accuracy_per_seed": pathways[pathways["condition"] == "random"]
+                    .groupby("seed")["correct"].mean().to_dict()}
+    report["seconds"] = time.time() - started
+    if out is not None:
+        _atomic_write_json(Path(out), report)
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The report as a table beside the paper's 7B numbers."""
+    f1, f2, f3, f4 = report["F1"], report["F2"], report["F3"], report["F4"]
+    acc = report["accuracy"]
+    lines = [f"model {report['model']} ({report['quant']}, {report['num_layers']} layers), "
+             f"{len(report['samples'])} questions, {report['seconds']:.0f} s", "",
+             f"{'task':<20}{'accuracy':>10}{'control':>10}"]
+    for task, a in acc.items():
+        c = report.get("control_accuracy", {}).get(task)
+        lines.append(f"{task:<20}{100 * a:>9.1f}%{'' if c is None else f'{100 * c:>9.1f}%':>10}")
+    def fmt(v, unit="%"):
+        return "n/a" if v is None else f"{v:+.1f}{unit}" if unit == "%" else str(v)
+    rows = [
+        ("F1 cross-frame trough", f"{fmt(f1.get('trough'))} at layer {f1.get('trough_center')}", PAPER_7B["F1 cross-frame trough (% change)"]),
+        ("F1 last third, max |%|", fmt(f1.get("max_abs_last_third")), "~0"),
+        ("F1 control trough", fmt(f1.get("control_trough")), PAPER_7B["F1 image-only control"]),
+        ("F2 v->q / q->last troughs at", f"{f2['video_to_question_trough_center']} / {f2['question_to_last_trough_center']}", "v->q before q->last"),
+        ("F2 max |%| v->last, last->last", f"{fmt(f2['max_abs_video_to_last'])}, {fmt(f2['max_abs_last_to_last'])}", PAPER_7B["F2 video->last, last->last"]),
+        ("F3 p(true) > 0.5 from layer", fmt(f3["first_layer_p_true_above_half"], ""), PAPER_7B["F3 p(true) > 0.5 from layer"]),
+        ("F4 edges kept", f"{100 * f4['edges']['kept_fraction']:.1f} %", PAPER_7B["F4 edges kept"]),
+        ("F4 acc full/pathways/random", " / ".join(f"{100 * f4['accuracy'].get(k, float('nan')):.1f}" for k in ("full", "pathways", "random")), PAPER_7B["F4 accuracy full / pathways / random"]),
+    ]
+    lines += ["", f"{'':<32}{'this model':<28}{'paper (LLaVA-NeXT-7B)'}"]
+    lines += [f"{name:<32}{ours:<28}{paper}" for name, ours, paper in rows]
+    return "\n".join(lines)

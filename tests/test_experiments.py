@@ -1,0 +1,78 @@
+"""The findings' functions on a tiny model: shapes, consistency with the readout, exact counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from flowkit import experiments
+from flowkit.knockout import block_masks
+from flowkit.pathways import PathwayWindows, paper_windows, pathway_spec, random_block_masks
+
+
+@pytest.fixture(scope="module")
+def samples():
+    from flowkit.data import generate
+
+    return generate("action_antonym", 2, seed=3, num_frames=8, size=32)
+
+
+def test_answer_emergence_last_layer_is_the_answer(toy_fp32, samples):
+    df = experiments.answer_emergence(toy_fp32, samples, progress=False)
+    assert len(df) == len(samples) * toy_fp32.num_layers
+    last = df[df["layer"] == toy_fp32.num_layers - 1].iloc[0]
+    dist = toy_fp32.answer(toy_fp32.prepare_sample(samples[0]))
+    assert last["p_true"] == pytest.approx(dist.p(samples[0].answer), rel=1e-4)
+    assert ((df["p_true"] >= 0) & (df["p_true"] <= 1)).all()
+
+
+@pytest.mark.parametrize("kind", ["embedding", "logit"])
+def test_video_token_lens_shares(toy_fp32, samples, kind):
+    df = experiments.video_token_lens(toy_fp32, samples[:1], kind=kind, k=5, progress=False)
+    assert sorted(df["layer"].unique()) == list(range(-1, toy_fp32.num_layers))
+    assert np.allclose(df["temporal_share"] + df["spatial_share"], 1.0)
+    assert df["temporal_share"].between(0, 1).all()
+
+
+def test_effective_pathways_counts_and_conditions(toy_fp32, samples):
+    windows = PathwayWindows(cross_frame=(0, 1), video_to_question=(0, 2), question_to_last=(2, 3),
+                             video_to_video_until=2, question_to_question_until=3)
+    df, counts = experiments.effective_pathways(toy_fp32, samples, windows, random_seeds=(0, 1), progress=False)
+    assert set(df["condition"]) == {"full", "pathways", "random"}
+    assert len(df) == len(samples) * 4
+    assert 0 < counts["kept_fraction"] < 1 and counts["kept"] + counts["cut"] == counts["total"]
+    full = df[df["condition"] == "full"].iloc[0]
+    assert full["p_answer"] == pytest.approx(toy_fp32.answer(toy_fp32.prepare_sample(samples[0])).p(samples[0].answer))
+
+
+def test_random_masks_cut_as_many_edges_per_layer(prepared_fp32):
+    spec = pathway_spec(paper_windows(4), 4)
+    masks = block_masks(spec, prepared_fp32.spans, 4)
+    rand = random_block_masks(masks, prepared_fp32.seq_len, 4, seed=0)
+    for layer, mask in masks.items():
+        assert int(rand[layer].sum()) == int(mask.sum())
+        assert not torch.diagonal(rand[layer]).any()
+    again = random_block_masks(masks, prepared_fp32.seq_len, 4, seed=0)
+    assert all(torch.equal(rand[l], again[l]) for l in rand)
+
+
+def test_paper_windows_match_the_paper_at_32_layers():
+    w = paper_windows(32)
+    assert (w.cross_frame, w.video_to_question, w.question_to_last) == ((5, 14), (5, 19), (15, 24))
+    assert (w.video_to_video_until, w.question_to_question_until) == (19, 24)
+
+
+def test_windows_from_sweeps_reads_troughs():
+    rows = []
+    for family, trough in (("cross_frame", 8), ("video->question", 12), ("question->last", 20)):
+        for center in range(30):
+            rows.append({"task": "t", "family": family, "center": center,
+                         "pct_change": -40.0 * np.exp(-((center - trough) / 2.0) ** 2)})
+    windows = experiments.windows_from_sweeps(pd.DataFrame(rows), 30)
+    assert windows.cross_frame[0] <= 8 <= windows.cross_frame[1]
+    assert windows.video_to_question[0] <= 12 <= windows.video_to_question[1]
+    assert windows.question_to_last[0] <= 20 <= windows.question_to_last[1]
+    table = experiments.troughs(pd.DataFrame(rows).assign(task="t"))
+    assert dict(zip(table["family"], table["center"])) == {"cross_frame": 8, "question->last": 20, "video->question": 12}
