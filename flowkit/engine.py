@@ -78,6 +78,7 @@ class Engine:
         self.layers = list(self.lm.layers)
         self.num_layers = len(self.layers)
         self.spans = prepared.spans
+        self.replay = bool(getattr(vllm.adapter, "supports_engine_replay", False))
         self._run_clean()
 
     # ------------------------------------------------------------------ clean run
@@ -125,6 +126,8 @@ class Engine:
     # -------------------------------------------------------------------- evaluate
     def last_logits(self, specs: Sequence[KnockoutSpec]) -> list[torch.Tensor]:
         """Logits at the last position under each spec (float32, ``(vocab,)`` each)."""
+        if not self.replay:  # this family's decoder cannot be replayed layer by layer: full forwards
+            return [self.vllm.last_logits(self.prepared, spec) for spec in specs]
         prepared = [(spec, block_masks(spec, self.spans, self.num_layers)) for spec in specs]
         plans = [self.plan(spec, masks) for spec, masks in prepared]
         results: list[torch.Tensor | None] = [None] * len(specs)

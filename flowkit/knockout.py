@@ -12,7 +12,8 @@ until :func:`knockout` applies it:
 Edge groups are written ``"source->target"``: information flows from the *source*
 (key) tokens to the *target* (query) tokens, so ``"video->question"`` blocks question
 tokens from reading video tokens. Any group of :mod:`flowkit.spans` can be used on
-either side; ``"cross_frame"`` is special (frame i <- every earlier frame j < i).
+either side; ``"cross_frame"`` is special (frame i <- every earlier frame j < i; with
+Qwen's temporal patches a "frame" is a block of two frames, see ``Spans.frames_per_span``).
 
 Block masks are boolean ``(N, N)`` tensors (True = cut) broadcast over batch and heads:
 never materialised per head. A spec that would leave some query with no key to attend
@@ -77,11 +78,10 @@ def edge_block_mask(edges: str, spans: Spans) -> torch.Tensor:
     edges = normalize_edges(edges)
     n = spans.seq_len
     block = torch.zeros(n, n, dtype=torch.bool)
-    if edges == "cross_frame":
+    if edges == "cross_frame":  # frame tokens only: separators between frames are neither side of a cut
         for i, (qs, qe) in enumerate(spans.frame_spans):
-            if i == 0:
-                continue
-            block[qs:qe, spans.frame_spans[0][0] : spans.frame_spans[i - 1][1]] = True
+            for ks, ke in spans.frame_spans[:i]:
+                block[qs:qe, ks:ke] = True
         return block
     source, target = edges.split("->")
     keys = torch.tensor(spans.positions(source), dtype=torch.long)

@@ -7,7 +7,9 @@ processor produced (never by string search in a notebook). All spans are half-op
 Named groups (used by edge groups such as ``"video->question"``):
 
 =================  ==========================================================
-``video``          every video token (all frames)
+``video``          the video region: every frame's tokens plus the separator tokens a
+                   family puts between (or around) frames, e.g. timestamps
+                   (see ``video_span``)
 ``frame:i``        the tokens of frame ``i`` (0-indexed)
 ``question``       everything after the video and before the last position:
                    question text, options, instruction and template tokens
@@ -52,6 +54,10 @@ class Spans:
         last: index of the last position (``seq_len - 1``).
         true_option: index of the correct option if known, else ``None``.
         frames_per_span: frames merged into one token block (1 for most families).
+        video_span: the whole video region when it holds more than the frames' tokens
+            (per-frame timestamps or markers, a trailing newline token). ``None`` means
+            the region runs from the first frame's first token to the last frame's last.
+            Separator tokens belong to ``video`` but to no frame.
     """
 
     seq_len: int
@@ -61,6 +67,7 @@ class Spans:
     last: int
     true_option: int | None = None
     frames_per_span: int = 1
+    video_span: Span | None = None
     _groups: dict = field(default=None, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self):
@@ -69,6 +76,12 @@ class Spans:
         starts = [s for s, _ in self.frame_spans]
         if starts != sorted(starts) or any(e <= s for s, e in self.frame_spans):
             raise KnockoutError(f"frame spans must be non-empty and in order, got {self.frame_spans}")
+        if self.video_span is not None:
+            vs, ve = self.video_span
+            if not (vs <= self.frame_spans[0][0] and self.frame_spans[-1][1] <= ve):
+                raise KnockoutError(
+                    f"the video region {self.video_span} must contain every frame span, got {self.frame_spans}"
+                )
         if not 0 <= self.last < self.seq_len:
             raise KnockoutError(f"last position {self.last} lies outside a sequence of {self.seq_len}")
         if self.true_option is not None and not 0 <= self.true_option < len(self.option_spans):
@@ -84,11 +97,14 @@ class Spans:
 
     @property
     def video(self) -> Span:
-        """The span covering every video token."""
+        """The span of the video region (every frame and the separators between them)."""
+        if self.video_span is not None:
+            return self.video_span
         return (self.frame_spans[0][0], self.frame_spans[-1][1])
 
     @property
     def num_video_tokens(self) -> int:
+        """Tokens in frame spans (separators not counted)."""
         return sum(e - s for s, e in self.frame_spans)
 
     @property
@@ -106,6 +122,7 @@ class Spans:
             last=self.last,
             true_option=index,
             frames_per_span=self.frames_per_span,
+            video_span=self.video_span,
         )
 
     # ------------------------------------------------------------------- groups
@@ -170,6 +187,7 @@ class Spans:
             "last": self.last,
             "true_option": self.true_option,
             "frames_per_span": self.frames_per_span,
+            "video_span": list(self.video_span) if self.video_span is not None else None,
         }
 
     def describe(self) -> str:
@@ -179,6 +197,10 @@ class Spans:
         for i, (s, e) in enumerate(self.frame_spans):
             label = f"frame {i}" if self.frames_per_span == 1 else f"frames {i * self.frames_per_span}-{(i + 1) * self.frames_per_span - 1}"
             lines.append(f"{label:<15} {s}..{e - 1} ({e - s} tokens)")
+        separators = (self.video[1] - self.video[0]) - self.num_video_tokens
+        if separators:
+            lines.append(f"video region    {self.video[0]}..{self.video[1] - 1} "
+                         f"(incl. {separators} separator tokens in no frame)")
         s, e = self.question_text
         lines.append(f"question text   {s}..{e - 1}")
         for letter, (s, e) in zip(self.letters, self.option_spans):

@@ -131,3 +131,10 @@ def test_sweep_cache_is_used_and_corruption_is_recomputed(toy_fp32, samples, tmp
 def test_fingerprint_separates_quantizations(toy_fp32, toy_nf4):
     assert toy_fp32.fingerprint != toy_nf4.fingerprint
     assert toy_fp32.fingerprint == toy_fp32.fingerprint
+
+
+def test_families_without_replay_fall_back_to_full_forwards(toy_fp32, prepared_fp32, monkeypatch):
+    monkeypatch.setattr(type(toy_fp32.adapter), "supports_engine_replay", False)
+    engine = Engine(toy_fp32, prepared_fp32)
+    spec = KnockoutSpec.single("video->question", LayerSet((1, 2)))
+    assert torch.equal(engine.last_logits([spec])[0], toy_fp32.last_logits(prepared_fp32, spec))

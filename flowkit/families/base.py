@@ -80,6 +80,10 @@ class FamilyAdapter:
     model_types: ClassVar[tuple[str, ...]] = ()
     #: human-readable family name
     family: ClassVar[str] = ""
+    #: whether :class:`flowkit.engine.Engine` may replay decoder layers directly (the language
+    #: model is a plain loop of decoder layers with nothing injected between them); otherwise
+    #: the engine answers every spec with a full forward, which is exact by definition
+    supports_engine_replay: ClassVar[bool] = False
 
     def model_class(self):
         raise NotImplementedError

@@ -23,6 +23,7 @@ FALLBACK_TEMPLATE = "USER: {video}\n{body} ASSISTANT: "
 class LlavaNextVideoAdapter(FamilyAdapter):
     model_types = ("llava_next_video",)
     family = "LLaVA-NeXT-Video"
+    supports_engine_replay = True
 
     def model_class(self):
         from transformers import LlavaNextVideoForConditionalGeneration

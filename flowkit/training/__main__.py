@@ -12,7 +12,7 @@ from flowkit.training.trainer import TrainConfig, train
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flowkit.training", description=__doc__)
     parser.add_argument("run_dir", help="folder for the checkpoint and log (resumes if it holds one)")
-    parser.add_argument("--stage", choices=("align", "video"), default="align")
+    parser.add_argument("--stage", choices=("embed", "align", "video"), default="align")
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr-vision", type=float, default=1e-4)

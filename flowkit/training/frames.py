@@ -40,6 +40,13 @@ def _layout(rng, count: int, size: int, radius: float) -> list[tuple[float, floa
 
 def make_frame_sample(task: str, rng: np.random.Generator, size: int = 64, sample_id: str = "frame/sample") -> Sample:
     """One single-frame multiple-choice question of ``task`` (one of :data:`FRAME_TASKS`)."""
+    return make_frame(task, rng, size, sample_id)[0]
+
+
+def make_frame(task: str, rng: np.random.Generator, size: int = 64,
+               sample_id: str = "frame/sample") -> tuple[Sample, list[list[str]]]:
+    """A single-frame question and, per quadrant (top-left, top-right, bottom-left,
+    bottom-right), the words that describe what it shows (stage 0's targets)."""
     radius = OBJECT_RADIUS * size
     background = plain_background(size)
     count = int(rng.integers(1, 4))
@@ -82,5 +89,10 @@ def make_frame_sample(task: str, rng: np.random.Generator, size: int = 64, sampl
     order = rng.permutation(len(candidates))
     candidates = tuple(candidates[i] for i in order)
     letter = "ABCD"[candidates.index(answer)]
-    return Sample(id=sample_id, task=f"frame_{task}", frames=frames, question=question, candidates=candidates,
+    empty = [scene] if task == "scene" else ["nothing"]
+    quadrant_words = [list(empty) for _ in range(4)]
+    for shape, colour, quadrant, r in zip(shapes, colours, quadrants, radii):
+        quadrant_words[quadrant] = [colour, shape] + (["large"] if r > radius else [])
+    sample = Sample(id=sample_id, task=f"frame_{task}", frames=frames, question=question, candidates=candidates,
                   answer=letter, answer_text=answer)
+    return sample, quadrant_words

@@ -37,7 +37,7 @@ NUM_FRAMES = 8
 
 @dataclass
 class TrainConfig:
-    stage: str = "align"  # "align" | "video"
+    stage: str = "align"  # "embed" (stage 0) | "align" (stage 1) | "video" (stage 2)
     steps: int = 500
     batch_size: int = 8
     lr_vision: float = 1e-4
@@ -212,6 +212,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     trainable, processor = build(config)
+    if config.stage == "embed":
+        return _train_embed(config, run_dir, trainable, processor, progress)
     groups = [{"params": [p for p in trainable.vision_parameters() if p.requires_grad], "lr": config.lr_vision}]
     if trainable.lora_targets:
         groups.append({"params": lora_parameters(trainable.model), "lr": config.lr_lora})
@@ -258,6 +260,25 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
     bar.close()
     _save(ckpt_path, trainable, optimizer, step, config)
     return last_eval
+
+
+def _train_embed(config: TrainConfig, run_dir: Path, trainable, processor, progress: bool) -> dict:
+    from flowkit.training.stage0 import train_stage0
+
+    (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    started = time.time()
+    losses = train_stage0(trainable, processor, steps=config.steps, batch_size=config.batch_size,
+                          lr=config.lr_vision, seed=config.seed, progress=progress)
+    sets = {k: v for k, v in evaluation_sets(config).items() if k.startswith("frame_")}
+    result = evaluate(trainable, processor, sets)
+    with (run_dir / "log.jsonl").open("a") as log:
+        for i in range(0, len(losses), config.log_every):
+            chunk = losses[i : i + config.log_every]
+            log.write(json.dumps({"step": i + len(chunk), "loss": sum(chunk) / len(chunk)}) + "\n")
+        log.write(json.dumps({"step": config.steps, "seconds": time.time() - started, "eval": result}) + "\n")
+    _save(run_dir / "checkpoint.pt", trainable, torch.optim.AdamW([torch.zeros(1, requires_grad=True)]),
+          config.steps, config)
+    return result
 
 
 def _save(path: Path, trainable: Trainable, optimizer, step: int, config: TrainConfig) -> None:

@@ -1,0 +1,53 @@
+"""How close 4-bit NF4 is to full precision: next-token logits on real SmolLM2 weights.
+
+    python bench/nf4_agreement.py [--questions 24]
+
+Loads the kit's SmolLM2-based LLaVA-NeXT-Video model (the shipped one if present) in
+fp32 and in NF4, asks both the same bench questions, and prints the cosine similarity
+of the last-position logits, the agreement of the top next token and of the predicted
+option, and the mean |Δp| over the option letters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import setup_torch, smol_video_model  # noqa: E402
+
+from flowkit.data import default_bench_root, load_bench  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--questions", type=int, default=24)
+    args = parser.parse_args(argv)
+    setup_torch()
+    full, label = smol_video_model("fp32")
+    quant, _ = smol_video_model("nf4")
+    bench = load_bench(default_bench_root(), num_frames=8)
+    samples = bench[:: max(1, len(bench) // args.questions)][: args.questions]
+    cos, top1, option, dp = [], 0, 0, []
+    for sample in samples:
+        a, b = full.prepare_sample(sample), quant.prepare_sample(sample)
+        la, lb = full.last_logits(a), quant.last_logits(b)
+        cos.append(float(torch.nn.functional.cosine_similarity(la, lb, dim=0)))
+        top1 += int(la.argmax() == lb.argmax())
+        da, db = full.answer(a), quant.answer(b)
+        option += int(da.predicted == db.predicted)
+        dp.append(max(abs(x - y) for x, y in zip(da.probs, db.probs)))
+    n = len(samples)
+    print(f"model: {label}; {n} bench questions")
+    print(f"cosine(logits nf4, fp32): mean {sum(cos) / n:.4f}, min {min(cos):.4f}")
+    print(f"same top next token:      {top1}/{n}")
+    print(f"same predicted option:    {option}/{n}")
+    print(f"max |Δp(option)|:         mean {sum(dp) / n:.4f}, worst {max(dp):.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Converters from research checkpoint formats into transformers classes flowkit loads.
+
+- :mod:`flowkit.convert.pllava` — PLLaVA checkpoints (the paper's LLaVA-NeXT-7B/13B-Video-FT)
+  into ``LlavaNextVideoForConditionalGeneration`` folders:
+  ``python -m flowkit.convert.pllava SRC DST``.
+"""
+
+from __future__ import annotations
+
+from flowkit.errors import ModelLoadError
+
+
+class ConversionError(ModelLoadError):
+    """A source checkpoint that cannot be converted; the message says what is missing or unexpected."""
+
+
+__all__ = ["ConversionError"]

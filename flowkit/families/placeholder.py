@@ -1,0 +1,195 @@
+"""Shared machinery for families whose processor expands one video placeholder.
+
+LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL, VideoLLaMA3 and InternVL all work the same way
+in transformers: the chat template writes one video placeholder, and the processor
+replaces it with the video's tokens, sometimes with separator tokens between frames
+(timestamps, frame labels, start/end markers, a newline token). A
+:class:`PlaceholderVideoAdapter` asks the processor itself where that replacement went
+(``return_text_replacement_offsets``) and where every token came from
+(``return_offsets_mapping``), so spans come from one real tokenization:
+
+- the **video region** is the replacement plus the template's own wrapper around the
+  placeholder (e.g. Qwen's ``<|vision_start|>`` ... ``<|vision_end|>``);
+- **frames** are the runs of visual-feature tokens inside it, laid out by the family
+  (:meth:`PlaceholderVideoAdapter.frame_layout`); separators belong to the video
+  region but to no frame;
+- question and options are located by character offsets in the expanded prompt.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Sequence
+
+import numpy as np
+
+from flowkit.errors import FlowkitError
+from flowkit.families.base import ANSWER_PREFIX, FamilyAdapter, Prepared, char_span_to_tokens, question_body
+from flowkit.spans import Span, Spans
+
+#: ChatML prompt used when a checkpoint ships no chat template ({video}: the placeholder).
+CHATML_FALLBACK = "<|im_start|>user\n{video}\n{body}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def token_runs(ids: Sequence[int], token_id: int, region: Span) -> list[Span]:
+    """Maximal runs of ``token_id`` inside ``region`` (half-open position spans)."""
+    runs: list[Span] = []
+    start = None
+    for pos in range(region[0], region[1]):
+        if ids[pos] == token_id:
+            if start is None:
+                start = pos
+        elif start is not None:
+            runs.append((start, pos))
+            start = None
+    if start is not None:
+        runs.append((start, region[1]))
+    return runs
+
+
+class PlaceholderVideoAdapter(FamilyAdapter):
+    """Base class for families whose processor expands one video placeholder (see module docs).
+
+    Subclasses set :attr:`model_types`, :attr:`family`, :attr:`model_class_name`,
+    :attr:`vision_modules` and implement :meth:`frame_layout`.
+    """
+
+    #: name of the transformers model class (imported lazily)
+    model_class_name: ClassVar[str] = ""
+    #: full module prefixes of the vision side, kept out of 4-bit quantization
+    vision_modules: ClassVar[tuple[str, ...]] = ()
+    #: text a chat template writes right before / after the video placeholder, counted as video
+    video_wrapper: ClassVar[tuple[str, str]] = ("", "")
+    #: prompt used when the processor has no chat template
+    fallback_template: ClassVar[str] = CHATML_FALLBACK
+    #: fewest frames the family's processor accepts
+    min_frames: ClassVar[int] = 1
+
+    def __init__(self, frame_rate: float = 1.0):
+        #: Frames per second of the frames given to :meth:`prepare` (they are taken as
+        #: consecutive samples at this rate). Families that write timestamps or space their
+        #: temporal positions by time (Qwen2.5-VL, Qwen3-VL, VideoLLaMA3) read it; set it to
+        #: ``len(frames) / clip_seconds`` for timestamps that match the clip.
+        self.frame_rate = frame_rate
+
+    def model_class(self):
+        import transformers
+
+        return getattr(transformers, self.model_class_name)
+
+    def skip_modules(self, model_or_config) -> list[str]:
+        # The vision side stays in full precision, as for LLaVA-NeXT-Video: a small share of
+        # the weights that every video token passes through; the kit studies the LM.
+        return [*self.vision_modules, "lm_head"]
+
+    # ------------------------------------------------------------------ prompt
+    def video_marker(self, processor) -> str:
+        """What the chat template writes for one video: wrapper + placeholder."""
+        head, tail = self.video_wrapper
+        return head + processor.video_token + tail
+
+    def prompt_text(self, processor, body: str) -> str:
+        """The full prompt with one video placeholder, ending in 'Best option:('."""
+        if getattr(processor, "chat_template", None):
+            conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": body}]}]
+            text = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        else:
+            text = self.fallback_template.format(video=self.video_marker(processor), body=body)
+        count = text.count(processor.video_token)
+        if count != 1:
+            raise FlowkitError(
+                f"the chat template wrote {count} video placeholders ({processor.video_token!r}); expected exactly one."
+            )
+        return text + ANSWER_PREFIX
+
+    def processor_kwargs(self, processor, frames: np.ndarray) -> dict:
+        """Extra processor arguments: the frames are already sampled, at :attr:`frame_rate`."""
+        from transformers.video_utils import VideoMetadata
+
+        num_frames = frames.shape[0]
+        metadata = VideoMetadata(total_num_frames=num_frames, fps=float(self.frame_rate),
+                                 height=frames.shape[1], width=frames.shape[2],
+                                 frames_indices=list(range(num_frames)))
+        return {"do_sample_frames": False, "video_metadata": [metadata]}
+
+    def check_inputs(self, inputs: dict) -> None:
+        """Refuse processor outputs the model would silently misread (override per family)."""
+
+    # ------------------------------------------------------------------- spans
+    def frame_layout(self, processor, ids: list[int], region: Span, inputs: dict,
+                     num_frames: int) -> tuple[list[Span], int]:
+        """Frame spans inside the video region, and how many frames each span holds."""
+        raise NotImplementedError
+
+    def prepare(self, processor, frames, question: str, candidates: Sequence[str],
+                answer_index: int | None = None) -> Prepared:
+        """Inputs, spans and option-letter ids for one multiple-choice question about ``frames``."""
+        frames = self.check_frames(frames)
+        if frames.shape[0] < self.min_frames:
+            raise FlowkitError(f"{self.family} needs at least {self.min_frames} frames, got {frames.shape[0]}.")
+        body, question_chars, option_chars = question_body(question, candidates)
+        prompt = self.prompt_text(processor, body)
+        try:
+            encoded = processor(text=prompt, videos=[frames], return_tensors="pt", return_offsets_mapping=True,
+                                return_text_replacement_offsets=True, **self.processor_kwargs(processor, frames))
+        except NotImplementedError as exc:  # only fast (tokenizers-backed) tokenizers report offsets
+            raise FlowkitError(
+                f"the tokenizer cannot report token offsets ({exc}); flowkit needs the checkpoint's fast tokenizer "
+                "(tokenizer.json) to locate the question and options."
+            ) from None
+        offsets = [tuple(o) for o in encoded.pop("offset_mapping")[0].tolist()]
+        replacements = [r for r in encoded.pop("text_replacement_offsets")[0] if r["type"] == "video"]
+        inputs = dict(encoded)
+        self.check_inputs(inputs)
+        ids = inputs["input_ids"][0].tolist()
+        if len(replacements) != 1:
+            raise FlowkitError(f"the processor expanded {len(replacements)} video placeholders; expected exactly one.")
+        spans = self.find_spans(processor, prompt, ids, offsets, replacements[0], inputs, body,
+                                question_chars, option_chars, num_frames=frames.shape[0])
+        if answer_index is not None:
+            spans = spans.with_true_option(answer_index)
+        letter_ids = self.letter_token_ids(processor.tokenizer, len(candidates))
+        return Prepared(inputs=inputs, spans=spans, letter_ids=letter_ids, prompt=prompt)
+
+    def find_spans(self, processor, prompt: str, ids: list[int], offsets: list[tuple[int, int]],
+                   replacement: dict, inputs: dict, body: str, question_chars: tuple[int, int],
+                   option_chars: list[tuple[int, int]], num_frames: int) -> Spans:
+        """Spans from the processor's own token offsets and placeholder expansion."""
+        (placeholder_start, placeholder_end), (start, end) = replacement["span"], replacement["new_span"]
+        expanded = prompt[:placeholder_start] + replacement["replacement"] + prompt[placeholder_end:]
+        head, tail = self.video_wrapper
+        if head and prompt[:placeholder_start].endswith(head):
+            start -= len(head)
+        if tail and prompt[placeholder_end:].startswith(tail):
+            end += len(tail)
+        region = char_span_to_tokens(offsets, (start, end), shift=0)
+        frame_spans, frames_per_span = self.frame_layout(processor, ids, region, inputs, num_frames)
+
+        body_at = expanded.find(body, end)
+        if body_at < 0:
+            raise FlowkitError("the chat template changed the question text; cannot locate it in the prompt.")
+
+        def token_span(chars):
+            return char_span_to_tokens(offsets, (chars[0] + body_at, chars[1] + body_at), shift=0)
+
+        question_text = token_span(question_chars)
+        if question_text[0] < region[1]:
+            raise FlowkitError("a token joins the end of the video and the question; cannot separate them.")
+        return Spans(
+            seq_len=len(ids),
+            frame_spans=tuple(frame_spans),
+            question_text=question_text,
+            option_spans=tuple(token_span(c) for c in option_chars),
+            last=len(ids) - 1,
+            frames_per_span=frames_per_span,
+            video_span=region,
+        )
+
+    @staticmethod
+    def expect_runs(runs: list[Span], count: int, lengths: Sequence[int] | None, what: str) -> None:
+        """Check the runs of visual tokens against what the processor says it produced."""
+        if len(runs) != count:
+            raise FlowkitError(f"found {len(runs)} runs of {what} in the video region, expected {count}; "
+                               "this prompt layout is not supported.")
+        if lengths is not None and [e - s for s, e in runs] != list(lengths):
+            raise FlowkitError(f"the runs of {what} have lengths {[e - s for s, e in runs]}, "
+                               f"but the processor produced {list(lengths)}.")

@@ -1,0 +1,70 @@
+"""Stage 0: teach the vision side to write in the language model's own word embeddings.
+
+Before any language-model-in-the-loop step, each of a frame's four video tokens (one per
+quadrant) is regressed onto the mean input embedding of the words describing that
+quadrant (``"red" "square"``, or ``"nothing"``; the scene's name on a scene picture).
+No language model forward is needed, so thousands of frames train in a minute, and the
+video tokens start out readable by SmolLM2 — which also gives the embedding lens on
+video tokens a meaning. Stage 1 (``align``) then fine-tunes through the frozen LM.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from flowkit.training.frames import FRAME_TASKS, make_frame
+
+
+def word_embedding(model, tokenizer, word: str) -> torch.Tensor:
+    """SmolLM2's input embedding of a word as it appears mid-sentence (mean over its tokens)."""
+    ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+    table = model.model.language_model.get_input_embeddings().weight
+    return table[ids].mean(0).detach()
+
+
+def targets_for(model, tokenizer, quadrant_words: list[list[list[str]]], cache: dict) -> torch.Tensor:
+    """``(B, 4, d)`` targets: mean word embedding per quadrant."""
+    out = []
+    for frame in quadrant_words:
+        rows = []
+        for words in frame:
+            key = tuple(words)
+            if key not in cache:
+                cache[key] = torch.stack([word_embedding(model, tokenizer, w) for w in words]).mean(0)
+            rows.append(cache[key])
+        out.append(torch.stack(rows))
+    return torch.stack(out)
+
+
+def train_stage0(trainable, processor, steps: int = 1500, batch_size: int = 64, lr: float = 1e-3, seed: int = 11,
+                 progress: bool = True) -> list[float]:
+    """Regress video tokens onto word embeddings; returns the loss curve (cosine loss)."""
+    from tqdm.auto import tqdm
+
+    model, tokenizer = trainable.model, processor.tokenizer
+    params = [p for p in trainable.vision_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    cache: dict = {}
+    losses = []
+    trainable.train()
+    for step in tqdm(range(steps), desc="stage 0", disable=not progress):
+        rng = np.random.default_rng([seed, step])
+        frames, words = [], []
+        for _ in range(batch_size):
+            sample, quadrants = make_frame(FRAME_TASKS[int(rng.integers(len(FRAME_TASKS)))], rng)
+            frames.append(sample.frames)
+            words.append(quadrants)
+        pixels = processor.video_processor(videos=frames, return_tensors="pt")["pixel_values_videos"]
+        tokens = model.model.get_video_features(pixel_values_videos=pixels).pooler_output  # (B, 4, d)
+        target = targets_for(model, tokenizer, words, cache)
+        cos = torch.nn.functional.cosine_similarity(tokens, target, dim=-1)
+        scale = target.norm(dim=-1)
+        loss = (1 - cos).mean() + 0.1 * ((tokens.norm(dim=-1) - scale) ** 2).mean()
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + np.cos(np.pi * step / steps))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses
