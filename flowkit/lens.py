@@ -92,3 +92,147 @@ def lens_at(vllm, prepared, layer: int, positions: Sequence[int], kind: str = "l
     hidden = stream[layer + 1, list(positions)]
     scores = logit_lens(vllm, hidden) if kind == "logit" else embedding_lens(vllm, hidden)
     return top_tokens(vllm, scores, k)
+
+
+# ----------------------------------------------------------------- tidy lens tables
+
+LENS_KINDS = ("embedding", "logit")
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in LENS_KINDS:
+        raise ValueError(f"unknown lens {kind!r}: choose 'embedding' (hidden · Eᵀ, the paper's) or 'logit' "
+                         "(final norm + lm_head).")
+    return kind
+
+
+def frame_top_words(vllm, prepared, kind: str = "embedding", k: int = 5, spec: KnockoutSpec | None = None,
+                    stream: torch.Tensor | None = None):
+    """The ``k`` top decoded tokens of every video token, after every layer, as a tidy DataFrame.
+
+    Columns: ``layer`` (0-indexed layer whose output is read, as in :func:`lens_at`),
+    ``frame`` (frame block index), ``position`` (in the sequence), ``rank`` (0 = best),
+    ``token`` (decoded, stripped) and ``score`` (the lens's raw score).
+
+    Args:
+        kind: ``"embedding"`` (hidden · Eᵀ, no norm: the paper's lens on video tokens) or
+            ``"logit"`` (final norm + ``lm_head``).
+        spec: read the residual stream under this knockout (default: the clean run).
+        stream: a :func:`residual_stream` already computed for this prompt (and spec), to
+            read several lenses off one forward pass.
+    """
+    import pandas as pd
+
+    _check_kind(kind)
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if stream is None:
+        stream = residual_stream(vllm, prepared, spec)
+    frame_of = {p: i for i, (s, e) in enumerate(prepared.spans.frame_spans) for p in range(s, e)}
+    positions = sorted(frame_of)
+    lens = embedding_lens if kind == "embedding" else logit_lens
+    tokenizer = vllm.tokenizer
+    decoded: dict[int, str] = {}
+    rows = []
+    for layer in range(stream.shape[0] - 1):
+        top = lens(vllm, stream[layer + 1, positions]).topk(k, dim=-1)
+        for position, scores, ids in zip(positions, top.values.tolist(), top.indices.tolist()):
+            for rank, (score, token_id) in enumerate(zip(scores, ids)):
+                if token_id not in decoded:
+                    decoded[token_id] = tokenizer.decode([token_id]).strip()
+                rows.append((layer, frame_of[position], position, rank, decoded[token_id], score))
+    return pd.DataFrame(rows, columns=["layer", "frame", "position", "rank", "token", "score"])
+
+
+def frame_word_summary(top_words, top: int = 5):
+    """Per layer and frame, the words that appear most often among its tokens' top lens words.
+
+    Args:
+        top_words: :func:`frame_top_words` output.
+        top: how many words to keep per (layer, frame).
+
+    Returns a DataFrame with ``layer``, ``frame``, ``word``, ``count`` (how many of the
+    frame's (token, rank) entries are this word), ``tokens`` (how many of the frame's
+    tokens have it in their top k) and ``share`` (``tokens`` / tokens in the frame).
+    Words are ranked by ``tokens``, then by their best (mean) rank, then alphabetically.
+    """
+    tokens_per_frame = top_words.groupby(["layer", "frame"])["position"].nunique().rename("frame_tokens")
+    grouped = (top_words.groupby(["layer", "frame", "token"], as_index=False)
+               .agg(count=("position", "size"), tokens=("position", "nunique"), mean_rank=("rank", "mean"))
+               .join(tokens_per_frame, on=["layer", "frame"]))
+    grouped["share"] = grouped["tokens"] / grouped["frame_tokens"]
+    ranked = grouped.sort_values(["layer", "frame", "tokens", "mean_rank", "token"],
+                                 ascending=[True, True, False, True, True])
+    summary = ranked.groupby(["layer", "frame"], sort=False).head(top).rename(columns={"token": "word"})
+    return summary[["layer", "frame", "word", "count", "tokens", "share"]].reset_index(drop=True)
+
+
+def word_kind_of(token: str, spatial: Sequence[str] | None = None, temporal: Sequence[str] | None = None) -> str:
+    """``"spatial"``, ``"temporal"`` or ``"other"`` for a decoded token (case-insensitive, stripped).
+
+    The word lists default to :data:`flowkit.data.SPATIAL_WORDS` and :data:`flowkit.data.TEMPORAL_WORDS`.
+    """
+    spatial, temporal = _word_lists(spatial, temporal)
+    word = token.strip().lower()
+    if word in spatial:
+        return "spatial"
+    if word in temporal:
+        return "temporal"
+    return "other"
+
+
+def _word_lists(spatial, temporal) -> tuple[frozenset, frozenset]:
+    if spatial is None or temporal is None:
+        from flowkit.data.vocab import SPATIAL_WORDS, TEMPORAL_WORDS
+
+        spatial = SPATIAL_WORDS if spatial is None else spatial
+        temporal = TEMPORAL_WORDS if temporal is None else temporal
+    return frozenset(w.lower() for w in spatial), frozenset(w.lower() for w in temporal)
+
+
+def word_shares(top_words, spatial: Sequence[str] | None = None, temporal: Sequence[str] | None = None):
+    """Per layer, the share of spatial and of temporal words among all top lens words of video tokens.
+
+    Args:
+        top_words: :func:`frame_top_words` output.
+        spatial, temporal: the word lists (default: the synthetic bench's, :mod:`flowkit.data.vocab`).
+
+    Returns a DataFrame with ``layer``, ``kind`` (``"spatial"`` / ``"temporal"``), ``share``
+    (of all (token, rank) entries in that layer) and ``count`` — the input of
+    :func:`flowkit.plots.lens_shares`.
+    """
+    import pandas as pd
+
+    spatial_set, temporal_set = _word_lists(spatial, temporal)
+    words = top_words["token"].str.strip().str.lower()
+    rows = []
+    for layer, index in top_words.groupby("layer").groups.items():
+        layer_words = words.loc[index]
+        for kind, vocab in (("spatial", spatial_set), ("temporal", temporal_set)):
+            count = int(layer_words.isin(vocab).sum())
+            rows.append((int(layer), kind, count / len(layer_words), count))
+    return pd.DataFrame(rows, columns=["layer", "kind", "share", "count"])
+
+
+@torch.inference_mode()
+def answer_by_layer(vllm, prepared, spec: KnockoutSpec | None = None, stream: torch.Tensor | None = None):
+    """p(each option letter) at the last position after every layer, through the logit lens.
+
+    The paper's answer-emergence readout: the last position's hidden state after layer
+    ``l`` through the final norm and ``lm_head``, softmax over the whole vocabulary.
+
+    Returns a DataFrame with ``layer`` (0-indexed), ``letter``, ``prob`` and ``true``
+    (whether the letter is the correct option; needs a prompt prepared with its answer)
+    — the input of :func:`flowkit.plots.prob_by_layer`.
+    """
+    import pandas as pd
+
+    spans = prepared.spans
+    if spans.true_option is None:
+        raise ValueError("answer_by_layer needs to know the correct option: prepare the prompt with answer=...")
+    if stream is None:
+        stream = residual_stream(vllm, prepared, spec)
+    probs = torch.softmax(logit_lens(vllm, stream[1:, spans.last]), dim=-1)[:, list(prepared.letter_ids)]
+    rows = [(layer, letter, float(probs[layer, i]), i == spans.true_option)
+            for layer in range(probs.shape[0]) for i, letter in enumerate(spans.letters)]
+    return pd.DataFrame(rows, columns=["layer", "letter", "prob", "true"])

@@ -1,0 +1,16 @@
+"""flowkit's Jupyter widgets (anywidget): thin views over :mod:`flowkit.interactive`.
+
+- :class:`KnockoutGrid` — layers x edge groups; click to cut, watch the answer move.
+- :class:`LensView` — per frame, the words its video tokens decode to after a layer.
+- :class:`FlowCurves` — the paper's % change vs window-centre curves, one task at a time.
+
+Each widget's state is a set of synced traitlets (a knockout grid's is its spec JSON),
+so it can be saved and restored. The views are plain ES modules next to this file: no
+bundler, no network.
+"""
+
+from widgets.flow_curves import FlowCurves
+from widgets.knockout_grid import KnockoutGrid
+from widgets.lens_view import LensView
+
+__all__ = ["FlowCurves", "KnockoutGrid", "LensView"]

@@ -52,6 +52,7 @@ class TrainConfig:
     log_every: int = 10
     init_from: str | None = None  # a run folder whose weights start this run
     warmup: int = 30
+    base: str | None = None  # a checkpoint folder to start from (default: the SmolLM2 assembly)
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -185,7 +186,7 @@ def evaluate(trainable: Trainable, processor, sets: dict[str, list], batch_size:
 def build(config: TrainConfig):
     from transformers import AutoProcessor, LlavaNextVideoForConditionalGeneration
 
-    folder = base_checkpoint()
+    folder = Path(config.base) if config.base else base_checkpoint()
     model = LlavaNextVideoForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(folder)
     for p in model.parameters():

@@ -1,0 +1,286 @@
+"""Altair versions of *Map the Flow*'s figures, readable on a classroom projector.
+
+Every function takes a tidy pandas DataFrame (or an answer distribution) and returns an
+:class:`altair.Chart` (or a layered / faceted chart); nothing is drawn until a notebook
+displays it. Colours come from the Okabe-Ito palette, which stays distinguishable for
+the common kinds of colour blindness; lines also differ by stroke dash where colour
+alone would carry meaning.
+
+=====================  ==========================================================
+:func:`flow_curves`    % change vs window centre, one line per edge family,
+                       one panel per task (:func:`flowkit.sweep.summarize` output)
+:func:`answer_bars`    p(option) before and after a knockout
+:func:`prob_by_layer`  p(true option) vs p(false options) at the last position, per
+                       layer (:func:`flowkit.lens.answer_by_layer` output)
+:func:`lens_shares`    share of spatial vs temporal words among the lens's top words
+                       of video tokens, per layer (:func:`flowkit.lens.word_shares`)
+:func:`accuracy_bars`  accuracy per condition (e.g. full model / pathways / random)
+:func:`save_png`       write any chart as a PNG (through vl-convert, no browser)
+=====================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import altair as alt
+import pandas as pd
+
+from flowkit.readout import AnswerDistribution
+
+#: The Okabe-Ito palette (Okabe & Ito 2008), safe for colour-blind viewers.
+OKABE_ITO = {
+    "orange": "#E69F00",
+    "sky_blue": "#56B4E9",
+    "bluish_green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "reddish_purple": "#CC79A7",
+    "black": "#000000",
+}
+
+#: One fixed colour per edge family, so a family looks the same in every figure and widget.
+FAMILY_COLORS = {
+    "cross_frame": OKABE_ITO["orange"],
+    "video->question": OKABE_ITO["blue"],
+    "video->last": OKABE_ITO["bluish_green"],
+    "question->last": OKABE_ITO["vermillion"],
+    "last->last": OKABE_ITO["reddish_purple"],
+    "question_text->last": OKABE_ITO["sky_blue"],
+    "true_option->last": OKABE_ITO["black"],
+    "false_options->last": OKABE_ITO["yellow"],
+}
+_SPARE_COLORS = (OKABE_ITO["sky_blue"], OKABE_ITO["black"], OKABE_ITO["yellow"], OKABE_ITO["orange"],
+                 OKABE_ITO["blue"], OKABE_ITO["bluish_green"], OKABE_ITO["vermillion"], OKABE_ITO["reddish_purple"])
+
+#: Colours of the two sides of a before/after comparison.
+BEFORE_COLOR = "#9E9E9E"
+AFTER_COLOR = OKABE_ITO["blue"]
+#: Colours of spatial and temporal words (lens figures and the LensView widget).
+WORD_KIND_COLORS = {"spatial": OKABE_ITO["blue"], "temporal": OKABE_ITO["orange"]}
+
+#: Font sizes that stay readable on a projector.
+FONT = {"label": 16, "title": 18, "header": 18, "chart_title": 20}
+
+
+def family_colors(families: Sequence[str]) -> dict[str, str]:
+    """A colour for each family: the fixed one for known families, spare Okabe-Ito colours for others."""
+    used = {FAMILY_COLORS[f] for f in families if f in FAMILY_COLORS}
+    spare = [c for c in _SPARE_COLORS if c not in used] or list(_SPARE_COLORS)
+    colors, extra = {}, 0
+    for family in families:
+        if family in FAMILY_COLORS:
+            colors[family] = FAMILY_COLORS[family]
+        else:
+            colors[family] = spare[extra % len(spare)]
+            extra += 1
+    return colors
+
+
+def family_label(family: str) -> str:
+    """The paper's notation for a knocked-out family: ``"video->question"`` -> ``"video ↛ question"``."""
+    if family == "cross_frame":
+        return "cross-frame"
+    return family.replace("->", " ↛ ")
+
+
+def projector(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
+    """Large fonts for axes, legends, facet headers and titles (apply to a top-level chart)."""
+    return (chart.configure_axis(labelFontSize=FONT["label"], titleFontSize=FONT["title"])
+                 .configure_legend(labelFontSize=FONT["label"], titleFontSize=FONT["title"], labelLimit=320)
+                 .configure_header(labelFontSize=FONT["header"], titleFontSize=FONT["header"])
+                 .configure_title(fontSize=FONT["chart_title"])
+                 .configure_view(strokeWidth=0))
+
+
+def _require(df: pd.DataFrame, columns: Sequence[str], what: str, hint: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{what} needs a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} needs columns {list(columns)}; missing {missing}. {hint}")
+    if df.empty:
+        raise ValueError(f"{what} got an empty DataFrame: nothing to plot.")
+
+
+# ----------------------------------------------------------------------- flow curves
+
+
+def flow_curves(summary: pd.DataFrame, num_layers: int | None = None, columns: int = 3,
+                width: int = 300, height: int = 220) -> alt.FacetChart:
+    """% change vs layer-window centre, one line per edge family, one panel per task.
+
+    Args:
+        summary: :func:`flowkit.sweep.summarize` output (``task``, ``family``, ``center``,
+            ``pct_change``; ``n`` is shown in tooltips when present).
+        num_layers: the model's depth; the first half of the layers is shaded. Default:
+            one more than the largest window centre.
+        columns: panels per row.
+    """
+    _require(summary, ["task", "family", "center", "pct_change"], "flow_curves",
+             "Pass flowkit.sweep.summarize(sweep(...)).")
+    depth = int(num_layers if num_layers is not None else summary["center"].max() + 1)
+    data = summary.assign(family_label=summary["family"].map(family_label))
+    families = list(dict.fromkeys(summary["family"]))
+    colors = family_colors(families)
+    labels = [family_label(f) for f in families]
+    color = alt.Color("family_label:N", title="knocked out", sort=labels,
+                      scale=alt.Scale(domain=labels, range=[colors[f] for f in families]))
+    x = alt.X("center:Q", title="window centre (layer)", scale=alt.Scale(domain=[0, depth - 1], nice=False))
+    tooltip = [alt.Tooltip("family_label:N", title="family"), alt.Tooltip("center:Q", title="centre"),
+               alt.Tooltip("pct_change:Q", title="% change", format=".1f")]
+    if "n" in summary.columns:
+        tooltip.append(alt.Tooltip("n:Q", title="samples"))
+    first_half = (alt.Chart().mark_rect(color="#BDBDBD", opacity=0.25)
+                  .transform_aggregate(rows="count()")
+                  .encode(x=alt.X(datum=0, type="quantitative"), x2=alt.datum((depth - 1) / 2)))
+    zero = alt.Chart().mark_rule(color="#424242", strokeDash=[4, 4]).encode(y=alt.Y(datum=0, type="quantitative"))
+    lines = (alt.Chart().mark_line(point=True, strokeWidth=3)
+             .encode(x=x, y=alt.Y("pct_change:Q", title="% change in p(answer)"), color=color,
+                     strokeDash=alt.StrokeDash("family_label:N", sort=labels, legend=None), tooltip=tooltip))
+    chart = (alt.layer(first_half, zero, lines, data=data)
+             .properties(width=width, height=height)
+             .facet(facet=alt.Facet("task:N", title=None), columns=columns)
+             .properties(title=f"Knockout in a window of layers (shaded: first half of {depth} layers)"))
+    return projector(chart)
+
+
+# ------------------------------------------------------------------------ answer bars
+
+
+def _distribution_dict(dist: AnswerDistribution | dict) -> dict:
+    if isinstance(dist, AnswerDistribution):
+        return dist.to_dict()
+    if isinstance(dist, dict) and {"letters", "probs", "option_probs"} <= set(dist):
+        return dist
+    raise TypeError("answer_bars needs an AnswerDistribution (or its to_dict()), "
+                    f"got {type(dist).__name__}")
+
+
+def answer_bars(before: AnswerDistribution | dict, after: AnswerDistribution | dict | None = None,
+                scale: str = "options", options: Sequence[str] | None = None) -> alt.LayerChart:
+    """p(option) per option letter, before (grey) and after (blue) a knockout; ★ marks the true option.
+
+    Args:
+        before: the clean answer (an :class:`AnswerDistribution` or its ``to_dict()``).
+        after: the answer under a knockout, or None to show one distribution.
+        scale: ``"options"`` (renormalised over the options, sums to 1) or ``"vocab"``
+            (softmax over the whole vocabulary, what the paper's % change uses).
+        options: the option texts, shown next to the letters.
+    """
+    if scale not in ("options", "vocab"):
+        raise ValueError(f"scale must be 'options' or 'vocab', got {scale!r}")
+    key = "option_probs" if scale == "options" else "probs"
+    rows = []
+    for when, dist in (("before", before), ("after", after)):
+        if dist is None:
+            continue
+        d = _distribution_dict(dist)
+        true = d.get("true_option")
+        for i, (letter, p) in enumerate(zip(d["letters"], d[key])):
+            text = f" {options[i]}" if options is not None else ""
+            rows.append({"option": f"{'★ ' if i == true else ''}{letter}{text}", "when": when, "p": float(p)})
+    data = pd.DataFrame(rows)
+    whens = list(dict.fromkeys(data["when"]))
+    title = "p(option), renormalised over the options" if scale == "options" else "p(option), whole vocabulary"
+    base = alt.Chart(data).encode(
+        y=alt.Y("option:N", title=None, sort=None),
+        yOffset=alt.YOffset("when:N", sort=whens),
+        x=alt.X("p:Q", title=title, scale=alt.Scale(domain=[0, 1]) if scale == "options" else alt.Undefined),
+    )
+    bars = base.mark_bar().encode(
+        color=alt.Color("when:N", title=None, sort=whens,
+                        scale=alt.Scale(domain=["before", "after"], range=[BEFORE_COLOR, AFTER_COLOR])),
+        tooltip=["option:N", "when:N", alt.Tooltip("p:Q", format=".3f")])
+    labels = base.mark_text(align="left", dx=4, fontSize=FONT["label"]).encode(text=alt.Text("p:Q", format=".2f"))
+    return projector(alt.layer(bars, labels).properties(width=420, height=alt.Step(28),
+                                                         title="Answer (★ = correct option)"))
+
+
+# ---------------------------------------------------------------------- by layer
+
+
+def prob_by_layer(df: pd.DataFrame) -> alt.LayerChart:
+    """p(true option) vs p(false options) at the last position, read through the logit lens, per layer.
+
+    Args:
+        df: :func:`flowkit.lens.answer_by_layer` output (``layer``, ``prob``, ``true``),
+            one frame or several concatenated (e.g. with a ``sample`` column). The lines
+            are means over samples (and over false options); the band is their 95 % CI.
+    """
+    _require(df, ["layer", "prob", "true"], "prob_by_layer", "Pass flowkit.lens.answer_by_layer(...) output.")
+    data = df.assign(option=df["true"].map({True: "true option", False: "false options"}))
+    domain = ["true option", "false options"]
+    color = alt.Color("option:N", title=None, sort=domain,
+                      scale=alt.Scale(domain=domain, range=[OKABE_ITO["bluish_green"], OKABE_ITO["vermillion"]]))
+    x = alt.X("layer:Q", title="layer")
+    title = "p(option) at the last position"
+    line = alt.Chart(data).mark_line(point=True, strokeWidth=3).encode(
+        x=x, y=alt.Y("mean(prob):Q", title=title), color=color,
+        strokeDash=alt.StrokeDash("option:N", sort=domain, legend=None))
+    band = alt.Chart(data).mark_errorband(extent="ci", opacity=0.2).encode(
+        x=x, y=alt.Y("prob:Q", title=title), color=color)
+    return projector(alt.layer(band, line).properties(width=520, height=300,
+                                                      title="When is the answer ready? (logit lens)"))
+
+
+def lens_shares(df: pd.DataFrame) -> alt.Chart:
+    """Share of spatial vs temporal words among the top lens words of video tokens, per layer.
+
+    Args:
+        df: :func:`flowkit.lens.word_shares` output (``layer``, ``kind``, ``share``); a
+            ``sample`` column (several samples concatenated) is averaged over.
+    """
+    _require(df, ["layer", "kind", "share"], "lens_shares", "Pass flowkit.lens.word_shares(...) output.")
+    kinds = [k for k in WORD_KIND_COLORS if k in set(df["kind"])]
+    color = alt.Color("kind:N", title="words", sort=kinds,
+                      scale=alt.Scale(domain=kinds, range=[WORD_KIND_COLORS[k] for k in kinds]))
+    chart = alt.Chart(df).mark_line(point=True, strokeWidth=3).encode(
+        x=alt.X("layer:Q", title="layer"),
+        y=alt.Y("mean(share):Q", title="share of top words", axis=alt.Axis(format="%")),
+        color=color, strokeDash=alt.StrokeDash("kind:N", sort=kinds, legend=None),
+        tooltip=["layer:Q", "kind:N", alt.Tooltip("mean(share):Q", format=".1%")])
+    return projector(chart.properties(width=520, height=300, title="What do video tokens say? (lens)"))
+
+
+def accuracy_bars(df: pd.DataFrame) -> alt.Chart:
+    """Accuracy per condition (e.g. full model / effective pathways / random mask), one panel per task.
+
+    Args:
+        df: ``condition`` and ``accuracy`` (0..1) columns, one row per condition (and
+            ``task`` if present, which gives one panel per task).
+    """
+    _require(df, ["condition", "accuracy"], "accuracy_bars",
+             "One row per condition with its accuracy in 0..1 (optionally per task).")
+    conditions = list(dict.fromkeys(df["condition"]))
+    palette = list(_SPARE_COLORS[4:]) + list(_SPARE_COLORS[:4])
+    colors = [palette[i % len(palette)] for i in range(len(conditions))]
+    color = alt.Color("condition:N", sort=conditions, legend=None, scale=alt.Scale(domain=conditions, range=colors))
+    base = alt.Chart(df).encode(x=alt.X("condition:N", title=None, sort=conditions, axis=alt.Axis(labelAngle=0)),
+                                y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1]),
+                                        axis=alt.Axis(format="%")))
+    bars = base.mark_bar().encode(color=color, tooltip=["condition:N", alt.Tooltip("accuracy:Q", format=".1%")])
+    text = base.mark_text(dy=-10, fontSize=FONT["label"]).encode(text=alt.Text("accuracy:Q", format=".1%"))
+    chart = alt.layer(bars, text).properties(width=alt.Step(110), height=280)
+    if "task" in df.columns:
+        chart = chart.facet(column=alt.Column("task:N", title=None))
+    return projector(chart.properties(title="Accuracy"))
+
+
+# -------------------------------------------------------------------------- export
+
+
+def save_png(chart: alt.TopLevelMixin, path: str | os.PathLike, scale: float = 2.0) -> Path:
+    """Write ``chart`` as a PNG (rendered by vl-convert, no browser or network needed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chart.save(str(path), format="png", scale_factor=scale)
+    return path
+
+
+__all__ = ["AFTER_COLOR", "BEFORE_COLOR", "FAMILY_COLORS", "OKABE_ITO", "WORD_KIND_COLORS", "accuracy_bars",
+           "answer_bars", "family_colors", "family_label", "flow_curves", "lens_shares", "prob_by_layer",
+           "projector", "save_png"]

@@ -1,0 +1,65 @@
+"""FlowCurves: % change vs layer-window centre, one curve per edge family, one task at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anywidget
+import pandas as pd
+import traitlets
+
+from flowkit.interactive import flow_curve_series
+from flowkit.plots import flow_curves
+from flowkit.sweep import summarize
+
+
+class FlowCurves(anywidget.AnyWidget):
+    """The paper's knockout curves for one task; pick the task, click legend entries to hide families.
+
+    >>> df = flowkit.sweep.sweep(vllm, samples)               # doctest: +SKIP
+    >>> FlowCurves(flowkit.sweep.summarize(df))               # doctest: +SKIP
+
+    The shaded band is the first half of the layers; the dashed line is "no change".
+    :meth:`chart` gives the same view as an altair chart (:func:`flowkit.plots.flow_curves`)
+    for saving or printing.
+
+    State: ``task`` and ``hidden`` (families not drawn).
+
+    Args:
+        summary: :func:`flowkit.sweep.summarize` output; a raw :func:`flowkit.sweep.sweep`
+            DataFrame (one row per sample) is summarised first (correct samples only).
+        num_layers: the model's depth (default: one more than the largest window centre).
+        task: the task shown first (default: the first in ``summary``).
+    """
+
+    _esm = Path(__file__).parent / "flow_curves.js"
+    _css = Path(__file__).parent / "flow_curves.css"
+
+    series = traitlets.Dict().tag(sync=True)
+    task = traitlets.Unicode("").tag(sync=True)
+    hidden = traitlets.List(traitlets.Unicode()).tag(sync=True)
+
+    def __init__(self, summary: pd.DataFrame, num_layers: int | None = None, task: str | None = None, **kwargs):
+        if "sample" in summary.columns and "correct_base" in summary.columns:
+            summary = summarize(summary)
+        self._summary = summary
+        series = flow_curve_series(summary, num_layers)
+        super().__init__(series=series, task=task if task is not None else series["tasks"][0], **kwargs)
+
+    @traitlets.validate("task")
+    def _valid_task(self, proposal):
+        if proposal["value"] not in self.series["tasks"]:
+            raise traitlets.TraitError(f"unknown task {proposal['value']!r}; tasks: {', '.join(self.series['tasks'])}")
+        return proposal["value"]
+
+    @traitlets.validate("hidden")
+    def _valid_hidden(self, proposal):
+        unknown = [f for f in proposal["value"] if f not in self.series["families"]]
+        if unknown:
+            raise traitlets.TraitError(f"unknown families {unknown}; families: {', '.join(self.series['families'])}")
+        return proposal["value"]
+
+    def chart(self):
+        """The current view (task, visible families) as an altair chart."""
+        shown = self._summary[(self._summary["task"] == self.task) & ~self._summary["family"].isin(self.hidden)]
+        return flow_curves(shown, num_layers=self.series["num_layers"], columns=1, width=520, height=320)
