@@ -11,7 +11,7 @@ from flowkit.training.trainer import TrainConfig, batch_samples, export_delta, t
 
 
 def config(toy_checkpoint, **kw):
-    base = dict(steps=2, batch_size=2, eval_every=2, eval_per_task=1, log_every=1, warmup=1,
+    base = dict(steps=2, batch_size=2, eval_every=2, eval_per_task=1, log_every=1, warmup=1, lora_rank=2,
                 base=str(toy_checkpoint), video_tasks=("scene_transition",), frame_tasks=("colour",))
     return TrainConfig(**{**base, **kw})
 
@@ -42,9 +42,9 @@ def test_embed_align_video_stages_run_resume_and_export(toy_checkpoint, tmp_path
     assert log[-1]["step"] == 2 and "eval" in log[-1] and all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
 
     video = tmp_path / "video"
-    train(config(toy_checkpoint, stage="video", init_from=str(align), lora_rank=2), video, progress=False)
+    train(config(toy_checkpoint, stage="video", init_from=str(align)), video, progress=False)
     # resuming to 3 steps continues from the checkpoint at step 2
-    train(config(toy_checkpoint, stage="video", init_from=str(align), lora_rank=2, steps=3), video, progress=False)
+    train(config(toy_checkpoint, stage="video", init_from=str(align), steps=3), video, progress=False)
     assert torch.load(video / "checkpoint.pt", weights_only=False)["step"] == 3
 
     delta = export_delta(video)

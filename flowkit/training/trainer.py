@@ -1,7 +1,10 @@
 """Training the kit's small VideoLLM on this CPU, in LLaVA-style stages.
 
-- ``align`` (stage 1): single-frame questions (:mod:`flowkit.training.frames`); the
-  language model is frozen, the vision tower and projector learn to speak its language.
+- ``embed`` (stage 0): video tokens regressed onto SmolLM2's word embeddings
+  (:mod:`flowkit.training.stage0`), no language model in the loop.
+- ``align`` (stage 1): single-frame questions (:mod:`flowkit.training.frames`); the vision
+  tower and projector learn to speak the language model's language, with LoRA adapters
+  on the language model (a 135M model does not read new soft tokens frozen).
   A BatchNorm after the projector removes the input-independent part of the projected
   tokens (without it, training collapses to one constant answer); it is folded into the
   projector's last Linear when the model is exported, so the shipped checkpoint is a
@@ -191,7 +194,7 @@ def build(config: TrainConfig):
     processor = AutoProcessor.from_pretrained(folder)
     for p in model.parameters():
         p.requires_grad_(False)
-    trainable = Trainable(model, config.lora_rank if config.stage == "video" else None)
+    trainable = Trainable(model, config.lora_rank if config.stage != "embed" and config.lora_rank else None)
     for p in trainable.vision_parameters():
         p.requires_grad_(True)
     for p in lora_parameters(model):
