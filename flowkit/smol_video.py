@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -101,19 +99,10 @@ def assemble(out_dir: str | os.PathLike, delta: dict[str, torch.Tensor] | None =
         with torch.no_grad():
             for key, value in delta.items():
                 state[key].copy_(value.to(state[key].dtype))
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        (tmp / "flowkit.json").write_text(json.dumps({"name": NAME, **(metadata or {})}, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    from flowkit.toy import save_checkpoint
+
+    return save_checkpoint(model, processor, out_dir,
+                           {"flowkit.json": json.dumps({"name": NAME, **(metadata or {})}, indent=2)})
 
 
 def merge_lora_delta(delta: dict[str, torch.Tensor], base_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

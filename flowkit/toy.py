@@ -88,7 +88,7 @@ def build_toy_llava_next_video(out_dir: str | os.PathLike, *, seed: int = 0, fra
                                      patch_size=patch_size, **config_kwargs)
     model = _random_model(LlavaNextVideoForConditionalGeneration, config, seed)
     processor = llava_next_video_processor(tokenizer, frame_size, patch_size, chat_template)
-    return _save_checkpoint(model, processor, out_dir)
+    return save_checkpoint(model, processor, out_dir)
 
 
 def _random_model(model_cls, config, seed: int):
@@ -102,13 +102,16 @@ def _random_model(model_cls, config, seed: int):
     return model
 
 
-def _save_checkpoint(model, processor, out_dir: str | os.PathLike) -> Path:
+def save_checkpoint(model, processor, out_dir: str | os.PathLike, extra_files: dict[str, str] | None = None) -> Path:
     """Save model and processor like a real checkpoint folder, replacing ``out_dir`` atomically."""
     out_dir = Path(out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=".toy-", dir=out_dir.parent if out_dir.parent.exists() else None))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -207,7 +210,7 @@ def build_toy_llava_onevision(out_dir: str | os.PathLike, *, seed: int = 0, num_
         vision_feature_select_strategy="full", vision_feature_layer=-1,
         image_grid_pinpoints=[[frame_size, frame_size]], tie_word_embeddings=False)
     model = _random_model(LlavaOnevisionForConditionalGeneration, config, seed)
-    return _save_checkpoint(model, processor, out_dir)
+    return save_checkpoint(model, processor, out_dir)
 
 
 QWEN_VL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
@@ -258,7 +261,7 @@ def build_toy_qwen2_5_vl(out_dir: str | os.PathLike, *, seed: int = 0, num_layer
                            window_size=4 * patch_size, fullatt_block_indexes=[1], tokens_per_second=2),
         **_qwen_ids(tokenizer))
     model = _random_model(Qwen2_5_VLForConditionalGeneration, config, seed)
-    return _save_checkpoint(model, processor, out_dir)
+    return save_checkpoint(model, processor, out_dir)
 
 
 def build_toy_qwen3_vl(out_dir: str | os.PathLike, *, seed: int = 0, num_layers: int = 3,
@@ -279,7 +282,7 @@ def build_toy_qwen3_vl(out_dir: str | os.PathLike, *, seed: int = 0, num_layers:
                            num_position_embeddings=(max_side // patch_size) ** 2, deepstack_visual_indexes=[0]),
         **_qwen_ids(tokenizer))
     model = _random_model(Qwen3VLForConditionalGeneration, config, seed)
-    return _save_checkpoint(model, processor, out_dir)
+    return save_checkpoint(model, processor, out_dir)
 
 
 def build_toy_video_llama3(out_dir: str | os.PathLike, *, seed: int = 0, num_layers: int = 3,
@@ -304,7 +307,7 @@ def build_toy_video_llama3(out_dir: str | os.PathLike, *, seed: int = 0, num_lay
         vision_config=dict(VISION_SIZES, num_hidden_layers=2, num_attention_heads=4, patch_size=patch_size),
         image_token_id=processor.image_token_id, video_token_id=processor.video_token_id)
     model = _random_model(VideoLlama3ForConditionalGeneration, config, seed)
-    return _save_checkpoint(model, processor, out_dir)
+    return save_checkpoint(model, processor, out_dir)
 
 
 #: The named tokens InternVL's processor reads from its tokenizer.
@@ -335,7 +338,7 @@ def build_toy_internvl(out_dir: str | os.PathLike, *, seed: int = 0, num_layers:
         image_token_id=tokenizer.context_image_token_id, image_seq_length=seq_length, downsample_ratio=0.5,
         tie_word_embeddings=False)
     model = _random_model(InternVLForConditionalGeneration, config, seed)
-    return _save_checkpoint(model, processor, out_dir)
+    return save_checkpoint(model, processor, out_dir)
 
 
 #: family name -> builder, for tests and benchmarks that sweep every family
