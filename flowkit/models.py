@@ -135,7 +135,7 @@ def _read_config(name_or_path: str, trust_remote_code: bool):
             ) from None
         raise ModelLoadError(
             f"cannot get {name_or_path!r}: it is not a local folder and the Hugging Face Hub cannot be "
-            f"reached{' (HF_HUB_OFFLINE is set)' if _offline() else ''}. To use this checkpoint, download it "
+            f"reached{' (HF_HUB_OFFLINE is set)' if _offline() else ' (set HF_HUB_OFFLINE=1 to fail fast offline)'}. To use this checkpoint, download it "
             f"on a machine with internet (`hf download {name_or_path} --local-dir ./{Path(str(name_or_path)).name}`), "
             f"copy the folder here and call load_videollm('./{Path(str(name_or_path)).name}'). "
             "The kit's own small model needs no download: load_videollm('flowkit-smol-video')."
