@@ -37,12 +37,30 @@ def targets_for(model, tokenizer, quadrant_words: list[list[list[str]]], cache: 
     return torch.stack(out)
 
 
+def _word_table(model, tokenizer, words) -> torch.Tensor:
+    return torch.stack([word_embedding(model, tokenizer, w) for w in words])
+
+
 def train_stage0(trainable, processor, steps: int = 1500, batch_size: int = 64, lr: float = 1e-3, seed: int = 11,
                  progress: bool = True) -> list[float]:
-    """Regress video tokens onto word embeddings; returns the loss curve (cosine loss)."""
+    """Make each video token *read as* its quadrant's words; returns the loss curve.
+
+    Two terms: a regression of the token onto the mean embedding of its words (so its
+    scale and direction suit the LM), and a discriminative term — each token, scored
+    against the embeddings of all candidate words (centred, like a lens), must pick its
+    own colour/shape/scene word over the others. The second term is what forces the
+    tokens to depend on the picture: a constant token already has a high cosine with
+    every target, because SmolLM2's word embeddings share a large common direction.
+    """
     from tqdm.auto import tqdm
 
+    from flowkit.data.render import COLOURS, SCENES, SHAPES
+
     model, tokenizer = trainable.model, processor.tokenizer
+    vocab = list(COLOURS) + list(SHAPES) + list(SCENES) + ["nothing", "large"]
+    table = _word_table(model, tokenizer, vocab)
+    centred = table - table.mean(0, keepdim=True)
+    index = {w: i for i, w in enumerate(vocab)}
     params = [p for p in trainable.vision_parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     cache: dict = {}
@@ -58,9 +76,17 @@ def train_stage0(trainable, processor, steps: int = 1500, batch_size: int = 64, 
         pixels = processor.video_processor(videos=frames, return_tensors="pt")["pixel_values_videos"]
         tokens = model.model.get_video_features(pixel_values_videos=pixels).pooler_output  # (B, 4, d)
         target = targets_for(model, tokenizer, words, cache)
-        cos = torch.nn.functional.cosine_similarity(tokens, target, dim=-1)
-        scale = target.norm(dim=-1)
-        loss = (1 - cos).mean() + 0.1 * ((tokens.norm(dim=-1) - scale) ** 2).mean()
+        regression = (1 - torch.nn.functional.cosine_similarity(tokens, target, dim=-1)).mean()
+        regression = regression + 0.1 * ((tokens.norm(dim=-1) - target.norm(dim=-1)) ** 2).mean()
+        scores = (tokens - table.mean(0)) @ centred.T  # (B, 4, V)
+        flat = scores.reshape(-1, len(vocab))
+        labels = torch.tensor([index[q[0]] for frame in words for q in frame])  # colour, "nothing" or scene
+        discriminative = torch.nn.functional.cross_entropy(flat, labels)
+        shape_rows = [(i, index[q[1]]) for i, q in enumerate(q for frame in words for q in frame) if len(q) > 1]
+        if shape_rows:
+            rows, shape_labels = zip(*shape_rows)
+            discriminative = discriminative + torch.nn.functional.cross_entropy(flat[list(rows)], torch.tensor(shape_labels))
+        loss = regression + discriminative
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + np.cos(np.pi * step / steps))
         optimizer.zero_grad(set_to_none=True)

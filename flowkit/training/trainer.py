@@ -85,6 +85,10 @@ class Trainable(nn.Module):
         self.model = model
         dim = model.config.text_config.hidden_size
         self.projector_norm = ProjectorNorm(dim)
+        # start the normalised tokens at the scale of SmolLM2's word embeddings (about 3.2)
+        embed_norm = float(model.model.language_model.get_input_embeddings().weight.norm(dim=-1).mean())
+        with torch.no_grad():
+            self.projector_norm.norm.weight.fill_(embed_norm / math.sqrt(dim))
         self._hook = model.model.multi_modal_projector.register_forward_hook(
             lambda _m, _i, out: self.projector_norm(out))
         self.lora_targets = add_lora(model.model.language_model, rank=lora_rank) if lora_rank else []
