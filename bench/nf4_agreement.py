@@ -22,6 +22,18 @@ from common import setup_torch, smol_video_model  # noqa: E402
 from flowkit.data import default_bench_root, load_bench  # noqa: E402
 
 
+TEXT_PROMPTS = (
+    "The capital of France is",
+    "Which colour is the sky? Options:\n(A) green\n(B) blue\nBest option:(",
+    "def fibonacci(n):",
+    "The red square moves to the",
+    "One, two, three,",
+    "Water boils at a temperature of",
+    "The opposite of up is",
+    "A triangle has three",
+)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=int, default=24)
@@ -41,6 +53,18 @@ def main(argv=None) -> int:
         option += int(da.predicted == db.predicted)
         dp.append(max(abs(x - y) for x, y in zip(da.probs, db.probs)))
     n = len(samples)
+    text_agree, text_cos, text_kl = 0, [], []
+    for prompt in TEXT_PROMPTS:  # the language model alone, no video tokens
+        ids = full.tokenizer(prompt, return_tensors="pt")
+        with torch.inference_mode():
+            a, b = full.model(**ids).logits[0, -1].float(), quant.model(**ids).logits[0, -1].float()
+        text_agree += int(a.argmax() == b.argmax())
+        text_cos.append(float(torch.nn.functional.cosine_similarity(a, b, dim=0)))
+        text_kl.append(float(torch.nn.functional.kl_div(b.log_softmax(-1), a.log_softmax(-1), log_target=True,
+                                                        reduction="sum")))
+    t = len(TEXT_PROMPTS)
+    print(f"text prompts ({t}): same top next token {text_agree}/{t}, cosine {sum(text_cos) / t:.4f}, "
+          f"KL(fp32 || nf4) {sum(text_kl) / t:.3f} nats")
     print(f"model: {label}; {n} bench questions")
     print(f"cosine(logits nf4, fp32): mean {sum(cos) / n:.4f}, min {min(cos):.4f}")
     print(f"same top next token:      {top1}/{n}")
