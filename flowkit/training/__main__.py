@@ -16,7 +16,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr-vision", type=float, default=1e-4)
-    parser.add_argument("--lr-lora", type=float, default=2e-4)
+    parser.add_argument("--lr-lora", type=float, default=1e-3)
     parser.add_argument("--lora-rank", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--tasks", nargs="+", default=None, help="video tasks (stage 2); default: all")

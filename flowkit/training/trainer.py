@@ -44,7 +44,7 @@ class TrainConfig:
     steps: int = 500
     batch_size: int = 8
     lr_vision: float = 1e-4
-    lr_lora: float = 2e-4
+    lr_lora: float = 1e-3
     lora_rank: int = 8
     seed: int = 1
     video_tasks: tuple[str, ...] = TASKS
