@@ -20,6 +20,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lora-rank", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--tasks", nargs="+", default=None, help="video tasks (stage 2); default: all")
+    parser.add_argument("--frame-tasks", nargs="+", default=None,
+                        help="single-frame tasks (colour shape position scene count size); default: all")
     parser.add_argument("--frame-batch-every", type=int, default=4)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--eval-per-task", type=int, default=16)
@@ -29,7 +31,8 @@ def main(argv=None) -> int:
                          lr_lora=args.lr_lora, lora_rank=args.lora_rank, seed=args.seed,
                          frame_batch_every=args.frame_batch_every, eval_every=args.eval_every,
                          eval_per_task=args.eval_per_task, init_from=args.init_from,
-                         **({"video_tasks": tuple(args.tasks)} if args.tasks else {}))
+                         **({"video_tasks": tuple(args.tasks)} if args.tasks else {}),
+                         **({"frame_tasks": tuple(args.frame_tasks)} if args.frame_tasks else {}))
     result = train(config, args.run_dir)
     print(json.dumps(result, indent=2))
     return 0
