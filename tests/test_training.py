@@ -47,6 +47,15 @@ def test_embed_align_video_stages_run_resume_and_export(toy_checkpoint, tmp_path
     train(config(toy_checkpoint, stage="video", init_from=str(align), steps=3), video, progress=False)
     assert torch.load(video / "checkpoint.pt", weights_only=False)["step"] == 3
 
+    from flowkit.training.trainer import load_trainable_state, save_snapshot
+
+    snapshot = tmp_path / "snap.safetensors"
+    save_snapshot(video, snapshot)
+    original, restored = load_trainable_state(video), load_trainable_state(snapshot)
+    assert original.keys() == restored.keys()
+    assert all(torch.allclose(original[k].float(), restored[k].float(), atol=1e-2, rtol=1e-2) for k in original)
+    train(config(toy_checkpoint, stage="video", init_from=str(snapshot), steps=1), tmp_path / "again", progress=False)
+
     delta = export_delta(video)
     assert any(k.startswith("lora::") for k in delta) and float(delta["lora::scale"]) == 8.0
     assert "model.multi_modal_projector.linear_2.weight" in delta

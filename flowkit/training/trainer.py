@@ -204,12 +204,38 @@ def build(config: TrainConfig):
     for p in lora_parameters(model):
         p.requires_grad_(True)
     if config.init_from:
-        state = torch.load(Path(config.init_from) / "checkpoint.pt", weights_only=False)["trainable"]
+        state = load_trainable_state(config.init_from)
         missing = trainable.load_state_dict(state, strict=False)
         unexpected = [k for k in missing.unexpected_keys]
         if unexpected:
             raise RuntimeError(f"init_from has weights this model lacks: {unexpected[:5]}")
     return trainable, processor
+
+
+def load_trainable_state(source: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Trainable weights from a run folder (``checkpoint.pt``) or a committed snapshot (``.safetensors``)."""
+    source = Path(source)
+    if source.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return {k: v.float() if v.is_floating_point() else v for k, v in load_file(source).items()}
+    return torch.load(source / "checkpoint.pt", weights_only=False)["trainable"]
+
+
+def save_snapshot(run_dir: str | os.PathLike, path: str | os.PathLike) -> int:
+    """Write a run's trainable weights (float16; BatchNorm statistics in float32) to ``path``,
+    atomically, so that a later session can start from it (``--init-from path``)."""
+    from safetensors.torch import save_file
+
+    state = load_trainable_state(run_dir)
+    keep32 = ("running_mean", "running_var", "num_batches_tracked")
+    out = {k: (v if not v.is_floating_point() or k.endswith(keep32) else v.half()).contiguous() for k, v in state.items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(out, str(tmp))
+    os.replace(tmp, path)
+    return path.stat().st_size
 
 
 def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True) -> dict:
