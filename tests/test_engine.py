@@ -116,7 +116,8 @@ def test_sweep_cache_is_used_and_corruption_is_recomputed(toy_fp32, samples, tmp
     files[0].write_text(json.dumps(data))
     with pytest.warns(CorruptCacheWarning, match="failed its check"):
         redone = sweep(toy_fp32, samples[:1], families=["last->last"], size=3, cache=tmp_path, progress=False)
-    assert (redone["p_new"] - first["p_new"]).abs().max() == 0
+    # recomputed alone instead of in a batch: equal up to float summation order
+    assert (redone["p_new"] - first["p_new"]).abs().max() <= 1e-9
 
     # a truncated file is reported, recomputed and rewritten whole
     files[0].write_text(files[0].read_text()[:40])
