@@ -25,13 +25,14 @@ from flowkit.knockout import (
 from flowkit.models import VideoLLM, load_videollm
 from flowkit.readout import AnswerDistribution, accuracy, answer_distribution, percent_change
 from flowkit.spans import Spans
+from flowkit.quick import CheckResult, check
 from flowkit import smol_video as _smol_video  # registers the shipped model names  # noqa: F401
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "PAPER_EDGE_FAMILIES", "AnswerDistribution", "Cut", "FlowkitError", "KnockoutError", "KnockoutSpec",
+    "PAPER_EDGE_FAMILIES", "AnswerDistribution", "CheckResult", "Cut", "FlowkitError", "KnockoutError", "KnockoutSpec",
     "LayerSet", "LayerWindow", "ModelLoadError", "Spans", "UnsupportedModelError", "VideoLLM", "accuracy",
-    "answer_distribution", "block_masks", "count_edges", "knockout", "load_videollm", "parse_layers",
+    "answer_distribution", "block_masks", "check", "count_edges", "knockout", "load_videollm", "parse_layers",
     "percent_change",
 ]

@@ -167,5 +167,16 @@ def effective_pathways(vllm, samples, windows: PathwayWindows, random_seeds: Seq
     return pd.DataFrame(rows), counts
 
 
-__all__ = ["accuracy", "answer_emergence", "cross_frame_sweep", "effective_pathways", "flow_sweep",
+def pathway_summary(vllm, samples, windows: PathwayWindows, random_seeds: Sequence[int] = (0,),
+                    progress: bool = False) -> dict:
+    """Finding 4 in one dict: exact fraction of edges kept and accuracy full / pathways / random."""
+    table, counts = effective_pathways(vllm, samples, windows, random_seeds=random_seeds, progress=progress)
+    accuracy = table.groupby("condition")["correct"].mean()
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in windows.to_dict().items()}
+    return {"windows": plain, "edges": counts, "kept_fraction": counts["kept_fraction"],
+            "accuracy": {c: float(accuracy[c]) for c in ("full", "pathways", "random") if c in accuracy},
+            "questions": len(set(table["sample"])), "random_seeds": list(random_seeds)}
+
+
+__all__ = ["accuracy", "answer_emergence", "cross_frame_sweep", "effective_pathways", "flow_sweep", "pathway_summary",
            "summarize", "troughs", "video_token_lens", "windows_from_sweeps"]

@@ -11,6 +11,7 @@ of the same size). Goals are reported beside the paper's LLaVA-NeXT-7B numbers, 
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tempfile
@@ -35,6 +36,10 @@ PAPER_7B = {
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "data" / "results" / "fidelity.json"
 
+#: The tidy tables written beside the JSON (``<name>.csv.gz``); chapters read them with
+#: :func:`flowkit.results.load_table` and recompute a few rows live.
+TABLES = ("accuracy", "control_accuracy", "sweeps", "control_cross_frame", "lens", "emergence", "pathways")
+
 
 def _atomic_write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,17 +47,44 @@ def _atomic_write_json(path: Path, data: dict) -> None:
     try:
         with os.fdopen(fd, "w") as handle:
             json.dump(data, handle, indent=2, sort_keys=True, default=float)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _atomic_write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
+    """Write every table as ``<name>.csv.gz`` (byte-reproducible: gzip mtime 0), all or nothing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[tuple[str, Path]] = []
+    try:
+        for name, table in tables.items():
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv.gz", dir=folder)
+            os.close(fd)
+            written.append((tmp, folder / f"{name}.csv.gz"))
+            text = table.to_csv(index=False, float_format="%.9g", lineterminator="\n").encode()
+            with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+                packed.write(text)  # no file name or time in the gzip header: same table, same bytes
+    except BaseException:
+        for tmp, _ in written:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    for tmp, final in written:
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final)
+
+
 def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowkit-smol-video-control",
                  quant: str = "nf4", per_task: int | None = None, sweep_per_task: int = 6,
                  centers_step: int = 1, random_seeds=(0, 1, 2, 3, 4), out: str | os.PathLike | None = DEFAULT_OUT,
                  progress: bool = True) -> dict:
-    """Measure the four findings on ``model`` (and ``control``) and write the JSON report."""
+    """Measure the four findings on ``model`` (and ``control``) and write the JSON report.
+
+    Beside the JSON (``out``) go the tidy per-sample tables (:data:`TABLES`, as
+    ``<name>.csv.gz``) that the chapters chart; every row can be recomputed from its
+    sample id and (for sweeps) its ``spec`` column, see :mod:`flowkit.results`.
+    """
     from flowkit.data import default_bench_root, load_bench
     from flowkit.models import load_videollm
 
@@ -65,14 +97,15 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
     report: dict = {"model": model, "fingerprint": vllm.fingerprint, "quant": quant, "num_layers": vllm.num_layers,
                     "samples": [s.id for s in bench], "random_seeds": list(random_seeds), "paper_7b": PAPER_7B}
 
-    acc = experiments.accuracy(vllm, bench, progress=progress)
+    tables: dict[str, pd.DataFrame] = {}
+    acc = tables["accuracy"] = experiments.accuracy(vllm, bench, progress=progress)
     report["accuracy"] = acc.groupby("task")["correct"].mean().to_dict()
     correct = set(acc[acc["correct"]]["sample"])
     # sweeps use up to `sweep_per_task` correctly answered samples per task (as the paper averages)
     sweep_samples = [s for t in tasks for s in [x for x in bench if x.task == t and x.id in correct][:sweep_per_task]]
     report["sweep_samples"] = [s.id for s in sweep_samples]
     centers = list(range(0, vllm.num_layers, centers_step))
-    flows = experiments.flow_sweep(vllm, sweep_samples, families=PAPER_EDGE_FAMILIES, centers=centers, progress=progress)
+    flows = tables["sweeps"] = experiments.flow_sweep(vllm, sweep_samples, families=PAPER_EDGE_FAMILIES, centers=centers, progress=progress)
     summary = experiments.summarize(flows)
     overall = summary.groupby(["family", "center"])["pct_change"].mean()
     L = vllm.num_layers
@@ -85,17 +118,19 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
     if cross:
         centre = min(cross, key=cross.get)
         f1.update(trough=cross[centre], trough_center=centre, trough_in_first_half=centre < L / 2,
-                  max_abs_last_third=max(abs(v) for c, v in cross.items() if c >= 2 * L / 3),
+                  max_abs_last_third=max((abs(v) for c, v in cross.items() if c >= 2 * L / 3), default=None),
                   per_task=experiments.troughs(summary[summary["family"] == "cross_frame"]).to_dict("records"))
     if control:
         cvllm = load_videollm(control, quant=quant)
-        cacc = experiments.accuracy(cvllm, bench, progress=progress)
+        cacc = tables["control_accuracy"] = experiments.accuracy(cvllm, bench, progress=progress)
+        report["control"], report["control_fingerprint"] = control, cvllm.fingerprint
         report["control_accuracy"] = cacc.groupby("task")["correct"].mean().to_dict()
         ccorrect = set(cacc[cacc["correct"]]["sample"])
         csamples = [s for t in tasks for s in [x for x in bench if x.task == t and x.id in ccorrect][:sweep_per_task]]
         if csamples:
-            ccurve = experiments.summarize(experiments.cross_frame_sweep(cvllm, csamples, centers=centers,
-                                                                        progress=progress))
+            tables["control_cross_frame"] = experiments.cross_frame_sweep(cvllm, csamples, centers=centers,
+                                                                          progress=progress)
+            ccurve = experiments.summarize(tables["control_cross_frame"])
             ccross = ccurve.groupby("center")["pct_change"].mean()
             f1["control_curve"] = {int(c): float(v) for c, v in ccross.items()}
             f1["control_trough"] = float(ccross.min())
@@ -109,11 +144,13 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
         "max_abs_video_to_last": max((abs(v) for v in curve("video->last").values()), default=None),
         "max_abs_last_to_last": max((abs(v) for v in curve("last->last").values()), default=None),
     }
-    lens_samples = sweep_samples[: max(1, len(tasks))]
+    lens_samples = [next(s for s in sweep_samples if s.task == t) for t in tasks
+                    if any(s.task == t for s in sweep_samples)]  # one per task
     for kind in ("embedding", "logit"):
         lens = experiments.video_token_lens(vllm, lens_samples, kind=kind, progress=progress)
+        tables["lens"] = pd.concat([tables.get("lens"), lens], ignore_index=True)
         report["F2"][f"lens_temporal_share_{kind}"] = lens.groupby("layer")["temporal_share"].mean().to_dict()
-    emergence = experiments.answer_emergence(vllm, sweep_samples, progress=progress)
+    emergence = tables["emergence"] = experiments.answer_emergence(vllm, sweep_samples, progress=progress)
     per_layer = emergence.groupby("layer")[["p_true", "p_false_max"]].mean()
     above = per_layer.index[per_layer["p_true"] > 0.5]
     report["F3"] = {"p_true": per_layer["p_true"].to_dict(), "p_false_max": per_layer["p_false_max"].to_dict(),
@@ -121,14 +158,88 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
     windows = experiments.windows_from_sweeps(summary, L)
     pathways, counts = experiments.effective_pathways(vllm, bench, windows, random_seeds=random_seeds,
                                                       progress=progress)
+    tables["pathways"] = pathways
     by_condition = pathways.groupby("condition")["correct"].mean().to_dict()
     report["F4"] = {"windows": windows.to_dict(), "edges": counts, "accuracy": by_condition,
                     "random_accuracy_per_seed": pathways[pathways["condition"] == "random"]
                     .groupby("seed")["correct"].mean().to_dict()}
     report["seconds"] = time.time() - started
     if out is not None:
+        _atomic_write_tables(Path(out).parent, tables)
         _atomic_write_json(Path(out), report)
     return report
+
+
+def _verdict(ok: bool | None, partly: bool | None = None) -> str:
+    if ok is None:
+        return "not measured"
+    return "reproduced" if ok else ("partly" if partly else "not reproduced")
+
+
+def paper_comparison(report: dict, findings=("accuracy", "F1", "F2", "F3", "F4")) -> list[tuple[str, str, str, str]]:
+    """Rows ``(finding, paper's 7B, this model, verdict)`` for the chapters' "compare with the paper" cells.
+
+    The verdicts apply the targets of the kit's model card (e.g. F1: trough <= -20 % in the
+    first half of the layers; partly: a trough <= -5 % there) to the measured numbers.
+    """
+    L = report["num_layers"]
+    rows = []
+    if "accuracy" in findings:
+        acc, control = report["accuracy"], report.get("control_accuracy", {})
+        mean = float(np.mean(list(acc.values())))
+        worst = min(acc, key=acc.get)
+        ours = f"mean {100 * mean:.1f} % over {len(acc)} tasks (lowest: {worst} {100 * acc[worst]:.0f} %)"
+        if control:
+            ours += f"; image-only control {100 * float(np.mean(list(control.values()))):.1f} %"
+        rows.append(("accuracy", "TVBench 51.5 % (LLaVA-NeXT-7B-Video-FT)", ours,
+                     _verdict(min(acc.values()) >= 0.9, mean >= 0.5)))
+    if "F1" in findings:
+        f1 = report["F1"]
+        trough, centre = f1.get("trough"), f1.get("trough_center")
+        first_half = centre is not None and centre < L / 2
+        rows.append(("F1 cross-frame trough", PAPER_7B["F1 cross-frame trough (% change)"],
+                     "n/a" if trough is None else f"{trough:+.1f} % at window centre {centre} of {L}",
+                     _verdict(None if trough is None else (trough <= -20 and first_half),
+                              trough is not None and trough <= -5 and first_half)))
+        late = f1.get("max_abs_last_third")
+        rows.append(("F1 late windows (last third)", "about 0", "n/a" if late is None else f"max |{late:.1f}| %",
+                     _verdict(None if late is None else late <= 5)))
+        ctrough = f1.get("control_trough")
+        rows.append(("F1 image-only control", PAPER_7B["F1 image-only control"],
+                     "n/a" if ctrough is None else f"trough {ctrough:+.1f} %",
+                     _verdict(None if ctrough is None or trough is None else
+                              (trough < 0 and abs(ctrough) <= abs(trough) / 3))))
+    if "F2" in findings:
+        f2 = report["F2"]
+        vq, ql = f2.get("video_to_question_trough_center"), f2.get("question_to_last_trough_center")
+        vq_depth = min(f2["video_to_question"].values()) if f2.get("video_to_question") else None
+        rows.append(("F2 video->question before question->last", "v->q trough ~7-16, q->last ~16-25",
+                     f"v->q trough at {vq} ({vq_depth:+.1f} %), q->last at {ql}" if vq is not None else "n/a",
+                     _verdict(None if vq is None or ql is None else vq < ql)))
+        vl, ll = f2.get("max_abs_video_to_last"), f2.get("max_abs_last_to_last")
+        rows.append(("F2 video->last, last->last", PAPER_7B["F2 video->last, last->last"],
+                     "n/a" if vl is None else f"max |{vl:.1f}| %, |{ll:.1f}| %",
+                     _verdict(None if vl is None else max(vl, ll) <= 5, vl is not None and min(vl, ll) <= 5)))
+    if "F3" in findings:
+        f3 = report["F3"]
+        first = f3.get("first_layer_p_true_above_half")
+        p_true = {int(k): v for k, v in f3["p_true"].items()}
+        final = p_true[max(p_true)] if p_true else float("nan")
+        rows.append(("F3 p(true option) > 0.5 from layer", PAPER_7B["F3 p(true) > 0.5 from layer"],
+                     (f"layer {first} of {L}" if first is not None else "never (mean over questions)")
+                     + f"; final p(true) {final:.2f}",
+                     _verdict(first is not None and first >= L / 2, first is not None)))
+    if "F4" in findings:
+        f4 = report["F4"]
+        acc = f4["accuracy"]
+        kept = f4["edges"]["kept_fraction"]
+        full, path, rand = (acc.get(k, float("nan")) for k in ("full", "pathways", "random"))
+        rows.append(("F4 edges kept", PAPER_7B["F4 edges kept"], f"{100 * kept:.1f} % "
+                     f"({f4['edges']['kept']:,} of {f4['edges']['total']:,})", _verdict(kept <= 0.45)))
+        rows.append(("F4 accuracy full / pathways / random", PAPER_7B["F4 accuracy full / pathways / random"],
+                     f"{100 * full:.1f} / {100 * path:.1f} / {100 * rand:.1f}",
+                     _verdict(path >= 0.97 * full and rand <= full - 0.10, path >= 0.97 * full)))
+    return rows
 
 
 def format_report(report: dict) -> str:

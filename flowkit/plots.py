@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 from flowkit.readout import AnswerDistribution
@@ -200,6 +201,39 @@ def answer_bars(before: AnswerDistribution | dict, after: AnswerDistribution | d
                                                          title="Answer (★ = correct option)"))
 
 
+def attention_edges(block: "torch.Tensor", spans, title: str = "Attention edges (query ← key)") -> alt.Chart:
+    """Every attention edge (causal query, key pair) of one prompt: kept, or cut by ``block``.
+
+    Args:
+        block: an ``(N, N)`` boolean mask, True where an edge is cut (e.g.
+            :func:`flowkit.knockout.edge_block_mask` or one layer of ``block_masks``).
+        spans: the prompt's :class:`~flowkit.Spans`; their groups label the axes.
+    """
+    import torch
+
+    block = torch.as_tensor(block).bool()
+    n = block.shape[0]
+    if block.shape != (n, n) or n != spans.seq_len:
+        raise ValueError(f"block must be ({spans.seq_len}, {spans.seq_len}) for this prompt, got {tuple(block.shape)}")
+    if n > 300:
+        raise ValueError(f"a {n}-token prompt has too many edges to draw one by one; draw a slice, e.g. "
+                         "block[a:b, a:b] with matching spans, or count them with flowkit.count_edges")
+    query, key = torch.ones(n, n, dtype=torch.bool).tril().nonzero().T  # causal pairs only: the rest are no edges
+    cut = block[query, key]
+    data = pd.DataFrame({"query": query.numpy(), "key": key.numpy(),
+                         "edge": np.where(cut.numpy(), "cut", "kept")})
+    ticks = sorted({s for s, _ in spans.frame_spans} | {spans.question_text[0], spans.last})
+    domain = ["kept", "cut"]
+    chart = alt.Chart(data).mark_rect().encode(
+        x=alt.X("key:O", title="key position (what is read)", scale=alt.Scale(domain=list(range(n))),
+                axis=alt.Axis(values=ticks, labelAngle=0)),
+        y=alt.Y("query:O", title="query position (who reads)", scale=alt.Scale(domain=list(range(n))),
+                axis=alt.Axis(values=ticks)),
+        color=alt.Color("edge:N", title=None, sort=domain,
+                        scale=alt.Scale(domain=domain, range=["#D9D9D9", OKABE_ITO["vermillion"]])))
+    return projector(chart.properties(width=420, height=420, title=title))
+
+
 # ---------------------------------------------------------------------- by layer
 
 
@@ -273,6 +307,28 @@ def accuracy_bars(df: pd.DataFrame) -> alt.Chart:
 # -------------------------------------------------------------------------- export
 
 
+def _png_renderer(spec: dict, scale: float = 1.0, **_metadata) -> dict:
+    import base64
+
+    import vl_convert as vlc
+
+    png = vlc.vegalite_to_png(spec, scale=scale)
+    title = spec.get("title")
+    title = title.get("text") if isinstance(title, dict) else title
+    return {"image/png": base64.b64encode(png).decode("ascii"),
+            "text/plain": f"<chart{': ' + str(title) if title else ''}>"}
+
+
+def enable_offline_charts(scale: float = 1.0) -> None:
+    """Show Altair charts as PNG images rendered here by vl-convert.
+
+    Altair's default notebook renderer loads Vega from a CDN, which fails in an offline
+    classroom; a PNG needs nothing and also shows on GitHub's notebook viewer.
+    """
+    alt.renderers.register("flowkit-png", lambda spec, **metadata: _png_renderer(spec, scale=scale, **metadata))
+    alt.renderers.enable("flowkit-png")
+
+
 def save_png(chart: alt.TopLevelMixin, path: str | os.PathLike, scale: float = 2.0) -> Path:
     """Write ``chart`` as a PNG (rendered by vl-convert, no browser or network needed)."""
     path = Path(path)
@@ -282,5 +338,6 @@ def save_png(chart: alt.TopLevelMixin, path: str | os.PathLike, scale: float = 2
 
 
 __all__ = ["AFTER_COLOR", "BEFORE_COLOR", "FAMILY_COLORS", "OKABE_ITO", "WORD_KIND_COLORS", "accuracy_bars",
+           "attention_edges", "enable_offline_charts",
            "answer_bars", "family_colors", "family_label", "flow_curves", "lens_shares", "prob_by_layer",
            "projector", "save_png"]

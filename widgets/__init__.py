@@ -3,6 +3,8 @@
 - :class:`KnockoutGrid` — layers x edge groups; click to cut, watch the answer move.
 - :class:`LensView` — per frame, the words its video tokens decode to after a layer.
 - :class:`FlowCurves` — the paper's % change vs window-centre curves, one task at a time.
+- :class:`PathwaySliders` — move the effective-pathway windows, measure edges kept and accuracy
+  (ipywidgets sliders; the computation is :func:`flowkit.experiments.pathway_summary`).
 
 Each widget's state is a set of synced traitlets (a knockout grid's is its spec JSON),
 so it can be saved and restored. The views are plain ES modules next to this file: no
@@ -12,5 +14,6 @@ bundler, no network.
 from widgets.flow_curves import FlowCurves
 from widgets.knockout_grid import KnockoutGrid
 from widgets.lens_view import LensView
+from widgets.pathway_sliders import PathwaySliders
 
-__all__ = ["FlowCurves", "KnockoutGrid", "LensView"]
+__all__ = ["FlowCurves", "KnockoutGrid", "LensView", "PathwaySliders"]

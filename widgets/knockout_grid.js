@@ -21,6 +21,8 @@ const signed = (x) => `${x > 0 ? "+" : x < 0 ? "−" : "±"}${Math.abs(x).toFixe
 function render({ model, el }) {
   const root = h("div", { class: "fk fk-grid" });
   el.append(root);
+  // which bench question this grid shows (a sample's id; empty for a hand-made prompt)
+  if (model.get("sample_id")) root.dataset.sample = model.get("sample_id");
 
   // ---------------------------------------------------------------- layout
   const title = h("div", { class: "fk-title" });

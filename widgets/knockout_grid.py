@@ -56,6 +56,7 @@ class KnockoutGrid(anywidget.AnyWidget):
     window_size = traitlets.Int(9).tag(sync=True)
     thumbnails = traitlets.List(traitlets.Unicode()).tag(sync=True)
     question = traitlets.Unicode("").tag(sync=True)
+    sample_id = traitlets.Unicode("").tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, vllm, prompt, families: str | Sequence[str] = PAPER_EDGE_FAMILIES, *,
@@ -70,7 +71,8 @@ class KnockoutGrid(anywidget.AnyWidget):
             per_span = prepared.spans.frames_per_span
             thumbs = frame_thumbnails(frames[::per_span][: prepared.spans.num_frames], size=64)
         super().__init__(num_layers=vllm.num_layers, columns=[c.to_dict() for c in self._grid_columns],
-                         window_size=window_size, thumbnails=thumbs, question=question, **kwargs)
+                         window_size=window_size, thumbnails=thumbs, question=question,
+                         sample_id=str(getattr(prompt, "id", "")), **kwargs)
         self.on_msg(self._on_frontend_msg)
         self.spec = spec if spec is not None else KnockoutSpec()
         self._refresh()  # also when ``spec`` equals the default and no change was observed

@@ -30,6 +30,7 @@ def _save(tensors: dict[str, torch.Tensor], path: Path) -> int:
     os.close(fd)
     try:
         save_file(half, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

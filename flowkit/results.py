@@ -1,0 +1,151 @@
+"""Precomputed results: read them, and prove a sample of them is what the kit computes now.
+
+``python -m flowkit fidelity`` writes ``data/results/fidelity.json`` and, beside it, one
+tidy table per experiment (``sweeps.csv.gz``, ``emergence.csv.gz``, ... see
+:data:`flowkit.fidelity.TABLES`). Full sweeps take minutes; a chapter reads these tables
+instead, then calls :func:`verify` to recompute a few rows live with the same model and
+check that they match — so a precomputed number is never taken on trust.
+
+>>> report = load_report()                                   # doctest: +SKIP
+>>> sweeps = load_table("sweeps")                            # doctest: +SKIP
+>>> verify(vllm, "sweeps", n=2)                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flowkit.errors import FlowkitError
+
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "data" / "results"
+REGENERATE = "python -m flowkit fidelity"
+
+#: Which numeric columns each table's recomputation must reproduce, keyed by its row identity.
+_CHECKED = {
+    "sweeps": (["sample", "family", "center"], ["p_base", "p_new", "pct_change"]),
+    "control_cross_frame": (["sample", "family", "center"], ["p_base", "p_new", "pct_change"]),
+    "accuracy": (["sample"], ["p_answer"]),
+    "control_accuracy": (["sample"], ["p_answer"]),
+    "emergence": (["sample", "layer"], ["p_true", "p_false_max"]),
+    "lens": (["sample", "kind", "layer"], ["temporal_share"]),
+    "pathways": (["sample", "condition", "seed"], ["p_answer"]),
+}
+
+
+def _folder(folder: str | os.PathLike | None) -> Path:
+    return Path(folder) if folder is not None else RESULTS_DIR
+
+
+def load_report(folder: str | os.PathLike | None = None) -> dict:
+    """The fidelity report (``fidelity.json``) as a dict."""
+    path = _folder(folder) / "fidelity.json"
+    if not path.is_file():
+        raise FlowkitError(f"no precomputed results at {path.name} in {path.parent.name}/; "
+                           f"produce them with `{REGENERATE}` (about half an hour on 2 CPU cores).")
+    return json.loads(path.read_text())
+
+
+def load_table(name: str, folder: str | os.PathLike | None = None) -> pd.DataFrame:
+    """One precomputed table (``"sweeps"``, ``"emergence"``, ...) as a DataFrame."""
+    if name not in _CHECKED:
+        raise FlowkitError(f"unknown results table {name!r}; the tables are {', '.join(sorted(_CHECKED))}.")
+    path = _folder(folder) / f"{name}.csv.gz"
+    if not path.is_file():
+        raise FlowkitError(f"no precomputed table {path.name}; produce it with `{REGENERATE}`.")
+    table = pd.read_csv(path)
+    if "seed" in table:
+        table["seed"] = table["seed"].astype("Int64")
+    return table
+
+
+def _model_for(name: str) -> str:
+    return "control" if name.startswith("control") else "model"
+
+
+def check_model(vllm, name: str = "sweeps", report: dict | None = None) -> None:
+    """Refuse to compare a table with a model other than the one that produced it."""
+    report = report if report is not None else load_report()
+    control = _model_for(name) == "control"
+    expected = report.get("control_fingerprint" if control else "fingerprint")
+    model = report.get("control" if control else "model")
+    if expected != vllm.fingerprint:
+        raise FlowkitError(
+            f"the table {name!r} was computed with a model whose fingerprint is {expected}, but this one is "
+            f"{vllm.fingerprint} (a different checkpoint or quantization). Load the model the report names "
+            f"({model}, {report.get('quant')}) or regenerate the results with `{REGENERATE}`.")
+
+
+def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None) -> pd.DataFrame:
+    """Recompute ``rows`` of table ``name`` with the kit's experiment functions (same model)."""
+    from flowkit import experiments
+    from flowkit.data import default_bench_root, load_bench
+    from flowkit.pathways import PathwayWindows
+
+    report = report if report is not None else load_report()
+    ids = list(dict.fromkeys(rows["sample"]))
+    samples = {s.id: s for s in load_bench(default_bench_root(), num_frames=8) if s.id in set(ids)}
+    missing = [i for i in ids if i not in samples]
+    if missing:
+        raise FlowkitError(f"samples {missing} are not in the bench; regenerate the results with `{REGENERATE}`.")
+    chosen = [samples[i] for i in ids]
+    if name in ("sweeps", "control_cross_frame"):
+        parts = [experiments.flow_sweep(vllm, [samples[r.sample]], families=[r.family], centers=[int(r.center)],
+                                        progress=False) for r in rows.itertuples()]
+        return pd.concat(parts, ignore_index=True)
+    if name in ("accuracy", "control_accuracy"):
+        return experiments.accuracy(vllm, chosen, progress=False)
+    if name == "emergence":
+        return experiments.answer_emergence(vllm, chosen, progress=False)
+    if name == "lens":
+        return pd.concat([experiments.video_token_lens(vllm, chosen, kind=kind, progress=False)
+                          for kind in sorted(set(rows["kind"]))], ignore_index=True)
+    if name == "pathways":
+        windows = PathwayWindows(**{k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in report["F4"]["windows"].items()})
+        table, _ = experiments.effective_pathways(vllm, chosen, windows, random_seeds=report["random_seeds"],
+                                                  progress=False)
+        table["seed"] = table["seed"].astype("Int64")
+        return table
+    raise FlowkitError(f"unknown results table {name!r}; the tables are {', '.join(sorted(_CHECKED))}.")
+
+
+def verify(vllm, name: str, n: int = 2, seed: int = 0, atol: float = 1e-4, folder=None) -> pd.DataFrame:
+    """Recompute ``n`` randomly chosen entries of a precomputed table and check they match.
+
+    For per-condition tables (sweeps) an entry is one row; for per-sample tables
+    (accuracy, emergence, lens, pathways) it is every row of one sample. Returns a
+    table of stored vs recomputed values; raises :class:`~flowkit.FlowkitError`, saying
+    how to regenerate, when any value differs by more than ``atol``.
+    """
+    report = load_report(folder)
+    check_model(vllm, name, report)
+    table = load_table(name, folder)
+    keys, values = _CHECKED[name]
+    rng = np.random.default_rng(seed)
+    if name in ("sweeps", "control_cross_frame"):
+        stored = table.iloc[np.sort(rng.choice(len(table), size=min(n, len(table)), replace=False))]
+    else:
+        ids = sorted(set(table["sample"]))
+        picked = set(rng.choice(ids, size=min(n, len(ids)), replace=False).tolist())
+        stored = table[table["sample"].isin(picked)]
+    fresh = recompute(vllm, name, stored, report)
+    merged = stored[keys + values].merge(fresh[keys + values], on=keys, suffixes=("_stored", "_now"), how="left")
+    if merged[[f"{v}_now" for v in values]].isna().any().any():
+        raise FlowkitError(f"recomputing {name!r} did not produce every stored row; regenerate with `{REGENERATE}`.")
+    diffs = [(merged[f"{v}_stored"] - merged[f"{v}_now"]).abs() for v in values]
+    # pct_change is in percent: compare it on the probability scale (divide by 100)
+    scale = [100.0 if v == "pct_change" else 1.0 for v in values]
+    merged["max_abs_diff"] = np.max([d / s for d, s in zip(diffs, scale)], axis=0)
+    worst = float(merged["max_abs_diff"].max())
+    if worst > atol:
+        raise FlowkitError(f"the precomputed {name!r} table does not match what the kit computes now "
+                           f"(largest difference {worst:.2g} > {atol:g}); regenerate it with `{REGENERATE}`.")
+    return merged
+
+
+__all__ = ["RESULTS_DIR", "check_model", "load_report", "load_table", "recompute", "verify"]

@@ -1,0 +1,266 @@
+"""What the chapters rely on: exercise checks, precomputed results and their live verification,
+one-cell checks, pathway summaries, the paper comparison and the small chart/clip helpers."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from flowkit import FlowkitError, KnockoutSpec, LayerWindow, check, count_edges, solutions
+from flowkit.exercises import _CHECKS, show_solution, solution_source
+from flowkit.exercises import check as check_exercise
+
+
+# ---------------------------------------------------------------------------- exercises
+@pytest.mark.parametrize("name", solutions.EXERCISES)
+def test_every_solution_passes_its_check(name, capsys):
+    check_exercise(name, getattr(solutions, name))
+    assert capsys.readouterr().out.startswith(f"✓ {name}: ")
+
+
+def test_every_check_has_a_solution_and_back():
+    assert sorted(_CHECKS) == sorted(solutions.EXERCISES)
+
+
+WRONG = {
+    "frame_positions": lambda spans, frame: list(range(*spans.frame_spans[frame]))[1:],
+    "option_probabilities": lambda logits: torch.softmax(logits, -1).flip(0),
+    "cross_frame_mask": lambda spans: solutions.cross_frame_mask(spans).T,
+    "percent_change": lambda p_base, p_new: 100 * (p_new - p_base),
+    "embedding_lens_scores": lambda hidden, embedding: hidden @ embedding.T / 2,
+    "temporal_share": lambda top_words, temporal: 0.5,
+    "first_layer_above": lambda probs, threshold=0.5: next((i for i, p in enumerate(probs) if p >= threshold), None),
+    "deepest_window": lambda curve: max(curve.items(), key=lambda kv: kv[1]),
+    "kept_fraction": lambda masks, n, layers: 1 - sum(int(m.sum()) for m in masks.values()) / (n * n * layers),
+    "random_cut_like": lambda block, seed: block.clone(),
+    "hypothesis_spec": lambda: KnockoutSpec.single("question->last", "12-20"),
+    "trough_shift": lambda a, b: max(b, key=b.get) - max(a, key=a.get),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRONG))
+def test_a_wrong_answer_fails_with_what_differed(name):
+    with pytest.raises(AssertionError, match=f"{name}: wrong on"):
+        check_exercise(name, WRONG[name])
+
+
+def test_the_blank_raises_not_implemented_through_the_check():
+    def blank(p_base, p_new):
+        raise NotImplementedError("Exercise 1.2")
+
+    with pytest.raises(NotImplementedError, match="Exercise 1.2"):
+        check_exercise("percent_change", blank)
+
+
+def test_show_solution_prints_the_one_copy_and_checks_it(capsys):
+    show_solution("kept_fraction")
+    out = capsys.readouterr().out
+    assert out.startswith(solution_source("kept_fraction")) and "✓ kept_fraction" in out
+    with pytest.raises(KeyError, match="no exercise called"):
+        show_solution("nope")
+
+
+# ---------------------------------------------------------------- fidelity + results
+@pytest.fixture(scope="module")
+def fidelity_run(toy_checkpoint, tmp_path_factory):
+    """The fidelity command's code path on the toy model: 1 question per task, a few windows."""
+    from flowkit.fidelity import TABLES, run_fidelity
+
+    out = tmp_path_factory.mktemp("results") / "fidelity.json"
+    report = run_fidelity(model=str(toy_checkpoint), control=str(toy_checkpoint), quant="fp32", per_task=1,
+                          sweep_per_task=1, centers_step=2, random_seeds=(0, 1), out=out, progress=False)
+    return report, out.parent, TABLES
+
+
+def test_fidelity_writes_the_report_and_every_table(fidelity_run):
+    report, folder, tables = fidelity_run
+    stored = json.loads((folder / "fidelity.json").read_text())
+    assert stored["fingerprint"] == report["fingerprint"] and stored["quant"] == "fp32"
+    assert len(stored["samples"]) == 6 and stored["random_seeds"] == [0, 1]
+    for key in ("F1", "F2", "F3", "F4", "accuracy", "control_accuracy"):
+        assert key in stored
+    produced = {p.name for p in folder.iterdir()}
+    if stored["sweep_samples"]:  # sweeps need correctly answered questions
+        assert {f"{t}.csv.gz" for t in tables} <= produced
+    assert not [p for p in produced if p.startswith(".tmp-")]
+    with gzip.open(folder / "accuracy.csv.gz", "rb") as handle:  # tables are plain gzip'd CSV
+        assert handle.readline().startswith(b"sample,task")
+
+
+def test_tables_are_byte_reproducible(fidelity_run, tmp_path):
+    from flowkit.fidelity import _atomic_write_tables
+    from flowkit.results import load_table
+
+    _, folder, _ = fidelity_run
+    table = load_table("accuracy", folder)
+    _atomic_write_tables(tmp_path, {"accuracy": table})
+    _atomic_write_tables(tmp_path / "again", {"accuracy": table})
+    assert (tmp_path / "accuracy.csv.gz").read_bytes() == (tmp_path / "again" / "accuracy.csv.gz").read_bytes()
+
+
+@pytest.mark.parametrize("table", ["accuracy", "emergence", "pathways", "lens", "sweeps"])
+def test_verify_recomputes_stored_rows(fidelity_run, toy_fp32, table):
+    from flowkit.results import load_report, verify
+
+    report, folder, _ = fidelity_run
+    if table in ("sweeps", "lens", "emergence") and not load_report(folder)["sweep_samples"]:
+        pytest.skip("the toy model answered no question correctly, so nothing was swept")
+    checked = verify(toy_fp32, table, n=1, folder=folder)
+    assert len(checked) >= 1 and checked["max_abs_diff"].max() <= 1e-4
+
+
+def test_verify_catches_a_tampered_table(fidelity_run, toy_fp32, tmp_path):
+    from flowkit.fidelity import _atomic_write_tables
+    from flowkit.results import load_table, verify
+
+    _, folder, _ = fidelity_run
+    (tmp_path / "fidelity.json").write_text((folder / "fidelity.json").read_text())
+    table = load_table("accuracy", folder)
+    table["p_answer"] = table["p_answer"] * 0.9 + 0.05
+    _atomic_write_tables(tmp_path, {"accuracy": table})
+    with pytest.raises(FlowkitError, match="does not match what the kit computes now"):
+        verify(toy_fp32, "accuracy", n=6, folder=tmp_path)
+
+
+def test_verify_refuses_another_model(fidelity_run, toy_nf4):
+    from flowkit.results import verify
+
+    _, folder, _ = fidelity_run
+    with pytest.raises(FlowkitError, match="fingerprint"):
+        verify(toy_nf4, "accuracy", n=1, folder=folder)
+
+
+def test_missing_results_say_how_to_make_them(tmp_path):
+    from flowkit.results import load_report, load_table
+
+    with pytest.raises(FlowkitError, match="python -m flowkit fidelity"):
+        load_report(tmp_path)
+    with pytest.raises(FlowkitError, match="unknown results table"):
+        load_table("nope", tmp_path)
+
+
+def test_paper_comparison_applies_the_targets(fidelity_run):
+    from flowkit.fidelity import paper_comparison
+
+    report, _, _ = fidelity_run
+    rows = paper_comparison(report)
+    names = [r[0] for r in rows]
+    assert names[0] == "accuracy" and "F4 edges kept" in names and len(rows) == 9
+    assert all(r[3] in ("reproduced", "partly", "not reproduced", "not measured") for r in rows)
+    fake = {**report, "F4": {**report["F4"], "accuracy": {"full": 0.9, "pathways": 0.9, "random": 0.5},
+                             "edges": {**report["F4"]["edges"], "kept_fraction": 0.4}}}
+    f4 = dict((r[0], r[3]) for r in paper_comparison(fake, findings=("F4",)))
+    assert f4 == {"F4 edges kept": "reproduced", "F4 accuracy full / pathways / random": "reproduced"}
+    fake["F4"]["accuracy"] = {"full": 0.9, "pathways": 0.5, "random": 0.5}
+    assert paper_comparison(fake, findings=("F4",))[1][3] == "not reproduced"
+
+
+# ------------------------------------------------------------------- one-cell check
+def test_check_matches_the_readout(toy_fp32, prepared_fp32):
+    result = check(toy_fp32, prepared_fp32, cut=["video->question", "video->last"], window=1, size=3,
+                   options=["l", "r", "u", "d"])
+    spec = KnockoutSpec.single("video->question", LayerWindow(1, 3)).plus(
+        KnockoutSpec.single("video->last", LayerWindow(1, 3)))
+    assert result.spec == spec
+    assert result.after == toy_fp32.answer(prepared_fp32, spec)
+    assert list(result.table.index) == ["(A) l", "(B) r", "(C) u", "(D) d"]
+    assert "knockout:" in str(result) and result.chart().to_dict()
+
+
+@pytest.mark.parametrize("kwargs, message", [({"cut": []}, "say what to cut"),
+                                             ({"cut": "video->last"}, "exactly one of"),
+                                             ({"cut": "video->last", "layers": "1", "window": 2}, "exactly one of"),
+                                             ({"cut": "video->last", "layers": "2-9"}, "layer")])
+def test_check_bad_input(toy_fp32, prepared_fp32, kwargs, message):
+    with pytest.raises(FlowkitError, match=message):
+        check(toy_fp32, prepared_fp32, **kwargs)
+
+
+# ---------------------------------------------------------------- pathways, sliders
+def test_pathway_summary_counts_exactly(toy_fp32):
+    from flowkit.data import generate
+    from flowkit.experiments import pathway_summary
+    from flowkit.pathways import PathwayWindows, pathway_spec
+
+    samples = generate("scene_transition", 2, seed=5, num_frames=8, size=32)
+    windows = PathwayWindows((0, 1), (1, 2), (2, 3), 2, 3)
+    result = pathway_summary(toy_fp32, samples, windows, random_seeds=(0, 1))
+    spans = toy_fp32.prepare_sample(samples[0]).spans
+    assert result["edges"] == count_edges(pathway_spec(windows, 4), spans, 4)
+    assert set(result["accuracy"]) == {"full", "pathways", "random"} and result["questions"] == 2
+    assert json.loads(json.dumps(result)) == result  # plain data
+
+
+def test_pathway_sliders_hold_windows_and_measure(toy_fp32):
+    from flowkit.data import generate
+    from flowkit.pathways import PathwayWindows
+    from widgets import PathwaySliders
+
+    windows = PathwayWindows((0, 1), (1, 2), (2, 3), 2, 3)
+    sliders = PathwaySliders(toy_fp32, generate("scene_transition", 1, seed=5, num_frames=8, size=32), windows)
+    assert sliders.windows == windows
+    sliders.sliders["question_to_last"].value = (1, 3)
+    assert sliders.windows.question_to_last == (1, 3)
+    result = sliders.measure()
+    assert result is sliders.result and "edges kept" in sliders.status.value
+    with pytest.raises(FlowkitError, match="at least one question"):
+        PathwaySliders(toy_fp32, [], windows)
+
+
+# --------------------------------------------------------------- charts and clips
+def test_attention_edges_chart_marks_cut_kept_and_future():
+    from flowkit.exercises import _spans_cases
+    from flowkit.knockout import edge_block_mask
+    from flowkit.plots import attention_edges
+
+    spans = _spans_cases()[0]
+    chart = attention_edges(edge_block_mask("cross_frame", spans), spans).to_dict()
+    values = pd.DataFrame(next(iter(chart["datasets"].values())))
+    counts = values["edge"].value_counts()
+    n = spans.seq_len
+    assert counts["cut"] == int(edge_block_mask("cross_frame", spans).sum())
+    assert counts["cut"] + counts["kept"] == n * (n + 1) // 2 and (values["key"] <= values["query"]).all()
+    with pytest.raises(ValueError, match="must be"):
+        attention_edges(torch.zeros(3, 3, dtype=torch.bool), spans)
+
+
+def test_offline_charts_render_png_without_network():
+    import altair as alt
+
+    from flowkit.plots import enable_offline_charts
+
+    previous = alt.renderers.active
+    try:
+        enable_offline_charts()
+        bundle = alt.Chart(pd.DataFrame({"x": [1, 2]})).mark_point().encode(x="x")._repr_mimebundle_()
+        bundle = bundle[0] if isinstance(bundle, tuple) else bundle
+        assert set(bundle) == {"image/png", "text/plain"}
+    finally:
+        alt.renderers.enable(previous)
+
+
+def test_clip_strip_and_sample_lookup():
+    from flowkit import chapters
+
+    strip = chapters.clip_strip(np.zeros((8, 32, 32, 3), dtype=np.uint8), size=40, gap=2)
+    assert strip.size == (8 * 42 - 2, 40)
+    first = chapters.samples_of("scene_transition")[0]
+    assert chapters.sample(first.id) is first
+    with pytest.raises(FlowkitError, match="ids look like"):
+        chapters.sample("scene_transition/9999")
+    with pytest.raises(FlowkitError, match="no bench task"):
+        chapters.samples_of("nope")
+
+
+def test_knockout_grid_knows_its_sample(toy_fp32):
+    from flowkit.data import generate
+    from widgets import KnockoutGrid
+
+    sample = generate("scene_transition", 1, seed=5, num_frames=8, size=32)[0]
+    assert KnockoutGrid(toy_fp32, sample, families="frames").sample_id == sample.id
+    assert KnockoutGrid(toy_fp32, toy_fp32.prepare_sample(sample)).sample_id == ""
