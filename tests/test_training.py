@@ -67,3 +67,15 @@ def test_embed_align_video_stages_run_resume_and_export(toy_checkpoint, tmp_path
     a = delta["lora::model.language_model.layers.0.self_attn.q_proj.lora_a"]
     b = delta["lora::model.language_model.layers.0.self_attn.q_proj.lora_b"]
     assert torch.allclose(merged[key], base[key] + 8.0 * b @ a)
+
+
+def test_stop_after_then_resume_equals_one_uninterrupted_run(toy_checkpoint, tmp_path):
+    from flowkit.training.trainer import load_trainable_state
+
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train(config(toy_checkpoint, stage="align", steps=3), whole, progress=False)
+    train(config(toy_checkpoint, stage="align", steps=3), split, progress=False, stop_after=1)
+    assert torch.load(split / "checkpoint.pt", weights_only=False)["step"] == 1
+    train(config(toy_checkpoint, stage="align", steps=3), split, progress=False)
+    a, b = load_trainable_state(whole), load_trainable_state(split)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

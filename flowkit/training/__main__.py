@@ -26,6 +26,8 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--eval-per-task", type=int, default=16)
     parser.add_argument("--init-from", default=None, help="a finished run whose weights start this one")
+    parser.add_argument("--stop-after", type=int, default=None,
+                        help="stop (with a checkpoint) after this step of the --steps schedule")
     args = parser.parse_args(argv)
     config = TrainConfig(stage=args.stage, steps=args.steps, batch_size=args.batch_size, lr_vision=args.lr_vision,
                          lr_lora=args.lr_lora, lora_rank=args.lora_rank, seed=args.seed,
@@ -33,7 +35,7 @@ def main(argv=None) -> int:
                          eval_per_task=args.eval_per_task, init_from=args.init_from,
                          **({"video_tasks": tuple(args.tasks)} if args.tasks else {}),
                          **({"frame_tasks": tuple(args.frame_tasks)} if args.frame_tasks else {}))
-    result = train(config, args.run_dir)
+    result = train(config, args.run_dir, stop_after=args.stop_after)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -238,8 +238,12 @@ def save_snapshot(run_dir: str | os.PathLike, path: str | os.PathLike) -> int:
     return path.stat().st_size
 
 
-def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True) -> dict:
-    """Train (or resume) a run in ``run_dir``; returns the last evaluation."""
+def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train (or resume) a run in ``run_dir``; returns the last evaluation.
+
+    ``stop_after`` ends the run (with a checkpoint) after that step of its ``config.steps``-step
+    learning-rate schedule; the same call without it resumes to the end.
+    """
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
@@ -267,7 +271,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
     bar = tqdm(total=config.steps, initial=step, desc=f"train {config.stage}", disable=not progress)
     started, last_eval = time.time(), {}
     losses = []
-    while step < config.steps:
+    last_step = config.steps if stop_after is None else min(config.steps, stop_after)
+    while step < last_step:
         scale = min(1.0, (step + 1) / config.warmup) * 0.5 * (1 + math.cos(math.pi * step / config.steps))
         for group, lr in zip(optimizer.param_groups, base_lrs):
             group["lr"] = lr * max(scale, 0.05)
@@ -284,7 +289,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
         if step % config.log_every == 0:
             record = {"step": step, "loss": sum(losses) / len(losses), "seconds": time.time() - started}
             losses = []
-            if step % config.eval_every == 0 or step == config.steps:
+            if step % config.eval_every == 0 or step == last_step:
                 last_eval = evaluate(trainable, processor, sets)
                 record["eval"] = last_eval
                 _save(ckpt_path, trainable, optimizer, step, config)
