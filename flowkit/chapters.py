@@ -76,6 +76,28 @@ def samples_of(task: str, n: int | None = None) -> list:
     return chosen[:n] if n is not None else chosen
 
 
+def learned_tasks(min_accuracy: float = 0.8) -> list[str]:
+    """Tasks the model answers at least ``min_accuracy`` of (precomputed accuracy table)."""
+    from flowkit.results import load_table
+
+    per_task = load_table("accuracy").groupby("task")["correct"].mean()
+    return sorted(per_task[per_task >= min_accuracy].index)
+
+
+def telling_clip(family: str, min_accuracy: float = 0.8):
+    """A question worth looking at for ``family``: answered correctly, from a learned task, and
+    the one whose answer moved most when ``family`` was cut in the precomputed sweeps."""
+    from flowkit.results import load_table
+
+    sweeps = load_table("sweeps")
+    learned = learned_tasks(min_accuracy)
+    rows = sweeps[(sweeps["family"] == family) & sweeps["correct_base"] & sweeps["task"].isin(learned)]
+    if rows.empty:
+        raise FlowkitError(f"no correctly answered question of a task with accuracy >= {min_accuracy:.0%} was "
+                           f"swept for {family!r}; lower min_accuracy or regenerate the results.")
+    return sample(rows.groupby("sample")["pct_change"].min().idxmin())
+
+
 def clip_strip(frames, size: int = 96, gap: int = 4):
     """The frames side by side as one PIL image (nearest-neighbour enlarged, so pixels stay crisp)."""
     from PIL import Image
@@ -109,5 +131,5 @@ def paper_table(rows) -> pd.DataFrame:
         "finding")
 
 
-__all__ = ["CONTROL", "MODEL", "bench", "clip_strip", "model", "paper_table", "sample", "samples_of", "show_clip",
-           "start"]
+__all__ = ["CONTROL", "MODEL", "bench", "clip_strip", "learned_tasks", "model", "paper_table", "sample", "samples_of",
+           "show_clip", "start", "telling_clip"]

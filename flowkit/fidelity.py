@@ -202,7 +202,7 @@ def paper_comparison(report: dict, findings=("accuracy", "F1", "F2", "F3", "F4")
                      _verdict(None if trough is None else (trough <= -20 and first_half),
                               trough is not None and trough <= -5 and first_half)))
         late = f1.get("max_abs_last_third")
-        rows.append(("F1 late windows (last third)", "about 0", "n/a" if late is None else f"max |{late:.1f}| %",
+        rows.append(("F1 late windows (last third)", "about 0", "n/a" if late is None else f"largest change {late:.1f} % (absolute)",
                      _verdict(None if late is None else late <= 5)))
         ctrough = f1.get("control_trough")
         rows.append(("F1 image-only control", PAPER_7B["F1 image-only control"],
@@ -218,7 +218,7 @@ def paper_comparison(report: dict, findings=("accuracy", "F1", "F2", "F3", "F4")
                      _verdict(None if vq is None or ql is None else vq < ql)))
         vl, ll = f2.get("max_abs_video_to_last"), f2.get("max_abs_last_to_last")
         rows.append(("F2 video->last, last->last", PAPER_7B["F2 video->last, last->last"],
-                     "n/a" if vl is None else f"max |{vl:.1f}| %, |{ll:.1f}| %",
+                     "n/a" if vl is None else f"largest changes {vl:.1f} % and {ll:.1f} % (absolute)",
                      _verdict(None if vl is None else max(vl, ll) <= 5, vl is not None and min(vl, ll) <= 5)))
     if "F3" in findings:
         f3 = report["F3"]
@@ -228,7 +228,8 @@ def paper_comparison(report: dict, findings=("accuracy", "F1", "F2", "F3", "F4")
         rows.append(("F3 p(true option) > 0.5 from layer", PAPER_7B["F3 p(true) > 0.5 from layer"],
                      (f"layer {first} of {L}" if first is not None else "never (mean over questions)")
                      + f"; final p(true) {final:.2f}",
-                     _verdict(first is not None and first >= L / 2, first is not None)))
+                     # only at the very last layer is "late", not "middle-to-late": partly
+                     _verdict(first is not None and L / 2 <= first < L - 1, first is not None)))
     if "F4" in findings:
         f4 = report["F4"]
         acc = f4["accuracy"]

@@ -1,10 +1,10 @@
-"""End to end: a KnockoutGrid in real JupyterLab, driven by headless Chromium.
+"""End to end: chapter 01's KnockoutGrid in real JupyterLab, driven by headless Chromium.
 
-The test writes a one-cell notebook that builds the tiny toy checkpoint (fixed seed) and
-shows a KnockoutGrid, starts JupyterLab on loopback with a token in a temporary folder,
-runs the notebook from the Run menu, clicks the grid cell whose knockout moves the answer
-most, and checks that the answer the page SHOWS equals, to the displayed precision, what
-flowkit computes in this process for the same spec, checkpoint and inputs.
+The test copies ``notebooks/01_cross_frame.ipynb`` (outputs cleared) into a temporary
+folder, starts JupyterLab on loopback with a token, runs the whole chapter from the Run
+menu, reads which bench question the grid shows, clicks the grid cell whose knockout moves
+that answer most, and checks that the answer the page SHOWS equals, to the displayed
+precision, what flowkit computes in this process for the same spec, model and question.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package; skipped
 (with the install line) when they are missing. A screenshot goes to ``$FLOWKIT_ARTIFACTS``
@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -32,38 +31,17 @@ from pathlib import Path
 import pytest
 
 from flowkit import KnockoutSpec, LayerSet
-from flowkit.knockout import PAPER_EDGE_FAMILIES
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(170)]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(420)]
 
-#: Everything this test waits for (server, page, kernel, widget, click) shares this budget.
-BUDGET_S = 120
+#: Everything this test waits for (server, page, kernel, the chapter's cells, click) shares this budget.
+BUDGET_S = 330
 #: The displayed precision: option probabilities are shown in % with one decimal.
 DISPLAY_TOLERANCE = 0.05 + 1e-6
-NOTEBOOK = "flowkit_knockout_grid.ipynb"
+CHAPTER = Path(__file__).resolve().parents[1] / "notebooks" / "01_cross_frame.ipynb"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--window-size=1600,1300")
-
-#: The inputs, run both here and in the notebook, so both sides ask the same question.
-INPUTS = textwrap.dedent("""\
-    import numpy as np
-    FRAMES = np.random.default_rng(7).integers(0, 256, (8, 48, 64, 3), dtype=np.uint8)
-    QUESTION = "Which way does the red square move?"
-    OPTIONS = ["left", "right", "up", "down"]
-    ANSWER = "B"
-""")
-NOTEBOOK_CELL = INPUTS + textwrap.dedent("""\
-    import os
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from flowkit import load_videollm
-    from flowkit.toy import build_toy_llava_next_video
-    from widgets import KnockoutGrid
-
-    vllm = load_videollm(build_toy_llava_next_video("toy-llava-next-video", seed=0), quant="fp32")
-    grid = KnockoutGrid(vllm, vllm.prepare(FRAMES, QUESTION, OPTIONS, answer=ANSWER), options=OPTIONS)
-    grid
-""")
 
 
 def _tools():
@@ -94,11 +72,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _write_notebook(path: Path) -> None:
+def _write_chapter(path: Path) -> None:
+    """The chapter with its outputs cleared, so whatever the page shows was computed by this run."""
     import nbformat
 
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(NOTEBOOK_CELL)])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook = nbformat.read(CHAPTER, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
     nbformat.write(notebook, path)
 
 
@@ -190,17 +171,18 @@ def _chrome(chromium: str, driver_path: str, profile: Path):
     return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
 
 
-def _pick_cell(vllm, prepared):
-    """The (layer, column) whose single-cell knockout moves the shown answer most, with its spec and answer."""
-    best = None
-    for column, family in enumerate(PAPER_EDGE_FAMILIES):
-        for layer in range(vllm.num_layers):
-            spec = KnockoutSpec.single(family, LayerSet((layer,)))
-            after = vllm.answer(prepared, spec)
-            moved = max(abs(a - b) for a, b in zip(after.option_probs, vllm.answer(prepared).option_probs))
-            if best is None or moved > best[0]:
-                best = (moved, layer, column, spec, after)
-    return best
+def _pick_cell(vllm, prepared, columns, column: int):
+    """The layer whose one-cell cut in ``column`` moves the shown answer most (and by how much)."""
+    from flowkit.engine import Engine
+    from flowkit.interactive import cells_to_spec
+
+    engine = Engine(vllm, prepared)
+    clean = engine.clean_answer
+    answers = engine.answers([cells_to_spec([(layer, column)], columns, vllm.num_layers)
+                              for layer in range(vllm.num_layers)])
+    moved = [max(abs(a - b) for a, b in zip(after.option_probs, clean.option_probs)) for after in answers]
+    layer = max(range(vllm.num_layers), key=moved.__getitem__)
+    return moved[layer], layer
 
 
 def _shown_percentages(driver, kind: str) -> dict[str, float]:
@@ -213,24 +195,19 @@ def _shown_percentages(driver, kind: str) -> dict[str, float]:
     return shown
 
 
-def test_clicking_a_cell_shows_the_answer_flowkit_computes(toy_fp32, tmp_path):
+def test_chapter_01_grid_shows_the_answer_flowkit_computes(tmp_path):
     chromium, driver_path = _tools()
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
-    namespace: dict = {}
-    exec(INPUTS, namespace)  # the same frames, question and options as the notebook
-    prepared = toy_fp32.prepare(namespace["FRAMES"], namespace["QUESTION"], namespace["OPTIONS"],
-                                answer=namespace["ANSWER"])
-    clean = toy_fp32.answer(prepared)
-    moved, layer, column, spec, expected = _pick_cell(toy_fp32, prepared)
-    assert moved > 0.005, "the toy model's answer hardly moves under any single-cell knockout"
+    from flowkit import chapters
+    from flowkit.interactive import cells_to_spec, grid_columns
 
     root = tmp_path / "notebooks"
     root.mkdir()
-    _write_notebook(root / NOTEBOOK)
+    _write_chapter(root / CHAPTER.name)
     lab = JupyterLab(root, tmp_path / "jupyter")
     profile = Path(tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path))
     deadline = Deadline(BUDGET_S)
@@ -250,7 +227,7 @@ def test_clicking_a_cell_shows_the_answer_flowkit_computes(toy_fp32, tmp_path):
                 raise AssertionError(f"waiting for {what} failed ({type(exc).__name__}); screenshot: {shot}\n"
                                      f"Browser log:\n{logs}\nJupyterLab log:\n{lab.log_tail()}") from None
 
-        driver.get(f"{lab.url}/lab/tree/{NOTEBOOK}?token={lab.token}")
+        driver.get(f"{lab.url}/lab/tree/{CHAPTER.name}?token={lab.token}")
         wait(EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")),
              "the notebook's kernel")
         # activate the notebook (Run All acts on the current notebook), then Run > Run All Cells
@@ -261,22 +238,35 @@ def test_clicking_a_cell_shows_the_answer_flowkit_computes(toy_fp32, tmp_path):
         run_all = "li.lm-Menu-item[data-command='runmenu:run-all']:not(.lm-mod-disabled)"
         wait(EC.element_to_be_clickable((By.CSS_SELECTOR, run_all)), "Run All Cells").click()
 
+        grid = wait(EC.presence_of_element_located((By.CSS_SELECTOR, ".fk-grid[data-sample]")),
+                    "the chapter's KnockoutGrid")
+        wait(lambda d: grid.get_attribute("data-answer-spec") == KnockoutSpec().to_json(), "the clean answer")
+        sample_id = grid.get_attribute("data-sample")
+
+        # this process asks the same model the same question (the page's kernel keeps running meanwhile)
+        vllm = chapters.model()
+        sample = chapters.sample(sample_id)
+        prepared = vllm.prepare_sample(sample)
+        columns = grid_columns("frames", prepared.spans)
+        column = len(columns) - 1  # the last frame, which can read every earlier one
+        moved, layer = _pick_cell(vllm, prepared, columns, column)
+        assert moved > 0.0005, "no single-layer cut of the last frame moves the answer"
+        spec = cells_to_spec([(layer, column)], columns, vllm.num_layers)
+        clean, expected = vllm.answer(prepared), vllm.answer(prepared, spec)
+
         cell_css = f".fk-grid td.fk-cell[data-layer='{layer}'][data-col='{column}']"
-        cell = wait(EC.element_to_be_clickable((By.CSS_SELECTOR, cell_css)), "the KnockoutGrid")
-        wait(lambda d: d.find_element(By.CSS_SELECTOR, ".fk-grid").get_attribute("data-answer-spec")
-             == KnockoutSpec().to_json(), "the clean answer")
+        cell = wait(EC.element_to_be_clickable((By.CSS_SELECTOR, cell_css)), "the grid cell")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", cell)
         before = _shown_percentages(driver, "after")  # nothing cut yet: "after" shows the clean run
 
         ActionChains(driver).move_to_element(cell).click().perform()
-        wait(lambda d: d.find_element(By.CSS_SELECTOR, ".fk-grid").get_attribute("data-answer-spec")
-             == spec.to_json(), f"the answer under {spec}")
+        wait(lambda d: grid.get_attribute("data-answer-spec") == spec.to_json(), f"the answer under {spec}")
         after = _shown_percentages(driver, "after")
         pct_text = driver.find_element(By.CSS_SELECTOR, ".fk-grid [data-role='pct-change']").text
         assert "is-cut" in driver.find_element(By.CSS_SELECTOR, cell_css).get_attribute("class")
 
-        widget = driver.find_element(By.CSS_SELECTOR, ".fk-grid")
         artifacts = _artifacts()
-        widget.screenshot(str(artifacts / "knockout_grid.png"))
+        grid.screenshot(str(artifacts / "knockout_grid.png"))
         driver.save_screenshot(str(artifacts / "knockout_grid_jupyterlab.png"))
     finally:
         if driver is not None:

@@ -1,0 +1,61 @@
+"""The kit's shipped model: assembled from data/, loaded in NF4 on the CPU like any checkpoint,
+matching the precomputed results that the chapters read, and measured by the fidelity command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from flowkit import chapters
+
+    return chapters.model()
+
+
+def test_loads_in_nf4_as_a_llava_next_video_model(shipped):
+    import bitsandbytes as bnb
+    from transformers import LlavaNextVideoForConditionalGeneration
+
+    assert isinstance(shipped.model, LlavaNextVideoForConditionalGeneration)
+    assert shipped.num_layers == 30
+    four_bit = [m for m in shipped.language_model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(four_bit) == 30 * 7  # q, k, v, o, gate, up, down in every layer
+    assert shipped.model.config.quantization_config.bnb_4bit_quant_type == "nf4"
+
+
+def test_the_precomputed_results_are_this_models(shipped):
+    from flowkit.results import load_report, verify
+
+    report = load_report()
+    assert report["fingerprint"] == shipped.fingerprint and report["quant"] == "nf4"
+    for table in ("sweeps", "accuracy"):
+        checked = verify(shipped, table, n=2, seed=11)
+        assert checked["max_abs_diff"].max() <= 1e-4
+
+
+def test_the_control_and_its_results():
+    from flowkit import chapters
+    from flowkit.results import load_report, verify
+
+    control = chapters.model(chapters.CONTROL)
+    assert control.fingerprint == load_report()["control_fingerprint"]
+    assert verify(control, "control_accuracy", n=1)["max_abs_diff"].max() <= 1e-4
+
+
+def test_fidelity_command_on_a_small_subset(tmp_path):
+    out = tmp_path / "fidelity.json"
+    run = subprocess.run([sys.executable, "-m", "flowkit", "fidelity", "--per-task", "1", "--sweep-per-task", "1",
+                          "--centers-step", "10", "--random-seeds", "1", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "paper (LLaVA-NeXT-7B)" in run.stdout and "F4 edges kept" in run.stdout
+    report = json.loads(out.read_text())
+    assert report["model"] == "flowkit-smol-video" and report["quant"] == "nf4" and len(report["samples"]) == 6
+    assert {"F1", "F2", "F3", "F4", "accuracy", "control_accuracy"} <= set(report)
