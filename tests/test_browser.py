@@ -2,8 +2,8 @@
 
 The test copies ``notebooks/01_cross_frame.ipynb`` (outputs cleared) into a temporary
 folder, starts JupyterLab on loopback with a token, runs the whole chapter from the Run
-menu, reads which bench question the grid shows, clicks the grid cell whose knockout moves
-that answer most, and checks that the answer the page SHOWS equals, to the displayed
+menu, reads which bench question the grid shows, shift-clicks the grid cell whose 9-layer
+window knockout moves that answer most, and checks that the answer the page SHOWS equals, to the displayed
 precision, what flowkit computes in this process for the same spec, model and question.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package; skipped
@@ -171,18 +171,19 @@ def _chrome(chromium: str, driver_path: str, profile: Path):
     return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
 
 
-def _pick_cell(vllm, prepared, columns, column: int):
-    """The layer whose one-cell cut in ``column`` moves the shown answer most (and by how much)."""
+def _pick_window(vllm, prepared, columns, size: int = 9):
+    """The (centre layer, column) whose shift-click window moves the shown answer most, and by how much."""
     from flowkit.engine import Engine
-    from flowkit.interactive import cells_to_spec
+    from flowkit.interactive import cells_to_spec, window_cells
 
     engine = Engine(vllm, prepared)
     clean = engine.clean_answer
-    answers = engine.answers([cells_to_spec([(layer, column)], columns, vllm.num_layers)
-                              for layer in range(vllm.num_layers)])
+    places = [(center, column) for column in range(len(columns)) for center in range(vllm.num_layers)]
+    answers = engine.answers([cells_to_spec(window_cells(center, column, vllm.num_layers, size), columns,
+                                            vllm.num_layers) for center, column in places])
     moved = [max(abs(a - b) for a, b in zip(after.option_probs, clean.option_probs)) for after in answers]
-    layer = max(range(vllm.num_layers), key=moved.__getitem__)
-    return moved[layer], layer
+    best = max(range(len(places)), key=moved.__getitem__)
+    return moved[best], *places[best]
 
 
 def _shown_percentages(driver, kind: str) -> dict[str, float]:
@@ -199,11 +200,12 @@ def test_chapter_01_grid_shows_the_answer_flowkit_computes(tmp_path):
     chromium, driver_path = _tools()
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
     from flowkit import chapters
-    from flowkit.interactive import cells_to_spec, grid_columns
+    from flowkit.interactive import cells_to_spec, grid_columns, window_cells
 
     root = tmp_path / "notebooks"
     root.mkdir()
@@ -247,11 +249,11 @@ def test_chapter_01_grid_shows_the_answer_flowkit_computes(tmp_path):
         vllm = chapters.model()
         sample = chapters.sample(sample_id)
         prepared = vllm.prepare_sample(sample)
-        columns = grid_columns("frames", prepared.spans)
-        column = len(columns) - 1  # the last frame, which can read every earlier one
-        moved, layer = _pick_cell(vllm, prepared, columns, column)
-        assert moved > 0.0005, "no single-layer cut of the last frame moves the answer"
-        spec = cells_to_spec([(layer, column)], columns, vllm.num_layers)
+        keys = [th.get_attribute("data-key") for th in driver.find_elements(By.CSS_SELECTOR, ".fk-grid th.fk-colhead")]
+        columns = grid_columns(keys, prepared.spans)  # the grid's own columns, as the page lists them
+        moved, layer, column = _pick_window(vllm, prepared, columns)
+        assert moved > 0.002, "no 9-layer window of any column moves the shown answer"
+        spec = cells_to_spec(window_cells(layer, column, vllm.num_layers, 9), columns, vllm.num_layers)
         clean, expected = vllm.answer(prepared), vllm.answer(prepared, spec)
 
         cell_css = f".fk-grid td.fk-cell[data-layer='{layer}'][data-col='{column}']"
@@ -259,7 +261,8 @@ def test_chapter_01_grid_shows_the_answer_flowkit_computes(tmp_path):
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", cell)
         before = _shown_percentages(driver, "after")  # nothing cut yet: "after" shows the clean run
 
-        ActionChains(driver).move_to_element(cell).click().perform()
+        # shift-click: the paper's 9-layer window centred on this layer, in this column
+        ActionChains(driver).move_to_element(cell).key_down(Keys.SHIFT).click().key_up(Keys.SHIFT).perform()
         wait(lambda d: grid.get_attribute("data-answer-spec") == spec.to_json(), f"the answer under {spec}")
         after = _shown_percentages(driver, "after")
         pct_text = driver.find_element(By.CSS_SELECTOR, ".fk-grid [data-role='pct-change']").text

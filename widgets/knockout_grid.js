@@ -68,7 +68,7 @@ function render({ model, el }) {
     const thumbs = model.get("thumbnails");
     const head = h("tr", {}, [h("th", { class: "fk-corner", text: "layer" })]);
     columns.forEach((column) => {
-      const th = h("th", { class: "fk-colhead", title: column.title, scope: "col" });
+      const th = h("th", { class: "fk-colhead", title: column.title, scope: "col", "data-key": column.key });
       if (column.frame !== null && thumbs[column.frame]) {
         th.append(h("img", { class: "fk-thumb", src: thumbs[column.frame], alt: `frame ${column.frame}` }));
       }
