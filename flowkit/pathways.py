@@ -32,6 +32,11 @@ class PathwayWindows:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "PathwayWindows":
+        """Inverse of :meth:`to_dict`, also after a JSON round trip (ranges come back as lists)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
 
 def paper_windows(num_layers: int = 32) -> PathwayWindows:
     """The paper's LLaVA-NeXT-7B pathways, scaled to ``num_layers`` layers."""

@@ -83,12 +83,12 @@ def check_model(vllm, name: str = "sweeps", report: dict | None = None) -> None:
 def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None) -> pd.DataFrame:
     """Recompute ``rows`` of table ``name`` with the kit's experiment functions (same model)."""
     from flowkit import experiments
-    from flowkit.data import default_bench_root, load_bench
+    from flowkit.data import shipped_bench
     from flowkit.pathways import PathwayWindows
 
     report = report if report is not None else load_report()
     ids = list(dict.fromkeys(rows["sample"]))
-    samples = {s.id: s for s in load_bench(default_bench_root(), num_frames=8) if s.id in set(ids)}
+    samples = {s.id: s for s in shipped_bench() if s.id in set(ids)}
     missing = [i for i in ids if i not in samples]
     if missing:
         raise FlowkitError(f"samples {missing} are not in the bench; regenerate the results with `{REGENERATE}`.")
@@ -105,8 +105,7 @@ def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None) -
         return pd.concat([experiments.video_token_lens(vllm, chosen, kind=kind, progress=False)
                           for kind in sorted(set(rows["kind"]))], ignore_index=True)
     if name == "pathways":
-        windows = PathwayWindows(**{k: tuple(v) if isinstance(v, list) else v
-                                    for k, v in report["F4"]["windows"].items()})
+        windows = PathwayWindows.from_dict(report["F4"]["windows"])
         table, _ = experiments.effective_pathways(vllm, chosen, windows, random_seeds=report["random_seeds"],
                                                   progress=False)
         table["seed"] = table["seed"].astype("Int64")

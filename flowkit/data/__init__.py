@@ -10,7 +10,8 @@
   questions use.
 """
 
-from flowkit.data.bench import SplitSummary, available_tasks, default_bench_root, load_bench, write_split
+from flowkit.data.bench import (SplitSummary, available_tasks, default_bench_root, load_bench, shipped_bench,
+                                write_split)
 from flowkit.data.sample import BenchError, Sample, ShortClipWarning
 from flowkit.data.synthetic import EVAL_SEED, NUM_OPTIONS, TASKS, generate, iter_samples, make_sample
 from flowkit.data.video import read_video, uniform_frame_indices, write_video

@@ -15,6 +15,8 @@ so it goes through the same loader as a real TVBench/MVBench download.
 
 from __future__ import annotations
 
+import functools
+
 import json
 import os
 import shutil
@@ -79,6 +81,12 @@ def available_tasks(root: str | Path) -> list[str]:
         )
     names = [path.stem for path in json_dir.glob("*.json")]
     return sorted(names, key=lambda name: (TASKS.index(name) if name in TASKS else len(TASKS), name))
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_bench() -> tuple[Sample, ...]:
+    """The kit's evaluation split (``data/bench``, 8 frames per question), decoded once per process."""
+    return tuple(load_bench(default_bench_root(), num_frames=8))
 
 
 def load_bench(
