@@ -79,3 +79,40 @@ def test_stop_after_then_resume_equals_one_uninterrupted_run(toy_checkpoint, tmp
     train(config(toy_checkpoint, stage="align", steps=3), split, progress=False)
     a, b = load_trainable_state(whole), load_trainable_state(split)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_position_frames_say_where_each_object_is():
+    import numpy as np
+
+    from flowkit.data.render import COLOUR_RGB, COLOURS, SCENES
+    from flowkit.training.stage0 import make_position_frame
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        frame, quadrants = make_position_frame(rng, size=64)
+        assert frame.shape == (1, 64, 64, 3)
+        placed = [(words, xy) for words, xy in quadrants if xy is not None]
+        assert 1 <= len(placed) <= 3
+        for q, (words, xy) in enumerate(quadrants):
+            if xy is None:
+                assert words == ["nothing"] or (len(words) == 1 and words[0] in SCENES)
+                continue
+            x, y = xy
+            assert q == int(y >= 0.5) * 2 + int(x >= 0.5)  # the token of the quadrant holding the centre
+            assert words[0] in COLOURS
+            assert tuple(frame[0, int(y * 64), int(x * 64)]) == COLOUR_RGB[words[0]]  # the centre is painted
+
+
+def test_stage0_with_positions_keeps_the_adapters_it_starts_from(toy_checkpoint, tmp_path):
+    from flowkit.training.trainer import load_trainable_state
+
+    align = tmp_path / "align"
+    train(config(toy_checkpoint, stage="align"), align, progress=False)
+    embed = tmp_path / "embed"
+    train(config(toy_checkpoint, stage="embed", positions=True, steps=2, batch_size=4, init_from=str(align)),
+          embed, progress=False)
+    before, after = load_trainable_state(align), load_trainable_state(embed)
+    lora = [k for k in before if "lora_" in k]
+    assert lora and all(torch.equal(before[k], after[k]) for k in lora)  # stage 0 never touches the LM
+    vision = [k for k in before if "vision_tower" in k and k.endswith("weight")]
+    assert any(not torch.equal(before[k], after[k]) for k in vision)

@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     parser.add_argument("--frame-batch-every", type=int, default=4)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--eval-per-task", type=int, default=16)
+    parser.add_argument("--positions", action="store_true",
+                        help="stage 0: objects anywhere, and their place written into the tokens as words")
     parser.add_argument("--init-from", default=None, help="a finished run whose weights start this one")
     parser.add_argument("--stop-after", type=int, default=None,
                         help="stop (with a checkpoint) after this step of the --steps schedule")
@@ -33,6 +35,7 @@ def main(argv=None) -> int:
                          lr_lora=args.lr_lora, lora_rank=args.lora_rank, seed=args.seed,
                          frame_batch_every=args.frame_batch_every, eval_every=args.eval_every,
                          eval_per_task=args.eval_per_task, init_from=args.init_from,
+                         positions=args.positions,
                          **({"video_tasks": tuple(args.tasks)} if args.tasks else {}),
                          **({"frame_tasks": tuple(args.frame_tasks)} if args.frame_tasks else {}))
     result = train(config, args.run_dir, stop_after=args.stop_after)

@@ -56,6 +56,7 @@ class TrainConfig:
     init_from: str | None = None  # a run folder whose weights start this run
     warmup: int = 30
     base: str | None = None  # a checkpoint folder to start from (default: the SmolLM2 assembly)
+    positions: bool = False  # stage 0: objects anywhere, their place in words too (see stage0)
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -198,14 +199,16 @@ def build(config: TrainConfig):
     processor = AutoProcessor.from_pretrained(folder)
     for p in model.parameters():
         p.requires_grad_(False)
-    trainable = Trainable(model, config.lora_rank if config.stage != "embed" and config.lora_rank else None)
+    init_state = load_trainable_state(config.init_from) if config.init_from else {}
+    # stage 0 never runs the language model: it adds no adapters, but keeps those it starts from
+    with_lora = config.stage != "embed" or any("lora_" in k for k in init_state)
+    trainable = Trainable(model, config.lora_rank if with_lora and config.lora_rank else None)
     for p in trainable.vision_parameters():
         p.requires_grad_(True)
     for p in lora_parameters(model):
         p.requires_grad_(True)
     if config.init_from:
-        state = load_trainable_state(config.init_from)
-        missing = trainable.load_state_dict(state, strict=False)
+        missing = trainable.load_state_dict(init_state, strict=False)
         unexpected = [k for k in missing.unexpected_keys]
         if unexpected:
             raise RuntimeError(f"init_from has weights this model lacks: {unexpected[:5]}")
@@ -307,7 +310,7 @@ def _train_embed(config: TrainConfig, run_dir: Path, trainable, processor, progr
     (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
     started = time.time()
     losses = train_stage0(trainable, processor, steps=config.steps, batch_size=config.batch_size,
-                          lr=config.lr_vision, seed=config.seed, progress=progress)
+                          lr=config.lr_vision, seed=config.seed, progress=progress, positions=config.positions)
     sets = {k: v for k, v in evaluation_sets(config).items() if k.startswith("frame_")}
     result = evaluate(trainable, processor, sets)
     with (run_dir / "log.jsonl").open("a") as log:
