@@ -19,6 +19,7 @@ from flowkit.training.frames import FRAME_TASKS, _sprite, make_frame
 
 #: the words whose embeddings carry an object's place in the frame (``positions=True``)
 POSITION_WORDS = ("left", "right", "top", "bottom")
+POSITION_WEIGHT = 10.0
 
 
 def word_embedding(model, tokenizer, word: str) -> torch.Tensor:
@@ -151,7 +152,9 @@ def train_stage0(trainable, processor, steps: int = 1500, batch_size: int = 64, 
             # error along each axis, in units of the full left-to-right (top-to-bottom) range
             spread = torch.tensor([[len(words[b][q]) + 2.0] for b, q in placed])  # target = mean of n+2 parts
             along = (rows @ axes.T) * spread / axes.norm(dim=-1) ** 2
-            loss = loss + (along ** 2).mean()
+            # a constant token already scores var(x) ~ 0.05 here; the weight brings the term level
+            # with the others (at weight 1 the tokens never learn where things are)
+            loss = loss + POSITION_WEIGHT * (along ** 2).mean()
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + np.cos(np.pi * step / steps))
         optimizer.zero_grad(set_to_none=True)
