@@ -116,3 +116,45 @@ def test_stage0_with_positions_keeps_the_adapters_it_starts_from(toy_checkpoint,
     assert lora and all(torch.equal(before[k], after[k]) for k in lora)  # stage 0 never touches the LM
     vision = [k for k in before if "vision_tower" in k and k.endswith("weight")]
     assert any(not torch.equal(before[k], after[k]) for k in vision)
+
+
+def test_curriculum_tasks_ask_about_a_lone_object_and_answer_right():
+    import numpy as np
+
+    from flowkit.data.render import COLOUR_RGB
+    from flowkit.training.curriculum import make_curriculum_sample
+    from flowkit.training.trainer import batch_samples
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        clip = make_curriculum_sample("lone_moving_direction", rng)
+        colour = clip.question.split()[4]
+        first = np.argwhere((clip.frames[0] == COLOUR_RGB[colour]).all(-1)).mean(0)
+        last = np.argwhere((clip.frames[-1] == COLOUR_RGB[colour]).all(-1)).mean(0)
+        dy, dx = last - first
+        expected = ("right" if dx > 0 else "left") if abs(dx) > abs(dy) else ("down" if dy > 0 else "up")
+        assert clip.answer_text == expected and clip.candidates["ABCD".index(clip.answer)] == expected
+        frame = make_curriculum_sample("lone_position", rng)
+        colour = frame.question.split()[3]
+        cy, cx = np.argwhere((frame.frames[0] == COLOUR_RGB[colour]).all(-1)).mean(0)
+        assert frame.answer_text == f"{'bottom' if cy >= 32 else 'top'} {'right' if cx >= 32 else 'left'}"
+        side = make_curriculum_sample("lone_side", rng)
+        colour = side.question.split()[2]
+        cx = np.argwhere((side.frames[0] == COLOUR_RGB[colour]).all(-1)).mean(0)[1]
+        assert side.answer_text == ("right" if cx >= 32 else "left") and set(side.candidates) == {"left", "right"}
+        height = make_curriculum_sample("lone_height", rng)
+        colour = height.question.split()[2]
+        cy = np.argwhere((height.frames[0] == COLOUR_RGB[colour]).all(-1)).mean(0)[0]
+        assert height.answer_text == ("bottom" if cy >= 32 else "top")
+        named = make_curriculum_sample("named_side", rng)
+        colour = named.question.split()[2]
+        painted = {c for c, rgb in COLOUR_RGB.items() if (named.frames[0] == rgb).all(-1).any()}
+        assert colour in painted and len(painted) >= 2  # the named object and at least one other
+        cx = np.argwhere((named.frames[0] == COLOUR_RGB[colour]).all(-1)).mean(0)[1]
+        assert named.answer_text == ("right" if cx >= 32 else "left")
+    with pytest.raises(ValueError, match="unknown curriculum task"):
+        make_curriculum_sample("lone_count", rng)
+    cfg = TrainConfig(stage="video", video_tasks=("lone_moving_direction",), frame_tasks=("lone_position",),
+                      frame_batch_every=2)
+    assert {s.task for s in batch_samples(cfg, 1)} == {"lone_moving_direction"}
+    assert {s.task for s in batch_samples(cfg, 2)} == {"lone_position"}

@@ -12,6 +12,9 @@
 - ``video`` (stage 2): the temporal bench's tasks (held-out seeds), LoRA adapters on the
   language model plus the vision side, with single-frame batches mixed in.
 
+Task names may also be the curriculum's easier variants (:mod:`flowkit.training.curriculum`:
+a lone object, no distractors), evaluated on their own fixed-seed samples.
+
 Everything is resumable: ``<run>/checkpoint.pt`` holds the trainable weights, the
 optimiser, the step and the data stream position; ``<run>/log.jsonl`` one line per log.
 """
@@ -142,11 +145,24 @@ def collate(processor, samples, adapter=None) -> dict:
 
 
 def video_sample(task: str, rng: np.random.Generator):
-    """A training clip of the temporal bench, sampled to the model's frame count."""
-    sample = make_sample(task, rng, num_frames=16, size=64)
+    """A training clip of the temporal bench (or a curriculum task), sampled to the model's frame count."""
+    from flowkit.training.curriculum import CURRICULUM_VIDEO_TASKS, make_curriculum_sample
+
+    if task in CURRICULUM_VIDEO_TASKS:
+        sample = make_curriculum_sample(task, rng, num_frames=16, size=64)
+    else:
+        sample = make_sample(task, rng, num_frames=16, size=64)
     idx = uniform_frame_indices(sample.frames.shape[0], NUM_FRAMES)
     return type(sample)(id=sample.id, task=sample.task, frames=sample.frames[idx], question=sample.question,
                         candidates=sample.candidates, answer=sample.answer, answer_text=sample.answer_text)
+
+
+def _frame_sample(task: str, rng: np.random.Generator):
+    from flowkit.training.curriculum import CURRICULUM_FRAME_TASKS, make_curriculum_sample
+
+    if task in CURRICULUM_FRAME_TASKS:
+        return make_curriculum_sample(task, rng)
+    return make_frame_sample(task, rng)
 
 
 def batch_samples(config: TrainConfig, step: int) -> list:
@@ -155,7 +171,7 @@ def batch_samples(config: TrainConfig, step: int) -> list:
     single_frame = config.stage == "align" or (config.frame_batch_every and step % config.frame_batch_every == 0)
     if single_frame:
         tasks = [config.frame_tasks[int(rng.integers(len(config.frame_tasks)))] for _ in range(config.batch_size)]
-        return [make_frame_sample(t, rng) for t in tasks]
+        return [_frame_sample(t, rng) for t in tasks]
     tasks = [config.video_tasks[int(rng.integers(len(config.video_tasks)))] for _ in range(config.batch_size)]
     return [video_sample(t, rng) for t in tasks]
 
@@ -166,11 +182,17 @@ def evaluation_sets(config: TrainConfig) -> dict[str, list]:
 
     sets: dict[str, list] = {}
     bench = load_bench(default_bench_root(), num_frames=NUM_FRAMES)
+    from flowkit.training.curriculum import CURRICULUM_VIDEO_TASKS
+
     for task in config.video_tasks:
-        sets[task] = [s for s in bench if s.task == task][: config.eval_per_task]
+        if task in CURRICULUM_VIDEO_TASKS:
+            rng = np.random.default_rng([EVAL_SEED, 8])
+            sets[task] = [video_sample(task, rng) for _ in range(config.eval_per_task)]
+        else:
+            sets[task] = [s for s in bench if s.task == task][: config.eval_per_task]
     rng = np.random.default_rng([EVAL_SEED, 7])
     for task in config.frame_tasks:
-        sets[f"frame_{task}"] = [make_frame_sample(task, rng) for _ in range(config.eval_per_task)]
+        sets[f"frame_{task}"] = [_frame_sample(task, rng) for _ in range(config.eval_per_task)]
     return sets
 
 
