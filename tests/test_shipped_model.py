@@ -59,3 +59,17 @@ def test_fidelity_command_on_a_small_subset(tmp_path):
     report = json.loads(out.read_text())
     assert report["model"] == "flowkit-smol-video" and report["quant"] == "nf4" and len(report["samples"]) == 6
     assert {"F1", "F2", "F3", "F4", "accuracy", "control_accuracy"} <= set(report)
+
+
+def test_the_committed_resume_point_reads_where_a_lone_object_is():
+    """``resume/place.safetensors`` (the model card's training chain) still answers its
+    curriculum questions: measured 32/32 on "left or right?" and 31/32 on "top or bottom?"."""
+    from flowkit.smol_video import SHIPPED_DIR
+    from flowkit.training.trainer import TrainConfig, build, evaluate, evaluation_sets
+
+    snapshot = SHIPPED_DIR / "flowkit-smol-video" / "resume" / "place.safetensors"
+    config = TrainConfig(stage="video", video_tasks=(), frame_tasks=("lone_side", "lone_height"),
+                         init_from=str(snapshot), eval_per_task=32)
+    trainable, processor = build(config)
+    accuracy = evaluate(trainable, processor, evaluation_sets(config))
+    assert accuracy["frame_lone_side"] >= 0.9 and accuracy["frame_lone_height"] >= 0.85, accuracy
