@@ -158,3 +158,15 @@ def test_curriculum_tasks_ask_about_a_lone_object_and_answer_right():
                       frame_batch_every=2)
     assert {s.task for s in batch_samples(cfg, 1)} == {"lone_moving_direction"}
     assert {s.task for s in batch_samples(cfg, 2)} == {"lone_position"}
+
+
+def test_unknown_task_names_fail_before_anything_is_written(tmp_path, capsys):
+    from flowkit.training.__main__ import main
+
+    with pytest.raises(ValueError, match="unknown video task.*choose from: moving_direction"):
+        TrainConfig(video_tasks=("moving_directon",))
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "run"), "--frame-tasks", "colur"])
+    assert exit_info.value.code == 2
+    assert "unknown frame task(s) ['colur']" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

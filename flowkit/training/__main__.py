@@ -19,9 +19,10 @@ def main(argv=None) -> int:
     parser.add_argument("--lr-lora", type=float, default=1e-3)
     parser.add_argument("--lora-rank", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--tasks", nargs="+", default=None, help="video tasks (stage 2); default: all")
+    parser.add_argument("--tasks", nargs="+", default=None, help="video tasks (stage 2): the bench's, or the curriculum's lone_moving_direction; default: all bench tasks")
     parser.add_argument("--frame-tasks", nargs="+", default=None,
-                        help="single-frame tasks (colour shape position scene count size); default: all")
+                        help="single-frame tasks (colour shape position scene count size, or the curriculum's "
+                             "lone_side lone_height lone_position named_side); default: the first six")
     parser.add_argument("--frame-batch-every", type=int, default=4)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--eval-per-task", type=int, default=16)
@@ -31,13 +32,16 @@ def main(argv=None) -> int:
     parser.add_argument("--stop-after", type=int, default=None,
                         help="stop (with a checkpoint) after this step of the --steps schedule")
     args = parser.parse_args(argv)
-    config = TrainConfig(stage=args.stage, steps=args.steps, batch_size=args.batch_size, lr_vision=args.lr_vision,
-                         lr_lora=args.lr_lora, lora_rank=args.lora_rank, seed=args.seed,
-                         frame_batch_every=args.frame_batch_every, eval_every=args.eval_every,
-                         eval_per_task=args.eval_per_task, init_from=args.init_from,
-                         positions=args.positions,
-                         **({"video_tasks": tuple(args.tasks)} if args.tasks else {}),
-                         **({"frame_tasks": tuple(args.frame_tasks)} if args.frame_tasks else {}))
+    try:
+        config = TrainConfig(stage=args.stage, steps=args.steps, batch_size=args.batch_size, lr_vision=args.lr_vision,
+                             lr_lora=args.lr_lora, lora_rank=args.lora_rank, seed=args.seed,
+                             frame_batch_every=args.frame_batch_every, eval_every=args.eval_every,
+                             eval_per_task=args.eval_per_task, init_from=args.init_from,
+                             positions=args.positions,
+                             **({"video_tasks": tuple(args.tasks)} if args.tasks else {}),
+                             **({"frame_tasks": tuple(args.frame_tasks)} if args.frame_tasks else {}))
+    except ValueError as error:
+        parser.error(str(error))
     result = train(config, args.run_dir, stop_after=args.stop_after)
     print(json.dumps(result, indent=2))
     return 0

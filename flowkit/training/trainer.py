@@ -67,6 +67,13 @@ class TrainConfig:
             raise ValueError(f"seed {EVAL_SEED} generates the evaluation split; train with another seed")
         self.video_tasks = tuple(self.video_tasks)
         self.frame_tasks = tuple(self.frame_tasks)
+        from flowkit.training.curriculum import CURRICULUM_FRAME_TASKS, CURRICULUM_VIDEO_TASKS
+
+        for kind, given, known in (("video", self.video_tasks, TASKS + CURRICULUM_VIDEO_TASKS),
+                                   ("frame", self.frame_tasks, FRAME_TASKS + CURRICULUM_FRAME_TASKS)):
+            unknown = [t for t in given if t not in known]
+            if unknown:
+                raise ValueError(f"unknown {kind} task(s) {unknown}; choose from: {' '.join(known)}")
 
 
 class ProjectorNorm(nn.Module):
