@@ -1,6 +1,6 @@
 """``python -m flowkit.training.snapshot RUN OUT.safetensors``: a small, committable resume point.
 
-Training runs live in git-ignored folders that a later session on a fresh machine does not
+Training runs live in git-ignored folders that a fresh clone on another machine does not
 have. A snapshot keeps what must survive — the vision side, projector, its norm and the
 LoRA factors, in float16 — and ``python -m flowkit.training ... --init-from OUT.safetensors``
 starts from it.

@@ -256,7 +256,7 @@ def load_trainable_state(source: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def save_snapshot(run_dir: str | os.PathLike, path: str | os.PathLike) -> int:
     """Write a run's trainable weights (float16; BatchNorm statistics in float32) to ``path``,
-    atomically, so that a later session can start from it (``--init-from path``)."""
+    atomically, so that training on another machine can start from it (``--init-from path``)."""
     from safetensors.torch import save_file
 
     state = load_trainable_state(run_dir)
