@@ -16,7 +16,6 @@ so it goes through the same loader as a real TVBench/MVBench download.
 from __future__ import annotations
 
 import functools
-
 import json
 import os
 import shutil

@@ -19,7 +19,9 @@ def main(argv=None) -> int:
     parser.add_argument("--lr-lora", type=float, default=1e-3)
     parser.add_argument("--lora-rank", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--tasks", nargs="+", default=None, help="video tasks (stage 2): the bench's, or the curriculum's lone_moving_direction; default: all bench tasks")
+    parser.add_argument("--tasks", nargs="+", default=None,
+                        help="video tasks (stage 2): the bench's, or the curriculum's lone_moving_direction; "
+                             "default: all bench tasks")
     parser.add_argument("--frame-tasks", nargs="+", default=None,
                         help="single-frame tasks (colour shape position scene count size, or the curriculum's "
                              "lone_side lone_height lone_position named_side); default: the first six")

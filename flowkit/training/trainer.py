@@ -184,19 +184,18 @@ def batch_samples(config: TrainConfig, step: int) -> list:
 
 
 def evaluation_sets(config: TrainConfig) -> dict[str, list]:
-    """Held-out samples per task (the shipped split for video tasks; a fixed seed for frames)."""
-    from flowkit.data import default_bench_root, load_bench
-
-    sets: dict[str, list] = {}
-    bench = load_bench(default_bench_root(), num_frames=NUM_FRAMES)
+    """Held-out samples per task (the shipped split for bench tasks; a fixed seed for curriculum
+    and single-frame tasks)."""
+    from flowkit.data import shipped_bench
     from flowkit.training.curriculum import CURRICULUM_VIDEO_TASKS
 
+    sets: dict[str, list] = {}
     for task in config.video_tasks:
         if task in CURRICULUM_VIDEO_TASKS:
             rng = np.random.default_rng([EVAL_SEED, 8])
             sets[task] = [video_sample(task, rng) for _ in range(config.eval_per_task)]
-        else:
-            sets[task] = [s for s in bench if s.task == task][: config.eval_per_task]
+        else:  # the shipped split has NUM_FRAMES frames per question, decoded once per process
+            sets[task] = [s for s in shipped_bench() if s.task == task][: config.eval_per_task]
     rng = np.random.default_rng([EVAL_SEED, 7])
     for task in config.frame_tasks:
         sets[f"frame_{task}"] = [_frame_sample(task, rng) for _ in range(config.eval_per_task)]
