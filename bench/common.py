@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 
-def smol_video_model(quant: str = "nf4"):
+def smol_video_model(quant: str = "nf4", **load_options):
     """The shipped model if it is available, else the same architecture with an untrained vision side."""
     from flowkit import load_videollm, shipped
     from flowkit.errors import ModelLoadError
@@ -17,13 +17,13 @@ def smol_video_model(quant: str = "nf4"):
 
     if NAME in shipped.available():
         try:
-            return load_videollm(NAME, quant=quant), NAME
+            return load_videollm(NAME, quant=quant, **load_options), NAME
         except ModelLoadError as exc:
             print(f"(shipped model unavailable: {exc}; using the untrained architecture)")
     folder = cache_dir() / "bench" / "smol-video-untrained"
     if not (folder / "config.json").exists():
         assemble(folder, seed=0)
-    return load_videollm(folder, quant=quant), "SmolLM2 LLaVA-NeXT-Video, untrained vision side"
+    return load_videollm(folder, quant=quant, **load_options), "SmolLM2 LLaVA-NeXT-Video, untrained vision side"
 
 
 class Timer:

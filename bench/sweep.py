@@ -2,6 +2,11 @@
 
     python bench/sweep.py [--quant nf4] [--samples-per-task 4] [--tasks 5]
 
+It prints the numeric path it ran (``nf4/fp32-dequant/cpu`` by default: the same numbers on
+every CPU). On a CPU with AVX512-BF16 it also times the engine with bitsandbytes' fast kernel
+(``nf4_cpu_kernel="avx512_bf16"``) on the same inputs and prints its speed and max |Δp|
+against the default path.
+
 Prints the wall time of each, their ratio, the engine's FLOP lower bound (layers
 recomputed x positions recomputed, priced at the clean forward's cost per
 layer-position) and how close the engine gets to it, max |Δp| between the two, and the
@@ -41,6 +46,7 @@ def main(argv=None) -> int:
     prepared = [vllm.prepare_sample(s) for s in samples]
     n_evals = len(samples) * len(specs)
     print(f"model: {label} ({args.quant}), {vllm.num_layers} layers, {prepared[0].seq_len} tokens per prompt")
+    print(f"numeric path: {vllm.numeric_path}")
     print(f"workload: {len(PAPER_EDGE_FAMILIES)} families x {vllm.num_layers} window centres x "
           f"{args.tasks} tasks x {args.samples_per_task} samples = {n_evals} knockout evaluations")
 
@@ -90,7 +96,26 @@ def main(argv=None) -> int:
     print(f"max |Δp| engine vs naive:          {max_dp:.2e}   (predicted option agrees in {agree}/{n_evals})")
     print(f"one click, clean run cached:       {max(clicks) * 1000:6.0f} ms worst, {sum(clicks) / len(clicks) * 1000:.0f} ms mean (target <= 500 ms)")
     print(f"one click, cold (clean run + spec): {t_cold.seconds * 1000:5.0f} ms;  full forward: {t_full_one.seconds * 1000:.0f} ms")
+    fast_path(args, prepared, specs, fast, t_engine.seconds)
     return 0
+
+
+def fast_path(args, prepared, specs, portable_logits, portable_seconds) -> None:
+    """The same engine workload with bitsandbytes' AVX512-BF16 kernel, where this CPU has it."""
+    from flowkit.nf4_cpu import cpu_has_avx512_bf16
+
+    if args.quant != "nf4":
+        return
+    if not cpu_has_avx512_bf16():
+        print("AVX512-BF16 fast path:             not measured (this CPU has no avx512_bf16)")
+        return
+    vllm, _ = smol_video_model("nf4", nf4_cpu_kernel="avx512_bf16")
+    with Timer() as t_fast:
+        fast = [Engine(vllm, p).last_logits(specs) for p in prepared]
+    max_dp = max(float((torch.softmax(a, -1) - torch.softmax(b, -1)).abs().max())
+                 for row_a, row_b in zip(portable_logits, fast) for a, b in zip(row_a, row_b))
+    print(f"AVX512-BF16 fast path ({vllm.numeric_path}): engine {t_fast.seconds:.1f} s = "
+          f"{portable_seconds / t_fast.seconds:.2f}x the default path's speed; max |Δp| vs default {max_dp:.2e}")
 
 
 if __name__ == "__main__":

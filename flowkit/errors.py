@@ -21,3 +21,7 @@ class ModelLoadError(FlowkitError, RuntimeError):
 
 class UnsupportedModelError(ModelLoadError):
     """A checkpoint whose class flowkit has no adapter for (or that has no video input)."""
+
+
+class QuestionError(FlowkitError, ValueError):
+    """A question, its options or its answer that cannot be asked as multiple choice."""

@@ -20,14 +20,13 @@ from typing import Sequence
 
 import torch
 
-from flowkit.errors import ModelLoadError
+from flowkit.errors import ModelLoadError, QuestionError
 from flowkit.families import FamilyAdapter, Prepared, adapter_for_config
+from flowkit.fingerprint import checkpoint_folder, model_fingerprint
 from flowkit.knockout import KnockoutSpec, knockout, language_model_of
+from flowkit.nf4_cpu import NF4_CPU_KERNELS, import_bitsandbytes, numeric_path, set_cpu_kernel
 
 QUANTS = ("nf4", "bf16", "fp32")
-
-# bitsandbytes' AVX512-BF16 CPU kernel needs these shape multiples; other layers use the slow path.
-_BF16_FAST_IN, _BF16_FAST_OUT = 64, 32
 
 
 @dataclass
@@ -54,17 +53,29 @@ class VideoLLM:
         return getattr(self.processor, "tokenizer", self.processor)
 
     @property
+    def numeric_path(self) -> str:
+        """The arithmetic this model runs, e.g. ``"nf4/fp32-dequant/cpu"`` (see :mod:`flowkit.nf4_cpu`)."""
+        return self.extra.get("numeric_path", f"{self.quant}/cpu")
+
+    @property
     def fingerprint(self) -> str:
-        """Identifies the weights and quantization (part of every cache key)."""
+        """Identifies the checkpoint's content, its quantization and its numeric path (part of every cache key).
+
+        The same checkpoint gives the same fingerprint on every machine and under any path or
+        name; see :mod:`flowkit.fingerprint`.
+        """
         if "fingerprint" not in self.extra:
-            h = hashlib.sha256()
-            h.update(f"{self.name}|{self.quant}|{type(self.model).__name__}".encode())
-            h.update(json.dumps(self.model.config.to_dict(), sort_keys=True, default=str).encode())
-            for pname, param in sorted(self.model.state_dict().items())[:: max(1, len(self.model.state_dict()) // 16)]:
-                flat = param.detach().reshape(-1)[:64]
-                h.update(pname.encode())
-                h.update(flat.to(torch.float32).numpy().tobytes() if flat.is_floating_point() else flat.numpy().tobytes())
-            self.extra["fingerprint"] = h.hexdigest()[:16]
+            folder = self.extra.get("checkpoint_folder")
+            quantization = self.extra.get("quantization", {"quant": self.quant})
+            if folder is not None:
+                self.extra["fingerprint"] = model_fingerprint(folder, quantization, self.numeric_path)
+            else:  # a model built in memory: hash its full weights and config
+                h = hashlib.sha256(json.dumps([quantization, self.numeric_path], sort_keys=True).encode())
+                h.update(json.dumps(self.model.config.to_dict(), sort_keys=True, default=str).encode())
+                for pname, tensor in sorted(self.model.state_dict().items()):
+                    h.update(pname.encode())
+                    h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+                self.extra["fingerprint"] = h.hexdigest()[:16]
         return self.extra["fingerprint"]
 
     def prepare(self, frames, question: str, candidates: Sequence[str], answer: int | str | None = None) -> Prepared:
@@ -72,9 +83,12 @@ class VideoLLM:
         if isinstance(answer, str):
             from flowkit.spans import OPTION_LETTERS
 
-            if answer.upper() not in OPTION_LETTERS[: len(candidates)]:
-                raise ModelLoadError(f"answer {answer!r} is not one of the option letters")
-            answer = OPTION_LETTERS.index(answer.upper())
+            valid = OPTION_LETTERS[: len(candidates)]
+            if answer.strip().upper() not in valid:
+                raise QuestionError(f"answer {answer!r} is not an option letter of this question: with "
+                                    f"{len(candidates)} options the letters are {', '.join(valid)} "
+                                    "(or pass the option's index, 0-based).")
+            answer = OPTION_LETTERS.index(answer.strip().upper())
         return self.adapter.prepare(self.processor, frames, question, candidates, answer_index=answer)
 
     def prepare_sample(self, sample) -> Prepared:
@@ -117,6 +131,13 @@ def _is_local(name_or_path: str | os.PathLike) -> bool:
     return Path(name_or_path).expanduser().exists()
 
 
+def _looks_like_a_path(name_or_path: str) -> bool:
+    """True for strings a person means as a folder (``./x``, ``/x``, ``~/x``, ``a/b/c``), not a hub id (``owner/name``)."""
+    text = str(name_or_path)
+    return (text.startswith((".", "/", "~", "\\")) or text.endswith(("/", "\\")) or text.count("/") > 1
+            or "\\" in text or (len(text) > 1 and text[1] == ":"))
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
@@ -132,6 +153,12 @@ def _read_config(name_or_path: str, trust_remote_code: bool):
             raise ModelLoadError(
                 f"{name_or_path} exists but holds no readable model config (config.json): {exc}. "
                 "Point load_videollm at the folder that contains config.json and the weights."
+            ) from None
+        if _looks_like_a_path(name_or_path):
+            raise ModelLoadError(
+                f"the folder {name_or_path} does not exist (looked for it relative to {Path.cwd().name}/). "
+                "Check the path, or pass a hub id like 'llava-hf/LLaVA-NeXT-Video-7B-hf' or a shipped model "
+                "name like 'flowkit-smol-video'."
             ) from None
         raise ModelLoadError(
             f"cannot get {name_or_path!r}: it is not a local folder and the Hugging Face Hub cannot be "
@@ -153,6 +180,7 @@ def load_videollm(
     attn_implementation: str = "sdpa",
     trust_remote_code: bool = False,
     device: str | None = None,
+    nf4_cpu_kernel: str = "portable",
 ) -> VideoLLM:
     """Load a VideoLLM checkpoint through ``from_pretrained``.
 
@@ -163,11 +191,19 @@ def load_videollm(
         attn_implementation: ``"sdpa"`` (fast) or ``"eager"`` (needed to read attention weights).
         trust_remote_code: passed to transformers; never enabled unless you ask.
         device: ``"cpu"`` (default) or e.g. ``"cuda"``.
+        nf4_cpu_kernel: how NF4 layers compute on the CPU. ``"portable"`` (default) dequantizes
+            to float32 and gives the same numbers on every CPU; ``"avx512_bf16"`` opts into
+            bitsandbytes' bfloat16 kernel for CPUs with AVX512-BF16 — faster there, but p(answer)
+            moves by up to about 1e-2, so its results (and fingerprint) differ from every other
+            CPU's. See :mod:`flowkit.nf4_cpu`.
     """
     if quant not in QUANTS:
         raise ModelLoadError(f"unknown quant {quant!r}: choose one of {', '.join(QUANTS)}.")
     if attn_implementation not in ("sdpa", "eager"):
         raise ModelLoadError("attn_implementation must be 'sdpa' or 'eager' for knockout to work.")
+    if nf4_cpu_kernel not in NF4_CPU_KERNELS:
+        raise ModelLoadError(f"unknown nf4_cpu_kernel {nf4_cpu_kernel!r}: choose "
+                             f"{' or '.join(map(repr, NF4_CPU_KERNELS))} ('portable' gives the same numbers on every CPU).")
     from flowkit import shipped
 
     resolved = shipped.resolve(str(name_or_path))
@@ -178,10 +214,7 @@ def load_videollm(
     kwargs = {"dtype": _dtype_for(quant), "attn_implementation": attn_implementation,
               "trust_remote_code": trust_remote_code}
     if quant == "nf4":
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise ModelLoadError("quant='nf4' needs bitsandbytes: pip install bitsandbytes==0.50.2") from None
+        import_bitsandbytes()
         kwargs["quantization_config"] = quantization_config(adapter, config)
     if device and device != "cpu":
         kwargs["device_map"] = device
@@ -190,29 +223,20 @@ def load_videollm(
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"loading {source} as {model_cls.__name__} failed: {exc}") from exc
     model.eval()
+    quantization = {"quant": quant}
     if quant == "nf4":
-        _respect_cpu_fast_path_shapes(model)
+        set_cpu_kernel(model, nf4_cpu_kernel)
+        qconfig = model.config.quantization_config
+        qconfig = qconfig.to_dict() if hasattr(qconfig, "to_dict") else dict(qconfig)
+        quantization.update({key: str(qconfig.get(key)) for key in (
+            "bnb_4bit_quant_type", "bnb_4bit_compute_dtype", "bnb_4bit_use_double_quant", "llm_int8_skip_modules")})
     from transformers import AutoProcessor
 
     try:
         processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{source} has no usable processor (tokenizer + video processor): {exc}") from exc
-    return VideoLLM(model=model, processor=processor, adapter=adapter, name=str(name_or_path), quant=quant)
-
-
-def _respect_cpu_fast_path_shapes(model: torch.nn.Module) -> list[str]:
-    """Turn off bitsandbytes' AVX512-BF16 CPU kernel on layers whose shapes it cannot take.
-
-    That kernel needs in-features divisible by 64 and out-features by 32; other layers fall
-    back to the generic (dequantize + matmul) path instead of failing. Returns their names.
-    """
-    import bitsandbytes as bnb
-
-    slow = []
-    for name, module in model.named_modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            if module.in_features % _BF16_FAST_IN or module.out_features % _BF16_FAST_OUT:
-                module.support_avx512bf16_for_cpu = False
-                slow.append(name)
-    return slow
+    extra = {"numeric_path": numeric_path(quant, device or "cpu", nf4_cpu_kernel), "quantization": quantization,
+             "checkpoint_folder": checkpoint_folder(source)}
+    return VideoLLM(model=model, processor=processor, adapter=adapter, name=str(name_or_path), quant=quant,
+                    extra=extra)

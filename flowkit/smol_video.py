@@ -114,17 +114,21 @@ def merge_lora_delta(delta: dict[str, torch.Tensor], base_state: dict[str, torch
     for key in delta:
         if key.endswith(".lora_a"):
             module = key[len("lora::"):-len(".lora_a")]
-            a, b = delta[key].float(), delta[f"lora::{module}.lora_b"].float()
+            # float64, then rounded once: the merged weights are the same on every CPU (a float32
+            # matmul may sum in another order on AVX2 than on AVX-512)
+            a, b = delta[key].double(), delta[f"lora::{module}.lora_b"].double()
             weight_key = f"{module}.weight"
             if weight_key not in base_state:
                 raise KeyError(f"LoRA factors for {module}, which the model does not have")
-            plain[weight_key] = base_state[weight_key].float() + scale * (b @ a)
+            plain[weight_key] = (base_state[weight_key].double() + scale * (b @ a)).float()
     return plain
 
 
 #: where the trained deltas live in the repository
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
 VARIANTS = {NAME: "delta.safetensors", f"{NAME}-control": "control.safetensors"}
+#: bump when :func:`assemble` changes what it builds from the same files
+ASSEMBLY_VERSION = 2
 
 
 def shipped_folder(name: str = NAME) -> Path:
@@ -143,11 +147,18 @@ def shipped_folder(name: str = NAME) -> Path:
             "It comes with a full checkout of the kit (data/models); reproduce it with "
             "`python -m flowkit.training` (see data/models/flowkit-smol-video/README.md)."
         )
-    digest = hashlib.sha256(delta_path.read_bytes()).hexdigest()[:12]
-    folder = cache_dir() / "models" / f"{name}-{digest}"
+    from flowkit.fingerprint import file_sha256
+    from flowkit.smollm2 import GGUF_FILE, gguf_dir
+
+    delta_sha = file_sha256(delta_path)
+    # what the checkpoint is made of: its fingerprint, the same on every machine (see flowkit.fingerprint)
+    sources = {"delta": delta_sha, "base": file_sha256(gguf_dir() / GGUF_FILE), "assembly": ASSEMBLY_VERSION}
+    content = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()
+    folder = cache_dir() / "models" / f"{name}-{content[:12]}"
     if not (folder / "config.json").is_file():
         print(f"assembling {name} from SmolLM2 and the kit's trained delta (once, ~1 minute) ...")
-        assemble(folder, delta=load_file(delta_path), metadata={"variant": name, "delta_sha256_12": digest})
+        assemble(folder, delta=load_file(delta_path),
+                 metadata={"variant": name, "sources": sources, "content_sha256": content})
     return folder
 
 

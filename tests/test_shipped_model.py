@@ -11,6 +11,11 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
+#: the shipped model's and control's fingerprints: content of the files they are assembled from,
+#: NF4 settings and the portable numeric path — the same on every machine (see flowkit.fingerprint)
+SHIPPED_FINGERPRINT = "7435f3c2efe64cb8"
+CONTROL_FINGERPRINT = "6e4d2432f10eff89"
+
 
 @pytest.fixture(scope="module")
 def shipped():
@@ -28,6 +33,37 @@ def test_loads_in_nf4_as_a_llava_next_video_model(shipped):
     four_bit = [m for m in shipped.language_model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(four_bit) == 30 * 7  # q, k, v, o, gate, up, down in every layer
     assert shipped.model.config.quantization_config.bnb_4bit_quant_type == "nf4"
+
+
+def test_fingerprint_is_the_committed_one_and_the_numeric_path_portable(shipped):
+    from flowkit import chapters
+    from flowkit.nf4_cpu import fast_path_layers
+
+    assert shipped.fingerprint == SHIPPED_FINGERPRINT
+    assert chapters.model(chapters.CONTROL).fingerprint == CONTROL_FINGERPRINT
+    assert shipped.numeric_path == "nf4/fp32-dequant/cpu" and fast_path_layers(shipped.model) == []
+
+
+def test_engine_is_exact_on_the_default_nf4_path(shipped):
+    """SmolLM2's shapes are the ones bitsandbytes' AVX512-BF16 kernel takes; on the default path the
+    engine's replay still equals full forwards (the toy models' shapes never reach that kernel)."""
+    import torch
+
+    from flowkit import KnockoutSpec, LayerWindow
+    from flowkit.data import shipped_bench
+    from flowkit.engine import Engine
+    from flowkit.nf4_cpu import fast_path_layers
+
+    sample = next(s for s in shipped_bench() if s.task == "action_antonym")
+    prepared = shipped.prepare_sample(sample)
+    specs = [KnockoutSpec.single(group, LayerWindow(centre))
+             for group in ("cross_frame", "video->question", "question->last", "video->last", "last->last")
+             for centre in (3, 14, 26)]
+    fast = Engine(shipped, prepared).last_logits(specs)
+    worst = max(float((torch.softmax(shipped.last_logits(prepared, spec), -1) - torch.softmax(logits, -1)).abs().max())
+                for spec, logits in zip(specs, fast))
+    assert worst <= 1e-5, worst
+    assert fast_path_layers(shipped.model) == []
 
 
 def test_the_precomputed_results_are_this_models(shipped):
