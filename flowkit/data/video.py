@@ -1,8 +1,19 @@
 """Reading and writing clips with PyAV, plus the uniform frame sampler.
 
 Writing uses a fixed encoder configuration (libx264, yuv420p, CRF 18,
-preset ``medium``, one thread, FFmpeg's ``bitexact`` flags), so the same
+preset ``medium``, one thread, no lookahead or B-frames, FFmpeg's
+``bitexact`` flags), so the same
 frames written with the same PyAV/FFmpeg build give byte-identical files.
+The RGB -> YUV 4:2:0 conversion is done here in integer numpy (BT.601,
+limited range) and each frame is handed to x264 as a fresh YUV frame with
+its timestamp set: letting PyAV convert inside ``encode`` passed frames
+whose metadata x264 read differently from one run to the next (the same
+clip gave up to four different files on one machine), and swscale's SIMD
+paths may round differently on different CPUs.
+
+Reading converts decoded YUV 4:2:0 frames back to RGB the same way (numpy,
+BT.601), so decoded pixels are the same on every CPU; other pixel formats,
+and resizing with ``size``, go through FFmpeg's swscale.
 
 Reading decodes the clip twice: the first pass only collects presentation
 times (to apply ``start``/``end`` trimming and count the frames), the second
@@ -24,7 +35,12 @@ from flowkit.data.sample import BenchError, ShortClipWarning
 
 VIDEO_FPS = 8
 VIDEO_CODEC = "libx264"
-_ENCODER_OPTIONS = {"crf": "18", "preset": "medium", "threads": "1"}
+# x264's lookahead (rc-lookahead, mb-tree, adaptive B-frames) gave different files for the same
+# frames from one run to the next even with one thread (measured: 3 of 8 clips differ between two
+# runs); without it, 8 clips x 8 runs were byte-identical. Plain I/P frames at CRF 18 suffice for
+# 16-frame synthetic clips.
+_X264_PARAMS = "rc-lookahead=0:bframes=0:mbtree=0:sliced-threads=0:threads=1"
+_ENCODER_OPTIONS = {"crf": "18", "preset": "medium", "threads": "1", "x264-params": _X264_PARAMS}
 # Frames within this many seconds of a trimming bound count as inside it.
 _TIME_TOLERANCE = 1e-6
 
@@ -44,12 +60,58 @@ def uniform_frame_indices(num_available: int, num_frames: int) -> np.ndarray:
     return np.linspace(0, num_available - 1, num_frames).round().astype(np.int64)
 
 
+def check_num_frames(num_frames) -> None:
+    """Refuse a frame count that is not a whole number >= 1 (``None`` means every frame)."""
+    if num_frames is None:
+        return
+    if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
+        raise BenchError(f"num_frames must be a whole number >= 1 (the paper samples 8 frames per video), "
+                         f"got {num_frames!r}")
+
+
 def encoder_build() -> dict[str, str]:
     """The PyAV and libavcodec versions that :func:`write_video` encodes with.
 
     Byte-identical output is only expected between identical builds.
     """
-    return {"pyav": av.__version__, "libavcodec": ".".join(map(str, av.library_versions["libavcodec"]))}
+    return {"pyav": av.__version__, "libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
+            "options": ", ".join(f"{key}={value}" for key, value in _ENCODER_OPTIONS.items())}
+
+
+def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
+    """One ``(H, W, 3)`` uint8 RGB frame (even H and W) as planar YUV 4:2:0, shape ``(H * 3 // 2, W)``.
+
+    BT.601 limited range in integer arithmetic (the same on every CPU); chroma is the
+    rounded mean of each 2x2 block. The layout is what ``av.VideoFrame.from_ndarray(...,
+    format="yuv420p")`` takes: the Y plane, then the U plane, then the V plane, back to back.
+    """
+    rgb = frame.astype(np.int32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
+    u = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128
+    v = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128
+    height, width = y.shape
+
+    def pooled(plane):
+        blocks = plane.reshape(height // 2, 2, width // 2, 2).sum(axis=(1, 3))
+        return ((blocks + 2) >> 2).ravel()
+
+    flat = np.concatenate([y.ravel(), pooled(u), pooled(v)])
+    return flat.clip(0, 255).astype(np.uint8).reshape(height * 3 // 2, width)
+
+
+def yuv420p_to_rgb(planes: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`rgb_to_yuv420p` (BT.601 limited range, chroma repeated over 2x2)."""
+    height = planes.shape[0] * 2 // 3
+    width = planes.shape[1]
+    flat = planes.astype(np.int32).ravel()
+    y = flat[: height * width].reshape(height, width) - 16
+    chroma = flat[height * width:].reshape(2, height // 2, width // 2) - 128
+    u, v = (np.repeat(np.repeat(c, 2, axis=0), 2, axis=1) for c in chroma)
+    r = (298 * y + 409 * v + 128) >> 8
+    g = (298 * y - 100 * u - 208 * v + 128) >> 8
+    b = (298 * y + 516 * u + 128) >> 8
+    return np.stack([r, g, b], axis=-1).clip(0, 255).astype(np.uint8)
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: int = VIDEO_FPS) -> None:
@@ -66,8 +128,12 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = VIDEO_FPS) -> N
         stream = container.add_stream(VIDEO_CODEC, rate=fps, options=_ENCODER_OPTIONS)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.flags |= av.codec.context.Flags.bitexact
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        stream.codec_context.thread_type = "NONE"
+        stream.codec_context.thread_count = 1
+        for index, frame in enumerate(frames):
+            yuv = av.VideoFrame.from_ndarray(rgb_to_yuv420p(frame), format="yuv420p")
+            yuv.pts = index
+            container.mux(stream.encode(yuv))
         container.mux(stream.encode())
 
 
@@ -90,8 +156,12 @@ def read_video(
     the file raises :class:`BenchError` naming it.
     """
     path = Path(path)
+    if path.is_dir():
+        raise BenchError(f"{path} is a directory, not a video file; pass the path of one clip inside it "
+                         "(or load a whole bench folder with flowkit.data.load_bench)")
     if not path.is_file():
         raise BenchError(f"video file not found: {path}; check the path or regenerate/re-download the bench")
+    check_num_frames(num_frames)
     if path.stat().st_size == 0:
         raise BenchError(f"video file is empty (0 bytes): {path}; regenerate or re-download it")
     if start is not None and end is not None and start > end:
@@ -152,6 +222,10 @@ def _decoded_frames(
                 if not convert:
                     yield number, frame.time if frame.time is not None else number / rate
                 elif number in only:
+                    if size is None and frame.format.name == "yuv420p" and frame.width % 2 == 0 \
+                            and frame.height % 2 == 0:
+                        yield number, yuv420p_to_rgb(frame.to_ndarray())
+                        continue
                     rgb = reformatter.reformat(frame, format="rgb24", width=size, height=size, interpolation=interpolation)
                     yield number, rgb.to_ndarray()
     except av.FFmpegError as error:
