@@ -10,7 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from flowkit.data import BenchError, ShortClipWarning, available_tasks, load_bench, write_video
+from flowkit.data import (BenchError, ShortClipWarning, SkippedEntriesWarning, available_tasks, load_bench, read_video,
+                          write_video)
 
 
 def grey_ramp(num_frames: int, size: int = 32) -> np.ndarray:
@@ -132,12 +133,54 @@ def test_answer_not_among_candidates(tvbench):
         load_bench(tvbench)
 
 
-def test_empty_candidates(tvbench):
+@pytest.mark.parametrize("candidates", [[], ["up"]])
+def test_fewer_than_two_candidates_are_rejected_at_load(tvbench, candidates):
     path = write_annotations(tvbench, "moving_direction", [
-        {"video": "a.mp4", "question": "q?", "candidates": [], "answer": "up"},
+        {"video": "a.mp4", "question": "q?", "candidates": candidates, "answer": "up"},
     ])
-    with pytest.raises(BenchError, match=re.escape(f"{path}, entry 0: 'candidates' is empty")):
+    with pytest.raises(BenchError, match=re.escape(f"{path}, entry 0: 'candidates' has {len(candidates)} option(s)")
+                       + ".*needs at least 2 options"):
         load_bench(tvbench)
+
+
+def test_every_problem_of_a_task_is_reported_at_once(tvbench):
+    path = write_annotations(tvbench, "moving_direction", [
+        {"video": "a.mp4", "question": "q?", "candidates": ["up", "down"], "answer": "up"},
+        {"video": "b.mp4", "question": "q?", "candidates": ["up"], "answer": "up"},
+        {"video": "a.mp4", "question": "q?"},
+        {"video": "gone.mp4", "question": "q?", "candidates": ["up", "down"], "answer": "down"},
+    ])
+    with pytest.raises(BenchError) as raised:
+        load_bench(tvbench, task="moving_direction")
+    message = str(raised.value)
+    assert message.startswith("3 bad entries in task(s) 'moving_direction'") and "skip_invalid=True" in message
+    for index, problem in ((1, "needs at least 2 options"), (2, "missing required key"), (3, "video file not found")):
+        assert f"{path}, entry {index}: " in message and problem in message
+
+
+def test_skip_invalid_loads_the_good_entries_and_reports_the_rest(tvbench):
+    write_annotations(tvbench, "moving_direction", [
+        {"video": "a.mp4", "question": "q?", "candidates": ["up", "down"], "answer": "up"},
+        {"video": "b.mp4", "question": "q?", "candidates": ["up"], "answer": "up"},
+        {"video": "b.mp4", "question": "q?", "candidates": ["left", "right"], "answer": "right"},
+    ])
+    (tvbench / "video" / "unexpected_action" / "c.webm").write_bytes(b"not a video" * 20)
+    with pytest.warns(SkippedEntriesWarning, match="skipped 2"):
+        loaded = load_bench(tvbench, skip_invalid=True)
+    assert [s.id for s in loaded] == ["moving_direction/0000", "moving_direction/0002"]
+    assert len(loaded.skipped) == 2 and "entry 1" in loaded.skipped[0] and "cannot decode" in loaded.skipped[1]
+    assert "skipped 2" in loaded.report()
+
+
+def test_bad_frame_counts_name_the_argument(tvbench):
+    for bad in (0, -3, 2.5):
+        with pytest.raises(BenchError, match=r"num_frames must be a whole number >= 1 .*got"):
+            load_bench(tvbench, num_frames=bad)
+
+
+def test_reading_a_directory_says_it_is_one(tvbench):
+    with pytest.raises(BenchError, match="is a directory, not a video file"):
+        read_video(tvbench / "video" / "moving_direction")
 
 
 def test_duplicate_candidates(tvbench):
@@ -150,7 +193,7 @@ def test_duplicate_candidates(tvbench):
 
 def test_bad_start_end_type(tvbench):
     write_annotations(tvbench, "moving_direction", [
-        {"video": "a.mp4", "question": "q?", "candidates": ["up"], "answer": "up", "start": "0:05"},
+        {"video": "a.mp4", "question": "q?", "candidates": ["up", "down"], "answer": "up", "start": "0:05"},
     ])
     with pytest.raises(BenchError, match="'start' must be a number of seconds"):
         load_bench(tvbench)

@@ -10,7 +10,7 @@
   questions use.
 """
 
-from flowkit.data.bench import (SplitSummary, available_tasks, default_bench_root, load_bench, shipped_bench,
+from flowkit.data.bench import (LoadedBench, SkippedEntriesWarning, SplitSummary, available_tasks, default_bench_root, load_bench, shipped_bench,
                                 write_split)
 from flowkit.data.sample import BenchError, Sample, ShortClipWarning
 from flowkit.data.synthetic import EVAL_SEED, NUM_OPTIONS, TASKS, generate, iter_samples, make_sample
@@ -18,6 +18,8 @@ from flowkit.data.video import read_video, uniform_frame_indices, write_video
 from flowkit.data.vocab import SPATIAL_WORDS, TEMPORAL_WORDS
 
 __all__ = [
+    "LoadedBench",
+    "SkippedEntriesWarning",
     "EVAL_SEED",
     "NUM_OPTIONS",
     "SPATIAL_WORDS",

@@ -22,6 +22,7 @@ import shutil
 import string
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 
 from flowkit.data.sample import BenchError, Sample
 from flowkit.data.synthetic import EVAL_SEED, TASKS, check_task, iter_samples
-from flowkit.data.video import VIDEO_CODEC, VIDEO_FPS, encoder_build, read_video, write_video
+from flowkit.data.video import VIDEO_CODEC, VIDEO_FPS, check_num_frames, encoder_build, read_video, write_video
 
 REQUIRED_KEYS = ("video", "question", "candidates", "answer")
 _GENERATE_COMMAND = "python -m flowkit.data generate --out {out} --seed {seed} --per-task {per_task}"
@@ -55,6 +56,7 @@ class _Entry:
     """One validated annotation, before its video is decoded."""
 
     sample_id: str
+    index: int
     task: str
     video_path: Path
     question: str
@@ -88,9 +90,31 @@ def shipped_bench() -> tuple[Sample, ...]:
     return tuple(load_bench(default_bench_root(), num_frames=8))
 
 
+class LoadedBench(list):
+    """The samples :func:`load_bench` loaded (a plain list of :class:`Sample`), plus what it skipped.
+
+    ``skipped`` holds one line per entry left out with ``skip_invalid=True``:
+    ``"<json file>, entry <i>: <problem>"``; it is empty for a strict load.
+    """
+
+    def __init__(self, samples=(), skipped=()):
+        super().__init__(samples)
+        self.skipped: list[str] = list(skipped)
+
+    def report(self) -> str:
+        """A readable summary: how many loaded, and every skipped entry with its reason."""
+        lines = [f"loaded {len(self)} question(s); skipped {len(self.skipped)}"]
+        return "\n".join(lines + [f"  - {line}" for line in self.skipped])
+
+
+class SkippedEntriesWarning(UserWarning):
+    """``load_bench(..., skip_invalid=True)`` left out entries; the message lists each one and why."""
+
+
 def load_bench(
-    root: str | Path, task: str | Iterable[str] | None = None, num_frames: int = 8, size: int | None = None
-) -> list[Sample]:
+    root: str | Path, task: str | Iterable[str] | None = None, num_frames: int = 8, size: int | None = None,
+    skip_invalid: bool = False,
+) -> LoadedBench:
     """Load a bench in the MVBench/TVBench layout as a list of :class:`Sample`.
 
     ``task`` is one task name, several, or ``None`` for every task found.
@@ -98,11 +122,16 @@ def load_bench(
     sampled to ``num_frames`` frames with ``np.linspace(0, n - 1,
     num_frames).round()`` indices (a shorter clip repeats frames and warns,
     see :func:`~flowkit.data.video.read_video`); ``size`` optionally resizes
-    frames to ``size x size``.  All annotations are validated before any
-    video is decoded; every problem raises :class:`BenchError` naming the file.
-    Sample ids are ``"<task>/<entry index:04d>"``.
+    frames to ``size x size``.  Sample ids are ``"<task>/<entry index:04d>"``.
+
+    Every entry is checked (keys, options, answer, video file, then decoding). By default
+    any problem raises one :class:`BenchError` that lists **every** problem of the task, so
+    a folder can be fixed in one pass. ``skip_invalid=True`` instead loads the good entries
+    and leaves the bad ones out: the result's ``skipped`` lists them (``.report()`` prints
+    them) and one :class:`SkippedEntriesWarning` says so.
     """
     root = Path(root)
+    check_num_frames(num_frames)
     available = available_tasks(root)
     if task is None:
         tasks = available
@@ -114,24 +143,52 @@ def load_bench(
                 f"unknown task(s) {', '.join(map(repr, unknown))} in {root / 'json'}; "
                 f"available tasks: {', '.join(available) or '(none)'}"
             )
-    entries = [entry for name in tasks for entry in _read_annotations(root, name)]
-    return [
-        Sample(
-            id=entry.sample_id,
-            task=entry.task,
-            frames=read_video(entry.video_path, num_frames=num_frames, start=entry.start, end=entry.end, size=size),
-            question=entry.question,
-            candidates=entry.candidates,
-            answer=string.ascii_uppercase[entry.candidates.index(entry.answer_text)],
-            answer_text=entry.answer_text,
-            video_path=str(entry.video_path),
-        )
-        for entry in entries
-    ]
+    annotated = {name: _read_annotations(root, name) for name in tasks}
+    problems = {name: found for name, (_, found) in annotated.items()}
+    if not skip_invalid:
+        _raise_if_any(problems)  # every annotation problem, before any clip is decoded
+    loaded = LoadedBench()
+    for name, (entries, _) in annotated.items():
+        for entry in entries:
+            try:
+                loaded.append(_decoded_sample(entry, num_frames, size))
+            except BenchError as error:
+                problems[name].append(f"{root / 'json' / f'{name}.json'}, entry {entry.index}: {error}")
+    if not skip_invalid:
+        _raise_if_any(problems)
+    loaded.skipped.extend(problem for found in problems.values() for problem in found)
+    if loaded.skipped:
+        warnings.warn(f"{root}: {loaded.report()}", SkippedEntriesWarning, stacklevel=2)
+    return loaded
 
 
-def _read_annotations(root: Path, task: str) -> list[_Entry]:
-    """Parse and validate ``json/<task>.json``; check that every video exists."""
+def _raise_if_any(problems: dict[str, list[str]]) -> None:
+    """One :class:`BenchError` listing every problem of every task, if there is any."""
+    bad = {name: found for name, found in problems.items() if found}
+    if not bad:
+        return
+    count = sum(map(len, bad.values()))
+    listing = "\n".join(f"  - {problem}" for found in bad.values() for problem in found)
+    tasks = ", ".join(map(repr, bad))
+    raise BenchError(f"{count} bad entr{'y' if count == 1 else 'ies'} in task(s) {tasks}; fix them, or pass "
+                     f"skip_invalid=True to load the good ones and leave these out:\n{listing}")
+
+
+def _decoded_sample(entry: "_Entry", num_frames: int, size: int | None) -> Sample:
+    return Sample(
+        id=entry.sample_id,
+        task=entry.task,
+        frames=read_video(entry.video_path, num_frames=num_frames, start=entry.start, end=entry.end, size=size),
+        question=entry.question,
+        candidates=entry.candidates,
+        answer=string.ascii_uppercase[entry.candidates.index(entry.answer_text)],
+        answer_text=entry.answer_text,
+        video_path=str(entry.video_path),
+    )
+
+
+def _read_annotations(root: Path, task: str) -> tuple[list[_Entry], list[str]]:
+    """Parse ``json/<task>.json``: the valid entries, and one line per invalid entry (video files checked too)."""
     json_path = root / "json" / f"{task}.json"
     try:
         raw_entries = json.loads(json_path.read_text(encoding="utf-8"))
@@ -142,7 +199,13 @@ def _read_annotations(root: Path, task: str) -> list[_Entry]:
             f"{json_path} must hold a JSON list of entries, found a {type(raw_entries).__name__}; "
             "fix or re-download it"
         )
-    return [_validated_entry(root, task, json_path, index, raw) for index, raw in enumerate(raw_entries)]
+    entries, problems = [], []
+    for index, raw in enumerate(raw_entries):
+        try:
+            entries.append(_validated_entry(root, task, json_path, index, raw))
+        except BenchError as error:
+            problems.append(str(error))
+    return entries, problems
 
 
 def _validated_entry(root: Path, task: str, json_path: Path, index: int, raw: object) -> _Entry:
@@ -155,8 +218,9 @@ def _validated_entry(root: Path, task: str, json_path: Path, index: int, raw: ob
     candidates, answer = raw["candidates"], raw["answer"]
     if not isinstance(candidates, list) or not all(isinstance(option, str) for option in candidates):
         raise BenchError(f"{where}: 'candidates' must be a list of strings, got {candidates!r}")
-    if not candidates:
-        raise BenchError(f"{where}: 'candidates' is empty; a question needs at least one option")
+    if len(candidates) < 2:
+        raise BenchError(f"{where}: 'candidates' has {len(candidates)} option(s) {candidates}; a multiple-choice "
+                         "question needs at least 2 options")
     if len(set(candidates)) != len(candidates):
         raise BenchError(f"{where}: 'candidates' contains duplicates {candidates}; each option must be unique")
     if answer not in candidates:
@@ -180,6 +244,7 @@ def _validated_entry(root: Path, task: str, json_path: Path, index: int, raw: ob
         )
     return _Entry(
         sample_id=f"{task}/{index:04d}",
+        index=index,
         task=task,
         video_path=video_path,
         question=raw["question"],
