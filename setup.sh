@@ -4,21 +4,30 @@
 #   ./setup.sh               install (or reuse) the environment and start JupyterLab
 #   ./setup.sh --no-browser  same, but do not try to open a browser (headless machines, SSH)
 #   ./setup.sh --no-lab      only install; do not start JupyterLab (used by ./test.sh)
+#   ./setup.sh --port 8899   serve JupyterLab on that port (default: JupyterLab's own, 8888 or the next free)
 #
 # FLOWKIT_NO_BROWSER=1 does what --no-browser does. Re-running reuses the environment: the
 # packages are reinstalled only when pyproject.toml changed. Needs Python 3.11 or 3.12.
+# As root (containers, CI machines) JupyterLab needs --allow-root; this script passes it and says so.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 open_browser=1
 start_lab=1
-for arg in "$@"; do
-  case "$arg" in
+port=""
+while [ $# -gt 0 ]; do
+  case "$1" in
     --no-browser) open_browser=0 ;;
     --no-lab) start_lab=0 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
-    *) echo "setup.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
+    --port)
+      if [ $# -lt 2 ] || ! [[ "$2" =~ ^[0-9]+$ ]]; then
+        echo "setup.sh: --port needs a port number, e.g. --port 8899" >&2; exit 2
+      fi
+      port="$2"; shift ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
+  shift
 done
 [ "${FLOWKIT_NO_BROWSER:-0}" = "1" ] && open_browser=0
 
@@ -63,6 +72,11 @@ first_chapter=notebooks/00_start_here.ipynb
 [ -f "$first_chapter" ] || first_chapter=notebooks
 lab_args=("$first_chapter")
 [ "$open_browser" = "0" ] && lab_args+=(--no-browser)
+[ -n "$port" ] && lab_args+=(--port "$port")
+if [ "$(id -u)" = "0" ]; then
+  echo "==> running as root: starting JupyterLab with --allow-root"
+  lab_args+=(--allow-root)
+fi
 echo "==> starting JupyterLab on $first_chapter (Ctrl-C to stop)"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 exec .venv/bin/jupyter lab "${lab_args[@]}"
