@@ -2,7 +2,11 @@
 
 One JSON file per (model, sample) holds a record per spec. Every record carries a
 checksum of its own content; a file or record that does not parse or does not match
-its checksum is reported and recomputed, never trusted.
+its checksum is reported and recomputed, never trusted. Every record also carries the
+version of the knockout definitions it was computed under
+(:data:`flowkit.knockout.DEFINITIONS_VERSION`); a record of another version is a miss
+(recomputed and overwritten, without a warning), so numbers computed under an older
+meaning of a token group are never reused.
 """
 
 from __future__ import annotations
@@ -14,6 +18,11 @@ import re
 import tempfile
 import warnings
 from pathlib import Path
+
+from flowkit.knockout import DEFINITIONS_VERSION
+
+#: payload key holding the definitions version a record was computed under
+DEFINITIONS_KEY = "definitions_version"
 
 
 class CorruptCacheWarning(UserWarning):
@@ -67,6 +76,8 @@ class ResultCache:
             warnings.warn(f"cache record for {sample_id} / {spec_json} in {path} failed its check; "
                           "it will be recomputed", CorruptCacheWarning, stacklevel=2)
             return None
+        if payload.get(DEFINITIONS_KEY) != DEFINITIONS_VERSION:
+            return None  # computed under other knockout definitions: recompute, never reuse
         return payload
 
     def put_many(self, fingerprint: str, sample_id: str, results: dict[str, dict]) -> None:
@@ -75,7 +86,8 @@ class ResultCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = self._load(path)
         for spec_json, payload in results.items():
-            payload = {**payload, "fingerprint": fingerprint, "sample": sample_id}
+            payload = {**payload, "fingerprint": fingerprint, "sample": sample_id,
+                       DEFINITIONS_KEY: DEFINITIONS_VERSION}
             data[spec_json] = {"payload": payload, "checksum": _checksum(payload)}
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
         try:

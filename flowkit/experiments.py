@@ -5,7 +5,7 @@
 ``flow_sweep``                findings 2-3: video->question, question->last, ... windows
 ``video_token_lens``          finding 2: which words video tokens align with, per layer
 ``answer_emergence``          finding 3: p(true option) and p(false options) per layer
-``effective_pathways``        finding 4: accuracy with only the pathways kept vs random
+``effective_pathways``        finding 4: accuracy with only the pathways vs random masks
 ``accuracy``                  plain accuracy per task
 ============================  ==========================================================
 """
@@ -19,9 +19,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from flowkit.errors import FlowkitError
 from flowkit.knockout import PAPER_EDGE_FAMILIES, apply_block_masks, block_masks, count_edges
 from flowkit.lens import embedding_lens, logit_lens, residual_stream
-from flowkit.pathways import PathwayWindows, pathway_spec, random_block_masks
+from flowkit.pathways import (LAYER_MATCHED_RANDOM_CONTROL, PAPER_RANDOM_CONTROL, RANDOM_CONTROLS, PathwayWindows,
+                               paper_pathway_preset, pathway_spec, random_control_masks)
 from flowkit.readout import answer_distribution
 from flowkit.sweep import summarize, sweep
 
@@ -139,44 +141,113 @@ def windows_from_sweeps(summary: pd.DataFrame, num_layers: int, fraction: float 
                           video_to_video_until=max(vq[1], cross[1]), question_to_question_until=ql[1])
 
 
+#: condition name of each random control in :func:`effective_pathways`' table
+RANDOM_CONDITIONS = {PAPER_RANDOM_CONTROL: "random", LAYER_MATCHED_RANDOM_CONTROL: "random_layer_matched"}
+
+
+def _resolve_pathways(vllm, windows: PathwayWindows | str, random_fraction: float | None
+                      ) -> tuple[PathwayWindows, float | None, str | None]:
+    """Windows, the paper control's f, and where f comes from (a preset name gives the paper's f)."""
+    if isinstance(windows, PathwayWindows):
+        return windows, random_fraction, None if random_fraction is None else "given"
+    preset = paper_pathway_preset(windows)
+    if preset.num_layers != vllm.num_layers:
+        raise FlowkitError(
+            f"the preset {preset.name!r} is for {preset.num_layers} layers, this model has {vllm.num_layers}. "
+            f"Scale it with flowkit.pathways.paper_windows({vllm.num_layers}, {preset.name!r}) and pass those "
+            "windows (f is then this model's own suppressed share)."
+        )
+    if random_fraction is None:
+        return preset.windows, preset.suppressed_fraction, f"the paper's f for {preset.model}"
+    return preset.windows, random_fraction, "given"
+
+
 @torch.inference_mode()
-def effective_pathways(vllm, samples, windows: PathwayWindows, random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
+def effective_pathways(vllm, samples, windows: PathwayWindows | str, random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
+                       random_controls: Sequence[str] = (PAPER_RANDOM_CONTROL,), random_fraction: float | None = None,
                        progress: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Finding 4: accuracy with all edges, with only the pathways, and with random masks cutting
-    as many edges per layer (one row per sample and condition), plus the exact edge counts."""
-    spec = pathway_spec(windows, vllm.num_layers)
+    """Finding 4: accuracy with all edges, with only the pathways, and with random masks.
+
+    One row per sample and condition: ``full``, ``pathways``, and per seed ``random`` (the
+    paper's control, see :func:`flowkit.pathways.paper_random_block_masks`) and/or
+    ``random_layer_matched`` (flowkit's, :func:`flowkit.pathways.layer_matched_random_block_masks`),
+    as asked by ``random_controls``. Accuracy per condition is plain accuracy (the paper's).
+
+    Args:
+        windows: :class:`PathwayWindows`, or the name of one of the paper's models
+            (:data:`flowkit.pathways.PAPER_PATHWAY_PRESETS`; the model must have its depth).
+        random_fraction: f, the share of edges the paper's control cuts in every layer. By
+            default the paper's value for a preset, else the mean over ``samples`` of the share
+            this model's pathway mask suppresses (one extra pass that only prepares prompts).
+
+    Returns the table and a dict of edge counts: the first question's exact counts
+    (``total``, ``cut``, ``kept``, ``kept_fraction``, as before), ``mean_kept_fraction``
+    over all questions, ``random_fraction`` (f) and ``random_fraction_source``.
+    """
+    windows, random_fraction, source = _resolve_pathways(vllm, windows, random_fraction)
+    unknown = [c for c in random_controls if c not in RANDOM_CONTROLS]
+    if unknown:
+        raise FlowkitError(f"unknown random control(s) {unknown}; the controls are {', '.join(RANDOM_CONTROLS)}.")
+    samples = list(samples)
+    num_layers = vllm.num_layers
+    spec = pathway_spec(windows, num_layers)
+    kept_fractions: dict[str, float] = {}
+    if PAPER_RANDOM_CONTROL in random_controls and random_fraction is None:
+        for sample in tqdm(samples, desc="pathway edge counts", disable=not progress):
+            spans = vllm.prepare_sample(sample).spans
+            kept_fractions[sample.id] = count_edges(spec, spans, num_layers)["kept_fraction"]
+        random_fraction = 1.0 - float(np.mean(list(kept_fractions.values())))
+        source = f"this model's pathway mask, mean over {len(kept_fractions)} questions"
     rows, counts = [], None
-    for sample in tqdm(list(samples), desc="effective pathways", disable=not progress):
+    for sample in tqdm(samples, desc="effective pathways", disable=not progress):
         prepared = vllm.prepare_sample(sample)
-        n = prepared.seq_len
-        masks = block_masks(spec, prepared.spans, vllm.num_layers)
+        spans = prepared.spans
+        masks = block_masks(spec, spans, num_layers)
+        sample_counts = count_edges(spec, spans, num_layers)
+        kept_fractions[sample.id] = sample_counts["kept_fraction"]
         if counts is None:
-            counts = count_edges(spec, prepared.spans, vllm.num_layers)
-        conditions = [("full", None), ("pathways", masks)]
-        conditions += [(f"random:{seed}", random_block_masks(masks, n, vllm.num_layers, seed)) for seed in random_seeds]
-        for name, layer_masks in conditions:
+            counts = dict(sample_counts)
+        conditions = [("full", None, None), ("pathways", None, masks)]
+        for control in random_controls:
+            conditions += [(RANDOM_CONDITIONS[control], seed,
+                            random_control_masks(control, spans, num_layers, seed, suppressed_fraction=random_fraction,
+                                                 reference=masks)) for seed in random_seeds]
+        for name, seed, layer_masks in conditions:
             if layer_masks is None:
                 logits = vllm.last_logits(prepared)
             else:
                 with apply_block_masks(vllm.language_model, layer_masks):
                     logits = vllm.model(**prepared.inputs, logits_to_keep=1).logits[0, -1].float()
-            dist = answer_distribution(logits, prepared.letter_ids, prepared.spans.true_option)
-            rows.append({"sample": sample.id, "task": sample.task, "condition": name.split(":")[0],
-                         "seed": int(name.split(":")[1]) if ":" in name else None, "correct": bool(dist.correct),
-                         "p_answer": dist.p(sample.answer)})
+            dist = answer_distribution(logits, prepared.letter_ids, spans.true_option)
+            rows.append({"sample": sample.id, "task": sample.task, "condition": name, "seed": seed,
+                         "correct": bool(dist.correct), "p_answer": dist.p(sample.answer)})
+    if counts is None:
+        raise FlowkitError("effective_pathways needs at least one question.")
+    counts.update(mean_kept_fraction=float(np.mean(list(kept_fractions.values()))),
+                  random_fraction=random_fraction, random_fraction_source=source)
     return pd.DataFrame(rows), counts
 
 
-def pathway_summary(vllm, samples, windows: PathwayWindows, random_seeds: Sequence[int] = (0,),
+def pathway_summary(vllm, samples, windows: PathwayWindows | str, random_seeds: Sequence[int] = (0,),
+                    random_controls: Sequence[str] = (PAPER_RANDOM_CONTROL,), random_fraction: float | None = None,
                     progress: bool = False) -> dict:
-    """Finding 4 in one dict: exact fraction of edges kept and accuracy full / pathways / random."""
-    table, counts = effective_pathways(vllm, samples, windows, random_seeds=random_seeds, progress=progress)
+    """Finding 4 in one dict: exact fraction of edges kept and accuracy full / pathways / random.
+
+    ``random`` is the paper's control; ``random_layer_matched`` appears when asked for in
+    ``random_controls``. See :func:`effective_pathways`.
+    """
+    table, counts = effective_pathways(vllm, samples, windows, random_seeds=random_seeds,
+                                       random_controls=random_controls, random_fraction=random_fraction,
+                                       progress=progress)
+    windows, _, _ = _resolve_pathways(vllm, windows, random_fraction)
     accuracy = table.groupby("condition")["correct"].mean()
     plain = {k: list(v) if isinstance(v, tuple) else v for k, v in windows.to_dict().items()}
+    conditions = ("full", "pathways", *RANDOM_CONDITIONS.values())
     return {"windows": plain, "edges": counts, "kept_fraction": counts["kept_fraction"],
-            "accuracy": {c: float(accuracy[c]) for c in ("full", "pathways", "random") if c in accuracy},
-            "questions": len(set(table["sample"])), "random_seeds": list(random_seeds)}
+            "accuracy": {c: float(accuracy[c]) for c in conditions if c in accuracy},
+            "questions": len(set(table["sample"])), "random_seeds": list(random_seeds),
+            "random_controls": list(random_controls), "random_fraction": counts["random_fraction"]}
 
 
-__all__ = ["accuracy", "answer_emergence", "cross_frame_sweep", "effective_pathways", "flow_sweep", "pathway_summary",
-           "summarize", "troughs", "video_token_lens", "windows_from_sweeps"]
+__all__ = ["RANDOM_CONDITIONS", "accuracy", "answer_emergence", "cross_frame_sweep", "effective_pathways", "flow_sweep",
+           "pathway_summary", "summarize", "troughs", "video_token_lens", "windows_from_sweeps"]

@@ -5,8 +5,10 @@
 Measures, on held-out questions of the shipped split (NF4 on CPU): accuracy per task
 for the trained model and the image-only control; F1 (cross-frame knockout), F2
 (video->question vs question->last troughs, video->last and last->last, the lens on video
-tokens), F3 (where p(true option) passes 0.5) and F4 (effective pathways vs a random mask
-of the same size). Goals are reported beside the paper's LLaVA-NeXT-7B numbers, never forced.
+tokens), F3 (where p(true option) passes 0.5) and F4 (effective pathways vs the paper's
+random control, and flowkit's layer-matched one). Token groups, the random control and
+accuracy after knockout follow the paper's definitions (``definitions_version`` in the
+report). Goals are reported beside the paper's LLaVA-NeXT-7B numbers, never forced.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from flowkit import experiments
-from flowkit.knockout import PAPER_EDGE_FAMILIES
+from flowkit.knockout import DEFINITIONS_VERSION, PAPER_EDGE_FAMILIES
+from flowkit.pathways import PAPER_RANDOM_CONTROL
 
 PAPER_7B = {
     "F1 cross-frame trough (% change)": "-8 to -43 % (by task), layers ~4-13",
@@ -94,7 +97,8 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
     tasks = sorted({s.task for s in bench})
     if per_task:
         bench = [s for t in tasks for s in [x for x in bench if x.task == t][:per_task]]
-    report: dict = {"model": model, "fingerprint": vllm.fingerprint, "quant": quant, "num_layers": vllm.num_layers,
+    report: dict = {"model": model, "fingerprint": vllm.fingerprint, "quant": quant,
+                    "numeric_path": vllm.numeric_path, "num_layers": vllm.num_layers,
                     "samples": [s.id for s in bench], "random_seeds": list(random_seeds), "paper_7b": PAPER_7B}
 
     tables: dict[str, pd.DataFrame] = {}
@@ -156,13 +160,18 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
     report["F3"] = {"p_true": per_layer["p_true"].to_dict(), "p_false_max": per_layer["p_false_max"].to_dict(),
                     "first_layer_p_true_above_half": int(above[0]) if len(above) else None}
     windows = experiments.windows_from_sweeps(summary, L)
+    # "random" is the paper's control (f = this model's mean suppressed share, cut in every layer
+    # from the first video token on); flowkit's layer-matched control is not part of the report
+    # (experiments.effective_pathways(..., random_controls=("layer_matched",)) computes it)
     pathways, counts = experiments.effective_pathways(vllm, bench, windows, random_seeds=random_seeds,
-                                                      progress=progress)
+                                                      random_controls=(PAPER_RANDOM_CONTROL,), progress=progress)
     tables["pathways"] = pathways
     by_condition = pathways.groupby("condition")["correct"].mean().to_dict()
     report["F4"] = {"windows": windows.to_dict(), "edges": counts, "accuracy": by_condition,
+                    "random_control": "paper", "random_suppressed_fraction": counts["random_fraction"],
                     "random_accuracy_per_seed": pathways[pathways["condition"] == "random"]
                     .groupby("seed")["correct"].mean().to_dict()}
+    report["definitions_version"] = DEFINITIONS_VERSION
     report["seconds"] = time.time() - started
     if out is not None:
         _atomic_write_tables(Path(out).parent, tables)

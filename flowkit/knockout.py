@@ -18,9 +18,17 @@ Qwen's temporal patches a "frame" is a block of two frames, see ``Spans.frames_p
 Block masks are boolean ``(N, N)`` tensors (True = cut) broadcast over batch and heads:
 never materialised per head. A spec that would leave some query with no key to attend
 to (a softmax over nothing gives NaN) is refused with an error.
+
+The groups, windows and counts follow the paper's official analysis code
+(``byminji/map-the-flow``): ``question`` is the paper's question span (header through the
+last option), ``video->question`` cuts question+options <- video, ``question->last`` cuts
+last <- question span. :data:`DEFINITIONS_VERSION` names this set of definitions; result
+caches key on it so numbers computed under older definitions are never reused.
 """
 
 from __future__ import annotations
+
+import operator
 
 import contextlib
 import hashlib
@@ -35,6 +43,16 @@ from flowkit.errors import KnockoutError
 from flowkit.spans import Spans
 
 # ------------------------------------------------------------------------------ edges
+
+#: Version of the knockout definitions (what each token group and edge family means, the
+#: random control, the accuracy after knockout). Bump it whenever a definition changes
+#: what a stored number means; :class:`flowkit.cache.ResultCache` never returns a record
+#: computed under another version.
+#: 1: ``question`` was every token between the video and the last position.
+#: 2: ``question`` is the paper's question span (header / question sentence through the
+#:    last option); the wide group is ``prompt_after_video``; the paper's random control;
+#:    the paper's accuracy after knockout; the paper's PLLaVA prompt byte for byte.
+DEFINITIONS_VERSION = 2
 
 #: The edge families of the paper, by name.
 PAPER_EDGE_FAMILIES = (
@@ -65,8 +83,8 @@ def normalize_edges(edges: str) -> str:
             return f"{parts[0]}->{parts[1]}"
     raise KnockoutError(
         f"unknown edge group {edges!r}. Write 'source->target' with token groups such as "
-        f"video, frame:0, question, question_text, options, option:A, true_option, false_options, "
-        f"prefix, last — or 'cross_frame'. The paper's families: {', '.join(PAPER_EDGE_FAMILIES)}."
+        f"video, frame:0, question, prompt_after_video, question_text, options, option:A, true_option, "
+        f"false_options, prefix, last — or 'cross_frame'. The paper's families: {', '.join(PAPER_EDGE_FAMILIES)}."
     )
 
 
@@ -99,6 +117,16 @@ def causal_mask(n: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- layers
 
 
+def _whole_number(value) -> int | None:
+    """``value`` as an int if it is a whole number (int, numpy integer), else None (bools are not numbers here)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 @dataclass(frozen=True)
 class LayerWindow:
     """The paper's window: ``size`` layers centred on ``center``, clipped at both ends.
@@ -109,9 +137,17 @@ class LayerWindow:
     center: int
     size: int = 9
 
+    def __post_init__(self):
+        center, size = _whole_number(self.center), _whole_number(self.size)
+        if center is None or center < 0:
+            raise KnockoutError(f"a layer window's centre is a layer index (0, 1, 2, ...), got {self.center!r}; "
+                                "layers count from 0 at the input.")
+        if size is None or size < 1:
+            raise KnockoutError(f"a layer window needs a whole size >= 1 (the paper uses 9), got size={self.size!r}")
+        object.__setattr__(self, "center", center)
+        object.__setattr__(self, "size", size)
+
     def resolve(self, num_layers: int) -> tuple[int, ...]:
-        if self.size < 1:
-            raise KnockoutError(f"a layer window needs size >= 1, got size={self.size}")
         if not 0 <= self.center < num_layers:
             raise KnockoutError(
                 f"window centre {self.center} is beyond the model's depth: layers are 0..{num_layers - 1}."
@@ -132,6 +168,9 @@ class LayerSet:
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(sorted({int(x) for x in self.layers})))
+        negative = [x for x in self.layers if x < 0]
+        if negative:
+            raise KnockoutError(f"layer(s) {_compact(tuple(negative))} are negative: layers count from 0 at the input.")
 
     def resolve(self, num_layers: int) -> tuple[int, ...]:
         if not self.layers:

@@ -5,17 +5,38 @@ video->question in L6-20, question->last in L16-25; it cuts video->last and last
 everywhere, all video->video attention after L20 and question->question after L25.
 :class:`PathwayWindows` holds such windows (0-indexed, inclusive) and
 :func:`pathway_spec` turns them into a :class:`~flowkit.knockout.KnockoutSpec`.
-:func:`random_block_masks` draws the control: as many edges cut, at random, per layer.
+
+**Presets.** :data:`PAPER_PATHWAY_PRESETS` holds the windows of each of the paper's four
+models as its official code (``byminji/map-the-flow``, ``analysis/effective_pathway_analysis*.py``)
+sets them, with the share of edges its random control cuts; select one by name with
+:func:`paper_pathway_preset` or :func:`paper_windows`. For a depth no preset has,
+:func:`paper_windows` scales a preset's windows by the rule of :func:`scale_windows`.
+
+**Random controls.** Two, both seeded (same seed, same masks):
+
+- ``"paper"`` (:func:`paper_random_block_masks`, the default wherever a number is compared
+  with the paper): in *every* layer cut ``int(f · N(N+1)/2)`` edges drawn uniformly among the
+  causal pairs whose query and key are both at or after the first video token, diagonal
+  included (so BOS and the system prompt are never cut). ``f`` is the share of edges the
+  pathways suppress: the paper's value for its models (0.58 / 0.63 / 0.60 / 0.42), and on
+  any other model the mean over questions of that model's own pathway mask's suppressed share.
+- ``"layer_matched"`` (:func:`layer_matched_random_block_masks`, flowkit's own): in each layer
+  cut exactly as many edges as the pathway mask cuts there, drawn among all causal pairs
+  except a token's edge to itself. It asks "is it *where* the pathway mask cuts that
+  matters, given the same cuts per layer?"; the paper's asks "does cutting this share of
+  the video-and-text edges at random hurt as the pathways do not?".
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import torch
 
 from flowkit.errors import KnockoutError
-from flowkit.knockout import Cut, KnockoutSpec, LayerSet, block_masks, causal_mask
+from flowkit.knockout import Cut, KnockoutSpec, LayerSet, block_masks, causal_mask, count_edges
 from flowkit.spans import Spans
 
 
@@ -38,14 +59,114 @@ class PathwayWindows:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-def paper_windows(num_layers: int = 32) -> PathwayWindows:
-    """The paper's LLaVA-NeXT-7B pathways, scaled to ``num_layers`` layers."""
-    def at(layer_1_indexed: int) -> int:
-        return max(0, min(num_layers - 1, round((layer_1_indexed - 1) * num_layers / 32)))
+# ------------------------------------------------------------------------------ presets
 
-    return PathwayWindows(cross_frame=(at(6), at(15)), video_to_question=(at(6), at(20)),
-                          question_to_last=(at(16), at(25)), video_to_video_until=at(20),
-                          question_to_question_until=at(25))
+
+@dataclass(frozen=True)
+class PaperPathwayPreset:
+    """One of the paper's models: its effective-pathway windows and its random control.
+
+    Attributes:
+        name: the preset's name (``"llava-next-7b-video-ft"``, ...).
+        model: the checkpoint the paper used.
+        num_layers: the language model's depth.
+        windows: the kept windows, 0-indexed, as the official code's ``range(...)`` lists.
+        suppressed_fraction: the share ``f`` of edges the paper's random control cuts per
+            layer (its scripts' ``--random_block_ratio``; the paper: "58 % suppressed" etc.).
+        paper_kept_percent: edges kept as the paper reports it.
+        paper_accuracy: TVBench accuracy (%) full / pathways only / random, as reported.
+    """
+
+    name: str
+    model: str
+    num_layers: int
+    windows: PathwayWindows
+    suppressed_fraction: float
+    paper_kept_percent: float
+    paper_accuracy: tuple[float, float, float]
+
+
+def _preset(name, model, num_layers, cross, vq, ql, f, kept, acc) -> PaperPathwayPreset:
+    # The official code cuts video->video after the video->question window and
+    # question->question after the question->last window (``RANGE[-1] + 1`` onwards).
+    windows = PathwayWindows(cross_frame=cross, video_to_question=vq, question_to_last=ql,
+                             video_to_video_until=vq[1], question_to_question_until=ql[1])
+    return PaperPathwayPreset(name, model, num_layers, windows, f, kept, acc)
+
+
+#: The paper's four models, read from ``analysis/effective_pathway_analysis.py`` (``--target
+#: effective-pathway-7b / -13b / -internvl``), ``analysis/effective_pathway_analysis_videollama3.py``
+#: and the ``--random_block_ratio`` of ``scripts/analysis/effective_pathway_analysis_*.sh``.
+PAPER_PATHWAY_PRESETS: dict[str, PaperPathwayPreset] = {p.name: p for p in (
+    _preset("llava-next-7b-video-ft", "LLaVA-NeXT-7B-Video-FT", 32,
+            cross=(5, 14), vq=(5, 19), ql=(15, 24), f=0.58, kept=42.0, acc=(51.5, 51.2, 40.1)),
+    _preset("llava-next-13b-video-ft", "LLaVA-NeXT-13B-Video-FT", 40,
+            cross=(5, 14), vq=(5, 19), ql=(15, 29), f=0.63, kept=37.0, acc=(55.1, 54.6, 41.5)),
+    _preset("mini-internvl-4b-video-ft", "Mini-InternVL-4B-Video-FT", 32,
+            cross=(5, 14), vq=(5, 19), ql=(10, 29), f=0.60, kept=40.0, acc=(56.0, 56.0, 41.0)),
+    _preset("videollama3-7b", "VideoLLaMA3-7B", 28,
+            cross=(0, 14), vq=(5, 19), ql=(20, 27), f=0.42, kept=58.0, acc=(55.2, 57.2, 22.2)),
+)}
+
+#: The preset :func:`paper_windows` scales when no model is named.
+DEFAULT_PRESET = "llava-next-7b-video-ft"
+
+
+def paper_pathway_preset(name: str) -> PaperPathwayPreset:
+    """The preset of one of the paper's models, by name (case and ``_``/``-`` insensitive)."""
+    key = str(name).strip().lower().replace("_", "-")
+    if key not in PAPER_PATHWAY_PRESETS:
+        raise KnockoutError(
+            f"no pathway preset named {name!r}. The paper's models: {', '.join(PAPER_PATHWAY_PRESETS)}."
+        )
+    return PAPER_PATHWAY_PRESETS[key]
+
+
+def _scaled_boundary(boundary: int, from_layers: int, to_layers: int) -> int:
+    return math.floor(boundary * to_layers / from_layers + 0.5)
+
+
+def scale_windows(windows: PathwayWindows, from_layers: int, to_layers: int) -> PathwayWindows:
+    """Windows for ``from_layers`` layers carried over to ``to_layers`` layers.
+
+    The rule: every window is a half-open layer range ``[start, end + 1)``; each boundary
+    ``b`` becomes ``floor(b * to_layers / from_layers + 1/2)`` (the same share of the depth,
+    rounded half up), and a window keeps at least one layer. The ``*_until`` layers are
+    window ends and scale the same way. At ``to_layers == from_layers`` nothing changes.
+    """
+    if from_layers < 1 or to_layers < 1:
+        raise KnockoutError(f"cannot scale windows from {from_layers} to {to_layers} layers")
+
+    def window(w: tuple[int, int]) -> tuple[int, int]:
+        start = min(to_layers - 1, _scaled_boundary(w[0], from_layers, to_layers))
+        end = min(to_layers - 1, max(start, _scaled_boundary(w[1] + 1, from_layers, to_layers) - 1))
+        return (start, end)
+
+    def until(last_kept: int) -> int:
+        return min(to_layers - 1, max(0, _scaled_boundary(last_kept + 1, from_layers, to_layers) - 1))
+
+    return PathwayWindows(cross_frame=window(windows.cross_frame),
+                          video_to_question=window(windows.video_to_question),
+                          question_to_last=window(windows.question_to_last),
+                          video_to_video_until=until(windows.video_to_video_until),
+                          question_to_question_until=until(windows.question_to_question_until))
+
+
+def paper_windows(num_layers: int = 32, model: str = DEFAULT_PRESET) -> PathwayWindows:
+    """The paper's pathway windows for ``model`` (a preset name), at ``num_layers`` layers.
+
+    At the preset's own depth these are exactly the paper's windows; at any other depth
+    they are scaled by :func:`scale_windows`. ``paper_windows(40)`` is the 7B windows scaled
+    to 40 layers, *not* the paper's 13B windows: ask for those with
+    ``paper_windows(40, "llava-next-13b-video-ft")``.
+    """
+    preset = paper_pathway_preset(model)
+    if num_layers == preset.num_layers:
+        return preset.windows
+    return scale_windows(preset.windows, preset.num_layers, num_layers)
+
+
+# ------------------------------------------------------------------------------- masks
 
 
 def _outside(window: tuple[int, int], num_layers: int) -> LayerSet:
@@ -73,11 +194,87 @@ def pathway_spec(windows: PathwayWindows, num_layers: int) -> KnockoutSpec:
     return KnockoutSpec(tuple(c for c in cuts if c.layers.layers))
 
 
-def random_block_masks(reference: dict[int, torch.Tensor], seq_len: int, num_layers: int,
-                       seed: int) -> dict[int, torch.Tensor]:
-    """Cut, in every layer, as many random causal edges as ``reference`` cuts there.
+def pathway_masks(windows: PathwayWindows, spans: Spans, num_layers: int) -> dict[int, torch.Tensor]:
+    """Per-layer block masks of :func:`pathway_spec` on one prompt."""
+    return block_masks(pathway_spec(windows, num_layers), spans, num_layers)
 
-    A token's edge to itself is never cut, so no query is left without a key.
+
+def pathway_suppressed_fraction(windows: PathwayWindows, spans: Spans | Sequence[Spans], num_layers: int) -> float:
+    """Share of causal edges (summed over layers) the pathway mask cuts; the mean over prompts
+    when given several. This is ``f`` of the paper's random control on a model it did not study."""
+    many = [spans] if isinstance(spans, Spans) else list(spans)
+    if not many:
+        raise KnockoutError("the suppressed share of the pathways needs at least one prompt's spans")
+    spec = pathway_spec(windows, num_layers)
+    return sum(1.0 - count_edges(spec, s, num_layers)["kept_fraction"] for s in many) / len(many)
+
+
+# ------------------------------------------------------------------------ random controls
+
+#: The paper's random control (the default wherever a number is compared with the paper).
+PAPER_RANDOM_CONTROL = "paper"
+#: flowkit's control: as many cuts as the pathway mask in each layer, anywhere causal.
+LAYER_MATCHED_RANDOM_CONTROL = "layer_matched"
+RANDOM_CONTROLS = (PAPER_RANDOM_CONTROL, LAYER_MATCHED_RANDOM_CONTROL)
+
+
+def paper_random_edge_count(seq_len: int, suppressed_fraction: float) -> int:
+    """Edges the paper's random control cuts in every layer: ``int(f · N(N+1)/2)``."""
+    if not 0 <= suppressed_fraction < 1:
+        raise KnockoutError(f"the suppressed share f must lie in [0, 1), got {suppressed_fraction}")
+    return int(suppressed_fraction * (seq_len * (seq_len + 1) // 2))
+
+
+def paper_random_pool(seq_len: int, pool_start: int) -> torch.Tensor:
+    """The pairs the paper's random control draws from, as flat indices ``query * N + key``:
+    causal pairs (diagonal included) whose query and key are both ``>= pool_start``."""
+    if not 0 <= pool_start < seq_len:
+        raise KnockoutError(f"the random pool must start inside the sequence of {seq_len}, got {pool_start}")
+    rows, cols = torch.tril_indices(seq_len - pool_start, seq_len - pool_start)
+    return (rows + pool_start) * seq_len + (cols + pool_start)
+
+
+def paper_random_block_masks(seq_len: int, pool_start: int, num_layers: int, suppressed_fraction: float,
+                             seed: int) -> dict[int, torch.Tensor]:
+    """The paper's random control: in every layer, ``int(f · N(N+1)/2)`` random edges cut.
+
+    Edges are drawn without replacement, independently in each layer, among the causal
+    pairs (diagonal included) whose query and key both sit at or after ``pool_start`` (the
+    first video token: nothing before the video, BOS and system prompt included, is ever
+    cut, so every query keeps a key). One ``torch.Generator`` seeded with ``seed`` draws the
+    layers in order: the same seed gives the same masks.
+    """
+    if pool_start < 1:
+        raise KnockoutError(
+            "the paper's random control keeps every edge into the tokens before the first video token, so a "
+            "query never loses all its keys; this prompt has none (the video starts at position 0)."
+        )
+    count = paper_random_edge_count(seq_len, suppressed_fraction)
+    pool = paper_random_pool(seq_len, pool_start)
+    if count > len(pool):
+        raise KnockoutError(
+            f"the paper's random control would cut {count} edges per layer (f={suppressed_fraction:g} of "
+            f"{seq_len * (seq_len + 1) // 2}), but only {len(pool)} causal pairs lie at or after the first "
+            f"video token (position {pool_start}); this prompt is too short for that share."
+        )
+    generator = torch.Generator().manual_seed(int(seed))
+    masks = {}
+    if count == 0:
+        return masks
+    for layer in range(num_layers):
+        chosen = pool[torch.randperm(len(pool), generator=generator)[:count]]
+        mask = torch.zeros(seq_len * seq_len, dtype=torch.bool)
+        mask[chosen] = True
+        masks[layer] = mask.view(seq_len, seq_len)
+    return masks
+
+
+def layer_matched_random_block_masks(reference: dict[int, torch.Tensor], seq_len: int, num_layers: int,
+                                     seed: int) -> dict[int, torch.Tensor]:
+    """flowkit's layer-matched control: in every layer, as many random causal edges as ``reference`` cuts there.
+
+    Drawn among all causal pairs (BOS included); a token's edge to itself is never cut, so no
+    query is left without a key. Not the paper's control: see :func:`paper_random_block_masks`.
     """
     generator = torch.Generator().manual_seed(seed)
     causal = causal_mask(seq_len)
@@ -96,5 +293,27 @@ def random_block_masks(reference: dict[int, torch.Tensor], seq_len: int, num_lay
     return masks
 
 
-def pathway_masks(windows: PathwayWindows, spans: Spans, num_layers: int) -> dict[int, torch.Tensor]:
-    return block_masks(pathway_spec(windows, num_layers), spans, num_layers)
+def random_control_masks(control: str, spans: Spans, num_layers: int, seed: int, *,
+                         suppressed_fraction: float | None = None,
+                         reference: dict[int, torch.Tensor] | None = None) -> dict[int, torch.Tensor]:
+    """Masks of a named random control (:data:`RANDOM_CONTROLS`) on one prompt.
+
+    ``"paper"`` needs ``suppressed_fraction`` (f) and draws from the first video token on;
+    ``"layer_matched"`` needs the pathway masks as ``reference``.
+    """
+    if control == PAPER_RANDOM_CONTROL:
+        if suppressed_fraction is None:
+            raise KnockoutError("the paper's random control needs the suppressed share f (suppressed_fraction)")
+        return paper_random_block_masks(spans.seq_len, spans.video[0], num_layers, suppressed_fraction, seed)
+    if control == LAYER_MATCHED_RANDOM_CONTROL:
+        if reference is None:
+            raise KnockoutError("the layer-matched random control needs the pathway masks it matches (reference)")
+        return layer_matched_random_block_masks(reference, spans.seq_len, num_layers, seed)
+    raise KnockoutError(f"unknown random control {control!r}; the controls are {', '.join(RANDOM_CONTROLS)}.")
+
+
+__all__ = ["DEFAULT_PRESET", "LAYER_MATCHED_RANDOM_CONTROL", "PAPER_PATHWAY_PRESETS", "PAPER_RANDOM_CONTROL",
+           "RANDOM_CONTROLS", "PaperPathwayPreset", "PathwayWindows", "layer_matched_random_block_masks",
+           "paper_pathway_preset", "paper_random_block_masks", "paper_random_edge_count", "paper_random_pool",
+           "paper_windows", "pathway_masks", "pathway_spec", "pathway_suppressed_fraction", "random_control_masks",
+           "scale_windows"]

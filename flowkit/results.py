@@ -67,6 +67,10 @@ def _model_for(name: str) -> str:
     return "control" if name.startswith("control") else "model"
 
 
+class StoredResultsMismatch(FlowkitError):
+    """A precomputed table does not belong to, or does not match, the loaded model."""
+
+
 def check_model(vllm, name: str = "sweeps", report: dict | None = None) -> None:
     """Refuse to compare a table with a model other than the one that produced it."""
     report = report if report is not None else load_report()
@@ -74,10 +78,17 @@ def check_model(vllm, name: str = "sweeps", report: dict | None = None) -> None:
     expected = report.get("control_fingerprint" if control else "fingerprint")
     model = report.get("control" if control else "model")
     if expected != vllm.fingerprint:
-        raise FlowkitError(
+        stored_path = report.get("numeric_path")
+        if report.get("quant") != vllm.quant:
+            why = f"it is quantized as {vllm.quant}, the table's model as {report.get('quant')}"
+        elif stored_path is not None and stored_path != vllm.numeric_path:
+            why = f"it computes on another numeric path ({vllm.numeric_path}; the table's: {stored_path})"
+        else:
+            why = "it is a different checkpoint"
+        raise StoredResultsMismatch(
             f"the table {name!r} was computed with a model whose fingerprint is {expected}, but this one is "
-            f"{vllm.fingerprint} (a different checkpoint or quantization). Load the model the report names "
-            f"({model}, {report.get('quant')}) or regenerate the results with `{REGENERATE}`.")
+            f"{vllm.fingerprint}: {why}. Load the model the report names ({model}, {report.get('quant')}, "
+            f"default numeric path) or regenerate the results with `{REGENERATE}`.")
 
 
 def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None) -> pd.DataFrame:
@@ -91,7 +102,8 @@ def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None) -
     samples = {s.id: s for s in shipped_bench() if s.id in set(ids)}
     missing = [i for i in ids if i not in samples]
     if missing:
-        raise FlowkitError(f"samples {missing} are not in the bench; regenerate the results with `{REGENERATE}`.")
+        raise StoredResultsMismatch(f"samples {missing} are not in the bench; "
+                                    f"regenerate the results with `{REGENERATE}`.")
     chosen = [samples[i] for i in ids]
     if name in ("sweeps", "control_cross_frame"):
         parts = [experiments.flow_sweep(vllm, [samples[r.sample]], families=[r.family], centers=[int(r.center)],
@@ -106,21 +118,44 @@ def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None) -
                           for kind in sorted(set(rows["kind"]))], ignore_index=True)
     if name == "pathways":
         windows = PathwayWindows.from_dict(report["F4"]["windows"])
+        conditions = set(rows["condition"])
+        controls = [control for control, condition in experiments.RANDOM_CONDITIONS.items() if condition in conditions]
         table, _ = experiments.effective_pathways(vllm, chosen, windows, random_seeds=report["random_seeds"],
+                                                  random_controls=controls,
+                                                  random_fraction=report["F4"].get("random_suppressed_fraction"),
                                                   progress=False)
         table["seed"] = table["seed"].astype("Int64")
         return table
     raise FlowkitError(f"unknown results table {name!r}; the tables are {', '.join(sorted(_CHECKED))}.")
 
 
-def verify(vllm, name: str, n: int = 2, seed: int = 0, atol: float = 1e-4, folder=None) -> pd.DataFrame:
+def verify(vllm, name: str, n: int = 2, seed: int = 0, atol: float = 1e-4, folder=None,
+           on_mismatch: str = "raise") -> pd.DataFrame | None:
     """Recompute ``n`` randomly chosen entries of a precomputed table and check they match.
 
     For per-condition tables (sweeps) an entry is one row; for per-sample tables
     (accuracy, emergence, lens, pathways) it is every row of one sample. Returns a
-    table of stored vs recomputed values; raises :class:`~flowkit.FlowkitError`, saying
-    how to regenerate, when any value differs by more than ``atol``.
+    table of stored vs recomputed values.
+
+    When the table belongs to another model (fingerprint) or a value differs by more than
+    ``atol``: ``on_mismatch="raise"`` (default) raises :class:`StoredResultsMismatch`, saying
+    how to regenerate; ``on_mismatch="note"`` (what the chapters use) prints that in one
+    paragraph instead and returns ``None``, so the chapter goes on — with stored numbers
+    that are labelled as another model's, and live cells computed with yours.
     """
+    if on_mismatch not in ("raise", "note"):
+        raise FlowkitError(f"on_mismatch must be 'raise' or 'note', got {on_mismatch!r}")
+    try:
+        return _verify(vllm, name, n, seed, atol, folder)
+    except StoredResultsMismatch as mismatch:
+        if on_mismatch == "raise":
+            raise
+        print(f"Note: {mismatch} Until then, the stored tables this chapter charts are not your model's "
+              "numbers; every cell that runs the model live uses yours.")
+        return None
+
+
+def _verify(vllm, name: str, n: int, seed: int, atol: float, folder) -> pd.DataFrame:
     report = load_report(folder)
     check_model(vllm, name, report)
     table = load_table(name, folder)
@@ -135,16 +170,18 @@ def verify(vllm, name: str, n: int = 2, seed: int = 0, atol: float = 1e-4, folde
     fresh = recompute(vllm, name, stored, report)
     merged = stored[keys + values].merge(fresh[keys + values], on=keys, suffixes=("_stored", "_now"), how="left")
     if merged[[f"{v}_now" for v in values]].isna().any().any():
-        raise FlowkitError(f"recomputing {name!r} did not produce every stored row; regenerate with `{REGENERATE}`.")
+        raise StoredResultsMismatch(f"recomputing {name!r} did not produce every stored row; "
+                                    f"regenerate with `{REGENERATE}`.")
     diffs = [(merged[f"{v}_stored"] - merged[f"{v}_now"]).abs() for v in values]
     # pct_change is in percent: compare it on the probability scale (divide by 100)
     scale = [100.0 if v == "pct_change" else 1.0 for v in values]
     merged["max_abs_diff"] = np.max([d / s for d, s in zip(diffs, scale)], axis=0)
     worst = float(merged["max_abs_diff"].max())
     if worst > atol:
-        raise FlowkitError(f"the precomputed {name!r} table does not match what the kit computes now "
-                           f"(largest difference {worst:.2g} > {atol:g}); regenerate it with `{REGENERATE}`.")
+        raise StoredResultsMismatch(
+            f"the precomputed {name!r} table does not match what the kit computes now (largest difference "
+            f"{worst:.2g} > {atol:g} on the rows checked); regenerate it with `{REGENERATE}`.")
     return merged
 
 
-__all__ = ["RESULTS_DIR", "check_model", "load_report", "load_table", "recompute", "verify"]
+__all__ = ["RESULTS_DIR", "StoredResultsMismatch", "check_model", "load_report", "load_table", "recompute", "verify"]

@@ -11,9 +11,16 @@ Named groups (used by edge groups such as ``"video->question"``):
                    family puts between (or around) frames, e.g. timestamps
                    (see ``video_span``)
 ``frame:i``        the tokens of frame ``i`` (0-indexed)
-``question``       everything after the video and before the last position:
-                   question text, options, instruction and template tokens
-                   (the paper's "question and options" group)
+``question``       the paper's question span: from the question header (e.g.
+                   ``Question:`` where the template writes one, see
+                   ``question_span``) or else the question sentence, through
+                   the end of the last option. The instruction ("Only give the
+                   best option.") and the assistant prefix are not in it.
+``prompt_after_video``
+                   every token after the video region and before the last
+                   position: the question span plus the template around it
+                   (turn markers, instruction, assistant prefix). This was
+                   ``question`` before flowkit's definitions version 2.
 ``question_text``  the tokens of the question sentence only
 ``options``        the tokens of every option line
 ``option:X``       the tokens of option ``X`` (a letter, ``A``, ``B``, ...)
@@ -58,6 +65,10 @@ class Spans:
             (per-frame timestamps or markers, a trailing newline token). ``None`` means
             the region runs from the first frame's first token to the last frame's last.
             Separator tokens belong to ``video`` but to no frame.
+        question_span: the paper's question span when it starts before the question
+            sentence, i.e. when the template writes a header such as ``Question:`` in
+            front of it (the paper's PLLaVA prompt). ``None`` means the span runs from
+            the question sentence's first token to the last option's last token.
     """
 
     seq_len: int
@@ -68,6 +79,7 @@ class Spans:
     true_option: int | None = None
     frames_per_span: int = 1
     video_span: Span | None = None
+    question_span: Span | None = None
     _groups: dict = field(default=None, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self):
@@ -81,6 +93,19 @@ class Spans:
             if not (vs <= self.frame_spans[0][0] and self.frame_spans[-1][1] <= ve):
                 raise KnockoutError(
                     f"the video region {self.video_span} must contain every frame span, got {self.frame_spans}"
+                )
+        if self.question_span is not None:
+            qs, qe = self.question_span
+            options_end = self.option_spans[-1][1] if self.option_spans else self.question_text[1]
+            if not (qs <= self.question_text[0] and options_end <= qe):
+                raise KnockoutError(
+                    f"the question span {self.question_span} must contain the question sentence "
+                    f"{self.question_text} and every option {self.option_spans}"
+                )
+            if qs < self.video[1] or qe > self.last:
+                raise KnockoutError(
+                    f"the question span {self.question_span} must lie after the video region {self.video} "
+                    f"and before the last position {self.last}"
                 )
         if not 0 <= self.last < self.seq_len:
             raise KnockoutError(f"last position {self.last} lies outside a sequence of {self.seq_len}")
@@ -103,6 +128,19 @@ class Spans:
         return (self.frame_spans[0][0], self.frame_spans[-1][1])
 
     @property
+    def question(self) -> Span:
+        """The paper's question span: header (if any) or question sentence through the last option."""
+        if self.question_span is not None:
+            return self.question_span
+        end = self.option_spans[-1][1] if self.option_spans else self.question_text[1]
+        return (self.question_text[0], end)
+
+    @property
+    def prompt_after_video(self) -> Span:
+        """Every position after the video region and before the last position."""
+        return (self.video[1], self.last)
+
+    @property
     def num_video_tokens(self) -> int:
         """Tokens in frame spans (separators not counted)."""
         return sum(e - s for s, e in self.frame_spans)
@@ -123,12 +161,13 @@ class Spans:
             true_option=index,
             frames_per_span=self.frames_per_span,
             video_span=self.video_span,
+            question_span=self.question_span,
         )
 
     # ------------------------------------------------------------------- groups
     def group_names(self) -> list[str]:
         """All group names this prompt understands."""
-        names = ["video", "question", "question_text", "options", "prefix", "last"]
+        names = ["video", "question", "prompt_after_video", "question_text", "options", "prefix", "last"]
         names += [f"frame:{i}" for i in range(self.num_frames)]
         names += [f"option:{letter}" for letter in self.letters]
         if self.true_option is not None:
@@ -142,7 +181,9 @@ class Spans:
         if group == "video":
             return _positions(self.video)
         if group == "question":
-            return list(range(video_end, self.last))
+            return _positions(self.question)
+        if group == "prompt_after_video":
+            return _positions(self.prompt_after_video)
         if group == "question_text":
             return _positions(self.question_text)
         if group == "options":
@@ -188,6 +229,7 @@ class Spans:
             "true_option": self.true_option,
             "frames_per_span": self.frames_per_span,
             "video_span": list(self.video_span) if self.video_span is not None else None,
+            "question_span": list(self.question_span) if self.question_span is not None else None,
         }
 
     def describe(self) -> str:
@@ -201,11 +243,17 @@ class Spans:
         if separators:
             lines.append(f"video region    {self.video[0]}..{self.video[1] - 1} "
                          f"(incl. {separators} separator tokens in no frame)")
+        s, e = self.question
+        lines.append(f"question        {s}..{e - 1} (the paper's question span: through the last option)")
         s, e = self.question_text
         lines.append(f"question text   {s}..{e - 1}")
         for letter, (s, e) in zip(self.letters, self.option_spans):
             mark = " (true)" if self.true_option is not None and self.letters[self.true_option] == letter else ""
             lines.append(f"{'option ' + letter + mark:<15} {s}..{e - 1}")
+        template = (self.last - self.video[1]) - (self.question[1] - self.question[0])
+        if template:
+            lines.append(f"template        {template} tokens after the video outside the question span "
+                         f"(in prompt_after_video only)")
         lines.append(f"last            {self.last}")
         return "\n".join(lines)
 

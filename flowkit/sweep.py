@@ -94,12 +94,27 @@ def sweep(vllm, samples, families: Sequence[str] = PAPER_EDGE_FAMILIES, centers:
 
 
 def summarize(df: pd.DataFrame, only_correct: bool = True) -> pd.DataFrame:
-    """Mean % change per (task, family, centre), over correctly answered samples by default."""
-    if only_correct:
-        df = df[df["correct_base"]]
-    return (df.groupby(["task", "family", "center"], as_index=False)
-              .agg(pct_change=("pct_change", "mean"), n=("pct_change", "size"),
-                   accuracy_after=("correct_after", "mean")))
+    """Mean % change per (task, family, centre), over correctly answered samples by default.
+
+    Columns: ``pct_change`` (mean over the rows averaged), ``n`` (those rows), and, over
+    *every* question of the group: ``questions``, ``accuracy_before`` and ``accuracy_after``
+    (the paper's accuracy after knockout: questions answered correctly after the knockout
+    / all questions, as ``acc`` in its ``analysis/information_flow_analysis.py``), and
+    ``still_correct_share`` (flowkit's former ``accuracy_after``: the share of the correctly
+    answered questions that stay correct; NaN where none was correct).
+    """
+    keys = ["task", "family", "center"]
+    averaged = df[df["correct_base"]] if only_correct else df
+    out = averaged.groupby(keys, as_index=False).agg(pct_change=("pct_change", "mean"), n=("pct_change", "size"))
+    accuracy = df.groupby(keys, as_index=False).agg(questions=("correct_after", "size"),
+                                                    accuracy_before=("correct_base", "mean"),
+                                                    accuracy_after=("correct_after", "mean"))
+    still = (df[df["correct_base"]].groupby(keys, as_index=False)
+             .agg(still_correct_share=("correct_after", "mean")))
+    out = out.merge(accuracy, on=keys, how="left").merge(still, on=keys, how="left")
+    for column in ("accuracy_before", "accuracy_after"):
+        out[column] = out[column].astype(float)
+    return out
 
 
 __all__ = ["COLUMNS", "summarize", "sweep", "window_specs"]

@@ -194,6 +194,32 @@ def test_loads_as_llava_next_video_with_pllava_video_path(converted, vllm):
     assert decode(ids[slice(*spans.option_spans[3])]).strip() == "(D) down"
 
 
+def test_prompt_is_the_papers_character_for_character(vllm):
+    # the paper's eval_mvbench conversation, written out by hand; the only difference is the
+    # placeholder: <video> (transformers' LLaVA-NeXT-Video class) where the paper's code has <image>
+    paper = ("Carefully watch the video and pay attention to the cause and sequence of events, the detail and "
+             "movement of objects, and the action and pose of persons. Based on your observations, select the best "
+             "option that accurately addresses the question.\n"
+             " USER: <video>\n"
+             " USER: Question: Which way does the red square move?\n"
+             "Options:\n"
+             "(A) left\n"
+             "(B) right\n"
+             "(C) up\n"
+             "(D) down"
+             " \nOnly give the best option."
+             " ASSISTANT:Best option:(")
+    prepared = vllm.prepare(random_frames(FRAMES), QUESTION, OPTIONS, answer=1)
+    assert prepared.prompt == paper
+    # the question span is the paper's: from the "Question:" header through the last option
+    spans, ids = prepared.spans, prepared.inputs["input_ids"][0]
+    text = vllm.tokenizer.decode(ids[slice(*spans.question)]).strip()
+    assert text == "Question: Which way does the red square move?\nOptions:\n(A) left\n(B) right\n(C) up\n(D) down"
+    assert spans.question[0] < spans.question_text[0]
+    after = vllm.tokenizer.decode(ids[spans.question[1]:spans.last])
+    assert after.strip() == "Only give the best option. ASSISTANT:Best option:"
+
+
 def test_converted_model_runs_knockout_and_nf4(converted, vllm):
     prepared = vllm.prepare(random_frames(FRAMES), QUESTION, OPTIONS)
     base = vllm.last_logits(prepared)

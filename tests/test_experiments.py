@@ -9,7 +9,7 @@ import torch
 
 from flowkit import experiments
 from flowkit.knockout import block_masks
-from flowkit.pathways import PathwayWindows, paper_windows, pathway_spec, random_block_masks
+from flowkit.pathways import PathwayWindows, layer_matched_random_block_masks, paper_windows, pathway_spec
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +47,14 @@ def test_effective_pathways_counts_and_conditions(toy_fp32, samples):
     assert full["p_answer"] == pytest.approx(toy_fp32.answer(toy_fp32.prepare_sample(samples[0])).p(samples[0].answer))
 
 
-def test_random_masks_cut_as_many_edges_per_layer(prepared_fp32):
+def test_layer_matched_random_masks_cut_as_many_edges_per_layer(prepared_fp32):
     spec = pathway_spec(paper_windows(4), 4)
     masks = block_masks(spec, prepared_fp32.spans, 4)
-    rand = random_block_masks(masks, prepared_fp32.seq_len, 4, seed=0)
+    rand = layer_matched_random_block_masks(masks, prepared_fp32.seq_len, 4, seed=0)
     for layer, mask in masks.items():
         assert int(rand[layer].sum()) == int(mask.sum())
         assert not torch.diagonal(rand[layer]).any()
-    again = random_block_masks(masks, prepared_fp32.seq_len, 4, seed=0)
+    again = layer_matched_random_block_masks(masks, prepared_fp32.seq_len, 4, seed=0)
     assert all(torch.equal(rand[l], again[l]) for l in rand)
 
 
@@ -76,3 +76,43 @@ def test_windows_from_sweeps_reads_troughs():
     assert windows.question_to_last[0] <= 20 <= windows.question_to_last[1]
     table = experiments.troughs(pd.DataFrame(rows).assign(task="t"))
     assert dict(zip(table["family"], table["center"])) == {"cross_frame": 8, "question->last": 20, "video->question": 12}
+
+
+def test_effective_pathways_random_controls_and_their_fraction(toy_fp32, samples):
+    windows = PathwayWindows(cross_frame=(0, 1), video_to_question=(0, 2), question_to_last=(2, 3),
+                             video_to_video_until=2, question_to_question_until=3)
+    df, counts = experiments.effective_pathways(toy_fp32, samples, windows, random_seeds=(0,),
+                                                random_controls=("paper", "layer_matched"), progress=False)
+    assert set(df["condition"]) == {"full", "pathways", "random", "random_layer_matched"}
+    assert len(df) == len(samples) * 4
+    # on a model the paper did not study, f is the mean share its own pathway mask suppresses
+    assert counts["random_fraction"] == pytest.approx(1 - counts["mean_kept_fraction"])
+    assert "mean over 2 questions" in counts["random_fraction_source"]
+    # a given f is used as is; the same seed gives the same rows
+    again, given = experiments.effective_pathways(toy_fp32, samples[:1], windows, random_seeds=(0,),
+                                                  random_fraction=counts["random_fraction"], progress=False)
+    first = df[(df["sample"] == samples[0].id) & (df["condition"] == "random")]
+    assert given["random_fraction_source"] == "given"
+    assert again[again["condition"] == "random"]["p_answer"].tolist() == pytest.approx(first["p_answer"].tolist())
+
+
+def test_effective_pathways_preset_needs_its_depth(toy_fp32, samples):
+    with pytest.raises(Exception, match="is for 32 layers, this model has 4"):
+        experiments.effective_pathways(toy_fp32, samples, "llava-next-7b-video-ft", progress=False)
+    with pytest.raises(Exception, match="unknown random control"):
+        experiments.effective_pathways(toy_fp32, samples, paper_windows(4), random_controls=("uniform",),
+                                       progress=False)
+
+
+def test_summarize_accuracy_after_is_the_papers():
+    # four questions of one (task, family, centre): correct before / after
+    df = pd.DataFrame({"task": "t", "family": "video->question", "center": 3, "pct_change": [-10.0, -30.0, 5.0, 50.0],
+                       "correct_base": [True, True, False, False], "correct_after": [True, False, True, False]})
+    row = experiments.summarize(df).iloc[0]
+    assert row["pct_change"] == pytest.approx(-20.0) and row["n"] == 2  # averaged over correct questions
+    assert row["questions"] == 4 and row["accuracy_before"] == pytest.approx(0.5)
+    assert row["accuracy_after"] == pytest.approx(0.5)  # the paper's: correct after the knockout / all questions
+    assert row["still_correct_share"] == pytest.approx(0.5)  # of the 2 correct questions, 1 stays correct
+    df.loc[2, "correct_after"] = False
+    row = experiments.summarize(df).iloc[0]
+    assert row["accuracy_after"] == pytest.approx(0.25) and row["still_correct_share"] == pytest.approx(0.5)

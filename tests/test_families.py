@@ -127,6 +127,11 @@ def test_spans_match_processor_expansion_and_visual_features(models, family, num
     for letter, option, span in zip("ABC", OPTIONS, spans.option_spans):
         assert decode(ids[slice(*span)]).strip() == f"({letter}) {option}"
     assert video_end <= spans.question_text[0] and spans.last == len(ids) - 1
+    # the paper's question span: no header in these templates, so question sentence .. last option
+    assert spans.positions("question") == list(range(spans.question_text[0], spans.option_spans[-1][1]))
+    body = f"{QUESTION}\nOptions:\n" + "\n".join(f"({l}) {o}" for l, o in zip("ABC", OPTIONS))
+    assert decode(ids[slice(*spans.question)]).strip() == body
+    assert spans.positions("prompt_after_video") == list(range(video_end, spans.last))
     assert decode(ids[-4:]).endswith("Best option:(") and spans.true_option == 2
     assert "frame" in spans.describe()
 

@@ -12,6 +12,7 @@ from flowkit.knockout import Cut, edge_block_mask, normalize_edges
 from flowkit.spans import Spans
 
 # prefix 0-2, four frames of 3 tokens (3..14), question 15..17, newline 18, options 19-20, 21-22, 23-24, tail 25-27, last 28
+# (the paper's question span: 15..24, question sentence through the last option; the tail is template text)
 SPANS = Spans(seq_len=29, frame_spans=((3, 6), (6, 9), (9, 12), (12, 15)), question_text=(15, 18),
               option_spans=((19, 21), (21, 23), (23, 25)), last=28, true_option=1)
 
@@ -28,7 +29,8 @@ def brute_force(edges: str, spans: Spans) -> torch.Tensor:
         opts = [s <= p < e for s, e in spans.option_spans]
         return {
             "video": video,
-            "question": spans.frame_spans[-1][1] <= p < spans.last,
+            "question": spans.question_text[0] <= p < spans.option_spans[-1][1],
+            "prompt_after_video": spans.frame_spans[-1][1] <= p < spans.last,
             "question_text": spans.question_text[0] <= p < spans.question_text[1],
             "options": any(opts),
             "true_option": opts[spans.true_option],
@@ -55,10 +57,36 @@ def brute_force(edges: str, spans: Spans) -> torch.Tensor:
 @pytest.mark.parametrize("edges", [
     "cross_frame", "video->question", "video->last", "question->last", "last->last",
     "question_text->last", "true_option->last", "false_options->last", "video->video",
-    "frame:2->option:C", "prefix->video", "options->question",
+    "frame:2->option:C", "prefix->video", "options->question", "question->question",
+    "video->prompt_after_video", "prompt_after_video->last",
 ])
 def test_masks_match_brute_force(edges):
     assert torch.equal(edge_block_mask(edges, SPANS), brute_force(edges, SPANS))
+
+
+def test_question_is_the_papers_span_and_the_wide_group_has_its_own_name():
+    assert SPANS.positions("question") == list(range(15, 25))  # question sentence .. end of option C
+    assert SPANS.positions("prompt_after_video") == list(range(15, 28))  # + the template tail before the last
+    assert "prompt_after_video" in SPANS.group_names()
+    # a template header ("Question: ") in front of the sentence belongs to the question span
+    spans = Spans(seq_len=29, frame_spans=SPANS.frame_spans, question_text=(16, 18),
+                  option_spans=SPANS.option_spans, last=28, question_span=(15, 25))
+    assert spans.positions("question") == list(range(15, 25)) and spans.question == (15, 25)
+    assert spans.with_true_option(0).question_span == (15, 25)
+    assert spans.to_dict()["question_span"] == [15, 25]
+    assert "question        15..24" in spans.describe()
+
+
+@pytest.mark.parametrize("question_span, match", [
+    ((16, 25), "must contain the question sentence"),
+    ((15, 24), "must contain the question sentence"),
+    ((14, 25), "after the video region"),
+    ((15, 29), "before the last position"),
+])
+def test_question_span_is_checked(question_span, match):
+    with pytest.raises(KnockoutError, match=match):
+        Spans(seq_len=29, frame_spans=SPANS.frame_spans, question_text=(15, 18), option_spans=SPANS.option_spans,
+              last=28, question_span=question_span)
 
 
 def test_cross_frame_keeps_within_frame_edges():
@@ -109,14 +137,30 @@ def test_other_window_sizes():
 
 @pytest.mark.parametrize("layers, match", [
     (LayerWindow(30), "beyond the model's depth"),
-    (LayerWindow(-1), "beyond the model's depth"),
-    (LayerWindow(3, size=0), "size >= 1"),
+    (LayerWindow(30), "beyond the model's depth"),
     (LayerSet(()), "empty"),
     (LayerSet((2, 31, 32, 40)), r"layer\(s\) 31-32,40 are beyond"),
 ])
 def test_bad_layers(layers, match):
     with pytest.raises(KnockoutError, match=match):
         layers.resolve(30)
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda: LayerWindow(-1), "centre is a layer index .* got -1; layers count from 0"),
+    (lambda: LayerWindow(2.5), "centre is a layer index"),
+    (lambda: LayerWindow(3, size=0), "whole size >= 1"),
+    (lambda: LayerSet((3, -2)), r"layer\(s\) -2 are negative"),
+])
+def test_impossible_layers_are_refused_when_written(build, match):
+    with pytest.raises(KnockoutError, match=match):
+        build()
+
+
+def test_layer_window_takes_numpy_integers():
+    import numpy as np
+
+    assert LayerWindow(np.int64(5)) == LayerWindow(5) and LayerWindow(np.int64(5)).resolve(30) == tuple(range(1, 10))
 
 
 def test_parse_layers():

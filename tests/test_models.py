@@ -114,7 +114,7 @@ def test_cut_edges_get_zero_attention_only_in_window(toy_eager, edges):
 def test_positions_not_downstream_are_bit_identical(toy_fp32, edges, first_downstream):
     prepared = toy_fp32.prepare(random_frames(seed=6), QUESTION, OPTIONS)
     spans = prepared.spans
-    start = spans.last if first_downstream == "last" else spans.video[1]
+    start = spans.last if first_downstream == "last" else spans.question[0]  # the paper's question span
     with torch.inference_mode():
         clean = toy_fp32.model(**prepared.inputs).logits[0]
         with knockout(toy_fp32, KnockoutSpec.single(edges, "1-3"), spans):
@@ -154,6 +154,10 @@ def test_spans_match_processor_expansion(tmp_path, frame_size, patch, num_frames
         assert decode(ids[slice(*span)]).strip() == f"({letter}) {option}"
     assert spans.last == len(ids) - 1 and decode(ids[-3:]).endswith("Best option:(")
     assert spans.true_option == 2
+    # the paper's question span (no header in this template): question sentence .. last option
+    body = f"{QUESTION}\nOptions:\n" + "\n".join(f"({l}) {o}" for l, o in zip("ABC", OPTIONS))
+    assert decode(ids[slice(*spans.question)]).strip() == body
+    assert spans.question[1] < spans.last and spans.positions("prompt_after_video")[0] == spans.video[1]
 
 
 def test_prompt_without_chat_template_uses_paper_format(tmp_path):

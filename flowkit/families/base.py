@@ -36,10 +36,14 @@ class Prepared:
         return self.spans.seq_len
 
 
-def question_body(question: str, candidates: Sequence[str]) -> tuple[str, tuple[int, int], list[tuple[int, int]]]:
+def question_body(question: str, candidates: Sequence[str],
+                  instruction_separator: str = "\n") -> tuple[str, tuple[int, int], list[tuple[int, int]]]:
     """The text after the video: question, lettered options, instruction.
 
-    Returns the text, the character span of the question sentence and of each option line.
+    ``instruction_separator`` is written between the last option and the instruction
+    (the paper's MVBench prompt writes ``" \n"``: its query and instruction are joined
+    with a space). Returns the text, the character span of the question sentence and of
+    each option line.
     """
     question = " ".join(str(question).split())
     if not question:
@@ -60,8 +64,16 @@ def question_body(question: str, candidates: Sequence[str]) -> tuple[str, tuple[
         text += "\n"
         option_spans.append((len(text), len(text) + len(line)))
         text += line
-    text += "\n" + INSTRUCTION
+    text += instruction_separator + INSTRUCTION
     return text, question_span, option_spans
+
+
+def question_start_char(text: str, body_at: int, header: str) -> int:
+    """Where the paper's question span starts in ``text``: at ``header`` if it is written right
+    before the body (which starts at ``body_at``), else at the body (the question sentence)."""
+    if header and text[max(0, body_at - len(header)):body_at] == header:
+        return body_at - len(header)
+    return body_at
 
 
 def char_span_to_tokens(offsets: Sequence[tuple[int, int]], span: tuple[int, int], shift: int) -> tuple[int, int]:
@@ -84,6 +96,12 @@ class FamilyAdapter:
     #: model is a plain loop of decoder layers with nothing injected between them); otherwise
     #: the engine answers every spec with a full forward, which is exact by definition
     supports_engine_replay: ClassVar[bool] = False
+    #: text the chat template writes right before the question sentence that belongs to the
+    #: paper's question span (the paper's PLLaVA prompt: ``"Question: "``); empty when the
+    #: template has no such header, and then the question span starts at the question sentence
+    question_header: ClassVar[str] = ""
+    #: what :func:`question_body` writes between the last option and the instruction
+    instruction_separator: ClassVar[str] = "\n"
 
     def model_class(self):
         raise NotImplementedError

@@ -13,7 +13,8 @@ from typing import Sequence
 import numpy as np
 
 from flowkit.errors import FlowkitError
-from flowkit.families.base import ANSWER_PREFIX, FamilyAdapter, Prepared, char_span_to_tokens, question_body
+from flowkit.families.base import (ANSWER_PREFIX, FamilyAdapter, Prepared, char_span_to_tokens, question_body,
+                                   question_start_char)
 from flowkit.spans import Spans
 
 #: The paper's prompt (Vicuna style), used when the processor has no chat template.
@@ -53,7 +54,7 @@ class LlavaNextVideoAdapter(FamilyAdapter):
     def prepare(self, processor, frames, question: str, candidates: Sequence[str],
                 answer_index: int | None = None) -> Prepared:
         frames = self.check_frames(frames)
-        body, question_chars, option_chars = question_body(question, candidates)
+        body, question_chars, option_chars = question_body(question, candidates, self.instruction_separator)
         prompt = self.prompt_text(processor, body)
         inputs = processor(text=prompt, videos=[frames], return_tensors="pt")
         ids = inputs["input_ids"][0].tolist()
@@ -99,12 +100,19 @@ class LlavaNextVideoAdapter(FamilyAdapter):
         def token_span(chars):
             return char_span_to_tokens(offsets, (chars[0] + body_at, chars[1] + body_at), shift=end)
 
+        question_text = token_span(question_chars)
+        option_spans = tuple(token_span(c) for c in option_chars)
+        header_at = question_start_char(after, body_at, self.question_header) - body_at
+        question_span = None
+        if header_at < 0:  # the template writes a header (e.g. "Question: ") that belongs to the question
+            question_span = (token_span((header_at, header_at + 1))[0], option_spans[-1][1])
         return Spans(
             seq_len=len(ids),
             frame_spans=frame_spans,
-            question_text=token_span(question_chars),
-            option_spans=tuple(token_span(c) for c in option_chars),
+            question_text=question_text,
+            option_spans=option_spans,
             last=len(ids) - 1,
+            question_span=question_span,
         )
 
     @staticmethod

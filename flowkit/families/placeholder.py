@@ -23,7 +23,8 @@ from typing import ClassVar, Sequence
 import numpy as np
 
 from flowkit.errors import FlowkitError
-from flowkit.families.base import ANSWER_PREFIX, FamilyAdapter, Prepared, char_span_to_tokens, question_body
+from flowkit.families.base import (ANSWER_PREFIX, FamilyAdapter, Prepared, char_span_to_tokens, question_body,
+                                   question_start_char)
 from flowkit.spans import Span, Spans
 
 #: ChatML prompt used when a checkpoint ships no chat template ({video}: the placeholder).
@@ -126,7 +127,7 @@ class PlaceholderVideoAdapter(FamilyAdapter):
         frames = self.check_frames(frames)
         if frames.shape[0] < self.min_frames:
             raise FlowkitError(f"{self.family} needs at least {self.min_frames} frames, got {frames.shape[0]}.")
-        body, question_chars, option_chars = question_body(question, candidates)
+        body, question_chars, option_chars = question_body(question, candidates, self.instruction_separator)
         prompt = self.prompt_text(processor, body)
         try:
             encoded = processor(text=prompt, videos=[frames], return_tensors="pt", return_offsets_mapping=True,
@@ -174,14 +175,23 @@ class PlaceholderVideoAdapter(FamilyAdapter):
         question_text = token_span(question_chars)
         if question_text[0] < region[1]:
             raise FlowkitError("a token joins the end of the video and the question; cannot separate them.")
+        option_spans = tuple(token_span(c) for c in option_chars)
+        header_at = question_start_char(expanded, body_at, self.question_header) - body_at
+        question_span = None
+        if header_at < 0:  # the template writes a header (e.g. "Question: ") that belongs to the question
+            question_span = (token_span((header_at, header_at + 1))[0], option_spans[-1][1])
+            if question_span[0] < region[1]:
+                raise FlowkitError("a token joins the end of the video and the question header; "
+                                   "cannot separate them.")
         return Spans(
             seq_len=len(ids),
             frame_spans=tuple(frame_spans),
             question_text=question_text,
-            option_spans=tuple(token_span(c) for c in option_chars),
+            option_spans=option_spans,
             last=len(ids) - 1,
             frames_per_span=frames_per_span,
             video_span=region,
+            question_span=question_span,
         )
 
     @staticmethod

@@ -36,7 +36,11 @@ PAPER_SYSTEM = (
     "movement of objects, and the action and pose of persons. Based on your observations, select the best "
     "option that accurately addresses the question.\n"
 )
-#: "{system} USER: <video>\n USER: Question: {text} ASSISTANT:"; flowkit appends "Best option:("
+#: "{system} USER: <video>\n USER: Question: {text} ASSISTANT:"; flowkit appends "Best option:(".
+#: With ``text`` = question, "\nOptions:", the option lines and " \nOnly give the best option."
+#: this is the paper's prompt (conv mode ``eval_mvbench``) character for character, except that
+#: the video placeholder is ``<video>`` (the LLaVA-NeXT-Video class) where the paper's code has
+#: ``<image>``; both expand to the same video tokens.
 PAPER_CHAT_TEMPLATE = (
     "{{ '" + PAPER_SYSTEM.replace("\n", "\\n") + " ' }}"
     "{% for message in messages %}{% if message['role'] == 'user' %}"
@@ -54,6 +58,11 @@ class PllavaVideoAdapter(PlaceholderVideoAdapter):
     vision_modules = ("model.vision_tower", "model.vision_resampler", "model.multi_modal_projector")
     #: the paper's prompt, used if the folder lost the chat template the converter wrote
     fallback_template = PAPER_SYSTEM + " USER: {video}\n USER: Question: {body} ASSISTANT:"
+    #: the paper's question span starts at its "Question: " header (written by the template)
+    question_header = "Question: "
+    #: the paper's MVBench conversation joins the query and "\nOnly give the best option." with
+    #: a space, so the prompt is byte for byte the paper's ("... (D) Took the box. \nOnly give ...")
+    instruction_separator = " \n"
 
     def __init__(self, num_frames: int):
         super().__init__()
