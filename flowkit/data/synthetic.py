@@ -43,6 +43,15 @@ index)``, so a sample does not depend on which other tasks or how many
 other samples are generated.  The shipped evaluation split uses
 :data:`EVAL_SEED`; **training must use other seeds**, otherwise the model
 is trained on the test questions.
+
+Scene records
+-------------
+:func:`make_scene_sample` returns, with each sample, a :class:`Scene`: every
+drawn object (colour, shape, per-frame centre, half-size and visibility), the
+per-frame background, and for Object Shuffle the cup swaps — the ground truth
+the training captions are written from (:mod:`flowkit.training.captions`).
+Recording it draws nothing from the generator, so samples are byte-identical
+with or without it.
 """
 
 from __future__ import annotations
@@ -97,13 +106,102 @@ _BALL_RGB = COLOUR_RGB["red"]
 _SAMPLE_STREAM, _SCHEDULE_STREAM = 0, 1
 
 
+@dataclass(frozen=True, eq=False)
+class SceneObject:
+    """One drawn object of a clip: what it is and where it is in every frame.
+
+    ``colour`` is a name from :data:`~flowkit.data.render.COLOURS` (``None`` for the
+    identical brown cups of Object Shuffle); ``shape`` a shape name, ``"cup"`` or
+    ``"ball"``. ``role`` says what the generator made it for: ``"target"`` (the object
+    the question names), ``"distractor"``, ``"reference"`` (the object an approach is
+    measured against), ``"still"``, ``"clutter"``, ``"cup"`` or ``"ball"``.
+    ``cx``, ``cy``, ``radius`` (pixels) and ``visible`` are per-frame arrays, in the
+    order of the final clip (after any time reversal).
+    """
+
+    colour: str | None
+    shape: str
+    role: str
+    cx: np.ndarray
+    cy: np.ndarray
+    radius: np.ndarray
+    visible: np.ndarray
+    rgb: tuple[int, int, int]
+
+    @property
+    def name(self) -> str:
+        """How a question names it: ``"red square"``, ``"cup"``, ``"red ball"``."""
+        return f"{self.colour} {self.shape}" if self.colour else self.shape
+
+    @property
+    def sprite(self) -> Sprite:
+        """The sprite that draws it (the renderer's shape name: a ball is a circle)."""
+        shape = "circle" if self.shape == "ball" else self.shape
+        return Sprite(shape, self.rgb, self.cx, self.cy, self.radius, self.visible)
+
+    def _frames(self, index) -> "SceneObject":
+        return SceneObject(self.colour, self.shape, self.role, self.cx[index], self.cy[index], self.radius[index],
+                           self.visible[index], self.rgb)
+
+
+@dataclass(frozen=True, eq=False)
+class Scene:
+    """What a generated clip shows: objects (in drawing order), backgrounds, cup swaps.
+
+    ``backgrounds`` holds one name per frame: a scene from
+    :data:`~flowkit.data.render.SCENES` or ``"plain"``. For Object Shuffle,
+    ``cup_swaps`` lists the swapped slot pairs in order (slots 0, 1, 2 = leftmost,
+    middle, rightmost) and ``ball_start`` / ``ball_end`` the slot of the cup over the
+    ball before and after them; the three fields are empty / ``None`` elsewhere.
+    """
+
+    task: str
+    size: int
+    objects: tuple[SceneObject, ...]
+    backgrounds: tuple[str, ...]
+    cup_swaps: tuple[tuple[int, int], ...] = ()
+    ball_start: int | None = None
+    ball_end: int | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.backgrounds)
+
+    def at_frames(self, indices) -> "Scene":
+        """The scene of the clip ``frames[indices]`` (e.g. the frames a model samples)."""
+        index = np.asarray(indices, dtype=int)
+        return Scene(self.task, self.size, tuple(o._frames(index) for o in self.objects),
+                     tuple(self.backgrounds[i] for i in index), self.cup_swaps, self.ball_start, self.ball_end)
+
+    def reversed_in_time(self) -> "Scene":
+        """The scene of the clip played backwards (cup swaps are never reversed by a generator)."""
+        return self.at_frames(np.arange(self.num_frames)[::-1])
+
+    def render(self) -> np.ndarray:
+        """Draw the scene again: equal to the sample's frames (a check of the record)."""
+        background = np.stack([plain_background(self.size) if name == "plain" else scene_image(name, self.size)
+                               for name in self.backgrounds])
+        return render(background, [o.sprite for o in self.objects], self.size)
+
+
+def _scene_object(sprite: Sprite, colour: str | None, role: str, shape: str | None = None) -> SceneObject:
+    return SceneObject(colour, shape or sprite.shape, role, sprite.cx, sprite.cy, sprite.radius, sprite.visible,
+                       sprite.rgb)
+
+
+def _plain_scene(task: str, size: int, num_frames: int, named_sprites) -> Scene:
+    """A scene on the plain background from ``(sprite, colour, role)`` triples in drawing order."""
+    return Scene(task, size, tuple(_scene_object(*entry) for entry in named_sprites), ("plain",) * num_frames)
+
+
 @dataclass(frozen=True)
 class _Episode:
-    """A rendered clip with its question; the answer is ``options[label]``."""
+    """A rendered clip with its question; the answer is ``options[label]``; ``scene`` what it shows."""
 
     frames: np.ndarray
     question: str
     options: tuple[str, ...]
+    scene: Scene | None = None
 
 
 def _pick(rng: np.random.Generator, names: tuple[str, ...], count: int, *, distinct: bool = True) -> list[str]:
@@ -175,7 +273,10 @@ def _moving_direction(rng: np.random.Generator, label: int, num_frames: int, siz
     x, y = _straight_track(rng, _DIRECTIONS[label], num_frames, size)
     sprites.append(Sprite(shapes[0], COLOUR_RGB[colours[0]], x, y, radius, always(num_frames)))
     question = f"Which direction does the {colours[0]} {shapes[0]} move?"
-    return _Episode(render(plain_background(size), sprites, size), question, _DIRECTIONS)
+    scene = _plain_scene("moving_direction", size, num_frames,
+                         [(sprites[0], colours[1], "distractor"), (sprites[1], colours[2], "distractor"),
+                          (sprites[2], colours[0], "target")])
+    return _Episode(render(plain_background(size), sprites, size), question, _DIRECTIONS, scene)
 
 
 def _object_count(rng: np.random.Generator, label: int, num_frames: int, size: int) -> _Episode:
@@ -200,11 +301,13 @@ def _object_count(rng: np.random.Generator, label: int, num_frames: int, size: i
     target_slots = _time_slots(count, num_frames)
     radius = still(OBJECT_RADIUS * size, num_frames)
     sprites = []
+    named = []  # (sprite, colour, role) for the scene record
     for cell, colour, (first, stop) in zip(target_cells, target_colours, target_slots):
         x, y = _cell_centre(cell, size, rng)
         visible = np.zeros(num_frames, dtype=bool)
         visible[first:stop] = True
         sprites.append(Sprite(target_shape, COLOUR_RGB[colour], still(x, num_frames), still(y, num_frames), radius, visible))
+        named.append((sprites[-1], colour, "target"))
     previous_cell = -1
     for first, stop in _time_slots(int(rng.integers(1, 4)), num_frames):
         busy = {int(cell) for cell, (t0, t1) in zip(target_cells, target_slots) if t0 < stop and first < t1}
@@ -216,8 +319,10 @@ def _object_count(rng: np.random.Generator, label: int, num_frames: int, size: i
         shape = _pick(rng, distractor_shapes, 1)[0]
         colour = _pick(rng, COLOURS, 1)[0]
         sprites.append(Sprite(shape, COLOUR_RGB[colour], still(x, num_frames), still(y, num_frames), radius, visible))
+        named.append((sprites[-1], colour, "distractor"))
     question = f"How many {SHAPE_PLURALS[target_shape]} appear during the video?"
-    return _Episode(render(plain_background(size), sprites, size), question, _COUNT_WORDS)
+    scene = _plain_scene("object_count", size, num_frames, named)
+    return _Episode(render(plain_background(size), sprites, size), question, _COUNT_WORDS, scene)
 
 
 def _action_sequence(rng: np.random.Generator, label: int, num_frames: int, size: int) -> _Episode:
@@ -253,11 +358,15 @@ def _action_sequence(rng: np.random.Generator, label: int, num_frames: int, size
     ]
     wording, asks_for_earlier = _ORDER_WORDINGS[rng.integers(len(_ORDER_WORDINGS))]
     frames = render(plain_background(size), sprites, size)
+    scene = _plain_scene("action_sequence", size, num_frames,
+                         [(sprites[0], colours[2], "still"), (sprites[1], colours[0], "target"),
+                          (sprites[2], colours[1], "target")])
     # Canonically A (option 0) moves first; reverse when that contradicts the answer.
     if (label == 0) != asks_for_earlier:
         frames = _reversed_in_time(frames)
+        scene = scene.reversed_in_time()
     options = (f"the {colours[0]} {shapes[0]}", f"the {colours[1]} {shapes[1]}")
-    return _Episode(frames, f"Which object moves {wording}?", options)
+    return _Episode(frames, f"Which object moves {wording}?", options, scene)
 
 
 def _scene_transition(rng: np.random.Generator, label: int, num_frames: int, size: int) -> _Episode:
@@ -279,10 +388,13 @@ def _scene_transition(rng: np.random.Generator, label: int, num_frames: int, siz
     shape = _pick(rng, SHAPES, 1)[0]
     sprite = Sprite(shape, COLOUR_RGB[colour], x, y, still(OBJECT_RADIUS * size, num_frames), always(num_frames))
     frames = render(background, [sprite], size)
+    scene = Scene("scene_transition", size, (_scene_object(sprite, colour, "clutter"),),
+                  (first,) * cut + (second,) * (num_frames - cut))
     if label == 1:
         frames = _reversed_in_time(frames)
+        scene = scene.reversed_in_time()
     options = (f"from {first} to {second}", f"from {second} to {first}")
-    return _Episode(frames, "How does the scene change?", options)
+    return _Episode(frames, "How does the scene change?", options, scene)
 
 
 def _action_antonym(rng: np.random.Generator, label: int, num_frames: int, size: int) -> _Episode:
@@ -330,12 +442,16 @@ def _action_antonym(rng: np.random.Generator, label: int, num_frames: int, size:
         Sprite(shapes[0], COLOUR_RGB[colours[0]], target_x, target_y, target_radius, target_visible),
     ]
     frames = render(plain_background(size), sprites, size)
+    scene = _plain_scene("action_antonym", size, num_frames,
+                         [(sprites[0], colours[1], "reference" if pair == 2 else "still"),
+                          (sprites[1], colours[0], "target")])
     if label == 1:
         frames = _reversed_in_time(frames)
+        scene = scene.reversed_in_time()
     options = _ANTONYM_PAIRS[pair]
     if pair == 2:
         options = tuple(f"{verb} the {colours[1]} {shapes[1]}" for verb in options)
-    return _Episode(frames, f"What does the {colours[0]} {shapes[0]} do?", options)
+    return _Episode(frames, f"What does the {colours[0]} {shapes[0]} do?", options, scene)
 
 
 def _object_shuffle(rng: np.random.Generator, label: int, num_frames: int, size: int) -> _Episode:
@@ -391,7 +507,10 @@ def _object_shuffle(rng: np.random.Generator, label: int, num_frames: int, size:
         for cup in range(3)
     ]
     frames = render(plain_background(size), [ball, *cups], size)
-    return _Episode(frames, "Which cup hides the ball at the end?", _CUP_POSITIONS)
+    scene = Scene("object_shuffle", size,
+                  (_scene_object(ball, "red", "ball", shape="ball"), *(_scene_object(cup, None, "cup") for cup in cups)),
+                  ("plain",) * num_frames, cup_swaps=tuple(swaps), ball_start=start_position, ball_end=label)
+    return _Episode(frames, "Which cup hides the ball at the end?", _CUP_POSITIONS, scene)
 
 
 _GENERATORS: dict[str, Callable[[np.random.Generator, int, int, int], _Episode]] = {
@@ -425,12 +544,19 @@ def _build_sample(
     task: str, rng: np.random.Generator, label: int, answer_slot: int, num_frames: int, size: int, sample_id: str
 ) -> Sample:
     """Render one episode and place its answer at option ``answer_slot``."""
+    return _build_sample_and_scene(task, rng, label, answer_slot, num_frames, size, sample_id)[0]
+
+
+def _build_sample_and_scene(
+    task: str, rng: np.random.Generator, label: int, answer_slot: int, num_frames: int, size: int, sample_id: str
+) -> tuple[Sample, Scene]:
+    """:func:`_build_sample` plus the episode's :class:`Scene` (which draws nothing from ``rng``)."""
     episode = _GENERATORS[task](rng, label, num_frames, size)
     answer_text = episode.options[label]
     wrong_options = [option for index, option in enumerate(episode.options) if index != label]
     candidates = [wrong_options[i] for i in rng.permutation(len(wrong_options))]
     candidates.insert(answer_slot, answer_text)
-    return Sample(
+    sample = Sample(
         id=sample_id,
         task=task,
         frames=episode.frames,
@@ -439,6 +565,7 @@ def _build_sample(
         answer=string.ascii_uppercase[answer_slot],
         answer_text=answer_text,
     )
+    return sample, episode.scene
 
 
 def make_sample(
@@ -449,11 +576,18 @@ def make_sample(
     Meant for on-the-fly training data: pass a generator seeded with anything
     but :data:`EVAL_SEED`.  ``sample_id`` defaults to ``"<task>/sample"``.
     """
+    return make_scene_sample(task, rng, num_frames=num_frames, size=size, sample_id=sample_id)[0]
+
+
+def make_scene_sample(
+    task: str, rng: np.random.Generator, *, num_frames: int = 16, size: int = 64, sample_id: str | None = None
+) -> tuple[Sample, Scene]:
+    """:func:`make_sample` plus the clip's :class:`Scene` (the same sample, the same draws from ``rng``)."""
     check_task(task)
     _check_clip_shape(num_frames, size)
     option_count = NUM_OPTIONS[task]
     label, answer_slot = int(rng.integers(option_count)), int(rng.integers(option_count))
-    return _build_sample(task, rng, label, answer_slot, num_frames, size, sample_id or f"{task}/sample")
+    return _build_sample_and_scene(task, rng, label, answer_slot, num_frames, size, sample_id or f"{task}/sample")
 
 
 def iter_samples(task: str, n: int, seed: int, *, num_frames: int = 16, size: int = 64) -> Iterator[Sample]:

@@ -1,4 +1,4 @@
-"""``python -m flowkit.training RUN_DIR --stage align|video --steps N [...]``: train or resume a run."""
+"""``python -m flowkit.training RUN_DIR --stage align|video --steps N [--supervision dense]``: train or resume a run."""
 
 from __future__ import annotations
 
@@ -33,13 +33,28 @@ def main(argv=None) -> int:
     parser.add_argument("--init-from", default=None, help="a finished run whose weights start this one")
     parser.add_argument("--stop-after", type=int, default=None,
                         help="stop (with a checkpoint) after this step of the --steps schedule")
+    parser.add_argument("--supervision", choices=("letters", "dense"), default="letters",
+                        help="letters: one option letter per clip (recipe A, default); dense: the same question "
+                             "plus more questions and a caption per clip in one conversation (recipe B)")
+    parser.add_argument("--questions-per-clip", type=int, default=3,
+                        help="dense: questions per conversation, the bench question first")
+    parser.add_argument("--no-captions", action="store_true", help="dense: questions only, no caption turn")
+    parser.add_argument("--caption-weight", type=float, default=1.0,
+                        help="dense: weight of answer-text and caption tokens against the option letters")
+    parser.add_argument("--eval-seed", type=int, default=None,
+                        help="evaluate bench tasks on clips generated with this seed instead of the shipped split")
+    parser.add_argument("--eval-frame-per-task", type=int, default=None,
+                        help="single-frame evaluation questions per task (default: --eval-per-task)")
     args = parser.parse_args(argv)
     try:
         config = TrainConfig(stage=args.stage, steps=args.steps, batch_size=args.batch_size, lr_vision=args.lr_vision,
                              lr_lora=args.lr_lora, lora_rank=args.lora_rank, seed=args.seed,
                              frame_batch_every=args.frame_batch_every, eval_every=args.eval_every,
                              eval_per_task=args.eval_per_task, init_from=args.init_from,
-                             positions=args.positions,
+                             positions=args.positions, supervision=args.supervision,
+                             questions_per_clip=args.questions_per_clip, captions=not args.no_captions,
+                             caption_weight=args.caption_weight, eval_seed=args.eval_seed,
+                             eval_frame_per_task=args.eval_frame_per_task,
                              **({"video_tasks": tuple(args.tasks)} if args.tasks else {}),
                              **({"frame_tasks": tuple(args.frame_tasks)} if args.frame_tasks else {}))
     except ValueError as error:

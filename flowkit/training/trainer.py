@@ -12,11 +12,18 @@
 - ``video`` (stage 2): the temporal bench's tasks (held-out seeds), LoRA adapters on the
   language model plus the vision side, with single-frame batches mixed in.
 
+``--supervision`` picks what a step learns from: ``letters`` (recipe A, the default) the
+option letter of one question per clip; ``dense`` (recipe B, :mod:`flowkit.training.dense`)
+a multi-turn conversation per clip — the same bench question first, further questions,
+then a caption written from the generator's scene — with the loss on every reply token.
+
 Task names may also be the curriculum's easier variants (:mod:`flowkit.training.curriculum`:
 a lone object, no distractors), evaluated on their own fixed-seed samples.
 
 Everything is resumable: ``<run>/checkpoint.pt`` holds the trainable weights, the
-optimiser, the step and the data stream position; ``<run>/log.jsonl`` one line per log.
+optimiser, the step and the data stream position; ``<run>/log.jsonl`` one line per log:
+loss, training clips and single frames so far, training seconds so far (evaluation not
+counted), seconds per step and samples per second over the window, evaluations.
 """
 
 from __future__ import annotations
@@ -33,12 +40,14 @@ import torch
 from torch import nn
 
 from flowkit.data import TASKS, uniform_frame_indices
-from flowkit.data.synthetic import EVAL_SEED, make_sample
+from flowkit.data.synthetic import EVAL_SEED, generate, make_sample
 from flowkit.families.llava_next_video import LlavaNextVideoAdapter
 from flowkit.training.frames import FRAME_TASKS, make_frame_sample
 from flowkit.training.lora import add_lora, lora_parameters, merge_lora
 
 NUM_FRAMES = 8
+#: what a training step learns from: recipe A (one option letter per clip) or recipe B (dense.py)
+SUPERVISIONS = ("letters", "dense")
 
 
 @dataclass
@@ -60,11 +69,26 @@ class TrainConfig:
     warmup: int = 30
     base: str | None = None  # a checkpoint folder to start from (default: the SmolLM2 assembly)
     positions: bool = False  # stage 0: objects anywhere, their place in words too (see stage0)
+    supervision: str = "letters"  # "letters" (recipe A) | "dense" (recipe B: questions + captions, dense.py)
+    questions_per_clip: int = 3  # dense: the bench question plus this many minus one about the same clip
+    captions: bool = True  # dense: end each conversation with a caption of the clip (or frame)
+    caption_weight: float = 1.0  # dense: weight of answer-text and caption tokens against the letters
+    eval_seed: int | None = None  # evaluate bench tasks on clips generated with this seed, not the shipped split
+    eval_frame_per_task: int | None = None  # single-frame evaluation questions per task (default eval_per_task)
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.seed == EVAL_SEED:
             raise ValueError(f"seed {EVAL_SEED} generates the evaluation split; train with another seed")
+        if self.supervision not in SUPERVISIONS:
+            raise ValueError(f"unknown supervision {self.supervision!r}; choose from: {' '.join(SUPERVISIONS)}")
+        if self.supervision == "dense" and self.stage == "embed":
+            raise ValueError("stage 0 (embed) never runs the language model; dense supervision needs align or video")
+        if self.questions_per_clip < 1:
+            raise ValueError(f"questions_per_clip must be at least 1, got {self.questions_per_clip}")
+        if self.eval_seed is not None and self.eval_seed in (EVAL_SEED, self.seed):
+            raise ValueError(f"eval_seed {self.eval_seed} must differ from the shipped split's seed {EVAL_SEED} "
+                             f"and from the training seed {self.seed}")
         self.video_tasks = tuple(self.video_tasks)
         self.frame_tasks = tuple(self.frame_tasks)
         from flowkit.training.curriculum import CURRICULUM_FRAME_TASKS, CURRICULUM_VIDEO_TASKS
@@ -159,9 +183,7 @@ def video_sample(task: str, rng: np.random.Generator):
         sample = make_curriculum_sample(task, rng, num_frames=16, size=64)
     else:
         sample = make_sample(task, rng, num_frames=16, size=64)
-    idx = uniform_frame_indices(sample.frames.shape[0], NUM_FRAMES)
-    return type(sample)(id=sample.id, task=sample.task, frames=sample.frames[idx], question=sample.question,
-                        candidates=sample.candidates, answer=sample.answer, answer_text=sample.answer_text)
+    return _at_model_frames(sample)
 
 
 def _frame_sample(task: str, rng: np.random.Generator):
@@ -170,6 +192,17 @@ def _frame_sample(task: str, rng: np.random.Generator):
     if task in CURRICULUM_FRAME_TASKS:
         return make_curriculum_sample(task, rng)
     return make_frame_sample(task, rng)
+
+
+def samples_seen(config: TrainConfig, step: int) -> dict[str, int]:
+    """Training clips and single frames a run has seen after ``step`` steps (the budget of an A/B)."""
+    if config.stage == "align":
+        frame_steps = step
+    elif config.frame_batch_every:
+        frame_steps = (step + config.frame_batch_every - 1) // config.frame_batch_every
+    else:
+        frame_steps = 0
+    return {"clips": (step - frame_steps) * config.batch_size, "frames": frame_steps * config.batch_size}
 
 
 def batch_samples(config: TrainConfig, step: int) -> list:
@@ -190,16 +223,26 @@ def evaluation_sets(config: TrainConfig) -> dict[str, list]:
     from flowkit.training.curriculum import CURRICULUM_VIDEO_TASKS
 
     sets: dict[str, list] = {}
+    seed = EVAL_SEED if config.eval_seed is None else config.eval_seed
     for task in config.video_tasks:
         if task in CURRICULUM_VIDEO_TASKS:
-            rng = np.random.default_rng([EVAL_SEED, 8])
+            rng = np.random.default_rng([seed, 8])
             sets[task] = [video_sample(task, rng) for _ in range(config.eval_per_task)]
+        elif config.eval_seed is not None:  # fresh clips, answers balanced, sampled to the model's frames
+            sets[task] = [_at_model_frames(s) for s in generate(task, config.eval_per_task, config.eval_seed)]
         else:  # the shipped split has NUM_FRAMES frames per question, decoded once per process
             sets[task] = [s for s in shipped_bench() if s.task == task][: config.eval_per_task]
-    rng = np.random.default_rng([EVAL_SEED, 7])
+    rng = np.random.default_rng([seed, 7])
+    frame_count = config.eval_per_task if config.eval_frame_per_task is None else config.eval_frame_per_task
     for task in config.frame_tasks:
-        sets[f"frame_{task}"] = [_frame_sample(task, rng) for _ in range(config.eval_per_task)]
+        sets[f"frame_{task}"] = [_frame_sample(task, rng) for _ in range(frame_count)]
     return sets
+
+
+def _at_model_frames(sample):
+    idx = uniform_frame_indices(sample.frames.shape[0], NUM_FRAMES)
+    return type(sample)(id=sample.id, task=sample.task, frames=sample.frames[idx], question=sample.question,
+                        candidates=sample.candidates, answer=sample.answer, answer_text=sample.answer_text)
 
 
 @torch.no_grad()
@@ -288,47 +331,73 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
         groups.append({"params": lora_parameters(trainable.model), "lr": config.lr_lora})
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     base_lrs = [g["lr"] for g in groups]
-    step = 0
+    step, train_seconds = 0, 0.0
     ckpt_path = run_dir / "checkpoint.pt"
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False)
+        earlier = ckpt.get("config", {}).get("supervision", "letters")
+        if earlier != config.supervision:
+            raise ValueError(f"{run_dir} holds a run with --supervision {earlier}; resume it with the same "
+                             f"supervision, or start {config.supervision} in another folder")
         trainable.load_state_dict(ckpt["trainable"], strict=False)
         optimizer.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
+        train_seconds = float(ckpt.get("train_seconds", 0.0))
     (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
     sets = evaluation_sets(config)
     log = (run_dir / "log.jsonl").open("a")
     trainable.train()
     bar = tqdm(total=config.steps, initial=step, desc=f"train {config.stage}", disable=not progress)
     started, last_eval = time.time(), {}
-    losses = []
+    losses, parts, window_seconds, window_start = [], {}, 0.0, step
     last_step = config.steps if stop_after is None else min(config.steps, stop_after)
     while step < last_step:
+        step_started = time.time()
         scale = min(1.0, (step + 1) / config.warmup) * 0.5 * (1 + math.cos(math.pi * step / config.steps))
         for group, lr in zip(optimizer.param_groups, base_lrs):
             group["lr"] = lr * max(scale, 0.05)
-        batch = collate(processor, batch_samples(config, step))
-        logits = trainable.last_logits(batch)
-        loss = nn.functional.cross_entropy(logits.float(), batch["targets"])
+        if config.supervision == "dense":
+            from flowkit.training.dense import collate_conversations, conversation_batch, dense_loss
+
+            batch = collate_conversations(processor, conversation_batch(config, step))
+            loss, step_parts = dense_loss(trainable, batch, config.caption_weight)
+            for name, value in step_parts.items():
+                parts.setdefault(name, []).append(value)
+        else:
+            batch = collate(processor, batch_samples(config, step))
+            logits = trainable.last_logits(batch)
+            loss = nn.functional.cross_entropy(logits.float(), batch["targets"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
         optimizer.step()
         step += 1
         losses.append(float(loss.detach()))
+        elapsed = time.time() - step_started
+        train_seconds += elapsed
+        window_seconds += elapsed
         bar.update(1)
         if step % config.log_every == 0:
-            record = {"step": step, "loss": sum(losses) / len(losses), "seconds": time.time() - started}
-            losses = []
+            seen, seen_before = samples_seen(config, step), samples_seen(config, window_start)
+            window = sum(seen.values()) - sum(seen_before.values())
+            record = {"step": step, "loss": sum(losses) / len(losses), "seconds": time.time() - started,
+                      "train_seconds": round(train_seconds, 3), **seen,
+                      "seconds_per_step": round(window_seconds / max(1, step - window_start), 4),
+                      "samples_per_second": round(window / max(window_seconds, 1e-9), 4)}
+            if parts:
+                record["loss_parts"] = {name: sum(v) / len(v) for name, v in parts.items()}
+            losses, parts, window_seconds, window_start = [], {}, 0.0, step
             if step % config.eval_every == 0 or step == last_step:
+                eval_started = time.time()
                 last_eval = evaluate(trainable, processor, sets)
                 record["eval"] = last_eval
-                _save(ckpt_path, trainable, optimizer, step, config)
+                record["eval_seconds"] = round(time.time() - eval_started, 2)
+                _save(ckpt_path, trainable, optimizer, step, config, train_seconds)
             log.write(json.dumps(record) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{record['loss']:.3f}")
     bar.close()
-    _save(ckpt_path, trainable, optimizer, step, config)
+    _save(ckpt_path, trainable, optimizer, step, config, train_seconds)
     return last_eval
 
 
@@ -351,10 +420,11 @@ def _train_embed(config: TrainConfig, run_dir: Path, trainable, processor, progr
     return result
 
 
-def _save(path: Path, trainable: Trainable, optimizer, step: int, config: TrainConfig) -> None:
+def _save(path: Path, trainable: Trainable, optimizer, step: int, config: TrainConfig,
+          train_seconds: float = 0.0) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"trainable": trainable.trainable_state(), "optimizer": optimizer.state_dict(), "step": step,
-                "config": asdict(config)}, tmp)
+                "config": asdict(config), "train_seconds": train_seconds}, tmp)
     os.replace(tmp, path)
 
 
