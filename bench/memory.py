@@ -89,6 +89,19 @@ def run(mode: str) -> dict:
     return info
 
 
+def mask_bytes() -> dict:
+    """Bytes of the effective-pathway masks at the geometry above, without running the model:
+    flowkit's boolean ``(N, N)`` masks (one tensor per distinct layer mask) vs per-head float32
+    additive masks for every layer (``(1, H, N, N)`` each, as the paper's code builds them)."""
+    from flowkit.pathways import paper_windows, pathway_masks
+
+    sp = spans()
+    masks = pathway_masks(paper_windows(NUM_LAYERS), sp, NUM_LAYERS)
+    flowkit = sum(m.numel() * m.element_size() for m in {id(m): m for m in masks.values()}.values())
+    per_head = NUM_LAYERS * NUM_HEADS * sp.seq_len ** 2 * 4
+    return {"flowkit": flowkit, "per_head": per_head, "ratio": per_head / flowkit, "seq_len": sp.seq_len}
+
+
 def main() -> int:
     if len(sys.argv) > 2 and sys.argv[1] == "--mode":
         print(json.dumps(run(sys.argv[2])))

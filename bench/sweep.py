@@ -50,6 +50,35 @@ def main(argv=None) -> int:
     print(f"workload: {len(PAPER_EDGE_FAMILIES)} families x {vllm.num_layers} window centres x "
           f"{args.tasks} tasks x {args.samples_per_task} samples = {n_evals} knockout evaluations")
 
+    m = measure_sweep(vllm, prepared, specs)
+    t_naive, t_engine, bound_units, bound_seconds = m["naive_s"], m["engine_s"], m["bound_units"], m["bound_s"]
+    max_dp, agree, fast = m["max_dp"], m["agree"], m["fast_logits"]
+    clicks, t_cold, t_full_one = m["clicks_s"], m["cold_s"], m["full_forward_s"]
+
+    print()
+    print(f"naive (one full forward per spec): {t_naive:8.1f} s  ({t_naive / n_evals * 1000:.0f} ms/spec)")
+    print(f"engine:                            {t_engine:8.1f} s  ({t_engine / n_evals * 1000:.0f} ms/spec)")
+    print(f"speed-up:                          {t_naive / t_engine:8.2f} x   (target >= 3x)")
+    print(f"FLOP lower bound of the plan:      {bound_units:,} layer-positions = {bound_seconds:.1f} s "
+          f"at {m['unit_s'] * 1e6:.1f} us each")
+    print(f"engine / bound:                    {t_engine / bound_seconds:8.2f} x   (target <= 1.5x)")
+    print(f"naive work / plan work:            {len(prepared) * len(specs) * vllm.num_layers * prepared[0].seq_len / bound_units:8.2f} x")
+    print(f"max |Δp| engine vs naive:          {max_dp:.2e}   (predicted option agrees in {agree}/{n_evals})")
+    print(f"one click, clean run cached:       {max(clicks) * 1000:6.0f} ms worst, {sum(clicks) / len(clicks) * 1000:.0f} ms mean (target <= 500 ms)")
+    print(f"one click, cold (clean run + spec): {t_cold * 1000:5.0f} ms;  full forward: {t_full_one * 1000:.0f} ms")
+    fast_path(args, prepared, specs, fast, t_engine)
+    return 0
+
+
+def measure_sweep(vllm, prepared, specs) -> dict:
+    """Time the naive loop and the engine on the same prompts and specs (see the module docstring).
+
+    Returns seconds (``naive_s``, ``engine_s``), the plan's FLOP bound (``bound_units``
+    layer-positions, ``bound_s`` priced at the clean forward's cost per layer-position),
+    ``max_dp`` and ``agree`` (engine vs naive), the engine's logits, and the latency of single
+    windows clicked on the first prompt (``clicks_s`` with its clean run cached, ``cold_s``)
+    beside one full forward (``full_forward_s``).
+    """
     # price of one layer-position: a clean language-model forward over the whole prompt
     lm = vllm.language_model
     engine0 = Engine(vllm, prepared[0])
@@ -70,7 +99,6 @@ def main(argv=None) -> int:
     max_dp = max(float((torch.softmax(a, -1) - torch.softmax(b, -1)).abs().max())
                  for row_a, row_b in zip(naive, fast) for a, b in zip(row_a, row_b))
     agree = sum(int(a.argmax() == b.argmax()) for row_a, row_b in zip(naive, fast) for a, b in zip(row_a, row_b))
-    bound_seconds = bound_units * unit
 
     # the widget's click: one spec on one sample, with and without the sample's clean run cached
     spec = KnockoutSpec.single("cross_frame", LayerWindow(vllm.num_layers // 3))
@@ -84,20 +112,9 @@ def main(argv=None) -> int:
         clicks.append(t_click.seconds)
     with Timer() as t_full_one:
         vllm.answer(prepared[0], spec)
-
-    print()
-    print(f"naive (one full forward per spec): {t_naive.seconds:8.1f} s  ({t_naive.seconds / n_evals * 1000:.0f} ms/spec)")
-    print(f"engine:                            {t_engine.seconds:8.1f} s  ({t_engine.seconds / n_evals * 1000:.0f} ms/spec)")
-    print(f"speed-up:                          {t_naive.seconds / t_engine.seconds:8.2f} x   (target >= 3x)")
-    print(f"FLOP lower bound of the plan:      {bound_units:,} layer-positions = {bound_seconds:.1f} s "
-          f"at {unit * 1e6:.1f} us each")
-    print(f"engine / bound:                    {t_engine.seconds / bound_seconds:8.2f} x   (target <= 1.5x)")
-    print(f"naive work / plan work:            {len(prepared) * len(specs) * vllm.num_layers * prepared[0].seq_len / bound_units:8.2f} x")
-    print(f"max |Δp| engine vs naive:          {max_dp:.2e}   (predicted option agrees in {agree}/{n_evals})")
-    print(f"one click, clean run cached:       {max(clicks) * 1000:6.0f} ms worst, {sum(clicks) / len(clicks) * 1000:.0f} ms mean (target <= 500 ms)")
-    print(f"one click, cold (clean run + spec): {t_cold.seconds * 1000:5.0f} ms;  full forward: {t_full_one.seconds * 1000:.0f} ms")
-    fast_path(args, prepared, specs, fast, t_engine.seconds)
-    return 0
+    return {"naive_s": t_naive.seconds, "engine_s": t_engine.seconds, "bound_units": bound_units,
+            "bound_s": bound_units * unit, "unit_s": unit, "max_dp": max_dp, "agree": agree, "fast_logits": fast,
+            "clicks_s": clicks, "cold_s": t_cold.seconds, "full_forward_s": t_full_one.seconds}
 
 
 def fast_path(args, prepared, specs, portable_logits, portable_seconds) -> None:

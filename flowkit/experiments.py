@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from flowkit.engine import Engine
 from flowkit.errors import FlowkitError
 from flowkit.knockout import PAPER_EDGE_FAMILIES, apply_block_masks, block_masks, count_edges
 from flowkit.lens import embedding_lens, logit_lens, residual_stream
@@ -29,15 +30,17 @@ from flowkit.sweep import summarize, sweep
 
 
 def cross_frame_sweep(vllm, samples, centers: Iterable[int] | None = None, size: int = 9, cache=None,
-                      progress: bool = True) -> pd.DataFrame:
+                      progress: bool = True, use_engine: bool = True) -> pd.DataFrame:
     """Finding 1: % change in p(answer) when frame i cannot read frames j < i, per window."""
-    return sweep(vllm, samples, families=["cross_frame"], centers=centers, size=size, cache=cache, progress=progress)
+    return sweep(vllm, samples, families=["cross_frame"], centers=centers, size=size, cache=cache, progress=progress,
+                 use_engine=use_engine)
 
 
 def flow_sweep(vllm, samples, families: Sequence[str] = PAPER_EDGE_FAMILIES, centers=None, size: int = 9,
-               cache=None, progress: bool = True) -> pd.DataFrame:
+               cache=None, progress: bool = True, use_engine: bool = True) -> pd.DataFrame:
     """Findings 2-3: the paper's edge families (or yours), window by window."""
-    return sweep(vllm, samples, families=families, centers=centers, size=size, cache=cache, progress=progress)
+    return sweep(vllm, samples, families=families, centers=centers, size=size, cache=cache, progress=progress,
+                 use_engine=use_engine)
 
 
 def accuracy(vllm, samples, progress: bool = True) -> pd.DataFrame:
@@ -163,9 +166,18 @@ def _resolve_pathways(vllm, windows: PathwayWindows | str, random_fraction: floa
 
 
 @torch.inference_mode()
+def _full_forward_logits(vllm, prepared, masks) -> torch.Tensor:
+    """Last-position logits of one full forward under raw block masks (None: the clean run)."""
+    if masks is None:
+        return vllm.last_logits(prepared)
+    with apply_block_masks(vllm.language_model, masks):
+        return vllm.model(**prepared.inputs, logits_to_keep=1).logits[0, -1].float()
+
+
+@torch.inference_mode()
 def effective_pathways(vllm, samples, windows: PathwayWindows | str, random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
                        random_controls: Sequence[str] = (PAPER_RANDOM_CONTROL,), random_fraction: float | None = None,
-                       progress: bool = True) -> tuple[pd.DataFrame, dict]:
+                       progress: bool = True, use_engine: bool = True) -> tuple[pd.DataFrame, dict]:
     """Finding 4: accuracy with all edges, with only the pathways, and with random masks.
 
     One row per sample and condition: ``full``, ``pathways``, and per seed ``random`` (the
@@ -179,6 +191,11 @@ def effective_pathways(vllm, samples, windows: PathwayWindows | str, random_seed
         random_fraction: f, the share of edges the paper's control cuts in every layer. By
             default the paper's value for a preset, else the mean over ``samples`` of the share
             this model's pathway mask suppresses (one extra pass that only prepares prompts).
+        use_engine: per question, one :class:`~flowkit.engine.Engine` (one clean forward:
+            ``full``) replays the pathway mask and every random mask as batches
+            (:meth:`~flowkit.engine.Engine.last_logits_for_masks`; equal to full forwards to
+            float rounding, <= 1e-5 in p). ``False``: one full forward per condition (the
+            former path, kept for comparison).
 
     Returns the table and a dict of edge counts: the first question's exact counts
     (``total``, ``cut``, ``kept``, ``kept_fraction``, as before), ``mean_kept_fraction``
@@ -212,12 +229,11 @@ def effective_pathways(vllm, samples, windows: PathwayWindows | str, random_seed
             conditions += [(RANDOM_CONDITIONS[control], seed,
                             random_control_masks(control, spans, num_layers, seed, suppressed_fraction=random_fraction,
                                                  reference=masks)) for seed in random_seeds]
-        for name, seed, layer_masks in conditions:
-            if layer_masks is None:
-                logits = vllm.last_logits(prepared)
-            else:
-                with apply_block_masks(vllm.language_model, layer_masks):
-                    logits = vllm.model(**prepared.inputs, logits_to_keep=1).logits[0, -1].float()
+        if use_engine:  # one clean run, every mask replayed in batches (exact to float rounding)
+            all_logits = Engine(vllm, prepared).last_logits_for_masks([m for _, _, m in conditions])
+        else:  # the former path: one full forward per condition
+            all_logits = [_full_forward_logits(vllm, prepared, m) for _, _, m in conditions]
+        for (name, seed, _), logits in zip(conditions, all_logits):
             dist = answer_distribution(logits, prepared.letter_ids, spans.true_option)
             rows.append({"sample": sample.id, "task": sample.task, "condition": name, "seed": seed,
                          "correct": bool(dist.correct), "p_answer": dist.p(sample.answer)})
@@ -230,7 +246,7 @@ def effective_pathways(vllm, samples, windows: PathwayWindows | str, random_seed
 
 def pathway_summary(vllm, samples, windows: PathwayWindows | str, random_seeds: Sequence[int] = (0,),
                     random_controls: Sequence[str] = (PAPER_RANDOM_CONTROL,), random_fraction: float | None = None,
-                    progress: bool = False) -> dict:
+                    progress: bool = False, use_engine: bool = True) -> dict:
     """Finding 4 in one dict: exact fraction of edges kept and accuracy full / pathways / random.
 
     ``random`` is the paper's control; ``random_layer_matched`` appears when asked for in
@@ -238,7 +254,7 @@ def pathway_summary(vllm, samples, windows: PathwayWindows | str, random_seeds: 
     """
     table, counts = effective_pathways(vllm, samples, windows, random_seeds=random_seeds,
                                        random_controls=random_controls, random_fraction=random_fraction,
-                                       progress=progress)
+                                       progress=progress, use_engine=use_engine)
     windows, _, _ = _resolve_pathways(vllm, windows, random_fraction)
     accuracy = table.groupby("condition")["correct"].mean()
     plain = {k: list(v) if isinstance(v, tuple) else v for k, v in windows.to_dict().items()}

@@ -9,6 +9,36 @@ tokens), F3 (where p(true option) passes 0.5) and F4 (effective pathways vs the 
 random control, and flowkit's layer-matched one). Token groups, the random control and
 accuracy after knockout follow the paper's definitions (``definitions_version`` in the
 report). Goals are reported beside the paper's LLaVA-NeXT-7B numbers, never forced.
+
+Plan of the whole run (2 CPU cores, shipped model: 30 layers, 83 tokens per prompt; one
+full forward F ≈ 0.22 s; 6 tasks x 60 questions):
+
+=====================  ==========================  ================================  =====================
+part                   work                        shared                            batched
+=====================  ==========================  ================================  =====================
+accuracy (+ control)   1 forward per question,      —                                 —
+                       per model (2 x 360 F)
+sweeps (F1-F3)         5 families x 30 windows on   one clean run per question        specs sharing a first
+                       <= 6 correct per task        (:class:`~flowkit.engine.Engine`) cut row, up to
+                                                    feeds every window; layers        ``row_budget`` rows
+                                                    before the window and positions   per replay
+                                                    before the first cut query are
+                                                    never recomputed
+control cross-frame    30 windows, same samples     as above                          as above
+lens, emergence        1 forward per question       —                                 —
+                       (a handful)
+pathways (F4)          1 + 1 + seeds masks per      one clean run per question is     pathway + every random
+                       question (360 questions)     ``full``; masks replay from the   seed in one replay
+                                                    first video token (the prefix's   (``last_logits_for_masks``)
+                                                    keys/values are reused)
+=====================  ==========================  ================================  =====================
+
+The pathway masks cut ``video->last`` from layer 0, so per question the replay still covers
+every layer from the first video token on; the saving is one clean run instead of
+``2 + seeds`` full forwards, and one batched replay in which the 4-bit weights are
+dequantized once for all masks. ``run_fidelity(..., use_engine=False)`` keeps the former
+path (one full forward per knockout); ``python bench/run.py`` times both on a subset and
+checks that they give the same numbers.
 """
 
 from __future__ import annotations
@@ -81,12 +111,14 @@ def _atomic_write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
 def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowkit-smol-video-control",
                  quant: str = "nf4", per_task: int | None = None, sweep_per_task: int = 6,
                  centers_step: int = 1, random_seeds=(0, 1, 2, 3, 4), out: str | os.PathLike | None = DEFAULT_OUT,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, use_engine: bool = True) -> dict:
     """Measure the four findings on ``model`` (and ``control``) and write the JSON report.
 
     Beside the JSON (``out``) go the tidy per-sample tables (:data:`TABLES`, as
     ``<name>.csv.gz``) that the chapters chart; every row can be recomputed from its
     sample id and (for sweeps) its ``spec`` column, see :mod:`flowkit.results`.
+    ``use_engine=False`` runs the former path (one full forward per knockout; same numbers to
+    float rounding, several times slower), kept for comparison (``python bench/run.py``).
     """
     from flowkit.data import default_bench_root, load_bench
     from flowkit.models import load_videollm
@@ -109,7 +141,8 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
     sweep_samples = [s for t in tasks for s in [x for x in bench if x.task == t and x.id in correct][:sweep_per_task]]
     report["sweep_samples"] = [s.id for s in sweep_samples]
     centers = list(range(0, vllm.num_layers, centers_step))
-    flows = tables["sweeps"] = experiments.flow_sweep(vllm, sweep_samples, families=PAPER_EDGE_FAMILIES, centers=centers, progress=progress)
+    flows = tables["sweeps"] = experiments.flow_sweep(vllm, sweep_samples, families=PAPER_EDGE_FAMILIES, centers=centers, progress=progress,
+                                                        use_engine=use_engine)
     summary = experiments.summarize(flows)
     overall = summary.groupby(["family", "center"])["pct_change"].mean()
     L = vllm.num_layers
@@ -133,7 +166,7 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
         csamples = [s for t in tasks for s in [x for x in bench if x.task == t and x.id in ccorrect][:sweep_per_task]]
         if csamples:
             tables["control_cross_frame"] = experiments.cross_frame_sweep(cvllm, csamples, centers=centers,
-                                                                          progress=progress)
+                                                                          progress=progress, use_engine=use_engine)
             ccurve = experiments.summarize(tables["control_cross_frame"])
             ccross = ccurve.groupby("center")["pct_change"].mean()
             f1["control_curve"] = {int(c): float(v) for c, v in ccross.items()}
@@ -164,7 +197,8 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
     # from the first video token on); flowkit's layer-matched control is not part of the report
     # (experiments.effective_pathways(..., random_controls=("layer_matched",)) computes it)
     pathways, counts = experiments.effective_pathways(vllm, bench, windows, random_seeds=random_seeds,
-                                                      random_controls=(PAPER_RANDOM_CONTROL,), progress=progress)
+                                                      random_controls=(PAPER_RANDOM_CONTROL,), progress=progress,
+                                                      use_engine=use_engine)
     tables["pathways"] = pathways
     by_condition = pathways.groupby("condition")["correct"].mean().to_dict()
     report["F4"] = {"windows": windows.to_dict(), "edges": counts, "accuracy": by_condition,

@@ -235,14 +235,21 @@ class AnswerExplorer:
     """Answer distributions under knockout specs for one prompt, fast enough to click.
 
     The first call runs the clean forward once (an :class:`~flowkit.engine.Engine`);
-    every spec after that replays only what it can change. Answers are memoised by spec
-    (the ``maxsize`` most recent).
+    every spec after that replays only what it can change: from the first cut layer on,
+    or — when the spec equals a recent one in its first layers, as a click that adds or
+    removes one cell does — from the first layer where the two differ, starting from the
+    residual stream that replay computed (:meth:`~flowkit.engine.Engine.last_logits_resuming`).
+    Answers are memoised by spec (the ``maxsize`` most recent); the ``traces`` most recent
+    replays are kept for resuming (each holds the stream of the layers it replayed).
     """
 
-    def __init__(self, vllm, prepared, engine=None, maxsize: int = 256):
-        self.vllm, self.prepared, self.maxsize = vllm, prepared, maxsize
+    def __init__(self, vllm, prepared, engine=None, maxsize: int = 256, traces: int = 6):
+        self.vllm, self.prepared, self.maxsize, self.max_traces = vllm, prepared, maxsize, traces
         self._engine = engine
         self._memo: OrderedDict[str, AnswerDistribution] = OrderedDict()
+        self._traces: list = []
+        #: how many answers resumed from an earlier replay instead of the clean run
+        self.resumed = 0
 
     @property
     def engine(self):
@@ -260,11 +267,20 @@ class AnswerExplorer:
 
     def answer(self, spec: KnockoutSpec) -> AnswerDistribution:
         """The answer under ``spec`` (memoised)."""
+        from flowkit.knockout import block_masks
+        from flowkit.readout import answer_distribution
+
         key = spec.to_json()
         if key in self._memo:
             self._memo.move_to_end(key)
             return self._memo[key]
-        dist = self.engine.answer(spec)
+        engine = self.engine
+        masks = block_masks(spec, self.prepared.spans, engine.num_layers)
+        logits, trace = engine.last_logits_resuming(masks, self._traces)
+        if trace is not None:
+            self.resumed += trace.resumed and trace not in self._traces
+            self._traces = [t for t in self._traces if t is not trace][-(self.max_traces - 1):] + [trace]
+        dist = answer_distribution(logits, self.prepared.letter_ids, self.prepared.spans.true_option)
         self._memo[key] = dist
         if len(self._memo) > self.maxsize:
             self._memo.popitem(last=False)

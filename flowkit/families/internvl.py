@@ -14,6 +14,8 @@ from flowkit.spans import Span
 
 
 class InternVLAdapter(PlaceholderVideoAdapter):
+    #: Qwen2 decoder, 1-D rotary positions, full attention: replayable
+    supports_engine_replay = True
     model_types = ("internvl",)
     family = "InternVL"
     model_class_name = "InternVLForConditionalGeneration"

@@ -18,6 +18,8 @@ from flowkit.spans import Span
 
 
 class LlavaOnevisionAdapter(PlaceholderVideoAdapter):
+    #: Qwen2 decoder, 1-D rotary positions, full attention: replayable
+    supports_engine_replay = True
     model_types = ("llava_onevision",)
     family = "LLaVA-OneVision"
     model_class_name = "LlavaOnevisionForConditionalGeneration"

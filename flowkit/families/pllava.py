@@ -54,6 +54,8 @@ PAPER_CHAT_TEMPLATE = (
 class PllavaVideoAdapter(PlaceholderVideoAdapter):
     """A converted PLLaVA checkpoint: LLaVA-NeXT-Video layout, PLLaVA's video path, a fixed frame count."""
 
+    #: the paper's model class: LLaVA-NeXT-Video's Llama decoder, only the video path differs
+    supports_engine_replay = True
     family = "LLaVA-NeXT-Video-FT (PLLaVA)"
     vision_modules = ("model.vision_tower", "model.vision_resampler", "model.multi_modal_projector")
     #: the paper's prompt, used if the folder lost the chat template the converter wrote

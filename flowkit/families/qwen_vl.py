@@ -32,6 +32,9 @@ from flowkit.spans import Span
 
 
 class _QwenVLAdapter(PlaceholderVideoAdapter):
+    #: the replay reuses the clean run's multimodal rotary embeddings (3 position rows) sliced
+    #: at the replayed positions, and re-adds Qwen3-VL's deepstack features after the same layers
+    supports_engine_replay = True
     vision_modules = ("model.visual",)
     video_wrapper = ("<|vision_start|>", "<|vision_end|>")
     fallback_template = "<|im_start|>user\n{video}{body}<|im_end|>\n<|im_start|>assistant\n"

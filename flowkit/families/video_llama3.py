@@ -19,6 +19,8 @@ from flowkit.spans import Span
 
 
 class VideoLlama3Adapter(PlaceholderVideoAdapter):
+    #: Qwen2 decoder; the replay reuses the clean run's positions: replayable
+    supports_engine_replay = True
     model_types = ("video_llama_3",)
     family = "VideoLLaMA3"
     model_class_name = "VideoLlama3ForConditionalGeneration"
