@@ -7,6 +7,11 @@ version of the knockout definitions it was computed under
 (:data:`flowkit.knockout.DEFINITIONS_VERSION`); a record of another version is a miss
 (recomputed and overwritten, without a warning), so numbers computed under an older
 meaning of a token group are never reused.
+
+The folder may sit on a filesystem shared by several machines (NFS and the like): every
+write goes to a temporary file in the target folder and is renamed into place, which such
+filesystems do atomically. A distributed sweep (:mod:`flowkit.distributed`) writes from its
+driver only, one question's file at a time, as each question finishes.
 """
 
 from __future__ import annotations
@@ -67,21 +72,36 @@ class ResultCache:
     def get(self, fingerprint: str, sample_id: str, spec_json: str) -> dict | None:
         """The cached payload for this (model, sample, spec), or None if absent or corrupt."""
         path = self._path(fingerprint, sample_id)
-        record = self._load(path).get(spec_json)
+        return self._checked(self._load(path).get(spec_json), fingerprint, sample_id, spec_json, path)
+
+    def get_many(self, fingerprint: str, sample_id: str, spec_jsons) -> dict[str, dict | None]:
+        """``{spec_json: payload or None}`` for one sample, reading its file once (same checks as :meth:`get`)."""
+        path = self._path(fingerprint, sample_id)
+        data = self._load(path)
+        return {spec_json: self._checked(data.get(spec_json), fingerprint, sample_id, spec_json, path)
+                for spec_json in spec_jsons}
+
+    def _checked(self, record, fingerprint: str, sample_id: str, spec_json: str, path: Path) -> dict | None:
         if record is None:
             return None
         payload = record.get("payload") if isinstance(record, dict) else None
         if not isinstance(payload, dict) or record.get("checksum") != _checksum(payload) or \
                 payload.get("fingerprint") != fingerprint or payload.get("sample") != sample_id:
             warnings.warn(f"cache record for {sample_id} / {spec_json} in {path} failed its check; "
-                          "it will be recomputed", CorruptCacheWarning, stacklevel=2)
+                          "it will be recomputed", CorruptCacheWarning, stacklevel=3)
             return None
         if payload.get(DEFINITIONS_KEY) != DEFINITIONS_VERSION:
             return None  # computed under other knockout definitions: recompute, never reuse
         return payload
 
     def put_many(self, fingerprint: str, sample_id: str, results: dict[str, dict]) -> None:
-        """Store payloads ``{spec_json: payload}`` for one sample (one atomic file write)."""
+        """Store payloads ``{spec_json: payload}`` for one sample (one atomic file write).
+
+        The file is written to a temporary name in the same folder and renamed over the old
+        one, so a reader (or a sweep restarted after a crash) sees either the old file or the
+        new one, never half of one. One writer per file at a time: a sweep writes each
+        question's file from its driver only.
+        """
         path = self._path(fingerprint, sample_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = self._load(path)
@@ -93,6 +113,8 @@ class ResultCache:
         try:
             with os.fdopen(fd, "w") as handle:
                 json.dump(data, handle, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())  # on disk (or the file server) before the rename makes it visible
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -4,14 +4,25 @@
         --question "Which way does the red square move?" --options left right up down \\
         --cut "video->question" --layers 5-14
 
-prints the answer distribution before and after the knockout. ``python -m flowkit bench``
+prints the answer distribution before and after the knockout.
+
+    python -m flowkit sweep --model PATH --tasks moving_direction scene_transition --per-task 10 \
+        --groups "video->question" "question->last" --centers 4-20 --cache results-cache \
+        --executor local-ray:2 --out table.csv.gz
+
+knocks out each edge group in each 9-layer window on each question (here or on a Ray
+cluster, see :mod:`flowkit.distributed`) and writes the tidy table. ``python -m flowkit bench``
 forwards to the data command line (``python -m flowkit.data``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 from flowkit.errors import FlowkitError
 
@@ -92,6 +103,106 @@ def run_fidelity_command(args) -> int:
     return 0
 
 
+def _sweep_parser(sub) -> None:
+    p = sub.add_parser("sweep", help="knockout sweep over bench questions, here or on a Ray cluster (writes a table)",
+                       description="Knock out each edge group in each layer window on each bench question and write "
+                                   "one row per (question, group, window). Results are cached by model content, "
+                                   "question and spec: a stopped sweep resumes, a finished one is not recomputed.")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"checkpoint folder, hub id, or shipped model name (default: {DEFAULT_MODEL}); on a Ray "
+                        "cluster every worker loads it, so a folder must exist at the same path on every node")
+    p.add_argument("--quant", default="nf4", choices=("nf4", "bf16", "fp32"))
+    p.add_argument("--device", default=None, help="'cuda' to run each worker on one GPU (default: CPU)")
+    p.add_argument("--bench", default=None, help="bench folder in the MVBench/TVBench layout (default: the shipped split)")
+    p.add_argument("--tasks", nargs="+", default=None, help="bench tasks (default: every task)")
+    p.add_argument("--per-task", type=int, default=None, metavar="N", help="the first N questions of each task")
+    p.add_argument("--frames", type=int, default=8, help="frames sampled per question (default 8)")
+    p.add_argument("--groups", nargs="+", default=None, metavar="EDGES",
+                   help="edge groups to cut, e.g. 'video->question' cross_frame (default: the paper's five)")
+    p.add_argument("--centers", default=None, help="window centres, e.g. '4-20' or '0,8,16' (default: every layer)")
+    p.add_argument("--size", type=int, default=9, help="window size in layers (default 9, the paper's)")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="result cache folder (may be on a shared filesystem); strongly advised for long sweeps")
+    p.add_argument("--executor", default="local",
+                   help="'local' (default), 'auto', 'local-ray:N', 'ray://HOST:PORT' or 'HOST:PORT'")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="Ray workers (default: one per GPU, or per CPU slot, the cluster offers)")
+    p.add_argument("--question-timeout", type=float, default=4 * 3600.0, metavar="SECONDS",
+                   help="on Ray, a question running longer counts as a lost worker and is retried (default 4 h)")
+    p.add_argument("--out", required=True, help="table to write: .csv or .csv.gz (written atomically)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+TABLE_SUFFIXES = (".csv", ".csv.gz")
+
+
+def _check_out_path(out: str) -> Path:
+    path = Path(out).expanduser()
+    if not path.name.endswith(TABLE_SUFFIXES):
+        raise FlowkitError(f"--out {out}: write the table as .csv or .csv.gz (e.g. --out table.csv.gz)")
+    if path.is_dir():
+        raise FlowkitError(f"--out {out} is a folder; give a file name such as {path / 'table.csv.gz'}")
+    if not path.parent.is_dir():
+        raise FlowkitError(f"--out {out}: the folder {path.parent} does not exist; create it first")
+    if not os.access(path.parent, os.W_OK):
+        raise FlowkitError(f"--out {out}: the folder {path.parent} is not writable")
+    return path
+
+
+def write_table_atomically(table, path: Path) -> None:
+    """Write a sweep table as CSV (gzip for ``.gz``, with a fixed timestamp) via a temporary file and a rename."""
+    compression = {"method": "gzip", "mtime": 0} if path.name.endswith(".gz") else None
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        table.to_csv(tmp, index=False, compression=compression)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sweep_samples(args) -> list:
+    from flowkit.data import default_bench_root, load_bench
+
+    root = Path(args.bench) if args.bench else default_bench_root()
+    if args.per_task is not None and args.per_task < 1:
+        raise FlowkitError(f"--per-task must be at least 1, got {args.per_task}")
+    bench = load_bench(root, task=args.tasks, num_frames=args.frames)
+    tasks = args.tasks or sorted({s.task for s in bench})
+    return [s for task in tasks for s in [x for x in bench if x.task == task][: args.per_task]]
+
+
+def run_sweep_command(args) -> int:
+    from flowkit.distributed import LocalExecutor, ModelSource, make_executor
+    from flowkit.knockout import PAPER_EDGE_FAMILIES, parse_layers
+    from flowkit.sweep import sweep
+
+    out = _check_out_path(args.out)
+    centers = list(parse_layers(args.centers).layers) if args.centers else None
+    executor = make_executor(args.executor, num_workers=args.num_workers, question_timeout_s=args.question_timeout)
+    started = time.perf_counter()
+    if not isinstance(executor, LocalExecutor):
+        executor.connect()  # a wrong address fails here, before the bench is decoded or a model loaded
+    try:
+        samples = _sweep_samples(args)
+        if not samples:
+            raise FlowkitError("no questions to sweep: check --tasks and --per-task")
+        source = ModelSource(args.model, quant=args.quant, device=args.device)
+        table = sweep(source, samples, families=args.groups or PAPER_EDGE_FAMILIES, centers=centers, size=args.size,
+                      cache=args.cache, progress=not args.no_progress, executor=executor)
+    finally:
+        if not isinstance(executor, LocalExecutor):
+            executor.close()
+    write_table_atomically(table, out)
+    info = table.attrs.get("sweep", {})
+    print(f"{len(table)} rows ({info.get('questions')} questions: {info.get('computed')} computed, "
+          f"{info.get('from_cache')} from the cache"
+          + (f"; {info['retried_questions']} retried after a lost worker" if info.get("retried_questions") else "")
+          + f") in {time.perf_counter() - started:.1f} s on {args.executor} -> {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "bench":
@@ -102,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _check_parser(sub)
     _fidelity_parser(sub)
+    _sweep_parser(sub)
     sub.add_parser("bench", help="generate or inspect the synthetic bench (see python -m flowkit bench --help)")
     args = parser.parse_args(argv)
     from flowkit.data import BenchError
@@ -111,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_check(args)
         if args.command == "fidelity":
             return run_fidelity_command(args)
+        if args.command == "sweep":
+            return run_sweep_command(args)
     except (FlowkitError, BenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

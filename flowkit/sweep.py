@@ -1,8 +1,15 @@
-"""Sweeps: many edge families x layer windows x samples, as one tidy DataFrame."""
+"""Sweeps: many edge families x layer windows x samples, as one tidy DataFrame.
+
+A sweep runs here (the default) or on a Ray cluster (``executor=``, see
+:mod:`flowkit.distributed`); either way the work unit is one whole question and the
+numbers are the same.
+"""
 
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import pandas as pd
@@ -11,6 +18,7 @@ from tqdm.auto import tqdm
 from flowkit.cache import ResultCache
 from flowkit.knockout import PAPER_EDGE_FAMILIES, KnockoutSpec, LayerWindow
 from flowkit.readout import percent_change
+from flowkit.spans import OPTION_LETTERS
 
 COLUMNS = ["sample", "task", "family", "center", "layers", "spec", "answer", "predicted_base", "p_base",
            "p_new", "pct_change", "predicted_after", "correct_base", "correct_after"]
@@ -24,7 +32,7 @@ def window_specs(families: Sequence[str], centers: Iterable[int], size: int = 9)
 
 def sweep(vllm, samples, families: Sequence[str] = PAPER_EDGE_FAMILIES, centers: Iterable[int] | None = None,
           size: int = 9, cache: ResultCache | str | os.PathLike | None = None, progress: bool = True,
-          use_engine: bool = True) -> pd.DataFrame:
+          use_engine: bool = True, executor="local", num_workers: int | None = None) -> pd.DataFrame:
     """Knock out each edge family in each layer window on each sample.
 
     Returns one row per (sample, family, window centre) with the probability of the
@@ -33,64 +41,128 @@ def sweep(vllm, samples, families: Sequence[str] = PAPER_EDGE_FAMILIES, centers:
     ``pct_change`` over rows with ``correct_base`` to follow the paper.
 
     Args:
-        vllm: a :class:`flowkit.VideoLLM`.
+        vllm: a :class:`flowkit.VideoLLM`, or a :class:`flowkit.distributed.ModelSource`
+            (what to load: a Ray sweep then never loads the model on the driver).
         samples: :class:`flowkit.data.Sample` objects (they must know their answer).
         families: edge groups to cut (default: the paper's five).
         centers: window centres (default: every layer).
         size: window size (the paper uses 9).
-        cache: a folder or :class:`ResultCache`; results found there are not recomputed.
+        cache: a folder or :class:`ResultCache`; results found there are not recomputed,
+            and each question's results are written there (atomically) as soon as it is done,
+            so a sweep stopped for any reason resumes where it stopped.
         use_engine: evaluate with :class:`flowkit.engine.Engine` (exact, faster) instead
             of one full forward per spec.
+        executor: where questions are evaluated: ``"local"`` (default: this process, no Ray)
+            or a Ray cluster — ``"auto"``, ``"ray://HOST:PORT"``, ``"HOST:PORT"`` or
+            ``"local-ray:N"`` (see :func:`flowkit.distributed.make_executor`). On Ray each
+            worker loads the model once and evaluates whole questions with the same engine,
+            batching and torch thread count as this process, so the table is the same.
+        num_workers: Ray workers to start (default: one per GPU, or per CPU slot for a CPU
+            model, that the cluster offers).
+
+    The returned table's ``attrs["sweep"]`` says how many questions were computed and how
+    many came from the cache (and, on Ray, the workers, retries and timings).
+    """
+    from flowkit.distributed import make_executor
+
+    runner = make_executor(executor, num_workers=num_workers)
+    samples = list(samples)
+    centers = None if centers is None else list(centers)
+    started = time.perf_counter()
+    with runner.session(vllm) as session:  # a Ray address that is wrong fails here, before any work
+        num_layers = session.num_layers
+        specs = window_specs(families, range(num_layers) if centers is None else centers, size)
+        for _, _, spec in specs:
+            spec.layers_touched(num_layers)  # fail fast on a bad window
+        if cache is not None and not isinstance(cache, ResultCache):
+            cache = ResultCache(cache)
+        fingerprint = session.fingerprint if cache is not None else None
+        jsons = [spec.to_json() for _, _, spec in specs]
+        clean_json = KnockoutSpec().to_json()
+        results: dict[int, dict[str, dict]] = {}
+        known: dict[int, dict[str, dict]] = {}
+        jobs: list[QuestionJob] = []
+        bar = tqdm(total=len(samples) * len(specs), desc="knockout sweep", unit="spec", disable=not progress)
+        try:
+            for index, sample in enumerate(samples):
+                found = cache.get_many(fingerprint, sample.id, jsons + [clean_json]) if cache else {}
+                missing = [i for i, j in enumerate(jsons) if found.get(j) is None]
+                found = {j: payload for j, payload in found.items() if payload is not None}
+                if missing or clean_json not in found:
+                    known[index] = found
+                    jobs.append(QuestionJob(index, sample, tuple(specs[i][2] for i in missing)))
+                else:
+                    results[index] = found
+                    bar.update(len(specs))
+
+            def finished(job: QuestionJob, fresh: dict[str, dict]) -> None:
+                if cache:
+                    cache.put_many(fingerprint, job.sample.id, fresh)  # as soon as the question is done
+                results[job.index] = {**known.pop(job.index), **fresh}
+                bar.update(len(specs))
+
+            stats = session.run(jobs, finished, use_engine=use_engine)
+        finally:
+            bar.close()
+    rows = [row for index, sample in enumerate(samples)
+            for row in question_rows(sample, specs, jsons, results[index], num_layers)]
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table.attrs["sweep"] = {"questions": len(samples), "computed": len(jobs), "from_cache": len(samples) - len(jobs),
+                            "seconds": time.perf_counter() - started, **stats}
+    return table
+
+
+@dataclass(frozen=True)
+class QuestionJob:
+    """One question to evaluate: its position in the sweep, the sample, and the specs not yet cached."""
+
+    index: int
+    sample: object
+    specs: tuple[KnockoutSpec, ...]
+
+
+def evaluate_question(vllm, sample, specs: Sequence[KnockoutSpec], use_engine: bool = True) -> dict[str, dict]:
+    """``{spec_json: answer payload}`` for the clean run and each spec on one question.
+
+    The one place a sweep computes: the local executor and every Ray worker call it, so
+    the two give the same numbers (same engine, same batching). The clean run is built once
+    and every spec is evaluated from it in batches.
     """
     from flowkit.engine import Engine
 
-    samples = list(samples)
-    centers = list(range(vllm.num_layers) if centers is None else centers)
-    specs = window_specs(families, centers, size)
-    for _, _, spec in specs:
-        spec.layers_touched(vllm.num_layers)  # fail fast on a bad window
-    if cache is not None and not isinstance(cache, ResultCache):
-        cache = ResultCache(cache)
+    prepared = vllm.prepare_sample(sample)
+    if use_engine:
+        engine = Engine(vllm, prepared)
+        clean = engine.clean_answer
+        computed = engine.answers(list(specs))
+    else:
+        clean = vllm.answer(prepared)
+        computed = [vllm.answer(prepared, spec) for spec in specs]
+    fresh = {KnockoutSpec().to_json(): clean.to_dict()}
+    for spec, dist in zip(specs, computed):
+        fresh[spec.to_json()] = dist.to_dict()
+    return fresh
+
+
+def question_rows(sample, specs, jsons: Sequence[str], results: dict[str, dict], num_layers: int) -> list[dict]:
+    """The table rows of one question from its payloads (clean run included)."""
+    clean = results[KnockoutSpec().to_json()]
+    base_pred = clean["predicted"]
+    true = OPTION_LETTERS.index(sample.answer)
     rows = []
-    bar = tqdm(total=len(samples) * len(specs), desc="knockout sweep", unit="spec", disable=not progress)
-    for sample in samples:
-        prepared = vllm.prepare_sample(sample)
-        jsons = [spec.to_json() for _, _, spec in specs]
-        found = {j: cache.get(vllm.fingerprint, sample.id, j) for j in jsons + [KnockoutSpec().to_json()]} if cache else {}
-        missing = [i for i, j in enumerate(jsons) if found.get(j) is None]
-        clean_json = KnockoutSpec().to_json()
-        fresh: dict[str, dict] = {}
-        if missing or found.get(clean_json) is None:
-            if use_engine:
-                engine = Engine(vllm, prepared)
-                clean = engine.clean_answer
-                computed = engine.answers([specs[i][2] for i in missing])
-            else:
-                clean = vllm.answer(prepared)
-                computed = [vllm.answer(prepared, specs[i][2]) for i in missing]
-            fresh[clean_json] = clean.to_dict()
-            for i, dist in zip(missing, computed):
-                fresh[jsons[i]] = dist.to_dict()
-            if cache:
-                cache.put_many(vllm.fingerprint, sample.id, fresh)
-        results = {**{k: v for k, v in found.items() if v is not None}, **fresh}
-        clean = results[clean_json]
-        base_pred = clean["predicted"]
-        true = prepared.spans.true_option
-        for (family, center, spec), j in zip(specs, jsons):
-            new = results[j]
-            p_base, p_new = clean["probs"][base_pred], new["probs"][base_pred]
-            rows.append({
-                "sample": sample.id, "task": sample.task, "family": family, "center": center,
-                "layers": f"{min(spec.layers_touched(vllm.num_layers))}-{max(spec.layers_touched(vllm.num_layers))}",
-                "spec": j, "answer": sample.answer, "predicted_base": "ABCDEFGH"[base_pred],
-                "p_base": p_base, "p_new": p_new, "pct_change": percent_change(p_base, p_new),
-                "predicted_after": "ABCDEFGH"[new["predicted"]],
-                "correct_base": base_pred == true, "correct_after": new["predicted"] == true,
-            })
-        bar.update(len(specs))
-    bar.close()
-    return pd.DataFrame(rows, columns=COLUMNS)
+    for (family, center, spec), j in zip(specs, jsons):
+        new = results[j]
+        touched = spec.layers_touched(num_layers)
+        p_base, p_new = clean["probs"][base_pred], new["probs"][base_pred]
+        rows.append({
+            "sample": sample.id, "task": sample.task, "family": family, "center": center,
+            "layers": f"{min(touched)}-{max(touched)}",
+            "spec": j, "answer": sample.answer, "predicted_base": "ABCDEFGH"[base_pred],
+            "p_base": p_base, "p_new": p_new, "pct_change": percent_change(p_base, p_new),
+            "predicted_after": "ABCDEFGH"[new["predicted"]],
+            "correct_base": base_pred == true, "correct_after": new["predicted"] == true,
+        })
+    return rows
 
 
 def summarize(df: pd.DataFrame, only_correct: bool = True) -> pd.DataFrame:
@@ -117,4 +189,4 @@ def summarize(df: pd.DataFrame, only_correct: bool = True) -> pd.DataFrame:
     return out
 
 
-__all__ = ["COLUMNS", "summarize", "sweep", "window_specs"]
+__all__ = ["COLUMNS", "QuestionJob", "evaluate_question", "question_rows", "summarize", "sweep", "window_specs"]
