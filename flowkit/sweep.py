@@ -170,17 +170,20 @@ def summarize(df: pd.DataFrame, only_correct: bool = True) -> pd.DataFrame:
 
     Columns: ``pct_change`` (mean over the rows averaged), ``n`` (those rows), and, over
     *every* question of the group: ``questions``, ``accuracy_before`` and ``accuracy_after``
-    (the paper's accuracy after knockout: questions answered correctly after the knockout
-    / all questions, as ``acc`` in its ``analysis/information_flow_analysis.py``), and
+    (the paper's accuracy after knockout: questions answered correctly both before and after
+    the knockout / all questions — ``acc`` in its ``analysis/information_flow_analysis.py``,
+    which by default (``--sample_mode correct``) knocks out only correctly answered questions
+    and divides by every question), and
     ``still_correct_share`` (flowkit's former ``accuracy_after``: the share of the correctly
     answered questions that stay correct; NaN where none was correct).
     """
     keys = ["task", "family", "center"]
     averaged = df[df["correct_base"]] if only_correct else df
     out = averaged.groupby(keys, as_index=False).agg(pct_change=("pct_change", "mean"), n=("pct_change", "size"))
-    accuracy = df.groupby(keys, as_index=False).agg(questions=("correct_after", "size"),
-                                                    accuracy_before=("correct_base", "mean"),
-                                                    accuracy_after=("correct_after", "mean"))
+    kept_correct = df.assign(correct_before_and_after=df["correct_base"] & df["correct_after"])
+    accuracy = kept_correct.groupby(keys, as_index=False).agg(questions=("correct_after", "size"),
+                                                              accuracy_before=("correct_base", "mean"),
+                                                              accuracy_after=("correct_before_and_after", "mean"))
     still = (df[df["correct_base"]].groupby(keys, as_index=False)
              .agg(still_correct_share=("correct_after", "mean")))
     out = out.merge(accuracy, on=keys, how="left").merge(still, on=keys, how="left")

@@ -111,8 +111,10 @@ def test_summarize_accuracy_after_is_the_papers():
     row = experiments.summarize(df).iloc[0]
     assert row["pct_change"] == pytest.approx(-20.0) and row["n"] == 2  # averaged over correct questions
     assert row["questions"] == 4 and row["accuracy_before"] == pytest.approx(0.5)
-    assert row["accuracy_after"] == pytest.approx(0.5)  # the paper's: correct after the knockout / all questions
+    # the paper's (its default --sample_mode correct): correct before and after / all questions; question 2,
+    # wrong before and right after, does not count
+    assert row["accuracy_after"] == pytest.approx(0.25)
     assert row["still_correct_share"] == pytest.approx(0.5)  # of the 2 correct questions, 1 stays correct
-    df.loc[2, "correct_after"] = False
+    df.loc[1, "correct_after"] = True
     row = experiments.summarize(df).iloc[0]
-    assert row["accuracy_after"] == pytest.approx(0.25) and row["still_correct_share"] == pytest.approx(0.5)
+    assert row["accuracy_after"] == pytest.approx(0.5) and row["still_correct_share"] == pytest.approx(1.0)
