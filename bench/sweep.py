@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Timer, setup_torch, smol_video_model  # noqa: E402
+from common import Timer, max_prob_diff, setup_torch, smol_video_model  # noqa: E402
 
 from flowkit.data import TASKS, generate  # noqa: E402
 from flowkit.engine import Engine  # noqa: E402
@@ -96,8 +96,7 @@ def measure_sweep(vllm, prepared, specs) -> dict:
             bound_units += vllm.num_layers * p.seq_len  # the one clean forward
             bound_units += sum(engine.plan(spec).layer_positions for spec in specs)
             fast.append(engine.last_logits(specs))
-    max_dp = max(float((torch.softmax(a, -1) - torch.softmax(b, -1)).abs().max())
-                 for row_a, row_b in zip(naive, fast) for a, b in zip(row_a, row_b))
+    max_dp = max_prob_diff(naive, fast)
     agree = sum(int(a.argmax() == b.argmax()) for row_a, row_b in zip(naive, fast) for a, b in zip(row_a, row_b))
 
     # the widget's click: one spec on one sample, with and without the sample's clean run cached
@@ -129,8 +128,7 @@ def fast_path(args, prepared, specs, portable_logits, portable_seconds) -> None:
     vllm, _ = smol_video_model("nf4", nf4_cpu_kernel="avx512_bf16")
     with Timer() as t_fast:
         fast = [Engine(vllm, p).last_logits(specs) for p in prepared]
-    max_dp = max(float((torch.softmax(a, -1) - torch.softmax(b, -1)).abs().max())
-                 for row_a, row_b in zip(portable_logits, fast) for a, b in zip(row_a, row_b))
+    max_dp = max_prob_diff(portable_logits, fast)
     print(f"AVX512-BF16 fast path ({vllm.numeric_path}): engine {t_fast.seconds:.1f} s = "
           f"{portable_seconds / t_fast.seconds:.2f}x the default path's speed; max |Δp| vs default {max_dp:.2e}")
 

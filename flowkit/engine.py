@@ -240,10 +240,7 @@ class Engine:
 
     @torch.inference_mode()
     def _full_forward(self, masks: dict[int, torch.Tensor]) -> torch.Tensor:
-        if not masks:
-            return self.clean_logits
-        with apply_block_masks(self.lm, masks):
-            return self.vllm.model(**self.prepared.inputs, logits_to_keep=1).logits[0, -1].float()
+        return self.vllm.last_logits(self.prepared, masks=masks) if masks else self.clean_logits
 
     def _evaluate(self, masks: list[dict[int, torch.Tensor]], progress: bool = False) -> list[torch.Tensor]:
         """Replay every mask set, batching those that share a first cut row (see :meth:`plan`)."""

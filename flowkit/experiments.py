@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from flowkit.engine import Engine
 from flowkit.errors import FlowkitError
-from flowkit.knockout import PAPER_EDGE_FAMILIES, apply_block_masks, block_masks, count_edges
+from flowkit.knockout import PAPER_EDGE_FAMILIES, block_masks, count_edges
 from flowkit.lens import embedding_lens, logit_lens, residual_stream
 from flowkit.pathways import (LAYER_MATCHED_RANDOM_CONTROL, PAPER_RANDOM_CONTROL, RANDOM_CONTROLS, PathwayWindows,
                                paper_pathway_preset, pathway_spec, random_control_masks)
@@ -166,14 +166,6 @@ def _resolve_pathways(vllm, windows: PathwayWindows | str, random_fraction: floa
 
 
 @torch.inference_mode()
-def _full_forward_logits(vllm, prepared, masks) -> torch.Tensor:
-    """Last-position logits of one full forward under raw block masks (None: the clean run)."""
-    if masks is None:
-        return vllm.last_logits(prepared)
-    with apply_block_masks(vllm.language_model, masks):
-        return vllm.model(**prepared.inputs, logits_to_keep=1).logits[0, -1].float()
-
-
 @torch.inference_mode()
 def effective_pathways(vllm, samples, windows: PathwayWindows | str, random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
                        random_controls: Sequence[str] = (PAPER_RANDOM_CONTROL,), random_fraction: float | None = None,
@@ -208,20 +200,20 @@ def effective_pathways(vllm, samples, windows: PathwayWindows | str, random_seed
     samples = list(samples)
     num_layers = vllm.num_layers
     spec = pathway_spec(windows, num_layers)
-    kept_fractions: dict[str, float] = {}
+    edge_counts: dict[str, dict] = {}  # per question; prompts are prepared again below, not kept in memory
     if PAPER_RANDOM_CONTROL in random_controls and random_fraction is None:
         for sample in tqdm(samples, desc="pathway edge counts", disable=not progress):
-            spans = vllm.prepare_sample(sample).spans
-            kept_fractions[sample.id] = count_edges(spec, spans, num_layers)["kept_fraction"]
-        random_fraction = 1.0 - float(np.mean(list(kept_fractions.values())))
-        source = f"this model's pathway mask, mean over {len(kept_fractions)} questions"
+            edge_counts[sample.id] = count_edges(spec, vllm.prepare_sample(sample).spans, num_layers)
+        random_fraction = 1.0 - float(np.mean([c["kept_fraction"] for c in edge_counts.values()]))
+        source = f"this model's pathway mask, mean over {len(edge_counts)} questions"
     rows, counts = [], None
     for sample in tqdm(samples, desc="effective pathways", disable=not progress):
         prepared = vllm.prepare_sample(sample)
         spans = prepared.spans
         masks = block_masks(spec, spans, num_layers)
-        sample_counts = count_edges(spec, spans, num_layers)
-        kept_fractions[sample.id] = sample_counts["kept_fraction"]
+        if sample.id not in edge_counts:
+            edge_counts[sample.id] = count_edges(spec, spans, num_layers)
+        sample_counts = edge_counts[sample.id]
         if counts is None:
             counts = dict(sample_counts)
         conditions = [("full", None, None), ("pathways", None, masks)]
@@ -232,14 +224,14 @@ def effective_pathways(vllm, samples, windows: PathwayWindows | str, random_seed
         if use_engine:  # one clean run, every mask replayed in batches (exact to float rounding)
             all_logits = Engine(vllm, prepared).last_logits_for_masks([m for _, _, m in conditions])
         else:  # the former path: one full forward per condition
-            all_logits = [_full_forward_logits(vllm, prepared, m) for _, _, m in conditions]
+            all_logits = [vllm.last_logits(prepared, masks=m) for _, _, m in conditions]
         for (name, seed, _), logits in zip(conditions, all_logits):
             dist = answer_distribution(logits, prepared.letter_ids, spans.true_option)
             rows.append({"sample": sample.id, "task": sample.task, "condition": name, "seed": seed,
                          "correct": bool(dist.correct), "p_answer": dist.p(sample.answer)})
     if counts is None:
         raise FlowkitError("effective_pathways needs at least one question.")
-    counts.update(mean_kept_fraction=float(np.mean(list(kept_fractions.values()))),
+    counts.update(mean_kept_fraction=float(np.mean([c["kept_fraction"] for c in edge_counts.values()])),
                   random_fraction=random_fraction, random_fraction_source=source)
     return pd.DataFrame(rows), counts
 

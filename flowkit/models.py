@@ -23,7 +23,8 @@ import torch
 from flowkit.errors import ModelLoadError, QuestionError
 from flowkit.families import FamilyAdapter, Prepared, adapter_for_config
 from flowkit.fingerprint import checkpoint_folder, model_fingerprint
-from flowkit.knockout import KnockoutSpec, knockout, language_model_of
+from flowkit.errors import KnockoutError
+from flowkit.knockout import KnockoutSpec, apply_block_masks, knockout, language_model_of
 from flowkit.nf4_cpu import NF4_CPU_KERNELS, import_bitsandbytes, numeric_path, set_cpu_kernel
 
 QUANTS = ("nf4", "bf16", "fp32")
@@ -96,10 +97,20 @@ class VideoLLM:
         return self.prepare(sample.frames, sample.question, sample.candidates, answer=sample.answer)
 
     @torch.inference_mode()
-    def last_logits(self, prepared: Prepared, spec: KnockoutSpec | None = None) -> torch.Tensor:
-        """Next-token logits at the last position (float32, shape ``(vocab,)``), optionally under a knockout."""
+    def last_logits(self, prepared: Prepared, spec: KnockoutSpec | None = None, *,
+                    masks: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """Next-token logits at the last position (float32, shape ``(vocab,)``), optionally under a knockout.
+
+        The knockout is a ``spec``, or ready-made per-layer block ``masks`` (``{layer: (N, N)
+        bool}``, e.g. a pathway mask or a random control); one full forward either way.
+        """
         inputs = {k: v for k, v in prepared.inputs.items()}
-        if spec is None or not spec.cuts:
+        if spec is not None and masks is not None:
+            raise KnockoutError("pass a spec or block masks, not both")
+        if masks:
+            with apply_block_masks(self.language_model, masks):
+                out = self.model(**inputs, logits_to_keep=1)
+        elif spec is None or not spec.cuts:
             out = self.model(**inputs, logits_to_keep=1)
         else:
             with knockout(self, spec, prepared.spans):
