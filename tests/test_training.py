@@ -170,3 +170,44 @@ def test_unknown_task_names_fail_before_anything_is_written(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "unknown frame task(s) ['colur']" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("supervision", ["letters", "dense"])
+def test_worker_processes_build_the_same_batches_and_train_the_same_weights(toy_checkpoint, tmp_path, supervision):
+    from flowkit.training.trainer import build, iter_batches, load_trainable_state, step_batch
+
+    cfg = config(toy_checkpoint, stage="video", steps=3, frame_batch_every=2, supervision=supervision)
+    _, processor = build(cfg)
+    pooled = config(toy_checkpoint, stage="video", steps=3, frame_batch_every=2, supervision=supervision, workers=2)
+    for step, batch in zip(range(1, 3), iter_batches(pooled, processor, 1, 3)):
+        expected = step_batch(cfg, processor, step)
+        assert batch.keys() == expected.keys()
+        for key, value in expected.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(batch[key], value), key
+            else:
+                assert batch[key] == value, key
+    train(cfg, tmp_path / "inline", progress=False)
+    train(pooled, tmp_path / "pooled", progress=False)
+    inline, workers = load_trainable_state(tmp_path / "inline"), load_trainable_state(tmp_path / "pooled")
+    assert inline.keys() == workers.keys()
+    assert all(torch.equal(inline[k], workers[k]) for k in inline)
+
+
+def test_a_minutes_budget_fits_the_schedule_and_is_logged(toy_checkpoint, tmp_path):
+    cfg = config(toy_checkpoint, stage="video", steps=10_000, warmup=5, eval_every=1000, log_every=1000,
+                 minutes=0.05)
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert set(result) == {"scene_transition", "frame_colour"}  # the stopping point is evaluated
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    fitted = [r for r in log if r.get("event") == "schedule fitted to --minutes"]
+    assert len(fitted) == 1 and 5 < fitted[0]["steps"] < 10_000
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == fitted[0]["steps"]
+    assert log[-1]["step"] <= fitted[0]["steps"] and "eval" in log[-1]
+
+
+def test_training_config_rejects_bad_devices_workers_and_budgets(toy_checkpoint):
+    for bad, match in (({"device": "tpu"}, "unknown device"), ({"workers": -1}, "workers"),
+                       ({"minutes": 0}, "minutes")):
+        with pytest.raises(ValueError, match=match):
+            config(toy_checkpoint, **bad)

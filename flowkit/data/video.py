@@ -27,9 +27,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
 
 from flowkit.data.sample import BenchError, ShortClipWarning
 
@@ -69,11 +67,23 @@ def check_num_frames(num_frames) -> None:
                          f"got {num_frames!r}")
 
 
+def _pyav():
+    """PyAV, imported when a video is read or written (training and analysis need no video files)."""
+    try:
+        import av
+        import av.video.reformatter  # noqa: F401
+    except ImportError as error:
+        raise BenchError("reading or writing video files needs PyAV: pip install av==18.1.0 "
+                         "(the kit's setup script installs it)") from error
+    return av
+
+
 def encoder_build() -> dict[str, str]:
     """The PyAV and libavcodec versions that :func:`write_video` encodes with.
 
     Byte-identical output is only expected between identical builds.
     """
+    av = _pyav()
     return {"pyav": av.__version__, "libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
             "options": ", ".join(f"{key}={value}" for key, value in _ENCODER_OPTIONS.items())}
 
@@ -124,6 +134,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = VIDEO_FPS) -> N
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
         raise BenchError(f"{path}: yuv420p needs even frame sizes, got {width}x{height}")
+    av = _pyav()
     with av.open(str(path), mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream(VIDEO_CODEC, rate=fps, options=_ENCODER_OPTIONS)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -210,13 +221,14 @@ def _decoded_frames(
     otherwise the RGB array of the frame (only for frame numbers in ``only``).
     FFmpeg errors become :class:`BenchError` naming the file.
     """
+    av = _pyav()
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise BenchError(f"{path}: the file has no video stream; replace it with a video clip")
             stream = container.streams.video[0]
             rate = float(stream.average_rate or VIDEO_FPS)
-            reformatter = VideoReformatter()  # reusing it keeps one scaler context for the whole clip
+            reformatter = av.video.reformatter.VideoReformatter()  # reusing it keeps one scaler context for the whole clip
             interpolation = None if size is None else "AREA"
             for number, frame in enumerate(container.decode(stream)):
                 if not convert:

@@ -45,6 +45,11 @@ def main(argv=None) -> int:
                         help="evaluate bench tasks on clips generated with this seed instead of the shipped split")
     parser.add_argument("--eval-frame-per-task", type=int, default=None,
                         help="single-frame evaluation questions per task (default: --eval-per-task)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda on a machine with an NVIDIA GPU")
+    parser.add_argument("--workers", type=int, default=0, help="processes that build batches ahead of the model")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="wall-clock budget: --steps becomes an upper bound and the schedule is fitted to "
+                             "the budget after the first steps (the fitted length is logged and kept in config.json)")
     args = parser.parse_args(argv)
     try:
         config = TrainConfig(stage=args.stage, steps=args.steps, batch_size=args.batch_size, lr_vision=args.lr_vision,
@@ -54,7 +59,8 @@ def main(argv=None) -> int:
                              positions=args.positions, supervision=args.supervision,
                              questions_per_clip=args.questions_per_clip, captions=not args.no_captions,
                              caption_weight=args.caption_weight, eval_seed=args.eval_seed,
-                             eval_frame_per_task=args.eval_frame_per_task,
+                             eval_frame_per_task=args.eval_frame_per_task, device=args.device,
+                             workers=args.workers, minutes=args.minutes,
                              **({"video_tasks": tuple(args.tasks)} if args.tasks else {}),
                              **({"frame_tasks": tuple(args.frame_tasks)} if args.frame_tasks else {}))
     except ValueError as error:

@@ -46,7 +46,7 @@ ARMS = {"A": "letters", "B": "dense"}
 #: settings both arms share; these and arm B's (questions per clip, captions, caption weight) are
 #: pinned in ROOT/ab.json
 SHARED = ("init_from", "steps", "batch_size", "seed", "lr_vision", "lr_lora", "lora_rank", "tasks", "frame_tasks",
-          "frame_batch_every", "eval_every", "eval_per_task", "eval_frame_per_task", "eval_seed", "base")
+          "frame_batch_every", "eval_every", "eval_per_task", "eval_frame_per_task", "eval_seed", "base", "minutes")
 ARM_B = ("questions_per_clip", "captions", "caption_weight")
 MIN_EVAL_PER_TASK = 64
 
@@ -64,7 +64,8 @@ def arm_config(settings: dict, arm: str) -> TrainConfig:
         eval_seed=settings["eval_seed"], init_from=settings["init_from"], base=settings["base"],
         log_every=math.gcd(10, settings["eval_every"]), supervision=ARMS[arm],
         questions_per_clip=settings["questions_per_clip"], captions=settings["captions"],
-        caption_weight=settings["caption_weight"], notes={"ab_arm": arm},
+        caption_weight=settings["caption_weight"], notes={"ab_arm": arm}, minutes=settings.get("minutes"),
+        device=settings.get("device", "cpu"), workers=settings.get("workers", 0),
     )
 
 
@@ -95,6 +96,7 @@ def evaluate_init(root: Path, config: TrainConfig) -> dict:
         return json.loads(path.read_text())
     started = time.time()
     trainable, processor = build(config)
+    trainable.to(config.device)
     result = {"step": 0, "clips": 0, "frames": 0, "train_seconds": 0.0,
               "eval": evaluate(trainable, processor, evaluation_sets(config))}
     result["eval_seconds"] = round(time.time() - started, 2)
@@ -197,6 +199,11 @@ def main(argv=None) -> int:
     parser.add_argument("--caption-weight", type=float, default=1.0, help="arm B: weight of non-letter tokens")
     parser.add_argument("--base", default=None, help="base checkpoint folder (default: the SmolLM2 assembly)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of this process")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda on a machine with an NVIDIA GPU")
+    parser.add_argument("--workers", type=int, default=0, help="processes that build batches ahead of the model")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="wall-clock budget per arm: --steps becomes an upper bound, the schedule is fitted "
+                             "to the budget after the first steps (the fitted length is logged)")
     parser.add_argument("--no-eval-init", action="store_true",
                         help="do not evaluate the starting weights (step 0 of the curves)")
     args = parser.parse_args(argv)
@@ -213,11 +220,12 @@ def main(argv=None) -> int:
     if args.init_from and not Path(args.init_from).exists():
         parser.error(f"--init-from {args.init_from} does not exist")
     settings = {k: getattr(args, k) for k in SHARED}
+    run_settings = {"device": args.device, "workers": args.workers}  # where it runs, not what it learns
     settings.update(questions_per_clip=args.questions_per_clip, captions=not args.no_captions,
                     caption_weight=args.caption_weight)
     arms = ["A", "B"] if args.arm == "both" else [args.arm]
     try:
-        configs = {arm: arm_config(settings, arm) for arm in arms}
+        configs = {arm: arm_config({**settings, **run_settings}, arm) for arm in arms}
         settings = pin_settings(root, settings)
     except ValueError as error:
         parser.error(str(error))

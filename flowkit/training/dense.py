@@ -290,8 +290,9 @@ def dense_loss(trainable, batch: dict, caption_weight: float = 1.0) -> tuple[tor
     parts = {name: float(per_token[token_kinds == kind].mean().detach())
              for kind, name in KIND_NAMES.items() if bool((token_kinds == kind).any())}
     # the bench question's letter: the first supervised letter of each row
-    rows = torch.arange(len(batch["letters"]))
-    first_letter = torch.tensor([letters_[0][0] for letters_ in batch["letters"]])
+    device = batch["input_ids"].device
+    rows = torch.arange(len(batch["letters"]), device=device)
+    first_letter = torch.tensor([letters_[0][0] for letters_ in batch["letters"]], device=device)
     with torch.no_grad():
         primary = nn.functional.cross_entropy(
             trainable.model.lm_head(out.last_hidden_state[rows, first_letter - 1]).float(),

@@ -75,6 +75,9 @@ class TrainConfig:
     caption_weight: float = 1.0  # dense: weight of answer-text and caption tokens against the letters
     eval_seed: int | None = None  # evaluate bench tasks on clips generated with this seed, not the shipped split
     eval_frame_per_task: int | None = None  # single-frame evaluation questions per task (default eval_per_task)
+    device: str = "cpu"  # "cpu" or "cuda" (or "cuda:N"); evaluation runs there too
+    workers: int = 0  # processes that build batches ahead of the model (0: in the training process)
+    minutes: float | None = None  # wall-clock budget: fit the schedule into it (see train())
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -84,6 +87,12 @@ class TrainConfig:
             raise ValueError(f"unknown supervision {self.supervision!r}; choose from: {' '.join(SUPERVISIONS)}")
         if self.supervision == "dense" and self.stage == "embed":
             raise ValueError("stage 0 (embed) never runs the language model; dense supervision needs align or video")
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {self.workers}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"minutes must be positive, got {self.minutes}")
+        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
+            raise ValueError(f"unknown device {self.device!r}; use cpu, cuda or cuda:N")
         if self.questions_per_clip < 1:
             raise ValueError(f"questions_per_clip must be at least 1, got {self.questions_per_clip}")
         if self.eval_seed is not None and self.eval_seed in (EVAL_SEED, self.seed):
@@ -135,7 +144,7 @@ class Trainable(nn.Module):
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         keep = ("vision_tower", "multi_modal_projector", "projector_norm", "lora_")
-        return {k: v.detach().clone() for k, v in self.state_dict().items() if any(s in k for s in keep)}
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.state_dict().items() if any(s in k for s in keep)}
 
     def last_logits(self, batch) -> torch.Tensor:
         out = self.model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -245,21 +254,79 @@ def _at_model_frames(sample):
                         candidates=sample.candidates, answer=sample.answer, answer_text=sample.answer_text)
 
 
+def to_device(batch: dict, device) -> dict:
+    """The batch with its tensors on ``device`` (lists and names stay as they are)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def evaluation_batches(processor, sets: dict[str, list], batch_size: int = 16) -> dict[str, list]:
+    """The evaluation sets collated once: ``{task: [(batch, answer indices), ...]}``."""
+    return {task: [(collate(processor, samples[i : i + batch_size]),
+                    [s.answer_index for s in samples[i : i + batch_size]])
+                   for i in range(0, len(samples), batch_size)]
+            for task, samples in sets.items()}
+
+
 @torch.no_grad()
-def evaluate(trainable: Trainable, processor, sets: dict[str, list], batch_size: int = 16) -> dict[str, float]:
+def evaluate(trainable: Trainable, processor, sets: dict[str, list], batch_size: int = 16,
+             batches: dict[str, list] | None = None) -> dict[str, float]:
+    """Accuracy per task: the option letter with the highest logit at the last position.
+
+    ``batches`` (from :func:`evaluation_batches`) skips collating the same sets again."""
+    batches = batches if batches is not None else evaluation_batches(processor, sets, batch_size)
+    device = next(trainable.parameters()).device
     trainable.eval()
     accuracy = {}
-    for task, samples in sets.items():
-        correct = 0
-        for start in range(0, len(samples), batch_size):
-            chunk = samples[start : start + batch_size]
-            batch = collate(processor, chunk)
-            logits = trainable.last_logits(batch)
-            for row, (letters, sample) in enumerate(zip(batch["letter_ids"], chunk)):
-                correct += int(int(logits[row, letters].argmax()) == sample.answer_index)
-        accuracy[task] = correct / max(1, len(samples))
+    for task, chunks in batches.items():
+        correct = total = 0
+        for batch, answers in chunks:
+            logits = trainable.last_logits(to_device(batch, device)).float().cpu()
+            for row, (letters, answer) in enumerate(zip(batch["letter_ids"], answers)):
+                correct += int(int(logits[row, letters].argmax()) == answer)
+            total += len(answers)
+        accuracy[task] = correct / max(1, total)
     trainable.train()
     return accuracy
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """Step ``i``'s collated batch (a pure function of the seed and ``i``), for worker processes."""
+
+    def __init__(self, config: TrainConfig, processor, first: int, last: int):
+        self.config, self.processor, self.first, self.last = config, processor, first, last
+
+    def __len__(self):
+        return self.last - self.first
+
+    def __getitem__(self, index: int) -> dict:
+        return step_batch(self.config, self.processor, self.first + index)
+
+
+def step_batch(config: TrainConfig, processor, step: int) -> dict:
+    """The collated batch of ``step`` for the run's supervision."""
+    if config.supervision == "dense":
+        from flowkit.training.dense import collate_conversations, conversation_batch
+
+        return collate_conversations(processor, conversation_batch(config, step))
+    return collate(processor, batch_samples(config, step))
+
+
+def _as_built(batch):
+    return batch  # keep tuples and lists as the collate functions made them
+
+
+def iter_batches(config: TrainConfig, processor, first: int, last: int):
+    """Batches of steps ``first .. last-1`` in order; built ahead by ``config.workers`` processes."""
+    if config.workers == 0:
+        for step in range(first, last):
+            yield step_batch(config, processor, step)
+        return
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    loader = torch.utils.data.DataLoader(_StepBatches(config, processor, first, last), batch_size=None,
+                                         shuffle=False, num_workers=config.workers, prefetch_factor=4,
+                                         collate_fn=_as_built,
+                                         pin_memory=config.device != "cpu")
+    yield from loader
 
 
 def build(config: TrainConfig):
@@ -321,11 +388,18 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU here; train with --device cpu")
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     trainable, processor = build(config)
     if config.stage == "embed":
         return _train_embed(config, run_dir, trainable, processor, progress)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 weights, TF32 matrix products
+        torch.backends.cudnn.allow_tf32 = True
+    trainable.to(device)
     groups = [{"params": [p for p in trainable.vision_parameters() if p.requires_grad], "lr": config.lr_vision}]
     if trainable.lora_targets:
         groups.append({"params": lora_parameters(trainable.model), "lr": config.lr_lora})
@@ -334,7 +408,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
     step, train_seconds = 0, 0.0
     ckpt_path = run_dir / "checkpoint.pt"
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
+        ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu")
         earlier = ckpt.get("config", {}).get("supervision", "letters")
         if earlier != config.supervision:
             raise ValueError(f"{run_dir} holds a run with --supervision {earlier}; resume it with the same "
@@ -345,26 +419,36 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
         train_seconds = float(ckpt.get("train_seconds", 0.0))
     (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
     sets = evaluation_sets(config)
+    eval_batches = evaluation_batches(processor, sets, batch_size=16 if device.type == "cpu" else 64)
     log = (run_dir / "log.jsonl").open("a")
     trainable.train()
     bar = tqdm(total=config.steps, initial=step, desc=f"train {config.stage}", disable=not progress)
     started, last_eval = time.time(), {}
     losses, parts, window_seconds, window_start = [], {}, 0.0, step
     last_step = config.steps if stop_after is None else min(config.steps, stop_after)
+    # --minutes: time the first steps, then fix the schedule's length to what fits (logged and written
+    # to config.json, so `--steps N` without --minutes repeats the schedule); past the budget, stop
+    fit_at = step + min(config.warmup, 20) if config.minutes else None
+    deadline = started + 60 * config.minutes if config.minutes else None
+    batches = iter_batches(config, processor, step, last_step)
+    timed_from, last_eval_step = None, None
     while step < last_step:
+        if deadline is not None and time.time() > deadline:
+            log.write(json.dumps({"step": step, "event": "stopped: --minutes budget spent"}) + "\n")
+            last_step = step
+            break
+        batch = to_device(next(batches), device)
         step_started = time.time()
         scale = min(1.0, (step + 1) / config.warmup) * 0.5 * (1 + math.cos(math.pi * step / config.steps))
         for group, lr in zip(optimizer.param_groups, base_lrs):
             group["lr"] = lr * max(scale, 0.05)
         if config.supervision == "dense":
-            from flowkit.training.dense import collate_conversations, conversation_batch, dense_loss
+            from flowkit.training.dense import dense_loss
 
-            batch = collate_conversations(processor, conversation_batch(config, step))
             loss, step_parts = dense_loss(trainable, batch, config.caption_weight)
             for name, value in step_parts.items():
                 parts.setdefault(name, []).append(value)
         else:
-            batch = collate(processor, batch_samples(config, step))
             logits = trainable.last_logits(batch)
             loss = nn.functional.cross_entropy(logits.float(), batch["targets"])
         optimizer.zero_grad(set_to_none=True)
@@ -377,6 +461,18 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
         train_seconds += elapsed
         window_seconds += elapsed
         bar.update(1)
+        if fit_at is not None and step == fit_at - 5:
+            timed_from = time.time()
+        if fit_at is not None and step == fit_at:
+            per_step = (time.time() - timed_from) / 5 if timed_from else elapsed
+            evals_left = 1.0 + 0.05  # evaluation and checkpoints: about 5 % on top (measured on a GPU)
+            fitted = step + int(max(0.0, deadline - time.time()) / (per_step * evals_left))
+            config.steps = max(step + 1, min(config.steps, fitted))
+            last_step = config.steps if stop_after is None else min(config.steps, stop_after)
+            bar.total = config.steps
+            (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+            log.write(json.dumps({"step": step, "event": "schedule fitted to --minutes", "steps": config.steps,
+                                  "seconds_per_step": round(per_step, 4)}) + "\n")
         if step % config.log_every == 0:
             seen, seen_before = samples_seen(config, step), samples_seen(config, window_start)
             window = sum(seen.values()) - sum(seen_before.values())
@@ -389,14 +485,21 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
             losses, parts, window_seconds, window_start = [], {}, 0.0, step
             if step % config.eval_every == 0 or step == last_step:
                 eval_started = time.time()
-                last_eval = evaluate(trainable, processor, sets)
+                last_eval = evaluate(trainable, processor, sets, batches=eval_batches)
+                last_eval_step = step
                 record["eval"] = last_eval
                 record["eval_seconds"] = round(time.time() - eval_started, 2)
                 _save(ckpt_path, trainable, optimizer, step, config, train_seconds)
             log.write(json.dumps(record) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{record['loss']:.3f}")
+    batches.close()
     bar.close()
+    if deadline is not None and last_eval_step != step:
+        last_eval = evaluate(trainable, processor, sets, batches=eval_batches)  # the stopping point's
+        log.write(json.dumps({"step": step, "train_seconds": round(train_seconds, 3), **samples_seen(config, step),
+                              "eval": last_eval}) + "\n")
+    log.close()
     _save(ckpt_path, trainable, optimizer, step, config, train_seconds)
     return last_eval
 
