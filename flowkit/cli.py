@@ -87,7 +87,10 @@ def _fidelity_parser(sub) -> None:
     p.add_argument("--control", default=f"{DEFAULT_MODEL}-control", help="image-only control ('' to skip)")
     p.add_argument("--quant", default="nf4", choices=("nf4", "bf16", "fp32"))
     p.add_argument("--per-task", type=int, default=None, help="questions per task (default: the whole split)")
-    p.add_argument("--sweep-per-task", type=int, default=6, help="correct questions per task used in sweeps")
+    p.add_argument("--sweep-per-task", type=int, default=20,
+                   help="correctly answered questions per learned task used in sweeps (flowkit.learned)")
+    p.add_argument("--other-per-task", type=int, default=6,
+                   help="correctly answered questions per task that is not learned (swept, charted apart)")
     p.add_argument("--centers-step", type=int, default=1, help="sweep every n-th window centre")
     p.add_argument("--random-seeds", type=int, default=5)
     p.add_argument("--out", default=None, help="JSON path (default data/results/fidelity.json)")
@@ -97,7 +100,8 @@ def run_fidelity_command(args) -> int:
     from flowkit.fidelity import DEFAULT_OUT, format_report, run_fidelity
 
     report = run_fidelity(model=args.model, control=args.control or None, quant=args.quant, per_task=args.per_task,
-                          sweep_per_task=args.sweep_per_task, centers_step=args.centers_step,
+                          sweep_per_task=args.sweep_per_task, other_per_task=args.other_per_task,
+                          centers_step=args.centers_step,
                           random_seeds=tuple(range(args.random_seeds)), out=args.out or DEFAULT_OUT)
     print(format_report(report))
     return 0

@@ -49,8 +49,8 @@ def accuracy(vllm, samples, progress: bool = True) -> pd.DataFrame:
     for sample in tqdm(list(samples), desc="accuracy", disable=not progress):
         dist = vllm.answer(vllm.prepare_sample(sample))
         rows.append({"sample": sample.id, "task": sample.task, "answer": sample.answer,
-                     "predicted": dist.predicted_letter, "correct": bool(dist.correct),
-                     "p_answer": dist.p(sample.answer)})
+                     "options": len(sample.candidates), "predicted": dist.predicted_letter,
+                     "correct": bool(dist.correct), "p_answer": dist.p(sample.answer)})
     return pd.DataFrame(rows)
 
 

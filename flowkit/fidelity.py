@@ -55,7 +55,9 @@ import pandas as pd
 
 from flowkit import experiments
 from flowkit.knockout import DEFINITIONS_VERSION, PAPER_EDGE_FAMILIES
+from flowkit.learned import RULE, learned_table
 from flowkit.pathways import PAPER_RANDOM_CONTROL
+from flowkit.stats import bootstrap_ci, mean_with_ci
 
 PAPER_7B = {
     "F1 cross-frame trough (% change)": "-8 to -43 % (by task), layers ~4-13",
@@ -108,11 +110,32 @@ def _atomic_write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
         os.replace(tmp, final)
 
 
+def _curves_with_ci(flows: pd.DataFrame, tasks) -> dict[str, dict]:
+    """Per family: the mean % change per window centre over the correctly answered questions of
+    ``tasks`` (pooled), with its 95 % bootstrap interval over those questions."""
+    from flowkit.stats import mean_with_ci
+
+    rows = flows[flows["correct_base"] & flows["task"].isin(list(tasks))]
+    out = {}
+    for family, group in rows.groupby("family"):
+        table = mean_with_ci(group, "center", "pct_change")
+        out[family] = {"curve": {int(r.center): float(r.pct_change) for r in table.itertuples()},
+                       "ci": {int(r.center): [float(r.lo), float(r.hi)] for r in table.itertuples()},
+                       "questions": int(group["sample"].nunique())}
+    return out
+
+
 def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowkit-smol-video-control",
-                 quant: str = "nf4", per_task: int | None = None, sweep_per_task: int = 6,
+                 quant: str = "nf4", per_task: int | None = None, sweep_per_task: int = 20, other_per_task: int = 6,
                  centers_step: int = 1, random_seeds=(0, 1, 2, 3, 4), out: str | os.PathLike | None = DEFAULT_OUT,
                  progress: bool = True, use_engine: bool = True) -> dict:
     """Measure the four findings on ``model`` (and ``control``) and write the JSON report.
+
+    Headline numbers (F1-F3 curves and troughs, F4 accuracy) are means over the *learned*
+    tasks (:mod:`flowkit.learned`: judged from this run's accuracy and the control's) with
+    95 % bootstrap intervals over questions; sweeps use up to ``sweep_per_task`` correctly
+    answered questions of each learned task and ``other_per_task`` of the others (charted
+    apart). With no learned task the headline falls back to all tasks, and says so.
 
     Beside the JSON (``out``) go the tidy per-sample tables (:data:`TABLES`, as
     ``<name>.csv.gz``) that the chapters chart; every row can be recomputed from its
@@ -136,63 +159,89 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
     tables: dict[str, pd.DataFrame] = {}
     acc = tables["accuracy"] = experiments.accuracy(vllm, bench, progress=progress)
     report["accuracy"] = acc.groupby("task")["correct"].mean().to_dict()
-    correct = set(acc[acc["correct"]]["sample"])
-    # sweeps use up to `sweep_per_task` correctly answered samples per task (as the paper averages)
-    sweep_samples = [s for t in tasks for s in [x for x in bench if x.task == t and x.id in correct][:sweep_per_task]]
-    report["sweep_samples"] = [s.id for s in sweep_samples]
-    centers = list(range(0, vllm.num_layers, centers_step))
-    flows = tables["sweeps"] = experiments.flow_sweep(vllm, sweep_samples, families=PAPER_EDGE_FAMILIES, centers=centers, progress=progress,
-                                                        use_engine=use_engine)
-    summary = experiments.summarize(flows)
-    overall = summary.groupby(["family", "center"])["pct_change"].mean()
-    L = vllm.num_layers
-
-    def curve(family):
-        return {int(c): float(v) for c, v in overall.loc[family].items()} if family in overall.index.get_level_values(0) else {}
-
-    cross = curve("cross_frame")
-    f1 = {"curve": cross}
-    if cross:
-        centre = min(cross, key=cross.get)
-        f1.update(trough=cross[centre], trough_center=centre, trough_in_first_half=centre < L / 2,
-                  max_abs_last_third=max((abs(v) for c, v in cross.items() if c >= 2 * L / 3), default=None),
-                  per_task=experiments.troughs(summary[summary["family"] == "cross_frame"]).to_dict("records"))
+    report["accuracy_ci"] = {t: list(bootstrap_ci(g["correct"].astype(float))) for t, g in acc.groupby("task")}
+    cvllm = cacc = None
     if control:
         cvllm = load_videollm(control, quant=quant)
         cacc = tables["control_accuracy"] = experiments.accuracy(cvllm, bench, progress=progress)
         report["control"], report["control_fingerprint"] = control, cvllm.fingerprint
         report["control_accuracy"] = cacc.groupby("task")["correct"].mean().to_dict()
+    learned_by_rule = learned_table(acc, cacc)
+    learned = sorted(learned_by_rule.index[learned_by_rule["learned"]])
+    headline = learned or tasks
+    report["learned"] = {"rule": RULE, "tasks": learned, "headline_tasks": headline,
+                         "note": "" if learned else "no task passes the rule: headline numbers are over all tasks",
+                         "table": {t: {k: (None if pd.isna(v) else (bool(v) if k == "learned" else float(v)))
+                                       for k, v in row.items()} for t, row in learned_by_rule.iterrows()}}
+    correct = set(acc[acc["correct"]]["sample"])
+    # sweeps use up to `sweep_per_task` correctly answered samples per learned task (as the paper
+    # averages over correct ones) and `other_per_task` of the other tasks, shown apart
+    def take(task):
+        return sweep_per_task if task in headline else other_per_task
+    sweep_samples = [s for t in tasks for s in [x for x in bench if x.task == t and x.id in correct][:take(t)]]
+    report["sweep_samples"] = [s.id for s in sweep_samples]
+    centers = list(range(0, vllm.num_layers, centers_step))
+    flows = tables["sweeps"] = experiments.flow_sweep(vllm, sweep_samples, families=PAPER_EDGE_FAMILIES, centers=centers, progress=progress,
+                                                        use_engine=use_engine)
+    summary = experiments.summarize(flows)
+    L = vllm.num_layers
+    headline_curves = _curves_with_ci(flows, headline)
+    overall_all = summary.groupby(["family", "center"])["pct_change"].mean()
+
+    def curve(family):
+        return dict(headline_curves[family]["curve"]) if family in headline_curves else {}
+
+    def ci(family):
+        return dict(headline_curves[family]["ci"]) if family in headline_curves else {}
+
+    cross = curve("cross_frame")
+    f1 = {"curve": cross, "curve_ci": ci("cross_frame"), "tasks": headline,
+          "questions": headline_curves.get("cross_frame", {}).get("questions", 0),
+          "curve_all_tasks": ({int(c): float(v) for c, v in overall_all.loc["cross_frame"].items()}
+                              if "cross_frame" in overall_all.index.get_level_values(0) else {})}
+    if cross:
+        centre = min(cross, key=cross.get)
+        f1.update(trough=cross[centre], trough_center=centre, trough_ci=ci("cross_frame")[centre],
+                  trough_in_first_half=centre < L / 2,
+                  max_abs_last_third=max((abs(v) for c, v in cross.items() if c >= 2 * L / 3), default=None),
+                  per_task=experiments.troughs(summary[summary["family"] == "cross_frame"]).to_dict("records"))
+    if cvllm is not None:
         ccorrect = set(cacc[cacc["correct"]]["sample"])
-        csamples = [s for t in tasks for s in [x for x in bench if x.task == t and x.id in ccorrect][:sweep_per_task]]
+        csamples = [s for t in tasks for s in [x for x in bench if x.task == t and x.id in ccorrect][:take(t)]]
         if csamples:
             tables["control_cross_frame"] = experiments.cross_frame_sweep(cvllm, csamples, centers=centers,
                                                                           progress=progress, use_engine=use_engine)
-            ccurve = experiments.summarize(tables["control_cross_frame"])
-            ccross = ccurve.groupby("center")["pct_change"].mean()
-            f1["control_curve"] = {int(c): float(v) for c, v in ccross.items()}
-            f1["control_trough"] = float(ccross.min())
+            ccurves = _curves_with_ci(tables["control_cross_frame"], headline).get("cross_frame")
+            if ccurves:
+                f1["control_curve"], f1["control_curve_ci"] = ccurves["curve"], ccurves["ci"]
+                f1["control_trough"] = float(min(ccurves["curve"].values()))
         del cvllm
     report["F1"] = f1
     vq, ql = curve("video->question"), curve("question->last")
     report["F2"] = {
-        "video_to_question": vq, "question_to_last": ql,
+        "video_to_question": vq, "question_to_last": ql, "tasks": headline,
+        "video_to_question_ci": ci("video->question"), "question_to_last_ci": ci("question->last"),
+        "video_to_last": curve("video->last"), "last_to_last": curve("last->last"),
         "video_to_question_trough_center": min(vq, key=vq.get) if vq else None,
         "question_to_last_trough_center": min(ql, key=ql.get) if ql else None,
         "max_abs_video_to_last": max((abs(v) for v in curve("video->last").values()), default=None),
         "max_abs_last_to_last": max((abs(v) for v in curve("last->last").values()), default=None),
     }
-    lens_samples = [next(s for s in sweep_samples if s.task == t) for t in tasks
-                    if any(s.task == t for s in sweep_samples)]  # one per task
+    lens_samples = [next(s for s in sweep_samples if s.task == t) for t in headline
+                    if any(s.task == t for s in sweep_samples)]  # one per headline task
     for kind in ("embedding", "logit"):
         lens = experiments.video_token_lens(vllm, lens_samples, kind=kind, progress=progress)
         tables["lens"] = pd.concat([tables.get("lens"), lens], ignore_index=True)
         report["F2"][f"lens_temporal_share_{kind}"] = lens.groupby("layer")["temporal_share"].mean().to_dict()
     emergence = tables["emergence"] = experiments.answer_emergence(vllm, sweep_samples, progress=progress)
-    per_layer = emergence.groupby("layer")[["p_true", "p_false_max"]].mean()
+    on_headline = emergence[emergence["task"].isin(headline)]
+    per_layer = on_headline.groupby("layer")[["p_true", "p_false_max"]].mean()
+    p_true_ci = mean_with_ci(on_headline, "layer", "p_true").set_index("layer")
     above = per_layer.index[per_layer["p_true"] > 0.5]
     report["F3"] = {"p_true": per_layer["p_true"].to_dict(), "p_false_max": per_layer["p_false_max"].to_dict(),
-                    "first_layer_p_true_above_half": int(above[0]) if len(above) else None}
-    windows = experiments.windows_from_sweeps(summary, L)
+                    "p_true_ci": {int(l): [float(r.lo), float(r.hi)] for l, r in p_true_ci.iterrows()},
+                    "tasks": headline, "first_layer_p_true_above_half": int(above[0]) if len(above) else None}
+    windows = experiments.windows_from_sweeps(summary[summary["task"].isin(headline)], L)
     # "random" is the paper's control (f = this model's mean suppressed share, cut in every layer
     # from the first video token on); flowkit's layer-matched control is not part of the report
     # (experiments.effective_pathways(..., random_controls=("layer_matched",)) computes it)
@@ -201,7 +250,13 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
                                                       use_engine=use_engine)
     tables["pathways"] = pathways
     by_condition = pathways.groupby("condition")["correct"].mean().to_dict()
+    on_learned = pathways[pathways["task"].isin(headline)]
     report["F4"] = {"windows": windows.to_dict(), "edges": counts, "accuracy": by_condition,
+                    "accuracy_ci": {c: list(bootstrap_ci(g["correct"].astype(float)))
+                                    for c, g in pathways.groupby("condition")},
+                    "accuracy_headline_tasks": on_learned.groupby("condition")["correct"].mean().to_dict(),
+                    "accuracy_headline_tasks_ci": {c: list(bootstrap_ci(g["correct"].astype(float)))
+                                                   for c, g in on_learned.groupby("condition")},
                     "random_control": "paper", "random_suppressed_fraction": counts["random_fraction"],
                     "random_accuracy_per_seed": pathways[pathways["condition"] == "random"]
                     .groupby("seed")["correct"].mean().to_dict()}
@@ -234,14 +289,19 @@ def paper_comparison(report: dict, findings=("accuracy", "F1", "F2", "F3", "F4")
         ours = f"mean {100 * mean:.1f} % over {len(acc)} tasks (lowest: {worst} {100 * acc[worst]:.0f} %)"
         if control:
             ours += f"; image-only control {100 * float(np.mean(list(control.values()))):.1f} %"
+        learned = report.get("learned", {}).get("tasks")
+        if learned is not None:
+            ours += f"; learned: {', '.join(learned) if learned else 'none'}"
         rows.append(("accuracy", "TVBench 51.5 % (LLaVA-NeXT-7B-Video-FT)", ours,
                      _verdict(min(acc.values()) >= 0.9, mean >= 0.5)))
     if "F1" in findings:
         f1 = report["F1"]
         trough, centre = f1.get("trough"), f1.get("trough_center")
         first_half = centre is not None and centre < L / 2
+        band = f1.get("trough_ci")
+        band = f" [95 % CI {band[0]:+.1f}, {band[1]:+.1f}]" if band else ""
         rows.append(("F1 cross-frame trough", PAPER_7B["F1 cross-frame trough (% change)"],
-                     "n/a" if trough is None else f"{trough:+.1f} % at window centre {centre} of {L}",
+                     "n/a" if trough is None else f"{trough:+.1f} %{band} at window centre {centre} of {L}",
                      _verdict(None if trough is None else (trough <= -20 and first_half),
                               trough is not None and trough <= -5 and first_half)))
         late = f1.get("max_abs_last_third")
@@ -276,10 +336,10 @@ def paper_comparison(report: dict, findings=("accuracy", "F1", "F2", "F3", "F4")
     if "F4" in findings:
         f4 = report["F4"]
         acc = f4["accuracy"]
-        kept = f4["edges"]["kept_fraction"]
+        kept = f4["edges"].get("mean_kept_fraction", f4["edges"]["kept_fraction"])
         full, path, rand = (acc.get(k, float("nan")) for k in ("full", "pathways", "random"))
-        rows.append(("F4 edges kept", PAPER_7B["F4 edges kept"], f"{100 * kept:.1f} % "
-                     f"({f4['edges']['kept']:,} of {f4['edges']['total']:,})", _verdict(kept <= 0.45)))
+        rows.append(("F4 edges kept", PAPER_7B["F4 edges kept"], f"{100 * kept:.1f} % (mean over questions of "
+                     f"exact counts; {f4['edges']['kept']:,} of {f4['edges']['total']:,} in all)", _verdict(kept <= 0.45)))
         rows.append(("F4 accuracy full / pathways / random", PAPER_7B["F4 accuracy full / pathways / random"],
                      f"{100 * full:.1f} / {100 * path:.1f} / {100 * rand:.1f}",
                      _verdict(path >= 0.97 * full and rand <= full - 0.10, path >= 0.97 * full)))
@@ -305,7 +365,7 @@ def format_report(report: dict) -> str:
         ("F2 v->q / q->last troughs at", f"{f2['video_to_question_trough_center']} / {f2['question_to_last_trough_center']}", "v->q before q->last"),
         ("F2 max |%| v->last, last->last", f"{fmt(f2['max_abs_video_to_last'])}, {fmt(f2['max_abs_last_to_last'])}", PAPER_7B["F2 video->last, last->last"]),
         ("F3 p(true) > 0.5 from layer", fmt(f3["first_layer_p_true_above_half"], ""), PAPER_7B["F3 p(true) > 0.5 from layer"]),
-        ("F4 edges kept", f"{100 * f4['edges']['kept_fraction']:.1f} %", PAPER_7B["F4 edges kept"]),
+        ("F4 edges kept", f"{100 * f4['edges'].get('mean_kept_fraction', f4['edges']['kept_fraction']):.1f} %", PAPER_7B["F4 edges kept"]),
         ("F4 acc full/pathways/random", " / ".join(f"{100 * f4['accuracy'].get(k, float('nan')):.1f}" for k in ("full", "pathways", "random")), PAPER_7B["F4 accuracy full / pathways / random"]),
     ]
     lines += ["", f"{'':<32}{'this model':<28}{'paper (LLaVA-NeXT-7B)'}"]

@@ -133,12 +133,7 @@ ASSEMBLY_VERSION = 2
 
 def shipped_folder(name: str = NAME) -> Path:
     """Assemble (once) and return the checkpoint folder of a shipped variant."""
-    import hashlib
-
-    from safetensors.torch import load_file
-
     from flowkit.errors import ModelLoadError
-    from flowkit.smollm2 import cache_dir
 
     delta_path = SHIPPED_DIR / NAME / VARIANTS[name]
     if not delta_path.is_file():
@@ -147,8 +142,21 @@ def shipped_folder(name: str = NAME) -> Path:
             "It comes with a full checkout of the kit (data/models); reproduce it with "
             "`python -m flowkit.training` (see data/models/flowkit-smol-video/README.md)."
         )
+    return folder_for_delta(delta_path, name)
+
+
+def folder_for_delta(delta_path: str | os.PathLike, name: str = NAME) -> Path:
+    """Assemble (once, into the cache) the checkpoint folder of SmolLM2 plus the delta at ``delta_path``.
+
+    The folder is named by the content of what it is made of (the delta's and the base's
+    SHA-256 and :data:`ASSEMBLY_VERSION`), so a changed delta never reuses a stale folder.
+    """
+    import hashlib
+
+    from safetensors.torch import load_file
+
     from flowkit.fingerprint import file_sha256
-    from flowkit.smollm2 import GGUF_FILE, gguf_dir
+    from flowkit.smollm2 import GGUF_FILE, cache_dir, gguf_dir
 
     delta_sha = file_sha256(delta_path)
     # what the checkpoint is made of: its fingerprint, the same on every machine (see flowkit.fingerprint)

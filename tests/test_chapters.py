@@ -73,7 +73,8 @@ def fidelity_run(toy_checkpoint, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("results") / "fidelity.json"
     report = run_fidelity(model=str(toy_checkpoint), control=str(toy_checkpoint), quant="fp32", per_task=1,
-                          sweep_per_task=1, centers_step=2, random_seeds=(0, 1), out=out, progress=False)
+                          sweep_per_task=1, other_per_task=1, centers_step=2, random_seeds=(0, 1), out=out,
+                          progress=False)
     return report, out.parent, TABLES
 
 
@@ -82,8 +83,18 @@ def test_fidelity_writes_the_report_and_every_table(fidelity_run):
     stored = json.loads((folder / "fidelity.json").read_text())
     assert stored["fingerprint"] == report["fingerprint"] and stored["quant"] == "fp32"
     assert len(stored["samples"]) == 6 and stored["random_seeds"] == [0, 1]
-    for key in ("F1", "F2", "F3", "F4", "accuracy", "control_accuracy"):
+    for key in ("F1", "F2", "F3", "F4", "accuracy", "control_accuracy", "learned"):
         assert key in stored
+    from flowkit.learned import RULE, learned_tasks
+
+    # the learned tasks follow the one rule, from this run's accuracy and control accuracy
+    assert stored["learned"]["rule"] == RULE
+    assert stored["learned"]["tasks"] == learned_tasks(stored["accuracy"], stored["control_accuracy"])
+    assert stored["learned"]["headline_tasks"] == (stored["learned"]["tasks"] or sorted(stored["accuracy"]))
+    for task, (lo, hi) in stored["accuracy_ci"].items():
+        assert lo <= stored["accuracy"][task] <= hi
+    for centre, (lo, hi) in stored["F1"].get("curve_ci", {}).items():
+        assert lo - 1e-9 <= stored["F1"]["curve"][centre] <= hi + 1e-9
     produced = {p.name for p in folder.iterdir()}
     if stored["sweep_samples"]:  # sweeps need correctly answered questions
         assert {f"{t}.csv.gz" for t in tables} <= produced

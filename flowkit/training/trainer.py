@@ -531,9 +531,10 @@ def _save(path: Path, trainable: Trainable, optimizer, step: int, config: TrainC
     os.replace(tmp, path)
 
 
-def export_delta(run_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The shippable delta of a run: vision tower, projector (norm folded in), LoRA factors."""
-    state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)["trainable"]
+def export_delta(run: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The shippable delta of a run folder or a snapshot ``.safetensors``: vision tower, projector
+    (norm folded in), LoRA factors with their scale (alpha 16 over the rank of the factors)."""
+    state = load_trainable_state(run)
     delta = {}
     for key, value in state.items():
         if key.startswith("model.model.vision_tower.") or key.startswith("model.model.multi_modal_projector."):
@@ -548,6 +549,8 @@ def export_delta(run_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
     for key, value in lora.items():
         delta["lora::" + key[len("model."):]] = value
     if lora:
-        config = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)["config"]
-        delta["lora::scale"] = torch.tensor(16.0 / config["lora_rank"])
+        ranks = {v.shape[0] for k, v in lora.items() if k.endswith(".lora_a")}
+        if len(ranks) != 1:
+            raise ValueError(f"{run}: LoRA factors of several ranks {sorted(ranks)}")
+        delta["lora::scale"] = torch.tensor(16.0 / ranks.pop())
     return delta

@@ -1,0 +1,52 @@
+"""Uncertainty for the kit's headline numbers: bootstrap intervals over questions.
+
+Every mean the chapters and the fidelity report state (a % change at a window, a trough, an
+accuracy) is a mean over questions; :func:`bootstrap_ci` resamples those questions with
+replacement and returns the percentile interval. Seeds are fixed, so the same numbers give the
+same interval on every machine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+#: resamples per interval, and the seed that draws them
+RESAMPLES = 2000
+SEED = 0
+
+
+def bootstrap_ci(values, level: float = 0.95, resamples: int = RESAMPLES, seed: int = SEED) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (NaNs dropped).
+
+    Returns ``(nan, nan)`` for no values and ``(x, x)`` for a single one (nothing to resample).
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got {level}")
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return float("nan"), float("nan")
+    if x.size == 1:
+        return float(x[0]), float(x[0])
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+def mean_with_ci(frame: pd.DataFrame, by, value: str, level: float = 0.95) -> pd.DataFrame:
+    """Mean of ``value`` per group of ``by``, with its bootstrap interval (``lo``, ``hi``) and ``n``.
+
+    Each row of ``frame`` is one question's measurement; a group's interval resamples its rows.
+    """
+    rows = []
+    for key, group in frame.groupby(by, sort=True):
+        lo, hi = bootstrap_ci(group[value], level)
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip([by] if isinstance(by, str) else by, key)),
+                     value: float(group[value].mean()), "lo": lo, "hi": hi, "n": int(group[value].notna().sum())})
+    return pd.DataFrame(rows)
+
+
+__all__ = ["RESAMPLES", "SEED", "bootstrap_ci", "mean_with_ci"]
