@@ -25,7 +25,8 @@ from flowkit.families import FamilyAdapter, Prepared, adapter_for_config
 from flowkit.fingerprint import checkpoint_folder, model_fingerprint
 from flowkit.errors import KnockoutError
 from flowkit.knockout import KnockoutSpec, apply_block_masks, knockout, language_model_of
-from flowkit.nf4_cpu import NF4_CPU_KERNELS, import_bitsandbytes, numeric_path, set_cpu_kernel
+from flowkit.nf4_cpu import (NF4_CPU_KERNELS, cache_dequantized_weights, import_bitsandbytes, numeric_path,
+                             set_cpu_kernel)
 
 QUANTS = ("nf4", "bf16", "fp32")
 
@@ -235,8 +236,12 @@ def load_videollm(
         raise ModelLoadError(f"loading {source} as {model_cls.__name__} failed: {exc}") from exc
     model.eval()
     quantization = {"quant": quant}
+    weight_cache = 0
     if quant == "nf4":
         set_cpu_kernel(model, nf4_cpu_kernel)
+        if nf4_cpu_kernel == "portable" and not (device and torch.device(device).type != "cpu"):
+            # same numbers, no dequantization per forward (flowkit.nf4_cpu.cache_dequantized_weights)
+            weight_cache = cache_dequantized_weights(model)
         qconfig = model.config.quantization_config
         qconfig = qconfig.to_dict() if hasattr(qconfig, "to_dict") else dict(qconfig)
         quantization.update({key: str(qconfig.get(key)) for key in (
@@ -248,6 +253,7 @@ def load_videollm(
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{source} has no usable processor (tokenizer + video processor): {exc}") from exc
     extra = {"numeric_path": numeric_path(quant, device or "cpu", nf4_cpu_kernel), "quantization": quantization,
+             "nf4_layers_keeping_dequantized_weights": weight_cache,
              "checkpoint_folder": checkpoint_folder(source)}
     return VideoLLM(model=model, processor=processor, adapter=adapter, name=str(name_or_path), quant=quant,
                     extra=extra)

@@ -101,5 +101,90 @@ def numeric_path(quant: str, device: str, nf4_cpu_kernel: str = "portable") -> s
     return f"{quant}/{device_type}"
 
 
-__all__ = ["NF4_CPU_KERNELS", "cpu_has_avx512_bf16", "fast_path_layers", "four_bit_layers", "import_bitsandbytes",
-           "numeric_path", "set_cpu_kernel"]
+# ------------------------------------------------------------------ dequantized-weight cache
+#: models whose dequantized NF4 weights take at most this many bytes keep them (float32: 4 bytes a weight)
+DEFAULT_CACHE_BYTES = 2 * 1024**3
+
+
+def _dequantize_like_bitsandbytes(module, dtype: torch.dtype) -> torch.Tensor:
+    """The weight exactly as bitsandbytes' portable CPU path dequantizes it on every call
+    (``_gemm_4bit_default_impl``: nested absmax first, then ``dequantize_4bit`` in the input's dtype)."""
+    state = module.weight.quant_state
+    absmax = state.absmax
+    if state.nested:
+        absmax = (torch.ops.bitsandbytes.dequantize_blockwise.default(state.absmax, state.state2.absmax,
+                                                                     state.state2.code, 256, torch.float32)
+                  + state.offset)
+    return torch.ops.bitsandbytes.dequantize_4bit.default(module.weight.data.view(-1, 1), absmax, state.blocksize,
+                                                          state.quant_type, state.shape, dtype)
+
+
+def _caching_forward(module, original):
+    """A ``Linear4bit.forward`` that dequantizes once per dtype and then runs the same ``linear`` as
+    bitsandbytes' portable path: identical numbers, no dequantization per call. Anything else
+    (gradients, the AVX512-BF16 kernel, other devices, odd weight orientations) goes to ``original``."""
+    from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
+
+    def forward(x: torch.Tensor):
+        fix_4bit_weight_quant_state_from_module(module)
+        state = module.weight.quant_state
+        plain = (x.device.type == "cpu" and not module.support_avx512bf16_for_cpu
+                 and not getattr(state, "packing_format_for_cpu", False) and len(state.shape) == 2
+                 and not (x.shape[-1] == state.shape[0] and x.shape[-1] != state.shape[1])
+                 and not (torch.is_grad_enabled() and (x.requires_grad or (module.bias is not None
+                                                                          and module.bias.requires_grad)))
+                 and (not state.nested or state.state2.blocksize == 256) and x.numel() > 0)
+        if not plain:
+            return original(x)
+        if not module.compute_type_is_set:
+            module.set_compute_type(x)
+            module.compute_type_is_set = True
+        inp_dtype = x.dtype
+        if module.compute_dtype is not None:
+            x = x.to(module.compute_dtype)
+        bias = module.bias
+        if bias is not None:
+            if bias.dtype != x.dtype:
+                bias.data = bias.data.to(x.dtype)
+            bias = bias.to(module.compute_dtype)
+        cache = module.__dict__.setdefault("_flowkit_dequantized", {})
+        weight = cache.get(x.dtype)
+        if weight is None:
+            weight = cache[x.dtype] = _dequantize_like_bitsandbytes(module, x.dtype)
+        return torch.nn.functional.linear(x, weight, bias).to(inp_dtype)
+
+    return forward
+
+
+def cache_dequantized_weights(model: torch.nn.Module, max_bytes: int = DEFAULT_CACHE_BYTES) -> int:
+    """Let every NF4 layer of ``model`` keep its dequantized weight after first use (CPU, portable path).
+
+    The numbers do not change — each layer runs the very operations bitsandbytes' portable path
+    runs, with the dequantization done once instead of on every call — but repeated forwards
+    (sweeps, clicks, replays) skip the dominant cost on short prompts. Costs 4 bytes a weight
+    (float32); skipped (returns 0) when that exceeds ``max_bytes``. Returns the layers changed.
+    """
+    layers = four_bit_layers(model)
+    weights = sum(int(torch.Size(m.weight.quant_state.shape).numel()) for _, m in layers
+                  if getattr(m.weight, "quant_state", None) is not None)
+    if not layers or 4 * weights > max_bytes:
+        return 0
+    for _, module in layers:
+        if "_flowkit_original_forward" not in module.__dict__:
+            module._flowkit_original_forward = module.forward
+            module.forward = _caching_forward(module, module._flowkit_original_forward)
+    return len(layers)
+
+
+def drop_dequantized_weights(model: torch.nn.Module) -> None:
+    """Undo :func:`cache_dequantized_weights`: original forwards, cached weights freed."""
+    for _, module in four_bit_layers(model):
+        original = module.__dict__.pop("_flowkit_original_forward", None)
+        if original is not None:
+            module.forward = original
+        module.__dict__.pop("_flowkit_dequantized", None)
+
+
+__all__ = ["DEFAULT_CACHE_BYTES", "NF4_CPU_KERNELS", "cache_dequantized_weights", "cpu_has_avx512_bf16",
+           "drop_dequantized_weights", "fast_path_layers", "four_bit_layers", "import_bitsandbytes", "numeric_path",
+           "set_cpu_kernel"]
