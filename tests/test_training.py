@@ -211,3 +211,23 @@ def test_training_config_rejects_bad_devices_workers_and_budgets(toy_checkpoint)
                        ({"minutes": 0}, "minutes")):
         with pytest.raises(ValueError, match=match):
             config(toy_checkpoint, **bad)
+
+
+def test_a_snapshot_exports_the_same_delta_as_its_run(toy_checkpoint, tmp_path):
+    from safetensors.torch import load_file
+
+    from flowkit.training.evaluate import delta_file
+    from flowkit.training.trainer import save_snapshot
+
+    run = tmp_path / "video"
+    train(config(toy_checkpoint, stage="video", lora_rank=2), run, progress=False)
+    save_snapshot(run, tmp_path / "snap.safetensors")
+    from_run, from_snapshot = export_delta(run), export_delta(tmp_path / "snap.safetensors")
+    assert from_run.keys() == from_snapshot.keys() and float(from_snapshot["lora::scale"]) == 8.0
+    for key, value in from_run.items():  # the snapshot is float16: equal to that precision
+        assert torch.allclose(value.float(), from_snapshot[key].float(), rtol=2e-3, atol=2e-3), key
+    exported = delta_file(str(tmp_path / "snap.safetensors"))
+    assert not any(k.startswith("projector_norm.") for k in load_file(exported))
+    assert delta_file(str(exported)) == exported  # a delta is used as it is
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        delta_file(str(tmp_path / "nothing.safetensors"))
