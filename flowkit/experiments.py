@@ -116,6 +116,33 @@ def video_token_lens(vllm, samples, kind: str = "embedding", k: int = 10, progre
     return pd.DataFrame(rows)  # layer -1 is the input (embeddings), layer l the output of layer l
 
 
+def curves_with_ci(flows: pd.DataFrame, tasks=None, level: float = 0.95) -> pd.DataFrame:
+    """Mean % change per (family, centre) over the correctly answered questions of ``tasks``
+    (default all), pooled, with a bootstrap interval over those questions (:mod:`flowkit.stats`).
+
+    ``flows`` is per-question sweep output (:func:`flowkit.sweep.sweep`, the stored ``sweeps``
+    table). Columns: ``family``, ``center``, ``pct_change``, ``lo``, ``hi``, ``n`` (questions).
+    """
+    from flowkit.stats import mean_with_ci
+
+    rows = flows[flows["correct_base"]]
+    if tasks is not None:
+        rows = rows[rows["task"].isin(list(tasks))]
+    if rows.empty:
+        return pd.DataFrame(columns=["family", "center", "pct_change", "lo", "hi", "n"])
+    return mean_with_ci(rows, ["family", "center"], "pct_change", level)
+
+
+def question_troughs(flows: pd.DataFrame, family: str, tasks=None) -> pd.DataFrame:
+    """Per correctly answered question: its deepest % change over the windows when ``family`` is cut,
+    and where (``center``). Shows how typical one chosen question is within its task."""
+    rows = flows[(flows["family"] == family) & flows["correct_base"]]
+    if tasks is not None:
+        rows = rows[rows["task"].isin(list(tasks))]
+    idx = rows.groupby("sample")["pct_change"].idxmin()
+    return rows.loc[idx, ["sample", "task", "center", "pct_change"]].reset_index(drop=True)
+
+
 def troughs(summary: pd.DataFrame) -> pd.DataFrame:
     """Per (task, family): the window centre of the deepest mean % change and its value."""
     idx = summary.groupby(["task", "family"])["pct_change"].idxmin()
@@ -258,4 +285,4 @@ def pathway_summary(vllm, samples, windows: PathwayWindows | str, random_seeds: 
 
 
 __all__ = ["RANDOM_CONDITIONS", "accuracy", "answer_emergence", "cross_frame_sweep", "effective_pathways", "flow_sweep",
-           "pathway_summary", "summarize", "troughs", "video_token_lens", "windows_from_sweeps"]
+           "pathway_summary", "summarize", "troughs", "curves_with_ci", "question_troughs", "video_token_lens", "windows_from_sweeps"]

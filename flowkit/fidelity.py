@@ -113,15 +113,12 @@ def _atomic_write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
 def _curves_with_ci(flows: pd.DataFrame, tasks) -> dict[str, dict]:
     """Per family: the mean % change per window centre over the correctly answered questions of
     ``tasks`` (pooled), with its 95 % bootstrap interval over those questions."""
-    from flowkit.stats import mean_with_ci
-
-    rows = flows[flows["correct_base"] & flows["task"].isin(list(tasks))]
     out = {}
-    for family, group in rows.groupby("family"):
-        table = mean_with_ci(group, "center", "pct_change")
+    for family, table in experiments.curves_with_ci(flows, tasks).groupby("family"):
+        questions = flows[(flows["family"] == family) & flows["correct_base"] & flows["task"].isin(list(tasks))]
         out[family] = {"curve": {int(r.center): float(r.pct_change) for r in table.itertuples()},
                        "ci": {int(r.center): [float(r.lo), float(r.hi)] for r in table.itertuples()},
-                       "questions": int(group["sample"].nunique())}
+                       "questions": int(questions["sample"].nunique())}
     return out
 
 

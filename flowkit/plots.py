@@ -15,6 +15,10 @@ alone would carry meaning.
 :func:`lens_shares`    share of spatial vs temporal words among the lens's top words
                        of video tokens, per layer (:func:`flowkit.lens.word_shares`)
 :func:`accuracy_bars`  accuracy per condition (e.g. full model / pathways / random)
+:func:`curves_with_band` mean % change per window over learned tasks' questions, with
+                       the 95 % bootstrap band (:func:`flowkit.experiments.curves_with_ci`)
+:func:`question_strip` every question's deepest % change in one task, the chosen one marked
+                       (:func:`flowkit.experiments.question_troughs`)
 :func:`save_png`       write any chart as a PNG (through vl-convert, no browser)
 =====================  ==========================================================
 """
@@ -147,6 +151,62 @@ def flow_curves(summary: pd.DataFrame, num_layers: int | None = None, columns: i
              .facet(facet=alt.Facet("task:N", title=None), columns=columns)
              .properties(title=f"Knockout in a window of layers (shaded: first half of {depth} layers)"))
     return projector(chart)
+
+
+def curves_with_band(table: pd.DataFrame, num_layers: int, title: str, width: int = 560,
+                     height: int = 300) -> alt.LayerChart:
+    """Mean % change vs window centre with its 95 % bootstrap band, one line per edge family.
+
+    Args:
+        table: :func:`flowkit.experiments.curves_with_ci` output (``family``, ``center``,
+            ``pct_change``, ``lo``, ``hi``, ``n``).
+        num_layers: the model's depth (the first half of the layers is shaded).
+        title: says which tasks and how many questions the curve rests on.
+    """
+    _require(table, ["family", "center", "pct_change", "lo", "hi", "n"], "curves_with_band",
+             "Pass flowkit.experiments.curves_with_ci(...) output.")
+    families = list(dict.fromkeys(table["family"]))
+    colors = family_colors(families)
+    labels = [family_label(f) for f in families]
+    data = table.assign(family_label=table["family"].map(family_label))
+    color = alt.Color("family_label:N", title="knocked out", sort=labels,
+                      scale=alt.Scale(domain=labels, range=[colors[f] for f in families]))
+    x = alt.X("center:Q", title="window centre (layer)", scale=alt.Scale(domain=[0, num_layers - 1], nice=False))
+    tooltip = [alt.Tooltip("family_label:N", title="family"), alt.Tooltip("center:Q", title="centre"),
+               alt.Tooltip("pct_change:Q", title="mean % change", format=".1f"),
+               alt.Tooltip("lo:Q", title="95 % CI low", format=".1f"),
+               alt.Tooltip("hi:Q", title="95 % CI high", format=".1f"), alt.Tooltip("n:Q", title="questions")]
+    shade = (alt.Chart(pd.DataFrame({"x": [0], "x2": [(num_layers - 1) / 2]}))
+             .mark_rect(color="#BDBDBD", opacity=0.25).encode(x="x:Q", x2="x2:Q"))
+    zero = alt.Chart(pd.DataFrame({"y": [0]})).mark_rule(color="#424242", strokeDash=[4, 4]).encode(y="y:Q")
+    band = alt.Chart(data).mark_area(opacity=0.2).encode(x=x, y=alt.Y("lo:Q", title="% change in p(answer)"),
+                                                         y2="hi:Q", color=color)
+    line = alt.Chart(data).mark_line(point=True, strokeWidth=3).encode(
+        x=x, y="pct_change:Q", color=color, strokeDash=alt.StrokeDash("family_label:N", sort=labels, legend=None),
+        tooltip=tooltip)
+    return projector(alt.layer(shade, zero, band, line).properties(width=width, height=height, title=title))
+
+
+def question_strip(troughs: pd.DataFrame, highlight: str | None = None, width: int = 560) -> alt.LayerChart:
+    """Each question's deepest % change (one dot per question, one row per task); ``highlight``
+    (a sample id) is drawn large, so a chosen example is seen beside its task's distribution.
+
+    Args:
+        troughs: :func:`flowkit.experiments.question_troughs` output.
+    """
+    _require(troughs, ["sample", "task", "pct_change"], "question_strip",
+             "Pass flowkit.experiments.question_troughs(...) output.")
+    data = troughs.assign(chosen=troughs["sample"] == highlight)
+    y = alt.Y("task:N", title=None)
+    x = alt.X("pct_change:Q", title="deepest % change in p(answer) over the windows")
+    tooltip = [alt.Tooltip("sample:N"), alt.Tooltip("pct_change:Q", format=".1f", title="% change"),
+               alt.Tooltip("center:Q", title="at window centre")]
+    dots = alt.Chart(data[~data["chosen"]]).mark_circle(size=60, opacity=0.5, color=BEFORE_COLOR).encode(
+        x=x, y=y, tooltip=tooltip)
+    chosen = alt.Chart(data[data["chosen"]]).mark_point(size=260, strokeWidth=3, color=OKABE_ITO["vermillion"]).encode(
+        x=x, y=y, tooltip=tooltip)
+    title = "every question of the task" + (f" (circled: {highlight})" if highlight else "")
+    return projector(alt.layer(dots, chosen).properties(width=width, title=title))
 
 
 # ------------------------------------------------------------------------ answer bars

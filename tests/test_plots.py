@@ -114,3 +114,27 @@ def test_save_png_writes_a_png(tmp_path):
     df = pd.DataFrame({"condition": ["full", "random"], "accuracy": [0.5, 0.3]})
     path = plots.save_png(plots.accuracy_bars(df), tmp_path / "figures" / "accuracy.png", scale=1)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_curves_with_band_and_question_strip_show_intervals_and_the_chosen_question():
+    import pandas as pd
+
+    from flowkit.experiments import curves_with_ci, question_troughs
+    from flowkit.plots import curves_with_band, question_strip
+
+    rows = []
+    for q in range(6):
+        for center in range(4):
+            rows.append({"sample": f"t/{q}", "task": "t" if q < 4 else "u", "family": "cross_frame", "center": center,
+                         "pct_change": -10.0 * (center == 1) - q, "correct_base": q != 3})
+    flows = pd.DataFrame(rows)
+    table = curves_with_ci(flows, tasks=["t"])
+    assert set(table["n"]) == {3}  # question 3 was answered wrongly, task u is not asked for
+    at1 = table.set_index("center").loc[1]
+    assert at1["pct_change"] == pytest.approx(-11.0) and at1["lo"] <= -11.0 <= at1["hi"]
+    spec = curves_with_band(table, num_layers=4, title="learned tasks").to_dict()
+    assert any(layer.get("mark", {}).get("type") == "area" for layer in spec["layer"])  # the band is drawn
+    troughs = question_troughs(flows, "cross_frame")
+    assert len(troughs) == 5 and troughs.set_index("sample").loc["t/2", "center"] == 1
+    strip = question_strip(troughs, highlight="t/2").to_dict()
+    assert len(strip["layer"]) == 2
