@@ -75,25 +75,36 @@ def samples_of(task: str, n: int | None = None) -> list:
     return chosen[:n] if n is not None else chosen
 
 
-def learned_tasks(min_accuracy: float = 0.8) -> list[str]:
-    """Tasks the model answers at least ``min_accuracy`` of (precomputed accuracy table)."""
+def learned_table() -> pd.DataFrame:
+    """Per task: the stored accuracy, chance, the control's accuracy and whether the task is learned
+    (the one rule of :mod:`flowkit.learned`), from the precomputed tables in ``data/results``."""
+    from flowkit.learned import learned_table as table_of
     from flowkit.results import load_table
 
-    per_task = load_table("accuracy").groupby("task")["correct"].mean()
-    return sorted(per_task[per_task >= min_accuracy].index)
+    control = load_table("control_accuracy")
+    return table_of(load_table("accuracy"), control if len(control) else None)
 
 
-def telling_clip(family: str, min_accuracy: float = 0.8):
-    """A question worth looking at for ``family``: answered correctly, from a learned task, and
-    the one whose answer moved most when ``family`` was cut in the precomputed sweeps."""
+def learned_tasks() -> list[str]:
+    """The tasks the shipped model has learned (:data:`flowkit.learned.RULE`), from the stored results."""
+    table = learned_table()
+    return sorted(table.index[table["learned"]])
+
+
+def telling_clip(family: str):
+    """A question worth looking at for ``family``: answered correctly, from a learned task, and the
+    one whose answer moved most when ``family`` was cut in the precomputed sweeps.
+
+    It is the *most* moved question, not a typical one: show it beside its task's distribution
+    (:func:`flowkit.plots.question_troughs`)."""
     from flowkit.results import load_table
 
     sweeps = load_table("sweeps")
-    learned = learned_tasks(min_accuracy)
+    learned = learned_tasks()
     rows = sweeps[(sweeps["family"] == family) & sweeps["correct_base"] & sweeps["task"].isin(learned)]
     if rows.empty:
-        raise FlowkitError(f"no correctly answered question of a task with accuracy >= {min_accuracy:.0%} was "
-                           f"swept for {family!r}; lower min_accuracy or regenerate the results.")
+        raise FlowkitError(f"no correctly answered question of a learned task was swept for {family!r}; "
+                           "regenerate the results with `python -m flowkit fidelity`.")
     return sample(rows.groupby("sample")["pct_change"].min().idxmin())
 
 
@@ -130,5 +141,5 @@ def paper_table(rows) -> pd.DataFrame:
         "finding")
 
 
-__all__ = ["CONTROL", "MODEL", "bench", "clip_strip", "learned_tasks", "model", "paper_table", "sample", "samples_of",
+__all__ = ["CONTROL", "MODEL", "bench", "clip_strip", "learned_table", "learned_tasks", "model", "paper_table", "sample", "samples_of",
            "show_clip", "start", "telling_clip"]

@@ -205,7 +205,7 @@ def question_strip(troughs: pd.DataFrame, highlight: str | None = None, width: i
         x=x, y=y, tooltip=tooltip)
     chosen = alt.Chart(data[data["chosen"]]).mark_point(size=260, strokeWidth=3, color=OKABE_ITO["vermillion"]).encode(
         x=x, y=y, tooltip=tooltip)
-    title = "every question of the task" + (f" (circled: {highlight})" if highlight else "")
+    title = "every correctly answered question, one dot each" + (f" (circled: {highlight})" if highlight else "")
     return projector(alt.layer(dots, chosen).properties(width=width, title=title))
 
 
@@ -345,7 +345,8 @@ def accuracy_bars(df: pd.DataFrame) -> alt.Chart:
 
     Args:
         df: ``condition`` and ``accuracy`` (0..1) columns, one row per condition (and
-            ``task`` if present, which gives one panel per task).
+            ``task`` if present, which gives one panel per task); ``lo`` and ``hi`` (0..1), when
+            present, are drawn as an interval on each bar (e.g. a 95 % bootstrap interval).
     """
     _require(df, ["condition", "accuracy"], "accuracy_bars",
              "One row per condition with its accuracy in 0..1 (optionally per task).")
@@ -357,11 +358,17 @@ def accuracy_bars(df: pd.DataFrame) -> alt.Chart:
                                 y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1]),
                                         axis=alt.Axis(format="%")))
     bars = base.mark_bar().encode(color=color, tooltip=["condition:N", alt.Tooltip("accuracy:Q", format=".1%")])
-    text = base.mark_text(dy=-10, fontSize=FONT["label"]).encode(text=alt.Text("accuracy:Q", format=".1%"))
-    chart = alt.layer(bars, text).properties(width=alt.Step(110), height=280)
+    has_interval = {"lo", "hi"} <= set(df.columns)
+    text = base.mark_text(dy=-10, dx=-22 if has_interval else 0, fontSize=FONT["label"]).encode(
+        text=alt.Text("accuracy:Q", format=".1%"))
+    layers = [bars, text]
+    if has_interval:
+        layers.append(base.mark_rule(color="#212121", strokeWidth=2).encode(y="lo:Q", y2="hi:Q"))
+    chart = alt.layer(*layers).properties(width=alt.Step(110), height=280)
     if "task" in df.columns:
         chart = chart.facet(column=alt.Column("task:N", title=None))
-    return projector(chart.properties(title="Accuracy"))
+    title = "Accuracy (black line: 95 % interval)" if has_interval else "Accuracy"
+    return projector(chart.properties(title=title))
 
 
 # -------------------------------------------------------------------------- export

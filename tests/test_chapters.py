@@ -182,7 +182,7 @@ def test_paper_comparison_applies_the_targets(fidelity_run):
     assert names[0] == "accuracy" and "F4 edges kept" in names and len(rows) == 9
     assert all(r[3] in ("reproduced", "partly", "not reproduced", "not measured") for r in rows)
     fake = {**report, "F4": {**report["F4"], "accuracy": {"full": 0.9, "pathways": 0.9, "random": 0.5},
-                             "edges": {**report["F4"]["edges"], "kept_fraction": 0.4}}}
+                             "edges": {**report["F4"]["edges"], "kept_fraction": 0.4, "mean_kept_fraction": 0.4}}}
     f4 = dict((r[0], r[3]) for r in paper_comparison(fake, findings=("F4",)))
     assert f4 == {"F4 edges kept": "reproduced", "F4 accuracy full / pathways / random": "reproduced"}
     fake["F4"]["accuracy"] = {"full": 0.9, "pathways": 0.5, "random": 0.5}
@@ -296,3 +296,14 @@ def test_knockout_grid_knows_its_sample(toy_fp32):
     sample = generate("scene_transition", 1, seed=5, num_frames=8, size=32)[0]
     assert KnockoutGrid(toy_fp32, sample, families="frames").sample_id == sample.id
     assert KnockoutGrid(toy_fp32, toy_fp32.prepare_sample(sample)).sample_id == ""
+
+
+def test_chapters_use_the_learned_tasks_of_the_stored_report():
+    """The chapters' learned tasks (recomputed from the stored tables) are the fidelity report's."""
+    from flowkit import chapters
+    from flowkit.results import load_report
+
+    report = load_report()
+    assert chapters.learned_tasks() == report["learned"]["tasks"]
+    clip = chapters.telling_clip("cross_frame")
+    assert clip.task in report["learned"]["tasks"]
