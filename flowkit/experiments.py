@@ -86,6 +86,18 @@ def _word_token_ids(tokenizer, words: Sequence[str]) -> dict[int, str]:
     return ids
 
 
+def lens_bag_temporal_share(vllm) -> float:
+    """The share of temporal words in the bag :func:`video_token_lens` ranks (token ids of the
+    bench's spatial and temporal words): what ``temporal_share`` would be if the lens picked
+    its top words at random. A share at video tokens means something only against this."""
+    from flowkit.data.vocab import SPATIAL_WORDS, TEMPORAL_WORDS
+
+    spatial = _word_token_ids(vllm.tokenizer, SPATIAL_WORDS)
+    temporal = _word_token_ids(vllm.tokenizer, TEMPORAL_WORDS)
+    bag = set(spatial) | set(temporal)
+    return sum(i in temporal for i in bag) / len(bag)
+
+
 def video_token_lens(vllm, samples, kind: str = "embedding", k: int = 10, progress: bool = True) -> pd.DataFrame:
     """Finding 2 (lens): which bench words the video tokens align with, after every layer.
 
@@ -285,4 +297,4 @@ def pathway_summary(vllm, samples, windows: PathwayWindows | str, random_seeds: 
 
 
 __all__ = ["RANDOM_CONDITIONS", "accuracy", "answer_emergence", "cross_frame_sweep", "effective_pathways", "flow_sweep",
-           "pathway_summary", "summarize", "troughs", "curves_with_ci", "question_troughs", "video_token_lens", "windows_from_sweeps"]
+           "pathway_summary", "summarize", "troughs", "curves_with_ci", "question_troughs", "lens_bag_temporal_share", "video_token_lens", "windows_from_sweeps"]

@@ -230,6 +230,8 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
         lens = experiments.video_token_lens(vllm, lens_samples, kind=kind, progress=progress)
         tables["lens"] = pd.concat([tables.get("lens"), lens], ignore_index=True)
         report["F2"][f"lens_temporal_share_{kind}"] = lens.groupby("layer")["temporal_share"].mean().to_dict()
+    # what a lens picking words at random would show: the temporal words' share of the list
+    report["F2"]["lens_bag_temporal_share"] = experiments.lens_bag_temporal_share(vllm)
     emergence = tables["emergence"] = experiments.answer_emergence(vllm, sweep_samples, progress=progress)
     on_headline = emergence[emergence["task"].isin(headline)]
     per_layer = on_headline.groupby("layer")[["p_true", "p_false_max"]].mean()

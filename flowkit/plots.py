@@ -321,12 +321,15 @@ def prob_by_layer(df: pd.DataFrame) -> alt.LayerChart:
                                                       title="When is the answer ready? (logit lens)"))
 
 
-def lens_shares(df: pd.DataFrame) -> alt.Chart:
+def lens_shares(df: pd.DataFrame, bag_temporal_share: float | None = None) -> alt.Chart:
     """Share of spatial vs temporal words among the top lens words of video tokens, per layer.
 
     Args:
         df: :func:`flowkit.lens.word_shares` output (``layer``, ``kind``, ``share``); a
             ``sample`` column (several samples concatenated) is averaged over.
+        bag_temporal_share: the temporal words' share of the word list itself
+            (:func:`flowkit.experiments.lens_bag_temporal_share`), drawn as a dashed line: the
+            temporal share a lens picking words at random would show.
     """
     _require(df, ["layer", "kind", "share"], "lens_shares", "Pass flowkit.lens.word_shares(...) output.")
     kinds = [k for k in WORD_KIND_COLORS if k in set(df["kind"])]
@@ -337,6 +340,11 @@ def lens_shares(df: pd.DataFrame) -> alt.Chart:
         y=alt.Y("mean(share):Q", title="share of top words", axis=alt.Axis(format="%")),
         color=color, strokeDash=alt.StrokeDash("kind:N", sort=kinds, legend=None),
         tooltip=["layer:Q", "kind:N", alt.Tooltip("mean(share):Q", format=".1%")])
+    if bag_temporal_share is not None:
+        reference = alt.Chart(pd.DataFrame({"share": [bag_temporal_share],
+                                            "label": [f"temporal words' share of the list ({bag_temporal_share:.0%})"]}))
+        chart = alt.layer(chart, reference.mark_rule(color=WORD_KIND_COLORS["temporal"], strokeDash=[2, 2],
+                                                     strokeWidth=2).encode(y="share:Q", tooltip=["label:N"]))
     return projector(chart.properties(width=520, height=300, title="What do video tokens say? (lens)"))
 
 
