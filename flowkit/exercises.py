@@ -212,6 +212,88 @@ def _check_trough_shift(fn) -> int:
     return len(cases)
 
 
+def _check_knockout_attention(fn) -> int:
+    """Against flowkit's own path: the additive causal mask, the block mask applied by
+    ``flowkit.knockout._with_block`` (what every knocked-out attention layer does), then softmax."""
+    from flowkit.knockout import _with_block, edge_block_mask
+
+    n = 0
+    generator = torch.Generator().manual_seed(0)
+    for spans in _spans_cases():
+        size = spans.seq_len
+        for group in ("cross_frame", "video->question", "question->last"):
+            cut = edge_block_mask(group, spans)
+            scores = torch.randn(2, size, size, generator=generator) * 3
+            causal = torch.zeros(1, 1, size, size).masked_fill(~torch.ones(size, size, dtype=torch.bool).tril(),
+                                                               float("-inf"))
+            shape = torch.zeros(1, 2, size, 4)
+            expected = torch.softmax(scores[None] + _with_block(causal, cut, shape, shape), dim=-1)[0]
+            got = fn(scores.clone(), cut.clone())
+            if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+                _fail("knockout_attention", f"{group} on spans {spans.frame_spans}", f"a tensor of shape {tuple(expected.shape)}",
+                      getattr(got, "shape", got))
+            got = got.float()
+            leaked = float(got[..., cut].abs().max()) if bool(cut.any()) else 0.0
+            if leaked > 0:
+                _fail("knockout_attention", f"{group}: cut edges must get exactly zero weight",
+                      0.0, f"up to {leaked:.3g} on a cut edge")
+            if not torch.allclose(got, expected, atol=1e-6):
+                row = int((got - expected).abs().amax(dim=(0, 2)).argmax())
+                _fail("knockout_attention", f"{group}, query row {row} (rows must sum to 1 over allowed keys only)",
+                      expected[0, row, : row + 1].tolist()[:6], got[0, row, : row + 1].tolist()[:6])
+            n += 1
+    return n
+
+
+def _check_logit_lens_probs(fn) -> int:
+    torch.manual_seed(0)
+    d, vocab = 16, 50
+    final_norm, lm_head = torch.nn.RMSNorm(d), torch.nn.Linear(d, vocab, bias=False)
+    with torch.no_grad():
+        final_norm.weight.uniform_(0.5, 2.0)
+    cases = [(torch.randn(5, d) * 4, (3, 7)), (torch.randn(2, d), (10, 11, 12, 40))]
+    for hidden, letters in cases:
+        with torch.no_grad():
+            expected = torch.softmax(lm_head(final_norm(hidden)).float(), -1)[:, list(letters)]
+            got = fn(hidden.clone(), final_norm, lm_head, letters)
+        got = torch.as_tensor(got).float()
+        if got.shape != expected.shape:
+            _fail("logit_lens_probs", f"{hidden.shape[0]} layers, {len(letters)} letters", tuple(expected.shape), tuple(got.shape))
+        if not torch.allclose(got, expected, atol=1e-6):
+            hint = (" (the softmax must run over the whole vocabulary, then pick the letters; these rows sum to 1)"
+                    if torch.allclose(got.sum(-1), torch.ones(got.shape[0]), atol=1e-4) else "")
+            _fail("logit_lens_probs", f"{hidden.shape[0]} layers, letters {letters}{hint}",
+                  expected[0].tolist(), got[0].tolist())
+    return len(cases)
+
+
+def _check_bootstrap_interval(fn) -> int:
+    """Any correct bootstrap passes: the interval brackets the mean, is reproducible from its seed,
+    and is within a quarter of its width of flowkit's (another random stream moves it a little)."""
+    import numpy as np
+
+    from flowkit.stats import bootstrap_ci
+
+    rng = np.random.default_rng(3)
+    cases = {"20 accuracies (0/1)": (rng.random(20) < 0.7).astype(float),
+             "60 % changes": rng.normal(-25, 15, 60), "200 p(answer)": rng.beta(5, 2, 200)}
+    for name, values in cases.items():
+        lo, hi = fn(values.copy(), seed=1)
+        ref_lo, ref_hi = bootstrap_ci(values)
+        if not lo <= values.mean() <= hi:
+            _fail("bootstrap_interval", f"{name}: the interval must contain the mean {values.mean():.3f}",
+                  (round(ref_lo, 3), round(ref_hi, 3)), (lo, hi))
+        if fn(values.copy(), seed=1) != (lo, hi):
+            _fail("bootstrap_interval", f"{name}: the same seed must give the same interval", (lo, hi),
+                  fn(values.copy(), seed=1))
+        width = ref_hi - ref_lo
+        if abs(lo - ref_lo) > width / 4 or abs(hi - ref_hi) > width / 4:
+            _fail("bootstrap_interval", f"{name} (resample the values with replacement, take the mean of each "
+                  "resample, and the 2.5th and 97.5th percentiles of those means)",
+                  (round(ref_lo, 3), round(ref_hi, 3)), (round(lo, 3), round(hi, 3)))
+    return len(cases)
+
+
 _CHECKS = {name[len("_check_"):]: f for name, f in globals().items() if name.startswith("_check_")}
 
 

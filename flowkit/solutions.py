@@ -101,6 +101,32 @@ def trough_shift(curve_a: dict, curve_b: dict) -> int:
     return min(curve_b, key=curve_b.get) - min(curve_a, key=curve_a.get)
 
 
+# ------------------------------------------------- mechanism exercises (chapters 00, 03, 04)
+def knockout_attention(scores: torch.Tensor, cut: torch.Tensor) -> torch.Tensor:
+    """Attention weights from raw scores (..., N, N): causal mask and cut edges at -inf, then softmax."""
+    n = scores.shape[-1]
+    future = ~torch.ones(n, n, dtype=torch.bool).tril()  # a query never reads later keys
+    return torch.softmax(scores.float().masked_fill(future | cut, float("-inf")), dim=-1)
+
+
+def logit_lens_probs(hidden: torch.Tensor, final_norm, lm_head, letter_ids) -> torch.Tensor:
+    """p(each option letter) over the whole vocabulary for hidden states (layers, d): norm, head, softmax."""
+    logits = lm_head(final_norm(hidden)).float()
+    return torch.softmax(logits, dim=-1)[:, list(letter_ids)]
+
+
+def bootstrap_interval(values, seed: int = 0, resamples: int = 2000, level: float = 0.95) -> tuple:
+    """Percentile bootstrap interval of the mean: resample the values with replacement, many times."""
+    import numpy as np
+
+    x = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(resamples, len(x)))].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
 EXERCISES = ("frame_positions", "option_probabilities", "cross_frame_mask", "percent_change",
              "embedding_lens_scores", "temporal_share", "first_layer_above", "deepest_window",
-             "kept_fraction", "random_cut_like", "hypothesis_spec", "trough_shift")
+             "kept_fraction", "random_cut_like", "hypothesis_spec", "trough_shift",
+             "knockout_attention", "logit_lens_probs", "bootstrap_interval")

@@ -40,6 +40,12 @@ WRONG = {
     "random_cut_like": lambda block, seed: block.clone(),
     "hypothesis_spec": lambda: KnockoutSpec.single("question->last", "12-20"),
     "trough_shift": lambda a, b: max(b, key=b.get) - max(a, key=a.get),
+    # softmax before masking: cut edges keep weight
+    "knockout_attention": lambda scores, cut: torch.softmax(scores, -1).masked_fill(cut, 0.0),
+    # renormalised over the letters instead of the whole vocabulary
+    "logit_lens_probs": lambda hidden, norm, head, letters: torch.softmax(head(norm(hidden))[:, list(letters)], -1),
+    # mean +- one standard deviation of the values: far too wide
+    "bootstrap_interval": lambda values, seed=0: (float(values.mean() - values.std()), float(values.mean() + values.std())),
 }
 
 
