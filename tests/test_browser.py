@@ -41,7 +41,7 @@ DISPLAY_TOLERANCE = 0.05 + 1e-6
 CHAPTER = Path(__file__).resolve().parents[1] / "notebooks" / "01_cross_frame.ipynb"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1600,1300")
+                  "--disable-dev-shm-usage", "--window-size=1600,1150")
 
 
 def _tools():
@@ -268,6 +268,16 @@ def test_chapter_01_grid_shows_the_answer_flowkit_computes(tmp_path):
         pct_text = driver.find_element(By.CSS_SELECTOR, ".fk-grid [data-role='pct-change']").text
         assert "is-cut" in driver.find_element(By.CSS_SELECTOR, cell_css).get_attribute("class")
 
+        # cause and effect on one screen: the answer bars sit beside the grid (not wrapped below it) and
+        # are fully in the window, at 1600 x 1150 with JupyterLab's file browser open, right after the click
+        layout = driver.execute_script(
+            "const g = arguments[0], t = g.querySelector('.fk-table').getBoundingClientRect(),"
+            " b = g.querySelector('[data-role=bars]').getBoundingClientRect(), c = arguments[1].getBoundingClientRect();"
+            " return {tableRight: t.right, barsLeft: b.left, barsTop: b.top, barsBottom: b.bottom, barsRight: b.right,"
+            " cellTop: c.top, cellBottom: c.bottom, width: window.innerWidth, height: window.innerHeight,"
+            " browser: !!document.querySelector('.jp-FileBrowser:not(.lm-mod-hidden)')};",
+            grid, driver.find_element(By.CSS_SELECTOR, cell_css))
+
         artifacts = _artifacts()
         grid.screenshot(str(artifacts / "knockout_grid.png"))
         driver.save_screenshot(str(artifacts / "knockout_grid_jupyterlab.png"))
@@ -276,6 +286,11 @@ def test_chapter_01_grid_shows_the_answer_flowkit_computes(tmp_path):
             driver.quit()
         lab.stop()
 
+    assert layout["browser"], "the file browser should be open, as a student has it"
+    assert layout["barsLeft"] >= layout["tableRight"] - 1, f"the answer bars wrapped below the grid: {layout}"
+    assert 0 <= layout["barsTop"] and layout["barsBottom"] <= layout["height"] and layout["barsRight"] <= layout["width"], \
+        f"the answer bars are not fully on screen after the click: {layout}"
+    assert 0 <= layout["cellTop"] and layout["cellBottom"] <= layout["height"], f"the clicked cell left the screen: {layout}"
     letters = list(clean.letters)
     assert list(before) == list(after) == letters
     for i, letter in enumerate(letters):
