@@ -209,6 +209,35 @@ def question_strip(troughs: pd.DataFrame, highlight: str | None = None, width: i
     return projector(alt.layer(dots, chosen).properties(width=width, title=title))
 
 
+def lens_words(words_by_frame: Sequence[Sequence[dict]], title: str, frame_labels: Sequence[str] | None = None,
+               ) -> alt.Chart:
+    """The top words of each frame's video tokens as a table-like chart (one column per frame):
+    what :class:`widgets.LensView` shows, for saved outputs. Words are ``{"word", "kind", ...}``."""
+    rows = [{"frame": (frame_labels[f] if frame_labels else f"frame {f}"), "rank": r, "word": str(w.get("word", "")),
+             "kind": w.get("kind") or "other"}
+            for f, words in enumerate(words_by_frame) for r, w in enumerate(words)]
+    data = pd.DataFrame(rows or [{"frame": "", "rank": 0, "word": "(no words)", "kind": "other"}])
+    kinds = [k for k in WORD_KIND_COLORS if k in set(data["kind"])] + ["other"]
+    colors = [WORD_KIND_COLORS.get(k, "#424242") for k in kinds]
+    chart = alt.Chart(data).mark_text(fontSize=15, align="center").encode(
+        x=alt.X("frame:N", title=None, sort=list(dict.fromkeys(data["frame"])), axis=alt.Axis(orient="top", labelAngle=0)),
+        y=alt.Y("rank:O", title="rank", axis=None), text="word:N",
+        color=alt.Color("kind:N", title="words", scale=alt.Scale(domain=kinds, range=colors)))
+    return projector(chart.properties(width=alt.Step(110), height=alt.Step(24), title=title))
+
+
+def pathway_windows(windows: dict, num_layers: int, title: str = "effective-pathway windows (layers kept)") -> alt.Chart:
+    """The pathway windows as bars over the layers: what :class:`widgets.PathwaySliders` holds, for saved outputs.
+
+    ``windows`` maps a name to ``(first, last)`` (a window) or ``last`` (an "until" layer)."""
+    rows = [{"window": name.replace("_", " "), "from": (v[0] if isinstance(v, (tuple, list)) else 0),
+             "to": (v[1] if isinstance(v, (tuple, list)) else v) + 1} for name, v in windows.items()]
+    chart = alt.Chart(pd.DataFrame(rows)).mark_bar(color=OKABE_ITO["blue"], height=18).encode(
+        x=alt.X("from:Q", title="layer", scale=alt.Scale(domain=[0, num_layers])), x2="to:Q",
+        y=alt.Y("window:N", title=None, sort=None))
+    return projector(chart.properties(width=520, title=title))
+
+
 # ------------------------------------------------------------------------ answer bars
 
 

@@ -342,3 +342,29 @@ def test_flow_curves_widget_state_and_chart():
                         for s in range(3) for c in range(2)])
     summarised = FlowCurves(raw)
     assert summarised.series["curves"]["scene"]["cross_frame"] == [[0, -5.0, 2], [1, -5.0, 2]]
+
+
+def _bundle_png(widget) -> Image.Image:
+    bundle = widget._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert "application/vnd.jupyter.widget-view+json" in data  # JupyterLab still shows the live widget
+    return Image.open(io.BytesIO(base64.b64decode(data["image/png"])))  # a saved notebook shows this picture
+
+
+def test_every_widget_saves_a_picture_of_what_it_shows(toy_fp32, prepared, grid):
+    from flowkit.data import generate
+    from flowkit.pathways import PathwayWindows
+    from widgets import PathwaySliders
+
+    pictures = [_bundle_png(grid), _bundle_png(LensView(toy_fp32, prepared, frames=random_frames(seed=3), k=3, top=2)),
+                _bundle_png(FlowCurves(summary_frame())),
+                _bundle_png(PathwaySliders(toy_fp32, generate("scene_transition", 1, seed=5, num_frames=8, size=32),
+                                           PathwayWindows((0, 1), (1, 2), (2, 3), 2, 3)))]
+    assert all(p.width > 200 and p.height > 100 for p in pictures)
+
+
+def test_a_picture_that_cannot_be_drawn_never_hides_the_widget(grid, monkeypatch):
+    monkeypatch.setattr(type(grid), "snapshot_chart", lambda self: 1 / 0)
+    bundle = grid._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert "application/vnd.jupyter.widget-view+json" in data and "image/png" not in data

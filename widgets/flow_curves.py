@@ -11,9 +11,10 @@ import traitlets
 from flowkit.interactive import flow_curve_series
 from flowkit.plots import flow_curves
 from flowkit.sweep import summarize
+from widgets.snapshot import Snapshot
 
 
-class FlowCurves(anywidget.AnyWidget):
+class FlowCurves(Snapshot, anywidget.AnyWidget):
     """The paper's knockout curves for one task; pick the task, click legend entries to hide families.
 
     >>> df = flowkit.sweep.sweep(vllm, samples)               # doctest: +SKIP
@@ -58,6 +59,10 @@ class FlowCurves(anywidget.AnyWidget):
         if unknown:
             raise traitlets.TraitError(f"unknown families {unknown}; families: {', '.join(self.series['families'])}")
         return proposal["value"]
+
+    def snapshot_chart(self):
+        """The picture kept in saved outputs: :meth:`chart`."""
+        return self.chart()
 
     def chart(self):
         """The current view (task, visible families) as an altair chart."""

@@ -12,9 +12,10 @@ from flowkit.errors import FlowkitError
 from flowkit.interactive import (AnswerExplorer, answer_view, cells_to_spec, describe_cells, frame_thumbnails,
                                  grid_columns, resolve_prompt, spec_to_cells, window_cells)
 from flowkit.knockout import PAPER_EDGE_FAMILIES, KnockoutSpec
+from widgets.snapshot import Snapshot
 
 
-class KnockoutGrid(anywidget.AnyWidget):
+class KnockoutGrid(Snapshot, anywidget.AnyWidget):
     """Rows are the language model's layers, columns edge groups; a cut cell cuts that group in that layer.
 
     >>> grid = KnockoutGrid(vllm, sample)                                   # doctest: +SKIP
@@ -119,6 +120,16 @@ class KnockoutGrid(anywidget.AnyWidget):
         self.answer = answer_view(self._explorer.clean, self._explorer.answer(spec), spec, self._options,
                                   spec_text=describe_cells(cells, self._grid_columns))
         self.error = ""
+
+    def snapshot_chart(self):
+        """What the grid shows, as a chart: the answer before and after the current cut (saved outputs)."""
+        from flowkit.plots import answer_bars
+
+        spec = self.spec
+        cut = describe_cells(self.cells, self._grid_columns) if self.cells else "nothing cut"
+        chart = answer_bars(self._explorer.clean, self._explorer.answer(spec), options=self._options)
+        return chart.properties(title={"text": f"KnockoutGrid: {self.question or 'the prompt'}",
+                                       "subtitle": [f"cut: {cut}", "a static picture: run the notebook to click"]})
 
     # ---------------------------------------------------------------- actions
     def set_cells(self, cells, cut: bool = True) -> None:

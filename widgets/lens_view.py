@@ -13,9 +13,10 @@ from flowkit.interactive import frame_thumbnails, lens_view_table, resolve_promp
 from flowkit.knockout import KnockoutSpec, block_masks
 from flowkit.lens import LENS_KINDS, frame_top_words, residual_stream
 from flowkit.plots import WORD_KIND_COLORS
+from widgets.snapshot import Snapshot
 
 
-class LensView(anywidget.AnyWidget):
+class LensView(Snapshot, anywidget.AnyWidget):
     """Per frame, the words its video tokens decode to after a chosen layer.
 
     >>> LensView(vllm, sample)                                # doctest: +SKIP
@@ -98,6 +99,14 @@ class LensView(anywidget.AnyWidget):
                           for kind in LENS_KINDS}
         self.table = {kind: lens_view_table(words, self.num_layers, spans.num_frames, self._top)
                       for kind, words in self.top_words.items()}
+
+    def snapshot_chart(self):
+        """What the view shows (current lens and layer) as a chart, for saved outputs."""
+        from flowkit.plots import lens_words
+
+        return lens_words(self.words(), f"LensView: {self.kind} lens after layer {self.layer} "
+                                         "(a static picture: run the notebook to move the slider)",
+                          list(self.frame_labels) or None)
 
     def words(self, kind: str | None = None, layer: int | None = None) -> Sequence[Sequence[dict]]:
         """What the view shows: per frame, the words (default: the current lens and layer)."""

@@ -12,6 +12,7 @@ import ipywidgets as w
 
 from flowkit.errors import FlowkitError
 from flowkit.pathways import PathwayWindows
+from widgets.snapshot import Snapshot
 
 _RANGES = (("cross_frame", "cross-frame kept in"), ("video_to_question", "video → question kept in"),
            ("question_to_last", "question → last kept in"))
@@ -19,7 +20,7 @@ _UNTIL = (("video_to_video_until", "video ↔ video kept up to"),
           ("question_to_question_until", "question ↔ question kept up to"))
 
 
-class PathwaySliders(w.VBox):
+class PathwaySliders(Snapshot, w.VBox):
     """Sliders for the pathway windows (0-indexed layers), a Measure button and the result.
 
     >>> sliders = PathwaySliders(vllm, samples, windows)    # doctest: +SKIP
@@ -45,6 +46,13 @@ class PathwaySliders(w.VBox):
         self.result: dict | None = None
         self.button.on_click(lambda _button: self.measure())
         super().__init__([*self.sliders.values(), w.HBox([self.button, self.status]), self.output])
+
+    def snapshot_chart(self):
+        """The windows the sliders hold, as bars over the layers (saved outputs)."""
+        from flowkit.plots import pathway_windows
+
+        return pathway_windows(self.windows.to_dict(), self._vllm.num_layers,
+                               "PathwaySliders: windows kept (a static picture: run the notebook to move them)")
 
     @property
     def windows(self) -> PathwayWindows:

@@ -1,0 +1,47 @@
+"""A PNG of what a widget shows, inside its display bundle.
+
+JupyterLab renders the live widget (its view mimetype ranks first); a viewer without the
+widget's state — GitHub, nbviewer, a notebook opened untrusted — falls back to the PNG, so
+a saved chapter shows what the widget showed instead of ``<... object at 0x...>``. The
+picture is drawn by :mod:`flowkit.plots` and rendered locally by vl-convert; if that fails,
+the widget is displayed without it.
+"""
+
+from __future__ import annotations
+
+import base64
+
+
+def png_of(chart) -> str | None:
+    """Base64 PNG of an altair chart (``None`` when it cannot be rendered here)."""
+    try:
+        import vl_convert as vlc
+
+        return base64.b64encode(vlc.vegalite_to_png(chart.to_dict(), scale=1.0)).decode("ascii")
+    except Exception:  # noqa: BLE001 - a snapshot is a courtesy; the live widget must still show
+        return None
+
+
+def with_snapshot(bundle, chart_factory):
+    """``bundle`` (a widget's mimebundle: a dict, or ``(data, metadata)``) with ``image/png`` added."""
+    if bundle is None:
+        return None
+    try:
+        png = png_of(chart_factory())
+    except Exception:  # noqa: BLE001
+        png = None
+    if png is None:
+        return bundle
+    data, metadata = (bundle if isinstance(bundle, tuple) else (bundle, {}))
+    data = {**data, "image/png": png}
+    return (data, metadata) if isinstance(bundle, tuple) else data
+
+
+class Snapshot:
+    """Mixin: the display bundle carries :meth:`snapshot_chart` as a PNG beside the live view."""
+
+    def snapshot_chart(self):  # pragma: no cover - every widget defines its own
+        raise NotImplementedError
+
+    def _repr_mimebundle_(self, **kwargs):
+        return with_snapshot(super()._repr_mimebundle_(**kwargs), self.snapshot_chart)
