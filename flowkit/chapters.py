@@ -96,7 +96,7 @@ def telling_clip(family: str):
     one whose answer moved most when ``family`` was cut in the precomputed sweeps.
 
     It is the *most* moved question, not a typical one: show it beside its task's distribution
-    (:func:`flowkit.plots.question_troughs`)."""
+    (:func:`flowkit.experiments.question_troughs`, :func:`flowkit.plots.question_strip`)."""
     from flowkit.results import load_table
 
     sweeps = load_table("sweeps")

@@ -90,12 +90,18 @@ def lens_bag_temporal_share(vllm) -> float:
     """The share of temporal words in the bag :func:`video_token_lens` ranks (token ids of the
     bench's spatial and temporal words): what ``temporal_share`` would be if the lens picked
     its top words at random. A share at video tokens means something only against this."""
+    _, is_temporal = _lens_bag(vllm)
+    return float(is_temporal.float().mean())
+
+
+def _lens_bag(vllm) -> tuple[torch.Tensor, torch.Tensor]:
+    """The token ids the lens ranks (the bench's spatial and temporal words) and which are temporal."""
     from flowkit.data.vocab import SPATIAL_WORDS, TEMPORAL_WORDS
 
     spatial = _word_token_ids(vllm.tokenizer, SPATIAL_WORDS)
     temporal = _word_token_ids(vllm.tokenizer, TEMPORAL_WORDS)
-    bag = set(spatial) | set(temporal)
-    return sum(i in temporal for i in bag) / len(bag)
+    vocab_ids = torch.tensor(sorted(set(spatial) | set(temporal)))
+    return vocab_ids, torch.tensor([i in temporal for i in vocab_ids.tolist()])
 
 
 def video_token_lens(vllm, samples, kind: str = "embedding", k: int = 10, progress: bool = True) -> pd.DataFrame:
@@ -107,12 +113,7 @@ def video_token_lens(vllm, samples, kind: str = "embedding", k: int = 10, progre
     ``"logit"`` the usual logit lens. One row per (sample, layer) with the share of
     temporal words among the top words (``temporal_share``).
     """
-    from flowkit.data.vocab import SPATIAL_WORDS, TEMPORAL_WORDS
-
-    spatial = _word_token_ids(vllm.tokenizer, SPATIAL_WORDS)
-    temporal = _word_token_ids(vllm.tokenizer, TEMPORAL_WORDS)
-    vocab_ids = torch.tensor(sorted(set(spatial) | set(temporal)))
-    is_temporal = torch.tensor([i in temporal for i in vocab_ids.tolist()])
+    vocab_ids, is_temporal = _lens_bag(vllm)
     rows = []
     for sample in tqdm(list(samples), desc=f"{kind} lens", disable=not progress):
         prepared = vllm.prepare_sample(sample)

@@ -115,11 +115,15 @@ def _curves_with_ci(flows: pd.DataFrame, tasks) -> dict[str, dict]:
     ``tasks`` (pooled), with its 95 % bootstrap interval over those questions."""
     out = {}
     for family, table in experiments.curves_with_ci(flows, tasks).groupby("family"):
-        questions = flows[(flows["family"] == family) & flows["correct_base"] & flows["task"].isin(list(tasks))]
         out[family] = {"curve": {int(r.center): float(r.pct_change) for r in table.itertuples()},
                        "ci": {int(r.center): [float(r.lo), float(r.hi)] for r in table.itertuples()},
-                       "questions": int(questions["sample"].nunique())}
+                       "questions": int(table["n"].max())}  # every question is swept at every centre
     return out
+
+
+def _accuracy_ci(table: pd.DataFrame, by: str) -> dict:
+    """Per group of ``by``: the 95 % bootstrap interval of the share of ``correct`` questions."""
+    return {key: list(bootstrap_ci(group["correct"].astype(float))) for key, group in table.groupby(by)}
 
 
 def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowkit-smol-video-control",
@@ -156,7 +160,7 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
     tables: dict[str, pd.DataFrame] = {}
     acc = tables["accuracy"] = experiments.accuracy(vllm, bench, progress=progress)
     report["accuracy"] = acc.groupby("task")["correct"].mean().to_dict()
-    report["accuracy_ci"] = {t: list(bootstrap_ci(g["correct"].astype(float))) for t, g in acc.groupby("task")}
+    report["accuracy_ci"] = _accuracy_ci(acc, "task")
     cvllm = cacc = None
     if control:
         cvllm = load_videollm(control, quant=quant)
@@ -251,11 +255,9 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
     by_condition = pathways.groupby("condition")["correct"].mean().to_dict()
     on_learned = pathways[pathways["task"].isin(headline)]
     report["F4"] = {"windows": windows.to_dict(), "edges": counts, "accuracy": by_condition,
-                    "accuracy_ci": {c: list(bootstrap_ci(g["correct"].astype(float)))
-                                    for c, g in pathways.groupby("condition")},
+                    "accuracy_ci": _accuracy_ci(pathways, "condition"),
                     "accuracy_headline_tasks": on_learned.groupby("condition")["correct"].mean().to_dict(),
-                    "accuracy_headline_tasks_ci": {c: list(bootstrap_ci(g["correct"].astype(float)))
-                                                   for c, g in on_learned.groupby("condition")},
+                    "accuracy_headline_tasks_ci": _accuracy_ci(on_learned, "condition"),
                     "random_control": "paper", "random_suppressed_fraction": counts["random_fraction"],
                     "random_accuracy_per_seed": pathways[pathways["condition"] == "random"]
                     .groupby("seed")["correct"].mean().to_dict()}

@@ -465,8 +465,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
             timed_from = time.time()
         if fit_at is not None and step == fit_at:
             per_step = (time.time() - timed_from) / 5 if timed_from else elapsed
-            evals_left = 1.0 + 0.05  # evaluation and checkpoints: about 5 % on top (measured on a GPU)
-            fitted = step + int(max(0.0, deadline - time.time()) / (per_step * evals_left))
+            overhead = 1.05  # evaluations and checkpoints: about 5 % on top of the steps (measured on a GPU)
+            fitted = step + int(max(0.0, deadline - time.time()) / (per_step * overhead))
             config.steps = max(step + 1, min(config.steps, fitted))
             last_step = config.steps if stop_after is None else min(config.steps, stop_after)
             bar.total = config.steps
