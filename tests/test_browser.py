@@ -229,16 +229,33 @@ def test_chapter_01_grid_shows_the_answer_flowkit_computes(tmp_path):
                 raise AssertionError(f"waiting for {what} failed ({type(exc).__name__}); screenshot: {shot}\n"
                                      f"Browser log:\n{logs}\nJupyterLab log:\n{lab.log_tail()}") from None
 
+        def click(locator, what: str):
+            """Find and click in one step, again if JupyterLab re-rendered the element in between."""
+            from selenium.common.exceptions import (ElementClickInterceptedException,
+                                                    ElementNotInteractableException,
+                                                    NoSuchElementException, StaleElementReferenceException)
+
+            def clicked(d):
+                try:
+                    element = d.find_element(*locator)
+                    if not (element.is_displayed() and element.is_enabled()):
+                        return False
+                    element.click()
+                    return True
+                except (StaleElementReferenceException, ElementClickInterceptedException,
+                        ElementNotInteractableException, NoSuchElementException):
+                    return False
+
+            wait(clicked, what)
+
         driver.get(f"{lab.url}/lab/tree/{CHAPTER.name}?token={lab.token}")
         wait(EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")),
              "the notebook's kernel")
         # activate the notebook (Run All acts on the current notebook), then Run > Run All Cells
-        wait(EC.element_to_be_clickable((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .jp-InputPrompt")),
-             "the notebook's cell").click()
-        wait(EC.element_to_be_clickable((By.XPATH, "//div[contains(@class, 'lm-MenuBar-itemLabel')][text()='Run']")),
-             "the Run menu").click()
+        click((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .jp-InputPrompt"), "the notebook's cell")
+        click((By.XPATH, "//div[contains(@class, 'lm-MenuBar-itemLabel')][text()='Run']"), "the Run menu")
         run_all = "li.lm-Menu-item[data-command='runmenu:run-all']:not(.lm-mod-disabled)"
-        wait(EC.element_to_be_clickable((By.CSS_SELECTOR, run_all)), "Run All Cells").click()
+        click((By.CSS_SELECTOR, run_all), "Run All Cells")
 
         grid = wait(EC.presence_of_element_located((By.CSS_SELECTOR, ".fk-grid[data-sample]")),
                     "the chapter's KnockoutGrid")
@@ -257,12 +274,22 @@ def test_chapter_01_grid_shows_the_answer_flowkit_computes(tmp_path):
         clean, expected = vllm.answer(prepared), vllm.answer(prepared, spec)
 
         cell_css = f".fk-grid td.fk-cell[data-layer='{layer}'][data-col='{column}']"
-        cell = wait(EC.element_to_be_clickable((By.CSS_SELECTOR, cell_css)), "the grid cell")
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", cell)
+        wait(EC.element_to_be_clickable((By.CSS_SELECTOR, cell_css)), "the grid cell")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});",
+                              driver.find_element(By.CSS_SELECTOR, cell_css))
         before = _shown_percentages(driver, "after")  # nothing cut yet: "after" shows the clean run
 
         # shift-click: the paper's 9-layer window centred on this layer, in this column
-        ActionChains(driver).move_to_element(cell).key_down(Keys.SHIFT).click().key_up(Keys.SHIFT).perform()
+        def shift_click(d):
+            from selenium.common.exceptions import StaleElementReferenceException
+            try:
+                target = d.find_element(By.CSS_SELECTOR, cell_css)
+                ActionChains(d).move_to_element(target).key_down(Keys.SHIFT).click().key_up(Keys.SHIFT).perform()
+                return True
+            except StaleElementReferenceException:
+                return False
+
+        wait(shift_click, "the shift-click on the grid cell")
         wait(lambda d: grid.get_attribute("data-answer-spec") == spec.to_json(), f"the answer under {spec}")
         after = _shown_percentages(driver, "after")
         pct_text = driver.find_element(By.CSS_SELECTOR, ".fk-grid [data-role='pct-change']").text
