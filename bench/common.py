@@ -13,7 +13,7 @@ def smol_video_model(quant: str = "nf4", **load_options):
     from flowkit import load_videollm, shipped
     from flowkit.errors import ModelLoadError
     from flowkit.smol_video import NAME, assemble
-    from flowkit.smollm2 import cache_dir
+    from flowkit.smol_video.smollm2 import cache_dir
 
     if NAME in shipped.available():
         try:

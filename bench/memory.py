@@ -47,7 +47,8 @@ def run(mode: str) -> dict:
 
     import torch
 
-    from flowkit.knockout import apply_block_masks, count_edges
+    from flowkit.attention import apply_block_masks
+    from flowkit.masks import count_edges
     from flowkit.pathways import paper_windows, pathway_masks, pathway_spec
 
     lm, sp = model(), spans()

@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import setup_torch, smol_video_model  # noqa: E402
 
-from flowkit.data import default_bench_root, load_bench  # noqa: E402
+from flowkit.data import shipped_questions_root, load_question_set  # noqa: E402
 
 
 TEXT_PROMPTS = (
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     setup_torch()
     full, label = smol_video_model("fp32")
     quant, _ = smol_video_model("nf4")
-    bench = load_bench(default_bench_root(), num_frames=8)
+    bench = load_question_set(shipped_questions_root(), num_frames=8)
     samples = bench[:: max(1, len(bench) // args.questions)][: args.questions]
     cos, top1, option, dp = [], 0, 0, []
     for sample in samples:

@@ -7,7 +7,7 @@ Prints, each beside its target:
 
 - the sweep (5 edge families x every window centre): speed-up over one full forward per
   spec, engine time / the plan's FLOP bound, max |Δp| engine vs naive (``bench/sweep.py``);
-- clicks in the knockout grid's view-model (:class:`flowkit.interactive.AnswerExplorer`) as
+- clicks in the knockout grid's view-model (:class:`flowkit.view_models.AnswerExplorer`) as
   a fraction of one full forward: warm (clean run cached; a drag along one column, each
   click adding one cell, and independent windows) and cold (clean run + first click);
 - the fidelity run on a subset (``run_fidelity(per_task=2, sweep_per_task=1,
@@ -32,8 +32,9 @@ from memory import mask_bytes  # noqa: E402
 from sweep import BENCH_SEED, measure_sweep  # noqa: E402
 
 from flowkit.data import TASKS, generate  # noqa: E402
-from flowkit.interactive import AnswerExplorer  # noqa: E402
-from flowkit.knockout import PAPER_EDGE_FAMILIES, KnockoutSpec, LayerSet, LayerWindow  # noqa: E402
+from flowkit.view_models import AnswerExplorer  # noqa: E402
+from flowkit.edge_groups import PAPER_EDGE_GROUPS
+from flowkit.spec import KnockoutSpec, LayerSet, LayerWindow  # noqa: E402
 from flowkit.sweep import window_specs  # noqa: E402
 
 #: issue 16's targets
@@ -90,7 +91,7 @@ def compare_reports(old: dict, new: dict, path: str = "") -> float:
 
 
 def measure_fidelity(per_task: int) -> dict:
-    from flowkit.fidelity import run_fidelity
+    from flowkit.course.fidelity import run_fidelity
 
     options = dict(per_task=per_task, sweep_per_task=1, centers_step=5, random_seeds=(0, 1), out=None, progress=True)
     with Timer() as old_t:
@@ -114,10 +115,10 @@ def main(argv=None) -> int:
     samples = [s for task in TASKS[: args.tasks]
                for s in generate(task, args.samples_per_task, seed=BENCH_SEED, num_frames=8)]
     prepared = [vllm.prepare_sample(s) for s in samples]
-    specs = [spec for _, _, spec in window_specs(PAPER_EDGE_FAMILIES, range(vllm.num_layers))]
+    specs = [spec for _, _, spec in window_specs(PAPER_EDGE_GROUPS, range(vllm.num_layers))]
     print(f"model: {label} ({args.quant}), {vllm.num_layers} layers, {prepared[0].seq_len} tokens per prompt")
     print(f"numeric path: {vllm.numeric_path}")
-    print(f"sweep workload: {len(PAPER_EDGE_FAMILIES)} families x {vllm.num_layers} centres x {len(samples)} questions")
+    print(f"sweep workload: {len(PAPER_EDGE_GROUPS)} families x {vllm.num_layers} centres x {len(samples)} questions")
 
     sweep = measure_sweep(vllm, prepared, specs)
     clicks = measure_clicks(vllm, prepared[1 % len(prepared)], sweep["full_forward_s"])

@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Timer, max_prob_diff, setup_torch, smol_video_model  # noqa: E402
 
 from flowkit.data import TASKS, generate  # noqa: E402
-from flowkit.engine import Engine  # noqa: E402
-from flowkit.knockout import PAPER_EDGE_FAMILIES, KnockoutSpec, LayerWindow  # noqa: E402
+from flowkit.session import Engine  # noqa: E402
+from flowkit.edge_groups import PAPER_EDGE_GROUPS
+from flowkit.spec import KnockoutSpec, LayerWindow  # noqa: E402
 from flowkit.sweep import window_specs  # noqa: E402
 
 BENCH_SEED = 90_001  # not the evaluation split's seed
@@ -42,12 +43,12 @@ def main(argv=None) -> int:
     vllm, label = smol_video_model(args.quant)
     samples = [s for task in TASKS[: args.tasks]
                for s in generate(task, args.samples_per_task, seed=BENCH_SEED, num_frames=8)]
-    specs = [spec for _, _, spec in window_specs(PAPER_EDGE_FAMILIES, range(vllm.num_layers))]
+    specs = [spec for _, _, spec in window_specs(PAPER_EDGE_GROUPS, range(vllm.num_layers))]
     prepared = [vllm.prepare_sample(s) for s in samples]
     n_evals = len(samples) * len(specs)
     print(f"model: {label} ({args.quant}), {vllm.num_layers} layers, {prepared[0].seq_len} tokens per prompt")
     print(f"numeric path: {vllm.numeric_path}")
-    print(f"workload: {len(PAPER_EDGE_FAMILIES)} families x {vllm.num_layers} window centres x "
+    print(f"workload: {len(PAPER_EDGE_GROUPS)} families x {vllm.num_layers} window centres x "
           f"{args.tasks} tasks x {args.samples_per_task} samples = {n_evals} knockout evaluations")
 
     m = measure_sweep(vllm, prepared, specs)

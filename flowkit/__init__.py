@@ -11,27 +11,19 @@ The main entry points:
 """
 
 from flowkit.errors import FlowkitError, KnockoutError, ModelLoadError, UnsupportedModelError
-from flowkit.knockout import (
-    PAPER_EDGE_FAMILIES,
-    Cut,
-    KnockoutSpec,
-    LayerSet,
-    LayerWindow,
-    block_masks,
-    count_edges,
-    knockout,
-    parse_layers,
-)
+from flowkit.edge_groups import PAPER_EDGE_GROUPS
+from flowkit.spec import Cut, KnockoutSpec, LayerSet, LayerWindow, parse_layers
+from flowkit.masks import block_masks, count_edges
+from flowkit.attention import knockout
 from flowkit.models import VideoLLM, load_videollm
 from flowkit.readout import AnswerDistribution, accuracy, answer_distribution, percent_change
 from flowkit.spans import Spans
-from flowkit.quick import CheckResult, check
-from flowkit import smol_video as _smol_video  # registers the shipped model names  # noqa: F401
+from flowkit.knockout_check import CheckResult, check
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "PAPER_EDGE_FAMILIES", "AnswerDistribution", "CheckResult", "Cut", "FlowkitError", "KnockoutError", "KnockoutSpec",
+    "PAPER_EDGE_GROUPS", "AnswerDistribution", "CheckResult", "Cut", "FlowkitError", "KnockoutError", "KnockoutSpec",
     "LayerSet", "LayerWindow", "ModelLoadError", "Spans", "UnsupportedModelError", "VideoLLM", "accuracy",
     "answer_distribution", "block_masks", "check", "count_edges", "knockout", "load_videollm", "parse_layers",
     "percent_change",

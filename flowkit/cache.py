@@ -4,7 +4,7 @@ One JSON file per (model, sample) holds a record per spec. Every record carries 
 checksum of its own content; a file or record that does not parse or does not match
 its checksum is reported and recomputed, never trusted. Every record also carries the
 version of the knockout definitions it was computed under
-(:data:`flowkit.knockout.DEFINITIONS_VERSION`); a record of another version is a miss
+(:data:`flowkit.edge_groups.DEFINITIONS_VERSION`); a record of another version is a miss
 (recomputed and overwritten, without a warning), so numbers computed under an older
 meaning of a token group are never reused.
 
@@ -20,11 +20,11 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
-from flowkit.knockout import DEFINITIONS_VERSION
+from flowkit.atomic_files import atomic_write_json
+from flowkit.edge_groups import DEFINITIONS_VERSION
 
 #: payload key holding the definitions version a record was computed under
 DEFINITIONS_KEY = "definitions_version"
@@ -109,13 +109,5 @@ class ResultCache:
             payload = {**payload, "fingerprint": fingerprint, "sample": sample_id,
                        DEFINITIONS_KEY: DEFINITIONS_VERSION}
             data[spec_json] = {"payload": payload, "checksum": _checksum(payload)}
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(data, handle, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())  # on disk (or the file server) before the rename makes it visible
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # fsync: on disk (or the file server) before the rename makes it visible to other workers
+        atomic_write_json(path, data, fsync=True, sort_keys=True)

@@ -11,7 +11,7 @@ prints the answer distribution before and after the knockout.
         --executor local-ray:2 --out table.csv.gz
 
 knocks out each edge group in each 9-layer window on each question (here or on a Ray
-cluster, see :mod:`flowkit.distributed`) and writes the tidy table. ``python -m flowkit bench``
+cluster, see :mod:`flowkit.distributed`) and writes the tidy table. ``python -m flowkit questions``
 forwards to the data command line (``python -m flowkit.data``).
 """
 
@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from flowkit.atomic_files import atomic_path
 from flowkit.errors import FlowkitError
 
 DEFAULT_MODEL = "flowkit-smol-video"
@@ -47,11 +47,12 @@ def _check_parser(sub) -> None:
     where.add_argument("--layers", default=None, help="0-indexed layers to cut in, e.g. '5-14' or '3,4,9-12'")
     where.add_argument("--window", type=int, default=None, metavar="CENTRE",
                        help="the paper's 9-layer window centred on this layer")
+    p.set_defaults(run=run_check)
 
 
 def run_check(args) -> int:
     from flowkit.data import read_video
-    from flowkit.knockout import Cut, KnockoutSpec, LayerWindow, parse_layers
+    from flowkit.spec import Cut, KnockoutSpec, LayerWindow, parse_layers
     from flowkit.models import load_videollm
     from flowkit.readout import percent_change
 
@@ -81,35 +82,9 @@ def run_check(args) -> int:
     return 0
 
 
-def _fidelity_parser(sub) -> None:
-    p = sub.add_parser("fidelity", help="measure the four findings on the kit's small model (writes a JSON report)")
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--control", default=f"{DEFAULT_MODEL}-control", help="image-only control ('' to skip)")
-    p.add_argument("--quant", default="nf4", choices=("nf4", "bf16", "fp32"))
-    p.add_argument("--per-task", type=int, default=None, help="questions per task (default: the whole split)")
-    p.add_argument("--sweep-per-task", type=int, default=20,
-                   help="correctly answered questions per learned task used in sweeps (flowkit.learned)")
-    p.add_argument("--other-per-task", type=int, default=6,
-                   help="correctly answered questions per task that is not learned (swept, charted apart)")
-    p.add_argument("--centers-step", type=int, default=1, help="sweep every n-th window centre")
-    p.add_argument("--random-seeds", type=int, default=5)
-    p.add_argument("--out", default=None, help="JSON path (default data/results/fidelity.json)")
-
-
-def run_fidelity_command(args) -> int:
-    from flowkit.fidelity import DEFAULT_OUT, format_report, run_fidelity
-
-    report = run_fidelity(model=args.model, control=args.control or None, quant=args.quant, per_task=args.per_task,
-                          sweep_per_task=args.sweep_per_task, other_per_task=args.other_per_task,
-                          centers_step=args.centers_step,
-                          random_seeds=tuple(range(args.random_seeds)), out=args.out or DEFAULT_OUT)
-    print(format_report(report))
-    return 0
-
-
 def _sweep_parser(sub) -> None:
-    p = sub.add_parser("sweep", help="knockout sweep over bench questions, here or on a Ray cluster (writes a table)",
-                       description="Knock out each edge group in each layer window on each bench question and write "
+    p = sub.add_parser("sweep", help="knockout sweep over a question set, here or on a Ray cluster (writes a table)",
+                       description="Knock out each edge group in each layer window on each question and write "
                                    "one row per (question, group, window). Results are cached by model content, "
                                    "question and spec: a stopped sweep resumes, a finished one is not recomputed.")
     p.add_argument("--model", default=DEFAULT_MODEL,
@@ -117,8 +92,9 @@ def _sweep_parser(sub) -> None:
                         "cluster every worker loads it, so a folder must exist at the same path on every node")
     p.add_argument("--quant", default="nf4", choices=("nf4", "bf16", "fp32"))
     p.add_argument("--device", default=None, help="'cuda' to run each worker on one GPU (default: CPU)")
-    p.add_argument("--bench", default=None, help="bench folder in the MVBench/TVBench layout (default: the shipped split)")
-    p.add_argument("--tasks", nargs="+", default=None, help="bench tasks (default: every task)")
+    p.add_argument("--questions", default=None, metavar="DIR",
+                   help="question set folder in the MVBench/TVBench layout (default: the shipped split)")
+    p.add_argument("--tasks", nargs="+", default=None, help="tasks of the question set (default: every task)")
     p.add_argument("--per-task", type=int, default=None, metavar="N", help="the first N questions of each task")
     p.add_argument("--frames", type=int, default=8, help="frames sampled per question (default 8)")
     p.add_argument("--groups", nargs="+", default=None, metavar="EDGES",
@@ -134,6 +110,7 @@ def _sweep_parser(sub) -> None:
     p.add_argument("--question-timeout", type=float, default=4 * 3600.0, metavar="SECONDS",
                    help="on Ray, a question running longer counts as a lost worker and is retried (default 4 h)")
     p.add_argument("--out", required=True, help="table to write: .csv or .csv.gz (written atomically)")
+    p.set_defaults(run=run_sweep_command)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -156,30 +133,25 @@ def _check_out_path(out: str) -> Path:
 def write_table_atomically(table, path: Path) -> None:
     """Write a sweep table as CSV (gzip for ``.gz``, with a fixed timestamp) via a temporary file and a rename."""
     compression = {"method": "gzip", "mtime": 0} if path.name.endswith(".gz") else None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False, compression=compression)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _sweep_samples(args) -> list:
-    from flowkit.data import default_bench_root, load_bench
+    from flowkit.data import shipped_questions_root, load_question_set
 
-    root = Path(args.bench) if args.bench else default_bench_root()
+    root = Path(args.questions) if args.questions else shipped_questions_root()
     if args.per_task is not None and args.per_task < 1:
         raise FlowkitError(f"--per-task must be at least 1, got {args.per_task}")
-    bench = load_bench(root, task=args.tasks, num_frames=args.frames)
-    tasks = args.tasks or sorted({s.task for s in bench})
-    return [s for task in tasks for s in [x for x in bench if x.task == task][: args.per_task]]
+    questions = load_question_set(root, task=args.tasks, num_frames=args.frames)
+    tasks = args.tasks or sorted({s.task for s in questions})
+    return [s for task in tasks for s in [x for x in questions if x.task == task][: args.per_task]]
 
 
 def run_sweep_command(args) -> int:
     from flowkit.distributed import LocalExecutor, ModelSource, make_executor
-    from flowkit.knockout import PAPER_EDGE_FAMILIES, parse_layers
+    from flowkit.edge_groups import PAPER_EDGE_GROUPS
+    from flowkit.spec import parse_layers
     from flowkit.sweep import sweep
 
     out = _check_out_path(args.out)
@@ -187,13 +159,13 @@ def run_sweep_command(args) -> int:
     executor = make_executor(args.executor, num_workers=args.num_workers, question_timeout_s=args.question_timeout)
     started = time.perf_counter()
     if not isinstance(executor, LocalExecutor):
-        executor.connect()  # a wrong address fails here, before the bench is decoded or a model loaded
+        executor.connect()  # a wrong address fails here, before the questions are decoded or a model loaded
     try:
         samples = _sweep_samples(args)
         if not samples:
             raise FlowkitError("no questions to sweep: check --tasks and --per-task")
         source = ModelSource(args.model, quant=args.quant, device=args.device)
-        table = sweep(source, samples, families=args.groups or PAPER_EDGE_FAMILIES, centers=centers, size=args.size,
+        table = sweep(source, samples, families=args.groups or PAPER_EDGE_GROUPS, centers=centers, size=args.size,
                       cache=args.cache, progress=not args.no_progress, executor=executor)
     finally:
         if not isinstance(executor, LocalExecutor):
@@ -207,29 +179,31 @@ def run_sweep_command(args) -> int:
     return 0
 
 
+#: entry-point group of commands that other parts add (the course adds ``fidelity``): each is a
+#: callable ``add_command(subparsers)`` that adds its parser with ``set_defaults(run=...)``
+COMMAND_ENTRY_POINTS = "flowkit.commands"
+
+
 def main(argv: list[str] | None = None) -> int:
+    from importlib.metadata import entry_points
+
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "bench":
+    if argv and argv[0] == "questions":
         from flowkit.data.__main__ import main as data_main
 
         return data_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m flowkit", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _check_parser(sub)
-    _fidelity_parser(sub)
     _sweep_parser(sub)
-    sub.add_parser("bench", help="generate or inspect the synthetic bench (see python -m flowkit bench --help)")
+    for entry in sorted(entry_points(group=COMMAND_ENTRY_POINTS), key=lambda e: e.name):
+        entry.load()(sub)
+    sub.add_parser("questions", help="generate or inspect a synthetic question set (see python -m flowkit questions --help)")
     args = parser.parse_args(argv)
-    from flowkit.data import BenchError
+    from flowkit.data import QuestionSetError
 
     try:
-        if args.command == "check":
-            return run_check(args)
-        if args.command == "fidelity":
-            return run_fidelity_command(args)
-        if args.command == "sweep":
-            return run_sweep_command(args)
-    except (FlowkitError, BenchError) as exc:
+        return args.run(args)
+    except (FlowkitError, QuestionSetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 1

@@ -8,7 +8,7 @@
 The unit of work is one whole question. On Ray, each worker (an actor) loads the model
 once, from a :class:`ModelSource` (the checkpoint and its load options, never the loaded
 weights); for each question it runs the clean forward once and evaluates every missing spec
-of that question through :class:`flowkit.engine.Engine` — the same function, batching and
+of that question through :class:`flowkit.session.Engine` — the same function, batching and
 torch thread count as a local sweep (:func:`flowkit.sweep.evaluate_question`), so the table
 is the same, number for number. Before any question is evaluated, every worker's model
 fingerprint is checked against the driver's.
@@ -53,9 +53,10 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from flowkit.errors import FlowkitError
+from flowkit.spec import KnockoutSpec
 
 #: environment variable: sample ids (comma-separated) at which a Ray worker exits, once each
 FAULT_EXIT_AT_ENV = "FLOWKIT_FAULT_EXIT_AT"
@@ -236,11 +237,45 @@ class _LocalSession:
         return self.vllm.fingerprint
 
     def run(self, jobs, finished: Callable, use_engine: bool = True) -> dict:
-        from flowkit.sweep import evaluate_question
-
         for job in jobs:
             finished(job, evaluate_question(self.vllm, job.sample, job.specs, use_engine))
         return {"executor": "local", "workers": 1}
+
+
+# ----------------------------------------------------------------------- the work unit
+
+
+@dataclass(frozen=True)
+class QuestionJob:
+    """One question to evaluate: its position in the sweep, the sample, and the specs not yet cached."""
+
+    index: int
+    sample: object
+    specs: tuple[KnockoutSpec, ...]
+
+
+def evaluate_question(vllm, sample, specs: Sequence[KnockoutSpec], use_engine: bool = True) -> dict[str, dict]:
+    """``{spec_json: answer payload}`` for the clean run and each spec on one question.
+
+    The one place a sweep computes: the local executor and every Ray worker call it, so
+    the two give the same numbers (same engine, same batching). The clean run is built once
+    and every spec is evaluated from it in batches.
+    """
+    from flowkit.session import Engine
+
+    prepared = vllm.prepare_sample(sample)
+    if use_engine:
+        engine = Engine(vllm, prepared)
+        clean = engine.clean_answer
+        computed = engine.answers(list(specs))
+    else:
+        clean = vllm.answer(prepared)
+        computed = [vllm.answer(prepared, spec) for spec in specs]
+    fresh = {KnockoutSpec().to_json(): clean.to_dict()}
+    for spec, dist in zip(specs, computed):
+        fresh[spec.to_json()] = dist.to_dict()
+    return fresh
+
 
 
 # --------------------------------------------------------------------------- Ray
@@ -279,8 +314,6 @@ class SweepWorker:
         return self.info
 
     def evaluate(self, sample, specs, use_engine: bool = True) -> dict:
-        from flowkit.sweep import evaluate_question
-
         exit_if_fault_injected(sample.id)
         started = time.perf_counter()
         payloads = evaluate_question(self.vllm, sample, specs, use_engine)

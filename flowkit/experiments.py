@@ -19,9 +19,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from flowkit.engine import Engine
+from flowkit.session import Engine
 from flowkit.errors import FlowkitError
-from flowkit.knockout import PAPER_EDGE_FAMILIES, block_masks, count_edges
+from flowkit.edge_groups import PAPER_EDGE_GROUPS
+from flowkit.masks import block_masks, count_edges
 from flowkit.lens import embedding_lens, logit_lens, residual_stream
 from flowkit.pathways import (LAYER_MATCHED_RANDOM_CONTROL, PAPER_RANDOM_CONTROL, RANDOM_CONTROLS, PathwayWindows,
                                paper_pathway_preset, pathway_spec, random_control_masks)
@@ -36,7 +37,7 @@ def cross_frame_sweep(vllm, samples, centers: Iterable[int] | None = None, size:
                  use_engine=use_engine)
 
 
-def flow_sweep(vllm, samples, families: Sequence[str] = PAPER_EDGE_FAMILIES, centers=None, size: int = 9,
+def flow_sweep(vllm, samples, families: Sequence[str] = PAPER_EDGE_GROUPS, centers=None, size: int = 9,
                cache=None, progress: bool = True, use_engine: bool = True) -> pd.DataFrame:
     """Findings 2-3: the paper's edge families (or yours), window by window."""
     return sweep(vllm, samples, families=families, centers=centers, size=size, cache=cache, progress=progress,
@@ -95,7 +96,7 @@ def lens_bag_temporal_share(vllm) -> float:
 
 
 def _lens_bag(vllm) -> tuple[torch.Tensor, torch.Tensor]:
-    """The token ids the lens ranks (the bench's spatial and temporal words) and which are temporal."""
+    """The token ids the lens ranks (the question set's spatial and temporal words) and which are temporal."""
     from flowkit.data.vocab import SPATIAL_WORDS, TEMPORAL_WORDS
 
     spatial = _word_token_ids(vllm.tokenizer, SPATIAL_WORDS)
@@ -105,9 +106,9 @@ def _lens_bag(vllm) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def video_token_lens(vllm, samples, kind: str = "embedding", k: int = 10, progress: bool = True) -> pd.DataFrame:
-    """Finding 2 (lens): which bench words the video tokens align with, after every layer.
+    """Finding 2 (lens): which question-set words the video tokens align with, after every layer.
 
-    Each video token's hidden state is scored against the bench's spatial and temporal
+    Each video token's hidden state is scored against the question set's spatial and temporal
     words (``flowkit.data.vocab``); the top ``k`` words per token are counted.
     ``kind="embedding"`` is the paper's lens (hidden @ input embeddingsᵀ, no norm);
     ``"logit"`` the usual logit lens. One row per (sample, layer) with the share of
@@ -223,9 +224,9 @@ def effective_pathways(vllm, samples, windows: PathwayWindows | str, random_seed
         random_fraction: f, the share of edges the paper's control cuts in every layer. By
             default the paper's value for a preset, else the mean over ``samples`` of the share
             this model's pathway mask suppresses (one extra pass that only prepares prompts).
-        use_engine: per question, one :class:`~flowkit.engine.Engine` (one clean forward:
+        use_engine: per question, one :class:`~flowkit.session.Engine` (one clean forward:
             ``full``) replays the pathway mask and every random mask as batches
-            (:meth:`~flowkit.engine.Engine.last_logits_for_masks`; equal to full forwards to
+            (:meth:`~flowkit.session.Engine.last_logits_for_masks`; equal to full forwards to
             float rounding, <= 1e-5 in p). ``False``: one full forward per condition (the
             former path, kept for comparison).
 

@@ -28,10 +28,10 @@ RULE = (f"learned = accuracy >= chance + {ABOVE_CHANCE * 100:.0f} points and >= 
 
 
 def chance(task: str, options: int | None = None) -> float:
-    """Accuracy of guessing: one over the number of options (the bench's count for its own tasks)."""
+    """Accuracy of guessing: one over the number of options (the question set's count for its own tasks)."""
     if options is None:
         if task not in NUM_OPTIONS:
-            raise KeyError(f"task {task!r} is not one of the bench's ({', '.join(NUM_OPTIONS)}); "
+            raise KeyError(f"task {task!r} is not one of the question set's ({', '.join(NUM_OPTIONS)}); "
                            "pass options= (how many answer options its questions have)")
         options = NUM_OPTIONS[task]
     if options < 2:

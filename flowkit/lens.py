@@ -15,7 +15,8 @@ from typing import Sequence
 
 import torch
 
-from flowkit.knockout import KnockoutSpec, knockout
+from flowkit.spec import KnockoutSpec
+from flowkit.attention import knockout
 
 
 @torch.inference_mode()
@@ -195,7 +196,7 @@ def word_shares(top_words, spatial: Sequence[str] | None = None, temporal: Seque
 
     Args:
         top_words: :func:`frame_top_words` output.
-        spatial, temporal: the word lists (default: the synthetic bench's, :mod:`flowkit.data.vocab`).
+        spatial, temporal: the word lists (default: the synthetic question set's, :mod:`flowkit.data.vocab`).
 
     Returns a DataFrame with ``layer``, ``kind`` (``"spatial"`` / ``"temporal"``), ``share``
     (of all (token, rank) entries in that layer) and ``count`` — the input of

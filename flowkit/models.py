@@ -20,11 +20,13 @@ from typing import Sequence
 
 import torch
 
+from flowkit import named_models
 from flowkit.errors import ModelLoadError, QuestionError
 from flowkit.families import FamilyAdapter, Prepared, adapter_for_config
 from flowkit.fingerprint import checkpoint_folder, model_fingerprint
 from flowkit.errors import KnockoutError
-from flowkit.knockout import KnockoutSpec, apply_block_masks, knockout, language_model_of
+from flowkit.spec import KnockoutSpec
+from flowkit.attention import apply_block_masks, knockout, language_model_of
 from flowkit.nf4_cpu import (NF4_CPU_KERNELS, cache_dequantized_weights, import_bitsandbytes, numeric_path,
                              set_cpu_kernel)
 
@@ -198,7 +200,7 @@ def load_videollm(
 
     Args:
         name_or_path: a local checkpoint folder, a Hugging Face hub id (needs internet), or
-            the name of a model the kit ships (see :func:`flowkit.shipped.available`).
+            the name of a model the kit ships (see :func:`flowkit.named_models.available`).
         quant: ``"nf4"`` (4-bit NormalFloat via bitsandbytes; runs on CPU), ``"bf16"`` or ``"fp32"``.
         attn_implementation: ``"sdpa"`` (fast) or ``"eager"`` (needed to read attention weights).
         trust_remote_code: passed to transformers; never enabled unless you ask.
@@ -216,9 +218,7 @@ def load_videollm(
     if nf4_cpu_kernel not in NF4_CPU_KERNELS:
         raise ModelLoadError(f"unknown nf4_cpu_kernel {nf4_cpu_kernel!r}: choose "
                              f"{' or '.join(map(repr, NF4_CPU_KERNELS))} ('portable' gives the same numbers on every CPU).")
-    from flowkit import shipped
-
-    resolved = shipped.resolve(str(name_or_path))
+    resolved = named_models.resolve(str(name_or_path))
     source = str(resolved) if resolved is not None else str(name_or_path)
     config = _read_config(source, trust_remote_code)
     adapter = adapter_for_config(config)

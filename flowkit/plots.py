@@ -295,7 +295,7 @@ def attention_edges(block: "torch.Tensor", spans, title: str = "Attention edges 
 
     Args:
         block: an ``(N, N)`` boolean mask, True where an edge is cut (e.g.
-            :func:`flowkit.knockout.edge_block_mask` or one layer of ``block_masks``).
+            :func:`flowkit.masks.edge_block_mask` or one layer of ``block_masks``).
         spans: the prompt's :class:`~flowkit.Spans`; their groups label the axes.
     """
     import torch

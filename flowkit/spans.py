@@ -33,14 +33,13 @@ Named groups (used by edge groups such as ``"video->question"``):
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass, field
 
+from flowkit.data.sample import OPTION_LETTERS
 from flowkit.errors import KnockoutError
 
 Span = tuple[int, int]
 
-OPTION_LETTERS = tuple(string.ascii_uppercase)
 
 
 def _positions(span: Span) -> list[int]:

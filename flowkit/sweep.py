@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from flowkit.cache import ResultCache
-from flowkit.knockout import PAPER_EDGE_FAMILIES, KnockoutSpec, LayerWindow
+from flowkit.distributed import QuestionJob, evaluate_question, make_executor
+from flowkit.edge_groups import PAPER_EDGE_GROUPS
+from flowkit.spec import KnockoutSpec, LayerWindow
 from flowkit.readout import percent_change
 from flowkit.spans import OPTION_LETTERS
 
@@ -30,7 +31,7 @@ def window_specs(families: Sequence[str], centers: Iterable[int], size: int = 9)
             for family in families for center in centers]
 
 
-def sweep(vllm, samples, families: Sequence[str] = PAPER_EDGE_FAMILIES, centers: Iterable[int] | None = None,
+def sweep(vllm, samples, families: Sequence[str] = PAPER_EDGE_GROUPS, centers: Iterable[int] | None = None,
           size: int = 9, cache: ResultCache | str | os.PathLike | None = None, progress: bool = True,
           use_engine: bool = True, executor="local", num_workers: int | None = None) -> pd.DataFrame:
     """Knock out each edge family in each layer window on each sample.
@@ -50,7 +51,7 @@ def sweep(vllm, samples, families: Sequence[str] = PAPER_EDGE_FAMILIES, centers:
         cache: a folder or :class:`ResultCache`; results found there are not recomputed,
             and each question's results are written there (atomically) as soon as it is done,
             so a sweep stopped for any reason resumes where it stopped.
-        use_engine: evaluate with :class:`flowkit.engine.Engine` (exact, faster) instead
+        use_engine: evaluate with :class:`flowkit.session.Engine` (exact, faster) instead
             of one full forward per spec.
         executor: where questions are evaluated: ``"local"`` (default: this process, no Ray)
             or a Ray cluster — ``"auto"``, ``"ray://HOST:PORT"``, ``"HOST:PORT"`` or
@@ -63,7 +64,6 @@ def sweep(vllm, samples, families: Sequence[str] = PAPER_EDGE_FAMILIES, centers:
     The returned table's ``attrs["sweep"]`` says how many questions were computed and how
     many came from the cache (and, on Ray, the workers, retries and timings).
     """
-    from flowkit.distributed import make_executor
 
     runner = make_executor(executor, num_workers=num_workers)
     samples = list(samples)
@@ -112,38 +112,6 @@ def sweep(vllm, samples, families: Sequence[str] = PAPER_EDGE_FAMILIES, centers:
     return table
 
 
-@dataclass(frozen=True)
-class QuestionJob:
-    """One question to evaluate: its position in the sweep, the sample, and the specs not yet cached."""
-
-    index: int
-    sample: object
-    specs: tuple[KnockoutSpec, ...]
-
-
-def evaluate_question(vllm, sample, specs: Sequence[KnockoutSpec], use_engine: bool = True) -> dict[str, dict]:
-    """``{spec_json: answer payload}`` for the clean run and each spec on one question.
-
-    The one place a sweep computes: the local executor and every Ray worker call it, so
-    the two give the same numbers (same engine, same batching). The clean run is built once
-    and every spec is evaluated from it in batches.
-    """
-    from flowkit.engine import Engine
-
-    prepared = vllm.prepare_sample(sample)
-    if use_engine:
-        engine = Engine(vllm, prepared)
-        clean = engine.clean_answer
-        computed = engine.answers(list(specs))
-    else:
-        clean = vllm.answer(prepared)
-        computed = [vllm.answer(prepared, spec) for spec in specs]
-    fresh = {KnockoutSpec().to_json(): clean.to_dict()}
-    for spec, dist in zip(specs, computed):
-        fresh[spec.to_json()] = dist.to_dict()
-    return fresh
-
-
 def question_rows(sample, specs, jsons: Sequence[str], results: dict[str, dict], num_layers: int) -> list[dict]:
     """The table rows of one question from its payloads (clean run included)."""
     clean = results[KnockoutSpec().to_json()]
@@ -157,9 +125,9 @@ def question_rows(sample, specs, jsons: Sequence[str], results: dict[str, dict],
         rows.append({
             "sample": sample.id, "task": sample.task, "family": family, "center": center,
             "layers": f"{min(touched)}-{max(touched)}",
-            "spec": j, "answer": sample.answer, "predicted_base": "ABCDEFGH"[base_pred],
+            "spec": j, "answer": sample.answer, "predicted_base": OPTION_LETTERS[base_pred],
             "p_base": p_base, "p_new": p_new, "pct_change": percent_change(p_base, p_new),
-            "predicted_after": "ABCDEFGH"[new["predicted"]],
+            "predicted_after": OPTION_LETTERS[new["predicted"]],
             "correct_base": base_pred == true, "correct_after": new["predicted"] == true,
         })
     return rows

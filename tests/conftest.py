@@ -14,7 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def toy_checkpoint(tmp_path_factory):
     """A 4-layer LlavaNextVideo checkpoint (32x32 frames, 4 tokens per frame) on disk."""
-    from flowkit.toy import build_toy_llava_next_video
+    from flowkit.testing.tiny_models import build_toy_llava_next_video
 
     return build_toy_llava_next_video(tmp_path_factory.mktemp("ckpt") / "toy-llava-next-video", seed=0)
 

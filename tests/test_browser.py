@@ -173,8 +173,8 @@ def _chrome(chromium: str, driver_path: str, profile: Path):
 
 def _pick_window(vllm, prepared, columns, size: int = 9):
     """The (centre layer, column) whose shift-click window moves the shown answer most, and by how much."""
-    from flowkit.engine import Engine
-    from flowkit.interactive import cells_to_spec, window_cells
+    from flowkit.session import Engine
+    from flowkit.view_models import cells_to_spec, window_cells
 
     engine = Engine(vllm, prepared)
     clean = engine.clean_answer
@@ -204,8 +204,8 @@ def test_chapter_01_grid_shows_the_answer_flowkit_computes(tmp_path):
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from flowkit import chapters
-    from flowkit.interactive import cells_to_spec, grid_columns, window_cells
+    from flowkit.course import chapters
+    from flowkit.view_models import cells_to_spec, grid_columns, window_cells
 
     root = tmp_path / "notebooks"
     root.mkdir()

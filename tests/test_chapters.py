@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from flowkit import FlowkitError, KnockoutSpec, LayerWindow, check, count_edges, solutions
-from flowkit.exercises import _CHECKS, show_solution, solution_source
-from flowkit.exercises import check as check_exercise
+from flowkit import FlowkitError, KnockoutSpec, LayerWindow, check, count_edges
+from flowkit.course import solutions
+from flowkit.course.exercises import _CHECKS, show_solution, solution_source
+from flowkit.course.exercises import check as check_exercise
 
 
 # ---------------------------------------------------------------------------- exercises
@@ -75,7 +76,7 @@ def test_show_solution_prints_the_one_copy_and_checks_it(capsys):
 @pytest.fixture(scope="module")
 def fidelity_run(toy_checkpoint, tmp_path_factory):
     """The fidelity command's code path on the toy model: 1 question per task, a few windows."""
-    from flowkit.fidelity import TABLES, run_fidelity
+    from flowkit.course.fidelity import TABLES, run_fidelity
 
     out = tmp_path_factory.mktemp("results") / "fidelity.json"
     report = run_fidelity(model=str(toy_checkpoint), control=str(toy_checkpoint), quant="fp32", per_task=1,
@@ -110,8 +111,8 @@ def test_fidelity_writes_the_report_and_every_table(fidelity_run):
 
 
 def test_tables_are_byte_reproducible(fidelity_run, tmp_path):
-    from flowkit.fidelity import _atomic_write_tables
-    from flowkit.results import load_table
+    from flowkit.course.fidelity import _atomic_write_tables
+    from flowkit.course.results import load_table
 
     _, folder, _ = fidelity_run
     table = load_table("accuracy", folder)
@@ -122,7 +123,7 @@ def test_tables_are_byte_reproducible(fidelity_run, tmp_path):
 
 @pytest.mark.parametrize("table", ["accuracy", "emergence", "pathways", "lens", "sweeps"])
 def test_verify_recomputes_stored_rows(fidelity_run, toy_fp32, table):
-    from flowkit.results import load_report, verify
+    from flowkit.course.results import load_report, verify
 
     report, folder, _ = fidelity_run
     if table in ("sweeps", "lens", "emergence") and not load_report(folder)["sweep_samples"]:
@@ -132,8 +133,8 @@ def test_verify_recomputes_stored_rows(fidelity_run, toy_fp32, table):
 
 
 def test_verify_catches_a_tampered_table(fidelity_run, toy_fp32, tmp_path):
-    from flowkit.fidelity import _atomic_write_tables
-    from flowkit.results import load_table, verify
+    from flowkit.course.fidelity import _atomic_write_tables
+    from flowkit.course.results import load_table, verify
 
     _, folder, _ = fidelity_run
     (tmp_path / "fidelity.json").write_text((folder / "fidelity.json").read_text())
@@ -145,7 +146,7 @@ def test_verify_catches_a_tampered_table(fidelity_run, toy_fp32, tmp_path):
 
 
 def test_verify_refuses_another_model(fidelity_run, toy_nf4):
-    from flowkit.results import verify
+    from flowkit.course.results import verify
 
     _, folder, _ = fidelity_run
     with pytest.raises(FlowkitError, match="fingerprint .*quantized as nf4, the table's model as fp32"):
@@ -154,8 +155,8 @@ def test_verify_refuses_another_model(fidelity_run, toy_nf4):
 
 def test_a_chapter_goes_on_after_a_mismatch_with_one_note(fidelity_run, toy_nf4, toy_fp32, tmp_path, capsys):
     """What a chapter meets on another model, numeric path or a stale table: one note, no exception."""
-    from flowkit.fidelity import _atomic_write_tables
-    from flowkit.results import load_table, verify
+    from flowkit.course.fidelity import _atomic_write_tables
+    from flowkit.course.results import load_table, verify
 
     _, folder, _ = fidelity_run
     assert verify(toy_nf4, "accuracy", n=1, folder=folder, on_mismatch="note") is None
@@ -171,7 +172,7 @@ def test_a_chapter_goes_on_after_a_mismatch_with_one_note(fidelity_run, toy_nf4,
 
 
 def test_missing_results_say_how_to_make_them(tmp_path):
-    from flowkit.results import load_report, load_table
+    from flowkit.course.results import load_report, load_table
 
     with pytest.raises(FlowkitError, match="python -m flowkit fidelity"):
         load_report(tmp_path)
@@ -180,7 +181,7 @@ def test_missing_results_say_how_to_make_them(tmp_path):
 
 
 def test_paper_comparison_applies_the_targets(fidelity_run):
-    from flowkit.fidelity import paper_comparison
+    from flowkit.course.fidelity import paper_comparison
 
     report, _, _ = fidelity_run
     rows = paper_comparison(report)
@@ -252,8 +253,8 @@ def test_pathway_sliders_hold_windows_and_measure(toy_fp32):
 
 # --------------------------------------------------------------- charts and clips
 def test_attention_edges_chart_marks_cut_kept_and_future():
-    from flowkit.exercises import _spans_cases
-    from flowkit.knockout import edge_block_mask
+    from flowkit.course.exercises import _spans_cases
+    from flowkit.masks import edge_block_mask
     from flowkit.plots import attention_edges
 
     spans = _spans_cases()[0]
@@ -283,7 +284,7 @@ def test_offline_charts_render_png_without_network():
 
 
 def test_clip_strip_and_sample_lookup():
-    from flowkit import chapters
+    from flowkit.course import chapters
 
     strip = chapters.clip_strip(np.zeros((8, 32, 32, 3), dtype=np.uint8), size=40, gap=2)
     assert strip.size == (8 * 42 - 2, 40)
@@ -306,8 +307,8 @@ def test_knockout_grid_knows_its_sample(toy_fp32):
 
 def test_chapters_use_the_learned_tasks_of_the_stored_report():
     """The chapters' learned tasks (recomputed from the stored tables) are the fidelity report's."""
-    from flowkit import chapters
-    from flowkit.results import load_report
+    from flowkit.course import chapters
+    from flowkit.course.results import load_report
 
     report = load_report()
     assert chapters.learned_tasks() == report["learned"]["tasks"]

@@ -1,4 +1,4 @@
-"""write_split and its command, atomic writes, and the shipped evaluation split in data/bench."""
+"""write_split and its command, atomic writes, and the shipped evaluation split in data/questions."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from collections import Counter
 import numpy as np
 import pytest
 
-import flowkit.data.bench as bench_module
+import flowkit.data.question_sets as bench_module
 from flowkit.data import (
     EVAL_SEED,
     NUM_OPTIONS,
     TASKS,
-    BenchError,
-    default_bench_root,
+    QuestionSetError,
+    shipped_questions_root,
     generate,
-    load_bench,
+    load_question_set,
     read_video,
     write_split,
 )
@@ -47,7 +47,7 @@ def test_write_split_layout_and_round_trip(tmp_path):
     assert set(entries[0]) == {"video", "question", "candidates", "answer"}
     assert entries[0]["answer"] in entries[0]["candidates"]
 
-    loaded = {s.id: s for s in load_bench(root, num_frames=16)}
+    loaded = {s.id: s for s in load_question_set(root, num_frames=16)}
     for task in summary.counts:
         for original in generate(task, 4, seed=7):
             copy = loaded[original.id]
@@ -58,7 +58,7 @@ def test_write_split_layout_and_round_trip(tmp_path):
 
 def test_refuses_to_overwrite_unless_asked(tmp_path):
     write_split(tmp_path / "bench", seed=1, per_task=2, tasks=["scene_transition"])
-    with pytest.raises(BenchError, match=r"bench already exists; pass overwrite=True \(command line: --overwrite\)"):
+    with pytest.raises(QuestionSetError, match=r"bench already exists; pass overwrite=True \(command line: --overwrite\)"):
         write_split(tmp_path / "bench", seed=2, per_task=2, tasks=["scene_transition"])
     write_split(tmp_path / "bench", seed=2, per_task=3, tasks=["object_shuffle"], overwrite=True)
     assert available_files(tmp_path / "bench" / "json") == ["object_shuffle.json"]
@@ -101,7 +101,7 @@ def test_interrupted_overwrite_keeps_the_old_split(tmp_path, monkeypatch):
 
 
 def test_write_split_rejects_unknown_tasks(tmp_path):
-    with pytest.raises(BenchError, match="unknown synthetic task 'dance'"):
+    with pytest.raises(QuestionSetError, match="unknown synthetic task 'dance'"):
         write_split(tmp_path / "bench", tasks=["dance"])
     assert not (tmp_path / "bench").exists()
 
@@ -120,11 +120,11 @@ def test_command_writes_and_summarises(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def shipped():
-    return load_bench(default_bench_root(), num_frames=8)
+    return load_question_set(shipped_questions_root(), num_frames=8)
 
 
 def test_shipped_split_has_the_documented_counts(shipped):
-    root = default_bench_root()
+    root = shipped_questions_root()
     manifest = json.loads((root / "manifest.json").read_text())
     assert Counter(s.task for s in shipped) == {task: SHIPPED_PER_TASK for task in TASKS}
     assert manifest["counts"] == {task: SHIPPED_PER_TASK for task in TASKS}
@@ -152,7 +152,7 @@ def test_shipped_task_regenerates_identically(tmp_path, task):
     the one recorded in manifest.json; with another build only the decoded frames are compared
     with the shipped ones (within the codec tolerance), but the two fresh runs must still agree.
     """
-    root = default_bench_root()
+    root = shipped_questions_root()
     manifest = json.loads((root / "manifest.json").read_text())
     runs = []
     for name in ("first", "second"):

@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from flowkit.data import EVAL_SEED, NUM_OPTIONS, TASKS, BenchError, generate, make_sample
+from flowkit.data import EVAL_SEED, NUM_OPTIONS, TASKS, QuestionSetError, generate, make_sample
 from flowkit.data.render import COLOUR_RGB, COLOURS, SCENES, SHAPES, Sprite, sprite_masks
 from flowkit.data.vocab import OTHER_WORDS, SPATIAL_WORDS, TEMPORAL_WORDS, tokenize, word_kind
 
@@ -71,12 +71,12 @@ def test_sample_format(task):
 def test_clip_length_and_size_are_parameters():
     sample = generate("object_count", 1, seed=0, num_frames=8, size=32)[0]
     assert sample.frames.shape == (8, 32, 32, 3)
-    with pytest.raises(BenchError, match="num_frames >= 8"):
+    with pytest.raises(QuestionSetError, match="num_frames >= 8"):
         generate("object_count", 1, seed=0, num_frames=4)
 
 
 def test_unknown_task_lists_the_tasks():
-    with pytest.raises(BenchError, match="unknown synthetic task 'dance'.*moving_direction"):
+    with pytest.raises(QuestionSetError, match="unknown synthetic task 'dance'.*moving_direction"):
         generate("dance", 1, seed=0)
 
 

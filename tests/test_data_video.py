@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from flowkit.data import BenchError, ShortClipWarning, generate, read_video, uniform_frame_indices, write_video
+from flowkit.data import QuestionSetError, ShortClipWarning, generate, read_video, uniform_frame_indices, write_video
 from flowkit.data.render import COLOUR_RGB
 
 # libx264 at CRF 18 with 4:2:0 chroma: edges of saturated shapes bleed, flat areas survive.
@@ -97,19 +97,19 @@ def test_other_containers_decode(tmp_path, suffix, container_format, codec):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(BenchError, match=r"video file not found: .*nowhere\.mp4"):
+    with pytest.raises(QuestionSetError, match=r"video file not found: .*nowhere\.mp4"):
         read_video(tmp_path / "nowhere.mp4")
 
 
 def test_zero_length_file(tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
-    with pytest.raises(BenchError, match=r"empty \(0 bytes\): .*empty\.mp4; regenerate or re-download"):
+    with pytest.raises(QuestionSetError, match=r"empty \(0 bytes\): .*empty\.mp4; regenerate or re-download"):
         read_video(tmp_path / "empty.mp4")
 
 
 def test_corrupt_file(tmp_path):
     (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    with pytest.raises(BenchError, match=r"cannot decode video .*noise\.mp4.*corrupt or not a video"):
+    with pytest.raises(QuestionSetError, match=r"cannot decode video .*noise\.mp4.*corrupt or not a video"):
         read_video(tmp_path / "noise.mp4")
 
 
@@ -117,17 +117,17 @@ def test_truncated_file(tmp_path):
     write_video(tmp_path / "clip.mp4", generate("object_count", 1, seed=1)[0].frames)
     data = (tmp_path / "clip.mp4").read_bytes()
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 3])
-    with pytest.raises(BenchError, match=r"cut\.mp4"):
+    with pytest.raises(QuestionSetError, match=r"cut\.mp4"):
         read_video(tmp_path / "cut.mp4")
 
 
 def test_start_after_end(tmp_path):
     write_video(tmp_path / "ramp.mp4", grey_ramp(8))
-    with pytest.raises(BenchError, match=r"ramp\.mp4: start=2 s is after end=1 s"):
+    with pytest.raises(QuestionSetError, match=r"ramp\.mp4: start=2 s is after end=1 s"):
         read_video(tmp_path / "ramp.mp4", start=2, end=1)
 
 
 def test_trim_window_without_frames(tmp_path):
     write_video(tmp_path / "ramp.mp4", grey_ramp(8))
-    with pytest.raises(BenchError, match=r"ramp\.mp4: no decodable frames between start=5 s and end=6 s"):
+    with pytest.raises(QuestionSetError, match=r"ramp\.mp4: no decodable frames between start=5 s and end=6 s"):
         read_video(tmp_path / "ramp.mp4", start=5, end=6)

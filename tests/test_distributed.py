@@ -22,7 +22,7 @@ import pytest
 
 from flowkit.distributed import (ExecutorAddressError, ExecutorError, LocalExecutor, ModelSource, RayExecutor,
                                  make_executor, parse_address)
-from flowkit.knockout import KnockoutSpec
+from flowkit.spec import KnockoutSpec
 from flowkit.sweep import sweep, window_specs
 
 FAMILIES = ["cross_frame", "question->last"]
@@ -134,7 +134,7 @@ def test_cli_bad_address(toy_checkpoint, tmp_path, capsys):
     address = f"ray://127.0.0.1:{closed_port()}"
     out = tmp_path / "table.csv.gz"
     started = time.monotonic()
-    code = main(["sweep", "--model", str(toy_checkpoint), "--quant", "fp32", "--bench", str(tmp_path / "nowhere"),
+    code = main(["sweep", "--model", str(toy_checkpoint), "--quant", "fp32", "--questions", str(tmp_path / "nowhere"),
                  "--executor", address, "--out", str(out)])
     assert code == 2 and time.monotonic() - started < 10
     err = capsys.readouterr().err.strip().splitlines()
@@ -228,7 +228,7 @@ def test_cli_sweep_on_ray_equals_local(ray_cluster, toy_checkpoint, tmp_path, ca
 
     bench = tmp_path / "bench"
     write_split(bench, seed=3, per_task=3, tasks=["moving_direction"], num_frames=8, size=32)
-    common = ["sweep", "--model", str(toy_checkpoint), "--quant", "fp32", "--bench", str(bench),
+    common = ["sweep", "--model", str(toy_checkpoint), "--quant", "fp32", "--questions", str(bench),
               "--tasks", "moving_direction", "--per-task", "2", "--groups", "last->last", "video->last",
               "--centers", "1-2", "--size", "3", "--no-progress"]
     assert main(common + ["--out", str(tmp_path / "local.csv.gz")]) == 0

@@ -10,8 +10,8 @@ import torch
 
 from flowkit import KnockoutSpec, LayerSet, LayerWindow
 from flowkit.cache import CorruptCacheWarning, ResultCache
-from flowkit.engine import Engine
-from flowkit.knockout import Cut
+from flowkit.session import Engine
+from flowkit.spec import Cut
 from flowkit.sweep import COLUMNS, summarize, sweep
 
 from conftest import OPTIONS, QUESTION, random_frames
@@ -94,17 +94,17 @@ def test_sweep_table_matches_naive(toy_fp32, samples):
 
 
 def test_sweep_cache_is_used_and_corruption_is_recomputed(toy_fp32, samples, tmp_path, monkeypatch):
-    import flowkit.engine
+    import flowkit.session
 
     first = sweep(toy_fp32, samples[:1], families=["last->last"], size=3, cache=tmp_path, progress=False)
     files = list(tmp_path.rglob("*.json"))
     assert len(files) == 1
 
-    class Forbidden(flowkit.engine.Engine):
+    class Forbidden(flowkit.session.Engine):
         def __init__(self, *a, **k):
             raise AssertionError("everything should come from the cache")
 
-    monkeypatch.setattr(flowkit.engine, "Engine", Forbidden)
+    monkeypatch.setattr(flowkit.session, "Engine", Forbidden)
     again = sweep(toy_fp32, samples[:1], families=["last->last"], size=3, cache=tmp_path, progress=False)
     assert again.equals(first)
     monkeypatch.undo()

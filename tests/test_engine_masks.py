@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from flowkit import KnockoutSpec, LayerSet, LayerWindow, experiments
-from flowkit.engine import Engine
+from flowkit.session import Engine
 from flowkit.errors import KnockoutError
-from flowkit.interactive import AnswerExplorer
-from flowkit.knockout import apply_block_masks, block_masks
+from flowkit.view_models import AnswerExplorer
+from flowkit.attention import apply_block_masks
+from flowkit.masks import block_masks
 from flowkit.pathways import (PathwayWindows, layer_matched_random_block_masks, paper_random_block_masks,
                               pathway_masks)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from flowkit import experiments
-from flowkit.knockout import block_masks
+from flowkit.masks import block_masks
 from flowkit.pathways import PathwayWindows, layer_matched_random_block_masks, paper_windows, pathway_spec
 
 

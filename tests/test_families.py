@@ -18,8 +18,8 @@ import torch
 from flowkit import FlowkitError, KnockoutSpec, LayerSet, LayerWindow, knockout, load_videollm
 from flowkit.families import (InternVLAdapter, LlavaOnevisionAdapter, Qwen2_5_VLAdapter, Qwen3VLAdapter,
                               VideoLlama3Adapter)
-from flowkit.knockout import edge_block_mask
-from flowkit.toy import TOY_BUILDERS
+from flowkit.masks import edge_block_mask
+from flowkit.testing.tiny_models import TOY_BUILDERS
 
 from conftest import OPTIONS, QUESTION, random_frames
 

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from flowkit import KnockoutError, KnockoutSpec, LayerSet, LayerWindow, block_masks, count_edges, parse_layers
-from flowkit.knockout import Cut, edge_block_mask, normalize_edges
+from flowkit.spec import Cut
+from flowkit.masks import edge_block_mask
+from flowkit.edge_groups import normalize_edges
 from flowkit.spans import Spans
 
 # prefix 0-2, four frames of 3 tokens (3..14), question 15..17, newline 18, options 19-20, 21-22, 23-24, tail 25-27, last 28

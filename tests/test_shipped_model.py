@@ -19,7 +19,7 @@ CONTROL_FINGERPRINT = "6e4d2432f10eff89"
 
 @pytest.fixture(scope="module")
 def shipped():
-    from flowkit import chapters
+    from flowkit.course import chapters
 
     return chapters.model()
 
@@ -36,7 +36,7 @@ def test_loads_in_nf4_as_a_llava_next_video_model(shipped):
 
 
 def test_fingerprint_is_the_committed_one_and_the_numeric_path_portable(shipped):
-    from flowkit import chapters
+    from flowkit.course import chapters
     from flowkit.nf4_cpu import fast_path_layers
 
     assert shipped.fingerprint == SHIPPED_FINGERPRINT
@@ -50,11 +50,11 @@ def test_engine_is_exact_on_the_default_nf4_path(shipped):
     import torch
 
     from flowkit import KnockoutSpec, LayerWindow
-    from flowkit.data import shipped_bench
-    from flowkit.engine import Engine
+    from flowkit.data import shipped_questions
+    from flowkit.session import Engine
     from flowkit.nf4_cpu import fast_path_layers
 
-    sample = next(s for s in shipped_bench() if s.task == "action_antonym")
+    sample = next(s for s in shipped_questions() if s.task == "action_antonym")
     prepared = shipped.prepare_sample(sample)
     specs = [KnockoutSpec.single(group, LayerWindow(centre))
              for group in ("cross_frame", "video->question", "question->last", "video->last", "last->last")
@@ -67,7 +67,7 @@ def test_engine_is_exact_on_the_default_nf4_path(shipped):
 
 
 def test_the_precomputed_results_are_this_models(shipped):
-    from flowkit.results import load_report, verify
+    from flowkit.course.results import load_report, verify
 
     report = load_report()
     assert report["fingerprint"] == shipped.fingerprint and report["quant"] == "nf4"
@@ -77,8 +77,8 @@ def test_the_precomputed_results_are_this_models(shipped):
 
 
 def test_the_control_and_its_results():
-    from flowkit import chapters
-    from flowkit.results import load_report, verify
+    from flowkit.course import chapters
+    from flowkit.course.results import load_report, verify
 
     control = chapters.model(chapters.CONTROL)
     assert control.fingerprint == load_report()["control_fingerprint"]
@@ -100,10 +100,10 @@ def test_fidelity_command_on_a_small_subset(tmp_path):
 def test_the_committed_resume_point_reads_where_a_lone_object_is():
     """``resume/place.safetensors`` (the model card's training chain) still answers its
     curriculum questions: measured 32/32 on "left or right?" and 31/32 on "top or bottom?"."""
-    from flowkit.smol_video import SHIPPED_DIR
-    from flowkit.training.trainer import TrainConfig, build, evaluate, evaluation_sets
+    from flowkit.smol_video import shipped_dir
+    from flowkit.smol_video.training.trainer import TrainConfig, build, evaluate, evaluation_sets
 
-    snapshot = SHIPPED_DIR / "flowkit-smol-video" / "resume" / "place.safetensors"
+    snapshot = shipped_dir() / "resume" / "place.safetensors"
     config = TrainConfig(stage="video", video_tasks=(), frame_tasks=("lone_side", "lone_height"),
                          init_from=str(snapshot), eval_per_task=32)
     trainable, processor = build(config)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from flowkit.training.trainer import TrainConfig, batch_samples, export_delta, train
+from flowkit.smol_video.training.trainer import TrainConfig, batch_samples, export_delta, train
 
 
 def config(toy_checkpoint, **kw):
@@ -47,7 +47,7 @@ def test_embed_align_video_stages_run_resume_and_export(toy_checkpoint, tmp_path
     train(config(toy_checkpoint, stage="video", init_from=str(align), steps=3), video, progress=False)
     assert torch.load(video / "checkpoint.pt", weights_only=False)["step"] == 3
 
-    from flowkit.training.trainer import load_trainable_state, save_snapshot
+    from flowkit.smol_video.training.trainer import load_trainable_state, save_snapshot
 
     snapshot = tmp_path / "snap.safetensors"
     save_snapshot(video, snapshot)
@@ -70,7 +70,7 @@ def test_embed_align_video_stages_run_resume_and_export(toy_checkpoint, tmp_path
 
 
 def test_stop_after_then_resume_equals_one_uninterrupted_run(toy_checkpoint, tmp_path):
-    from flowkit.training.trainer import load_trainable_state
+    from flowkit.smol_video.training.trainer import load_trainable_state
 
     whole, split = tmp_path / "whole", tmp_path / "split"
     train(config(toy_checkpoint, stage="align", steps=3), whole, progress=False)
@@ -85,7 +85,7 @@ def test_position_frames_say_where_each_object_is():
     import numpy as np
 
     from flowkit.data.render import COLOUR_RGB, COLOURS, SCENES
-    from flowkit.training.stage0 import make_position_frame
+    from flowkit.smol_video.training.stage0 import make_position_frame
 
     rng = np.random.default_rng(0)
     for _ in range(50):
@@ -104,7 +104,7 @@ def test_position_frames_say_where_each_object_is():
 
 
 def test_stage0_with_positions_keeps_the_adapters_it_starts_from(toy_checkpoint, tmp_path):
-    from flowkit.training.trainer import load_trainable_state
+    from flowkit.smol_video.training.trainer import load_trainable_state
 
     align = tmp_path / "align"
     train(config(toy_checkpoint, stage="align"), align, progress=False)
@@ -122,8 +122,8 @@ def test_curriculum_tasks_ask_about_a_lone_object_and_answer_right():
     import numpy as np
 
     from flowkit.data.render import COLOUR_RGB
-    from flowkit.training.curriculum import make_curriculum_sample
-    from flowkit.training.trainer import batch_samples
+    from flowkit.smol_video.training.curriculum import make_curriculum_sample
+    from flowkit.smol_video.training.trainer import batch_samples
 
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -161,7 +161,7 @@ def test_curriculum_tasks_ask_about_a_lone_object_and_answer_right():
 
 
 def test_unknown_task_names_fail_before_anything_is_written(tmp_path, capsys):
-    from flowkit.training.__main__ import main
+    from flowkit.smol_video.training.__main__ import main
 
     with pytest.raises(ValueError, match="unknown video task.*choose from: moving_direction"):
         TrainConfig(video_tasks=("moving_directon",))
@@ -174,7 +174,7 @@ def test_unknown_task_names_fail_before_anything_is_written(tmp_path, capsys):
 
 @pytest.mark.parametrize("supervision", ["letters", "dense"])
 def test_worker_processes_build_the_same_batches_and_train_the_same_weights(toy_checkpoint, tmp_path, supervision):
-    from flowkit.training.trainer import build, iter_batches, load_trainable_state, step_batch
+    from flowkit.smol_video.training.trainer import build, iter_batches, load_trainable_state, step_batch
 
     cfg = config(toy_checkpoint, stage="video", steps=3, frame_batch_every=2, supervision=supervision)
     _, processor = build(cfg)
@@ -216,8 +216,8 @@ def test_training_config_rejects_bad_devices_workers_and_budgets(toy_checkpoint)
 def test_a_snapshot_exports_the_same_delta_as_its_run(toy_checkpoint, tmp_path):
     from safetensors.torch import load_file
 
-    from flowkit.training.evaluate import delta_file
-    from flowkit.training.trainer import save_snapshot
+    from flowkit.smol_video.training.evaluate import delta_file
+    from flowkit.smol_video.training.trainer import save_snapshot
 
     run = tmp_path / "video"
     train(config(toy_checkpoint, stage="video", lora_rank=2), run, progress=False)

@@ -13,10 +13,10 @@ import torch
 from flowkit.data import TASKS, uniform_frame_indices
 from flowkit.data.render import SHAPE_PLURALS
 from flowkit.data.synthetic import make_sample, make_scene_sample
-from flowkit.training import captions
-from flowkit.training.dense import (CAPTION, IGNORE, LETTER, Conversation, Turn, answer_turn, caption_turn,
+from flowkit.smol_video.training import captions
+from flowkit.smol_video.training.dense import (CAPTION, IGNORE, LETTER, Conversation, Turn, answer_turn, caption_turn,
                                     collate_conversations, conversation_batch, encode_conversation)
-from flowkit.training.trainer import TrainConfig, batch_samples, train
+from flowkit.smol_video.training.trainer import TrainConfig, batch_samples, train
 
 
 def config(toy_checkpoint, **kw):
@@ -98,7 +98,7 @@ def test_clip_captions_state_the_facts_of_each_task(task):
 
 
 def test_frame_captions_name_every_object_and_place():
-    from flowkit.training.frames import FRAME_TASKS, make_frame
+    from flowkit.smol_video.training.frames import FRAME_TASKS, make_frame
 
     rng = np.random.default_rng(3)
     for task in FRAME_TASKS:
@@ -227,8 +227,8 @@ def test_dense_training_runs_logs_and_resumes_on_a_tiny_model(toy_checkpoint, tm
 
 def test_dense_loss_ignores_the_video_and_user_turns(toy_checkpoint, processor):
     """Changing the labels outside the replies changes nothing; the gradient reaches the vision side."""
-    from flowkit.training.dense import dense_loss
-    from flowkit.training.trainer import build
+    from flowkit.smol_video.training.dense import dense_loss
+    from flowkit.smol_video.training.trainer import build
 
     trainable, _ = build(config(toy_checkpoint, stage="video", supervision="dense"))
     trainable.eval()
@@ -252,7 +252,7 @@ def test_dense_loss_ignores_the_video_and_user_turns(toy_checkpoint, processor):
 
 
 def test_ab_driver_runs_both_arms_and_writes_curves(toy_checkpoint, tmp_path):
-    from flowkit.training.ab import main
+    from flowkit.smol_video.training.ab import main
 
     root = tmp_path / "ab"
     args = [str(root), "--base", str(toy_checkpoint), "--steps", "2", "--batch-size", "2", "--eval-every", "2",

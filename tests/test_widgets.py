@@ -15,9 +15,10 @@ from PIL import Image
 
 from flowkit import KnockoutError, KnockoutSpec, LayerSet, LayerWindow, block_masks
 from flowkit.data import Sample
-from flowkit.interactive import (AnswerExplorer, answer_view, cells_to_spec, describe_cells, flow_curve_series,
+from flowkit.view_models import (AnswerExplorer, answer_view, cells_to_spec, describe_cells, flow_curve_series,
                                  frame_thumbnails, grid_columns, lens_view_table, spec_to_cells, window_cells)
-from flowkit.knockout import PAPER_EDGE_FAMILIES, Cut
+from flowkit.edge_groups import PAPER_EDGE_GROUPS
+from flowkit.spec import Cut
 from flowkit.lens import (answer_by_layer, frame_top_words, frame_word_summary, lens_at, residual_stream,
                           word_kind_of, word_shares)
 from flowkit.readout import percent_change
@@ -47,8 +48,8 @@ def grid(toy_fp32, prepared):
 
 def test_paper_columns_and_frame_columns(prepared):
     spans = prepared.spans
-    paper = grid_columns(PAPER_EDGE_FAMILIES, spans)
-    assert [c.key for c in paper] == list(PAPER_EDGE_FAMILIES)
+    paper = grid_columns(PAPER_EDGE_GROUPS, spans)
+    assert [c.key for c in paper] == list(PAPER_EDGE_GROUPS)
     assert [c.label for c in paper][:2] == ["cross-frame", "video ↛ question"]
     frames = grid_columns("frames", spans)
     assert [c.key for c in frames] == [f"frame:{i}" for i in range(1, spans.num_frames)]
@@ -83,7 +84,7 @@ def test_every_frame_column_together_cuts_exactly_cross_frame(prepared):
 
 
 def test_cells_and_specs_convert_both_ways(prepared):
-    columns = grid_columns(PAPER_EDGE_FAMILIES, prepared.spans)
+    columns = grid_columns(PAPER_EDGE_GROUPS, prepared.spans)
     cells = [(0, 1), (1, 1), (3, 3), (2, 0)]
     spec = cells_to_spec(cells, columns, 4)
     assert spec == KnockoutSpec((Cut("cross_frame", LayerSet((2,))), Cut("video->question", LayerSet((0, 1))),
@@ -98,7 +99,7 @@ def test_cells_and_specs_convert_both_ways(prepared):
 
 
 def test_specs_the_grid_cannot_show_are_refused(prepared):
-    columns = grid_columns(PAPER_EDGE_FAMILIES, prepared.spans)
+    columns = grid_columns(PAPER_EDGE_GROUPS, prepared.spans)
     with pytest.raises(KnockoutError, match="video->frame:2 in layers 1"):
         spec_to_cells(KnockoutSpec.single("video->frame:2", "1"), columns, 4)
     frames = grid_columns("frames", prepared.spans)
@@ -149,7 +150,7 @@ def test_grid_starts_clean(grid, toy_fp32, prepared):
 def test_toggling_a_cell_cuts_that_family_in_that_layer(grid, toy_fp32, prepared, layer, column):
     grid.clear()
     grid.toggle(layer, column)
-    spec = KnockoutSpec.single(PAPER_EDGE_FAMILIES[column], LayerSet((layer,)))
+    spec = KnockoutSpec.single(PAPER_EDGE_GROUPS[column], LayerSet((layer,)))
     assert KnockoutSpec.from_json(grid.spec_json) == spec
     assert grid.cut_cells == [[layer, column]]
     assert grid.answer["spec"] == spec.to_json()
@@ -311,13 +312,13 @@ def test_lens_view_state_and_words(toy_fp32, prepared):
 
 def summary_frame():
     return pd.DataFrame([{"task": t, "family": f, "center": c, "pct_change": -4.0 * c - i, "n": 2}
-                         for t in ("scene", "count") for i, f in enumerate(PAPER_EDGE_FAMILIES[:3])
+                         for t in ("scene", "count") for i, f in enumerate(PAPER_EDGE_GROUPS[:3])
                          for c in (3, 0, 1, 2)])
 
 
 def test_flow_curve_series():
     series = flow_curve_series(summary_frame())
-    assert series["tasks"] == ["scene", "count"] and series["families"] == list(PAPER_EDGE_FAMILIES[:3])
+    assert series["tasks"] == ["scene", "count"] and series["families"] == list(PAPER_EDGE_GROUPS[:3])
     assert series["num_layers"] == 4 and series["y_domain"] == [-15, 0]
     assert series["curves"]["scene"]["video->question"] == [[0, -1.0, 2], [1, -5.0, 2], [2, -9.0, 2], [3, -13.0, 2]]
     assert series["labels"]["video->question"] == "video ↛ question"

@@ -1,4 +1,4 @@
-"""flowkit's Jupyter widgets (anywidget): thin views over :mod:`flowkit.interactive`.
+"""flowkit's Jupyter widgets (anywidget): thin views over :mod:`flowkit.view_models`.
 
 - :class:`KnockoutGrid` — layers x edge groups; click to cut, watch the answer move.
 - :class:`LensView` — per frame, the words its video tokens decode to after a layer.

@@ -8,7 +8,7 @@ import anywidget
 import pandas as pd
 import traitlets
 
-from flowkit.interactive import flow_curve_series
+from flowkit.view_models import flow_curve_series
 from flowkit.plots import flow_curves
 from flowkit.sweep import summarize
 from widgets.snapshot import Snapshot

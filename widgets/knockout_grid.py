@@ -9,9 +9,10 @@ import anywidget
 import traitlets
 
 from flowkit.errors import FlowkitError
-from flowkit.interactive import (AnswerExplorer, answer_view, cells_to_spec, describe_cells, frame_thumbnails,
+from flowkit.view_models import (AnswerExplorer, answer_view, cells_to_spec, describe_cells, frame_thumbnails,
                                  grid_columns, resolve_prompt, spec_to_cells, window_cells)
-from flowkit.knockout import PAPER_EDGE_FAMILIES, KnockoutSpec
+from flowkit.edge_groups import PAPER_EDGE_GROUPS
+from flowkit.spec import KnockoutSpec
 from widgets.snapshot import Snapshot
 
 
@@ -28,7 +29,7 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
     after (blue) the knockout, ★ marks the correct option, and the line underneath the
     paper's % change of the clean run's predicted option.
 
-    State: ``spec_json`` (canonical :class:`~flowkit.knockout.KnockoutSpec` JSON: one
+    State: ``spec_json`` (canonical :class:`~flowkit.spec.KnockoutSpec` JSON: one
     ``LayerSet`` cut per edge group, in column order). Set it — or pass ``spec=`` — to
     restore a saved grid; ``KnockoutSpec.from_json(grid.spec_json)`` reads it back.
 
@@ -37,9 +38,9 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
         prompt: a :class:`flowkit.data.Sample` or a prepared prompt (``vllm.prepare(...)``).
         families: the columns: edge groups (``"video->question"``, ``"cross_frame"``, ...),
             ``"frame:i"`` (frame i's inputs from earlier frames) or ``"frames"`` (every
-            frame's); see :mod:`flowkit.interactive`.
+            frame's); see :mod:`flowkit.view_models`.
         spec: a spec to start from (default: nothing cut).
-        engine: an :class:`~flowkit.engine.Engine` for this prompt to share (its clean run is reused).
+        engine: an :class:`~flowkit.session.Engine` for this prompt to share (its clean run is reused).
         frames: the video frames, for thumbnails over frame columns when ``prompt`` is prepared.
         options: option texts shown beside the letters when ``prompt`` is prepared.
         window_size: layers cut by shift-click (the paper's 9).
@@ -60,7 +61,7 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
     sample_id = traitlets.Unicode("").tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, vllm, prompt, families: str | Sequence[str] = PAPER_EDGE_FAMILIES, *,
+    def __init__(self, vllm, prompt, families: str | Sequence[str] = PAPER_EDGE_GROUPS, *,
                  spec: KnockoutSpec | None = None, engine=None, frames=None, options: Sequence[str] | None = None,
                  window_size: int = 9, **kwargs):
         prepared, frames, options, question = resolve_prompt(vllm, prompt, frames, options)
@@ -95,7 +96,7 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
 
     @property
     def explorer(self) -> AnswerExplorer:
-        """The :class:`~flowkit.interactive.AnswerExplorer` that computes the answers."""
+        """The :class:`~flowkit.view_models.AnswerExplorer` that computes the answers."""
         return self._explorer
 
     @traitlets.validate("spec_json")

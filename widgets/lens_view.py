@@ -9,8 +9,9 @@ import anywidget
 import traitlets
 
 from flowkit.errors import FlowkitError
-from flowkit.interactive import frame_thumbnails, lens_view_table, resolve_prompt
-from flowkit.knockout import KnockoutSpec, block_masks
+from flowkit.view_models import frame_thumbnails, lens_view_table, resolve_prompt
+from flowkit.spec import KnockoutSpec
+from flowkit.masks import block_masks
 from flowkit.lens import LENS_KINDS, frame_top_words, residual_stream
 from flowkit.plots import WORD_KIND_COLORS
 from widgets.snapshot import Snapshot
@@ -31,7 +32,7 @@ class LensView(Snapshot, anywidget.AnyWidget):
     :mod:`flowkit.data.vocab`.
 
     State: ``kind`` ('embedding' | 'logit'), ``layer`` (0-indexed; the view shows that
-    layer's output) and ``spec_json`` (a :class:`~flowkit.knockout.KnockoutSpec`, to look
+    layer's output) and ``spec_json`` (a :class:`~flowkit.spec.KnockoutSpec`, to look
     at the stream under a knockout).
 
     Args:

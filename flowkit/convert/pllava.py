@@ -47,6 +47,8 @@ from pathlib import Path
 
 import torch
 
+from flowkit.checkpoints import merge_lora_weight
+
 from flowkit.convert import ConversionError
 from flowkit.families.pllava import PAPER_CHAT_TEMPLATE, PLLAVA_CONFIG_KEY
 
@@ -163,9 +165,8 @@ def collect_lora(files: list[Path]) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def merge_lora(weight: torch.Tensor, factors: dict[str, torch.Tensor], alpha: float) -> torch.Tensor:
-    """``W + (alpha / r) * B @ A``, computed in float32, returned in ``W``'s dtype."""
-    a, b = factors["A"].float(), factors["B"].float()
-    return (weight.float() + (alpha / a.shape[0]) * (b @ a)).to(weight.dtype)
+    """``W + (alpha / r) * B @ A`` in ``W``'s dtype (see :func:`flowkit.checkpoints.merge_lora_weight`)."""
+    return merge_lora_weight(weight, factors["A"], factors["B"], alpha / factors["A"].shape[0])
 
 
 # ------------------------------------------------------------------------------ writing

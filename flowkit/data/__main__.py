@@ -1,6 +1,6 @@
-"""Command line for the synthetic bench.
+"""Command line for the synthetic question set.
 
-``python -m flowkit.data generate --out data/bench --seed 1234 --per-task 60``
+``python -m flowkit.data generate --out data/questions --seed 1234 --per-task 60``
 renders the evaluation split and prints a summary (tasks, counts, MB, seconds).
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flowkit.data.bench import write_split
-from flowkit.data.sample import BenchError
+from flowkit.data.question_sets import write_split
+from flowkit.data.sample import QuestionSetError
 from flowkit.data.synthetic import EVAL_SEED, TASKS
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             progress=True,
         )
-    except BenchError as error:
+    except QuestionSetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(summary)

@@ -9,9 +9,12 @@ import numpy as np
 
 from flowkit.errors import FlowkitError
 
+#: option letters, in order: the first option is A (one constant for the whole kit)
+OPTION_LETTERS = tuple(string.ascii_uppercase)
 
-class BenchError(FlowkitError, ValueError):
-    """A bench on disk (or a request for one) is unusable.
+
+class QuestionSetError(FlowkitError, ValueError):
+    """A question set on disk (or a request for one) is unusable.
 
     The message always names the offending file or argument, says what is
     wrong with it and what to do about it.
@@ -44,18 +47,18 @@ class Sample:
 
     def __post_init__(self) -> None:
         if self.frames.dtype != np.uint8 or self.frames.ndim != 4 or self.frames.shape[-1] != 3:
-            raise BenchError(
+            raise QuestionSetError(
                 f"sample {self.id}: frames must be a uint8 array of shape (T, H, W, 3), "
                 f"got {self.frames.dtype} {self.frames.shape}"
             )
         if self.answer_text not in self.candidates:
-            raise BenchError(
+            raise QuestionSetError(
                 f"sample {self.id}: answer {self.answer_text!r} is not among the "
                 f"candidates {list(self.candidates)}"
             )
-        expected_letter = string.ascii_uppercase[self.candidates.index(self.answer_text)]
+        expected_letter = OPTION_LETTERS[self.candidates.index(self.answer_text)]
         if self.answer != expected_letter:
-            raise BenchError(
+            raise QuestionSetError(
                 f"sample {self.id}: answer letter {self.answer!r} does not match "
                 f"{self.answer_text!r}, which is option {expected_letter}"
             )
@@ -63,7 +66,7 @@ class Sample:
     @property
     def letters(self) -> tuple[str, ...]:
         """The option letters, ``("A", "B", ...)``, one per candidate."""
-        return tuple(string.ascii_uppercase[: len(self.candidates)])
+        return OPTION_LETTERS[: len(self.candidates)]
 
     @property
     def answer_index(self) -> int:

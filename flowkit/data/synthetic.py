@@ -49,14 +49,13 @@ Scene records
 :func:`make_scene_sample` returns, with each sample, a :class:`Scene`: every
 drawn object (colour, shape, per-frame centre, half-size and visibility), the
 per-frame background, and for Object Shuffle the cup swaps — the ground truth
-the training captions are written from (:mod:`flowkit.training.captions`).
+the training captions are written from (:mod:`flowkit.smol_video.training.captions`).
 Recording it draws nothing from the generator, so samples are byte-identical
 with or without it.
 """
 
 from __future__ import annotations
 
-import string
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -77,7 +76,7 @@ from flowkit.data.render import (
     scene_image,
     still,
 )
-from flowkit.data.sample import BenchError, Sample
+from flowkit.data.sample import OPTION_LETTERS, QuestionSetError, Sample
 
 TASKS: tuple[str, ...] = (
     "moving_direction",
@@ -527,14 +526,14 @@ NUM_OPTIONS = MappingProxyType(
 
 
 def check_task(task: str) -> None:
-    """Raise :class:`BenchError` unless ``task`` is one of :data:`TASKS`."""
+    """Raise :class:`QuestionSetError` unless ``task`` is one of :data:`TASKS`."""
     if task not in _GENERATORS:
-        raise BenchError(f"unknown synthetic task {task!r}; available tasks: {', '.join(TASKS)}")
+        raise QuestionSetError(f"unknown synthetic task {task!r}; available tasks: {', '.join(TASKS)}")
 
 
 def _check_clip_shape(num_frames: int, size: int) -> None:
     if num_frames < MIN_FRAMES or size < MIN_SIZE:
-        raise BenchError(
+        raise QuestionSetError(
             f"synthetic clips need num_frames >= {MIN_FRAMES} and size >= {MIN_SIZE}, "
             f"got num_frames={num_frames}, size={size}"
         )
@@ -562,7 +561,7 @@ def _build_sample_and_scene(
         frames=episode.frames,
         question=episode.question,
         candidates=tuple(candidates),
-        answer=string.ascii_uppercase[answer_slot],
+        answer=OPTION_LETTERS[answer_slot],
         answer_text=answer_text,
     )
     return sample, episode.scene
@@ -602,7 +601,7 @@ def iter_samples(task: str, n: int, seed: int, *, num_frames: int = 16, size: in
     check_task(task)
     _check_clip_shape(num_frames, size)
     if n < 0 or seed < 0:
-        raise BenchError(f"need n >= 0 and seed >= 0, got n={n}, seed={seed}")
+        raise QuestionSetError(f"need n >= 0 and seed >= 0, got n={n}, seed={seed}")
     option_count = NUM_OPTIONS[task]
     task_code = zlib.crc32(task.encode())
     for index in range(n):

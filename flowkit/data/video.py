@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flowkit.data.sample import BenchError, ShortClipWarning
+from flowkit.data.sample import QuestionSetError, ShortClipWarning
 
 VIDEO_FPS = 8
 VIDEO_CODEC = "libx264"
@@ -51,7 +51,7 @@ def uniform_frame_indices(num_available: int, num_frames: int) -> np.ndarray:
     frames are available than requested, indices repeat.
     """
     if num_available < 1 or num_frames < 1:
-        raise BenchError(
+        raise QuestionSetError(
             f"uniform_frame_indices needs at least one available and one requested frame, "
             f"got num_available={num_available}, num_frames={num_frames}"
         )
@@ -63,7 +63,7 @@ def check_num_frames(num_frames) -> None:
     if num_frames is None:
         return
     if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
-        raise BenchError(f"num_frames must be a whole number >= 1 (the paper samples 8 frames per video), "
+        raise QuestionSetError(f"num_frames must be a whole number >= 1 (the paper samples 8 frames per video), "
                          f"got {num_frames!r}")
 
 
@@ -73,7 +73,7 @@ def _pyav():
         import av
         import av.video.reformatter  # noqa: F401
     except ImportError as error:
-        raise BenchError("reading or writing video files needs PyAV: pip install av==18.1.0 "
+        raise QuestionSetError("reading or writing video files needs PyAV: pip install av==18.1.0 "
                          "(the kit's setup script installs it)") from error
     return av
 
@@ -127,13 +127,13 @@ def yuv420p_to_rgb(planes: np.ndarray) -> np.ndarray:
 def write_video(path: str | Path, frames: np.ndarray, fps: int = VIDEO_FPS) -> None:
     """Encode ``frames`` (``(T, H, W, 3)`` uint8 RGB, even H and W) as an mp4 at ``path``."""
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise BenchError(
+        raise QuestionSetError(
             f"{path}: frames must be a uint8 array of shape (T, H, W, 3), "
             f"got {frames.dtype} {frames.shape}"
         )
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
-        raise BenchError(f"{path}: yuv420p needs even frame sizes, got {width}x{height}")
+        raise QuestionSetError(f"{path}: yuv420p needs even frame sizes, got {width}x{height}")
     av = _pyav()
     with av.open(str(path), mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream(VIDEO_CODEC, rate=fps, options=_ENCODER_OPTIONS)
@@ -164,19 +164,19 @@ def read_video(
     :class:`ShortClipWarning` naming the file is emitted.  ``size`` resizes
     every frame to ``size x size`` (area interpolation), which keeps a real
     benchmark's high-resolution videos affordable in memory.  Any problem with
-    the file raises :class:`BenchError` naming it.
+    the file raises :class:`QuestionSetError` naming it.
     """
     path = Path(path)
     if path.is_dir():
-        raise BenchError(f"{path} is a directory, not a video file; pass the path of one clip inside it "
-                         "(or load a whole bench folder with flowkit.data.load_bench)")
+        raise QuestionSetError(f"{path} is a directory, not a video file; pass the path of one clip inside it "
+                         "(or load a whole question-set folder with flowkit.data.load_question_set)")
     if not path.is_file():
-        raise BenchError(f"video file not found: {path}; check the path or regenerate/re-download the bench")
+        raise QuestionSetError(f"video file not found: {path}; check the path or regenerate/re-download the question set")
     check_num_frames(num_frames)
     if path.stat().st_size == 0:
-        raise BenchError(f"video file is empty (0 bytes): {path}; regenerate or re-download it")
+        raise QuestionSetError(f"video file is empty (0 bytes): {path}; regenerate or re-download it")
     if start is not None and end is not None and start > end:
-        raise BenchError(f"{path}: start={start} s is after end={end} s; fix the annotation")
+        raise QuestionSetError(f"{path}: start={start} s is after end={end} s; fix the annotation")
 
     times = [time for _, time in _decoded_frames(path, convert=False)]
     kept = [
@@ -186,7 +186,7 @@ def read_video(
     ]
     if not kept:
         window = f" between start={start} s and end={end} s" if (start, end) != (None, None) else ""
-        raise BenchError(
+        raise QuestionSetError(
             f"{path}: no decodable frames{window} (the clip has {len(times)} frames); "
             "check the file and its start/end annotation"
         )
@@ -208,7 +208,7 @@ def read_video(
         converted[number] = image
     missing = wanted_set - converted.keys()
     if missing:
-        raise BenchError(f"{path}: frames {sorted(missing)} vanished on the second decoding pass; the file is unstable")
+        raise QuestionSetError(f"{path}: frames {sorted(missing)} vanished on the second decoding pass; the file is unstable")
     return np.stack([converted[number] for number in wanted.tolist()])
 
 
@@ -219,13 +219,13 @@ def _decoded_frames(
 
     The payload is the presentation time in seconds when ``convert`` is false,
     otherwise the RGB array of the frame (only for frame numbers in ``only``).
-    FFmpeg errors become :class:`BenchError` naming the file.
+    FFmpeg errors become :class:`QuestionSetError` naming the file.
     """
     av = _pyav()
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise BenchError(f"{path}: the file has no video stream; replace it with a video clip")
+                raise QuestionSetError(f"{path}: the file has no video stream; replace it with a video clip")
             stream = container.streams.video[0]
             rate = float(stream.average_rate or VIDEO_FPS)
             reformatter = av.video.reformatter.VideoReformatter()  # reusing it keeps one scaler context for the whole clip
@@ -241,6 +241,6 @@ def _decoded_frames(
                     rgb = reformatter.reformat(frame, format="rgb24", width=size, height=size, interpolation=interpolation)
                     yield number, rgb.to_ndarray()
     except av.FFmpegError as error:
-        raise BenchError(
+        raise QuestionSetError(
             f"cannot decode video {path}: {error}; the file is corrupt or not a video, regenerate or re-download it"
         ) from error

@@ -1,4 +1,4 @@
-"""The closed word list of the synthetic bench, split by what a word needs.
+"""The closed word list of the synthetic question set, split by what a word needs.
 
 Every word that the generators in :mod:`flowkit.data.synthetic` put into a
 question or an answer option belongs to exactly one of three tuples:

@@ -3,7 +3,7 @@
 A :class:`FamilyAdapter` knows, for one transformers model class, how to write a
 multiple-choice prompt for N frames, turn frames into model inputs, find the
 :class:`~flowkit.spans.Spans` in the real input ids, and which modules must stay
-unquantized. Knockout itself is family-agnostic (see :mod:`flowkit.knockout`).
+unquantized. Knockout itself is family-agnostic (see :mod:`flowkit.attention`).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class FamilyAdapter:
     model_types: ClassVar[tuple[str, ...]] = ()
     #: human-readable family name
     family: ClassVar[str] = ""
-    #: whether :class:`flowkit.engine.Engine` may replay decoder layers directly (the language
+    #: whether :class:`flowkit.session.Engine` may replay decoder layers directly (the language
     #: model is a plain loop of decoder layers with nothing injected between them); otherwise
     #: the engine answers every spec with a full forward, which is exact by definition
     supports_engine_replay: ClassVar[bool] = False

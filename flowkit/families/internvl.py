@@ -9,7 +9,7 @@ joined by a newline. The frame labels, ``<img>``/``</img>`` and newlines are sep
 
 from __future__ import annotations
 
-from flowkit.families.placeholder import PlaceholderVideoAdapter, token_runs
+from flowkit.families.layouts import PlaceholderVideoAdapter, token_runs
 from flowkit.spans import Span
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from flowkit.errors import FlowkitError
-from flowkit.families.placeholder import PlaceholderVideoAdapter, token_runs
+from flowkit.families.layouts import PlaceholderVideoAdapter, token_runs
 from flowkit.spans import Span
 
 

@@ -24,7 +24,7 @@ from typing import Sequence
 
 from flowkit.errors import FlowkitError
 from flowkit.families.base import Prepared
-from flowkit.families.placeholder import PlaceholderVideoAdapter, token_runs
+from flowkit.families.layouts import PlaceholderVideoAdapter, token_runs
 from flowkit.spans import Span
 
 #: config key written by the converter; holds PLLaVA's pooling settings

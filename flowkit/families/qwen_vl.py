@@ -27,7 +27,7 @@ Layouts (transformers 5.24):
 from __future__ import annotations
 
 from flowkit.errors import FlowkitError
-from flowkit.families.placeholder import PlaceholderVideoAdapter, token_runs
+from flowkit.families.layouts import PlaceholderVideoAdapter, token_runs
 from flowkit.spans import Span
 
 

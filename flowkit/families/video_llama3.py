@@ -14,7 +14,7 @@ mask. Timestamps come from ``frame_rate`` (default 1 frame per second).
 from __future__ import annotations
 
 from flowkit.errors import FlowkitError
-from flowkit.families.placeholder import PlaceholderVideoAdapter, token_runs
+from flowkit.families.layouts import PlaceholderVideoAdapter, token_runs
 from flowkit.spans import Span
 
 

@@ -1,0 +1,146 @@
+"""What every chapter notebook needs: one call to start, the shipped model, the question set, clips.
+
+>>> from flowkit.course import chapters
+>>> chapters.start()                       # seeds, offline charts, quiet progress bars
+>>> vllm = chapters.model()                # flowkit-smol-video in NF4 (assembled once, then cached)
+>>> clip = chapters.sample("scene_transition/0003")
+>>> chapters.show_clip(clip)
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import random
+
+import numpy as np
+import pandas as pd
+
+from flowkit.errors import FlowkitError
+from flowkit.spans import OPTION_LETTERS
+
+MODEL = "flowkit-smol-video"
+CONTROL = f"{MODEL}-control"
+
+
+def start(seed: int = 0) -> None:
+    """Fix seeds, stay offline, draw charts as PNGs and keep loading bars out of the outputs."""
+    import torch
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    from flowkit.plots import enable_offline_charts
+
+    enable_offline_charts()
+
+
+@functools.lru_cache(maxsize=4)
+def model(name: str = MODEL, quant: str = "nf4"):
+    """Load (once per kernel) a VideoLLM; by default the kit's shipped model in 4-bit NF4."""
+    from flowkit.models import load_videollm
+
+    return load_videollm(name, quant=quant)
+
+
+def questions() -> tuple:
+    """The shipped evaluation split (360 questions, 8 frames each), decoded once per kernel."""
+    from flowkit.data import shipped_questions
+
+    return shipped_questions()
+
+
+def sample(sample_id: str):
+    """One question by id, e.g. ``"scene_transition/0003"``."""
+    for s in questions():
+        if s.id == sample_id:
+            return s
+    tasks = sorted({s.id.split("/")[0] for s in questions()})
+    raise FlowkitError(f"no question {sample_id!r}; ids look like 'TASK/NNNN' with TASK one of "
+                       f"{', '.join(tasks)} and NNNN from 0000.")
+
+
+def samples_of(task: str, n: int | None = None) -> list:
+    """The first ``n`` (default all) questions of one task."""
+    chosen = [s for s in questions() if s.task == task]
+    if not chosen:
+        tasks = sorted({s.task for s in questions()})
+        raise FlowkitError(f"no task {task!r}; the tasks are {', '.join(tasks)}.")
+    return chosen[:n] if n is not None else chosen
+
+
+def learned_table() -> pd.DataFrame:
+    """Per task: the stored accuracy, chance, the control's accuracy and whether the task is learned
+    (the one rule of :mod:`flowkit.learned`), from the precomputed tables in ``data/results``."""
+    from flowkit.learned import learned_table as table_of
+    from flowkit.course.results import load_table
+
+    control = load_table("control_accuracy")
+    return table_of(load_table("accuracy"), control if len(control) else None)
+
+
+def learned_tasks() -> list[str]:
+    """The tasks the shipped model has learned (:data:`flowkit.learned.RULE`), from the stored results."""
+    table = learned_table()
+    return sorted(table.index[table["learned"]])
+
+
+def telling_clip(family: str):
+    """A question worth looking at for ``family``: answered correctly, from a learned task, and the
+    one whose answer moved most when ``family`` was cut in the precomputed sweeps.
+
+    It is the *most* moved question, not a typical one: show it beside its task's distribution
+    (:func:`flowkit.experiments.question_troughs`, :func:`flowkit.plots.question_strip`)."""
+    from flowkit.course.results import load_table
+
+    sweeps = load_table("sweeps")
+    learned = learned_tasks()
+    rows = sweeps[(sweeps["family"] == family) & sweeps["correct_base"] & sweeps["task"].isin(learned)]
+    if rows.empty:
+        raise FlowkitError(f"no correctly answered question of a learned task was swept for {family!r}; "
+                           "regenerate the results with `python -m flowkit fidelity`.")
+    return sample(rows.groupby("sample")["pct_change"].min().idxmin())
+
+
+def clip_strip(frames, size: int = 96, gap: int = 4):
+    """The frames side by side as one PIL image (nearest-neighbour enlarged, so pixels stay crisp)."""
+    from PIL import Image
+
+    frames = np.asarray(frames)
+    height, width = frames.shape[1:3]
+    scale = size / max(height, width)
+    w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    strip = Image.new("RGB", (len(frames) * (w + gap) - gap, h), "white")
+    for i, frame in enumerate(frames):
+        strip.paste(Image.fromarray(frame).resize((w, h), Image.NEAREST), (i * (w + gap), 0))
+    return strip
+
+
+def show_clip(clip, size: int = 96) -> None:
+    """Display a question: its frames in order, the question and the options (★ = correct)."""
+    from IPython.display import Image, Markdown, display
+
+    buffer = io.BytesIO()
+    clip_strip(clip.frames, size=size).save(buffer, format="PNG")
+    display(Image(data=buffer.getvalue()))
+    options = "  ".join(f"({OPTION_LETTERS[i]}) {text}" + (" ★" if text == clip.answer_text else "")
+                        for i, text in enumerate(clip.candidates))
+    display(Markdown(f"**{clip.id}** — frames 0 → {len(clip.frames) - 1}, left to right  \n"
+                     f"*{clip.question}*  \n{options}"))
+
+
+def paper_table(rows) -> pd.DataFrame:
+    """A "compare with the paper" table from ``(finding, paper's 7B models, this model, verdict)`` rows."""
+    return pd.DataFrame(list(rows), columns=["finding", "paper (7B VideoLLMs)", "this model", "verdict"]).set_index(
+        "finding")
+
+
+__all__ = ["CONTROL", "MODEL", "clip_strip", "learned_table", "learned_tasks", "model", "paper_table", "questions", "sample", "samples_of",
+           "show_clip", "start", "telling_clip"]

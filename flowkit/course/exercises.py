@@ -1,0 +1,323 @@
+"""Check functions for the chapters' exercises (ARENA style).
+
+Each chapter leaves a function for the student to write; its blank raises
+``NotImplementedError``. ``check(name, fn)`` runs the student's function on several
+cases and compares it with the kit's own implementation, raising an ``AssertionError``
+that says what differed; ``show_solution(name)`` prints the reference solution (kept once,
+in :mod:`flowkit.course.solutions`) and checks it.
+
+>>> from flowkit.course.exercises import check, show_solution
+>>> check("percent_change", lambda p_base, p_new: 100 * (p_new - p_base) / p_base)
+✓ percent_change: 4 cases passed
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import torch
+
+from flowkit.course import solutions
+from flowkit.spans import Spans
+
+
+def _spans_cases() -> list[Spans]:
+    """Small prompts of different shapes (frames of different sizes, separators, one frame)."""
+    return [
+        Spans(seq_len=30, frame_spans=((3, 7), (7, 11), (11, 15)), question_text=(16, 22),
+              option_spans=((23, 25), (25, 27)), last=29, true_option=0),
+        Spans(seq_len=48, frame_spans=((2, 8), (9, 15), (16, 22), (23, 29)), question_text=(30, 38),
+              option_spans=((39, 41), (41, 43), (43, 45)), last=47, true_option=2,
+              video_span=(1, 30)),
+        Spans(seq_len=20, frame_spans=((1, 9),), question_text=(10, 14), option_spans=((15, 16), (16, 17)),
+              last=19),
+    ]
+
+
+def _fail(name: str, case: str, expected, got) -> None:
+    raise AssertionError(f"{name}: wrong on {case}.\n  expected: {expected!r}\n  got:      {got!r}")
+
+
+def _done(name: str, cases: int) -> None:
+    print(f"✓ {name}: {cases} cases passed")
+
+
+# ----------------------------------------------------------------------- checks
+def _check_frame_positions(fn) -> int:
+    n = 0
+    for spans in _spans_cases():
+        for frame in range(spans.num_frames):
+            got = list(fn(spans, frame))
+            expected = spans.positions(f"frame:{frame}")
+            if got != expected:
+                _fail("frame_positions", f"frame {frame} of spans {spans.frame_spans}", expected, got)
+            n += 1
+    return n
+
+
+def _check_option_probabilities(fn) -> int:
+    cases = [torch.tensor([2.0, 1.0, 0.5, -1.0]), torch.tensor([0.0, 0.0]), torch.tensor([30.0, -5.0, 12.0])]
+    for logits in cases:
+        got = torch.as_tensor(fn(logits.clone())).float()
+        expected = torch.softmax(logits, -1)
+        if got.shape != expected.shape or not torch.allclose(got, expected, atol=1e-6):
+            _fail("option_probabilities", f"logits {logits.tolist()}", expected.tolist(), got.tolist())
+    return len(cases)
+
+
+def _check_cross_frame_mask(fn) -> int:
+    from flowkit.masks import edge_block_mask
+
+    cases = _spans_cases()
+    for spans in cases:
+        got = torch.as_tensor(fn(spans))
+        expected = edge_block_mask("cross_frame", spans)
+        if got.shape != expected.shape or got.dtype != torch.bool:
+            _fail("cross_frame_mask", f"spans {spans.frame_spans}", f"bool tensor {tuple(expected.shape)}",
+                  f"{got.dtype} tensor {tuple(got.shape)}")
+        if not torch.equal(got, expected):
+            wrong = (got != expected).nonzero()[0].tolist()
+            _fail("cross_frame_mask", f"spans {spans.frame_spans}, edge query {wrong[0]} <- key {wrong[1]}",
+                  bool(expected[wrong[0], wrong[1]]), bool(got[wrong[0], wrong[1]]))
+    return len(cases)
+
+
+def _check_percent_change(fn) -> int:
+    from flowkit.readout import percent_change
+
+    cases = [(0.5, 0.25), (0.2, 0.3), (0.8, 0.8), (0.01, 0.0)]
+    for p_base, p_new in cases:
+        got, expected = fn(p_base, p_new), percent_change(p_base, p_new)
+        if not math.isclose(got, expected, abs_tol=1e-9):
+            _fail("percent_change", f"p_base={p_base}, p_new={p_new}", expected, got)
+    return len(cases)
+
+
+def _check_embedding_lens_scores(fn) -> int:
+    generator = torch.Generator().manual_seed(0)
+    cases = [(torch.randn(n, d, generator=generator), torch.randn(v, d, generator=generator))
+             for n, d, v in ((3, 8, 11), (1, 16, 5), (6, 4, 9))]
+    for hidden, embedding in cases:
+        got = torch.as_tensor(fn(hidden.clone(), embedding.clone())).float()
+        expected = hidden @ embedding.T
+        if got.shape != expected.shape or not torch.allclose(got, expected, atol=1e-4):
+            _fail("embedding_lens_scores", f"hidden {tuple(hidden.shape)}, embedding {tuple(embedding.shape)}",
+                  f"{tuple(expected.shape)} tensor of dot products", f"{tuple(got.shape)} tensor")
+    return len(cases)
+
+
+def _check_temporal_share(fn) -> int:
+    temporal = {"left", "right", "first", "appears"}
+    cases = [([["left", "red"], ["first", "circle"]], 0.5), ([["red", "blue"]], 0.0),
+             ([["left"], ["right"], ["appears"]], 1.0), ([["sea", "left", "space"], []], 1 / 3)]
+    for top_words, expected in cases:
+        got = fn(top_words, temporal)
+        if not math.isclose(got, expected, abs_tol=1e-9):
+            _fail("temporal_share", f"top words {top_words}", expected, got)
+    return len(cases)
+
+
+def _check_first_layer_above(fn) -> int:
+    cases = [([0.1, 0.3, 0.6, 0.9], 0.5, 2), ([0.1, 0.2], 0.5, None), ([0.7, 0.2, 0.9], 0.5, 0),
+             ([0.2, 0.5, 0.51], 0.5, 2), ([0.1, 0.35, 0.2], 0.3, 1)]
+    for probs, threshold, expected in cases:
+        got = fn(probs, threshold)
+        if got != expected:
+            _fail("first_layer_above", f"p by layer {probs}, threshold {threshold}", expected, got)
+    return len(cases)
+
+
+def _check_deepest_window(fn) -> int:
+    cases = [{0: -1.0, 1: -12.5, 2: -3.0}, {4: 2.0, 5: 1.0, 6: 3.0}, {10: -40.0}]
+    for curve in cases:
+        expected = (min(curve, key=curve.get), min(curve.values()))
+        got = tuple(fn(dict(curve)))
+        if got != expected:
+            _fail("deepest_window", f"curve {curve}", expected, got)
+    return len(cases)
+
+
+def _check_kept_fraction(fn) -> int:
+    from flowkit.spec import KnockoutSpec, LayerWindow
+    from flowkit.masks import block_masks, count_edges
+
+    n = 0
+    for spans in _spans_cases()[:2]:
+        for spec in (KnockoutSpec.single("video->question", LayerWindow(3, 3)),
+                     KnockoutSpec.single("cross_frame", LayerWindow(1, 2)).plus(
+                         KnockoutSpec.single("question->last", LayerWindow(5, 3))),
+                     KnockoutSpec()):
+            masks = block_masks(spec, spans, 8)
+            expected = count_edges(spec, spans, 8)["kept_fraction"]
+            got = fn(masks, spans.seq_len, 8)
+            if not math.isclose(got, expected, abs_tol=1e-12):
+                _fail("kept_fraction", f"{spec} on {spans.seq_len} tokens, 8 layers", expected, got)
+            n += 1
+    return n
+
+
+def _check_random_cut_like(fn) -> int:
+    from flowkit.masks import causal_mask, edge_block_mask
+
+    n = 0
+    for spans in _spans_cases()[:2]:
+        block = edge_block_mask("video->question", spans) | edge_block_mask("cross_frame", spans)
+        for seed in (0, 1):
+            got = torch.as_tensor(fn(block, seed))
+            case = f"{int(block.sum())} cut edges on {spans.seq_len} tokens, seed {seed}"
+            if got.shape != block.shape or got.dtype != torch.bool:
+                _fail("random_cut_like", case, f"bool tensor {tuple(block.shape)}", f"{got.dtype} {tuple(got.shape)}")
+            if int(got.sum()) != int(block.sum()):
+                _fail("random_cut_like", case + " (number of cut edges)", int(block.sum()), int(got.sum()))
+            if (got & ~causal_mask(spans.seq_len)).any():
+                _fail("random_cut_like", case + " (edges outside the causal triangle)", 0,
+                      int((got & ~causal_mask(spans.seq_len)).sum()))
+            if got.diagonal().any():
+                _fail("random_cut_like", case + " (a token's edge to itself cut)", 0, int(got.diagonal().sum()))
+            if seed == 1 and torch.equal(got, previous):
+                _fail("random_cut_like", "seeds 0 and 1", "different masks", "the same mask")
+            if not torch.equal(got, torch.as_tensor(fn(block, seed))):
+                _fail("random_cut_like", case + " called twice", "the same mask for the same seed", "a different one")
+            previous = got
+            n += 1
+    return n
+
+
+def _check_hypothesis_spec(fn) -> int:
+    from flowkit.spec import KnockoutSpec
+    from flowkit.masks import block_masks
+
+    got = fn()
+    if not isinstance(got, KnockoutSpec):
+        _fail("hypothesis_spec", "its type", "a flowkit.KnockoutSpec", type(got).__name__)
+    expected = solutions.hypothesis_spec()
+    spans = _spans_cases()[0]
+    got_masks, expected_masks = block_masks(got, spans, 24), block_masks(expected, spans, 24)
+    for layer in range(24):
+        a, b = expected_masks.get(layer), got_masks.get(layer)
+        if (a is None) != (b is None) or (a is not None and not torch.equal(a, b)):
+            _fail("hypothesis_spec", f"layer {layer}", "cuts" if a is not None else "no cut",
+                  "cuts" if b is not None else "no cut")
+    if KnockoutSpec.from_json(got.to_json()) != got:
+        _fail("hypothesis_spec", "a JSON round trip", "the same spec", KnockoutSpec.from_json(got.to_json()))
+    return 2
+
+
+def _check_trough_shift(fn) -> int:
+    cases = [({0: -1, 1: -5, 2: 0}, {0: 0, 1: -1, 2: -4}, 1), ({3: -2, 4: -9}, {3: -7, 4: -1}, -1),
+             ({5: -3, 6: -1}, {5: -8, 6: 0}, 0)]
+    for a, b, expected in cases:
+        got = fn(dict(a), dict(b))
+        if got != expected:
+            _fail("trough_shift", f"curves {a} and {b}", expected, got)
+    return len(cases)
+
+
+def _check_knockout_attention(fn) -> int:
+    """Against flowkit's own path: the additive causal mask, the block mask applied by
+    ``flowkit.attention._with_block`` (what every knocked-out attention layer does), then softmax."""
+    from flowkit.attention import _with_block
+    from flowkit.masks import edge_block_mask
+
+    n = 0
+    generator = torch.Generator().manual_seed(0)
+    for spans in _spans_cases():
+        size = spans.seq_len
+        for group in ("cross_frame", "video->question", "question->last"):
+            cut = edge_block_mask(group, spans)
+            scores = torch.randn(2, size, size, generator=generator) * 3
+            causal = torch.zeros(1, 1, size, size).masked_fill(~torch.ones(size, size, dtype=torch.bool).tril(),
+                                                               float("-inf"))
+            shape = torch.zeros(1, 2, size, 4)
+            expected = torch.softmax(scores[None] + _with_block(causal, cut, shape, shape), dim=-1)[0]
+            got = fn(scores.clone(), cut.clone())
+            if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+                _fail("knockout_attention", f"{group} on spans {spans.frame_spans}", f"a tensor of shape {tuple(expected.shape)}",
+                      getattr(got, "shape", got))
+            got = got.float()
+            leaked = float(got[..., cut].abs().max()) if bool(cut.any()) else 0.0
+            if leaked > 0:
+                _fail("knockout_attention", f"{group}: cut edges must get exactly zero weight",
+                      0.0, f"up to {leaked:.3g} on a cut edge")
+            if not torch.allclose(got, expected, atol=1e-6):
+                row = int((got - expected).abs().amax(dim=(0, 2)).argmax())
+                _fail("knockout_attention", f"{group}, query row {row} (rows must sum to 1 over allowed keys only)",
+                      expected[0, row, : row + 1].tolist()[:6], got[0, row, : row + 1].tolist()[:6])
+            n += 1
+    return n
+
+
+def _check_logit_lens_probs(fn) -> int:
+    torch.manual_seed(0)
+    d, vocab = 16, 50
+    final_norm, lm_head = torch.nn.RMSNorm(d), torch.nn.Linear(d, vocab, bias=False)
+    with torch.no_grad():
+        final_norm.weight.uniform_(0.5, 2.0)
+    cases = [(torch.randn(5, d) * 4, (3, 7)), (torch.randn(2, d), (10, 11, 12, 40))]
+    for hidden, letters in cases:
+        with torch.no_grad():
+            expected = torch.softmax(lm_head(final_norm(hidden)).float(), -1)[:, list(letters)]
+            got = fn(hidden.clone(), final_norm, lm_head, letters)
+        got = torch.as_tensor(got).float()
+        if got.shape != expected.shape:
+            _fail("logit_lens_probs", f"{hidden.shape[0]} layers, {len(letters)} letters", tuple(expected.shape), tuple(got.shape))
+        if not torch.allclose(got, expected, atol=1e-6):
+            hint = (" (the softmax must run over the whole vocabulary, then pick the letters; these rows sum to 1)"
+                    if torch.allclose(got.sum(-1), torch.ones(got.shape[0]), atol=1e-4) else "")
+            _fail("logit_lens_probs", f"{hidden.shape[0]} layers, letters {letters}{hint}",
+                  expected[0].tolist(), got[0].tolist())
+    return len(cases)
+
+
+def _check_bootstrap_interval(fn) -> int:
+    """Any correct bootstrap passes: the interval brackets the mean, is reproducible from its seed,
+    and is within a quarter of its width of flowkit's (another random stream moves it a little)."""
+    import numpy as np
+
+    from flowkit.stats import bootstrap_ci
+
+    rng = np.random.default_rng(3)
+    cases = {"20 accuracies (0/1)": (rng.random(20) < 0.7).astype(float),
+             "60 % changes": rng.normal(-25, 15, 60), "200 p(answer)": rng.beta(5, 2, 200)}
+    for name, values in cases.items():
+        lo, hi = fn(values.copy(), seed=1)
+        ref_lo, ref_hi = bootstrap_ci(values)
+        if not lo <= values.mean() <= hi:
+            _fail("bootstrap_interval", f"{name}: the interval must contain the mean {values.mean():.3f}",
+                  (round(ref_lo, 3), round(ref_hi, 3)), (lo, hi))
+        if fn(values.copy(), seed=1) != (lo, hi):
+            _fail("bootstrap_interval", f"{name}: the same seed must give the same interval", (lo, hi),
+                  fn(values.copy(), seed=1))
+        width = ref_hi - ref_lo
+        if abs(lo - ref_lo) > width / 4 or abs(hi - ref_hi) > width / 4:
+            _fail("bootstrap_interval", f"{name} (resample the values with replacement, take the mean of each "
+                  "resample, and the 2.5th and 97.5th percentiles of those means)",
+                  (round(ref_lo, 3), round(ref_hi, 3)), (round(lo, 3), round(hi, 3)))
+    return len(cases)
+
+
+_CHECKS = {name[len("_check_"):]: f for name, f in globals().items() if name.startswith("_check_")}
+
+
+def check(name: str, fn) -> None:
+    """Run exercise ``name``'s cases on ``fn``; print ✓ or raise an AssertionError saying what differed."""
+    if name not in _CHECKS:
+        raise KeyError(f"no exercise called {name!r}; the exercises are {', '.join(sorted(_CHECKS))}")
+    _done(name, _CHECKS[name](fn))
+
+
+def solution_source(name: str) -> str:
+    """The reference solution's source code."""
+    if name not in _CHECKS:
+        raise KeyError(f"no exercise called {name!r}; the exercises are {', '.join(sorted(_CHECKS))}")
+    return inspect.getsource(getattr(solutions, name))
+
+
+def show_solution(name: str) -> None:
+    """Print the reference solution to exercise ``name`` and check it."""
+    print(solution_source(name))
+    check(name, getattr(solutions, name))
+
+
+__all__ = ["check", "show_solution", "solution_source"]

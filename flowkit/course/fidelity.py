@@ -1,0 +1,385 @@
+"""How far the kit's small model reproduces the paper: one command, one JSON, one table.
+
+    python -m flowkit fidelity [--per-task N] [--out data/results/fidelity.json]
+
+Measures, on held-out questions of the shipped split (NF4 on CPU): accuracy per task
+for the trained model and the image-only control; F1 (cross-frame knockout), F2
+(video->question vs question->last troughs, video->last and last->last, the lens on video
+tokens), F3 (where p(true option) passes 0.5) and F4 (effective pathways vs the paper's
+random control, and flowkit's layer-matched one). Token groups, the random control and
+accuracy after knockout follow the paper's definitions (``definitions_version`` in the
+report). Goals are reported beside the paper's LLaVA-NeXT-7B numbers, never forced.
+
+Plan of the whole run (2 CPU cores, shipped model: 30 layers, 83 tokens per prompt; one
+full forward F ≈ 0.22 s; 6 tasks x 60 questions):
+
+=====================  ==========================  ================================  =====================
+part                   work                        shared                            batched
+=====================  ==========================  ================================  =====================
+accuracy (+ control)   1 forward per question,      —                                 —
+                       per model (2 x 360 F)
+sweeps (F1-F3)         5 families x 30 windows on   one clean run per question        specs sharing a first
+                       <= 6 correct per task        (:class:`~flowkit.session.Engine`) cut row, up to
+                                                    feeds every window; layers        ``row_budget`` rows
+                                                    before the window and positions   per replay
+                                                    before the first cut query are
+                                                    never recomputed
+control cross-frame    30 windows, same samples     as above                          as above
+lens, emergence        1 forward per question       —                                 —
+                       (a handful)
+pathways (F4)          1 + 1 + seeds masks per      one clean run per question is     pathway + every random
+                       question (360 questions)     ``full``; masks replay from the   seed in one replay
+                                                    first video token (the prefix's   (``last_logits_for_masks``)
+                                                    keys/values are reused)
+=====================  ==========================  ================================  =====================
+
+The pathway masks cut ``video->last`` from layer 0, so per question the replay still covers
+every layer from the first video token on; the saving is one clean run instead of
+``2 + seeds`` full forwards, and one batched replay in which the 4-bit weights are
+dequantized once for all masks. ``run_fidelity(..., use_engine=False)`` keeps the former
+path (one full forward per knockout); ``python bench/run.py`` times both on a subset and
+checks that they give the same numbers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flowkit import experiments
+from flowkit.atomic_files import atomic_paths, atomic_write_json
+from flowkit.locations import data_path
+from flowkit.edge_groups import DEFINITIONS_VERSION, PAPER_EDGE_GROUPS
+from flowkit.learned import RULE, learned_table
+from flowkit.pathways import PAPER_RANDOM_CONTROL
+from flowkit.stats import bootstrap_ci, mean_with_ci
+
+PAPER_7B = {
+    "F1 cross-frame trough (% change)": "-8 to -43 % (by task), layers ~4-13",
+    "F1 image-only control": "within ~±7 %",
+    "F2 video->question trough": "layers ~7-16, -20 to -40 %",
+    "F2 video->last, last->last": "about 0 everywhere",
+    "F3 p(true) > 0.5 from layer": "~19-21 of 32",
+    "F4 edges kept": "42 % (58 % suppressed)",
+    "F4 accuracy full / pathways / random": "51.5 / 51.2 / 40.1",
+}
+
+
+#: The tidy tables written beside the JSON (``<name>.csv.gz``); chapters read them with
+#: :func:`flowkit.course.results.load_table` and recompute a few rows live.
+TABLES = ("accuracy", "control_accuracy", "sweeps", "control_cross_frame", "lens", "emergence", "pathways")
+
+
+def _atomic_write_json(path: Path, data: dict) -> None:
+    atomic_write_json(path, data, indent=2, sort_keys=True, default=float)
+
+
+def _atomic_write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
+    """Write every table as ``<name>.csv.gz`` (byte-reproducible: gzip mtime 0), all or nothing."""
+    with atomic_paths([folder / f"{name}.csv.gz" for name in tables]) as temps:
+        for tmp, table in zip(temps, tables.values()):
+            text = table.to_csv(index=False, float_format="%.9g", lineterminator="\n").encode()
+            with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+                packed.write(text)  # no file name or time in the gzip header: same table, same bytes
+
+
+def _curves_with_ci(flows: pd.DataFrame, tasks) -> dict[str, dict]:
+    """Per family: the mean % change per window centre over the correctly answered questions of
+    ``tasks`` (pooled), with its 95 % bootstrap interval over those questions."""
+    out = {}
+    for family, table in experiments.curves_with_ci(flows, tasks).groupby("family"):
+        out[family] = {"curve": {int(r.center): float(r.pct_change) for r in table.itertuples()},
+                       "ci": {int(r.center): [float(r.lo), float(r.hi)] for r in table.itertuples()},
+                       "questions": int(table["n"].max())}  # every question is swept at every centre
+    return out
+
+
+def _accuracy_ci(table: pd.DataFrame, by: str) -> dict:
+    """Per group of ``by``: the 95 % bootstrap interval of the share of ``correct`` questions."""
+    return {key: list(bootstrap_ci(group["correct"].astype(float))) for key, group in table.groupby(by)}
+
+
+def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowkit-smol-video-control",
+                 quant: str = "nf4", per_task: int | None = None, sweep_per_task: int = 20, other_per_task: int = 6,
+                 centers_step: int = 1, random_seeds=(0, 1, 2, 3, 4), out: str | os.PathLike | None = "default",
+                 progress: bool = True, use_engine: bool = True) -> dict:
+    """Measure the four findings on ``model`` (and ``control``) and write the JSON report.
+
+    Headline numbers (F1-F3 curves and troughs, F4 accuracy) are means over the *learned*
+    tasks (:mod:`flowkit.learned`: judged from this run's accuracy and the control's) with
+    95 % bootstrap intervals over questions; sweeps use up to ``sweep_per_task`` correctly
+    answered questions of each learned task and ``other_per_task`` of the others (charted
+    apart). With no learned task the headline falls back to all tasks, and says so.
+
+    The report goes to ``out`` (``"default"``: ``data/results/fidelity.json``, see
+    :mod:`flowkit.locations`; ``None``: not written). Beside the JSON go the tidy per-sample tables (:data:`TABLES`, as
+    ``<name>.csv.gz``) that the chapters chart; every row can be recomputed from its
+    sample id and (for sweeps) its ``spec`` column, see :mod:`flowkit.course.results`.
+    ``use_engine=False`` runs the former path (one full forward per knockout; same numbers to
+    float rounding, several times slower), kept for comparison (``python bench/run.py``).
+    """
+    from flowkit.data import shipped_questions_root, load_question_set
+    from flowkit.models import load_videollm
+
+    started = time.time()
+    vllm = load_videollm(model, quant=quant)
+    bench = load_question_set(shipped_questions_root(), num_frames=8)
+    tasks = sorted({s.task for s in bench})
+    if per_task:
+        bench = [s for t in tasks for s in [x for x in bench if x.task == t][:per_task]]
+    report: dict = {"model": model, "fingerprint": vllm.fingerprint, "quant": quant,
+                    "numeric_path": vllm.numeric_path, "num_layers": vllm.num_layers,
+                    "samples": [s.id for s in bench], "random_seeds": list(random_seeds), "paper_7b": PAPER_7B}
+
+    tables: dict[str, pd.DataFrame] = {}
+    acc = tables["accuracy"] = experiments.accuracy(vllm, bench, progress=progress)
+    report["accuracy"] = acc.groupby("task")["correct"].mean().to_dict()
+    report["accuracy_ci"] = _accuracy_ci(acc, "task")
+    cvllm = cacc = None
+    if control:
+        cvllm = load_videollm(control, quant=quant)
+        cacc = tables["control_accuracy"] = experiments.accuracy(cvllm, bench, progress=progress)
+        report["control"], report["control_fingerprint"] = control, cvllm.fingerprint
+        report["control_accuracy"] = cacc.groupby("task")["correct"].mean().to_dict()
+    learned_by_rule = learned_table(acc, cacc)
+    learned = sorted(learned_by_rule.index[learned_by_rule["learned"]])
+    headline = learned or tasks
+    report["learned"] = {"rule": RULE, "tasks": learned, "headline_tasks": headline,
+                         "note": "" if learned else "no task passes the rule: headline numbers are over all tasks",
+                         "table": {t: {k: (None if pd.isna(v) else (bool(v) if k == "learned" else float(v)))
+                                       for k, v in row.items()} for t, row in learned_by_rule.iterrows()}}
+    correct = set(acc[acc["correct"]]["sample"])
+    # sweeps use up to `sweep_per_task` correctly answered samples per learned task (as the paper
+    # averages over correct ones) and `other_per_task` of the other tasks, shown apart
+    def take(task):
+        return sweep_per_task if task in headline else other_per_task
+    sweep_samples = [s for t in tasks for s in [x for x in bench if x.task == t and x.id in correct][:take(t)]]
+    report["sweep_samples"] = [s.id for s in sweep_samples]
+    centers = list(range(0, vllm.num_layers, centers_step))
+    flows = tables["sweeps"] = experiments.flow_sweep(vllm, sweep_samples, families=PAPER_EDGE_GROUPS, centers=centers, progress=progress,
+                                                        use_engine=use_engine)
+    summary = experiments.summarize(flows)
+    L = vllm.num_layers
+    headline_curves = _curves_with_ci(flows, headline)
+    overall_all = summary.groupby(["family", "center"])["pct_change"].mean()
+
+    def curve(family):
+        return dict(headline_curves[family]["curve"]) if family in headline_curves else {}
+
+    def ci(family):
+        return dict(headline_curves[family]["ci"]) if family in headline_curves else {}
+
+    cross = curve("cross_frame")
+    f1 = {"curve": cross, "curve_ci": ci("cross_frame"), "tasks": headline,
+          "questions": headline_curves.get("cross_frame", {}).get("questions", 0),
+          "curve_all_tasks": ({int(c): float(v) for c, v in overall_all.loc["cross_frame"].items()}
+                              if "cross_frame" in overall_all.index.get_level_values(0) else {})}
+    if cross:
+        centre = min(cross, key=cross.get)
+        f1.update(trough=cross[centre], trough_center=centre, trough_ci=ci("cross_frame")[centre],
+                  trough_in_first_half=centre < L / 2,
+                  max_abs_last_third=max((abs(v) for c, v in cross.items() if c >= 2 * L / 3), default=None),
+                  per_task=experiments.troughs(summary[summary["family"] == "cross_frame"]).to_dict("records"))
+    if cvllm is not None:
+        ccorrect = set(cacc[cacc["correct"]]["sample"])
+        csamples = [s for t in tasks for s in [x for x in bench if x.task == t and x.id in ccorrect][:take(t)]]
+        if csamples:
+            tables["control_cross_frame"] = experiments.cross_frame_sweep(cvllm, csamples, centers=centers,
+                                                                          progress=progress, use_engine=use_engine)
+            ccurves = _curves_with_ci(tables["control_cross_frame"], headline).get("cross_frame")
+            if ccurves:
+                f1["control_curve"], f1["control_curve_ci"] = ccurves["curve"], ccurves["ci"]
+                f1["control_trough"] = float(min(ccurves["curve"].values()))
+        del cvllm
+    report["F1"] = f1
+    vq, ql = curve("video->question"), curve("question->last")
+    report["F2"] = {
+        "video_to_question": vq, "question_to_last": ql, "tasks": headline,
+        "video_to_question_ci": ci("video->question"), "question_to_last_ci": ci("question->last"),
+        "video_to_last": curve("video->last"), "last_to_last": curve("last->last"),
+        "video_to_question_trough_center": min(vq, key=vq.get) if vq else None,
+        "question_to_last_trough_center": min(ql, key=ql.get) if ql else None,
+        "max_abs_video_to_last": max((abs(v) for v in curve("video->last").values()), default=None),
+        "max_abs_last_to_last": max((abs(v) for v in curve("last->last").values()), default=None),
+    }
+    lens_samples = [next(s for s in sweep_samples if s.task == t) for t in headline
+                    if any(s.task == t for s in sweep_samples)]  # one per headline task
+    for kind in ("embedding", "logit"):
+        lens = experiments.video_token_lens(vllm, lens_samples, kind=kind, progress=progress)
+        tables["lens"] = pd.concat([tables.get("lens"), lens], ignore_index=True)
+        report["F2"][f"lens_temporal_share_{kind}"] = lens.groupby("layer")["temporal_share"].mean().to_dict()
+    # what a lens picking words at random would show: the temporal words' share of the list
+    report["F2"]["lens_bag_temporal_share"] = experiments.lens_bag_temporal_share(vllm)
+    emergence = tables["emergence"] = experiments.answer_emergence(vllm, sweep_samples, progress=progress)
+    on_headline = emergence[emergence["task"].isin(headline)]
+    per_layer = on_headline.groupby("layer")[["p_true", "p_false_max"]].mean()
+    p_true_ci = mean_with_ci(on_headline, "layer", "p_true").set_index("layer")
+    above = per_layer.index[per_layer["p_true"] > 0.5]
+    report["F3"] = {"p_true": per_layer["p_true"].to_dict(), "p_false_max": per_layer["p_false_max"].to_dict(),
+                    "p_true_ci": {int(l): [float(r.lo), float(r.hi)] for l, r in p_true_ci.iterrows()},
+                    "tasks": headline, "first_layer_p_true_above_half": int(above[0]) if len(above) else None}
+    windows = experiments.windows_from_sweeps(summary[summary["task"].isin(headline)], L)
+    # "random" is the paper's control (f = this model's mean suppressed share, cut in every layer
+    # from the first video token on); flowkit's layer-matched control is not part of the report
+    # (experiments.effective_pathways(..., random_controls=("layer_matched",)) computes it)
+    pathways, counts = experiments.effective_pathways(vllm, bench, windows, random_seeds=random_seeds,
+                                                      random_controls=(PAPER_RANDOM_CONTROL,), progress=progress,
+                                                      use_engine=use_engine)
+    tables["pathways"] = pathways
+    by_condition = pathways.groupby("condition")["correct"].mean().to_dict()
+    on_learned = pathways[pathways["task"].isin(headline)]
+    report["F4"] = {"windows": windows.to_dict(), "edges": counts, "accuracy": by_condition,
+                    "accuracy_ci": _accuracy_ci(pathways, "condition"),
+                    "accuracy_headline_tasks": on_learned.groupby("condition")["correct"].mean().to_dict(),
+                    "accuracy_headline_tasks_ci": _accuracy_ci(on_learned, "condition"),
+                    "random_control": "paper", "random_suppressed_fraction": counts["random_fraction"],
+                    "random_accuracy_per_seed": pathways[pathways["condition"] == "random"]
+                    .groupby("seed")["correct"].mean().to_dict()}
+    report["definitions_version"] = DEFINITIONS_VERSION
+    report["seconds"] = time.time() - started
+    if out == "default":
+        out = data_path("results", "fidelity.json")
+    if out is not None:
+        _atomic_write_tables(Path(out).parent, tables)
+        _atomic_write_json(Path(out), report)
+    return report
+
+
+def _verdict(ok: bool | None, partly: bool | None = None) -> str:
+    if ok is None:
+        return "not measured"
+    return "reproduced" if ok else ("partly" if partly else "not reproduced")
+
+
+def paper_comparison(report: dict, findings=("accuracy", "F1", "F2", "F3", "F4")) -> list[tuple[str, str, str, str]]:
+    """Rows ``(finding, paper's 7B, this model, verdict)`` for the chapters' "compare with the paper" cells.
+
+    The verdicts apply the targets of the kit's model card (e.g. F1: trough <= -20 % in the
+    first half of the layers; partly: a trough <= -5 % there) to the measured numbers.
+    """
+    L = report["num_layers"]
+    rows = []
+    if "accuracy" in findings:
+        acc, control = report["accuracy"], report.get("control_accuracy", {})
+        mean = float(np.mean(list(acc.values())))
+        worst = min(acc, key=acc.get)
+        ours = f"mean {100 * mean:.1f} % over {len(acc)} tasks (lowest: {worst} {100 * acc[worst]:.0f} %)"
+        if control:
+            ours += f"; image-only control {100 * float(np.mean(list(control.values()))):.1f} %"
+        learned = report.get("learned", {}).get("tasks")
+        if learned is not None:
+            ours += f"; learned: {', '.join(learned) if learned else 'none'}"
+        rows.append(("accuracy", "TVBench 51.5 % (LLaVA-NeXT-7B-Video-FT)", ours,
+                     _verdict(min(acc.values()) >= 0.9, mean >= 0.5)))
+    if "F1" in findings:
+        f1 = report["F1"]
+        trough, centre = f1.get("trough"), f1.get("trough_center")
+        first_half = centre is not None and centre < L / 2
+        band = f1.get("trough_ci")
+        band = f" [95 % CI {band[0]:+.1f}, {band[1]:+.1f}]" if band else ""
+        rows.append(("F1 cross-frame trough", PAPER_7B["F1 cross-frame trough (% change)"],
+                     "n/a" if trough is None else f"{trough:+.1f} %{band} at window centre {centre} of {L}",
+                     _verdict(None if trough is None else (trough <= -20 and first_half),
+                              trough is not None and trough <= -5 and first_half)))
+        late = f1.get("max_abs_last_third")
+        rows.append(("F1 late windows (last third)", "about 0", "n/a" if late is None else f"largest change {late:.1f} % (absolute)",
+                     _verdict(None if late is None else late <= 5)))
+        ctrough = f1.get("control_trough")
+        rows.append(("F1 image-only control", PAPER_7B["F1 image-only control"],
+                     "n/a" if ctrough is None else f"trough {ctrough:+.1f} %",
+                     _verdict(None if ctrough is None or trough is None else
+                              (trough < 0 and abs(ctrough) <= abs(trough) / 3))))
+    if "F2" in findings:
+        f2 = report["F2"]
+        vq, ql = f2.get("video_to_question_trough_center"), f2.get("question_to_last_trough_center")
+        vq_depth = min(f2["video_to_question"].values()) if f2.get("video_to_question") else None
+        rows.append(("F2 video->question before question->last", "v->q trough ~7-16, q->last ~16-25",
+                     f"v->q trough at {vq} ({vq_depth:+.1f} %), q->last at {ql}" if vq is not None else "n/a",
+                     _verdict(None if vq is None or ql is None else vq < ql)))
+        vl, ll = f2.get("max_abs_video_to_last"), f2.get("max_abs_last_to_last")
+        rows.append(("F2 video->last, last->last", PAPER_7B["F2 video->last, last->last"],
+                     "n/a" if vl is None else f"largest changes {vl:.1f} % and {ll:.1f} % (absolute)",
+                     _verdict(None if vl is None else max(vl, ll) <= 5, vl is not None and min(vl, ll) <= 5)))
+    if "F3" in findings:
+        f3 = report["F3"]
+        first = f3.get("first_layer_p_true_above_half")
+        p_true = {int(k): v for k, v in f3["p_true"].items()}
+        final = p_true[max(p_true)] if p_true else float("nan")
+        rows.append(("F3 p(true option) > 0.5 from layer", PAPER_7B["F3 p(true) > 0.5 from layer"],
+                     (f"layer {first} of {L}" if first is not None else "never (mean over questions)")
+                     + f"; final p(true) {final:.2f}",
+                     # only at the very last layer is "late", not "middle-to-late": partly
+                     _verdict(first is not None and L / 2 <= first < L - 1, first is not None)))
+    if "F4" in findings:
+        f4 = report["F4"]
+        acc = f4["accuracy"]
+        kept = f4["edges"].get("mean_kept_fraction", f4["edges"]["kept_fraction"])
+        full, path, rand = (acc.get(k, float("nan")) for k in ("full", "pathways", "random"))
+        rows.append(("F4 edges kept", PAPER_7B["F4 edges kept"], f"{100 * kept:.1f} % (mean over questions of "
+                     f"exact counts; {f4['edges']['kept']:,} of {f4['edges']['total']:,} in all)", _verdict(kept <= 0.45)))
+        ours = f"{100 * full:.1f} / {100 * path:.1f} / {100 * rand:.1f} (all tasks)"
+        learned_acc = f4.get("accuracy_headline_tasks")
+        if learned_acc and report.get("learned", {}).get("tasks"):
+            ours += ("; learned tasks " + " / ".join(f"{100 * learned_acc.get(k, float('nan')):.1f}"
+                                                      for k in ("full", "pathways", "random")))
+        rows.append(("F4 accuracy full / pathways / random", PAPER_7B["F4 accuracy full / pathways / random"], ours,
+                     _verdict(path >= 0.97 * full and rand <= full - 0.10, path >= 0.97 * full)))
+    return rows
+
+
+def format_report(report: dict) -> str:
+    """The report as a table beside the paper's 7B numbers."""
+    f1, f2, f3, f4 = report["F1"], report["F2"], report["F3"], report["F4"]
+    acc = report["accuracy"]
+    lines = [f"model {report['model']} ({report['quant']}, {report['num_layers']} layers), "
+             f"{len(report['samples'])} questions, {report['seconds']:.0f} s", "",
+             f"{'task':<20}{'accuracy':>10}{'control':>10}"]
+    for task, a in acc.items():
+        c = report.get("control_accuracy", {}).get(task)
+        lines.append(f"{task:<20}{100 * a:>9.1f}%{'' if c is None else f'{100 * c:>9.1f}%':>10}")
+    def fmt(v, unit="%"):
+        return "n/a" if v is None else f"{v:+.1f}{unit}" if unit == "%" else str(v)
+    rows = [
+        ("F1 cross-frame trough", f"{fmt(f1.get('trough'))} at layer {f1.get('trough_center')}", PAPER_7B["F1 cross-frame trough (% change)"]),
+        ("F1 last third, max |%|", fmt(f1.get("max_abs_last_third")), "~0"),
+        ("F1 control trough", fmt(f1.get("control_trough")), PAPER_7B["F1 image-only control"]),
+        ("F2 v->q / q->last troughs at", f"{f2['video_to_question_trough_center']} / {f2['question_to_last_trough_center']}", "v->q before q->last"),
+        ("F2 max |%| v->last, last->last", f"{fmt(f2['max_abs_video_to_last'])}, {fmt(f2['max_abs_last_to_last'])}", PAPER_7B["F2 video->last, last->last"]),
+        ("F3 p(true) > 0.5 from layer", fmt(f3["first_layer_p_true_above_half"], ""), PAPER_7B["F3 p(true) > 0.5 from layer"]),
+        ("F4 edges kept", f"{100 * f4['edges'].get('mean_kept_fraction', f4['edges']['kept_fraction']):.1f} %", PAPER_7B["F4 edges kept"]),
+        ("F4 acc full/pathways/random", " / ".join(f"{100 * f4['accuracy'].get(k, float('nan')):.1f}" for k in ("full", "pathways", "random")), PAPER_7B["F4 accuracy full / pathways / random"]),
+    ]
+    lines += ["", f"{'':<32}{'this model':<28}{'paper (LLaVA-NeXT-7B)'}"]
+    lines += [f"{name:<32}{ours:<28}{paper}" for name, ours, paper in rows]
+    return "\n".join(lines)
+
+
+def add_command(sub) -> None:
+    """``python -m flowkit fidelity``: registered with the CLI through the ``flowkit.commands`` entry point."""
+    p = sub.add_parser("fidelity", help="measure the four findings on the kit's small model (writes a JSON report)")
+    p.add_argument("--model", default="flowkit-smol-video")
+    p.add_argument("--control", default="flowkit-smol-video-control", help="image-only control ('' to skip)")
+    p.add_argument("--quant", default="nf4", choices=("nf4", "bf16", "fp32"))
+    p.add_argument("--per-task", type=int, default=None, help="questions per task (default: the whole split)")
+    p.add_argument("--sweep-per-task", type=int, default=20,
+                   help="correctly answered questions per learned task used in sweeps (flowkit.learned)")
+    p.add_argument("--other-per-task", type=int, default=6,
+                   help="correctly answered questions per task that is not learned (swept, charted apart)")
+    p.add_argument("--centers-step", type=int, default=1, help="sweep every n-th window centre")
+    p.add_argument("--random-seeds", type=int, default=5)
+    p.add_argument("--out", default=None, help="JSON path (default data/results/fidelity.json)")
+    p.set_defaults(run=_run_command)
+
+
+def _run_command(args) -> int:
+    report = run_fidelity(model=args.model, control=args.control or None, quant=args.quant, per_task=args.per_task,
+                          sweep_per_task=args.sweep_per_task, other_per_task=args.other_per_task,
+                          centers_step=args.centers_step,
+                          random_seeds=tuple(range(args.random_seeds)), out=args.out or "default")
+    print(format_report(report))
+    return 0

@@ -1,0 +1,81 @@
+"""One-cell hypothesis checks: ``flowkit.check(vllm, clip, cut="question->last", layers="12-20")``.
+
+The Python twin of ``python -m flowkit check``: ask one question, cut one or more edge
+groups in some layers, and see how the answer moves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import pandas as pd
+
+from flowkit.errors import FlowkitError
+from flowkit.spec import Cut, KnockoutSpec, LayerWindow, parse_layers
+from flowkit.readout import AnswerDistribution, percent_change
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The answer before and after one knockout."""
+
+    spec: KnockoutSpec
+    before: AnswerDistribution
+    after: AnswerDistribution
+    options: tuple[str, ...]
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row per option: p before/after (whole vocabulary) and the paper's % change."""
+        rows = []
+        for i, (letter, option) in enumerate(zip(self.before.letters, self.options)):
+            p0, p1 = self.before.probs[i], self.after.probs[i]
+            rows.append({"option": f"({letter}) {option}", "correct": i == self.before.true_option,
+                         "p_before": p0, "p_after": p1, "pct_change": percent_change(p0, p1) if p0 > 0 else float("nan")})
+        return pd.DataFrame(rows).set_index("option")
+
+    @property
+    def pct_change(self) -> float:
+        """% change of p(the clean run's predicted option), as the paper reports it."""
+        i = self.before.predicted
+        return percent_change(self.before.probs[i], self.after.probs[i])
+
+    def chart(self, scale: str = "options"):
+        """Bars of p(option) before and after (see :func:`flowkit.plots.answer_bars`)."""
+        from flowkit.plots import answer_bars
+
+        return answer_bars(self.before, self.after, scale=scale, options=list(self.options))
+
+    def __str__(self) -> str:
+        return (f"knockout: {self.spec}\n{self.table.to_string(float_format=lambda v: f'{v:.4f}')}\n"
+                f"predicted {self.before.predicted_letter} before, {self.after.predicted_letter} after; "
+                f"p({self.before.predicted_letter}) {self.pct_change:+.1f} %")
+
+
+def check(vllm, prompt, cut: str | Sequence[str], layers: str | None = None, window: int | None = None,
+          size: int = 9, options: Sequence[str] | None = None) -> CheckResult:
+    """Cut ``cut`` (one edge group or several) in ``layers`` (e.g. ``"12-20"``) or in the paper's
+    ``size``-layer window centred on ``window``, and return the answer before and after.
+
+    ``prompt`` is a question set :class:`~flowkit.data.Sample` or a prepared prompt
+    (``vllm.prepare(frames, question, options)``; then pass ``options`` to label them).
+    """
+    cuts = [cut] if isinstance(cut, str) else list(cut)
+    if not cuts:
+        raise FlowkitError("say what to cut, e.g. cut='video->question' or cut=['cross_frame', 'video->last'].")
+    if (layers is None) == (window is None):
+        raise FlowkitError("say where to cut with exactly one of layers='12-20' or window=CENTRE.")
+    where = parse_layers(layers) if layers is not None else LayerWindow(window, size)
+    spec = KnockoutSpec(tuple(Cut(edges, where) for edges in cuts))
+    spec.layers_touched(vllm.num_layers)  # a clear error for layers past the model's depth
+    if hasattr(prompt, "frames") and hasattr(prompt, "candidates"):
+        options = tuple(prompt.candidates)
+        prompt = vllm.prepare_sample(prompt)
+    elif options is None:
+        options = tuple(f"option {letter}" for letter in prompt.spans.letters)
+    before = vllm.answer(prompt)
+    return CheckResult(spec=spec, before=before, after=vllm.answer(prompt, spec), options=tuple(options))
+
+
+__all__ = ["CheckResult", "check"]

@@ -1,0 +1,73 @@
+"""``python -m flowkit.smol_video.training.evaluate DELTA [DELTA ...] [--control DELTA]``: compare trained deltas.
+
+Each delta (a ``delta.safetensors`` from :mod:`flowkit.smol_video.training.export`, or a run's snapshot
+``.safetensors`` / run folder, exported on the fly) is assembled with SmolLM2, loaded in NF4 on
+the default numeric path, and asked every question of the shipped split (``data/questions``): the
+setting the kit's findings are measured in. Prints accuracy per task, chance, the control's
+accuracy and which tasks are learned (:mod:`flowkit.learned`); ``--json`` writes the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+
+def delta_file(source: str) -> Path:
+    """A delta file for ``source``: itself if it is one, else the delta exported from a run or snapshot."""
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"{source} does not exist: give a delta .safetensors, a snapshot or a run folder")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as handle:
+            if not any(k.startswith("projector_norm.") for k in handle.keys()):
+                return path  # already a delta (the norm is folded in)
+    from flowkit.smol_video.training.export import _save
+    from flowkit.smol_video.training.trainer import export_delta
+
+    out = Path(tempfile.mkdtemp(prefix="flowkit-delta-")) / "delta.safetensors"
+    _save(export_delta(path), out)
+    return out
+
+
+def accuracy_of(source: str, progress: bool = True):
+    """Per-question accuracy table of the model made from ``source`` on the shipped split (NF4, CPU)."""
+    from flowkit.data import shipped_questions
+    from flowkit.experiments import accuracy
+    from flowkit.models import load_videollm
+    from flowkit.smol_video import folder_for_delta
+
+    vllm = load_videollm(folder_for_delta(delta_file(source)), "nf4")
+    return accuracy(vllm, shipped_questions(), progress=progress)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flowkit.smol_video.training.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("deltas", nargs="+", help="delta files, run snapshots or run folders")
+    parser.add_argument("--control", default=None, help="the image-only control's delta (for the learned rule)")
+    parser.add_argument("--json", default=None, help="write {source: {task: accuracy}} here")
+    args = parser.parse_args(argv)
+    from flowkit.learned import RULE, learned_table
+
+    control = accuracy_of(args.control) if args.control else None
+    results = {}
+    for source in args.deltas:
+        table = learned_table(accuracy_of(source), control)
+        results[source] = table["accuracy"].to_dict()
+        print(f"\n{source}  (mean {table['accuracy'].mean():.1%}; {int(table['learned'].sum())} learned)")
+        print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    if control is not None:
+        results["control"] = control.groupby("task")["correct"].mean().to_dict()
+    print(f"\n{RULE}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,1 +1,0 @@
-"""How the kit's small VideoLLM is made (reproducible, on a CPU). See :mod:`flowkit.training.trainer`."""

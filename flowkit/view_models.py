@@ -1,0 +1,408 @@
+"""What the kit's Jupyter widgets show, computed in plain Python (and tested without a browser).
+
+The widgets in the top-level ``widgets`` package are thin views over this module: they
+hold their state in synced traitlets (the :class:`~flowkit.spec.KnockoutSpec` JSON
+is the state of a knockout grid) and ask this module for everything they draw.
+
+Knockout grid
+    Rows are language-model layers, columns are edge groups (:class:`GridColumn`). A cell
+    (layer, column) is cut when every edge group of its column is cut in that layer.
+    :func:`cells_to_spec` and :func:`spec_to_cells` convert between cut cells and a spec.
+    Columns are written as:
+
+    - an edge group, ``"video->question"``, ``"cross_frame"``, ... (one edge group);
+    - ``"frame:i"`` (i >= 1): **frame i's cross-frame inputs**, the edges from every
+      earlier frame j < i into frame i (edge groups ``"frame:j->frame:i"``). Frame i's
+      within-frame attention and its attention to the prompt's prefix are kept. Cutting
+      every frame column in a layer cuts exactly what ``cross_frame`` cuts there;
+    - ``"frames"``: shorthand for ``"frame:1"`` ... ``"frame:{N-1}"``.
+
+    :class:`AnswerExplorer` answers a spec with one cached :class:`~flowkit.session.Engine`
+    (one clean forward pass per prompt) and :func:`answer_view` packs before/after
+    distributions into the JSON the widget draws.
+
+Lens view
+    :func:`lens_view_table` turns :func:`flowkit.lens.frame_top_words` output into
+    per-layer, per-frame word lists; :func:`frame_thumbnails` makes PNG data URLs.
+
+Flow curves
+    :func:`flow_curve_series` turns :func:`flowkit.sweep.summarize` output into one
+    series per task and family, with the axes' extent.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from flowkit.errors import KnockoutError
+from flowkit.spec import Cut, KnockoutSpec, LayerSet, LayerWindow, _compact
+from flowkit.edge_groups import normalize_edges
+from flowkit.readout import AnswerDistribution, percent_change
+from flowkit.spans import Spans
+
+#: Column shorthand for "one column per frame's cross-frame inputs".
+FRAMES = "frames"
+_FRAME_COLUMN = re.compile(r"frame:\s*\w*", re.IGNORECASE)
+
+Cell = tuple[int, int]  # (layer, column index)
+
+
+# ------------------------------------------------------------------------ columns
+
+
+@dataclass(frozen=True)
+class GridColumn:
+    """One column of a knockout grid.
+
+    Attributes:
+        key: how the column was asked for (``"video->question"``, ``"frame:3"``).
+        label: a short header (the paper's notation, ``"video ↛ question"``).
+        title: a sentence saying what a cut cell in this column does.
+        edges: the edge groups a cut cell cuts (normalised spelling).
+        frame: the frame index of a ``"frame:i"`` column, else None.
+    """
+
+    key: str
+    label: str
+    title: str
+    edges: tuple[str, ...]
+    frame: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "label": self.label, "title": self.title, "edges": list(self.edges),
+                "frame": self.frame}
+
+
+def grid_columns(families: str | Sequence[str], spans: Spans) -> tuple[GridColumn, ...]:
+    """The columns of a knockout grid for one prompt (see the module docstring for the spelling)."""
+    from flowkit.plots import family_label
+
+    requested = [families] if isinstance(families, str) else list(families)
+    if not requested:
+        raise KnockoutError("a knockout grid needs at least one column, e.g. families=PAPER_EDGE_GROUPS.")
+    keys: list[str] = []
+    for family in requested:
+        if not isinstance(family, str):
+            raise KnockoutError(f"grid columns are strings such as 'video->question' or 'frame:2', got {family!r}")
+        if family.strip().lower() == FRAMES:
+            if spans.num_frames < 2:
+                raise KnockoutError("the 'frames' columns need a video of at least 2 frames.")
+            keys += [f"frame:{i}" for i in range(1, spans.num_frames)]
+        else:
+            keys.append(family.strip())
+    columns = []
+    for key in keys:
+        if _FRAME_COLUMN.fullmatch(key):
+            columns.append(_frame_column(key, spans))
+        else:
+            edges = normalize_edges(key)
+            if edges != "cross_frame":
+                spans.positions(edges.split("->")[0])  # fail now on a group this prompt lacks
+                spans.positions(edges.split("->")[1])
+            columns.append(GridColumn(key=edges, label=family_label(edges), title=_edge_title(edges),
+                                      edges=(edges,)))
+    seen = [c.key for c in columns]
+    duplicates = sorted({k for k in seen if seen.count(k) > 1})
+    if duplicates:
+        raise KnockoutError(f"grid columns must differ; {', '.join(duplicates)} appear(s) more than once.")
+    return tuple(columns)
+
+
+def _frame_column(key: str, spans: Spans) -> GridColumn:
+    raw = key.split(":", 1)[1].strip()
+    if not raw.isdigit():
+        raise KnockoutError(f"column {key!r}: write 'frame:i' with a frame index i >= 1.")
+    i = int(raw)
+    if not 1 <= i < spans.num_frames:
+        raise KnockoutError(
+            f"column {key!r}: frame {i} has no earlier frame to cut from; frame columns run "
+            f"frame:1 .. frame:{spans.num_frames - 1} for this {spans.num_frames}-frame video."
+        )
+    edges = tuple(f"frame:{j}->frame:{i}" for j in range(i))
+    earlier = "frame 0" if i == 1 else f"frames 0–{i - 1}"
+    return GridColumn(key=f"frame:{i}", label=f"→ frame {i}", title=f"frame {i} cannot read {earlier}",
+                      edges=edges, frame=i)
+
+
+def _edge_title(edges: str) -> str:
+    if edges == "cross_frame":
+        return "every frame cannot read earlier frames"
+    source, target = edges.split("->")
+    return f"{target} cannot read {source}"
+
+
+# --------------------------------------------------------------------- cells <-> spec
+
+
+def _check_cells(cells: Iterable[Sequence[int]], columns: Sequence[GridColumn], num_layers: int) -> set[Cell]:
+    out = set()
+    for cell in cells:
+        try:
+            layer, column = (int(x) for x in cell)
+        except (TypeError, ValueError):
+            raise KnockoutError(f"a grid cell is (layer, column), got {cell!r}") from None
+        if not 0 <= layer < num_layers or not 0 <= column < len(columns):
+            raise KnockoutError(f"cell {(layer, column)} is outside the grid of {num_layers} layers x "
+                                f"{len(columns)} columns.")
+        out.add((layer, column))
+    return out
+
+
+def cells_to_spec(cells: Iterable[Sequence[int]], columns: Sequence[GridColumn], num_layers: int) -> KnockoutSpec:
+    """The canonical spec of a set of cut cells: one ``LayerSet`` cut per edge group, in column order."""
+    by_column: dict[int, list[int]] = {}
+    for layer, column in sorted(_check_cells(cells, columns, num_layers)):
+        by_column.setdefault(column, []).append(layer)
+    cuts = [Cut(edges, LayerSet(tuple(by_column[c]))) for c in sorted(by_column) for edges in columns[c].edges]
+    return KnockoutSpec(tuple(cuts))
+
+
+def spec_to_cells(spec: KnockoutSpec, columns: Sequence[GridColumn], num_layers: int) -> list[Cell]:
+    """The cut cells of a spec, sorted; refuses a spec that cuts edges the grid cannot show.
+
+    A cell is cut when every edge group of its column is cut in that layer. Windows
+    (``LayerWindow``) are resolved against ``num_layers``.
+    """
+    cut: dict[str, set[int]] = {}
+    for c in spec.cuts:
+        cut.setdefault(c.edges, set()).update(c.layers.resolve(num_layers))
+    cells, shown = [], {edges: set() for edges in cut}
+    for index, column in enumerate(columns):
+        layers = set.intersection(*(cut.get(edges, set()) for edges in column.edges))
+        cells += [(layer, index) for layer in layers]
+        if layers:
+            for edges in column.edges:
+                shown[edges].update(layers)
+    hidden = {edges: sorted(layers - shown[edges]) for edges, layers in cut.items() if layers - shown[edges]}
+    if hidden:
+        what = "; ".join(f"{edges} in layers {','.join(map(str, layers))}" for edges, layers in hidden.items())
+        raise KnockoutError(
+            f"this grid cannot show the spec: it cuts {what}, which no column (or only part of a "
+            f"column) covers. The grid's columns: {', '.join(c.key for c in columns)}."
+        )
+    return sorted(cells)
+
+
+def describe_cells(cells: Iterable[Sequence[int]], columns: Sequence[GridColumn]) -> str:
+    """The cut cells in words, column by column: ``"video ↛ question: layers 5-13 · → frame 2: layer 0"``."""
+    by_column: dict[int, list[int]] = {}
+    for layer, column in sorted((int(a), int(b)) for a, b in cells):
+        by_column.setdefault(column, []).append(layer)
+    if not by_column:
+        return "no knockout"
+    parts = []
+    for column, layers in sorted(by_column.items()):
+        noun = "layer" if len(layers) == 1 else "layers"
+        parts.append(f"{columns[column].label}: {noun} {_compact(tuple(layers))}")
+    return " · ".join(parts)
+
+
+def window_cells(center: int, column: int, num_layers: int, size: int = 9) -> list[Cell]:
+    """The cells of the paper's layer window (``size`` layers centred on ``center``) in one column."""
+    return [(layer, column) for layer in LayerWindow(center, size).resolve(num_layers)]
+
+
+# ------------------------------------------------------------------------ prompts
+
+
+def resolve_prompt(vllm, prompt, frames=None, options: Sequence[str] | None = None):
+    """``(prepared, frames, options, question)`` from a :class:`flowkit.data.Sample` or a prepared prompt.
+
+    A sample brings its own frames, option texts and question; for a prepared prompt
+    (``vllm.prepare(...)``) pass ``frames`` and ``options`` to show them (else None, and
+    the question is ``""``).
+    """
+    if hasattr(prompt, "inputs") and hasattr(prompt, "spans"):
+        return prompt, (None if frames is None else np.asarray(frames)), options, ""
+    if all(hasattr(prompt, a) for a in ("frames", "question", "candidates", "answer")):
+        return (vllm.prepare_sample(prompt), np.asarray(prompt.frames if frames is None else frames),
+                list(prompt.candidates if options is None else options), str(prompt.question))
+    raise TypeError(f"expected a flowkit.data.Sample or a prepared prompt (vllm.prepare(...)), "
+                    f"got {type(prompt).__name__}")
+
+
+# ------------------------------------------------------------------------ answers
+
+
+class AnswerExplorer:
+    """Answer distributions under knockout specs for one prompt, fast enough to click.
+
+    The first call runs the clean forward once (an :class:`~flowkit.session.Engine`);
+    every spec after that replays only what it can change: from the first cut layer on,
+    or — when the spec equals a recent one in its first layers, as a click that adds or
+    removes one cell does — from the first layer where the two differ, starting from the
+    residual stream that replay computed (:meth:`~flowkit.session.Engine.last_logits_resuming`).
+    Answers are memoised by spec (the ``maxsize`` most recent); the ``traces`` most recent
+    replays are kept for resuming (each holds the stream of the layers it replayed).
+    """
+
+    def __init__(self, vllm, prepared, engine=None, maxsize: int = 256, traces: int = 6):
+        self.vllm, self.prepared, self.maxsize, self.max_traces = vllm, prepared, maxsize, traces
+        self._engine = engine
+        self._memo: OrderedDict[str, AnswerDistribution] = OrderedDict()
+        self._traces: list = []
+        #: how many answers resumed from an earlier replay instead of the clean run
+        self.resumed = 0
+
+    @property
+    def engine(self):
+        """The :class:`~flowkit.session.Engine` (its clean run happens on first use)."""
+        if self._engine is None:
+            from flowkit.session import Engine
+
+            self._engine = Engine(self.vllm, self.prepared)
+        return self._engine
+
+    @property
+    def clean(self) -> AnswerDistribution:
+        """The answer without any knockout."""
+        return self.engine.clean_answer
+
+    def answer(self, spec: KnockoutSpec) -> AnswerDistribution:
+        """The answer under ``spec`` (memoised)."""
+        from flowkit.masks import block_masks
+        from flowkit.readout import answer_distribution
+
+        key = spec.to_json()
+        if key in self._memo:
+            self._memo.move_to_end(key)
+            return self._memo[key]
+        engine = self.engine
+        masks = block_masks(spec, self.prepared.spans, engine.num_layers)
+        logits, trace = engine.last_logits_resuming(masks, self._traces)
+        if trace is not None:
+            self.resumed += trace.resumed and trace not in self._traces
+            self._traces = [t for t in self._traces if t is not trace][-(self.max_traces - 1):] + [trace]
+        dist = answer_distribution(logits, self.prepared.letter_ids, self.prepared.spans.true_option)
+        self._memo[key] = dist
+        if len(self._memo) > self.maxsize:
+            self._memo.popitem(last=False)
+        return dist
+
+
+def _side(dist: AnswerDistribution) -> dict:
+    return {"probs": list(dist.probs), "option_probs": list(dist.option_probs), "predicted": dist.predicted,
+            "predicted_letter": dist.predicted_letter}
+
+
+def answer_view(before: AnswerDistribution, after: AnswerDistribution, spec: KnockoutSpec,
+                options: Sequence[str] | None = None, spec_text: str | None = None) -> dict:
+    """The JSON a knockout grid draws: both distributions, the paper's % change and the spec.
+
+    Keys: ``spec`` (canonical JSON), ``spec_text`` (in words: ``spec_text`` if given, else
+    ``str(spec)``), ``letters``, ``options``
+    (texts, or empty strings), ``true_option`` (index or None), ``before`` / ``after``
+    (``probs`` over the whole vocabulary, ``option_probs`` renormalised over the options,
+    ``predicted``, ``predicted_letter``), ``pct_change`` (the paper's metric: change of the
+    full-vocabulary probability of the clean run's predicted option, in %) and
+    ``pct_change_letter`` (that option's letter).
+    """
+    letters = list(before.letters)
+    if options is not None and len(options) != len(letters):
+        raise ValueError(f"{len(options)} option texts for {len(letters)} options")
+    base = before.predicted
+    return {
+        "spec": spec.to_json(),
+        "spec_text": str(spec) if spec_text is None else spec_text,
+        "letters": letters,
+        "options": [str(o) for o in options] if options is not None else [""] * len(letters),
+        "true_option": before.true_option,
+        "before": _side(before),
+        "after": _side(after),
+        "pct_change": percent_change(before.probs[base], after.probs[base]),
+        "pct_change_letter": letters[base],
+    }
+
+
+# ---------------------------------------------------------------------- lens view
+
+
+def frame_thumbnails(frames, size: int = 112) -> list[str]:
+    """One PNG data URL per frame, the longer side scaled to ``size`` pixels.
+
+    Small frames are enlarged without smoothing (nearest neighbour), so a 32x32
+    synthetic frame stays crisp on a projector.
+    """
+    from PIL import Image
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be a (T, H, W, 3) array, got shape {frames.shape}")
+    if frames.dtype != np.uint8:
+        frames = np.clip(frames, 0, 255).astype(np.uint8)
+    urls = []
+    for frame in frames:
+        image = Image.fromarray(frame)
+        scale = size / max(image.size)
+        resample = Image.NEAREST if scale >= 1 else Image.BILINEAR
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        urls.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"))
+    return urls
+
+
+def lens_view_table(top_words, num_layers: int, num_frames: int, top: int = 5) -> list[list[list[dict]]]:
+    """``table[layer][frame]`` = the frame's top words after that layer, for the lens view.
+
+    Each word is ``{"word", "tokens", "share", "kind"}``: how many of the frame's tokens
+    have it among their top lens words, that as a share of the frame's tokens, and
+    ``"spatial"`` / ``"temporal"`` / ``"other"`` (:func:`flowkit.lens.word_kind_of`).
+    """
+    from flowkit.lens import frame_word_summary, word_kind_of
+
+    table: list[list[list[dict]]] = [[[] for _ in range(num_frames)] for _ in range(num_layers)]
+    for row in frame_word_summary(top_words, top).itertuples(index=False):
+        table[int(row.layer)][int(row.frame)].append({
+            "word": row.word if row.word else "⎵", "tokens": int(row.tokens), "share": float(row.share),
+            "kind": word_kind_of(row.word),
+        })
+    return table
+
+
+# --------------------------------------------------------------------- flow curves
+
+
+def flow_curve_series(summary, num_layers: int | None = None) -> dict:
+    """Series for the flow-curves widget from :func:`flowkit.sweep.summarize` output.
+
+    Returns ``{"tasks", "families", "labels", "colors", "num_layers", "y_domain", "curves"}``
+    where ``curves[task][family]`` is a list of ``[centre, pct_change, n]`` sorted by centre
+    and ``y_domain`` spans every value and 0 (rounded out to multiples of 5 %).
+    """
+    from flowkit.plots import family_colors, family_label
+
+    needed = ["task", "family", "center", "pct_change"]
+    missing = [c for c in needed if c not in summary.columns]
+    if missing:
+        raise ValueError(f"flow curves need columns {needed}; missing {missing}. "
+                         "Pass flowkit.sweep.summarize(sweep(...)).")
+    if summary.empty:
+        raise ValueError("flow curves got an empty summary: run a sweep first.")
+    tasks = list(dict.fromkeys(summary["task"]))
+    families = list(dict.fromkeys(summary["family"]))
+    curves: dict[str, dict[str, list]] = {task: {} for task in tasks}
+    for (task, family), group in summary.sort_values("center").groupby(["task", "family"], sort=False):
+        n = group["n"] if "n" in group.columns else [None] * len(group)
+        curves[task][family] = [[int(c), float(p), None if m is None else int(m)]
+                                for c, p, m in zip(group["center"], group["pct_change"], n)]
+    values = [float(v) for v in summary["pct_change"] if math.isfinite(v)] + [0.0]
+    low, high = math.floor(min(values) / 5) * 5, math.ceil(max(values) / 5) * 5
+    if low == high:
+        low, high = low - 5, high + 5
+    depth = int(num_layers if num_layers is not None else summary["center"].max() + 1)
+    return {"tasks": tasks, "families": families, "labels": {f: family_label(f) for f in families},
+            "colors": family_colors(families), "num_layers": depth, "y_domain": [low, high], "curves": curves}
+
+
+__all__ = ["FRAMES", "AnswerExplorer", "GridColumn", "answer_view", "cells_to_spec", "describe_cells",
+           "flow_curve_series", "frame_thumbnails", "grid_columns", "lens_view_table", "resolve_prompt",
+           "spec_to_cells", "window_cells"]
