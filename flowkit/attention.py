@@ -13,11 +13,13 @@ otherwise call the stock attention. Models are always restored in ``finally``.
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Iterator
 
 import torch
 
-from flowkit.errors import KnockoutError
+from flowkit.errors import KnockoutError, UnsupportedModelError
+from flowkit.families import FamilyAdapter, adapter_for_config
 from flowkit.masks import block_masks
 from flowkit.spec import KnockoutSpec
 from flowkit.spans import Spans
@@ -26,6 +28,8 @@ from flowkit.spans import Spans
 # ------------------------------------------------------------------ attention function
 
 _KNOCKOUT_ATTR = "_flowkit_knockout_stack"
+#: where :func:`language_model_of` puts the family's stock eager attention on each attention module
+_EAGER_BASE_ATTR = "_flowkit_eager_attention"
 SUPPORTED_BASES = ("sdpa", "eager")
 
 
@@ -69,8 +73,11 @@ def _with_block(attention_mask, block: torch.Tensor, query: torch.Tensor, key: t
 
 
 def _make_attention(base: str):
+    """The ``flowkit_<base>`` attention function: the stock ``base`` attention of the module's
+    family (:func:`_base_attention`), with the module's block masks cut out of its mask."""
+
     def knockout_attention(module, query, key, value, attention_mask, **kwargs):
-        base_fn = _base_attention(base)
+        base_fn = _base_attention(base, module)
         block = _blocked_for(module)
         if block is None:
             return base_fn(module, query, key, value, attention_mask, **kwargs)
@@ -80,14 +87,31 @@ def _make_attention(base: str):
     return knockout_attention
 
 
-def _base_attention(base: str):
+def _base_attention(base: str, module: torch.nn.Module | None = None):
+    """The stock attention function that knocked-out ``base`` attention wraps for ``module``.
+
+    ``"sdpa"``: transformers' ``sdpa_attention_forward``, for every family. ``"eager"``: the
+    eager attention the module's family declares (``FamilyAdapter.attention_base``), which
+    :func:`language_model_of` puts on each attention module of the decoder it returns. A
+    decoder reached without a family (a bare transformers decoder given to
+    :func:`apply_block_masks`) gets the ``eager_attention_forward`` of its attention class's own
+    modeling module: what transformers itself runs for that class under ``"eager"``.
+    """
     if base == "sdpa":
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward
-    from transformers.models.llama.modeling_llama import eager_attention_forward
-
-    return eager_attention_forward
+    declared = getattr(module, _EAGER_BASE_ATTR, None)
+    if declared is not None:
+        return declared
+    own = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+    if own is None:
+        raise KnockoutError(
+            f"no eager attention is known for {type(module).__name__}: get the decoder with "
+            "flowkit.attention.language_model_of (or VideoLLM.language_model), which applies the family's "
+            "declared attention_base."
+        )
+    return own
 
 
 def _register() -> None:
@@ -105,22 +129,32 @@ _register()
 # ------------------------------------------------------------------- context manager
 
 
-def language_model_of(model: torch.nn.Module) -> torch.nn.Module:
-    """The decoder stack (``.layers``) of a VideoLLM's language model."""
-    for path in ("model.language_model", "language_model", "model.model", "model"):
-        obj = model
-        for attr in path.split("."):
-            obj = getattr(obj, attr, None)
-            if obj is None:
-                break
-        if obj is not None and hasattr(obj, "layers") and hasattr(obj, "config"):
-            return obj
-    if hasattr(model, "layers") and hasattr(model, "config"):
-        return model
-    raise KnockoutError(
-        f"cannot find the language model's decoder layers in {type(model).__name__}; "
-        "flowkit expects `model.model.language_model.layers` as in transformers' VideoLLMs."
-    )
+def language_model_of(model) -> torch.nn.Module:
+    """The decoder stack (``.layers``, ``.config``) of a VideoLLM's language model.
+
+    ``model`` is a :class:`~flowkit.models.VideoLLM` (its adapter declares where the decoder
+    is) or a transformers VideoLLM (the adapter its config maps to declares it, see
+    :func:`flowkit.families.adapter_for_config`). Each attention module of the returned decoder
+    is given the family's stock eager attention (``FamilyAdapter.attention_base``), which
+    knocked-out eager attention wraps.
+    """
+    adapter = getattr(model, "adapter", None)
+    hf_model = _hf_model(model)
+    if not isinstance(adapter, FamilyAdapter):
+        config = getattr(hf_model, "config", None)
+        try:
+            adapter = adapter_for_config(config)
+        except UnsupportedModelError as exc:
+            why = exc if config is not None else "it is not a transformers model (it has no config)"
+            raise KnockoutError(
+                f"cannot tell where the decoder layers of {type(hf_model).__name__} are: {why}"
+            ) from None
+    decoder = adapter.decoder(hf_model)
+    eager = adapter.eager_attention()
+    for module in attention_modules(decoder):
+        if getattr(module, _EAGER_BASE_ATTR, None) is not eager:
+            setattr(module, _EAGER_BASE_ATTR, eager)
+    return decoder
 
 
 def attention_modules(language_model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -141,13 +175,14 @@ def knockout(model, spec: KnockoutSpec, spans: Spans) -> Iterator[dict[int, torc
     Contexts nest (their cuts add up). The model is always restored on exit, even on
     error. Yields the per-layer block masks.
     """
-    lm = language_model_of(_hf_model(model))
+    lm = language_model_of(model)
     masks = block_masks(spec, spans, len(attention_modules(lm)))
     with apply_block_masks(lm, masks):
         yield masks
 
 
 def _hf_model(model) -> torch.nn.Module:
+    """The transformers model of a VideoLLM (or ``model`` itself when it is one)."""
     return model.model if hasattr(model, "adapter") else model
 
 

@@ -271,3 +271,67 @@ def test_adapter_errors_name_the_problem(models):
         vllm.prepare(np.zeros((4, 32, 32), dtype=np.uint8), QUESTION, OPTIONS)
     with pytest.raises(FlowkitError, match="at least 2 options"):
         vllm.prepare(random_frames(2), QUESTION, ["left"])
+
+
+# ------------------------------------------------------------------ declarations and registration
+def test_every_family_declares_itself_in_its_own_module():
+    from flowkit.families import ADAPTERS, VARIANTS, PllavaVideoAdapter
+
+    registered = set(ADAPTERS.values()) | {v for variants in VARIANTS.values() for v in variants}
+    assert PllavaVideoAdapter in VARIANTS["llava_next_video"]
+    assert set(ADAPTERS) == set(TOY_BUILDERS)  # a tiny model of every registered family
+    for adapter in registered:
+        assert adapter.undeclared() == [], adapter
+        assert "supports_engine_replay" in vars(adapter), f"{adapter.__name__} must state supports_engine_replay"
+        assert callable(adapter.eager_attention())
+
+
+@pytest.mark.parametrize("family", list(TOY_BUILDERS))
+def test_decoder_and_attention_base_are_the_declared_ones(models, family):
+    import operator
+    import sys
+
+    from flowkit.attention import _base_attention, language_model_of
+
+    vllm = models(family)
+    decoder = operator.attrgetter(vllm.adapter.decoder_path)(vllm.model)
+    assert vllm.language_model is decoder
+    assert language_model_of(vllm.model) is decoder  # a bare transformers model: via the adapter of its config
+    eager = vllm.adapter.eager_attention()
+    for layer in decoder.layers:
+        # the declared base is the eager attention transformers itself runs for this decoder
+        assert eager is sys.modules[type(layer.self_attn).__module__].eager_attention_forward
+        assert _base_attention("eager", layer.self_attn) is eager
+
+
+def test_unknown_decoder_layouts_raise_clear_errors(models):
+    from flowkit import KnockoutError
+    from flowkit.attention import language_model_of
+
+    with pytest.raises(KnockoutError, match="cannot tell where the decoder layers of Linear are"):
+        language_model_of(torch.nn.Linear(2, 2))
+
+    class Moved(InternVLAdapter):
+        decoder_path = "model.text_model"
+
+    with pytest.raises(KnockoutError, match="no decoder stack .* at `model.text_model`"):
+        Moved().decoder(models("internvl").model)
+
+
+def test_registration_refuses_undeclared_or_clashing_families():
+    from flowkit.families import ADAPTERS, register_family
+    from flowkit.families.layouts import PlaceholderVideoAdapter
+
+    before = dict(ADAPTERS)
+
+    class Undeclared(PlaceholderVideoAdapter):
+        model_types = ("made_up_video_llm",)
+        family = "Made up"
+        model_class_name = "MadeUpForConditionalGeneration"
+        attention_base = "transformers.models.llama.modeling_llama"
+
+    with pytest.raises(FlowkitError, match="does not declare supports_engine_replay"):
+        register_family(Undeclared)
+    with pytest.raises(FlowkitError, match="'internvl' is registered twice"):
+        register_family(type("Twin", (InternVLAdapter,), {"supports_engine_replay": True}))
+    assert ADAPTERS == before

@@ -3,18 +3,22 @@
 A :class:`FamilyAdapter` knows, for one transformers model class, how to write a
 multiple-choice prompt for N frames, turn frames into model inputs, find the
 :class:`~flowkit.spans.Spans` in the real input ids, and which modules must stay
-unquantized. Knockout itself is family-agnostic (see :mod:`flowkit.attention`).
+unquantized. It also declares what the family-agnostic knockout machinery
+(:mod:`flowkit.attention`, :mod:`flowkit.session`) needs to know about the model: where
+its decoder stack is, which stock eager attention its decoder runs, and whether the
+engine may replay its decoder layers.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 import numpy as np
 import torch
 
-from flowkit.errors import FlowkitError
+from flowkit.errors import FlowkitError, KnockoutError
 from flowkit.spans import OPTION_LETTERS, Spans
 
 #: The prompt ends so that the next token is the option letter, as in the paper.
@@ -86,15 +90,45 @@ def char_span_to_tokens(offsets: Sequence[tuple[int, int]], span: tuple[int, int
 
 
 class FamilyAdapter:
-    """Base class: one subclass per transformers VideoLLM class."""
+    """Base class: one subclass per transformers VideoLLM class, in that family's own module.
+
+    A family is declared in one place, its adapter class, and registered there with
+    :func:`flowkit.families.registry.register_family` (a variant such as a converted PLLaVA
+    checkpoint with :func:`~flowkit.families.registry.register_variant`). It declares:
+
+    - :attr:`model_types` and :attr:`family`: which configs it handles, and its name;
+    - :attr:`model_class_name`: the transformers model class it loads (:meth:`model_class`);
+    - :attr:`decoder_path`: where the language model's decoder stack sits (:meth:`decoder`);
+    - :attr:`attention_base`: whose stock eager attention knocked-out eager attention wraps
+      (:meth:`eager_attention`);
+    - :attr:`supports_engine_replay`: whether the engine may replay its decoder layers
+      (every registered family states it in its own class body);
+    - its frame layout: how the video's tokens split into frames
+      (:meth:`flowkit.families.layouts.PlaceholderVideoAdapter.frame_layout`).
+    """
 
     #: ``config.model_type`` values this adapter handles.
     model_types: ClassVar[tuple[str, ...]] = ()
     #: human-readable family name
     family: ClassVar[str] = ""
-    #: whether :class:`flowkit.session.Engine` may replay decoder layers directly (the language
+    #: name of the transformers model class the family's checkpoints load as (imported lazily
+    #: from ``transformers`` by :meth:`model_class`)
+    model_class_name: ClassVar[str] = ""
+    #: attribute path from the loaded transformers model to the language model's decoder stack,
+    #: the module holding ``.layers`` and ``.config`` (e.g. ``"model.language_model"``);
+    #: :func:`flowkit.attention.language_model_of` and ``VideoLLM.language_model`` follow it
+    decoder_path: ClassVar[str] = ""
+    #: the transformers modeling module whose ``eager_attention_forward`` the decoder's
+    #: attention layers run under ``attn_implementation="eager"`` (that of the *language*
+    #: model: e.g. ``"transformers.models.qwen2.modeling_qwen2"`` for a Qwen2 decoder, not a
+    #: vision tower's); flowkit's knocked-out eager attention wraps that function. Knocked-out
+    #: sdpa attention always wraps transformers' ``sdpa_attention_forward``.
+    attention_base: ClassVar[str] = ""
+    #: whether :class:`flowkit.session.Session` may replay decoder layers directly (the language
     #: model is a plain loop of decoder layers with nothing injected between them); otherwise
-    #: the engine answers every spec with a full forward, which is exact by definition
+    #: the engine answers every spec with a full forward, which is exact by definition. The
+    #: session reads it from the adapter (absent counts as ``False``); every registered family
+    #: must state it in its own class body, so that none replays, or stops replaying, by accident
     supports_engine_replay: ClassVar[bool] = False
     #: text the chat template writes right before the question sentence that belongs to the
     #: paper's question span (the paper's PLLaVA prompt: ``"Question: "``); empty when the
@@ -104,7 +138,43 @@ class FamilyAdapter:
     instruction_separator: ClassVar[str] = "\n"
 
     def model_class(self):
-        raise NotImplementedError
+        """The model class to load checkpoints with: ``transformers.<model_class_name>``."""
+        import transformers
+
+        return getattr(transformers, self.model_class_name)
+
+    def decoder(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The decoder stack (``.layers``, ``.config``) of ``model``, at :attr:`decoder_path`."""
+        found = model
+        for attr in self.decoder_path.split("."):
+            found = getattr(found, attr, None)
+            if found is None:
+                break
+        if found is None or not (hasattr(found, "layers") and hasattr(found, "config")):
+            raise KnockoutError(
+                f"{type(model).__name__} has no decoder stack (a module with `.layers` and `.config`) at "
+                f"`{self.decoder_path}`, where the {self.family} adapter declares it; this is not a "
+                f"{self.family} model, or its transformers class has a new layout (update `decoder_path`)."
+            )
+        return found
+
+    @classmethod
+    def eager_attention(cls):
+        """The stock eager attention function of the family's decoder (see :attr:`attention_base`)."""
+        function = getattr(importlib.import_module(cls.attention_base), "eager_attention_forward", None)
+        if function is None:
+            raise KnockoutError(f"{cls.attention_base} has no eager_attention_forward; the {cls.family} "
+                                "adapter declares a wrong attention_base.")
+        return function
+
+    @classmethod
+    def undeclared(cls) -> list[str]:
+        """The declarations a registered family lacks (empty when it declares them all)."""
+        missing = [name for name in ("model_types", "family", "model_class_name", "decoder_path", "attention_base")
+                   if not getattr(cls, name)]
+        if "supports_engine_replay" not in vars(cls):
+            missing.append("supports_engine_replay")
+        return missing
 
     def skip_modules(self, model_or_config) -> list[str]:
         """Full module prefixes kept out of 4-bit quantization (``lm_head`` always included)."""
@@ -112,6 +182,7 @@ class FamilyAdapter:
 
     def prepare(self, processor, frames: np.ndarray, question: str, candidates: Sequence[str],
                 answer_index: int | None = None) -> Prepared:
+        """Inputs, spans and option-letter ids for one multiple-choice question about ``frames``."""
         raise NotImplementedError
 
     # shared helpers -------------------------------------------------------------

@@ -9,19 +9,27 @@ joined by a newline. The frame labels, ``<img>``/``</img>`` and newlines are sep
 
 from __future__ import annotations
 
-from flowkit.families.layouts import PlaceholderVideoAdapter, token_runs
+from flowkit.families.layouts import Qwen2DecoderAdapter
+from flowkit.families.registry import register_family
 from flowkit.spans import Span
 
 
-class InternVLAdapter(PlaceholderVideoAdapter):
-    #: Qwen2 decoder, 1-D rotary positions, full attention: replayable
-    supports_engine_replay = True
+@register_family
+class InternVLAdapter(Qwen2DecoderAdapter):
+    """InternVL through its processor's video path: one image tile per frame.
+
+    The decoder path, vision modules (tower + projector) and attention base (Qwen2's, not
+    ``modeling_internvl``'s, which serves the vision tower) are the shared bases'.
+    """
+
     model_types = ("internvl",)
     family = "InternVL"
     model_class_name = "InternVLForConditionalGeneration"
-    vision_modules = ("model.vision_tower", "model.multi_modal_projector")
+    #: Qwen2 decoder, 1-D rotary positions, full attention: replayable
+    supports_engine_replay = True
 
     def frame_layout(self, processor, ids, region, inputs, num_frames) -> tuple[list[Span], int]:
-        runs = token_runs(ids, processor.image_token_id, region)
-        self.expect_runs(runs, num_frames, [processor.image_seq_length] * num_frames, "<IMG_CONTEXT> tokens")
-        return runs, 1
+        """Frame ``i`` owns its run of ``image_seq_length`` ``<IMG_CONTEXT>`` tokens; frame labels,
+        ``<img>``/``</img>`` and newlines are separators."""
+        lengths = [processor.image_seq_length] * num_frames
+        return self.placeholder_runs(ids, processor.image_token_id, region, lengths, "<IMG_CONTEXT> tokens"), 1

@@ -1,8 +1,9 @@
 """Shared machinery for families whose processor expands one video placeholder.
 
-LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL, VideoLLaMA3 and InternVL all work the same way
-in transformers: the chat template writes one video placeholder, and the processor
-replaces it with the video's tokens, sometimes with separator tokens between frames
+Every supported family (LLaVA-NeXT-Video and its PLLaVA variant, LLaVA-OneVision,
+Qwen2.5-VL, Qwen3-VL, VideoLLaMA3, InternVL) works the same way in transformers: the chat
+template writes one video placeholder, and the processor replaces it with the video's
+tokens, sometimes with separator tokens between frames
 (timestamps, frame labels, start/end markers, a newline token). A
 :class:`PlaceholderVideoAdapter` asks the processor itself where that replacement went
 (``return_text_replacement_offsets``) and where every token came from
@@ -14,6 +15,11 @@ replaces it with the video's tokens, sometimes with separator tokens between fra
   (:meth:`PlaceholderVideoAdapter.frame_layout`); separators belong to the video
   region but to no frame;
 - question and options are located by character offsets in the expanded prompt.
+
+Common frame layouts have helpers: :meth:`PlaceholderVideoAdapter.split_placeholder_run`
+(one run of placeholder tokens split evenly into frames or blocks, e.g. LLaVA-NeXT-Video's)
+and :meth:`PlaceholderVideoAdapter.placeholder_runs` (one run of visual tokens per frame or
+block, between separators, e.g. InternVL's).
 """
 
 from __future__ import annotations
@@ -29,6 +35,11 @@ from flowkit.spans import Span, Spans
 
 #: ChatML prompt used when a checkpoint ships no chat template ({video}: the placeholder).
 CHATML_FALLBACK = "<|im_start|>user\n{video}\n{body}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def split_evenly(start: int, count: int, size: int) -> list[Span]:
+    """``count`` back-to-back spans of ``size`` positions each, the first starting at ``start``."""
+    return [(start + i * size, start + (i + 1) * size) for i in range(count)]
 
 
 def token_runs(ids: Sequence[int], token_id: int, region: Span) -> list[Span]:
@@ -50,14 +61,17 @@ def token_runs(ids: Sequence[int], token_id: int, region: Span) -> list[Span]:
 class PlaceholderVideoAdapter(FamilyAdapter):
     """Base class for families whose processor expands one video placeholder (see module docs).
 
-    Subclasses set :attr:`model_types`, :attr:`family`, :attr:`model_class_name`,
-    :attr:`vision_modules` and implement :meth:`frame_layout`.
+    Subclasses make the declarations :class:`~flowkit.families.base.FamilyAdapter` lists
+    and implement :meth:`frame_layout`. The defaults below are transformers' common VideoLLM
+    layout; a family whose class differs overrides them.
     """
 
-    #: name of the transformers model class (imported lazily)
-    model_class_name: ClassVar[str] = ""
-    #: full module prefixes of the vision side, kept out of 4-bit quantization
-    vision_modules: ClassVar[tuple[str, ...]] = ()
+    #: transformers' VideoLLM classes keep the decoder (built from the text config, or the
+    #: family's own text model) at ``<Class>ForConditionalGeneration.model.language_model``
+    decoder_path = "model.language_model"
+    #: full module prefixes of the vision side, kept out of 4-bit quantization (the default is
+    #: the LLaVA-style ``vision_tower`` + ``multi_modal_projector`` pair)
+    vision_modules: ClassVar[tuple[str, ...]] = ("model.vision_tower", "model.multi_modal_projector")
     #: text a chat template writes right before / after the video placeholder, counted as video
     video_wrapper: ClassVar[tuple[str, str]] = ("", "")
     #: prompt used when the processor has no chat template
@@ -72,14 +86,13 @@ class PlaceholderVideoAdapter(FamilyAdapter):
         #: ``len(frames) / clip_seconds`` for timestamps that match the clip.
         self.frame_rate = frame_rate
 
-    def model_class(self):
-        import transformers
-
-        return getattr(transformers, self.model_class_name)
-
     def skip_modules(self, model_or_config) -> list[str]:
-        # The vision side stays in full precision, as for LLaVA-NeXT-Video: a small share of
-        # the weights that every video token passes through; the kit studies the LM.
+        """The vision side (:attr:`vision_modules`) and ``lm_head``, kept out of 4-bit quantization.
+
+        The vision side stays in full precision: a small share of the weights that every video
+        token passes through; the kit studies the language model. ``lm_head`` must be listed
+        again once a list is given.
+        """
         return [*self.vision_modules, "lm_head"]
 
     # ------------------------------------------------------------------ prompt
@@ -118,8 +131,39 @@ class PlaceholderVideoAdapter(FamilyAdapter):
     # ------------------------------------------------------------------- spans
     def frame_layout(self, processor, ids: list[int], region: Span, inputs: dict,
                      num_frames: int) -> tuple[list[Span], int]:
-        """Frame spans inside the video region, and how many frames each span holds."""
+        """The family's frame layout: frame spans inside the video ``region`` (token positions
+        into ``ids``), and how many frames each span holds."""
         raise NotImplementedError
+
+    def split_placeholder_run(self, ids: list[int], token_id: int, region: Span, parts: int, what: str, *,
+                              per_part: int | None = None, trailing: int = 0, unit: str = "frames") -> list[Span]:
+        """The even-split layout: the video region holds one run of ``token_id`` whose tokens are
+        ``parts`` back-to-back blocks of ``per_part`` tokens (a frame each, or a block of frames),
+        followed by ``trailing`` tokens that belong to no block (LLaVA-OneVision's newline).
+
+        ``per_part=None`` divides the run evenly among the ``parts`` blocks (and refuses a run
+        that does not divide). ``what`` names the tokens in errors (e.g. ``"<video> tokens"``).
+        """
+        runs = token_runs(ids, token_id, region)
+        self.expect_runs(runs, 1, None, what)
+        (start, end), = runs
+        count = end - start - trailing
+        if per_part is None:
+            if count % parts:
+                raise FlowkitError(f"{count} {what} do not split evenly over {parts} {unit}.")
+            per_part = count // parts
+        if count != parts * per_part or count <= 0:
+            extra = f" + {trailing} more" if trailing else ""
+            raise FlowkitError(f"expected {parts} {unit} x {per_part}{extra} {what}, found {end - start}.")
+        return split_evenly(start, parts, per_part)
+
+    def placeholder_runs(self, ids: list[int], token_id: int, region: Span, lengths: Sequence[int],
+                         what: str) -> list[Span]:
+        """The run-per-frame layout: the video region holds one run of ``token_id`` per frame (or
+        block), ``lengths[i]`` tokens long, with separators between the runs."""
+        runs = token_runs(ids, token_id, region)
+        self.expect_runs(runs, len(lengths), lengths, what)
+        return runs
 
     def prepare(self, processor, frames, question: str, candidates: Sequence[str],
                 answer_index: int | None = None) -> Prepared:
@@ -183,6 +227,7 @@ class PlaceholderVideoAdapter(FamilyAdapter):
             if question_span[0] < region[1]:
                 raise FlowkitError("a token joins the end of the video and the question header; "
                                    "cannot separate them.")
+        frames_only = (frame_spans[0][0], frame_spans[-1][1]) if frame_spans else None
         return Spans(
             seq_len=len(ids),
             frame_spans=tuple(frame_spans),
@@ -190,7 +235,8 @@ class PlaceholderVideoAdapter(FamilyAdapter):
             option_spans=option_spans,
             last=len(ids) - 1,
             frames_per_span=frames_per_span,
-            video_span=region,
+            # recorded only when it holds more than the frames' tokens (see Spans.video_span)
+            video_span=None if tuple(region) == frames_only else region,
             question_span=question_span,
         )
 
@@ -203,3 +249,15 @@ class PlaceholderVideoAdapter(FamilyAdapter):
         if lengths is not None and [e - s for s, e in runs] != list(lengths):
             raise FlowkitError(f"the runs of {what} have lengths {[e - s for s, e in runs]}, "
                                f"but the processor produced {list(lengths)}.")
+
+
+class Qwen2DecoderAdapter(PlaceholderVideoAdapter):
+    """Base for families whose language model is transformers' Qwen2 decoder, built from the
+    text config: LLaVA-OneVision, VideoLLaMA3 and InternVL (as released, and the toy models).
+
+    Their own modeling modules define no eager attention for the language model (VideoLLaMA3's
+    and InternVL's ``eager_attention_forward`` serve their vision towers), so knocked-out eager
+    attention wraps Qwen2's.
+    """
+
+    attention_base = "transformers.models.qwen2.modeling_qwen2"

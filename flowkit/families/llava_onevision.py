@@ -12,28 +12,31 @@ from __future__ import annotations
 
 import math
 
-from flowkit.errors import FlowkitError
-from flowkit.families.layouts import PlaceholderVideoAdapter, token_runs
+from flowkit.families.layouts import Qwen2DecoderAdapter
+from flowkit.families.registry import register_family
 from flowkit.spans import Span
 
 
-class LlavaOnevisionAdapter(PlaceholderVideoAdapter):
-    #: Qwen2 decoder, 1-D rotary positions, full attention: replayable
-    supports_engine_replay = True
+@register_family
+class LlavaOnevisionAdapter(Qwen2DecoderAdapter):
+    """LLaVA-OneVision: SigLIP frames pooled 2x2 and a trailing newline token.
+
+    The decoder path, vision modules (SigLIP tower + projector) and attention base (Qwen2's,
+    the released checkpoints' language model) are the shared bases'.
+    """
+
     model_types = ("llava_onevision",)
     family = "LLaVA-OneVision"
     model_class_name = "LlavaOnevisionForConditionalGeneration"
-    vision_modules = ("model.vision_tower", "model.multi_modal_projector")
+    #: Qwen2 decoder, 1-D rotary positions, full attention: replayable
+    supports_engine_replay = True
 
     def frame_layout(self, processor, ids, region, inputs, num_frames) -> tuple[list[Span], int]:
-        runs = token_runs(ids, processor.video_token_id, region)
-        self.expect_runs(runs, 1, None, "<video> tokens")
-        (start, end), = runs
-        per_frame = self.tokens_per_frame(processor)
-        if end - start != num_frames * per_frame + 1:
-            raise FlowkitError(f"expected {num_frames} x {per_frame} frame tokens + 1 newline token, "
-                               f"found {end - start} video tokens.")
-        return [(start + i * per_frame, start + (i + 1) * per_frame) for i in range(num_frames)], 1
+        """Frame ``i`` is the ``i``-th block of :meth:`tokens_per_frame` ``<video>`` tokens (the even
+        split); the newline token after the last frame is in the video region, in no frame."""
+        spans = self.split_placeholder_run(ids, processor.video_token_id, region, num_frames, "<video> tokens",
+                                           per_part=self.tokens_per_frame(processor), trailing=1)
+        return spans, 1
 
     @staticmethod
     def tokens_per_frame(processor) -> int:

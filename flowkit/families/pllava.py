@@ -15,7 +15,9 @@ PLLaVA pools the video to a fixed number of frames (``pooling_shape[0]``, 8 in t
 it averages more frames in time and repeats fewer. flowkit reproduces only the exact case
 and asks for that many frames. Spans are those of LLaVA-NeXT-Video (frame ``i`` owns the
 ``i``-th block of ``(side / 2)^2`` ``<video>`` tokens, no separators), found from the
-processor's token offsets, which also works for Vicuna's SentencePiece tokenizer.
+processor's token offsets, which also works for Vicuna's SentencePiece tokenizer: the
+adapter is :class:`~flowkit.families.llava_next_video.LlavaNextVideoAdapter` with the
+paper's prompt, PLLaVA's model class and a fixed frame count.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from typing import Sequence
 
 from flowkit.errors import FlowkitError
 from flowkit.families.base import Prepared
-from flowkit.families.layouts import PlaceholderVideoAdapter, token_runs
-from flowkit.spans import Span
+from flowkit.families.llava_next_video import LlavaNextVideoAdapter
+from flowkit.families.registry import register_variant
 
 #: config key written by the converter; holds PLLaVA's pooling settings
 PLLAVA_CONFIG_KEY = "pllava"
@@ -51,13 +53,18 @@ PAPER_CHAT_TEMPLATE = (
 )
 
 
-class PllavaVideoAdapter(PlaceholderVideoAdapter):
-    """A converted PLLaVA checkpoint: LLaVA-NeXT-Video layout, PLLaVA's video path, a fixed frame count."""
+@register_variant("llava_next_video")
+class PllavaVideoAdapter(LlavaNextVideoAdapter):
+    """A converted PLLaVA checkpoint: LLaVA-NeXT-Video layout, PLLaVA's video path, a fixed frame count.
+
+    Model types, model class name (the checkpoint's: :meth:`model_class` loads it as the
+    PLLaVA subclass), decoder path, attention base, vision modules and frame layout are
+    LLaVA-NeXT-Video's.
+    """
 
     #: the paper's model class: LLaVA-NeXT-Video's Llama decoder, only the video path differs
     supports_engine_replay = True
     family = "LLaVA-NeXT-Video-FT (PLLaVA)"
-    vision_modules = ("model.vision_tower", "model.vision_resampler", "model.multi_modal_projector")
     #: the paper's prompt, used if the folder lost the chat template the converter wrote
     fallback_template = PAPER_SYSTEM + " USER: {video}\n USER: Question: {body} ASSISTANT:"
     #: the paper's question span starts at its "Question: " header (written by the template)
@@ -77,15 +84,18 @@ class PllavaVideoAdapter(PlaceholderVideoAdapter):
 
     @classmethod
     def for_config(cls, config) -> "PllavaVideoAdapter":
+        """The adapter for a converted config: as many frames as PLLaVA pools to."""
         return cls(num_frames=int(getattr(config, PLLAVA_CONFIG_KEY)["pooling_shape"][0]))
 
     def model_class(self):
+        """:class:`~flowkit.families.pllava_model.PllavaNextVideoForConditionalGeneration`."""
         from flowkit.families.pllava_model import PllavaNextVideoForConditionalGeneration
 
         return PllavaNextVideoForConditionalGeneration
 
     def prepare(self, processor, frames, question: str, candidates: Sequence[str],
                 answer_index: int | None = None) -> Prepared:
+        """As LLaVA-NeXT-Video's, for exactly the frame count PLLaVA pools to."""
         frames = self.check_frames(frames)
         if frames.shape[0] != self.num_frames:
             raise FlowkitError(
@@ -94,12 +104,3 @@ class PllavaVideoAdapter(PlaceholderVideoAdapter):
                 "in time or repeat fewer, which flowkit does not reproduce."
             )
         return super().prepare(processor, frames, question, candidates, answer_index)
-
-    def frame_layout(self, processor, ids, region, inputs, num_frames) -> tuple[list[Span], int]:
-        runs = token_runs(ids, processor.video_token_id, region)
-        self.expect_runs(runs, 1, None, "<video> tokens")
-        (start, end), = runs
-        if (end - start) % num_frames:
-            raise FlowkitError(f"{end - start} video tokens do not split evenly over {num_frames} frames.")
-        per_frame = (end - start) // num_frames
-        return [(start + i * per_frame, start + (i + 1) * per_frame) for i in range(num_frames)], 1

@@ -14,25 +14,34 @@ mask. Timestamps come from ``frame_rate`` (default 1 frame per second).
 from __future__ import annotations
 
 from flowkit.errors import FlowkitError
-from flowkit.families.layouts import PlaceholderVideoAdapter, token_runs
+from flowkit.families.layouts import Qwen2DecoderAdapter
+from flowkit.families.registry import register_family
 from flowkit.spans import Span
 
 
-class VideoLlama3Adapter(PlaceholderVideoAdapter):
-    #: Qwen2 decoder; the replay reuses the clean run's positions: replayable
-    supports_engine_replay = True
+@register_family
+class VideoLlama3Adapter(Qwen2DecoderAdapter):
+    """VideoLLaMA3: frames merged 2x2 and pruned, with timestamp separators.
+
+    The decoder path and attention base (Qwen2's; ``modeling_video_llama_3``'s
+    ``eager_attention_forward`` serves the vision tower) are the shared bases'.
+    """
+
     model_types = ("video_llama_3",)
     family = "VideoLLaMA3"
     model_class_name = "VideoLlama3ForConditionalGeneration"
+    #: Qwen2 decoder; the replay reuses the clean run's positions: replayable
+    supports_engine_replay = True
     vision_modules = ("model.vision_model", "model.projector")
 
     def frame_layout(self, processor, ids, region, inputs, num_frames) -> tuple[list[Span], int]:
+        """Frame ``i`` owns its run of ``<|video_pad|>`` tokens, as many as it kept after pruning;
+        timestamps and commas are separators."""
         if int(processor.video_processor.temporal_patch_size) != 1:
             raise FlowkitError("this VideoLLaMA3 processor merges frames in time (temporal_patch_size != 1); "
                                "flowkit expects one token block per frame.")
-        runs = token_runs(ids, processor.video_token_id, region)
-        self.expect_runs(runs, num_frames, self.kept_per_frame(inputs, num_frames), "<|video_pad|> tokens")
-        return runs, 1
+        lengths = self.kept_per_frame(inputs, num_frames)
+        return self.placeholder_runs(ids, processor.video_token_id, region, lengths, "<|video_pad|> tokens"), 1
 
     @staticmethod
     def kept_per_frame(inputs: dict, num_frames: int) -> list[int]:
