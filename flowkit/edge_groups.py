@@ -11,11 +11,26 @@ The groups follow the paper's official analysis code (``byminji/map-the-flow``):
 ``video->question`` cuts question+options <- video, ``question->last`` cuts last <- question
 span. :data:`DEFINITIONS_VERSION` names this set of definitions; result caches key on it so
 numbers computed under older definitions are never reused.
+
+:data:`EDGE_GROUPS` is the registry of named edge groups: for each, the label and colour
+figures and widgets show, the sentence the knockout grid shows, and whether it is one of the
+paper's groups. :data:`PAPER_EDGE_GROUPS`, :data:`OPTION_EDGE_GROUPS`, the colours of
+:mod:`flowkit.plots` and the grid's titles are all read from it.
+
+Adding an edge group is one :class:`EdgeGroup` entry in :data:`EDGE_GROUPS`: its name
+(``"source->target"`` over token groups of :data:`flowkit.spans.TOKEN_GROUPS`; a new token
+group is one entry there), its colour, and ``paper=True`` if it is one of the paper's. Its
+label (``"source ↛ target"``) and title (``"target cannot read source"``) follow from the name
+unless given. Any ``"source->target"`` works without an entry; an entry fixes how it is shown.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from flowkit.errors import KnockoutError
+from flowkit.palette import OKABE_ITO
+from flowkit.spans import TOKEN_GROUPS
 
 #: Version of the knockout definitions (what each token group and edge group means, the
 #: random control, the accuracy after knockout). Bump it whenever a definition changes
@@ -27,16 +42,78 @@ from flowkit.errors import KnockoutError
 #:    the paper's accuracy after knockout; the paper's PLLaVA prompt byte for byte.
 DEFINITIONS_VERSION = 2
 
+
+def _notation(name: str) -> str:
+    """The paper's notation: ``"video->question"`` -> ``"video ↛ question"``."""
+    return name.replace("->", " ↛ ")
+
+
+def _cut_sentence(name: str) -> str:
+    """What cutting ``"source->target"`` does: ``"target cannot read source"``."""
+    source, target = name.split("->")
+    return f"{target} cannot read {source}"
+
+
+@dataclass(frozen=True)
+class EdgeGroup:
+    """One named edge group and how figures, widgets and the knockout grid show it.
+
+    Attributes:
+        name: its canonical spelling (``"video->question"``, ``"cross_frame"``).
+        color: its fixed colour in every figure and widget (Okabe-Ito, :mod:`flowkit.palette`).
+        paper: one of the paper's five edge groups (:data:`PAPER_EDGE_GROUPS`).
+        option_analysis: one of the finer groups of the paper's answer analysis
+            (:data:`OPTION_EDGE_GROUPS`).
+        label: legend entry and grid column header; default the paper's notation
+            (``"video ↛ question"``).
+        title: what a cut does, as the grid says it; default ``"question cannot read video"``.
+    """
+
+    name: str
+    color: str
+    paper: bool = False
+    option_analysis: bool = False
+    label: str = ""
+    title: str = ""
+
+    def __post_init__(self):
+        if not self.label:
+            object.__setattr__(self, "label", _notation(self.name))
+        if not self.title:
+            object.__setattr__(self, "title", _cut_sentence(self.name))
+
+
+#: The registry: every named edge group, by name, in the order figures list them. Add an
+#: edge group here and nowhere else (see the module docstring).
+EDGE_GROUPS: dict[str, EdgeGroup] = {group.name: group for group in (
+    EdgeGroup("cross_frame", OKABE_ITO["orange"], paper=True, label="cross-frame",
+              title="every frame cannot read earlier frames"),
+    EdgeGroup("video->question", OKABE_ITO["blue"], paper=True),
+    EdgeGroup("video->last", OKABE_ITO["bluish_green"], paper=True),
+    EdgeGroup("question->last", OKABE_ITO["vermillion"], paper=True),
+    EdgeGroup("last->last", OKABE_ITO["reddish_purple"], paper=True),
+    EdgeGroup("question_text->last", OKABE_ITO["sky_blue"], option_analysis=True),
+    EdgeGroup("true_option->last", OKABE_ITO["black"], option_analysis=True),
+    EdgeGroup("false_options->last", OKABE_ITO["yellow"], option_analysis=True),
+)}
+
 #: The edge groups of the paper, by name.
-PAPER_EDGE_GROUPS = (
-    "cross_frame",
-    "video->question",
-    "video->last",
-    "question->last",
-    "last->last",
-)
+PAPER_EDGE_GROUPS = tuple(name for name, group in EDGE_GROUPS.items() if group.paper)
 #: Finer groups of the paper's answer analysis.
-OPTION_EDGE_GROUPS = ("question_text->last", "true_option->last", "false_options->last")
+OPTION_EDGE_GROUPS = tuple(name for name, group in EDGE_GROUPS.items() if group.option_analysis)
+
+
+def edge_group_label(edges: str) -> str:
+    """How figures and the grid name an edge group: the registry's label, else the paper's
+    notation (``"video->question"`` -> ``"video ↛ question"``)."""
+    return EDGE_GROUPS[edges].label if edges in EDGE_GROUPS else _notation(edges)
+
+
+def edge_group_title(edges: str) -> str:
+    """What cutting an edge group does, in words: the registry's title, else
+    ``"target cannot read source"`` (``edges`` in canonical spelling, see :func:`normalize_edges`)."""
+    return EDGE_GROUPS[edges].title if edges in EDGE_GROUPS else _cut_sentence(edges)
+
 
 _ARROWS = ("-/->", "↛", "-x->", "→", "->")
 
@@ -56,8 +133,8 @@ def normalize_edges(edges: str) -> str:
             return f"{parts[0]}->{parts[1]}"
     raise KnockoutError(
         f"unknown edge group {edges!r}. Write 'source->target' with token groups such as "
-        f"video, frame:0, question, prompt_after_video, question_text, options, option:A, true_option, "
-        f"false_options, prefix, last — or 'cross_frame'. The paper's groups: {', '.join(PAPER_EDGE_GROUPS)}."
+        f"{', '.join(group.name for group in TOKEN_GROUPS)} — or 'cross_frame'. "
+        f"The paper's groups: {', '.join(PAPER_EDGE_GROUPS)}."
     )
 
 

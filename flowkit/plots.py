@@ -7,7 +7,7 @@ the common kinds of colour blindness; lines also differ by stroke dash where col
 alone would carry meaning.
 
 =====================  ==========================================================
-:func:`flow_curves`    % change vs window centre, one line per edge family,
+:func:`flow_curves`    % change vs window centre, one line per edge group,
                        one panel per task (:func:`flowkit.sweep.summarize` output)
 :func:`answer_bars`    p(option) before and after a knockout
 :func:`prob_by_layer`  p(true option) vs p(false options) at the last position, per
@@ -33,31 +33,13 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from flowkit.edge_groups import EDGE_GROUPS, edge_group_label
+from flowkit.palette import OKABE_ITO
 from flowkit.readout import AnswerDistribution
 
-#: The Okabe-Ito palette (Okabe & Ito 2008), safe for colour-blind viewers.
-OKABE_ITO = {
-    "orange": "#E69F00",
-    "sky_blue": "#56B4E9",
-    "bluish_green": "#009E73",
-    "yellow": "#F0E442",
-    "blue": "#0072B2",
-    "vermillion": "#D55E00",
-    "reddish_purple": "#CC79A7",
-    "black": "#000000",
-}
-
-#: One fixed colour per edge family, so a family looks the same in every figure and widget.
-FAMILY_COLORS = {
-    "cross_frame": OKABE_ITO["orange"],
-    "video->question": OKABE_ITO["blue"],
-    "video->last": OKABE_ITO["bluish_green"],
-    "question->last": OKABE_ITO["vermillion"],
-    "last->last": OKABE_ITO["reddish_purple"],
-    "question_text->last": OKABE_ITO["sky_blue"],
-    "true_option->last": OKABE_ITO["black"],
-    "false_options->last": OKABE_ITO["yellow"],
-}
+#: One fixed colour per named edge group (:data:`flowkit.edge_groups.EDGE_GROUPS`), so an
+#: edge group looks the same in every figure and widget.
+EDGE_GROUP_COLORS = {name: group.color for name, group in EDGE_GROUPS.items()}
 _SPARE_COLORS = (OKABE_ITO["sky_blue"], OKABE_ITO["black"], OKABE_ITO["yellow"], OKABE_ITO["orange"],
                  OKABE_ITO["blue"], OKABE_ITO["bluish_green"], OKABE_ITO["vermillion"], OKABE_ITO["reddish_purple"])
 
@@ -71,25 +53,19 @@ WORD_KIND_COLORS = {"spatial": OKABE_ITO["blue"], "temporal": OKABE_ITO["orange"
 FONT = {"label": 16, "title": 18, "header": 18, "chart_title": 20}
 
 
-def family_colors(families: Sequence[str]) -> dict[str, str]:
-    """A colour for each family: the fixed one for known families, spare Okabe-Ito colours for others."""
-    used = {FAMILY_COLORS[f] for f in families if f in FAMILY_COLORS}
+def edge_group_colors(edge_groups: Sequence[str]) -> dict[str, str]:
+    """A colour for each edge group: the registry's fixed one for named edge groups, spare
+    Okabe-Ito colours for others."""
+    used = {EDGE_GROUPS[g].color for g in edge_groups if g in EDGE_GROUPS}
     spare = [c for c in _SPARE_COLORS if c not in used] or list(_SPARE_COLORS)
     colors, extra = {}, 0
-    for family in families:
-        if family in FAMILY_COLORS:
-            colors[family] = FAMILY_COLORS[family]
+    for edge_group in edge_groups:
+        if edge_group in EDGE_GROUPS:
+            colors[edge_group] = EDGE_GROUPS[edge_group].color
         else:
-            colors[family] = spare[extra % len(spare)]
+            colors[edge_group] = spare[extra % len(spare)]
             extra += 1
     return colors
-
-
-def family_label(family: str) -> str:
-    """The paper's notation for a knocked-out family: ``"video->question"`` -> ``"video ↛ question"``."""
-    if family == "cross_frame":
-        return "cross-frame"
-    return family.replace("->", " ↛ ")
 
 
 def projector(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
@@ -111,31 +87,37 @@ def _require(df: pd.DataFrame, columns: Sequence[str], what: str, hint: str) -> 
         raise ValueError(f"{what} got an empty DataFrame: nothing to plot.")
 
 
+def _by_edge_group(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str], alt.Color]:
+    """``table`` with an ``edge_group_label`` column, the labels in order, and the colour encoding
+    that draws each edge group in its registry colour."""
+    edge_groups = list(dict.fromkeys(table["edge_group"]))
+    colors = edge_group_colors(edge_groups)
+    labels = [edge_group_label(g) for g in edge_groups]
+    color = alt.Color("edge_group_label:N", title="knocked out", sort=labels,
+                      scale=alt.Scale(domain=labels, range=[colors[g] for g in edge_groups]))
+    return table.assign(edge_group_label=table["edge_group"].map(edge_group_label)), labels, color
+
+
 # ----------------------------------------------------------------------- flow curves
 
 
 def flow_curves(summary: pd.DataFrame, num_layers: int | None = None, columns: int = 3,
                 width: int = 300, height: int = 220) -> alt.FacetChart:
-    """% change vs layer-window centre, one line per edge family, one panel per task.
+    """% change vs layer-window centre, one line per edge group, one panel per task.
 
     Args:
-        summary: :func:`flowkit.sweep.summarize` output (``task``, ``family``, ``center``,
+        summary: :func:`flowkit.sweep.summarize` output (``task``, ``edge_group``, ``center``,
             ``pct_change``; ``n`` is shown in tooltips when present).
         num_layers: the model's depth; the first half of the layers is shaded. Default:
             one more than the largest window centre.
         columns: panels per row.
     """
-    _require(summary, ["task", "family", "center", "pct_change"], "flow_curves",
+    _require(summary, ["task", "edge_group", "center", "pct_change"], "flow_curves",
              "Pass flowkit.sweep.summarize(sweep(...)).")
     depth = int(num_layers if num_layers is not None else summary["center"].max() + 1)
-    data = summary.assign(family_label=summary["family"].map(family_label))
-    families = list(dict.fromkeys(summary["family"]))
-    colors = family_colors(families)
-    labels = [family_label(f) for f in families]
-    color = alt.Color("family_label:N", title="knocked out", sort=labels,
-                      scale=alt.Scale(domain=labels, range=[colors[f] for f in families]))
+    data, labels, color = _by_edge_group(summary)
     x = alt.X("center:Q", title="window centre (layer)", scale=alt.Scale(domain=[0, depth - 1], nice=False))
-    tooltip = [alt.Tooltip("family_label:N", title="family"), alt.Tooltip("center:Q", title="centre"),
+    tooltip = [alt.Tooltip("edge_group_label:N", title="edge group"), alt.Tooltip("center:Q", title="centre"),
                alt.Tooltip("pct_change:Q", title="% change", format=".1f")]
     if "n" in summary.columns:
         tooltip.append(alt.Tooltip("n:Q", title="samples"))
@@ -145,7 +127,7 @@ def flow_curves(summary: pd.DataFrame, num_layers: int | None = None, columns: i
     zero = alt.Chart().mark_rule(color="#424242", strokeDash=[4, 4]).encode(y=alt.Y(datum=0, type="quantitative"))
     lines = (alt.Chart().mark_line(point=True, strokeWidth=3)
              .encode(x=x, y=alt.Y("pct_change:Q", title="% change in p(answer)"), color=color,
-                     strokeDash=alt.StrokeDash("family_label:N", sort=labels, legend=None), tooltip=tooltip))
+                     strokeDash=alt.StrokeDash("edge_group_label:N", sort=labels, legend=None), tooltip=tooltip))
     chart = (alt.layer(first_half, zero, lines, data=data)
              .properties(width=width, height=height)
              .facet(facet=alt.Facet("task:N", title=None), columns=columns)
@@ -155,24 +137,19 @@ def flow_curves(summary: pd.DataFrame, num_layers: int | None = None, columns: i
 
 def curves_with_band(table: pd.DataFrame, num_layers: int, title: str, width: int = 560,
                      height: int = 300) -> alt.LayerChart:
-    """Mean % change vs window centre with its 95 % bootstrap band, one line per edge family.
+    """Mean % change vs window centre with its 95 % bootstrap band, one line per edge group.
 
     Args:
-        table: :func:`flowkit.experiments.curves_with_ci` output (``family``, ``center``,
+        table: :func:`flowkit.experiments.curves_with_ci` output (``edge_group``, ``center``,
             ``pct_change``, ``lo``, ``hi``, ``n``).
         num_layers: the model's depth (the first half of the layers is shaded).
         title: says which tasks and how many questions the curve rests on.
     """
-    _require(table, ["family", "center", "pct_change", "lo", "hi", "n"], "curves_with_band",
+    _require(table, ["edge_group", "center", "pct_change", "lo", "hi", "n"], "curves_with_band",
              "Pass flowkit.experiments.curves_with_ci(...) output.")
-    families = list(dict.fromkeys(table["family"]))
-    colors = family_colors(families)
-    labels = [family_label(f) for f in families]
-    data = table.assign(family_label=table["family"].map(family_label))
-    color = alt.Color("family_label:N", title="knocked out", sort=labels,
-                      scale=alt.Scale(domain=labels, range=[colors[f] for f in families]))
+    data, labels, color = _by_edge_group(table)
     x = alt.X("center:Q", title="window centre (layer)", scale=alt.Scale(domain=[0, num_layers - 1], nice=False))
-    tooltip = [alt.Tooltip("family_label:N", title="family"), alt.Tooltip("center:Q", title="centre"),
+    tooltip = [alt.Tooltip("edge_group_label:N", title="edge group"), alt.Tooltip("center:Q", title="centre"),
                alt.Tooltip("pct_change:Q", title="mean % change", format=".1f"),
                alt.Tooltip("lo:Q", title="95 % CI low", format=".1f"),
                alt.Tooltip("hi:Q", title="95 % CI high", format=".1f"), alt.Tooltip("n:Q", title="questions")]
@@ -182,7 +159,7 @@ def curves_with_band(table: pd.DataFrame, num_layers: int, title: str, width: in
     band = alt.Chart(data).mark_area(opacity=0.2).encode(x=x, y=alt.Y("lo:Q", title="% change in p(answer)"),
                                                          y2="hi:Q", color=color)
     line = alt.Chart(data).mark_line(point=True, strokeWidth=3).encode(
-        x=x, y="pct_change:Q", color=color, strokeDash=alt.StrokeDash("family_label:N", sort=labels, legend=None),
+        x=x, y="pct_change:Q", color=color, strokeDash=alt.StrokeDash("edge_group_label:N", sort=labels, legend=None),
         tooltip=tooltip)
     return projector(alt.layer(shade, zero, band, line).properties(width=width, height=height, title=title))
 
@@ -441,7 +418,7 @@ def save_png(chart: alt.TopLevelMixin, path: str | os.PathLike, scale: float = 2
     return path
 
 
-__all__ = ["AFTER_COLOR", "BEFORE_COLOR", "FAMILY_COLORS", "OKABE_ITO", "WORD_KIND_COLORS", "accuracy_bars",
+__all__ = ["AFTER_COLOR", "BEFORE_COLOR", "EDGE_GROUP_COLORS", "OKABE_ITO", "WORD_KIND_COLORS", "accuracy_bars",
            "attention_edges", "enable_offline_charts",
-           "answer_bars", "family_colors", "family_label", "flow_curves", "lens_shares", "prob_by_layer",
+           "answer_bars", "edge_group_colors", "edge_group_label", "flow_curves", "lens_shares", "prob_by_layer",
            "projector", "save_png"]

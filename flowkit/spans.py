@@ -4,36 +4,19 @@ A :class:`Spans` object is computed by a family adapter from the real input ids 
 processor produced (never by string search in a notebook). All spans are half-open
 ``(start, end)`` position ranges into the language model's input sequence.
 
-Named groups (used by edge groups such as ``"video->question"``):
+Named token groups (the two sides of an edge group such as ``"video->question"``) are
+listed, each with what it holds, in :data:`TOKEN_GROUPS` at the end of this module: the
+one table that :meth:`Spans.positions`, :meth:`Spans.group_names` and the error messages read.
 
-=================  ==========================================================
-``video``          the video region: every frame's tokens plus the separator tokens a
-                   family puts between (or around) frames, e.g. timestamps
-                   (see ``video_span``)
-``frame:i``        the tokens of frame ``i`` (0-indexed)
-``question``       the paper's question span: from the question header (e.g.
-                   ``Question:`` where the template writes one, see
-                   ``question_span``) or else the question sentence, through
-                   the end of the last option. The instruction ("Only give the
-                   best option.") and the assistant prefix are not in it.
-``prompt_after_video``
-                   every token after the video region and before the last
-                   position: the question span plus the template around it
-                   (turn markers, instruction, assistant prefix). This was
-                   ``question`` before flowkit's definitions version 2.
-``question_text``  the tokens of the question sentence only
-``options``        the tokens of every option line
-``option:X``       the tokens of option ``X`` (a letter, ``A``, ``B``, ...)
-``true_option``    the option that is the correct answer (needs ``true_option``)
-``false_options``  every other option
-``prefix``         what comes before the video (system prompt, chat header)
-``last``           the last position, whose next-token distribution is the answer
-=================  ==========================================================
+Adding a token group is one entry in :data:`TOKEN_GROUPS`: its name, what it holds and a
+function from a :class:`Spans` to its positions. It can then be used on either side of an
+edge group (``"my_group->last"``) and appears in every list of known groups.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 from flowkit.data.sample import OPTION_LETTERS
 from flowkit.errors import KnockoutError
@@ -165,57 +148,25 @@ class Spans:
 
     # ------------------------------------------------------------------- groups
     def group_names(self) -> list[str]:
-        """All group names this prompt understands."""
-        names = ["video", "question", "prompt_after_video", "question_text", "options", "prefix", "last"]
-        names += [f"frame:{i}" for i in range(self.num_frames)]
-        names += [f"option:{letter}" for letter in self.letters]
-        if self.true_option is not None:
-            names += ["true_option", "false_options"]
-        return names
+        """All group names this prompt understands (see :data:`TOKEN_GROUPS`)."""
+        return [name for token_group in TOKEN_GROUPS for name in token_group.names(self)]
 
     def positions(self, group: str) -> list[int]:
-        """Positions of a named group (see the module docstring for the names)."""
+        """Positions of a named token group (:data:`TOKEN_GROUPS` lists them)."""
         group = group.strip()
-        video_start, video_end = self.video
-        if group == "video":
-            return _positions(self.video)
-        if group == "question":
-            return _positions(self.question)
-        if group == "prompt_after_video":
-            return _positions(self.prompt_after_video)
-        if group == "question_text":
-            return _positions(self.question_text)
-        if group == "options":
-            return [p for span in self.option_spans for p in _positions(span)]
-        if group == "prefix":
-            return list(range(0, video_start))
-        if group == "last":
-            return [self.last]
-        if group.startswith("frame:"):
-            index = _parse_index(group, "frame", self.num_frames)
-            return _positions(self.frame_spans[index])
-        if group.startswith("option:"):
-            letter = group.split(":", 1)[1].strip().upper()
-            if letter not in self.letters:
-                raise KnockoutError(
-                    f"option {letter!r} does not exist: this prompt has options {', '.join(self.letters)}."
-                )
-            return _positions(self.option_spans[self.letters.index(letter)])
-        if group in ("true_option", "false_options"):
-            if self.true_option is None:
-                raise KnockoutError(
-                    f"the group {group!r} needs to know the correct answer; build the spans from a "
-                    "sample with an answer (or call spans.with_true_option(index))."
-                )
-            if group == "true_option":
-                return _positions(self.option_spans[self.true_option])
-            return [
-                p for i, span in enumerate(self.option_spans) if i != self.true_option for p in _positions(span)
-            ]
-        raise KnockoutError(
-            f"unknown token group {group!r}. Known groups: {', '.join(self.group_names())} "
-            "(frame:i takes a 0-based frame index)."
-        )
+        stem, colon, _ = group.partition(":")
+        token_group = next((g for g in TOKEN_GROUPS if g.stem == stem and g.indexed == bool(colon)), None)
+        if token_group is None:
+            raise KnockoutError(
+                f"unknown token group {group!r}. Known groups: {', '.join(self.group_names())} "
+                "(frame:i takes a 0-based frame index)."
+            )
+        if token_group.needs_answer and self.true_option is None:
+            raise KnockoutError(
+                f"the group {group!r} needs to know the correct answer; build the spans from a "
+                "sample with an answer (or call spans.with_true_option(index))."
+            )
+        return token_group.positions(self, group) if token_group.indexed else token_group.positions(self)
 
     def to_dict(self) -> dict:
         """A JSON-friendly description (for widgets and caches)."""
@@ -269,3 +220,93 @@ def _parse_index(group: str, kind: str, count: int) -> int:
             f"(valid: 0..{count - 1})."
         )
     return index
+
+
+def _frame_positions(spans: Spans, group: str) -> list[int]:
+    return _positions(spans.frame_spans[_parse_index(group, "frame", spans.num_frames)])
+
+
+def _option_positions(spans: Spans, group: str) -> list[int]:
+    letter = group.split(":", 1)[1].strip().upper()
+    if letter not in spans.letters:
+        raise KnockoutError(f"option {letter!r} does not exist: this prompt has options {', '.join(spans.letters)}.")
+    return _positions(spans.option_spans[spans.letters.index(letter)])
+
+
+def _false_option_positions(spans: Spans) -> list[int]:
+    return [p for i, span in enumerate(spans.option_spans) if i != spans.true_option for p in _positions(span)]
+
+
+@dataclass(frozen=True)
+class TokenGroup:
+    """One named token group: a set of positions of a prompt that edge groups connect.
+
+    Attributes:
+        name: how it is written, e.g. ``"video"``; an indexed group is written
+            ``"stem:index"`` (``"frame:i"``, ``"option:X"``) and named per index
+            (``"frame:0"``, ``"option:A"``).
+        meaning: what the group holds, in a sentence.
+        positions: its positions in a :class:`Spans`: ``positions(spans)``, or for an indexed
+            group ``positions(spans, name_as_written)`` (e.g. ``"frame:2"``).
+        indices: for an indexed group, the indices a prompt has (``spans -> [0, 1, ...]``).
+        needs_answer: the group exists only when the spans know the correct option.
+    """
+
+    name: str
+    meaning: str
+    positions: Callable[..., list[int]]
+    indices: Callable[[Spans], Sequence] | None = None
+    needs_answer: bool = False
+
+    @property
+    def stem(self) -> str:
+        """The name before ``":"`` (the whole name of a group that is not indexed)."""
+        return self.name.split(":", 1)[0]
+
+    @property
+    def indexed(self) -> bool:
+        """Whether the group is written with an index (``"frame:i"``)."""
+        return self.indices is not None
+
+    def names(self, spans: Spans) -> list[str]:
+        """The names under which ``spans`` has this group (none, one, or one per index)."""
+        if self.needs_answer and spans.true_option is None:
+            return []
+        if not self.indexed:
+            return [self.name]
+        return [f"{self.stem}:{index}" for index in self.indices(spans)]
+
+
+#: Every named token group, in the order prompts list them. Add a token group here (and
+#: nowhere else): :meth:`Spans.positions`, :meth:`Spans.group_names`, the unknown-group
+#: errors and :func:`flowkit.edge_groups.normalize_edges`' help all read this table.
+TOKEN_GROUPS: tuple[TokenGroup, ...] = (
+    TokenGroup("video", "the video region: every frame's tokens plus the separator tokens a family puts "
+               "between (or around) frames, e.g. timestamps (see ``video_span``)",
+               lambda spans: _positions(spans.video)),
+    TokenGroup("question", "the paper's question span: from the question header (e.g. ``Question:`` where the "
+               "template writes one, see ``question_span``) or else the question sentence, through the end of "
+               "the last option. The instruction (\"Only give the best option.\") and the assistant prefix are "
+               "not in it.",
+               lambda spans: _positions(spans.question)),
+    TokenGroup("prompt_after_video", "every token after the video region and before the last position: the "
+               "question span plus the template around it (turn markers, instruction, assistant prefix). This "
+               "was ``question`` before flowkit's definitions version 2.",
+               lambda spans: _positions(spans.prompt_after_video)),
+    TokenGroup("question_text", "the tokens of the question sentence only",
+               lambda spans: _positions(spans.question_text)),
+    TokenGroup("options", "the tokens of every option line",
+               lambda spans: [p for span in spans.option_spans for p in _positions(span)]),
+    TokenGroup("prefix", "what comes before the video (system prompt, chat header)",
+               lambda spans: list(range(0, spans.video[0]))),
+    TokenGroup("last", "the last position, whose next-token distribution is the answer",
+               lambda spans: [spans.last]),
+    TokenGroup("frame:i", "the tokens of frame ``i`` (0-indexed)", _frame_positions,
+               indices=lambda spans: range(spans.num_frames)),
+    TokenGroup("option:X", "the tokens of option ``X`` (a letter, ``A``, ``B``, ...)", _option_positions,
+               indices=lambda spans: spans.letters),
+    TokenGroup("true_option", "the option that is the correct answer (needs ``true_option``)",
+               lambda spans: _positions(spans.option_spans[spans.true_option]), needs_answer=True),
+    TokenGroup("false_options", "every option but the correct one (needs ``true_option``)",
+               _false_option_positions, needs_answer=True),
+)

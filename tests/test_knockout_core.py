@@ -122,6 +122,25 @@ def test_true_option_needs_answer():
         edge_block_mask("true_option->last", SPANS.with_true_option(None))
 
 
+def test_a_token_group_and_an_edge_group_are_each_one_registry_entry(monkeypatch):
+    from flowkit import edge_groups, plots, spans as spans_module
+    from flowkit.view_models import grid_columns
+
+    assert edge_groups.PAPER_EDGE_GROUPS == ("cross_frame", "video->question", "video->last", "question->last",
+                                             "last->last")
+    first_token = spans_module.TokenGroup("first_video_token", "the video's first token", lambda s: [s.video[0]])
+    monkeypatch.setattr(spans_module, "TOKEN_GROUPS", spans_module.TOKEN_GROUPS + (first_token,))
+    assert "first_video_token" in SPANS.group_names() and SPANS.positions("first_video_token") == [3]
+    assert edge_block_mask("first_video_token->last", SPANS).nonzero().tolist() == [[28, 3]]
+
+    entry = edge_groups.EdgeGroup("first_video_token->last", plots.OKABE_ITO["black"],
+                                  title="the answer cannot read the first video token")
+    monkeypatch.setitem(edge_groups.EDGE_GROUPS, entry.name, entry)
+    (column,) = grid_columns([entry.name], SPANS)
+    assert (column.label, column.title) == ("first_video_token ↛ last", "the answer cannot read the first video token")
+    assert plots.edge_group_colors([entry.name, "prefix->last"])[entry.name] == plots.OKABE_ITO["black"]
+
+
 @pytest.mark.parametrize("center, expected", [
     (0, range(0, 5)), (1, range(0, 6)), (4, range(0, 9)), (10, range(6, 15)),
     (25, range(21, 30)), (28, range(24, 30)), (29, range(25, 30)),

@@ -8,12 +8,12 @@ import pytest
 from flowkit import plots
 from flowkit.readout import AnswerDistribution
 
-FAMILIES = ["cross_frame", "video->question", "question->last"]
+EDGE_GROUPS = ["cross_frame", "video->question", "question->last"]
 
 
 def summary_frame(num_layers=6, tasks=("action_antonym", "object_count")):
-    rows = [{"task": task, "family": family, "center": c, "pct_change": -5.0 * c + i, "n": 3}
-            for task in tasks for i, family in enumerate(FAMILIES) for c in range(num_layers)]
+    rows = [{"task": task, "edge_group": edge_group, "center": c, "pct_change": -5.0 * c + i, "n": 3}
+            for task in tasks for i, edge_group in enumerate(EDGE_GROUPS) for c in range(num_layers)]
     return pd.DataFrame(rows)
 
 
@@ -27,7 +27,7 @@ def marks(spec: dict) -> list[str]:
     return [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in layers]
 
 
-def test_flow_curves_facets_tasks_with_a_line_per_family_a_zero_line_and_the_first_half_shaded():
+def test_flow_curves_facets_tasks_with_a_line_per_edge_group_a_zero_line_and_the_first_half_shaded():
     spec = plots.flow_curves(summary_frame(), num_layers=32).to_dict()
     assert spec["facet"]["field"] == "task"
     assert marks(spec) == ["rect", "rule", "line"]
@@ -37,7 +37,7 @@ def test_flow_curves_facets_tasks_with_a_line_per_family_a_zero_line_and_the_fir
     assert line["encoding"]["x"]["field"] == "center" and line["encoding"]["y"]["field"] == "pct_change"
     scale = line["encoding"]["color"]["scale"]
     assert scale["domain"] == ["cross-frame", "video ↛ question", "question ↛ last"]
-    assert scale["range"] == [plots.FAMILY_COLORS[f] for f in FAMILIES]
+    assert scale["range"] == [plots.EDGE_GROUP_COLORS[g] for g in EDGE_GROUPS]
     assert {r["task"] for r in rows_of(spec)} == {"action_antonym", "object_count"}
     assert "32 layers" in spec["title"]
     assert spec["config"]["axis"]["labelFontSize"] >= 16  # readable on a projector
@@ -52,9 +52,9 @@ def test_flow_curves_infers_depth_and_refuses_wrong_input():
         plots.flow_curves(summary_frame().iloc[:0])
 
 
-def test_family_colors_are_fixed_for_paper_families_and_distinct_for_others():
-    colors = plots.family_colors(["question->last", "frame:0->frame:1", "prefix->last"])
-    assert colors["question->last"] == plots.FAMILY_COLORS["question->last"]
+def test_edge_group_colors_are_fixed_for_named_edge_groups_and_distinct_for_others():
+    colors = plots.edge_group_colors(["question->last", "frame:0->frame:1", "prefix->last"])
+    assert colors["question->last"] == plots.EDGE_GROUP_COLORS["question->last"]
     assert len(set(colors.values())) == 3
     assert set(colors.values()) <= set(plots.OKABE_ITO.values())
 
@@ -125,7 +125,7 @@ def test_curves_with_band_and_question_strip_show_intervals_and_the_chosen_quest
     rows = []
     for q in range(6):
         for center in range(4):
-            rows.append({"sample": f"t/{q}", "task": "t" if q < 4 else "u", "family": "cross_frame", "center": center,
+            rows.append({"sample": f"t/{q}", "task": "t" if q < 4 else "u", "edge_group": "cross_frame", "center": center,
                          "pct_change": -10.0 * (center == 1) - q, "correct_base": q != 3})
     flows = pd.DataFrame(rows)
     table = curves_with_ci(flows, tasks=["t"])
