@@ -5,14 +5,14 @@
 
 Prints, each beside its target:
 
-- the sweep (5 edge families x every window centre): speed-up over one full forward per
+- the sweep (5 edge groups x every window centre): speed-up over one full forward per
   spec, engine time / the plan's FLOP bound, max |Δp| engine vs naive (``bench/sweep.py``);
 - clicks in the knockout grid's view-model (:class:`flowkit.view_models.AnswerExplorer`) as
   a fraction of one full forward: warm (clean run cached; a drag along one column, each
   click adding one cell, and independent windows) and cold (clean run + first click);
 - the fidelity run on a subset (``run_fidelity(per_task=2, sweep_per_task=1,
   centers_step=5, random_seeds=(0, 1))``) with the former path (full forwards,
-  ``use_engine=False``) and the new one, and a check that both give the same numbers;
+  ``replay=False``) and the new one, and a check that both give the same numbers;
 - the mask memory ratio (``bench/memory.py``'s geometry) and the numeric path.
 
 Timings on a busy machine are noisy; ratios measured in one process are what to compare.
@@ -60,10 +60,10 @@ def measure_clicks(vllm, prepared, full_forward_s: float) -> dict:
             explorer.answer(spec)
         drag.append(t.seconds)
     windows = []  # independent windows, one column after another (nothing earlier to resume from)
-    for family in ("cross_frame", "question->last"):
+    for edge_group in ("cross_frame", "question->last"):
         for centre in range(0, layers, 3):
             with Timer() as t:
-                explorer.answer(KnockoutSpec.single(family, LayerWindow(centre)))
+                explorer.answer(KnockoutSpec.single(edge_group, LayerWindow(centre)))
             windows.append(t.seconds)
     return {"cold": cold.seconds / full_forward_s, "drag": statistics.mean(drag) / full_forward_s,
             "windows": statistics.mean(windows) / full_forward_s,
@@ -95,9 +95,9 @@ def measure_fidelity(per_task: int) -> dict:
 
     options = dict(per_task=per_task, sweep_per_task=1, centers_step=5, random_seeds=(0, 1), out=None, progress=True)
     with Timer() as old_t:
-        old = run_fidelity(**options, use_engine=False)
+        old = run_fidelity(**options, replay=False)
     with Timer() as new_t:
-        new = run_fidelity(**options, use_engine=True)
+        new = run_fidelity(**options, replay=True)
     worst = compare_reports(old, new)
     return {"old_s": old_t.seconds, "new_s": new_t.seconds, "worst": worst, "questions": len(new["samples"])}
 
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     specs = [spec for _, _, spec in window_specs(PAPER_EDGE_GROUPS, range(vllm.num_layers))]
     print(f"model: {label} ({args.quant}), {vllm.num_layers} layers, {prepared[0].seq_len} tokens per prompt")
     print(f"numeric path: {vllm.numeric_path}")
-    print(f"sweep workload: {len(PAPER_EDGE_GROUPS)} families x {vllm.num_layers} centres x {len(samples)} questions")
+    print(f"sweep workload: {len(PAPER_EDGE_GROUPS)} edge groups x {vllm.num_layers} centres x {len(samples)} questions")
 
     sweep = measure_sweep(vllm, prepared, specs)
     clicks = measure_clicks(vllm, prepared[1 % len(prepared)], sweep["full_forward_s"])

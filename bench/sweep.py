@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Timer, max_prob_diff, setup_torch, smol_video_model  # noqa: E402
 
 from flowkit.data import TASKS, generate  # noqa: E402
-from flowkit.session import Engine  # noqa: E402
+from flowkit.session import Session  # noqa: E402
 from flowkit.edge_groups import PAPER_EDGE_GROUPS
 from flowkit.spec import KnockoutSpec, LayerWindow  # noqa: E402
 from flowkit.sweep import window_specs  # noqa: E402
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     n_evals = len(samples) * len(specs)
     print(f"model: {label} ({args.quant}), {vllm.num_layers} layers, {prepared[0].seq_len} tokens per prompt")
     print(f"numeric path: {vllm.numeric_path}")
-    print(f"workload: {len(PAPER_EDGE_GROUPS)} families x {vllm.num_layers} window centres x "
+    print(f"workload: {len(PAPER_EDGE_GROUPS)} edge groups x {vllm.num_layers} window centres x "
           f"{args.tasks} tasks x {args.samples_per_task} samples = {n_evals} knockout evaluations")
 
     m = measure_sweep(vllm, prepared, specs)
@@ -82,7 +82,7 @@ def measure_sweep(vllm, prepared, specs) -> dict:
     """
     # price of one layer-position: a clean language-model forward over the whole prompt
     lm = vllm.language_model
-    engine0 = Engine(vllm, prepared[0])
+    engine0 = Session(vllm, prepared[0])
     with torch.inference_mode(), Timer() as t_lm:
         for _ in range(3):
             lm(inputs_embeds=engine0.hidden_in[0], logits_to_keep=1)
@@ -93,7 +93,7 @@ def measure_sweep(vllm, prepared, specs) -> dict:
     with Timer() as t_engine:
         fast, bound_units = [], 0
         for p in prepared:
-            engine = Engine(vllm, p)
+            engine = Session(vllm, p)
             bound_units += vllm.num_layers * p.seq_len  # the one clean forward
             bound_units += sum(engine.plan(spec).layer_positions for spec in specs)
             fast.append(engine.last_logits(specs))
@@ -103,7 +103,7 @@ def measure_sweep(vllm, prepared, specs) -> dict:
     # the widget's click: one spec on one sample, with and without the sample's clean run cached
     spec = KnockoutSpec.single("cross_frame", LayerWindow(vllm.num_layers // 3))
     with Timer() as t_cold:
-        engine = Engine(vllm, prepared[0])
+        engine = Session(vllm, prepared[0])
         engine.answer(spec)
     clicks = []
     for centre in range(0, vllm.num_layers, 3):
@@ -128,7 +128,7 @@ def fast_path(args, prepared, specs, portable_logits, portable_seconds) -> None:
         return
     vllm, _ = smol_video_model("nf4", nf4_cpu_kernel="avx512_bf16")
     with Timer() as t_fast:
-        fast = [Engine(vllm, p).last_logits(specs) for p in prepared]
+        fast = [Session(vllm, p).last_logits(specs) for p in prepared]
     max_dp = max_prob_diff(portable_logits, fast)
     print(f"AVX512-BF16 fast path ({vllm.numeric_path}): engine {t_fast.seconds:.1f} s = "
           f"{portable_seconds / t_fast.seconds:.2f}x the default path's speed; max |Δp| vs default {max_dp:.2e}")

@@ -52,7 +52,7 @@ def _check_parser(sub) -> None:
 
 def run_check(args) -> int:
     from flowkit.data import read_video
-    from flowkit.spec import Cut, KnockoutSpec, LayerWindow, parse_layers
+    from flowkit.knockout_check import check, check_spec
     from flowkit.models import load_videollm
     from flowkit.readout import percent_change
 
@@ -60,17 +60,15 @@ def run_check(args) -> int:
         raise FlowkitError("say what to cut with --cut, e.g. --cut 'video->question' --layers 5-14")
     if args.layers is None and args.window is None:
         raise FlowkitError("say where to cut with --layers (e.g. 5-14) or --window CENTRE")
-    layers = parse_layers(args.layers) if args.layers is not None else LayerWindow(args.window)
-    spec = KnockoutSpec(tuple(Cut(edges, layers) for edges in args.cut))
+    check_spec(args.cut, args.layers, args.window)  # a bad --layers fails before the model loads
     frames = read_video(args.video, num_frames=args.frames)
     vllm = load_videollm(args.model, quant=args.quant)
-    spec.layers_touched(vllm.num_layers)  # validate against the depth before running
     prepared = vllm.prepare(frames, args.question, args.options, answer=args.answer)
-    before = vllm.answer(prepared)
-    after = vllm.answer(prepared, spec)
+    result = check(vllm, prepared, args.cut, layers=args.layers, window=args.window, options=args.options)
+    before, after = result.before, result.after
     print(f"model: {args.model} ({args.quant}, {vllm.num_layers} layers); {prepared.seq_len} tokens, "
           f"{prepared.spans.num_video_tokens} of them video")
-    print(f"knockout: {spec}")
+    print(f"knockout: {result.spec}")
     print(f"{'option':<28} {'p before':>9} {'p after':>9} {'% change':>9}")
     for i, (letter, option) in enumerate(zip(before.letters, args.options)):
         mark = "*" if prepared.spans.true_option == i else " "
@@ -165,7 +163,7 @@ def run_sweep_command(args) -> int:
         if not samples:
             raise FlowkitError("no questions to sweep: check --tasks and --per-task")
         source = ModelSource(args.model, quant=args.quant, device=args.device)
-        table = sweep(source, samples, families=args.groups or PAPER_EDGE_GROUPS, centers=centers, size=args.size,
+        table = sweep(source, samples, edge_groups=args.groups or PAPER_EDGE_GROUPS, centers=centers, size=args.size,
                       cache=args.cache, progress=not args.no_progress, executor=executor)
     finally:
         if not isinstance(executor, LocalExecutor):

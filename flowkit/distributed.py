@@ -8,7 +8,7 @@
 The unit of work is one whole question. On Ray, each worker (an actor) loads the model
 once, from a :class:`ModelSource` (the checkpoint and its load options, never the loaded
 weights); for each question it runs the clean forward once and evaluates every missing spec
-of that question through :class:`flowkit.session.Engine` — the same function, batching and
+of that question through its :class:`flowkit.session.Session` — the same function, batching and
 torch thread count as a local sweep (:func:`flowkit.sweep.evaluate_question`), so the table
 is the same, number for number. Before any question is evaluated, every worker's model
 fingerprint is checked against the driver's.
@@ -236,9 +236,9 @@ class _LocalSession:
     def fingerprint(self) -> str:
         return self.vllm.fingerprint
 
-    def run(self, jobs, finished: Callable, use_engine: bool = True) -> dict:
+    def run(self, jobs, finished: Callable, replay: bool = True) -> dict:
         for job in jobs:
-            finished(job, evaluate_question(self.vllm, job.sample, job.specs, use_engine))
+            finished(job, evaluate_question(self.vllm, job.sample, job.specs, replay))
         return {"executor": "local", "workers": 1}
 
 
@@ -254,23 +254,16 @@ class QuestionJob:
     specs: tuple[KnockoutSpec, ...]
 
 
-def evaluate_question(vllm, sample, specs: Sequence[KnockoutSpec], use_engine: bool = True) -> dict[str, dict]:
+def evaluate_question(vllm, sample, specs: Sequence[KnockoutSpec], replay: bool = True) -> dict[str, dict]:
     """``{spec_json: answer payload}`` for the clean run and each spec on one question.
 
     The one place a sweep computes: the local executor and every Ray worker call it, so
     the two give the same numbers (same engine, same batching). The clean run is built once
     and every spec is evaluated from it in batches.
     """
-    from flowkit.session import Engine
-
-    prepared = vllm.prepare_sample(sample)
-    if use_engine:
-        engine = Engine(vllm, prepared)
-        clean = engine.clean_answer
-        computed = engine.answers(list(specs))
-    else:
-        clean = vllm.answer(prepared)
-        computed = [vllm.answer(prepared, spec) for spec in specs]
+    session = vllm.session(sample, replay=replay)
+    clean = session.clean_answer
+    computed = session.answers(list(specs))
     fresh = {KnockoutSpec().to_json(): clean.to_dict()}
     for spec, dist in zip(specs, computed):
         fresh[spec.to_json()] = dist.to_dict()
@@ -313,10 +306,10 @@ class SweepWorker:
     def describe(self) -> dict:
         return self.info
 
-    def evaluate(self, sample, specs, use_engine: bool = True) -> dict:
+    def evaluate(self, sample, specs, replay: bool = True) -> dict:
         exit_if_fault_injected(sample.id)
         started = time.perf_counter()
-        payloads = evaluate_question(self.vllm, sample, specs, use_engine)
+        payloads = evaluate_question(self.vllm, sample, specs, replay)
         return {"payloads": payloads, "fingerprint": self.info["fingerprint"], "pid": os.getpid(),
                 "seconds": time.perf_counter() - started}
 
@@ -544,7 +537,7 @@ class _RaySession:
         self.workers.clear()
 
     # ------------------------------------------------------------------ the work
-    def run(self, jobs, finished: Callable, use_engine: bool = True) -> dict:
+    def run(self, jobs, finished: Callable, replay: bool = True) -> dict:
         """Evaluate every job, calling ``finished(job, payloads)`` on the driver as each question is done."""
         from ray.exceptions import GetTimeoutError, RayTaskError
 
@@ -567,7 +560,7 @@ class _RaySession:
             while pending and idle:
                 worker, job = idle.popleft(), pending.popleft()
                 attempts[job.index] = attempts.get(job.index, 0) + 1
-                ref = worker.handle.evaluate.remote(job.sample, job.specs, use_engine)
+                ref = worker.handle.evaluate.remote(job.sample, job.specs, replay)
                 in_flight[ref] = (worker, job, time.monotonic())
             ready, _ = self.ray.wait(list(in_flight), num_returns=1, timeout=1.0)
             for ref in ready:

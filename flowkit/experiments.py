@@ -19,11 +19,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from flowkit.session import Engine
 from flowkit.errors import FlowkitError
 from flowkit.edge_groups import PAPER_EDGE_GROUPS
 from flowkit.masks import block_masks, count_edges
-from flowkit.lens import embedding_lens, logit_lens, residual_stream
+from flowkit.lens import activations, bag_temporal_share, logit_lens, word_bag
 from flowkit.pathways import (LAYER_MATCHED_RANDOM_CONTROL, PAPER_RANDOM_CONTROL, RANDOM_CONTROLS, PathwayWindows,
                                paper_pathway_preset, pathway_spec, random_control_masks)
 from flowkit.readout import answer_distribution
@@ -31,24 +30,24 @@ from flowkit.sweep import summarize, sweep
 
 
 def cross_frame_sweep(vllm, samples, centers: Iterable[int] | None = None, size: int = 9, cache=None,
-                      progress: bool = True, use_engine: bool = True) -> pd.DataFrame:
+                      progress: bool = True, replay: bool = True) -> pd.DataFrame:
     """Finding 1: % change in p(answer) when frame i cannot read frames j < i, per window."""
-    return sweep(vllm, samples, families=["cross_frame"], centers=centers, size=size, cache=cache, progress=progress,
-                 use_engine=use_engine)
+    return sweep(vllm, samples, edge_groups=["cross_frame"], centers=centers, size=size, cache=cache, progress=progress,
+                 replay=replay)
 
 
-def flow_sweep(vllm, samples, families: Sequence[str] = PAPER_EDGE_GROUPS, centers=None, size: int = 9,
-               cache=None, progress: bool = True, use_engine: bool = True) -> pd.DataFrame:
-    """Findings 2-3: the paper's edge families (or yours), window by window."""
-    return sweep(vllm, samples, families=families, centers=centers, size=size, cache=cache, progress=progress,
-                 use_engine=use_engine)
+def flow_sweep(vllm, samples, edge_groups: Sequence[str] = PAPER_EDGE_GROUPS, centers=None, size: int = 9,
+               cache=None, progress: bool = True, replay: bool = True) -> pd.DataFrame:
+    """Findings 2-3: the paper's edge groups (or yours), window by window."""
+    return sweep(vllm, samples, edge_groups=edge_groups, centers=centers, size=size, cache=cache, progress=progress,
+                 replay=replay)
 
 
 def accuracy(vllm, samples, progress: bool = True) -> pd.DataFrame:
     """One row per sample: predicted and true option (aggregate with ``.groupby('task')``)."""
     rows = []
     for sample in tqdm(list(samples), desc="accuracy", disable=not progress):
-        dist = vllm.answer(vllm.prepare_sample(sample))
+        dist = vllm.answer(vllm.prepare_sample(sample))  # one plain forward: no knockout to replay
         rows.append({"sample": sample.id, "task": sample.task, "answer": sample.answer,
                      "options": len(sample.candidates), "predicted": dist.predicted_letter,
                      "correct": bool(dist.correct), "p_answer": dist.p(sample.answer)})
@@ -64,8 +63,7 @@ def answer_emergence(vllm, samples, progress: bool = True) -> pd.DataFrame:
     rows = []
     for sample in tqdm(list(samples), desc="answer emergence", disable=not progress):
         prepared = vllm.prepare_sample(sample)
-        stream = residual_stream(vllm, prepared)
-        logits = logit_lens(vllm, stream[1:, -1])  # (layers, vocab)
+        logits = logit_lens(vllm, activations(vllm, prepared).resid_posts(-1))  # (layers, vocab)
         probs = torch.softmax(logits, -1)[:, list(prepared.letter_ids)]
         true = prepared.spans.true_option
         for layer, p in enumerate(probs.tolist()):
@@ -76,33 +74,11 @@ def answer_emergence(vllm, samples, progress: bool = True) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _word_token_ids(tokenizer, words: Sequence[str]) -> dict[int, str]:
-    """Token ids that spell a whole word (with or without a leading space)."""
-    ids = {}
-    for word in words:
-        for text in (word, " " + word):
-            tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
-            if len(tokens) == 1:
-                ids[tokens[0]] = word
-    return ids
-
-
 def lens_bag_temporal_share(vllm) -> float:
     """The share of temporal words in the bag :func:`video_token_lens` ranks (token ids of the
-    bench's spatial and temporal words): what ``temporal_share`` would be if the lens picked
+    question set's spatial and temporal words): what ``temporal_share`` would be if the lens picked
     its top words at random. A share at video tokens means something only against this."""
-    _, is_temporal = _lens_bag(vllm)
-    return float(is_temporal.float().mean())
-
-
-def _lens_bag(vllm) -> tuple[torch.Tensor, torch.Tensor]:
-    """The token ids the lens ranks (the question set's spatial and temporal words) and which are temporal."""
-    from flowkit.data.vocab import SPATIAL_WORDS, TEMPORAL_WORDS
-
-    spatial = _word_token_ids(vllm.tokenizer, SPATIAL_WORDS)
-    temporal = _word_token_ids(vllm.tokenizer, TEMPORAL_WORDS)
-    vocab_ids = torch.tensor(sorted(set(spatial) | set(temporal)))
-    return vocab_ids, torch.tensor([i in temporal for i in vocab_ids.tolist()])
+    return float(word_bag(vllm)[1].float().mean())
 
 
 def video_token_lens(vllm, samples, kind: str = "embedding", k: int = 10, progress: bool = True) -> pd.DataFrame:
@@ -114,28 +90,26 @@ def video_token_lens(vllm, samples, kind: str = "embedding", k: int = 10, progre
     ``"logit"`` the usual logit lens. One row per (sample, layer) with the share of
     temporal words among the top words (``temporal_share``).
     """
-    vocab_ids, is_temporal = _lens_bag(vllm)
+    bag = word_bag(vllm)
     rows = []
     for sample in tqdm(list(samples), desc=f"{kind} lens", disable=not progress):
         prepared = vllm.prepare_sample(sample)
-        stream = residual_stream(vllm, prepared)
+        cache = activations(vllm, prepared)
         video = slice(*prepared.spans.video)
-        for layer in range(stream.shape[0]):
-            hidden = stream[layer, video]
-            scores = embedding_lens(vllm, hidden) if kind == "embedding" else logit_lens(vllm, hidden)
-            top = scores[:, vocab_ids].topk(min(k, len(vocab_ids)), dim=-1).indices
-            share = float(is_temporal[top].float().mean())
-            rows.append({"sample": sample.id, "task": sample.task, "layer": layer - 1, "kind": kind,
+        for layer in range(-1, cache.num_layers):  # -1: the input (embeddings), l: the output of layer l
+            hidden = cache.resid_pre(0, video) if layer < 0 else cache.resid_post(layer, video)
+            share = bag_temporal_share(vllm, hidden, bag, kind, k)
+            rows.append({"sample": sample.id, "task": sample.task, "layer": layer, "kind": kind,
                          "temporal_share": share, "spatial_share": 1 - share})
     return pd.DataFrame(rows)  # layer -1 is the input (embeddings), layer l the output of layer l
 
 
 def curves_with_ci(flows: pd.DataFrame, tasks=None, level: float = 0.95) -> pd.DataFrame:
-    """Mean % change per (family, centre) over the correctly answered questions of ``tasks``
+    """Mean % change per (edge group, centre) over the correctly answered questions of ``tasks``
     (default all), pooled, with a bootstrap interval over those questions (:mod:`flowkit.stats`).
 
     ``flows`` is per-question sweep output (:func:`flowkit.sweep.sweep`, the stored ``sweeps``
-    table). Columns: ``family``, ``center``, ``pct_change``, ``lo``, ``hi``, ``n`` (questions).
+    table). Columns: ``edge_group``, ``center``, ``pct_change``, ``lo``, ``hi``, ``n`` (questions).
     """
     from flowkit.stats import mean_with_ci
 
@@ -143,14 +117,14 @@ def curves_with_ci(flows: pd.DataFrame, tasks=None, level: float = 0.95) -> pd.D
     if tasks is not None:
         rows = rows[rows["task"].isin(list(tasks))]
     if rows.empty:
-        return pd.DataFrame(columns=["family", "center", "pct_change", "lo", "hi", "n"])
-    return mean_with_ci(rows, ["family", "center"], "pct_change", level)
+        return pd.DataFrame(columns=["edge_group", "center", "pct_change", "lo", "hi", "n"])
+    return mean_with_ci(rows, ["edge_group", "center"], "pct_change", level)
 
 
-def question_troughs(flows: pd.DataFrame, family: str, tasks=None) -> pd.DataFrame:
-    """Per correctly answered question: its deepest % change over the windows when ``family`` is cut,
+def question_troughs(flows: pd.DataFrame, edge_group: str, tasks=None) -> pd.DataFrame:
+    """Per correctly answered question: its deepest % change over the windows when ``edge_group`` is cut,
     and where (``center``). Shows how typical one chosen question is within its task."""
-    rows = flows[(flows["family"] == family) & flows["correct_base"]]
+    rows = flows[(flows["edge_group"] == edge_group) & flows["correct_base"]]
     if tasks is not None:
         rows = rows[rows["task"].isin(list(tasks))]
     idx = rows.groupby("sample")["pct_change"].idxmin()
@@ -158,18 +132,18 @@ def question_troughs(flows: pd.DataFrame, family: str, tasks=None) -> pd.DataFra
 
 
 def troughs(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per (task, family): the window centre of the deepest mean % change and its value."""
-    idx = summary.groupby(["task", "family"])["pct_change"].idxmin()
-    return summary.loc[idx, ["task", "family", "center", "pct_change"]].reset_index(drop=True)
+    """Per (task, edge group): the window centre of the deepest mean % change and its value."""
+    idx = summary.groupby(["task", "edge_group"])["pct_change"].idxmin()
+    return summary.loc[idx, ["task", "edge_group", "center", "pct_change"]].reset_index(drop=True)
 
 
 def windows_from_sweeps(summary: pd.DataFrame, num_layers: int, fraction: float = 0.5) -> PathwayWindows:
     """Pathway windows read off sweep curves: where the mean % change (over tasks) is at least
     ``fraction`` of its trough, as one contiguous range around the trough."""
-    curves = summary.groupby(["family", "center"])["pct_change"].mean()
+    curves = summary.groupby(["edge_group", "center"])["pct_change"].mean()
 
-    def window(family: str) -> tuple[int, int]:
-        curve = curves.loc[family].reindex(range(num_layers)).fillna(0.0).to_numpy()
+    def window(edge_group: str) -> tuple[int, int]:
+        curve = curves.loc[edge_group].reindex(range(num_layers)).fillna(0.0).to_numpy()
         low = int(np.argmin(curve))
         if curve[low] >= 0:
             return (low, low)
@@ -210,7 +184,7 @@ def _resolve_pathways(vllm, windows: PathwayWindows | str, random_fraction: floa
 @torch.inference_mode()
 def effective_pathways(vllm, samples, windows: PathwayWindows | str, random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
                        random_controls: Sequence[str] = (PAPER_RANDOM_CONTROL,), random_fraction: float | None = None,
-                       progress: bool = True, use_engine: bool = True) -> tuple[pd.DataFrame, dict]:
+                       progress: bool = True, replay: bool = True) -> tuple[pd.DataFrame, dict]:
     """Finding 4: accuracy with all edges, with only the pathways, and with random masks.
 
     One row per sample and condition: ``full``, ``pathways``, and per seed ``random`` (the
@@ -224,9 +198,9 @@ def effective_pathways(vllm, samples, windows: PathwayWindows | str, random_seed
         random_fraction: f, the share of edges the paper's control cuts in every layer. By
             default the paper's value for a preset, else the mean over ``samples`` of the share
             this model's pathway mask suppresses (one extra pass that only prepares prompts).
-        use_engine: per question, one :class:`~flowkit.session.Engine` (one clean forward:
+        replay: per question, one :class:`~flowkit.session.Session` (one clean forward:
             ``full``) replays the pathway mask and every random mask as batches
-            (:meth:`~flowkit.session.Engine.last_logits_for_masks`; equal to full forwards to
+            (:meth:`~flowkit.session.Session.last_logits`; equal to full forwards to
             float rounding, <= 1e-5 in p). ``False``: one full forward per condition (the
             former path, kept for comparison).
 
@@ -262,10 +236,8 @@ def effective_pathways(vllm, samples, windows: PathwayWindows | str, random_seed
             conditions += [(RANDOM_CONDITIONS[control], seed,
                             random_control_masks(control, spans, num_layers, seed, suppressed_fraction=random_fraction,
                                                  reference=masks)) for seed in random_seeds]
-        if use_engine:  # one clean run, every mask replayed in batches (exact to float rounding)
-            all_logits = Engine(vllm, prepared).last_logits_for_masks([m for _, _, m in conditions])
-        else:  # the former path: one full forward per condition
-            all_logits = [vllm.last_logits(prepared, masks=m) for _, _, m in conditions]
+        # one clean run, every mask replayed in batches (exact to float rounding); or full forwards
+        all_logits = vllm.session(prepared, replay=replay).last_logits([m for _, _, m in conditions])
         for (name, seed, _), logits in zip(conditions, all_logits):
             dist = answer_distribution(logits, prepared.letter_ids, spans.true_option)
             rows.append({"sample": sample.id, "task": sample.task, "condition": name, "seed": seed,
@@ -279,7 +251,7 @@ def effective_pathways(vllm, samples, windows: PathwayWindows | str, random_seed
 
 def pathway_summary(vllm, samples, windows: PathwayWindows | str, random_seeds: Sequence[int] = (0,),
                     random_controls: Sequence[str] = (PAPER_RANDOM_CONTROL,), random_fraction: float | None = None,
-                    progress: bool = False, use_engine: bool = True) -> dict:
+                    progress: bool = False, replay: bool = True) -> dict:
     """Finding 4 in one dict: exact fraction of edges kept and accuracy full / pathways / random.
 
     ``random`` is the paper's control; ``random_layer_matched`` appears when asked for in
@@ -287,7 +259,7 @@ def pathway_summary(vllm, samples, windows: PathwayWindows | str, random_seeds: 
     """
     table, counts = effective_pathways(vllm, samples, windows, random_seeds=random_seeds,
                                        random_controls=random_controls, random_fraction=random_fraction,
-                                       progress=progress, use_engine=use_engine)
+                                       progress=progress, replay=replay)
     windows, _, _ = _resolve_pathways(vllm, windows, random_fraction)
     accuracy = table.groupby("condition")["correct"].mean()
     plain = {k: list(v) if isinstance(v, tuple) else v for k, v in windows.to_dict().items()}

@@ -53,6 +53,19 @@ class CheckResult:
                 f"p({self.before.predicted_letter}) {self.pct_change:+.1f} %")
 
 
+def check_spec(cut: str | Sequence[str], layers: str | None = None, window: int | None = None,
+               size: int = 9) -> KnockoutSpec:
+    """The spec :func:`check` runs: ``cut`` (one edge group or several) in ``layers`` or in the
+    ``size``-layer window centred on ``window`` (exactly one of the two), or a clear error."""
+    cuts = [cut] if isinstance(cut, str) else list(cut or ())
+    if not cuts:
+        raise FlowkitError("say what to cut, e.g. cut='video->question' or cut=['cross_frame', 'video->last'].")
+    if (layers is None) == (window is None):
+        raise FlowkitError("say where to cut with exactly one of layers='12-20' or window=CENTRE.")
+    where = parse_layers(layers) if layers is not None else LayerWindow(window, size)
+    return KnockoutSpec(tuple(Cut(edges, where) for edges in cuts))
+
+
 def check(vllm, prompt, cut: str | Sequence[str], layers: str | None = None, window: int | None = None,
           size: int = 9, options: Sequence[str] | None = None) -> CheckResult:
     """Cut ``cut`` (one edge group or several) in ``layers`` (e.g. ``"12-20"``) or in the paper's
@@ -60,22 +73,17 @@ def check(vllm, prompt, cut: str | Sequence[str], layers: str | None = None, win
 
     ``prompt`` is a question set :class:`~flowkit.data.Sample` or a prepared prompt
     (``vllm.prepare(frames, question, options)``; then pass ``options`` to label them).
+    Both answers come from the prompt's :class:`~flowkit.session.Session` (one clean run, one replay).
     """
-    cuts = [cut] if isinstance(cut, str) else list(cut)
-    if not cuts:
-        raise FlowkitError("say what to cut, e.g. cut='video->question' or cut=['cross_frame', 'video->last'].")
-    if (layers is None) == (window is None):
-        raise FlowkitError("say where to cut with exactly one of layers='12-20' or window=CENTRE.")
-    where = parse_layers(layers) if layers is not None else LayerWindow(window, size)
-    spec = KnockoutSpec(tuple(Cut(edges, where) for edges in cuts))
+    spec = check_spec(cut, layers, window, size)
     spec.layers_touched(vllm.num_layers)  # a clear error for layers past the model's depth
     if hasattr(prompt, "frames") and hasattr(prompt, "candidates"):
         options = tuple(prompt.candidates)
         prompt = vllm.prepare_sample(prompt)
     elif options is None:
         options = tuple(f"option {letter}" for letter in prompt.spans.letters)
-    before = vllm.answer(prompt)
-    return CheckResult(spec=spec, before=before, after=vllm.answer(prompt, spec), options=tuple(options))
+    before, after = vllm.session(prompt).answers([None, spec])
+    return CheckResult(spec=spec, before=before, after=after, options=tuple(options))
 
 
-__all__ = ["CheckResult", "check"]
+__all__ = ["CheckResult", "check", "check_spec"]

@@ -4,9 +4,10 @@
 - **embedding lens** (what *Map the Flow*'s code does for video tokens): the hidden state
   multiplied by the transposed *input* embedding matrix, no final norm.
 
-``residual_stream`` index 0 is the language model's input (text embeddings with the
-projected video features merged in); index ``l + 1`` is the output of layer ``l``
-(before the final norm).
+Activations come from the prompt's :class:`~flowkit.session.Session`: :func:`activations`
+gives the named cache (``resid_pre(l)``, ``resid_post(l)``: no index offsets);
+:func:`residual_stream` stacks it as one tensor (index 0 the language model's input, index
+``l + 1`` the output of layer ``l``, before the final norm).
 """
 
 from __future__ import annotations
@@ -16,35 +17,20 @@ from typing import Sequence
 import torch
 
 from flowkit.spec import KnockoutSpec
-from flowkit.attention import knockout
 
 
-@torch.inference_mode()
+def activations(vllm, prepared, spec: KnockoutSpec | None = None):
+    """The named activations (:class:`~flowkit.session.ActivationCache`) of one prompt, clean or under ``spec``."""
+    return vllm.session(prepared).run_with_cache(spec)
+
+
 def residual_stream(vllm, prepared, spec: KnockoutSpec | None = None) -> torch.Tensor:
-    """Hidden states ``(num_layers + 1, seq_len, d_model)`` of one prompt (float32)."""
-    lm = vllm.language_model
-    captured: list[torch.Tensor] = []
+    """Hidden states ``(num_layers + 1, seq_len, d_model)`` of one prompt (float32).
 
-    def grab_input(_module, args, kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        captured.append(hidden[0].detach().float())
-
-    def grab_output(_module, _args, output):
-        hidden = output[0] if isinstance(output, tuple) else output
-        captured.append(hidden[0].detach().float())
-
-    handles = [lm.layers[0].register_forward_pre_hook(grab_input, with_kwargs=True)]
-    handles += [layer.register_forward_hook(grab_output) for layer in lm.layers]
-    try:
-        if spec is not None and spec.cuts:
-            with knockout(vllm, spec, prepared.spans):
-                vllm.model(**prepared.inputs, logits_to_keep=1)
-        else:
-            vllm.model(**prepared.inputs, logits_to_keep=1)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return torch.stack(captured)
+    Index 0 is the language model's input, index ``l + 1`` the output of layer ``l``; the
+    same numbers by name: ``activations(vllm, prepared).resid_post(l)``.
+    """
+    return activations(vllm, prepared, spec).stream()
 
 
 def _lm_head_weight(vllm) -> torch.Tensor:
@@ -87,10 +73,9 @@ def top_tokens(vllm, scores: torch.Tensor, k: int = 5) -> list[list[str]]:
 def lens_at(vllm, prepared, layer: int, positions: Sequence[int], kind: str = "logit", k: int = 5,
             spec: KnockoutSpec | None = None) -> list[list[str]]:
     """Top-k decoded tokens at ``positions`` after layer ``layer`` (``kind``: 'logit' or 'embedding')."""
-    stream = residual_stream(vllm, prepared, spec)
-    if not 0 <= layer < stream.shape[0] - 1:
-        raise ValueError(f"layer must be in 0..{stream.shape[0] - 2}")
-    hidden = stream[layer + 1, list(positions)]
+    if not 0 <= layer < vllm.num_layers:
+        raise ValueError(f"layer must be in 0..{vllm.num_layers - 1}")
+    hidden = activations(vllm, prepared, spec).resid_post(layer, list(positions))
     scores = logit_lens(vllm, hidden) if kind == "logit" else embedding_lens(vllm, hidden)
     return top_tokens(vllm, scores, k)
 
@@ -108,7 +93,7 @@ def _check_kind(kind: str) -> str:
 
 
 def frame_top_words(vllm, prepared, kind: str = "embedding", k: int = 5, spec: KnockoutSpec | None = None,
-                    stream: torch.Tensor | None = None):
+                    cache=None):
     """The ``k`` top decoded tokens of every video token, after every layer, as a tidy DataFrame.
 
     Columns: ``layer`` (0-indexed layer whose output is read, as in :func:`lens_at`),
@@ -119,7 +104,7 @@ def frame_top_words(vllm, prepared, kind: str = "embedding", k: int = 5, spec: K
         kind: ``"embedding"`` (hidden · Eᵀ, no norm: the paper's lens on video tokens) or
             ``"logit"`` (final norm + ``lm_head``).
         spec: read the residual stream under this knockout (default: the clean run).
-        stream: a :func:`residual_stream` already computed for this prompt (and spec), to
+        cache: the :func:`activations` already computed for this prompt (and spec), to
             read several lenses off one forward pass.
     """
     import pandas as pd
@@ -127,16 +112,16 @@ def frame_top_words(vllm, prepared, kind: str = "embedding", k: int = 5, spec: K
     _check_kind(kind)
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    if stream is None:
-        stream = residual_stream(vllm, prepared, spec)
+    if cache is None:
+        cache = activations(vllm, prepared, spec)
     frame_of = {p: i for i, (s, e) in enumerate(prepared.spans.frame_spans) for p in range(s, e)}
     positions = sorted(frame_of)
     lens = embedding_lens if kind == "embedding" else logit_lens
     tokenizer = vllm.tokenizer
     decoded: dict[int, str] = {}
     rows = []
-    for layer in range(stream.shape[0] - 1):
-        top = lens(vllm, stream[layer + 1, positions]).topk(k, dim=-1)
+    for layer in range(cache.num_layers):
+        top = lens(vllm, cache.resid_post(layer, positions)).topk(k, dim=-1)
         for position, scores, ids in zip(positions, top.values.tolist(), top.indices.tolist()):
             for rank, (score, token_id) in enumerate(zip(scores, ids)):
                 if token_id not in decoded:
@@ -215,8 +200,41 @@ def word_shares(top_words, spatial: Sequence[str] | None = None, temporal: Seque
     return pd.DataFrame(rows, columns=["layer", "kind", "share", "count"])
 
 
+def _word_token_ids(tokenizer, words: Sequence[str]) -> dict[int, str]:
+    """Token ids that spell a whole word (with or without a leading space)."""
+    ids = {}
+    for word in words:
+        for text in (word, " " + word):
+            tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(tokens) == 1:
+                ids[tokens[0]] = word
+    return ids
+
+
+def word_bag(vllm) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bag of word tokens a restricted lens ranks: the token ids of the question set's spatial
+    and temporal words (:mod:`flowkit.data.vocab`), and which of them are temporal."""
+    from flowkit.data.vocab import SPATIAL_WORDS, TEMPORAL_WORDS
+
+    spatial = _word_token_ids(vllm.tokenizer, SPATIAL_WORDS)
+    temporal = _word_token_ids(vllm.tokenizer, TEMPORAL_WORDS)
+    vocab_ids = torch.tensor(sorted(set(spatial) | set(temporal)))
+    return vocab_ids, torch.tensor([i in temporal for i in vocab_ids.tolist()])
+
+
+def bag_temporal_share(vllm, hidden: torch.Tensor, bag, kind: str = "embedding", k: int = 10) -> float:
+    """The share of temporal words among each hidden state's ``k`` best words *within* ``bag``
+    (:func:`word_bag`), pooled over the rows of ``hidden``: the lens asked only "spatial or
+    temporal?". :func:`word_shares` counts the same words among the top words of the whole
+    vocabulary instead."""
+    vocab_ids, is_temporal = bag
+    scores = embedding_lens(vllm, hidden) if _check_kind(kind) == "embedding" else logit_lens(vllm, hidden)
+    top = scores[:, vocab_ids].topk(min(k, len(vocab_ids)), dim=-1).indices
+    return float(is_temporal[top].float().mean())
+
+
 @torch.inference_mode()
-def answer_by_layer(vllm, prepared, spec: KnockoutSpec | None = None, stream: torch.Tensor | None = None):
+def answer_by_layer(vllm, prepared, spec: KnockoutSpec | None = None, cache=None):
     """p(each option letter) at the last position after every layer, through the logit lens.
 
     The paper's answer-emergence readout: the last position's hidden state after layer
@@ -231,9 +249,9 @@ def answer_by_layer(vllm, prepared, spec: KnockoutSpec | None = None, stream: to
     spans = prepared.spans
     if spans.true_option is None:
         raise ValueError("answer_by_layer needs to know the correct option: prepare the prompt with answer=...")
-    if stream is None:
-        stream = residual_stream(vllm, prepared, spec)
-    probs = torch.softmax(logit_lens(vllm, stream[1:, spans.last]), dim=-1)[:, list(prepared.letter_ids)]
+    if cache is None:
+        cache = activations(vllm, prepared, spec)
+    probs = torch.softmax(logit_lens(vllm, cache.resid_posts(spans.last)), dim=-1)[:, list(prepared.letter_ids)]
     rows = [(layer, letter, float(probs[layer, i]), i == spans.true_option)
             for layer in range(probs.shape[0]) for i, letter in enumerate(spans.letters)]
     return pd.DataFrame(rows, columns=["layer", "letter", "prob", "true"])

@@ -26,7 +26,7 @@ from flowkit.families import FamilyAdapter, Prepared, adapter_for_config
 from flowkit.fingerprint import checkpoint_folder, model_fingerprint
 from flowkit.errors import KnockoutError
 from flowkit.spec import KnockoutSpec
-from flowkit.attention import apply_block_masks, knockout, language_model_of
+from flowkit.attention import language_model_of
 from flowkit.nf4_cpu import (NF4_CPU_KERNELS, cache_dequantized_weights, import_bitsandbytes, numeric_path,
                              set_cpu_kernel)
 
@@ -46,7 +46,9 @@ class VideoLLM:
 
     @property
     def language_model(self) -> torch.nn.Module:
-        return language_model_of(self.model)
+        """The language model's decoder stack (``.layers``, ``.config``), where the family adapter
+        declares it (``adapter.decoder_path``), set up for knockout (see :func:`flowkit.attention.language_model_of`)."""
+        return language_model_of(self)
 
     @property
     def num_layers(self) -> int:
@@ -99,29 +101,29 @@ class VideoLLM:
         """Inputs and spans for a :class:`flowkit.data.Sample`."""
         return self.prepare(sample.frames, sample.question, sample.candidates, answer=sample.answer)
 
-    @torch.inference_mode()
+    def session(self, prompt, *, replay: bool = True, row_budget: int | None = None):
+        """The one entry point for a prompt: a :class:`~flowkit.session.Session` (clean run, named
+        activation cache, answers under specs or masks). ``prompt``: a :class:`Prepared` prompt or a
+        :class:`flowkit.data.Sample`."""
+        from flowkit.session import DEFAULT_ROW_BUDGET, Session
+
+        prepared = prompt if isinstance(prompt, Prepared) else self.prepare_sample(prompt)
+        return Session(self, prepared, row_budget=row_budget or DEFAULT_ROW_BUDGET, replay=replay)
+
     def last_logits(self, prepared: Prepared, spec: KnockoutSpec | None = None, *,
                     masks: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
-        """Next-token logits at the last position (float32, shape ``(vocab,)``), optionally under a knockout.
-
-        The knockout is a ``spec``, or ready-made per-layer block ``masks`` (``{layer: (N, N)
-        bool}``, e.g. a pathway mask or a random control); one full forward either way.
+        """Next-token logits at the last position (float32, shape ``(vocab,)``) of one full forward,
+        optionally under a knockout: a ``spec`` or ready-made per-layer block ``masks``
+        (``{layer: (N, N) bool}``, e.g. a pathway mask or a random control).
         """
-        inputs = {k: v for k, v in prepared.inputs.items()}
         if spec is not None and masks is not None:
             raise KnockoutError("pass a spec or block masks, not both")
-        if masks:
-            with apply_block_masks(self.language_model, masks):
-                out = self.model(**inputs, logits_to_keep=1)
-        elif spec is None or not spec.cuts:
-            out = self.model(**inputs, logits_to_keep=1)
-        else:
-            with knockout(self, spec, prepared.spans):
-                out = self.model(**inputs, logits_to_keep=1)
-        return out.logits[0, -1].float()
+        return self.session(prepared).full_forward_logits(spec if masks is None else masks)
 
     def answer(self, prepared: Prepared, spec: KnockoutSpec | None = None):
-        """The answer distribution over the option letters (see :mod:`flowkit.readout`)."""
+        """The answer distribution over the option letters of one full forward (see :mod:`flowkit.readout`).
+
+        For several knockouts on one prompt use :meth:`session` (one clean run, batched replays)."""
         from flowkit.readout import answer_distribution
 
         return answer_distribution(self.last_logits(prepared, spec), prepared.letter_ids,

@@ -1,4 +1,16 @@
-"""Evaluate many knockout specs on one prompt, recomputing only what a knockout can change.
+"""One prompt, one entry point: its clean run, its named activations, and its answers under any knockout.
+
+>>> session = vllm.session(prepared)                                  # doctest: +SKIP
+>>> session.clean_answer                                              # the clean forward, run once
+>>> session.answers([KnockoutSpec.single("question->last", LayerWindow(20)), pathway_masks, None])
+>>> session.cache.resid_post(12)                                      # the stream leaving layer 12
+
+Everything flowkit computes on a prompt goes through a :class:`Session`: ``VideoLLM.answer``,
+sweeps, the pathway experiment, the lens, the widgets' view-models and the command line.
+A knockout is a :class:`~flowkit.spec.KnockoutSpec` or ready-made per-layer block masks
+(``{layer: (N, N) bool}``); ``None`` is the clean run.
+
+Evaluating many knockouts on one prompt recomputes only what a knockout can change.
 
 Two facts make most of a knockout sweep redundant:
 
@@ -11,28 +23,30 @@ Two facts make most of a knockout sweep redundant:
    clean keys and values of positions ``< p0`` from a cache. For edges into the last
    position (``video->last``, ``question->last``, ``last->last``) that is one token.
 
-:class:`Engine` runs the clean forward once per prompt, keeps the residual stream
+A :class:`Session` runs the clean forward once per prompt, keeps the residual stream
 entering every layer and every layer's keys/values, and replays layers ``a .. L-1`` on
 positions ``p0 .. N-1`` for each spec — several specs at once as one batch when they
 share ``p0``. Results match a full forward under the same spec to float rounding (the
 tests check max |Δp| ≤ 1e-5 in fp32); the replay is plain transformers decoder layers
 under the same attention function, so 4-bit models work the same way.
 
-Specs or raw masks: :meth:`Engine.last_logits` takes specs; :meth:`Engine.last_logits_for_masks`
-takes ready-made per-layer block masks (pathway masks, random controls), so accuracy under
-any mask costs one clean run per prompt plus batched replays. :meth:`Engine.last_logits_resuming`
-serves interactive clicks: it resumes from an earlier replay's residual stream where the new
+Specs or raw masks alike: :meth:`Session.answers` takes either (pathway masks, random
+controls, hand-made masks), so accuracy under any mask costs one clean run per prompt plus
+batched replays. :meth:`Session.full_forward_logits` is one plain forward under a knockout
+(the reference the replay is tested against). :meth:`Session.last_logits_resuming` serves
+interactive clicks: it resumes from an earlier replay's residual stream where the new
 masks agree with that replay's in the first layers.
 
 Every supported family replays (its adapter's ``supports_engine_replay``): the layers get the
 clean run's own position embeddings (Qwen's multimodal rotary positions included) sliced at
 the replayed positions, and Qwen3-VL's deepstack features are added after the same layers
 as in the model. A language model with sliding-window layers is answered with full
-forwards (``Engine.fallback_reason``), since the replay builds one causal mask for all layers.
+forwards (``Session.fallback_reason``), since the replay builds one causal mask for all layers.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -107,35 +121,115 @@ class _PrefixCache:
         return torch.cat([prefix_k, key_states], dim=2), torch.cat([prefix_v, value_states], dim=2)
 
 
-class Engine:
-    """Knockout evaluation for one prepared prompt, reusing its clean forward pass.
+class ActivationCache:
+    """Named activations of one forward pass: the residual stream entering and leaving every layer.
 
-    >>> engine = Engine(vllm, prepared)                               # doctest: +SKIP
-    >>> engine.answer(KnockoutSpec.single("question->last", LayerWindow(20)))
+    Indexed by layer, no offsets to remember: ``resid_pre(l)`` enters layer ``l`` (``resid_pre(0)``
+    is the language model's input: text embeddings with the video features merged in),
+    ``resid_post(l)`` leaves it (before the final norm). They differ from ``resid_pre(l + 1)``
+    only where the model adds something between layers (Qwen3-VL's deepstack features).
+    Each returns float32 ``(positions, d_model)``; ``positions`` defaults to all.
     """
 
-    def __init__(self, vllm, prepared: Prepared, row_budget: int = DEFAULT_ROW_BUDGET):
+    def __init__(self, resid_pre: list[torch.Tensor], resid_post: dict[int, torch.Tensor]):
+        self._pre, self._post = resid_pre, resid_post
+        self.num_layers = len(resid_pre)
+
+    def _layer(self, layer: int) -> int:
+        if not isinstance(layer, int) or not -self.num_layers <= layer < self.num_layers:
+            raise IndexError(f"layer {layer!r} is not a layer of this model (0..{self.num_layers - 1})")
+        return layer % self.num_layers
+
+    @staticmethod
+    def _read(hidden: torch.Tensor, positions) -> torch.Tensor:
+        hidden = hidden[0] if hidden.dim() == 3 else hidden
+        return (hidden if positions is None else hidden[positions]).detach().float()
+
+    def resid_pre(self, layer: int, positions=None) -> torch.Tensor:
+        """The residual stream entering ``layer``."""
+        return self._read(self._pre[self._layer(layer)], positions)
+
+    def resid_post(self, layer: int, positions=None) -> torch.Tensor:
+        """The residual stream leaving ``layer`` (before the final norm)."""
+        layer = self._layer(layer)
+        hidden = self._post.get(layer)
+        return self._read(self._pre[layer + 1] if hidden is None else hidden, positions)
+
+    def resid_posts(self, positions=None) -> torch.Tensor:
+        """The stream leaving every layer: ``(num_layers, positions, d_model)``."""
+        return torch.stack([self.resid_post(layer, positions) for layer in range(self.num_layers)])
+
+    def stream(self) -> torch.Tensor:
+        """``(num_layers + 1, seq_len, d_model)``: the input, then the output of every layer."""
+        return torch.stack([self.resid_pre(0)] + [self.resid_post(layer) for layer in range(self.num_layers)])
+
+
+def _as_masks(knockout, spans, num_layers: int) -> Mapping[int, torch.Tensor] | None:
+    """A knockout (spec, raw masks or None) as raw masks (None or ``{}``: the clean run)."""
+    if isinstance(knockout, KnockoutSpec):
+        return block_masks(knockout, spans, num_layers) if knockout.cuts else {}
+    return knockout
+
+
+class Session:
+    """Everything flowkit computes on one prepared prompt (see the module docstring).
+
+    >>> session = vllm.session(prepared)                              # doctest: +SKIP
+    >>> session.answer(KnockoutSpec.single("question->last", LayerWindow(20)))
+
+    Args:
+        replay: replay only what a knockout changes (default). ``False`` answers every
+            knockout with a full forward (the former path, kept for comparison).
+        row_budget: replay batches hold at most this many recomputed positions.
+
+    The clean run happens on first use (``clean_logits``, ``cache``, or a replay).
+    """
+
+    def __init__(self, vllm, prepared: Prepared, row_budget: int = DEFAULT_ROW_BUDGET, replay: bool = True):
         self.vllm, self.prepared, self.row_budget = vllm, prepared, row_budget
         self.lm = vllm.language_model
         self.layers = list(self.lm.layers)
         self.num_layers = len(self.layers)
         self.spans = prepared.spans
-        self.replay = bool(getattr(vllm.adapter, "supports_engine_replay", False))
-        #: why the engine answers with full forwards (None when it replays)
-        self.fallback_reason: str | None = None if self.replay else (
-            f"the {getattr(vllm.adapter, 'family', '?')} adapter does not declare supports_engine_replay")
+        self.replay = bool(replay) and bool(getattr(vllm.adapter, "supports_engine_replay", False))
+        #: why this session answers with full forwards (None when it replays)
+        self.fallback_reason: str | None = None
+        if not replay:
+            self.fallback_reason = "asked for full forwards (replay=False)"
+        elif not self.replay:
+            self.fallback_reason = f"the {getattr(vllm.adapter, 'family', '?')} adapter does not declare supports_engine_replay"
         sliding = [t for t in getattr(self.lm.config, "layer_types", None) or () if t != "full_attention"]
         if self.replay and sliding and getattr(self.lm.config, "sliding_window", None) is not None \
                 and self.lm.config.sliding_window < self.spans.seq_len:
             # the replay builds one plain causal mask for every layer; a sliding window is narrower
             self.replay, self.fallback_reason = False, f"{len(sliding)} layers use sliding-window attention"
-        self._run_clean()
+        self._clean_ran = False
 
     # ------------------------------------------------------------------ clean run
+    def _ensure_clean(self) -> None:
+        if not self._clean_ran:
+            self._run_clean()
+            self._clean_ran = True
+
+    @property
+    def clean_logits(self) -> torch.Tensor:
+        """Logits at the last position of the clean run (float32, ``(vocab,)``)."""
+        self._ensure_clean()
+        return self._clean_logits
+
+    @property
+    def cache(self) -> ActivationCache:
+        """The clean run's named activations (:class:`ActivationCache`)."""
+        self._ensure_clean()
+        return self._cache
+
     @torch.inference_mode()
-    def _run_clean(self) -> None:
+    def _forward_with_cache(self, masks: Mapping[int, torch.Tensor] | None, use_cache: bool):
+        """One full forward (under ``masks``), recording every layer's input and the outputs that differ."""
         hidden_in: list[torch.Tensor] = [None] * self.num_layers
+        hidden_out: dict[int, torch.Tensor] = {}
         layer_kwargs: dict = {}
+        lm_kwargs: dict = {}
 
         def grab(index):
             def hook(_module, args, kwargs):
@@ -144,33 +238,62 @@ class Engine:
                     layer_kwargs.update(kwargs)
             return hook
 
-        lm_kwargs: dict = {}
+        def grab_out(index):
+            def hook(_module, _args, output):
+                # a layer's output is the next layer's input unless something is added in between
+                if index == self.num_layers - 1 or index < len(lm_kwargs.get("deepstack_visual_embeds") or ()):
+                    hidden_out[index] = output[0] if isinstance(output, tuple) else output
+            return hook
 
         def grab_lm(_module, args, kwargs):
             lm_kwargs.update(kwargs)
 
         handles = [layer.register_forward_pre_hook(grab(i), with_kwargs=True) for i, layer in enumerate(self.layers)]
+        handles += [layer.register_forward_hook(grab_out(i)) for i, layer in enumerate(self.layers)]
         handles.append(self.lm.register_forward_pre_hook(grab_lm, with_kwargs=True))
         try:
-            out = self.vllm.model(**self.prepared.inputs, use_cache=True, logits_to_keep=1)
+            with apply_block_masks(self.lm, dict(masks)) if masks else contextlib.nullcontext():
+                out = self.vllm.model(**self.prepared.inputs, use_cache=use_cache, logits_to_keep=1)
         finally:
             for handle in handles:
                 handle.remove()
+        if hidden_in[0].shape[0] != 1:
+            raise ValueError("a session evaluates one prompt at a time (batch size 1)")
+        return out, ActivationCache(hidden_in, hidden_out), layer_kwargs, lm_kwargs
+
+    def _run_clean(self) -> None:
+        out, self._cache, layer_kwargs, lm_kwargs = self._forward_with_cache(None, use_cache=True)
         cache = out.cache if hasattr(out, "cache") else out.past_key_values
-        self.hidden_in = hidden_in
+        self.hidden_in = self._cache._pre
         self.keys = [cache.layers[i].keys for i in range(self.num_layers)]
         self.values = [cache.layers[i].values for i in range(self.num_layers)]
         self.position_embeddings = layer_kwargs.get("position_embeddings")
         self.position_ids = layer_kwargs.get("position_ids")
-        self.clean_logits = out.logits[0, -1].float()
+        self._clean_logits = out.logits[0, -1].float()
         # Qwen3-VL's deepstack: visual features added to the video positions' hidden states after
         # each of the first layers; the replay adds the same features after the same layers
         self.deepstack = list(lm_kwargs.get("deepstack_visual_embeds") or [])
         self.visual_pos_masks = lm_kwargs.get("visual_pos_masks")
         if self.deepstack and not hasattr(self.lm, "_deepstack_process"):
             self.replay, self.fallback_reason = False, "the language model injects deepstack features it cannot replay"
-        if hidden_in[0].shape[0] != 1:
-            raise ValueError("the engine evaluates one prompt at a time (batch size 1)")
+
+    def run_with_cache(self, knockout=None) -> ActivationCache:
+        """The named activations of one full forward under ``knockout`` (a spec, raw masks, or None: the clean run's)."""
+        masks = self._check_masks(_as_masks(knockout, self.spans, self.num_layers), 0)
+        if not masks:
+            return self.cache
+        return self._forward_with_cache(masks, use_cache=False)[1]
+
+    @torch.inference_mode()
+    def full_forward_logits(self, knockout=None) -> torch.Tensor:
+        """Logits at the last position of one plain forward under ``knockout`` (spec, raw masks or None).
+
+        The reference path: no replay, no clean run needed. Float32, ``(vocab,)``.
+        """
+        masks = self._check_masks(_as_masks(knockout, self.spans, self.num_layers), 0)
+        with apply_block_masks(self.lm, masks) if masks else contextlib.nullcontext():
+            out = self.vllm.model(**self.prepared.inputs, logits_to_keep=1)
+        return out.logits[0, -1].float()
 
     # ---------------------------------------------------------------------- plans
     def plan(self, spec: KnockoutSpec | None, masks: Mapping[int, torch.Tensor] | None = None) -> Plan:
@@ -188,36 +311,38 @@ class Engine:
         return Plan(first_layer, first_position, self.num_layers, n)
 
     # -------------------------------------------------------------------- evaluate
-    def last_logits(self, specs: Sequence[KnockoutSpec]) -> list[torch.Tensor]:
-        """Logits at the last position under each spec (float32, ``(vocab,)`` each)."""
-        if not self.replay:  # this family's decoder cannot be replayed layer by layer: full forwards
-            return [self.vllm.last_logits(self.prepared, spec) for spec in specs]
-        return self._evaluate([block_masks(spec, self.spans, self.num_layers) for spec in specs])
+    def last_logits(self, knockouts: Sequence, progress: bool = False) -> list[torch.Tensor]:
+        """Logits at the last position under each knockout (float32, ``(vocab,)`` each).
 
-    def last_logits_for_masks(self, masks: Sequence[Mapping[int, torch.Tensor] | None],
-                              progress: bool = False) -> list[torch.Tensor]:
-        """Logits at the last position under each set of raw block masks (float32, ``(vocab,)`` each).
-
-        Each entry is ``{layer: (N, N) bool}`` (True = the query (row) <- key (column) edge is
-        cut), as :func:`flowkit.masks.block_masks` or :mod:`flowkit.pathways` make them;
-        ``None`` or ``{}`` is the clean run (its logits are the clean forward's, unchanged).
-        Any mask works: pathway masks, random controls, hand-made ones. Masks that share a
-        first cut row are replayed together as one batch, so evaluating many masks on one
-        prompt costs one clean forward plus batched replays (exact to float rounding, see the
-        module docstring). Families without replay run one full forward per mask.
+        Each knockout is a :class:`~flowkit.spec.KnockoutSpec`, ready-made per-layer block masks
+        ``{layer: (N, N) bool}`` (True = the query (row) <- key (column) edge is cut, as
+        :func:`flowkit.masks.block_masks` or :mod:`flowkit.pathways` make them), or ``None`` /
+        ``{}`` for the clean run. Knockouts that share a first cut row are replayed together as
+        one batch, so many knockouts on one prompt cost one clean forward plus batched replays
+        (exact to float rounding, see the module docstring). Without replay, one full forward each.
 
         Raises :class:`~flowkit.errors.KnockoutError` for a mask of the wrong shape or type, a
         layer outside the model, or a mask that leaves some query with no key to attend to.
         """
-        checked = [self._check_masks(m, i) for i, m in enumerate(masks)]
+        checked = [self._check_masks(_as_masks(k, self.spans, self.num_layers), i) for i, k in enumerate(knockouts)]
+        if self.replay:
+            self._ensure_clean()  # may find the model cannot be replayed (see _run_clean)
         if not self.replay:
             return [self._full_forward(m) for m in tqdm(checked, desc="full forwards", disable=not progress)]
         return self._evaluate(checked, progress=progress)
 
-    def answers_for_masks(self, masks: Sequence[Mapping[int, torch.Tensor] | None]) -> list[AnswerDistribution]:
-        """Answer distributions under each set of raw block masks (see :meth:`last_logits_for_masks`)."""
+    def answers(self, knockouts: Sequence, progress: bool = False) -> list[AnswerDistribution]:
+        """Answer distributions under each knockout (spec, raw masks or None; see :meth:`last_logits`)."""
         return [answer_distribution(l, self.prepared.letter_ids, self.spans.true_option)
-                for l in self.last_logits_for_masks(masks)]
+                for l in self.last_logits(knockouts, progress=progress)]
+
+    def answer(self, knockout=None) -> AnswerDistribution:
+        """The answer distribution under one knockout (None: the clean run)."""
+        return self.answers([knockout])[0]
+
+    @property
+    def clean_answer(self) -> AnswerDistribution:
+        return answer_distribution(self.clean_logits, self.prepared.letter_ids, self.spans.true_option)
 
     def _check_masks(self, masks: Mapping[int, torch.Tensor] | None, index: int) -> dict[int, torch.Tensor]:
         if not masks:
@@ -240,9 +365,8 @@ class Engine:
                 refuse_empty_rows(mask, [f"mask set {index}"], min(l for l, m in out.items() if m is mask))
         return out
 
-    @torch.inference_mode()
     def _full_forward(self, masks: dict[int, torch.Tensor]) -> torch.Tensor:
-        return self.vllm.last_logits(self.prepared, masks=masks) if masks else self.clean_logits
+        return self.full_forward_logits(masks) if masks else self.clean_logits
 
     def _evaluate(self, masks: list[dict[int, torch.Tensor]], progress: bool = False) -> list[torch.Tensor]:
         """Replay every mask set, batching those that share a first cut row (see :meth:`plan`)."""
@@ -267,18 +391,6 @@ class Engine:
                 results[i] = logits[row]
         return results
 
-    def answers(self, specs: Sequence[KnockoutSpec]) -> list[AnswerDistribution]:
-        """Answer distributions under each spec."""
-        return [answer_distribution(l, self.prepared.letter_ids, self.spans.true_option)
-                for l in self.last_logits(specs)]
-
-    def answer(self, spec: KnockoutSpec) -> AnswerDistribution:
-        return self.answers([spec])[0]
-
-    @property
-    def clean_answer(self) -> AnswerDistribution:
-        return answer_distribution(self.clean_logits, self.prepared.letter_ids, self.spans.true_option)
-
     # ------------------------------------------------------------ interactive reuse
     def last_logits_resuming(self, masks: Mapping[int, torch.Tensor] | None,
                              traces: Sequence[Trace] = ()) -> tuple[torch.Tensor, Trace | None]:
@@ -287,10 +399,12 @@ class Engine:
         A knockout grid's click usually changes the previous spec in a few layers: where the new
         masks equal an earlier replay's in layers ``0 .. d-1``, the residual stream entering
         layer ``d`` is that replay's, so only layers ``d ..`` are recomputed (at the positions
-        that can differ). Exact like :meth:`last_logits_for_masks`. Returns the logits and the
+        that can differ). Exact like :meth:`last_logits`. Returns the logits and the
         new :class:`Trace` (None for the clean run) to pass back in later calls.
         """
         masks = self._check_masks(masks, 0)
+        if self.replay:
+            self._ensure_clean()
         if not self.replay:
             return self._full_forward(masks), None
         n, layers = self.spans.seq_len, self.num_layers

@@ -1,4 +1,4 @@
-"""Sweeps: many edge families x layer windows x samples, as one tidy DataFrame.
+"""Sweeps: many edge groups x layer windows x samples, as one tidy DataFrame.
 
 A sweep runs here (the default) or on a Ray cluster (``executor=``, see
 :mod:`flowkit.distributed`); either way the work unit is one whole question and the
@@ -21,22 +21,23 @@ from flowkit.spec import KnockoutSpec, LayerWindow
 from flowkit.readout import percent_change
 from flowkit.spans import OPTION_LETTERS
 
-COLUMNS = ["sample", "task", "family", "center", "layers", "spec", "answer", "predicted_base", "p_base",
+COLUMNS = ["sample", "task", "edge_group", "center", "layers", "spec", "answer", "predicted_base", "p_base",
            "p_new", "pct_change", "predicted_after", "correct_base", "correct_after"]
 
 
-def window_specs(families: Sequence[str], centers: Iterable[int], size: int = 9) -> list[tuple[str, int, KnockoutSpec]]:
-    """``(family, centre, spec)`` for every family and window centre."""
-    return [(family, center, KnockoutSpec.single(family, LayerWindow(center, size)))
-            for family in families for center in centers]
+def window_specs(edge_groups: Sequence[str], centers: Iterable[int], size: int = 9
+                 ) -> list[tuple[str, int, KnockoutSpec]]:
+    """``(edge_group, centre, spec)`` for every edge group and window centre."""
+    return [(edge_group, center, KnockoutSpec.single(edge_group, LayerWindow(center, size)))
+            for edge_group in edge_groups for center in centers]
 
 
-def sweep(vllm, samples, families: Sequence[str] = PAPER_EDGE_GROUPS, centers: Iterable[int] | None = None,
+def sweep(vllm, samples, edge_groups: Sequence[str] = PAPER_EDGE_GROUPS, centers: Iterable[int] | None = None,
           size: int = 9, cache: ResultCache | str | os.PathLike | None = None, progress: bool = True,
-          use_engine: bool = True, executor="local", num_workers: int | None = None) -> pd.DataFrame:
-    """Knock out each edge family in each layer window on each sample.
+          replay: bool = True, executor="local", num_workers: int | None = None) -> pd.DataFrame:
+    """Knock out each edge group in each layer window on each sample.
 
-    Returns one row per (sample, family, window centre) with the probability of the
+    Returns one row per (sample, edge group, window centre) with the probability of the
     baseline's predicted option before (``p_base``) and after (``p_new``), the paper's
     ``pct_change``, and whether the answer is correct before and after. Average
     ``pct_change`` over rows with ``correct_base`` to follow the paper.
@@ -45,14 +46,14 @@ def sweep(vllm, samples, families: Sequence[str] = PAPER_EDGE_GROUPS, centers: I
         vllm: a :class:`flowkit.VideoLLM`, or a :class:`flowkit.distributed.ModelSource`
             (what to load: a Ray sweep then never loads the model on the driver).
         samples: :class:`flowkit.data.Sample` objects (they must know their answer).
-        families: edge groups to cut (default: the paper's five).
+        edge_groups: edge groups to cut (default: the paper's five).
         centers: window centres (default: every layer).
         size: window size (the paper uses 9).
         cache: a folder or :class:`ResultCache`; results found there are not recomputed,
             and each question's results are written there (atomically) as soon as it is done,
             so a sweep stopped for any reason resumes where it stopped.
-        use_engine: evaluate with :class:`flowkit.session.Engine` (exact, faster) instead
-            of one full forward per spec.
+        replay: each question's :class:`flowkit.session.Session` replays only what a spec
+            changes (exact to float rounding, faster); ``False``: one full forward per spec.
         executor: where questions are evaluated: ``"local"`` (default: this process, no Ray)
             or a Ray cluster — ``"auto"``, ``"ray://HOST:PORT"``, ``"HOST:PORT"`` or
             ``"local-ray:N"`` (see :func:`flowkit.distributed.make_executor`). On Ray each
@@ -71,7 +72,7 @@ def sweep(vllm, samples, families: Sequence[str] = PAPER_EDGE_GROUPS, centers: I
     started = time.perf_counter()
     with runner.session(vllm) as session:  # a Ray address that is wrong fails here, before any work
         num_layers = session.num_layers
-        specs = window_specs(families, range(num_layers) if centers is None else centers, size)
+        specs = window_specs(edge_groups, range(num_layers) if centers is None else centers, size)
         for _, _, spec in specs:
             spec.layers_touched(num_layers)  # fail fast on a bad window
         if cache is not None and not isinstance(cache, ResultCache):
@@ -101,7 +102,7 @@ def sweep(vllm, samples, families: Sequence[str] = PAPER_EDGE_GROUPS, centers: I
                 results[job.index] = {**known.pop(job.index), **fresh}
                 bar.update(len(specs))
 
-            stats = session.run(jobs, finished, use_engine=use_engine)
+            stats = session.run(jobs, finished, replay=replay)
         finally:
             bar.close()
     rows = [row for index, sample in enumerate(samples)
@@ -118,12 +119,12 @@ def question_rows(sample, specs, jsons: Sequence[str], results: dict[str, dict],
     base_pred = clean["predicted"]
     true = OPTION_LETTERS.index(sample.answer)
     rows = []
-    for (family, center, spec), j in zip(specs, jsons):
+    for (edge_group, center, spec), j in zip(specs, jsons):
         new = results[j]
         touched = spec.layers_touched(num_layers)
         p_base, p_new = clean["probs"][base_pred], new["probs"][base_pred]
         rows.append({
-            "sample": sample.id, "task": sample.task, "family": family, "center": center,
+            "sample": sample.id, "task": sample.task, "edge_group": edge_group, "center": center,
             "layers": f"{min(touched)}-{max(touched)}",
             "spec": j, "answer": sample.answer, "predicted_base": OPTION_LETTERS[base_pred],
             "p_base": p_base, "p_new": p_new, "pct_change": percent_change(p_base, p_new),
@@ -134,7 +135,7 @@ def question_rows(sample, specs, jsons: Sequence[str], results: dict[str, dict],
 
 
 def summarize(df: pd.DataFrame, only_correct: bool = True) -> pd.DataFrame:
-    """Mean % change per (task, family, centre), over correctly answered samples by default.
+    """Mean % change per (task, edge group, centre), over correctly answered samples by default.
 
     Columns: ``pct_change`` (mean over the rows averaged), ``n`` (those rows), and, over
     *every* question of the group: ``questions``, ``accuracy_before`` and ``accuracy_after``
@@ -145,7 +146,7 @@ def summarize(df: pd.DataFrame, only_correct: bool = True) -> pd.DataFrame:
     ``still_correct_share`` (flowkit's former ``accuracy_after``: the share of the correctly
     answered questions that stay correct; NaN where none was correct).
     """
-    keys = ["task", "family", "center"]
+    keys = ["task", "edge_group", "center"]
     averaged = df[df["correct_base"]] if only_correct else df
     out = averaged.groupby(keys, as_index=False).agg(pct_change=("pct_change", "mean"), n=("pct_change", "size"))
     kept_correct = df.assign(correct_before_and_after=df["correct_base"] & df["correct_after"])

@@ -17,23 +17,21 @@ Knockout grid
       every frame column in a layer cuts exactly what ``cross_frame`` cuts there;
     - ``"frames"``: shorthand for ``"frame:1"`` ... ``"frame:{N-1}"``.
 
-    :class:`AnswerExplorer` answers a spec with one cached :class:`~flowkit.session.Engine`
+    :class:`AnswerExplorer` answers a spec with one cached :class:`~flowkit.session.Session`
     (one clean forward pass per prompt) and :func:`answer_view` packs before/after
     distributions into the JSON the widget draws.
 
 Lens view
     :func:`lens_view_table` turns :func:`flowkit.lens.frame_top_words` output into
-    per-layer, per-frame word lists; :func:`frame_thumbnails` makes PNG data URLs.
+    per-layer, per-frame word lists (frame pictures come from :mod:`flowkit.thumbnails`).
 
 Flow curves
     :func:`flow_curve_series` turns :func:`flowkit.sweep.summarize` output into one
-    series per task and family, with the axes' extent.
+    series per task and edge group, with the axes' extent.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 import re
 from collections import OrderedDict
@@ -44,7 +42,7 @@ import numpy as np
 
 from flowkit.errors import KnockoutError
 from flowkit.spec import Cut, KnockoutSpec, LayerSet, LayerWindow, _compact
-from flowkit.edge_groups import normalize_edges
+from flowkit.edge_groups import edge_group_label, edge_group_title, normalize_edges
 from flowkit.readout import AnswerDistribution, percent_change
 from flowkit.spans import Spans
 
@@ -81,23 +79,21 @@ class GridColumn:
                 "frame": self.frame}
 
 
-def grid_columns(families: str | Sequence[str], spans: Spans) -> tuple[GridColumn, ...]:
+def grid_columns(edge_groups: str | Sequence[str], spans: Spans) -> tuple[GridColumn, ...]:
     """The columns of a knockout grid for one prompt (see the module docstring for the spelling)."""
-    from flowkit.plots import family_label
-
-    requested = [families] if isinstance(families, str) else list(families)
+    requested = [edge_groups] if isinstance(edge_groups, str) else list(edge_groups)
     if not requested:
-        raise KnockoutError("a knockout grid needs at least one column, e.g. families=PAPER_EDGE_GROUPS.")
+        raise KnockoutError("a knockout grid needs at least one column, e.g. edge_groups=PAPER_EDGE_GROUPS.")
     keys: list[str] = []
-    for family in requested:
-        if not isinstance(family, str):
-            raise KnockoutError(f"grid columns are strings such as 'video->question' or 'frame:2', got {family!r}")
-        if family.strip().lower() == FRAMES:
+    for column in requested:
+        if not isinstance(column, str):
+            raise KnockoutError(f"grid columns are strings such as 'video->question' or 'frame:2', got {column!r}")
+        if column.strip().lower() == FRAMES:
             if spans.num_frames < 2:
                 raise KnockoutError("the 'frames' columns need a video of at least 2 frames.")
             keys += [f"frame:{i}" for i in range(1, spans.num_frames)]
         else:
-            keys.append(family.strip())
+            keys.append(column.strip())
     columns = []
     for key in keys:
         if _FRAME_COLUMN.fullmatch(key):
@@ -107,7 +103,7 @@ def grid_columns(families: str | Sequence[str], spans: Spans) -> tuple[GridColum
             if edges != "cross_frame":
                 spans.positions(edges.split("->")[0])  # fail now on a group this prompt lacks
                 spans.positions(edges.split("->")[1])
-            columns.append(GridColumn(key=edges, label=family_label(edges), title=_edge_title(edges),
+            columns.append(GridColumn(key=edges, label=edge_group_label(edges), title=edge_group_title(edges),
                                       edges=(edges,)))
     seen = [c.key for c in columns]
     duplicates = sorted({k for k in seen if seen.count(k) > 1})
@@ -130,13 +126,6 @@ def _frame_column(key: str, spans: Spans) -> GridColumn:
     earlier = "frame 0" if i == 1 else f"frames 0–{i - 1}"
     return GridColumn(key=f"frame:{i}", label=f"→ frame {i}", title=f"frame {i} cannot read {earlier}",
                       edges=edges, frame=i)
-
-
-def _edge_title(edges: str) -> str:
-    if edges == "cross_frame":
-        return "every frame cannot read earlier frames"
-    source, target = edges.split("->")
-    return f"{target} cannot read {source}"
 
 
 # --------------------------------------------------------------------- cells <-> spec
@@ -235,36 +224,34 @@ def resolve_prompt(vllm, prompt, frames=None, options: Sequence[str] | None = No
 class AnswerExplorer:
     """Answer distributions under knockout specs for one prompt, fast enough to click.
 
-    The first call runs the clean forward once (an :class:`~flowkit.session.Engine`);
+    The first call runs the clean forward once (in the prompt's :class:`~flowkit.session.Session`);
     every spec after that replays only what it can change: from the first cut layer on,
     or — when the spec equals a recent one in its first layers, as a click that adds or
     removes one cell does — from the first layer where the two differ, starting from the
-    residual stream that replay computed (:meth:`~flowkit.session.Engine.last_logits_resuming`).
+    residual stream that replay computed (:meth:`~flowkit.session.Session.last_logits_resuming`).
     Answers are memoised by spec (the ``maxsize`` most recent); the ``traces`` most recent
     replays are kept for resuming (each holds the stream of the layers it replayed).
     """
 
-    def __init__(self, vllm, prepared, engine=None, maxsize: int = 256, traces: int = 6):
+    def __init__(self, vllm, prepared, session=None, maxsize: int = 256, traces: int = 6):
         self.vllm, self.prepared, self.maxsize, self.max_traces = vllm, prepared, maxsize, traces
-        self._engine = engine
+        self._session = session
         self._memo: OrderedDict[str, AnswerDistribution] = OrderedDict()
         self._traces: list = []
         #: how many answers resumed from an earlier replay instead of the clean run
         self.resumed = 0
 
     @property
-    def engine(self):
-        """The :class:`~flowkit.session.Engine` (its clean run happens on first use)."""
-        if self._engine is None:
-            from flowkit.session import Engine
-
-            self._engine = Engine(self.vllm, self.prepared)
-        return self._engine
+    def session(self):
+        """The prompt's :class:`~flowkit.session.Session` (its clean run happens on first use)."""
+        if self._session is None:
+            self._session = self.vllm.session(self.prepared)
+        return self._session
 
     @property
     def clean(self) -> AnswerDistribution:
         """The answer without any knockout."""
-        return self.engine.clean_answer
+        return self.session.clean_answer
 
     def answer(self, spec: KnockoutSpec) -> AnswerDistribution:
         """The answer under ``spec`` (memoised)."""
@@ -275,9 +262,9 @@ class AnswerExplorer:
         if key in self._memo:
             self._memo.move_to_end(key)
             return self._memo[key]
-        engine = self.engine
-        masks = block_masks(spec, self.prepared.spans, engine.num_layers)
-        logits, trace = engine.last_logits_resuming(masks, self._traces)
+        session = self.session
+        masks = block_masks(spec, self.prepared.spans, session.num_layers)
+        logits, trace = session.last_logits_resuming(masks, self._traces)
         if trace is not None:
             self.resumed += trace.resumed and trace not in self._traces
             self._traces = [t for t in self._traces if t is not trace][-(self.max_traces - 1):] + [trace]
@@ -325,31 +312,6 @@ def answer_view(before: AnswerDistribution, after: AnswerDistribution, spec: Kno
 # ---------------------------------------------------------------------- lens view
 
 
-def frame_thumbnails(frames, size: int = 112) -> list[str]:
-    """One PNG data URL per frame, the longer side scaled to ``size`` pixels.
-
-    Small frames are enlarged without smoothing (nearest neighbour), so a 32x32
-    synthetic frame stays crisp on a projector.
-    """
-    from PIL import Image
-
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be a (T, H, W, 3) array, got shape {frames.shape}")
-    if frames.dtype != np.uint8:
-        frames = np.clip(frames, 0, 255).astype(np.uint8)
-    urls = []
-    for frame in frames:
-        image = Image.fromarray(frame)
-        scale = size / max(image.size)
-        resample = Image.NEAREST if scale >= 1 else Image.BILINEAR
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        urls.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"))
-    return urls
-
-
 def lens_view_table(top_words, num_layers: int, num_frames: int, top: int = 5) -> list[list[list[dict]]]:
     """``table[layer][frame]`` = the frame's top words after that layer, for the lens view.
 
@@ -374,13 +336,13 @@ def lens_view_table(top_words, num_layers: int, num_frames: int, top: int = 5) -
 def flow_curve_series(summary, num_layers: int | None = None) -> dict:
     """Series for the flow-curves widget from :func:`flowkit.sweep.summarize` output.
 
-    Returns ``{"tasks", "families", "labels", "colors", "num_layers", "y_domain", "curves"}``
-    where ``curves[task][family]`` is a list of ``[centre, pct_change, n]`` sorted by centre
+    Returns ``{"tasks", "edge_groups", "labels", "colors", "num_layers", "y_domain", "curves"}``
+    where ``curves[task][edge_group]`` is a list of ``[centre, pct_change, n]`` sorted by centre
     and ``y_domain`` spans every value and 0 (rounded out to multiples of 5 %).
     """
-    from flowkit.plots import family_colors, family_label
+    from flowkit.plots import edge_group_colors
 
-    needed = ["task", "family", "center", "pct_change"]
+    needed = ["task", "edge_group", "center", "pct_change"]
     missing = [c for c in needed if c not in summary.columns]
     if missing:
         raise ValueError(f"flow curves need columns {needed}; missing {missing}. "
@@ -388,21 +350,21 @@ def flow_curve_series(summary, num_layers: int | None = None) -> dict:
     if summary.empty:
         raise ValueError("flow curves got an empty summary: run a sweep first.")
     tasks = list(dict.fromkeys(summary["task"]))
-    families = list(dict.fromkeys(summary["family"]))
+    edge_groups = list(dict.fromkeys(summary["edge_group"]))
     curves: dict[str, dict[str, list]] = {task: {} for task in tasks}
-    for (task, family), group in summary.sort_values("center").groupby(["task", "family"], sort=False):
+    for (task, edge_group), group in summary.sort_values("center").groupby(["task", "edge_group"], sort=False):
         n = group["n"] if "n" in group.columns else [None] * len(group)
-        curves[task][family] = [[int(c), float(p), None if m is None else int(m)]
+        curves[task][edge_group] = [[int(c), float(p), None if m is None else int(m)]
                                 for c, p, m in zip(group["center"], group["pct_change"], n)]
     values = [float(v) for v in summary["pct_change"] if math.isfinite(v)] + [0.0]
     low, high = math.floor(min(values) / 5) * 5, math.ceil(max(values) / 5) * 5
     if low == high:
         low, high = low - 5, high + 5
     depth = int(num_layers if num_layers is not None else summary["center"].max() + 1)
-    return {"tasks": tasks, "families": families, "labels": {f: family_label(f) for f in families},
-            "colors": family_colors(families), "num_layers": depth, "y_domain": [low, high], "curves": curves}
+    return {"tasks": tasks, "edge_groups": edge_groups, "labels": {g: edge_group_label(g) for g in edge_groups},
+            "colors": edge_group_colors(edge_groups), "num_layers": depth, "y_domain": [low, high], "curves": curves}
 
 
 __all__ = ["FRAMES", "AnswerExplorer", "GridColumn", "answer_view", "cells_to_spec", "describe_cells",
-           "flow_curve_series", "frame_thumbnails", "grid_columns", "lens_view_table", "resolve_prompt",
+           "flow_curve_series", "grid_columns", "lens_view_table", "resolve_prompt",
            "spec_to_cells", "window_cells"]

@@ -173,10 +173,10 @@ def _chrome(chromium: str, driver_path: str, profile: Path):
 
 def _pick_window(vllm, prepared, columns, size: int = 9):
     """The (centre layer, column) whose shift-click window moves the shown answer most, and by how much."""
-    from flowkit.session import Engine
+    from flowkit.session import Session
     from flowkit.view_models import cells_to_spec, window_cells
 
-    engine = Engine(vllm, prepared)
+    engine = Session(vllm, prepared)
     clean = engine.clean_answer
     places = [(center, column) for column in range(len(columns)) for center in range(vllm.num_layers)]
     answers = engine.answers([cells_to_spec(window_cells(center, column, vllm.num_layers, size), columns,

@@ -292,7 +292,7 @@ def test_clip_strip_and_sample_lookup():
     assert chapters.sample(first.id) is first
     with pytest.raises(FlowkitError, match="ids look like"):
         chapters.sample("scene_transition/9999")
-    with pytest.raises(FlowkitError, match="no bench task"):
+    with pytest.raises(FlowkitError, match="no task"):
         chapters.samples_of("nope")
 
 
@@ -301,7 +301,7 @@ def test_knockout_grid_knows_its_sample(toy_fp32):
     from widgets import KnockoutGrid
 
     sample = generate("scene_transition", 1, seed=5, num_frames=8, size=32)[0]
-    assert KnockoutGrid(toy_fp32, sample, families="frames").sample_id == sample.id
+    assert KnockoutGrid(toy_fp32, sample, edge_groups="frames").sample_id == sample.id
     assert KnockoutGrid(toy_fp32, toy_fp32.prepare_sample(sample)).sample_id == ""
 
 

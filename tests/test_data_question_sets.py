@@ -91,7 +91,7 @@ def test_unknown_task_lists_available(tvbench):
 
 
 def test_root_does_not_exist(tmp_path):
-    with pytest.raises(QuestionSetError, match=r"bench root does not exist: .*missing-root"):
+    with pytest.raises(QuestionSetError, match=r"question-set root does not exist: .*missing-root"):
         load_question_set(tmp_path / "missing-root")
 
 

@@ -25,8 +25,8 @@ from flowkit.distributed import (ExecutorAddressError, ExecutorError, LocalExecu
 from flowkit.spec import KnockoutSpec
 from flowkit.sweep import sweep, window_specs
 
-FAMILIES = ["cross_frame", "question->last"]
-SIZE = 3  # windows of 3 layers on the 4-layer toy model: 2 families x 4 centres = 8 specs per question
+EDGE_GROUPS = ["cross_frame", "question->last"]
+SIZE = 3  # windows of 3 layers on the 4-layer toy model: 2 edge groups x 4 centres = 8 specs per question
 TEST_TIMEOUT_S = 300
 
 
@@ -40,7 +40,7 @@ def samples():
 
 @pytest.fixture(scope="module")
 def local_table(toy_fp32, samples):
-    return sweep(toy_fp32, samples, families=FAMILIES, size=SIZE, progress=False)
+    return sweep(toy_fp32, samples, edge_groups=EDGE_GROUPS, size=SIZE, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_malformed_address_is_refused_at_once(address):
 def test_local_is_the_default_and_needs_no_ray(toy_fp32, samples, local_table):
     assert isinstance(make_executor(), LocalExecutor) and isinstance(make_executor("local"), LocalExecutor)
     if "ray" not in sys.modules:  # nothing in this session imported Ray yet: a local sweep must not either
-        again = sweep(toy_fp32, samples[:1], families=FAMILIES, size=SIZE, progress=False)
+        again = sweep(toy_fp32, samples[:1], edge_groups=EDGE_GROUPS, size=SIZE, progress=False)
         assert "ray" not in sys.modules
         pd.testing.assert_frame_equal(again, local_table.iloc[:len(again)], check_exact=True)
     else:  # Ray was imported by an earlier test: check in a fresh interpreter
@@ -121,7 +121,7 @@ def test_bad_address_is_one_clear_error_before_any_work(toy_fp32, samples, tmp_p
     address = f"{scheme}127.0.0.1:{closed_port()}"
     started = time.monotonic()
     with pytest.raises(ExecutorError, match=re.escape(repr(address))) as info:
-        sweep(toy_fp32, samples, families=FAMILIES, size=SIZE, cache=tmp_path / "cache", progress=False,
+        sweep(toy_fp32, samples, edge_groups=EDGE_GROUPS, size=SIZE, cache=tmp_path / "cache", progress=False,
               executor=address)
     assert time.monotonic() - started < 10
     assert "cannot reach the Ray cluster" in str(info.value)
@@ -178,7 +178,7 @@ def test_fault_hook_exits_once(tmp_path, monkeypatch):
 @pytest.mark.timeout(TEST_TIMEOUT_S)
 def test_sharded_sweep_equals_local_and_resumes_from_cache(ray_cluster, toy_fp32, samples, local_table, tmp_path):
     cache = tmp_path / "cache"
-    table = sweep(toy_fp32, samples, families=FAMILIES, size=SIZE, cache=cache, progress=False,
+    table = sweep(toy_fp32, samples, edge_groups=EDGE_GROUPS, size=SIZE, cache=cache, progress=False,
                   executor=ray_executor())
     pd.testing.assert_frame_equal(table, local_table, check_exact=True)  # same rows, same numbers, bit for bit
     info = table.attrs["sweep"]
@@ -186,7 +186,7 @@ def test_sharded_sweep_equals_local_and_resumes_from_cache(ray_cluster, toy_fp32
 
     files = sorted(cache.rglob("*.json"))
     stamps = {path: path.stat().st_mtime_ns for path in files}
-    again = sweep(toy_fp32, samples, families=FAMILIES, size=SIZE, cache=cache, progress=False,
+    again = sweep(toy_fp32, samples, edge_groups=EDGE_GROUPS, size=SIZE, cache=cache, progress=False,
                   executor=ray_executor())
     pd.testing.assert_frame_equal(again, local_table, check_exact=True)
     assert again.attrs["sweep"]["computed"] == 0 and again.attrs["sweep"]["workers"] == 0  # nothing new, no worker
@@ -202,16 +202,16 @@ def test_a_lost_worker_costs_one_retried_question(ray_cluster, toy_fp32, samples
     monkeypatch.setenv("FLOWKIT_FAULT_EXIT_AT", doomed)
     monkeypatch.setenv("FLOWKIT_FAULT_MARKER", str(marker))
     cache = tmp_path / "cache"
-    table = sweep(toy_fp32, samples, families=FAMILIES, size=SIZE, cache=cache, progress=False,
+    table = sweep(toy_fp32, samples, edge_groups=EDGE_GROUPS, size=SIZE, cache=cache, progress=False,
                   executor=ray_executor())
     assert marker.exists() and doomed in marker.read_text()  # a worker really exited at that question
     info = table.attrs["sweep"]
     assert info["workers_lost"] == 1 and info["retried_questions"] == 1 and info["computed"] == len(samples)
     pd.testing.assert_frame_equal(table, local_table, check_exact=True)
-    assert not table.duplicated(["sample", "family", "center"]).any()
+    assert not table.duplicated(["sample", "edge_group", "center"]).any()
 
     # the cache holds every record exactly once: one file per question, one record per spec + the clean run
-    expected = {spec.to_json() for _, _, spec in window_specs(FAMILIES, range(toy_fp32.num_layers), SIZE)}
+    expected = {spec.to_json() for _, _, spec in window_specs(EDGE_GROUPS, range(toy_fp32.num_layers), SIZE)}
     expected.add(KnockoutSpec().to_json())
     records = cache_records(cache)
     assert len(records) == len(samples)

@@ -10,28 +10,28 @@ import torch
 
 from flowkit import KnockoutSpec, LayerSet, LayerWindow
 from flowkit.cache import CorruptCacheWarning, ResultCache
-from flowkit.session import Engine
+from flowkit.session import Session
 from flowkit.spec import Cut
 from flowkit.sweep import COLUMNS, summarize, sweep
 
 from conftest import OPTIONS, QUESTION, random_frames
 
-FAMILIES = ["cross_frame", "video->question", "video->last", "question->last", "last->last",
+EDGE_GROUPS = ["cross_frame", "video->question", "video->last", "question->last", "last->last",
             "question_text->last", "true_option->last", "false_options->last"]
 
 
 def all_specs(num_layers):
-    specs = [KnockoutSpec.single(f, LayerWindow(c, 3)) for f in FAMILIES for c in range(num_layers)]
+    specs = [KnockoutSpec.single(g, LayerWindow(c, 3)) for g in EDGE_GROUPS for c in range(num_layers)]
     specs.append(KnockoutSpec((Cut("cross_frame", LayerSet((0, 1))), Cut("question->last", LayerSet((2, 3))))))
     specs.append(KnockoutSpec())
     return specs
 
 
 @pytest.mark.parametrize("model", ["toy_fp32", "toy_nf4", "toy_eager"])
-def test_engine_matches_full_forward_for_every_family(model, request):
+def test_engine_matches_full_forward_for_every_edge_group(model, request):
     vllm = request.getfixturevalue(model)
     prepared = vllm.prepare(random_frames(seed=11), QUESTION, OPTIONS, answer="D")
-    engine = Engine(vllm, prepared)
+    engine = Session(vllm, prepared)
     specs = all_specs(vllm.num_layers)
     fast = engine.last_logits(specs)
     worst = 0.0
@@ -43,7 +43,7 @@ def test_engine_matches_full_forward_for_every_family(model, request):
 
 
 def test_plans_pick_the_cheapest_exact_path(toy_fp32, prepared_fp32):
-    engine = Engine(toy_fp32, prepared_fp32)
+    engine = Session(toy_fp32, prepared_fp32)
     spans, layers = prepared_fp32.spans, toy_fp32.num_layers
     last = engine.plan(KnockoutSpec.single("question->last", LayerSet((2, 3))))
     assert (last.first_layer, last.first_position) == (2, spans.last)
@@ -59,15 +59,15 @@ def test_plans_pick_the_cheapest_exact_path(toy_fp32, prepared_fp32):
 
 def test_batches_of_any_size_agree(toy_fp32, prepared_fp32):
     specs = all_specs(toy_fp32.num_layers)
-    one_by_one = Engine(toy_fp32, prepared_fp32, row_budget=1).last_logits(specs)
-    batched = Engine(toy_fp32, prepared_fp32, row_budget=4096).last_logits(specs)
+    one_by_one = Session(toy_fp32, prepared_fp32, row_budget=1).last_logits(specs)
+    batched = Session(toy_fp32, prepared_fp32, row_budget=4096).last_logits(specs)
     for a, b in zip(one_by_one, batched):
         assert torch.allclose(torch.softmax(a, -1), torch.softmax(b, -1), atol=1e-6)
 
 
 def test_engine_clean_answer_is_the_stock_answer(toy_nf4):
     prepared = toy_nf4.prepare(random_frames(seed=12), QUESTION, OPTIONS, answer="A")
-    assert Engine(toy_nf4, prepared).clean_answer == toy_nf4.answer(prepared)
+    assert Session(toy_nf4, prepared).clean_answer == toy_nf4.answer(prepared)
 
 
 @pytest.fixture(scope="module")
@@ -79,33 +79,33 @@ def samples():
 
 
 def test_sweep_table_matches_naive(toy_fp32, samples):
-    families = ["cross_frame", "question->last"]
-    fast = sweep(toy_fp32, samples, families=families, size=3, progress=False)
-    naive = sweep(toy_fp32, samples, families=families, size=3, progress=False, use_engine=False)
+    edge_groups = ["cross_frame", "question->last"]
+    fast = sweep(toy_fp32, samples, edge_groups=edge_groups, size=3, progress=False)
+    naive = sweep(toy_fp32, samples, edge_groups=edge_groups, size=3, progress=False, replay=False)
     assert list(fast.columns) == COLUMNS
-    assert len(fast) == len(samples) * len(families) * toy_fp32.num_layers
+    assert len(fast) == len(samples) * len(edge_groups) * toy_fp32.num_layers
     assert set(fast["task"]) == {"moving_direction", "scene_transition"}
-    assert (fast[["sample", "family", "center"]].values == naive[["sample", "family", "center"]].values).all()
+    assert (fast[["sample", "edge_group", "center"]].values == naive[["sample", "edge_group", "center"]].values).all()
     assert (fast["p_new"] - naive["p_new"]).abs().max() <= 1e-5
     row = fast.iloc[0]
     assert row["pct_change"] == pytest.approx(100 * (row["p_new"] - row["p_base"]) / row["p_base"])
     table = summarize(fast, only_correct=False)
-    assert set(table.columns) >= {"task", "family", "center", "pct_change", "n"}
+    assert set(table.columns) >= {"task", "edge_group", "center", "pct_change", "n"}
 
 
 def test_sweep_cache_is_used_and_corruption_is_recomputed(toy_fp32, samples, tmp_path, monkeypatch):
     import flowkit.session
 
-    first = sweep(toy_fp32, samples[:1], families=["last->last"], size=3, cache=tmp_path, progress=False)
+    first = sweep(toy_fp32, samples[:1], edge_groups=["last->last"], size=3, cache=tmp_path, progress=False)
     files = list(tmp_path.rglob("*.json"))
     assert len(files) == 1
 
-    class Forbidden(flowkit.session.Engine):
+    class Forbidden(flowkit.session.Session):
         def __init__(self, *a, **k):
             raise AssertionError("everything should come from the cache")
 
-    monkeypatch.setattr(flowkit.session, "Engine", Forbidden)
-    again = sweep(toy_fp32, samples[:1], families=["last->last"], size=3, cache=tmp_path, progress=False)
+    monkeypatch.setattr(flowkit.session, "Session", Forbidden)
+    again = sweep(toy_fp32, samples[:1], edge_groups=["last->last"], size=3, cache=tmp_path, progress=False)
     assert again.equals(first)
     monkeypatch.undo()
 
@@ -115,14 +115,14 @@ def test_sweep_cache_is_used_and_corruption_is_recomputed(toy_fp32, samples, tmp
     data[key]["payload"]["probs"][0] = 0.123
     files[0].write_text(json.dumps(data))
     with pytest.warns(CorruptCacheWarning, match="failed its check"):
-        redone = sweep(toy_fp32, samples[:1], families=["last->last"], size=3, cache=tmp_path, progress=False)
+        redone = sweep(toy_fp32, samples[:1], edge_groups=["last->last"], size=3, cache=tmp_path, progress=False)
     # recomputed alone instead of in a batch: equal up to float summation order
     assert (redone["p_new"] - first["p_new"]).abs().max() <= 1e-9
 
     # a truncated file is reported, recomputed and rewritten whole
     files[0].write_text(files[0].read_text()[:40])
     with pytest.warns(CorruptCacheWarning, match="unreadable"):
-        sweep(toy_fp32, samples[:1], families=["last->last"], size=3, cache=tmp_path, progress=False)
+        sweep(toy_fp32, samples[:1], edge_groups=["last->last"], size=3, cache=tmp_path, progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ResultCache(tmp_path).get(toy_fp32.fingerprint, samples[0].id, KnockoutSpec().to_json()) is not None
@@ -136,6 +136,6 @@ def test_fingerprint_separates_quantizations(toy_fp32, toy_nf4):
 
 def test_families_without_replay_fall_back_to_full_forwards(toy_fp32, prepared_fp32, monkeypatch):
     monkeypatch.setattr(type(toy_fp32.adapter), "supports_engine_replay", False)
-    engine = Engine(toy_fp32, prepared_fp32)
+    engine = Session(toy_fp32, prepared_fp32)
     spec = KnockoutSpec.single("video->question", LayerSet((1, 2)))
     assert torch.equal(engine.last_logits([spec])[0], toy_fp32.last_logits(prepared_fp32, spec))

@@ -1,7 +1,7 @@
 """The engine replays every supported family exactly, the paper's PLLaVA route included.
 
 For each family's tiny same-class model: the adapter declares ``supports_engine_replay``,
-an :class:`~flowkit.session.Engine` really replays (no fallback), and its answers under
+an :class:`~flowkit.session.Session` really replays (no fallback), and its answers under
 specs and under raw masks (pathway-like and the paper's random control) equal a full
 forward under the same masks to <= 1e-5 in p. Where a replay would be wrong if done
 naively, a test shows why: Qwen3-VL's deepstack features must be re-added after the same
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from flowkit import KnockoutSpec, LayerSet, LayerWindow, load_videollm
-from flowkit.session import Engine
+from flowkit.session import Session
 from flowkit.spec import Cut
 from flowkit.attention import apply_block_masks
 from flowkit.masks import block_masks
@@ -79,7 +79,7 @@ def test_every_family_replays_exactly(family_model, family):
     vllm = family_model(family)
     assert vllm.adapter.supports_engine_replay
     prepared = prepare(vllm)
-    engine = Engine(vllm, prepared)
+    engine = Session(vllm, prepared)
     assert engine.replay, engine.fallback_reason
     specs = family_specs(vllm.num_layers)
     for spec, fast in zip(specs, engine.last_logits(specs)):
@@ -91,7 +91,7 @@ def test_every_family_replays_exactly(family_model, family):
     masks = [block_masks(specs[4], spans, vllm.num_layers),
              paper_random_block_masks(n, spans.video[0], vllm.num_layers, f, seed=0),
              paper_random_block_masks(n, spans.video[0], vllm.num_layers, f, seed=1), {}]
-    fast = engine.last_logits_for_masks(masks)
+    fast = engine.last_logits(masks)
     assert torch.equal(fast[-1], engine.clean_logits)
     for m, logits in zip(masks, fast):
         assert max_dp(logits, full_forward(vllm, prepared, m)) <= 1e-5, family
@@ -103,14 +103,15 @@ def test_qwen3_deepstack_is_re_added_by_the_replay(family_model):
     layers. A replay from layer 0 that skipped them would be wrong; the engine re-adds them."""
     vllm = family_model("qwen3_vl")
     prepared = prepare(vllm)
-    engine = Engine(vllm, prepared)
+    engine = Session(vllm, prepared)
+    engine.clean_logits  # the clean run (on first use) records the deepstack features
     assert engine.deepstack, "the toy Qwen3-VL should inject deepstack features"
     spec = KnockoutSpec.single("video->last", LayerSet((0,)))  # replays from layer 0, the video rows included
     masks = block_masks(KnockoutSpec.single("cross_frame", LayerSet((0,))), prepared.spans, vllm.num_layers)
     reference = full_forward(vllm, prepared, masks)
-    assert max_dp(engine.last_logits_for_masks([masks])[0], reference) <= 1e-5
+    assert max_dp(engine.last_logits([masks])[0], reference) <= 1e-5
     engine.deepstack = []  # what a naive replay would do: logits off by far more than rounding
-    naive = engine.last_logits_for_masks([masks])[0]
+    naive = engine.last_logits([masks])[0]
     assert float((naive - reference).abs().max()) > 1e-2
     assert engine.plan(spec).first_layer == 0
 
@@ -124,7 +125,7 @@ def test_sliding_window_layers_fall_back_to_full_forwards(family_model, monkeypa
     monkeypatch.setattr(config, "layer_types", ["sliding_attention"] * vllm.num_layers, raising=False)
     monkeypatch.setattr(config, "sliding_window", 4, raising=False)
     monkeypatch.setattr(vllm.language_model, "has_sliding_layers", True, raising=False)
-    engine = Engine(vllm, prepared)
+    engine = Session(vllm, prepared)
     assert not engine.replay and "sliding" in engine.fallback_reason
     masks = block_masks(KnockoutSpec.single("video->question", LayerSet((1,))), prepared.spans, vllm.num_layers)
-    assert torch.equal(engine.last_logits_for_masks([masks])[0], full_forward(vllm, prepared, masks))
+    assert torch.equal(engine.last_logits([masks])[0], full_forward(vllm, prepared, masks))

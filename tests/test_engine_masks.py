@@ -1,6 +1,6 @@
 """Any mask through the engine: pathway masks, random controls and accuracy equal full forwards.
 
-:meth:`Engine.last_logits_for_masks` evaluates raw per-layer block masks with one clean run
+:meth:`Session.last_logits` evaluates raw per-layer block masks with one clean run
 and batched replays; :func:`flowkit.experiments.effective_pathways` uses it. Both must equal
 one full forward per mask to <= 1e-5 in p (fp32 and nf4), and the pathways table must keep
 its schema and values. The interactive view's resumed replays are exact too.
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from flowkit import KnockoutSpec, LayerSet, LayerWindow, experiments
-from flowkit.session import Engine
+from flowkit.session import Session
 from flowkit.errors import KnockoutError
 from flowkit.view_models import AnswerExplorer
 from flowkit.attention import apply_block_masks
@@ -54,29 +54,29 @@ def test_masks_match_full_forwards(model, row_budget, request):
     masks += [paper_random_block_masks(spans.seq_len, spans.video[0], layers, 0.3, seed=s) for s in range(3)]
     masks += [layer_matched_random_block_masks(path, spans.seq_len, layers, seed=s) for s in range(2)]
     masks.append(block_masks(KnockoutSpec.single("question->last", LayerSet((3,))), spans, layers))
-    engine = Engine(vllm, prepared, row_budget=row_budget)
-    fast = engine.last_logits_for_masks(masks)
+    engine = Session(vllm, prepared, row_budget=row_budget)
+    fast = engine.last_logits(masks)
     assert torch.equal(fast[1], engine.clean_logits) and torch.equal(fast[2], engine.clean_logits)
     worst = max(max_dp(logits, full_forward(vllm, prepared, m or {})) for m, logits in zip(masks, fast))
     assert worst <= 1e-5, worst
     # a spec and its masks give the same numbers
     spec = KnockoutSpec.single("question->last", LayerSet((3,)))
     assert torch.equal(engine.last_logits([spec])[0], fast[-1])
-    assert [d.predicted for d in engine.answers_for_masks(masks[:2])] == [
-        engine.answers_for_masks([masks[0]])[0].predicted, engine.clean_answer.predicted]
+    assert [d.predicted for d in engine.answers(masks[:2])] == [
+        engine.answers([masks[0]])[0].predicted, engine.clean_answer.predicted]
 
 
 def test_bad_masks_are_refused_with_the_reason(toy_fp32, prepared_fp32):
-    engine = Engine(toy_fp32, prepared_fp32)
+    engine = Session(toy_fp32, prepared_fp32)
     n = prepared_fp32.seq_len
     with pytest.raises(KnockoutError, match=rf"\({n}, {n}\) bool tensor"):
-        engine.last_logits_for_masks([{0: torch.zeros(n, n + 1, dtype=torch.bool)}])
+        engine.last_logits([{0: torch.zeros(n, n + 1, dtype=torch.bool)}])
     with pytest.raises(KnockoutError, match="bool tensor"):
-        engine.last_logits_for_masks([{0: torch.zeros(n, n)}])
+        engine.last_logits([{0: torch.zeros(n, n)}])
     with pytest.raises(KnockoutError, match="not a layer of this model"):
-        engine.last_logits_for_masks([{toy_fp32.num_layers: torch.zeros(n, n, dtype=torch.bool)}])
+        engine.last_logits([{toy_fp32.num_layers: torch.zeros(n, n, dtype=torch.bool)}])
     with pytest.raises(KnockoutError, match="no key to attend to"):
-        engine.last_logits_for_masks([{1: torch.ones(n, n, dtype=torch.bool).tril()}])
+        engine.last_logits([{1: torch.ones(n, n, dtype=torch.bool).tril()}])
 
 
 @pytest.mark.parametrize("controls", [("paper",), ("paper", "layer_matched")])
@@ -84,7 +84,7 @@ def test_effective_pathways_engine_equals_full_forwards(toy_fp32, samples, contr
     fast, fast_counts = experiments.effective_pathways(toy_fp32, samples, WINDOWS, random_seeds=(0, 1, 2),
                                                        random_controls=controls, progress=False)
     slow, slow_counts = experiments.effective_pathways(toy_fp32, samples, WINDOWS, random_seeds=(0, 1, 2),
-                                                       random_controls=controls, progress=False, use_engine=False)
+                                                       random_controls=controls, progress=False, replay=False)
     assert list(fast.columns) == list(slow.columns) == ["sample", "task", "condition", "seed", "correct", "p_answer"]
     keys = ["sample", "task", "condition", "seed", "correct"]
     assert fast[keys].astype(str).equals(slow[keys].astype(str))
@@ -99,7 +99,7 @@ def test_effective_pathways_engine_equals_full_forwards(toy_fp32, samples, contr
 def test_effective_pathways_nf4_engine_equals_full_forwards(toy_nf4, samples):
     fast, _ = experiments.effective_pathways(toy_nf4, samples[:2], WINDOWS, random_seeds=(0, 1), progress=False)
     slow, _ = experiments.effective_pathways(toy_nf4, samples[:2], WINDOWS, random_seeds=(0, 1), progress=False,
-                                             use_engine=False)
+                                             replay=False)
     assert (fast["correct"] == slow["correct"]).all()
     assert (fast["p_answer"] - slow["p_answer"]).abs().max() <= 1e-5
 

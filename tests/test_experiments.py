@@ -66,16 +66,16 @@ def test_paper_windows_match_the_paper_at_32_layers():
 
 def test_windows_from_sweeps_reads_troughs():
     rows = []
-    for family, trough in (("cross_frame", 8), ("video->question", 12), ("question->last", 20)):
+    for edge_group, trough in (("cross_frame", 8), ("video->question", 12), ("question->last", 20)):
         for center in range(30):
-            rows.append({"task": "t", "family": family, "center": center,
+            rows.append({"task": "t", "edge_group": edge_group, "center": center,
                          "pct_change": -40.0 * np.exp(-((center - trough) / 2.0) ** 2)})
     windows = experiments.windows_from_sweeps(pd.DataFrame(rows), 30)
     assert windows.cross_frame[0] <= 8 <= windows.cross_frame[1]
     assert windows.video_to_question[0] <= 12 <= windows.video_to_question[1]
     assert windows.question_to_last[0] <= 20 <= windows.question_to_last[1]
     table = experiments.troughs(pd.DataFrame(rows).assign(task="t"))
-    assert dict(zip(table["family"], table["center"])) == {"cross_frame": 8, "question->last": 20, "video->question": 12}
+    assert dict(zip(table["edge_group"], table["center"])) == {"cross_frame": 8, "question->last": 20, "video->question": 12}
 
 
 def test_effective_pathways_random_controls_and_their_fraction(toy_fp32, samples):
@@ -105,8 +105,8 @@ def test_effective_pathways_preset_needs_its_depth(toy_fp32, samples):
 
 
 def test_summarize_accuracy_after_is_the_papers():
-    # four questions of one (task, family, centre): correct before / after
-    df = pd.DataFrame({"task": "t", "family": "video->question", "center": 3, "pct_change": [-10.0, -30.0, 5.0, 50.0],
+    # four questions of one (task, edge group, centre): correct before / after
+    df = pd.DataFrame({"task": "t", "edge_group": "video->question", "center": 3, "pct_change": [-10.0, -30.0, 5.0, 50.0],
                        "correct_base": [True, True, False, False], "correct_after": [True, False, True, False]})
     row = experiments.summarize(df).iloc[0]
     assert row["pct_change"] == pytest.approx(-20.0) and row["n"] == 2  # averaged over correct questions

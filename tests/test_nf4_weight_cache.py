@@ -6,7 +6,7 @@ import torch
 
 from flowkit import KnockoutSpec, LayerWindow
 from flowkit.data import generate
-from flowkit.session import Engine
+from flowkit.session import Session
 from flowkit.nf4_cpu import cache_dequantized_weights, drop_dequantized_weights, four_bit_layers
 
 
@@ -26,13 +26,13 @@ def test_cached_weights_give_bit_identical_logits_and_engine_replays(toy_checkpo
     prepared = vllm.prepare_sample(sample)
     specs = [None, KnockoutSpec.single("cross_frame", LayerWindow(1)), KnockoutSpec.single("video->last", LayerWindow(2))]
     plain = _logits(vllm, prepared, specs)
-    plain_engine = Engine(vllm, prepared).last_logits_for_masks([{}, {1: torch.ones(1, 1, dtype=torch.bool)}][:1])
+    plain_engine = Session(vllm, prepared).last_logits([{}, {1: torch.ones(1, 1, dtype=torch.bool)}][:1])
     try:
         changed = cache_dequantized_weights(vllm.model)
         assert changed == len(four_bit_layers(vllm.model)) > 0
         cached = _logits(vllm, prepared, specs)
         again = _logits(vllm, prepared, specs)  # second call: from the cache
-        cached_engine = Engine(vllm, prepared).last_logits_for_masks([{}])
+        cached_engine = Session(vllm, prepared).last_logits([{}])
         assert all(torch.equal(a, b) for a, b in zip(plain, cached))
         assert all(torch.equal(a, b) for a, b in zip(plain, again))
         assert all(torch.equal(a, b) for a, b in zip(plain_engine, cached_engine))

@@ -126,7 +126,7 @@ def paper_code_pathway_groups(num_layers: int, inter_frame_kept, video_to_questi
     ("video->last", 1_152),
     ("last->last", 1),
 ])
-def test_blocked_pairs_per_family_equal_the_paper_codes(edges, expected):
+def test_blocked_pairs_per_edge_group_equal_the_paper_codes(edges, expected):
     vision, inter_frame, question, last = paper_code_ranges()
     paper_blocked = {
         "cross_frame": inter_frame,

@@ -15,11 +15,12 @@ from PIL import Image
 
 from flowkit import KnockoutError, KnockoutSpec, LayerSet, LayerWindow, block_masks
 from flowkit.data import Sample
+from flowkit.thumbnails import frame_thumbnails
 from flowkit.view_models import (AnswerExplorer, answer_view, cells_to_spec, describe_cells, flow_curve_series,
-                                 frame_thumbnails, grid_columns, lens_view_table, spec_to_cells, window_cells)
+                                 grid_columns, lens_view_table, spec_to_cells, window_cells)
 from flowkit.edge_groups import PAPER_EDGE_GROUPS
 from flowkit.spec import Cut
-from flowkit.lens import (answer_by_layer, frame_top_words, frame_word_summary, lens_at, residual_stream,
+from flowkit.lens import (activations, answer_by_layer, frame_top_words, frame_word_summary, lens_at,
                           word_kind_of, word_shares)
 from flowkit.readout import percent_change
 from widgets import FlowCurves, KnockoutGrid, LensView
@@ -58,7 +59,7 @@ def test_paper_columns_and_frame_columns(prepared):
     assert [c.key for c in mixed] == ["video->question", "frame:2"]
 
 
-@pytest.mark.parametrize("families, message", [
+@pytest.mark.parametrize("columns, message", [
     ([], "at least one column"),
     (["frame:0"], "no earlier frame"),
     (["frame:99"], "frame:1 .. frame:7"),
@@ -66,9 +67,9 @@ def test_paper_columns_and_frame_columns(prepared):
     (["video->elsewhere"], "unknown token group"),
     (["cross_frame", "cross-frame"], "more than once"),
 ])
-def test_bad_columns_are_refused_clearly(prepared, families, message):
+def test_bad_columns_are_refused_clearly(prepared, columns, message):
     with pytest.raises(KnockoutError, match=message):
-        grid_columns(families, prepared.spans)
+        grid_columns(columns, prepared.spans)
 
 
 def test_every_frame_column_together_cuts_exactly_cross_frame(prepared):
@@ -116,9 +117,9 @@ def test_answer_explorer_runs_the_clean_forward_once_and_memoises(toy_fp32, prep
     explorer = AnswerExplorer(toy_fp32, prepared)
     spec = KnockoutSpec.single("question->last", "2")
     first = explorer.answer(spec)
-    engine = explorer.engine
+    session = explorer.session
     assert explorer.answer(KnockoutSpec.from_json(spec.to_json())) is first
-    assert explorer.engine is engine
+    assert explorer.session is session
     assert_same_answer(first.to_dict(), toy_fp32.answer(prepared, spec))
 
 
@@ -147,7 +148,7 @@ def test_grid_starts_clean(grid, toy_fp32, prepared):
 
 
 @pytest.mark.parametrize("layer, column", [(0, 0), (2, 1), (1, 2), (3, 3), (1, 4)])
-def test_toggling_a_cell_cuts_that_family_in_that_layer(grid, toy_fp32, prepared, layer, column):
+def test_toggling_a_cell_cuts_that_edge_group_in_that_layer(grid, toy_fp32, prepared, layer, column):
     grid.clear()
     grid.toggle(layer, column)
     spec = KnockoutSpec.single(PAPER_EDGE_GROUPS[column], LayerSet((layer,)))
@@ -193,7 +194,7 @@ def test_spec_json_round_trips_and_restores_a_grid(grid, toy_fp32, prepared):
     masks = block_masks(KnockoutSpec.from_json(saved), prepared.spans, 4)
     expected = block_masks(window, prepared.spans, 4)
     assert masks.keys() == expected.keys() and all(torch.equal(masks[k], expected[k]) for k in masks)
-    restored = KnockoutGrid(toy_fp32, prepared, spec=KnockoutSpec.from_json(saved), engine=grid.explorer.engine)
+    restored = KnockoutGrid(toy_fp32, prepared, spec=KnockoutSpec.from_json(saved), session=grid.explorer.session)
     assert restored.spec_json == saved and restored.cut_cells == grid.cut_cells == [[0, 1], [1, 1], [2, 1]]
     assert restored.answer == grid.answer
     with pytest.raises(traitlets.TraitError, match="no column"):
@@ -204,7 +205,7 @@ def test_spec_json_round_trips_and_restores_a_grid(grid, toy_fp32, prepared):
 
 
 def test_a_cut_that_leaves_a_token_nothing_to_read_is_refused(toy_fp32, prepared):
-    grid = KnockoutGrid(toy_fp32, prepared, families=["prefix->prefix", "question->last"])
+    grid = KnockoutGrid(toy_fp32, prepared, edge_groups=["prefix->prefix", "question->last"])
     grid.toggle(1, 1)
     grid.toggle(0, 0)  # position 0 would have no key left
     assert "no key to attend to" in grid.error
@@ -215,7 +216,7 @@ def test_a_sample_brings_its_options_question_and_thumbnails(toy_fp32):
     frames = random_frames(num_frames=4, seed=5)
     sample = Sample(id="toy/0000", task="moving_direction", frames=frames, question=QUESTION,
                     candidates=tuple(OPTIONS), answer="C", answer_text="up")
-    grid = KnockoutGrid(toy_fp32, sample, families="frames")
+    grid = KnockoutGrid(toy_fp32, sample, edge_groups="frames")
     assert [c["key"] for c in grid.columns] == ["frame:1", "frame:2", "frame:3"]
     assert grid.question == QUESTION and grid.answer["options"] == OPTIONS and grid.answer["true_option"] == 2
     assert len(grid.thumbnails) == 4 and grid.thumbnails[0].startswith("data:image/png;base64,")
@@ -238,9 +239,9 @@ def test_nf4_grid_matches_the_full_forward(toy_nf4):
 
 
 def test_frame_top_words_match_lens_at(toy_fp32, prepared):
-    stream = residual_stream(toy_fp32, prepared)
+    cache = activations(toy_fp32, prepared)
     for kind in ("embedding", "logit"):
-        words = frame_top_words(toy_fp32, prepared, kind, k=3, stream=stream)
+        words = frame_top_words(toy_fp32, prepared, kind, k=3, cache=cache)
         spans = prepared.spans
         assert len(words) == 4 * spans.num_video_tokens * 3
         position = spans.frame_spans[2][0] + 1
@@ -248,7 +249,7 @@ def test_frame_top_words_match_lens_at(toy_fp32, prepared):
         assert row["frame"].unique().tolist() == [2]
         assert row["token"].tolist() == lens_at(toy_fp32, prepared, 2, [position], kind=kind, k=3)[0]
     with pytest.raises(ValueError, match="unknown lens"):
-        frame_top_words(toy_fp32, prepared, "tuned", stream=stream)
+        frame_top_words(toy_fp32, prepared, "tuned", cache=cache)
 
 
 def test_word_summary_and_shares():
@@ -311,14 +312,14 @@ def test_lens_view_state_and_words(toy_fp32, prepared):
 
 
 def summary_frame():
-    return pd.DataFrame([{"task": t, "family": f, "center": c, "pct_change": -4.0 * c - i, "n": 2}
-                         for t in ("scene", "count") for i, f in enumerate(PAPER_EDGE_GROUPS[:3])
+    return pd.DataFrame([{"task": t, "edge_group": g, "center": c, "pct_change": -4.0 * c - i, "n": 2}
+                         for t in ("scene", "count") for i, g in enumerate(PAPER_EDGE_GROUPS[:3])
                          for c in (3, 0, 1, 2)])
 
 
 def test_flow_curve_series():
     series = flow_curve_series(summary_frame())
-    assert series["tasks"] == ["scene", "count"] and series["families"] == list(PAPER_EDGE_GROUPS[:3])
+    assert series["tasks"] == ["scene", "count"] and series["edge_groups"] == list(PAPER_EDGE_GROUPS[:3])
     assert series["num_layers"] == 4 and series["y_domain"] == [-15, 0]
     assert series["curves"]["scene"]["video->question"] == [[0, -1.0, 2], [1, -5.0, 2], [2, -9.0, 2], [3, -13.0, 2]]
     assert series["labels"]["video->question"] == "video ↛ question"
@@ -333,12 +334,12 @@ def test_flow_curves_widget_state_and_chart():
     widget.task, widget.hidden = "count", ["cross_frame"]
     chart = widget.chart().to_dict()
     rows = [r for rows in chart["datasets"].values() for r in rows]
-    assert {r["task"] for r in rows} == {"count"} and "cross_frame" not in {r["family"] for r in rows}
+    assert {r["task"] for r in rows} == {"count"} and "cross_frame" not in {r["edge_group"] for r in rows}
     with pytest.raises(traitlets.TraitError, match="unknown task"):
         widget.task = "nope"
-    with pytest.raises(traitlets.TraitError, match="unknown families"):
+    with pytest.raises(traitlets.TraitError, match="unknown edge groups"):
         widget.hidden = ["video->nowhere"]
-    raw = pd.DataFrame([{"sample": s, "task": "scene", "family": "cross_frame", "center": c,
+    raw = pd.DataFrame([{"sample": s, "task": "scene", "edge_group": "cross_frame", "center": c,
                          "pct_change": -10.0 * s, "correct_base": s < 2, "correct_after": True}
                         for s in range(3) for c in range(2)])
     summarised = FlowCurves(raw)

@@ -12,16 +12,7 @@ function s(tag, attrs = {}, text) {
   return el;
 }
 
-function h(tag, attrs = {}, children = []) {
-  const el = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "class") el.className = value;
-    else if (key === "text") el.textContent = value;
-    else el.setAttribute(key, value);
-  }
-  for (const child of children) el.append(child);
-  return el;
-}
+// h() comes from common.js
 
 function ticks(lo, hi, count) {
   if (!(hi > lo)) return [lo];
@@ -74,31 +65,31 @@ function render({ model, el }) {
       transform: `rotate(-90 18 ${(M.top + H - M.bottom) / 2})` }, "% change in p(answer)"));
 
     const curves = series.curves[task] || {};
-    series.families.forEach((family, i) => {
-      const points = curves[family];
-      if (!points || hidden.has(family)) return;
-      const color = series.colors[family];
+    series.edge_groups.forEach((edgeGroup, i) => {
+      const points = curves[edgeGroup];
+      if (!points || hidden.has(edgeGroup)) return;
+      const color = series.colors[edgeGroup];
       const path = points.map(([c, p], j) => `${j ? "L" : "M"}${x(c).toFixed(1)},${y(p).toFixed(1)}`).join("");
       svg.append(s("path", { d: path, stroke: color, "stroke-dasharray": DASHES[i % DASHES.length], class: "fk-line",
-        "data-family": family }));
+        "data-edge-group": edgeGroup }));
       for (const [c, p, n] of points) {
         const dot = s("circle", { cx: x(c), cy: y(p), r: 4, fill: color, class: "fk-dot" });
-        dot.append(s("title", {}, `${series.labels[family]} · centre ${c}: ${p.toFixed(1)} %${n === null ? "" : ` (n=${n})`}`));
+        dot.append(s("title", {}, `${series.labels[edgeGroup]} · centre ${c}: ${p.toFixed(1)} %${n === null ? "" : ` (n=${n})`}`));
         svg.append(dot);
       }
     });
 
-    legend.replaceChildren(...series.families.map((family, i) => {
-      const item = h("button", { class: `fk-legend-item${hidden.has(family) ? " is-hidden" : ""}`, type: "button",
-        title: "click to show / hide", "data-family": family });
+    legend.replaceChildren(...series.edge_groups.map((edgeGroup, i) => {
+      const item = h("button", { class: `fk-legend-item${hidden.has(edgeGroup) ? " is-hidden" : ""}`, type: "button",
+        title: "click to show / hide", "data-edge-group": edgeGroup });
       const swatch = s("svg", { width: 36, height: 14, class: "fk-swatch" });
-      swatch.append(s("line", { x1: 2, x2: 34, y1: 7, y2: 7, stroke: series.colors[family],
+      swatch.append(s("line", { x1: 2, x2: 34, y1: 7, y2: 7, stroke: series.colors[edgeGroup],
         "stroke-dasharray": DASHES[i % DASHES.length], "stroke-width": 4 }));
-      item.append(swatch, document.createTextNode(` ${series.labels[family]}`));
+      item.append(swatch, document.createTextNode(` ${series.labels[edgeGroup]}`));
       item.addEventListener("click", () => {
         const next = new Set(model.get("hidden"));
-        if (next.has(family)) next.delete(family); else next.add(family);
-        model.set("hidden", series.families.filter((f) => next.has(f)));
+        if (next.has(edgeGroup)) next.delete(edgeGroup); else next.add(edgeGroup);
+        model.set("hidden", series.edge_groups.filter((g) => next.has(g)));
         model.save_changes();
       });
       return item;

@@ -1,8 +1,7 @@
-"""FlowCurves: % change vs layer-window centre, one curve per edge family, one task at a time."""
+"""FlowCurves: % change vs layer-window centre, one curve per edge group, one task at a time."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import anywidget
 import pandas as pd
@@ -11,11 +10,12 @@ import traitlets
 from flowkit.view_models import flow_curve_series
 from flowkit.plots import flow_curves
 from flowkit.sweep import summarize
+from widgets.assets import view_source
 from widgets.snapshot import Snapshot
 
 
 class FlowCurves(Snapshot, anywidget.AnyWidget):
-    """The paper's knockout curves for one task; pick the task, click legend entries to hide families.
+    """The paper's knockout curves for one task; pick the task, click legend entries to hide edge groups.
 
     >>> df = flowkit.sweep.sweep(vllm, samples)               # doctest: +SKIP
     >>> FlowCurves(flowkit.sweep.summarize(df))               # doctest: +SKIP
@@ -24,7 +24,7 @@ class FlowCurves(Snapshot, anywidget.AnyWidget):
     :meth:`chart` gives the same view as an altair chart (:func:`flowkit.plots.flow_curves`)
     for saving or printing.
 
-    State: ``task`` and ``hidden`` (families not drawn).
+    State: ``task`` and ``hidden`` (edge groups not drawn).
 
     Args:
         summary: :func:`flowkit.sweep.summarize` output; a raw :func:`flowkit.sweep.sweep`
@@ -33,8 +33,7 @@ class FlowCurves(Snapshot, anywidget.AnyWidget):
         task: the task shown first (default: the first in ``summary``).
     """
 
-    _esm = Path(__file__).parent / "flow_curves.js"
-    _css = Path(__file__).parent / "flow_curves.css"
+    _esm, _css = view_source("flow_curves")
 
     series = traitlets.Dict().tag(sync=True)
     task = traitlets.Unicode("").tag(sync=True)
@@ -55,9 +54,10 @@ class FlowCurves(Snapshot, anywidget.AnyWidget):
 
     @traitlets.validate("hidden")
     def _valid_hidden(self, proposal):
-        unknown = [f for f in proposal["value"] if f not in self.series["families"]]
+        known = self.series["edge_groups"]
+        unknown = [g for g in proposal["value"] if g not in known]
         if unknown:
-            raise traitlets.TraitError(f"unknown families {unknown}; families: {', '.join(self.series['families'])}")
+            raise traitlets.TraitError(f"unknown edge groups {unknown}; edge groups: {', '.join(known)}")
         return proposal["value"]
 
     def snapshot_chart(self):
@@ -65,6 +65,6 @@ class FlowCurves(Snapshot, anywidget.AnyWidget):
         return self.chart()
 
     def chart(self):
-        """The current view (task, visible families) as an altair chart."""
-        shown = self._summary[(self._summary["task"] == self.task) & ~self._summary["family"].isin(self.hidden)]
+        """The current view (task, visible edge groups) as an altair chart."""
+        shown = self._summary[(self._summary["task"] == self.task) & ~self._summary["edge_group"].isin(self.hidden)]
         return flow_curves(shown, num_layers=self.series["num_layers"], columns=1, width=520, height=320)

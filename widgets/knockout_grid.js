@@ -2,17 +2,7 @@
 // The view sends actions ({action: "paint" | "window" | "clear"}) and redraws from the synced
 // traitlets `cut_cells` and `answer`. Plain ESM, no imports: it works offline.
 
-function h(tag, attrs = {}, children = []) {
-  const el = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "class") el.className = value;
-    else if (key === "text") el.textContent = value;
-    else if (key === "style") Object.assign(el.style, value);
-    else el.setAttribute(key, value);
-  }
-  for (const child of children) el.append(child);
-  return el;
-}
+// h() comes from common.js
 
 const percent = (p) => `${(100 * p).toFixed(1)}%`;
 const smallPercent = (p) => (100 * p >= 0.1 ? `${(100 * p).toFixed(1)}%` : `${(100 * p).toExponential(1)}%`);

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import anywidget
 import traitlets
 
 from flowkit.errors import FlowkitError
-from flowkit.view_models import (AnswerExplorer, answer_view, cells_to_spec, describe_cells, frame_thumbnails,
-                                 grid_columns, resolve_prompt, spec_to_cells, window_cells)
+from flowkit.thumbnails import frame_thumbnails
+from flowkit.view_models import (AnswerExplorer, answer_view, cells_to_spec, describe_cells, grid_columns, resolve_prompt, spec_to_cells, window_cells)
 from flowkit.edge_groups import PAPER_EDGE_GROUPS
 from flowkit.spec import KnockoutSpec
+from widgets.assets import view_source
 from widgets.snapshot import Snapshot
 
 
@@ -20,7 +20,7 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
     """Rows are the language model's layers, columns edge groups; a cut cell cuts that group in that layer.
 
     >>> grid = KnockoutGrid(vllm, sample)                                   # doctest: +SKIP
-    >>> grid = KnockoutGrid(vllm, sample, families="frames")                # one column per frame
+    >>> grid = KnockoutGrid(vllm, sample, edge_groups="frames")             # one column per frame
     >>> KnockoutSpec.from_json(grid.spec_json)                              # the current spec
 
     In the notebook: click a cell to toggle it, drag to paint several, shift-click to
@@ -36,18 +36,17 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
     Args:
         vllm: a :class:`flowkit.VideoLLM`.
         prompt: a :class:`flowkit.data.Sample` or a prepared prompt (``vllm.prepare(...)``).
-        families: the columns: edge groups (``"video->question"``, ``"cross_frame"``, ...),
+        edge_groups: the columns: edge groups (``"video->question"``, ``"cross_frame"``, ...),
             ``"frame:i"`` (frame i's inputs from earlier frames) or ``"frames"`` (every
             frame's); see :mod:`flowkit.view_models`.
         spec: a spec to start from (default: nothing cut).
-        engine: an :class:`~flowkit.session.Engine` for this prompt to share (its clean run is reused).
+        session: a :class:`~flowkit.session.Session` of this prompt to share (its clean run is reused).
         frames: the video frames, for thumbnails over frame columns when ``prompt`` is prepared.
         options: option texts shown beside the letters when ``prompt`` is prepared.
         window_size: layers cut by shift-click (the paper's 9).
     """
 
-    _esm = Path(__file__).parent / "knockout_grid.js"
-    _css = Path(__file__).parent / "knockout_grid.css"
+    _esm, _css = view_source("knockout_grid")
 
     spec_json = traitlets.Unicode(KnockoutSpec().to_json()).tag(sync=True)
     num_layers = traitlets.Int(0).tag(sync=True)
@@ -61,12 +60,12 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
     sample_id = traitlets.Unicode("").tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, vllm, prompt, families: str | Sequence[str] = PAPER_EDGE_GROUPS, *,
-                 spec: KnockoutSpec | None = None, engine=None, frames=None, options: Sequence[str] | None = None,
+    def __init__(self, vllm, prompt, edge_groups: str | Sequence[str] = PAPER_EDGE_GROUPS, *,
+                 spec: KnockoutSpec | None = None, session=None, frames=None, options: Sequence[str] | None = None,
                  window_size: int = 9, **kwargs):
         prepared, frames, options, question = resolve_prompt(vllm, prompt, frames, options)
-        self._explorer = AnswerExplorer(vllm, prepared, engine=engine)
-        self._grid_columns = grid_columns(families, prepared.spans)
+        self._explorer = AnswerExplorer(vllm, prepared, session=session)
+        self._grid_columns = grid_columns(edge_groups, prepared.spans)
         self._options = options
         thumbs = []
         if frames is not None and any(c.frame is not None for c in self._grid_columns):

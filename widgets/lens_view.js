@@ -1,16 +1,7 @@
 // LensView view: frame thumbnails with the words their video tokens decode to.
 // Python computes the whole table (lens x layer x frame -> words); the view only indexes it.
 
-function h(tag, attrs = {}, children = []) {
-  const el = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "class") el.className = value;
-    else if (key === "text") el.textContent = value;
-    else el.setAttribute(key, value);
-  }
-  for (const child of children) el.append(child);
-  return el;
-}
+// h() comes from common.js
 
 const LENSES = [
   ["embedding", "embedding lens", "hidden · Eᵀ (the paper's lens for video tokens)"],

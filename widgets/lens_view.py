@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import anywidget
 import traitlets
 
 from flowkit.errors import FlowkitError
-from flowkit.view_models import frame_thumbnails, lens_view_table, resolve_prompt
+from flowkit.thumbnails import frame_thumbnails
+from flowkit.view_models import lens_view_table, resolve_prompt
 from flowkit.spec import KnockoutSpec
 from flowkit.masks import block_masks
-from flowkit.lens import LENS_KINDS, frame_top_words, residual_stream
+from flowkit.lens import LENS_KINDS, activations, frame_top_words
 from flowkit.plots import WORD_KIND_COLORS
+from widgets.assets import view_source
 from widgets.snapshot import Snapshot
 
 
@@ -43,8 +44,7 @@ class LensView(Snapshot, anywidget.AnyWidget):
         frames: the video frames for thumbnails when ``prompt`` is prepared.
     """
 
-    _esm = Path(__file__).parent / "lens_view.js"
-    _css = Path(__file__).parent / "lens_view.css"
+    _esm, _css = view_source("lens_view")
 
     kind = traitlets.Enum(list(LENS_KINDS), default_value="embedding").tag(sync=True)
     layer = traitlets.Int(0).tag(sync=True)
@@ -94,9 +94,9 @@ class LensView(Snapshot, anywidget.AnyWidget):
 
     def _compute(self) -> None:
         """One forward pass under the spec, read through both lenses."""
-        stream = residual_stream(self._vllm, self._prepared, KnockoutSpec.from_json(self.spec_json))
+        cache = activations(self._vllm, self._prepared, KnockoutSpec.from_json(self.spec_json))
         spans = self._prepared.spans
-        self.top_words = {kind: frame_top_words(self._vllm, self._prepared, kind, self._k, stream=stream)
+        self.top_words = {kind: frame_top_words(self._vllm, self._prepared, kind, self._k, cache=cache)
                           for kind in LENS_KINDS}
         self.table = {kind: lens_view_table(words, self.num_layers, spans.num_frames, self._top)
                       for kind, words in self.top_words.items()}

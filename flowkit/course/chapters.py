@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from flowkit.errors import FlowkitError
+from flowkit.thumbnails import clip_strip
 from flowkit.spans import OPTION_LETTERS
 
 MODEL = "flowkit-smol-video"
@@ -92,9 +93,9 @@ def learned_tasks() -> list[str]:
     return sorted(table.index[table["learned"]])
 
 
-def telling_clip(family: str):
-    """A question worth looking at for ``family``: answered correctly, from a learned task, and the
-    one whose answer moved most when ``family`` was cut in the precomputed sweeps.
+def telling_clip(edge_group: str):
+    """A question worth looking at for ``edge_group``: answered correctly, from a learned task, and the
+    one whose answer moved most when ``edge_group`` was cut in the precomputed sweeps.
 
     It is the *most* moved question, not a typical one: show it beside its task's distribution
     (:func:`flowkit.experiments.question_troughs`, :func:`flowkit.plots.question_strip`)."""
@@ -102,25 +103,11 @@ def telling_clip(family: str):
 
     sweeps = load_table("sweeps")
     learned = learned_tasks()
-    rows = sweeps[(sweeps["family"] == family) & sweeps["correct_base"] & sweeps["task"].isin(learned)]
+    rows = sweeps[(sweeps["edge_group"] == edge_group) & sweeps["correct_base"] & sweeps["task"].isin(learned)]
     if rows.empty:
-        raise FlowkitError(f"no correctly answered question of a learned task was swept for {family!r}; "
+        raise FlowkitError(f"no correctly answered question of a learned task was swept for {edge_group!r}; "
                            "regenerate the results with `python -m flowkit fidelity`.")
     return sample(rows.groupby("sample")["pct_change"].min().idxmin())
-
-
-def clip_strip(frames, size: int = 96, gap: int = 4):
-    """The frames side by side as one PIL image (nearest-neighbour enlarged, so pixels stay crisp)."""
-    from PIL import Image
-
-    frames = np.asarray(frames)
-    height, width = frames.shape[1:3]
-    scale = size / max(height, width)
-    w, h = max(1, round(width * scale)), max(1, round(height * scale))
-    strip = Image.new("RGB", (len(frames) * (w + gap) - gap, h), "white")
-    for i, frame in enumerate(frames):
-        strip.paste(Image.fromarray(frame).resize((w, h), Image.NEAREST), (i * (w + gap), 0))
-    return strip
 
 
 def show_clip(clip, size: int = 96) -> None:
@@ -142,5 +129,5 @@ def paper_table(rows) -> pd.DataFrame:
         "finding")
 
 
-__all__ = ["CONTROL", "MODEL", "clip_strip", "learned_table", "learned_tasks", "model", "paper_table", "questions", "sample", "samples_of",
+__all__ = ["CONTROL", "MODEL", "learned_table", "learned_tasks", "model", "paper_table", "questions", "sample", "samples_of",
            "show_clip", "start", "telling_clip"]

@@ -18,8 +18,8 @@ part                   work                        shared                       
 =====================  ==========================  ================================  =====================
 accuracy (+ control)   1 forward per question,      —                                 —
                        per model (2 x 360 F)
-sweeps (F1-F3)         5 families x 30 windows on   one clean run per question        specs sharing a first
-                       <= 6 correct per task        (:class:`~flowkit.session.Engine`) cut row, up to
+sweeps (F1-F3)         5 edge groups x 30 windows  one clean run per question        specs sharing a first
+                       on <= 6 correct per task     (:class:`~flowkit.session.Session`) cut row, up to
                                                     feeds every window; layers        ``row_budget`` rows
                                                     before the window and positions   per replay
                                                     before the first cut query are
@@ -29,14 +29,14 @@ lens, emergence        1 forward per question       —                         
                        (a handful)
 pathways (F4)          1 + 1 + seeds masks per      one clean run per question is     pathway + every random
                        question (360 questions)     ``full``; masks replay from the   seed in one replay
-                                                    first video token (the prefix's   (``last_logits_for_masks``)
+                                                    first video token (the prefix's   (``Session.last_logits``)
                                                     keys/values are reused)
 =====================  ==========================  ================================  =====================
 
 The pathway masks cut ``video->last`` from layer 0, so per question the replay still covers
 every layer from the first video token on; the saving is one clean run instead of
 ``2 + seeds`` full forwards, and one batched replay in which the 4-bit weights are
-dequantized once for all masks. ``run_fidelity(..., use_engine=False)`` keeps the former
+dequantized once for all masks. ``run_fidelity(..., replay=False)`` keeps the former
 path (one full forward per knockout); ``python bench/run.py`` times both on a subset and
 checks that they give the same numbers.
 """
@@ -89,11 +89,11 @@ def _atomic_write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
 
 
 def _curves_with_ci(flows: pd.DataFrame, tasks) -> dict[str, dict]:
-    """Per family: the mean % change per window centre over the correctly answered questions of
+    """Per edge group: the mean % change per window centre over the correctly answered questions of
     ``tasks`` (pooled), with its 95 % bootstrap interval over those questions."""
     out = {}
-    for family, table in experiments.curves_with_ci(flows, tasks).groupby("family"):
-        out[family] = {"curve": {int(r.center): float(r.pct_change) for r in table.itertuples()},
+    for edge_group, table in experiments.curves_with_ci(flows, tasks).groupby("edge_group"):
+        out[edge_group] = {"curve": {int(r.center): float(r.pct_change) for r in table.itertuples()},
                        "ci": {int(r.center): [float(r.lo), float(r.hi)] for r in table.itertuples()},
                        "questions": int(table["n"].max())}  # every question is swept at every centre
     return out
@@ -107,7 +107,7 @@ def _accuracy_ci(table: pd.DataFrame, by: str) -> dict:
 def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowkit-smol-video-control",
                  quant: str = "nf4", per_task: int | None = None, sweep_per_task: int = 20, other_per_task: int = 6,
                  centers_step: int = 1, random_seeds=(0, 1, 2, 3, 4), out: str | os.PathLike | None = "default",
-                 progress: bool = True, use_engine: bool = True) -> dict:
+                 progress: bool = True, replay: bool = True) -> dict:
     """Measure the four findings on ``model`` (and ``control``) and write the JSON report.
 
     Headline numbers (F1-F3 curves and troughs, F4 accuracy) are means over the *learned*
@@ -120,7 +120,7 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
     :mod:`flowkit.locations`; ``None``: not written). Beside the JSON go the tidy per-sample tables (:data:`TABLES`, as
     ``<name>.csv.gz``) that the chapters chart; every row can be recomputed from its
     sample id and (for sweeps) its ``spec`` column, see :mod:`flowkit.course.results`.
-    ``use_engine=False`` runs the former path (one full forward per knockout; same numbers to
+    ``replay=False`` runs the former path (one full forward per knockout; same numbers to
     float rounding, several times slower), kept for comparison (``python bench/run.py``).
     """
     from flowkit.data import shipped_questions_root, load_question_set
@@ -161,18 +161,18 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
     sweep_samples = [s for t in tasks for s in [x for x in bench if x.task == t and x.id in correct][:take(t)]]
     report["sweep_samples"] = [s.id for s in sweep_samples]
     centers = list(range(0, vllm.num_layers, centers_step))
-    flows = tables["sweeps"] = experiments.flow_sweep(vllm, sweep_samples, families=PAPER_EDGE_GROUPS, centers=centers, progress=progress,
-                                                        use_engine=use_engine)
+    flows = tables["sweeps"] = experiments.flow_sweep(vllm, sweep_samples, edge_groups=PAPER_EDGE_GROUPS, centers=centers, progress=progress,
+                                                        replay=replay)
     summary = experiments.summarize(flows)
     L = vllm.num_layers
     headline_curves = _curves_with_ci(flows, headline)
-    overall_all = summary.groupby(["family", "center"])["pct_change"].mean()
+    overall_all = summary.groupby(["edge_group", "center"])["pct_change"].mean()
 
-    def curve(family):
-        return dict(headline_curves[family]["curve"]) if family in headline_curves else {}
+    def curve(edge_group):
+        return dict(headline_curves[edge_group]["curve"]) if edge_group in headline_curves else {}
 
-    def ci(family):
-        return dict(headline_curves[family]["ci"]) if family in headline_curves else {}
+    def ci(edge_group):
+        return dict(headline_curves[edge_group]["ci"]) if edge_group in headline_curves else {}
 
     cross = curve("cross_frame")
     f1 = {"curve": cross, "curve_ci": ci("cross_frame"), "tasks": headline,
@@ -184,13 +184,13 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
         f1.update(trough=cross[centre], trough_center=centre, trough_ci=ci("cross_frame")[centre],
                   trough_in_first_half=centre < L / 2,
                   max_abs_last_third=max((abs(v) for c, v in cross.items() if c >= 2 * L / 3), default=None),
-                  per_task=experiments.troughs(summary[summary["family"] == "cross_frame"]).to_dict("records"))
+                  per_task=experiments.troughs(summary[summary["edge_group"] == "cross_frame"]).to_dict("records"))
     if cvllm is not None:
         ccorrect = set(cacc[cacc["correct"]]["sample"])
         csamples = [s for t in tasks for s in [x for x in bench if x.task == t and x.id in ccorrect][:take(t)]]
         if csamples:
             tables["control_cross_frame"] = experiments.cross_frame_sweep(cvllm, csamples, centers=centers,
-                                                                          progress=progress, use_engine=use_engine)
+                                                                          progress=progress, replay=replay)
             ccurves = _curves_with_ci(tables["control_cross_frame"], headline).get("cross_frame")
             if ccurves:
                 f1["control_curve"], f1["control_curve_ci"] = ccurves["curve"], ccurves["ci"]
@@ -229,7 +229,7 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
     # (experiments.effective_pathways(..., random_controls=("layer_matched",)) computes it)
     pathways, counts = experiments.effective_pathways(vllm, bench, windows, random_seeds=random_seeds,
                                                       random_controls=(PAPER_RANDOM_CONTROL,), progress=progress,
-                                                      use_engine=use_engine)
+                                                      replay=replay)
     tables["pathways"] = pathways
     by_condition = pathways.groupby("condition")["correct"].mean().to_dict()
     on_learned = pathways[pathways["task"].isin(headline)]

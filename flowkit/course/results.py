@@ -27,8 +27,8 @@ REGENERATE = "python -m flowkit fidelity"
 
 #: Which numeric columns each table's recomputation must reproduce, keyed by its row identity.
 _CHECKED = {
-    "sweeps": (["sample", "family", "center"], ["p_base", "p_new", "pct_change"]),
-    "control_cross_frame": (["sample", "family", "center"], ["p_base", "p_new", "pct_change"]),
+    "sweeps": (["sample", "edge_group", "center"], ["p_base", "p_new", "pct_change"]),
+    "control_cross_frame": (["sample", "edge_group", "center"], ["p_base", "p_new", "pct_change"]),
     "accuracy": (["sample"], ["p_answer"]),
     "control_accuracy": (["sample"], ["p_answer"]),
     "emergence": (["sample", "layer"], ["p_true", "p_false_max"]),
@@ -106,7 +106,7 @@ def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None) -
                                     f"regenerate the results with `{REGENERATE}`.")
     chosen = [samples[i] for i in ids]
     if name in ("sweeps", "control_cross_frame"):
-        parts = [experiments.flow_sweep(vllm, [samples[r.sample]], families=[r.family], centers=[int(r.center)],
+        parts = [experiments.flow_sweep(vllm, [samples[r.sample]], edge_groups=[r.edge_group], centers=[int(r.center)],
                                         progress=False) for r in rows.itertuples()]
         return pd.concat(parts, ignore_index=True)
     if name in ("accuracy", "control_accuracy"):
