@@ -39,9 +39,21 @@ def register(name: str, builder) -> None:
 
 
 def resolve(name: str) -> Path | None:
-    """The local folder of a named model (assembling it on first use), or None if the name is unknown."""
+    """The local folder of a named model (assembling it on first use), or None if the name is unknown.
+
+    A ``flowkit-…`` name that nothing registered means the kit is not installed (its entry
+    points are missing): that is a clear error, not a hub lookup.
+    """
     _load_plugins()
     builder = _BUILDERS.get(name)
+    if builder is None and name.startswith("flowkit-") and not Path(name).exists():
+        from flowkit.errors import ModelLoadError
+
+        known = ", ".join(sorted(_BUILDERS)) or "none: no installed package registers any"
+        raise ModelLoadError(
+            f"no model called {name!r} is registered (registered: {known}). The kit's own models register "
+            f"through the entry point group {ENTRY_POINT_GROUP!r} of the installed kit: run ./setup.sh, or "
+            "pip install -e . in the kit's checkout (or call flowkit.smol_video.register() first).")
     return builder() if builder else None
 
 

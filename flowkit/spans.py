@@ -15,7 +15,7 @@ edge group (``"my_group->last"``) and appears in every list of known groups.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from flowkit.data.sample import OPTION_LETTERS
@@ -134,17 +134,7 @@ class Spans:
 
     def with_true_option(self, index: int | None) -> "Spans":
         """A copy that knows which option is correct (needed for ``true_option`` groups)."""
-        return Spans(
-            seq_len=self.seq_len,
-            frame_spans=self.frame_spans,
-            question_text=self.question_text,
-            option_spans=self.option_spans,
-            last=self.last,
-            true_option=index,
-            frames_per_span=self.frames_per_span,
-            video_span=self.video_span,
-            question_span=self.question_span,
-        )
+        return replace(self, true_option=index)
 
     # ------------------------------------------------------------------- groups
     def group_names(self) -> list[str]:

@@ -107,3 +107,30 @@ def test_one_module_touches_attention_registration():
     touching = sorted(name for name, path in _modules().items()
                       if "AttentionInterface" in path.read_text() and _part(name) == "library")
     assert touching == ["flowkit.attention"], touching
+
+
+def test_the_kits_model_is_known_by_name_through_its_entry_point():
+    """The library finds the kit's model without importing it: the installed kit's entry point registers it."""
+    import pytest
+
+    from flowkit import named_models
+    from flowkit.errors import ModelLoadError
+
+    assert {"flowkit-smol-video", "flowkit-smol-video-control"} <= set(named_models.available())
+    with pytest.raises(ModelLoadError, match="no model called 'flowkit-smol-vidoe' is registered.*setup.sh"):
+        named_models.resolve("flowkit-smol-vidoe")
+    assert named_models.resolve("llava-hf/LLaVA-NeXT-Video-7B-hf") is None  # not a kit name: left to the hub
+
+
+def test_data_location_is_the_checkout_or_the_environment_variable(monkeypatch, tmp_path):
+    import pytest
+
+    from flowkit.locations import DATA_ENV, DataNotFoundError, data_dir
+
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    assert data_dir() == ROOT / "data"
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    assert data_dir() == tmp_path
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(DataNotFoundError, match="is not a folder"):
+        data_dir()

@@ -185,9 +185,9 @@ def test_loads_as_llava_next_video_with_pllava_video_path(converted, vllm):
 
     spans = prepared.spans
     assert [e - s for s, e in spans.frame_spans] == [4] * FRAMES and spans.num_video_tokens == ours.shape[0]
-    assert prepared.prompt.startswith("Carefully watch the video")
-    assert " USER: <video>\n USER: Question: " + QUESTION in prepared.prompt
-    assert prepared.prompt.endswith("Only give the best option. ASSISTANT:Best option:(")
+    assert prepared.prompt_text.startswith("Carefully watch the video")
+    assert " USER: <video>\n USER: Question: " + QUESTION in prepared.prompt_text
+    assert prepared.prompt_text.endswith("Only give the best option. ASSISTANT:Best option:(")
     decode = vllm.tokenizer.decode
     ids = prepared.inputs["input_ids"][0]
     assert decode(ids[slice(*spans.question_text)]).strip() == QUESTION
@@ -210,7 +210,7 @@ def test_prompt_is_the_papers_character_for_character(vllm):
              " \nOnly give the best option."
              " ASSISTANT:Best option:(")
     prepared = vllm.prepare(random_frames(FRAMES), QUESTION, OPTIONS, answer=1)
-    assert prepared.prompt == paper
+    assert prepared.prompt_text == paper
     # the question span is the paper's: from the "Question:" header through the last option
     spans, ids = prepared.spans, prepared.inputs["input_ids"][0]
     text = vllm.tokenizer.decode(ids[slice(*spans.question)]).strip()

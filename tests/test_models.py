@@ -166,8 +166,8 @@ def test_prompt_without_chat_template_uses_paper_format(tmp_path):
 
     vllm = load_videollm(build_toy_llava_next_video(tmp_path / "m", chat_template=None, num_layers=2), quant="fp32")
     prepared = vllm.prepare(random_frames(4), QUESTION, OPTIONS)
-    assert prepared.prompt.startswith("USER: <video>\n" + QUESTION)
-    assert prepared.prompt.endswith("Only give the best option. ASSISTANT: Best option:(")
+    assert prepared.prompt_text.startswith("USER: <video>\n" + QUESTION)
+    assert prepared.prompt_text.endswith("Only give the best option. ASSISTANT: Best option:(")
     assert vllm.tokenizer.decode(prepared.inputs["input_ids"][0][slice(*prepared.spans.option_spans[3])]).strip() == "(D) down"
 
 

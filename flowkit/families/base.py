@@ -28,12 +28,18 @@ INSTRUCTION = "Only give the best option."
 
 @dataclass
 class Prepared:
-    """Model inputs for one question plus where everything sits in the sequence."""
+    """A prepared prompt: model inputs for one question plus where everything sits in the sequence.
+
+    The kit's words: a *prompt* is one of these (what ``vllm.prepare`` returns and
+    ``vllm.session`` takes); ``prompt_text`` is its text; a question's *answer* is the correct
+    option's letter (``Sample.answer``); what a model says is an *answer distribution*
+    (:class:`flowkit.readout.AnswerDistribution`) over the option letters (``letter_ids``).
+    """
 
     inputs: dict
     spans: Spans
     letter_ids: tuple[int, ...]
-    prompt: str
+    prompt_text: str
 
     @property
     def seq_len(self) -> int:

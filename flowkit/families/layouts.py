@@ -193,7 +193,7 @@ class PlaceholderVideoAdapter(FamilyAdapter):
         if answer_index is not None:
             spans = spans.with_true_option(answer_index)
         letter_ids = self.letter_token_ids(processor.tokenizer, len(candidates))
-        return Prepared(inputs=inputs, spans=spans, letter_ids=letter_ids, prompt=prompt)
+        return Prepared(inputs=inputs, spans=spans, letter_ids=letter_ids, prompt_text=prompt)
 
     def find_spans(self, processor, prompt: str, ids: list[int], offsets: list[tuple[int, int]],
                    replacement: dict, inputs: dict, body: str, question_chars: tuple[int, int],
