@@ -20,7 +20,12 @@ alone would carry meaning.
 :func:`question_strip` every question's deepest % change in one task, the chosen one marked
                        (:func:`flowkit.experiments.question_troughs`)
 :func:`save_png`       write any chart as a PNG (through vl-convert, no browser)
+:func:`highlight_on_click` click a task (a mark, or its legend entry) to dim the others
 =====================  ==========================================================
+
+Charts that show several tasks come with :func:`highlight_on_click` (it changes nothing
+until a task is clicked) and tooltips; :func:`flowkit.interactive_charts.interactive`
+makes them live in JupyterLab, offline.
 """
 
 from __future__ import annotations
@@ -98,6 +103,82 @@ def _by_edge_group(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str], alt.Co
     return table.assign(edge_group_label=table["edge_group"].map(edge_group_label)), labels, color
 
 
+#: How faint the marks of the tasks not clicked are drawn.
+DIMMED_OPACITY = 0.15
+_LEGEND_CHANNELS = ("color", "fill", "stroke", "shape", "strokeDash", "opacity", "size")
+_POINT_MARKS = ("point", "circle", "square", "tick")
+
+
+def task_selection(field: str = "task", legend: bool = False, name: str | None = None) -> alt.Parameter:
+    """A click selection of ``field`` values (click: one, shift-click: more, double-click: none).
+
+    ``legend=True`` binds it to the legend of ``field`` as well (clicking a legend entry selects it);
+    the chart must then show ``field`` in a legend. Its name is ``highlight_<field>`` by default,
+    which is what :class:`altair.JupyterChart` reports under ``chart.selections``.
+    """
+    return alt.selection_point(fields=[field], name=name or f"highlight_{field}",
+                               bind="legend" if legend else alt.Undefined)
+
+
+def _channel_dict(channel, data) -> dict | list:
+    if isinstance(channel, (list, tuple)):
+        return [_channel_dict(c, data) for c in channel]
+    if isinstance(channel, str):
+        return alt.utils.parse_shorthand(channel)
+    try:
+        return channel.to_dict(validate=False, context={"data": data})
+    except ValueError:  # a shorthand whose type needs the data (a layer's data is given to the layer chart)
+        kwds = {k: v for k, v in getattr(channel, "_kwds", {}).items() if v is not alt.Undefined}
+        shorthand = kwds.pop("shorthand", None)
+        return {**kwds, **(alt.utils.parse_shorthand(shorthand) if isinstance(shorthand, str) else {})}
+
+
+def _encodings(chart: alt.Chart) -> dict:
+    """``chart``'s encoding channels as dicts (types left out where the data cannot tell them)."""
+    channels = {} if chart.encoding is alt.Undefined else chart.encoding._kwds
+    return {name: _channel_dict(channel, chart.data) for name, channel in channels.items() if channel is not alt.Undefined}
+
+
+def _mark_opacity(chart: alt.Chart) -> float:
+    """The opacity ``chart``'s marks are drawn with now (explicit, or Vega-Lite's default)."""
+    mark = chart.mark
+    mark = {"type": mark} if isinstance(mark, str) else mark.to_dict(validate=False)
+    if isinstance(mark.get("opacity"), (int, float)):
+        return float(mark["opacity"])
+    aggregated = any(isinstance(e, dict) and "aggregate" in e for e in _encodings(chart).values())
+    return 0.7 if mark.get("type") in _POINT_MARKS and not aggregated else 1.0  # Vega-Lite's defaults
+
+
+def _has_legend(chart: alt.Chart, field: str) -> bool:
+    return any(isinstance(e, dict) and e.get("field") == field and e.get("legend", {}) is not None
+               for channel, e in _encodings(chart).items() if channel in _LEGEND_CHANNELS)
+
+
+def highlight_on_click(chart: alt.Chart, field: str = "task", *, selection: alt.Parameter | None = None,
+                       legend: bool | None = None, dim: float = DIMMED_OPACITY) -> alt.Chart:
+    """``chart`` (one layer: an :class:`altair.Chart`) where clicking a mark, or the legend entry, of
+    one ``field`` value (a task, by default) keeps that value's marks as they are and dims the
+    others to ``dim``; shift-click adds values, double-click clears. Until something is clicked
+    the chart looks exactly as before.
+
+    Args:
+        selection: a :func:`task_selection` shared by several layers of one chart (default: a new one).
+        legend: bind to the legend of ``field`` too (default: when ``chart`` has one).
+
+    >>> lines = alt.Chart(df).mark_line().encode(x="layer:Q", y="share:Q", color="task:N")  # doctest: +SKIP
+    >>> highlight_on_click(lines)  # click "object_count" in the legend                        # doctest: +SKIP
+    """
+    if not isinstance(chart, alt.Chart):
+        raise TypeError(f"highlight_on_click takes one layer (an altair.Chart), got {type(chart).__name__}; "
+                        "apply it to the layer that draws the tasks, before layering or faceting")
+    if "opacity" in _encodings(chart):
+        raise ValueError("the chart already encodes opacity; highlight_on_click needs that channel")
+    if selection is None:
+        selection = task_selection(field, legend=_has_legend(chart, field) if legend is None else legend)
+    opacity = _mark_opacity(chart)
+    return chart.add_params(selection).encode(opacity=alt.condition(selection, alt.value(opacity), alt.value(dim)))
+
+
 # ----------------------------------------------------------------------- flow curves
 
 
@@ -117,8 +198,8 @@ def flow_curves(summary: pd.DataFrame, num_layers: int | None = None, columns: i
     depth = int(num_layers if num_layers is not None else summary["center"].max() + 1)
     data, labels, color = _by_edge_group(summary)
     x = alt.X("center:Q", title="window centre (layer)", scale=alt.Scale(domain=[0, depth - 1], nice=False))
-    tooltip = [alt.Tooltip("edge_group_label:N", title="edge group"), alt.Tooltip("center:Q", title="centre"),
-               alt.Tooltip("pct_change:Q", title="% change", format=".1f")]
+    tooltip = [alt.Tooltip("task:N"), alt.Tooltip("edge_group_label:N", title="edge group"),
+               alt.Tooltip("center:Q", title="centre"), alt.Tooltip("pct_change:Q", title="% change", format=".1f")]
     if "n" in summary.columns:
         tooltip.append(alt.Tooltip("n:Q", title="samples"))
     first_half = (alt.Chart().mark_rect(color="#BDBDBD", opacity=0.25)
@@ -128,6 +209,8 @@ def flow_curves(summary: pd.DataFrame, num_layers: int | None = None, columns: i
     lines = (alt.Chart().mark_line(point=True, strokeWidth=3)
              .encode(x=x, y=alt.Y("pct_change:Q", title="% change in p(answer)"), color=color,
                      strokeDash=alt.StrokeDash("edge_group_label:N", sort=labels, legend=None), tooltip=tooltip))
+    if summary["task"].nunique() > 1:
+        lines = highlight_on_click(lines)  # click a curve: its task's panel stays, the others fade
     chart = (alt.layer(first_half, zero, lines, data=data)
              .properties(width=width, height=height)
              .facet(facet=alt.Facet("task:N", title=None), columns=columns)
@@ -176,12 +259,15 @@ def question_strip(troughs: pd.DataFrame, highlight: str | None = None, width: i
     data = troughs.assign(chosen=troughs["sample"] == highlight)
     y = alt.Y("task:N", title=None)
     x = alt.X("pct_change:Q", title="deepest % change in p(answer) over the windows")
-    tooltip = [alt.Tooltip("sample:N"), alt.Tooltip("pct_change:Q", format=".1f", title="% change"),
+    tooltip = [alt.Tooltip("sample:N"), alt.Tooltip("task:N"), alt.Tooltip("pct_change:Q", format=".1f", title="% change"),
                alt.Tooltip("center:Q", title="at window centre")]
     dots = alt.Chart(data[~data["chosen"]]).mark_circle(size=60, opacity=0.5, color=BEFORE_COLOR).encode(
         x=x, y=y, tooltip=tooltip)
     chosen = alt.Chart(data[data["chosen"]]).mark_point(size=260, strokeWidth=3, color=OKABE_ITO["vermillion"]).encode(
         x=x, y=y, tooltip=tooltip)
+    if troughs["task"].nunique() > 1:  # click a dot: its task's row stays, the others fade
+        pick = task_selection()
+        dots, chosen = highlight_on_click(dots, selection=pick), highlight_on_click(chosen, selection=pick)
     title = "every correctly answered question, one dot each" + (f" (circled: {highlight})" if highlight else "")
     return projector(alt.layer(dots, chosen).properties(width=width, title=title))
 
@@ -198,7 +284,7 @@ def lens_words(words_by_frame: Sequence[Sequence[dict]], title: str, frame_label
     colors = [WORD_KIND_COLORS.get(k, "#424242") for k in kinds]
     chart = alt.Chart(data).mark_text(fontSize=15, align="center").encode(
         x=alt.X("frame:N", title=None, sort=list(dict.fromkeys(data["frame"])), axis=alt.Axis(orient="top", labelAngle=0)),
-        y=alt.Y("rank:O", title="rank", axis=None), text="word:N",
+        y=alt.Y("rank:O", title="rank", axis=None), text="word:N", tooltip=["frame:N", "word:N", "kind:N"],
         color=alt.Color("kind:N", title="words", scale=alt.Scale(domain=kinds, range=colors)))
     return projector(chart.properties(width=alt.Step(110), height=alt.Step(24), title=title))
 
@@ -209,9 +295,11 @@ def pathway_windows(windows: dict, num_layers: int, title: str = "effective-path
     ``windows`` maps a name to ``(first, last)`` (a window) or ``last`` (an "until" layer)."""
     rows = [{"window": name.replace("_", " "), "from": (v[0] if isinstance(v, (tuple, list)) else 0),
              "to": (v[1] if isinstance(v, (tuple, list)) else v) + 1} for name, v in windows.items()]
+    rows = [{**row, "last": row["to"] - 1} for row in rows]
     chart = alt.Chart(pd.DataFrame(rows)).mark_bar(color=OKABE_ITO["blue"], height=18).encode(
         x=alt.X("from:Q", title="layer", scale=alt.Scale(domain=[0, num_layers])), x2="to:Q",
-        y=alt.Y("window:N", title=None, sort=None))
+        y=alt.Y("window:N", title=None, sort=None),
+        tooltip=["window:N", alt.Tooltip("from:Q", title="first layer"), alt.Tooltip("last:Q", title="last layer")])
     return projector(chart.properties(width=520, title=title))
 
 
@@ -296,7 +384,8 @@ def attention_edges(block: "torch.Tensor", spans, title: str = "Attention edges 
         y=alt.Y("query:O", title="query position (who reads)", scale=alt.Scale(domain=list(range(n))),
                 axis=alt.Axis(values=ticks)),
         color=alt.Color("edge:N", title=None, sort=domain,
-                        scale=alt.Scale(domain=domain, range=["#D9D9D9", OKABE_ITO["vermillion"]])))
+                        scale=alt.Scale(domain=domain, range=["#D9D9D9", OKABE_ITO["vermillion"]])),
+        tooltip=["query:O", "key:O", "edge:N"])
     return projector(chart.properties(width=420, height=420, title=title))
 
 
@@ -320,7 +409,8 @@ def prob_by_layer(df: pd.DataFrame) -> alt.LayerChart:
     title = "p(option) at the last position"
     line = alt.Chart(data).mark_line(point=True, strokeWidth=3).encode(
         x=x, y=alt.Y("mean(prob):Q", title=title), color=color,
-        strokeDash=alt.StrokeDash("option:N", sort=domain, legend=None))
+        strokeDash=alt.StrokeDash("option:N", sort=domain, legend=None),
+        tooltip=["layer:Q", "option:N", alt.Tooltip("mean(prob):Q", format=".3f", title="mean p")])
     band = alt.Chart(data).mark_errorband(extent="ci", opacity=0.2).encode(
         x=x, y=alt.Y("prob:Q", title=title), color=color)
     return projector(alt.layer(band, line).properties(width=520, height=300,
@@ -371,13 +461,19 @@ def accuracy_bars(df: pd.DataFrame) -> alt.Chart:
     base = alt.Chart(df).encode(x=alt.X("condition:N", title=None, sort=conditions, axis=alt.Axis(labelAngle=0)),
                                 y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1]),
                                         axis=alt.Axis(format="%")))
-    bars = base.mark_bar().encode(color=color, tooltip=["condition:N", alt.Tooltip("accuracy:Q", format=".1%")])
     has_interval = {"lo", "hi"} <= set(df.columns)
+    tooltip = ((["task:N"] if "task" in df.columns else []) + ["condition:N", alt.Tooltip("accuracy:Q", format=".1%")]
+               + ([alt.Tooltip("lo:Q", format=".1%", title="95 % low"), alt.Tooltip("hi:Q", format=".1%", title="95 % high")]
+                  if has_interval else []))
+    bars = base.mark_bar().encode(color=color, tooltip=tooltip)
     text = base.mark_text(dy=-10, dx=-22 if has_interval else 0, fontSize=FONT["label"]).encode(
         text=alt.Text("accuracy:Q", format=".1%"))
     layers = [bars, text]
     if has_interval:
         layers.append(base.mark_rule(color="#212121", strokeWidth=2).encode(y="lo:Q", y2="hi:Q"))
+    if "task" in df.columns and df["task"].nunique() > 1:  # click a bar: its task's panel stays, the others fade
+        pick = task_selection()
+        layers = [highlight_on_click(layer, selection=pick) for layer in layers]
     chart = alt.layer(*layers).properties(width=alt.Step(110), height=280)
     if "task" in df.columns:
         chart = chart.facet(column=alt.Column("task:N", title=None))
@@ -388,16 +484,20 @@ def accuracy_bars(df: pd.DataFrame) -> alt.Chart:
 # -------------------------------------------------------------------------- export
 
 
-def _png_renderer(spec: dict, scale: float = 1.0, **_metadata) -> dict:
+def png_base64(chart, scale: float = 1.0) -> str:
+    """Base64 PNG of an altair chart (or its spec dict), rendered here by vl-convert: no browser, no network."""
     import base64
 
     import vl_convert as vlc
 
-    png = vlc.vegalite_to_png(spec, scale=scale)
+    spec = chart if isinstance(chart, dict) else chart.to_dict()
+    return base64.b64encode(vlc.vegalite_to_png(spec, scale=scale)).decode("ascii")
+
+
+def _png_renderer(spec: dict, scale: float = 1.0, **_metadata) -> dict:
     title = spec.get("title")
     title = title.get("text") if isinstance(title, dict) else title
-    return {"image/png": base64.b64encode(png).decode("ascii"),
-            "text/plain": f"<chart{': ' + str(title) if title else ''}>"}
+    return {"image/png": png_base64(spec, scale=scale), "text/plain": f"<chart{': ' + str(title) if title else ''}>"}
 
 
 def enable_offline_charts(scale: float = 1.0) -> None:
@@ -418,7 +518,7 @@ def save_png(chart: alt.TopLevelMixin, path: str | os.PathLike, scale: float = 2
     return path
 
 
-__all__ = ["AFTER_COLOR", "BEFORE_COLOR", "EDGE_GROUP_COLORS", "OKABE_ITO", "WORD_KIND_COLORS", "accuracy_bars",
-           "attention_edges", "enable_offline_charts",
+__all__ = ["png_base64", "AFTER_COLOR", "BEFORE_COLOR", "DIMMED_OPACITY", "EDGE_GROUP_COLORS", "OKABE_ITO", "WORD_KIND_COLORS",
+           "accuracy_bars", "attention_edges", "enable_offline_charts", "highlight_on_click", "task_selection",
            "answer_bars", "edge_group_colors", "edge_group_label", "flow_curves", "lens_shares", "prob_by_layer",
            "projector", "save_png"]

@@ -138,3 +138,127 @@ def test_curves_with_band_and_question_strip_show_intervals_and_the_chosen_quest
     assert len(troughs) == 5 and troughs.set_index("sample").loc["t/2", "center"] == 1
     strip = question_strip(troughs, highlight="t/2").to_dict()
     assert len(strip["layer"]) == 2
+
+
+# ------------------------------------------------------------- highlight and interactive charts
+
+
+def troughs_frame(tasks=("a", "b")):
+    return pd.DataFrame({"sample": [f"s{i}" for i in range(8)], "task": [tasks[i % len(tasks)] for i in range(8)],
+                         "pct_change": [-10.0 * i for i in range(8)], "center": list(range(8))})
+
+
+def highlight_param(spec: dict) -> dict:
+    (param,) = [p for p in spec.get("params", []) if p["name"] == "highlight_task"]
+    return param
+
+
+def opacity_conditions(spec: dict) -> list[dict]:
+    """Every opacity encoding of the chart's layers (through facets and layers)."""
+    found, stack = [], [spec]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            opacity = node.get("encoding", {}).get("opacity") if isinstance(node.get("encoding"), dict) else None
+            if opacity:
+                found.append(opacity)
+            stack.extend(v for k, v in node.items() if k in ("spec", "layer", "facet", "hconcat", "vconcat", "concat"))
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def test_charts_with_several_tasks_highlight_the_clicked_task():
+    flow = plots.flow_curves(summary_frame()).to_dict()
+    param = highlight_param(flow)
+    assert param["select"] == {"type": "point", "fields": ["task"]}
+    (opacity,) = opacity_conditions(flow)  # only the curves fade, not the shading or the zero line
+    assert opacity == {"condition": {"param": "highlight_task", "value": 1.0}, "value": plots.DIMMED_OPACITY}
+    line = flow["spec"]["layer"][2]
+    assert {"field": "task", "type": "nominal"} in line["encoding"]["tooltip"]
+    strip = plots.question_strip(troughs_frame(), highlight="s3").to_dict()
+    assert highlight_param(strip)["select"]["fields"] == ["task"]
+    # the grey dots keep their 0.5, the circled question Vega-Lite's 0.7 for points
+    assert sorted(o["condition"]["value"] for o in opacity_conditions(strip)) == [0.5, 0.7]
+    accuracy = pd.DataFrame({"condition": ["full", "random"] * 2, "accuracy": [0.5, 0.3, 0.6, 0.2],
+                             "task": ["a", "a", "b", "b"]})
+    bars = plots.accuracy_bars(accuracy).to_dict()
+    assert highlight_param(bars) and len(opacity_conditions(bars)) == 2  # bars and their labels
+    # one task: nothing to pick
+    assert "params" not in plots.flow_curves(summary_frame(tasks=("only",))).to_dict()
+    assert "params" not in plots.question_strip(troughs_frame(tasks=("only",))).to_dict()
+
+
+def test_highlight_on_click_binds_the_legend_and_keeps_the_look_until_something_is_clicked():
+    import altair as alt
+    import vl_convert as vlc
+
+    df = pd.DataFrame({"x": [0, 1, 0, 1], "y": [1, 2, 2, 3], "task": ["a", "a", "b", "b"]})
+    line = alt.Chart(df).mark_line(point=True).encode(x="x:Q", y="y:Q", color="task:N")
+    assert plots.highlight_on_click(line).to_dict()["params"][0]["bind"] == "legend"
+    dots = alt.Chart(df).mark_point(size=200).encode(x="x:Q", y="task:N")  # no task legend: click the marks
+    assert "bind" not in plots.highlight_on_click(dots).to_dict()["params"][0]
+    with pytest.raises(TypeError, match="one layer"):
+        plots.highlight_on_click(alt.layer(line, dots))
+    with pytest.raises(ValueError, match="opacity"):
+        plots.highlight_on_click(line.encode(opacity="y:Q"))
+    # lines, points at Vega-Lite's default opacity (0.7) and circles at their own: drawn as before
+    layers = [line, dots.encode(y="y:Q"), alt.Chart(df).mark_circle(opacity=0.4, size=300).encode(x="x:Q", y="y:Q")]
+    pick = plots.task_selection()
+    lit = alt.layer(*[plots.highlight_on_click(layer, selection=pick) for layer in layers])
+    assert vlc.vegalite_to_png(alt.layer(*layers).to_dict(), scale=1) == vlc.vegalite_to_png(lit.to_dict(), scale=1)
+
+
+def test_more_charts_have_tooltips():
+    df = pd.DataFrame([(layer, letter, 0.1, letter == "B") for layer in range(3) for letter in "AB"],
+                      columns=["layer", "letter", "prob", "true"])
+    assert "tooltip" in plots.prob_by_layer(df).to_dict()["layer"][1]["encoding"]
+    assert "tooltip" in plots.pathway_windows({"early": (0, 3), "until": 5}, num_layers=8).to_dict()["encoding"]
+
+
+def test_interactive_chart_bundle_is_a_widget_view_and_a_png_and_small():
+    import base64
+    import json
+
+    from flowkit.interactive_charts import OfflineChart, interactive
+
+    chart = plots.flow_curves(summary_frame())
+    assert interactive(chart) is chart  # no Jupyter kernel here: the static chart
+    widget = interactive(chart, live=True)
+    assert isinstance(widget, OfflineChart) and widget.selections.highlight_task.value == []
+    data, _metadata = widget._repr_mimebundle_()
+    assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == widget.model_id
+    png = base64.b64decode(data["image/png"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data["text/plain"].startswith("<interactive chart: Knockout in a window")  # no memory address
+    output = json.dumps(data)
+    assert len(output) < 120_000, f"the saved output is {len(output)} bytes"
+    assert "$schema" not in output and "pct_change" not in output and "vega" not in output.lower()
+    # saved widget state holds the chart spec and a small loader: not the Vega bundle, not the PNG again
+    state = widget.get_state()
+    assert len(state["_esm"]) < 10_000 and len(json.dumps(state)) < 30_000, len(json.dumps(state))
+
+
+def test_offline_esm_references_no_cdn():
+    import re
+
+    import altair as alt
+
+    from flowkit.interactive_charts import OfflineChart, offline_bundle
+
+    loader = OfflineChart._esm
+    assert "http" not in loader and "import(url)" in loader
+    bundle = offline_bundle()
+    assert alt.JupyterChart._is_offline and bundle == str(alt.JupyterChart._esm)
+    assert len(bundle) > 300_000  # vega, vega-lite and vega-embed themselves
+    for cdn in ("cdn.jsdelivr", "unpkg", "esm.sh", "cdnjs", "skypack"):
+        assert cdn not in bundle and cdn not in loader
+    assert not re.search(r"""\bimport\s*(\(\s*)?["'`]https?:|\bfrom\s*["'`]https?:""", bundle)
+    # the URLs left are XML namespaces and links in messages, never fetched
+    urls = set(re.findall(r"""https?://[^\s"'`)<>\\]+""", bundle))
+    allowed = ("http://www.w3.org/", "https://vega.github.io/", "https://github.com/vega/")
+    assert all(url.startswith(allowed) for url in urls), sorted(u for u in urls if not u.startswith(allowed))
+    # what the page imports is what the kernel sends
+    widget = OfflineChart(alt.Chart(pd.DataFrame({"x": [1]})).mark_point().encode(x="x:Q"))
+    reply, buffers = OfflineChart.vega_bundle(widget, {"id": widget._bundle_id}, [])
+    assert reply == {"id": widget._bundle_id} and buffers[0].decode() == bundle

@@ -9,15 +9,13 @@ the widget is displayed without it.
 
 from __future__ import annotations
 
-import base64
+from flowkit.plots import png_base64
 
 
 def png_of(chart) -> str | None:
     """Base64 PNG of an altair chart (``None`` when it cannot be rendered here)."""
     try:
-        import vl_convert as vlc
-
-        return base64.b64encode(vlc.vegalite_to_png(chart.to_dict(), scale=1.0)).decode("ascii")
+        return png_base64(chart)
     except Exception:  # noqa: BLE001 - a snapshot is a courtesy; the live widget must still show
         return None
 
