@@ -42,4 +42,10 @@ class Snapshot:
         raise NotImplementedError
 
     def _repr_mimebundle_(self, **kwargs):
-        return with_snapshot(super()._repr_mimebundle_(**kwargs), self.snapshot_chart)
+        bundle = with_snapshot(super()._repr_mimebundle_(**kwargs), self.snapshot_chart)
+        if bundle is None:
+            return None
+        data, metadata = (bundle if isinstance(bundle, tuple) else (bundle, {}))
+        # a stable text stand-in (no memory address), so re-running a chapter does not change it
+        data = {**data, "text/plain": f"<{type(self).__name__} widget>"}
+        return (data, metadata) if isinstance(bundle, tuple) else data
