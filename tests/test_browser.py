@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from flowkit import KnockoutSpec, LayerSet
+from flowkit import KnockoutSpec
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -171,6 +171,43 @@ def _chrome(chromium: str, driver_path: str, profile: Path):
     return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
 
 
+def waiter(driver, deadline: "Deadline", lab: "JupyterLab", failure_shot: str, started: float | None = None):
+    """``wait(condition, what)``: WebDriverWait until the deadline; on failure a screenshot and both logs."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def wait(condition, what: str):
+        try:
+            return WebDriverWait(driver, deadline.left(), poll_frequency=0.25).until(condition)
+        except Exception as exc:
+            shot = _artifacts() / failure_shot
+            driver.save_screenshot(str(shot))
+            logs = "\n".join(str(entry) for entry in driver.get_log("browser"))[-3000:]
+            after = f" after {time.monotonic() - started:.0f} s" if started is not None else ""
+            raise AssertionError(f"waiting for {what} failed ({type(exc).__name__}){after}; screenshot: {shot}\n"
+                                 f"Browser log:\n{logs}\nJupyterLab log:\n{lab.log_tail()}") from None
+
+    return wait
+
+
+def click_when_ready(wait, locator, what: str) -> None:
+    """Find and click in one step, again if JupyterLab re-rendered the element in between."""
+    from selenium.common.exceptions import (ElementClickInterceptedException, ElementNotInteractableException,
+                                            NoSuchElementException, StaleElementReferenceException)
+
+    def clicked(d):
+        try:
+            element = d.find_element(*locator)
+            if not (element.is_displayed() and element.is_enabled()):
+                return False
+            element.click()
+            return True
+        except (StaleElementReferenceException, ElementClickInterceptedException,
+                ElementNotInteractableException, NoSuchElementException):
+            return False
+
+    wait(clicked, what)
+
+
 def _pick_window(vllm, prepared, columns, size: int = 9):
     """The (centre layer, column) whose shift-click window moves the shown answer most, and by how much."""
     from flowkit.session import Session
@@ -202,7 +239,6 @@ def test_chapter_01_grid_shows_the_answer_flowkit_computes(tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as EC
-    from selenium.webdriver.support.ui import WebDriverWait
 
     from flowkit.course import chapters
     from flowkit.view_models import cells_to_spec, grid_columns, window_cells
@@ -219,34 +255,10 @@ def test_chapter_01_grid_shows_the_answer_flowkit_computes(tmp_path):
         driver = _chrome(chromium, driver_path, profile)
         driver.set_page_load_timeout(deadline.left())
 
-        def wait(condition, what: str):
-            try:
-                return WebDriverWait(driver, deadline.left(), poll_frequency=0.25).until(condition)
-            except Exception as exc:
-                shot = _artifacts() / "knockout_grid_failure.png"
-                driver.save_screenshot(str(shot))
-                logs = "\n".join(str(entry) for entry in driver.get_log("browser"))[-3000:]
-                raise AssertionError(f"waiting for {what} failed ({type(exc).__name__}); screenshot: {shot}\n"
-                                     f"Browser log:\n{logs}\nJupyterLab log:\n{lab.log_tail()}") from None
+        wait = waiter(driver, deadline, lab, "knockout_grid_failure.png")
 
         def click(locator, what: str):
-            """Find and click in one step, again if JupyterLab re-rendered the element in between."""
-            from selenium.common.exceptions import (ElementClickInterceptedException,
-                                                    ElementNotInteractableException,
-                                                    NoSuchElementException, StaleElementReferenceException)
-
-            def clicked(d):
-                try:
-                    element = d.find_element(*locator)
-                    if not (element.is_displayed() and element.is_enabled()):
-                        return False
-                    element.click()
-                    return True
-                except (StaleElementReferenceException, ElementClickInterceptedException,
-                        ElementNotInteractableException, NoSuchElementException):
-                    return False
-
-            wait(clicked, what)
+            click_when_ready(wait, locator, what)
 
         driver.get(f"{lab.url}/lab/tree/{CHAPTER.name}?token={lab.token}")
         wait(EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")),

@@ -99,11 +99,8 @@ LEGEND_LABEL = ("//div[contains(@class, 'fk-offline-chart')]//*[local-name()='g'
 
 def test_offline_chart_highlights_the_clicked_task(tmp_path, monkeypatch):
     chromium, driver_path = browser._tools()
-    from selenium.common.exceptions import (ElementClickInterceptedException, ElementNotInteractableException,
-                                            NoSuchElementException, StaleElementReferenceException)
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
-    from selenium.webdriver.support.ui import WebDriverWait
 
     monkeypatch.setattr(browser, "CHROMIUM_FLAGS", browser.CHROMIUM_FLAGS + OFFLINE_FLAGS)
     root = tmp_path / "notebooks"
@@ -122,31 +119,10 @@ def test_offline_chart_highlights_the_clicked_task(tmp_path, monkeypatch):
         driver = browser._chrome(chromium, driver_path, profile)
         driver.set_page_load_timeout(deadline.left())
 
-        def wait(condition, what: str):
-            try:
-                return WebDriverWait(driver, deadline.left(), poll_frequency=0.25).until(condition)
-            except Exception as exc:
-                shot = browser._artifacts() / "interactive_chart_failure.png"
-                driver.save_screenshot(str(shot))
-                logs = "\n".join(str(entry) for entry in driver.get_log("browser"))[-3000:]
-                raise AssertionError(f"waiting for {what} failed ({type(exc).__name__}) after "
-                                     f"{time.monotonic() - started:.0f} s; screenshot: {shot}\n"
-                                     f"Browser log:\n{logs}\nJupyterLab log:\n{lab.log_tail()}") from None
+        wait = browser.waiter(driver, deadline, lab, "interactive_chart_failure.png", started)
 
         def click(locator, what: str):
-            """Find and click in one step, again if the page re-rendered the element in between."""
-            def clicked(d):
-                try:
-                    element = d.find_element(*locator)
-                    if not element.is_displayed():
-                        return False
-                    element.click()
-                    return True
-                except (StaleElementReferenceException, ElementClickInterceptedException,
-                        ElementNotInteractableException, NoSuchElementException):
-                    return False
-
-            wait(clicked, what)
+            browser.click_when_ready(wait, locator, what)
 
         driver.get(f"{lab.url}/lab/tree/{name}?token={lab.token}")
         wait(EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")),
