@@ -33,7 +33,7 @@ from sweep import BENCH_SEED, measure_sweep  # noqa: E402
 
 from flowkit.data import TASKS, generate  # noqa: E402
 from flowkit.view_models import AnswerExplorer  # noqa: E402
-from flowkit.edge_groups import PAPER_EDGE_GROUPS
+from flowkit.edge_groups import PAPER_EDGE_GROUPS  # noqa: E402
 from flowkit.spec import KnockoutSpec, LayerSet, LayerWindow  # noqa: E402
 from flowkit.sweep import window_specs  # noqa: E402
 

@@ -26,7 +26,7 @@ from common import Timer, max_prob_diff, setup_torch, smol_video_model  # noqa: 
 
 from flowkit.data import TASKS, generate  # noqa: E402
 from flowkit.session import Session  # noqa: E402
-from flowkit.edge_groups import PAPER_EDGE_GROUPS
+from flowkit.edge_groups import PAPER_EDGE_GROUPS  # noqa: E402
 from flowkit.spec import KnockoutSpec, LayerWindow  # noqa: E402
 from flowkit.sweep import window_specs  # noqa: E402
 
@@ -83,6 +83,7 @@ def measure_sweep(vllm, prepared, specs) -> dict:
     # price of one layer-position: a clean language-model forward over the whole prompt
     lm = vllm.language_model
     engine0 = Session(vllm, prepared[0])
+    engine0.clean_logits  # the clean run (on first use) records the stream entering every layer
     with torch.inference_mode(), Timer() as t_lm:
         for _ in range(3):
             lm(inputs_embeds=engine0.hidden_in[0], logits_to_keep=1)

@@ -124,9 +124,9 @@ def show_clip(clip, size: int = 96) -> None:
 
 
 def paper_table(rows) -> pd.DataFrame:
-    """A "compare with the paper" table from ``(finding, paper's 7B models, this model, verdict)`` rows."""
-    return pd.DataFrame(list(rows), columns=["finding", "paper (7B VideoLLMs)", "this model", "verdict"]).set_index(
-        "finding")
+    """A "compare with the paper" table from ``(finding, paper's 7B models, this model, verdict, rule)`` rows."""
+    return pd.DataFrame(list(rows), columns=["finding", "paper (7B VideoLLMs)", "this model (95 % CI)", "verdict",
+                                             "rule"]).set_index("finding")
 
 
 __all__ = ["CONTROL", "MODEL", "learned_table", "learned_tasks", "model", "paper_table", "questions", "sample", "samples_of",
