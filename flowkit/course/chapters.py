@@ -26,7 +26,7 @@ CONTROL = f"{MODEL}-control"
 
 
 def start(seed: int = 0) -> None:
-    """Fix seeds, stay offline, draw charts as PNGs and keep loading bars out of the outputs."""
+    """Fix seeds, stay offline, draw charts as PNGs, show tables' texts whole and keep loading bars out of the outputs."""
     import torch
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,6 +34,7 @@ def start(seed: int = 0) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    pd.set_option("display.max_colwidth", None)  # a table's sentences (the paper comparison) are not cut at 50 characters
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
