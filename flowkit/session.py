@@ -164,13 +164,6 @@ class ActivationCache:
         return torch.stack([self.resid_pre(0)] + [self.resid_post(layer) for layer in range(self.num_layers)])
 
 
-def _as_masks(knockout, spans, num_layers: int) -> Mapping[int, torch.Tensor] | None:
-    """A knockout (spec, raw masks or None) as raw masks (None or ``{}``: the clean run)."""
-    if isinstance(knockout, KnockoutSpec):
-        return block_masks(knockout, spans, num_layers) if knockout.cuts else {}
-    return knockout
-
-
 class Session:
     """Everything flowkit computes on one prepared prompt (see the module docstring).
 
@@ -252,7 +245,7 @@ class Session:
         handles += [layer.register_forward_hook(grab_out(i)) for i, layer in enumerate(self.layers)]
         handles.append(self.lm.register_forward_pre_hook(grab_lm, with_kwargs=True))
         try:
-            with apply_block_masks(self.lm, dict(masks)) if masks else contextlib.nullcontext():
+            with apply_block_masks(self.lm, masks) if masks else contextlib.nullcontext():
                 out = self.vllm.model(**self.prepared.inputs, use_cache=use_cache, logits_to_keep=1)
         finally:
             for handle in handles:
@@ -279,7 +272,7 @@ class Session:
 
     def run_with_cache(self, knockout=None) -> ActivationCache:
         """The named activations of one full forward under ``knockout`` (a spec, raw masks, or None: the clean run's)."""
-        masks = self._check_masks(_as_masks(knockout, self.spans, self.num_layers), 0)
+        masks = self._masks(knockout, 0)
         if not masks:
             return self.cache
         return self._forward_with_cache(masks, use_cache=False)[1]
@@ -290,7 +283,7 @@ class Session:
 
         The reference path: no replay, no clean run needed. Float32, ``(vocab,)``.
         """
-        masks = self._check_masks(_as_masks(knockout, self.spans, self.num_layers), 0)
+        masks = self._masks(knockout, 0)
         with apply_block_masks(self.lm, masks) if masks else contextlib.nullcontext():
             out = self.vllm.model(**self.prepared.inputs, logits_to_keep=1)
         return out.logits[0, -1].float()
@@ -324,7 +317,7 @@ class Session:
         Raises :class:`~flowkit.errors.KnockoutError` for a mask of the wrong shape or type, a
         layer outside the model, or a mask that leaves some query with no key to attend to.
         """
-        checked = [self._check_masks(_as_masks(k, self.spans, self.num_layers), i) for i, k in enumerate(knockouts)]
+        checked = [self._masks(k, i) for i, k in enumerate(knockouts)]
         if self.replay:
             self._ensure_clean()  # may find the model cannot be replayed (see _run_clean)
         if not self.replay:
@@ -343,6 +336,12 @@ class Session:
     @property
     def clean_answer(self) -> AnswerDistribution:
         return answer_distribution(self.clean_logits, self.prepared.letter_ids, self.spans.true_option)
+
+    def _masks(self, knockout, index: int) -> dict[int, torch.Tensor]:
+        """A knockout (spec, raw masks or None) as checked per-layer masks (``{}``: the clean run)."""
+        if isinstance(knockout, KnockoutSpec):  # block_masks builds and checks them
+            return block_masks(knockout, self.spans, self.num_layers) if knockout.cuts else {}
+        return self._check_masks(knockout, index)
 
     def _check_masks(self, masks: Mapping[int, torch.Tensor] | None, index: int) -> dict[int, torch.Tensor]:
         if not masks:

@@ -75,10 +75,6 @@ PAPER_7B = {
 TABLES = ("accuracy", "control_accuracy", "sweeps", "control_cross_frame", "lens", "emergence", "pathways")
 
 
-def _atomic_write_json(path: Path, data: dict) -> None:
-    atomic_write_json(path, data, indent=2, sort_keys=True, default=float)
-
-
 def _atomic_write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
     """Write every table as ``<name>.csv.gz`` (byte-reproducible: gzip mtime 0), all or nothing."""
     with atomic_paths([folder / f"{name}.csv.gz" for name in tables]) as temps:
@@ -246,7 +242,7 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
         out = data_path("results", "fidelity.json")
     if out is not None:
         _atomic_write_tables(Path(out).parent, tables)
-        _atomic_write_json(Path(out), report)
+        atomic_write_json(Path(out), report, indent=2, sort_keys=True, default=float)
     return report
 
 

@@ -53,8 +53,7 @@ def register_family(adapter_cls: type[FamilyAdapter]) -> type[FamilyAdapter]:
     return adapter_cls
 
 
-#: the former name of :func:`register_family`
-def register_variant(model_type, adapter_cls: type[FamilyAdapter] | None = None) -> Callable:
+def register_variant(model_type: str) -> Callable:
     """Class decorator: ``@register_variant("llava_next_video")`` makes the decorated adapter handle
     the ``model_type`` configs for which its ``claims(config)`` is true (built by ``for_config(config)``).
     """
@@ -68,7 +67,7 @@ def register_variant(model_type, adapter_cls: type[FamilyAdapter] | None = None)
             VARIANTS[model_type].append(cls)
         return cls
 
-    return register if adapter_cls is None else register(adapter_cls)
+    return register
 
 
 def adapter_for_config(config) -> FamilyAdapter:
