@@ -112,12 +112,13 @@ class _PrefixCache:
     calls ``update``. Nothing is stored: every replay starts from the same clean prefix.
     """
 
-    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], batch: int):
-        self.keys, self.values, self.batch = keys, values, batch
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]):
+        self.keys, self.values = keys, values
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        prefix_k = self.keys[layer_idx].expand(self.batch, -1, -1, -1)
-        prefix_v = self.values[layer_idx].expand(self.batch, -1, -1, -1)
+        batch = key_states.shape[0]  # the batch may grow from layer to layer (see Session._replay)
+        prefix_k = self.keys[layer_idx].expand(batch, -1, -1, -1)
+        prefix_v = self.values[layer_idx].expand(batch, -1, -1, -1)
         return torch.cat([prefix_k, key_states], dim=2), torch.cat([prefix_v, value_states], dim=2)
 
 
@@ -384,8 +385,7 @@ class Session:
             members.sort(key=lambda i: plans[i].first_layer)
             chunks += [(first_position, members[s : s + per_batch]) for s in range(0, len(members), per_batch)]
         for first_position, chunk in tqdm(chunks, desc="replay", disable=not progress or len(chunks) < 2):
-            first_layer = plans[chunk[0]].first_layer
-            logits = self._replay([masks[i] for i in chunk], first_layer, first_position)
+            logits = self._replay([masks[i] for i in chunk], [plans[i].first_layer for i in chunk], first_position)
             for row, i in enumerate(chunk):
                 results[i] = logits[row]
         return results
@@ -443,41 +443,55 @@ class Session:
 
     # ---------------------------------------------------------------------- replay
     @torch.inference_mode()
-    def _replay(self, masks_per_spec: list[dict[int, torch.Tensor]], first_layer: int, p0: int,
+    def _replay(self, masks_per_spec: list[dict[int, torch.Tensor]], first_layers: int | Sequence[int], p0: int,
                 start: torch.Tensor | None = None, trace: list | None = None) -> torch.Tensor:
         """Layers ``first_layer ..`` at positions ``p0 ..`` for a batch of mask sets; last-position logits.
 
+        ``first_layers`` is one layer for every mask set, or one per mask set in ascending order:
+        the batch then grows as the replay reaches each set's first layer, where the set joins
+        with the clean stream (no layer is recomputed that its masks cannot change).
         ``start`` (``(1, N - p0, d)``) replaces the clean residual stream entering ``first_layer``
         (the interactive view resumes from an earlier replay); ``trace`` (a list) receives the
         stream entering every replayed layer (batch of one).
         """
         batch, n = len(masks_per_spec), self.spans.seq_len
-        q = n - p0
-        hidden = (self.hidden_in[first_layer][:, p0:] if start is None else start).expand(batch, -1, -1).contiguous()
+        if isinstance(first_layers, int):
+            first_layers = [first_layers] * batch
+        if list(first_layers) != sorted(first_layers) or len(first_layers) != batch:
+            raise ValueError("first_layers must give one layer per mask set, in ascending order")
+        first_layer, q = first_layers[0], n - p0
+        if start is not None and (batch != 1):
+            raise ValueError("a replay resumed from an earlier stream (start=) takes one mask set")
+        hidden = self.hidden_in[first_layer][:, p0:] if start is None else start
+        joining = {layer: first_layers.count(layer) for layer in set(first_layers)}
+        hidden = hidden.expand(joining[first_layer], -1, -1).contiguous()
         cos, sin = self.position_embeddings
         position_embeddings = (cos[..., p0:, :], sin[..., p0:, :])
         position_ids = self.position_ids[..., p0:] if self.position_ids is not None else None
         attention_mask = self._causal_mask(q, n, hidden.dtype)
-        cache = _PrefixCache([k[:, :, :p0] for k in self.keys], [v[:, :, :p0] for v in self.values], batch) if p0 else None
+        cache = _PrefixCache([k[:, :, :p0] for k in self.keys], [v[:, :, :p0] for v in self.values]) if p0 else None
         layered: dict[int, torch.Tensor] = {}
         empty = torch.zeros(n, n, dtype=torch.bool)
         for layer in range(first_layer, self.num_layers):
-            if any(layer in m for m in masks_per_spec):
-                layered[layer] = torch.stack([m.get(layer, empty) for m in masks_per_spec])
+            active = [m for m, joined in zip(masks_per_spec, first_layers) if joined <= layer]
+            if any(layer in m for m in active):
+                layered[layer] = torch.stack([m.get(layer, empty) for m in active])
         if self.deepstack:
             visual = self.visual_pos_masks[:, p0:]
             skipped = int(self.visual_pos_masks[:, :p0].sum())  # features of video positions before p0
-            visual_batch = visual.expand(batch, -1)
         with apply_block_masks(self.lm, layered):
             for index in range(first_layer, self.num_layers):
+                if index > first_layer and index in joining:  # mask sets whose first cut is here join
+                    clean = self.hidden_in[index][:, p0:].expand(joining[index], -1, -1)
+                    hidden = torch.cat([hidden, clean], dim=0)
                 if trace is not None:
                     trace.append(hidden)
                 out = self.layers[index](hidden, attention_mask=attention_mask, position_ids=position_ids,
                                          position_embeddings=position_embeddings, cache=cache, use_cache=False)
                 hidden = out[0] if isinstance(out, tuple) else out
                 if index < len(self.deepstack):
-                    features = self.deepstack[index][skipped:].repeat(batch, 1)
-                    hidden = self.lm._deepstack_process(hidden, visual_batch, features)
+                    features = self.deepstack[index][skipped:].repeat(hidden.shape[0], 1)
+                    hidden = self.lm._deepstack_process(hidden, visual.expand(hidden.shape[0], -1), features)
         hidden = self.lm.norm(hidden)[:, -1:]
         return self.vllm.model.lm_head(hidden)[:, 0].float()
 

@@ -65,6 +65,27 @@ def test_batches_of_any_size_agree(toy_fp32, prepared_fp32):
         assert torch.allclose(torch.softmax(a, -1), torch.softmax(b, -1), atol=1e-6)
 
 
+def test_a_batch_grows_as_the_replay_reaches_each_specs_first_layer(toy_fp32, prepared_fp32):
+    """No layer is recomputed for a spec before its first cut layer, even inside a batch."""
+    layers = toy_fp32.num_layers
+    specs = [KnockoutSpec.single("question->last", LayerSet((first,))) for first in range(layers)]
+    engine = Session(toy_fp32, prepared_fp32)
+    engine.clean_logits
+    seen = {}
+    handles = [layer.register_forward_pre_hook(
+        lambda _m, args, kwargs, i=i: seen.setdefault(i, []).append((args[0] if args else kwargs["hidden_states"]).shape[0]),
+        with_kwargs=True) for i, layer in enumerate(engine.layers)]
+    try:
+        fast = engine.last_logits(specs)  # one batch: every spec starts at the last position
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert seen == {i: [i + 1] for i in range(layers)}  # spec k joins at layer k
+    for spec, logits in zip(specs, fast):
+        reference = toy_fp32.last_logits(prepared_fp32, spec)
+        assert torch.allclose(torch.softmax(reference, -1), torch.softmax(logits, -1), atol=1e-6)
+
+
 def test_engine_clean_answer_is_the_stock_answer(toy_nf4):
     prepared = toy_nf4.prepare(random_frames(seed=12), QUESTION, OPTIONS, answer="A")
     assert Session(toy_nf4, prepared).clean_answer == toy_nf4.answer(prepared)
