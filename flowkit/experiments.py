@@ -121,6 +121,20 @@ def curves_with_ci(flows: pd.DataFrame, tasks=None, level: float = 0.95) -> pd.D
     return mean_with_ci(rows, ["edge_group", "center"], "pct_change", level)
 
 
+def task_curves_with_ci(flows: pd.DataFrame, edge_groups=None, level: float = 0.95) -> pd.DataFrame:
+    """Per task, edge group and window centre: the mean % change over the task's correctly answered
+    questions with a bootstrap interval over those questions (``lo``, ``hi``, ``n``); what
+    :func:`flowkit.plots.flow_curves` draws as a line with a band."""
+    from flowkit.stats import mean_with_ci
+
+    rows = flows[flows["correct_base"]]
+    if edge_groups is not None:
+        rows = rows[rows["edge_group"].isin(list(edge_groups))]
+    if rows.empty:
+        return pd.DataFrame(columns=["task", "edge_group", "center", "pct_change", "lo", "hi", "n"])
+    return mean_with_ci(rows, ["task", "edge_group", "center"], "pct_change", level)
+
+
 def question_troughs(flows: pd.DataFrame, edge_group: str, tasks=None) -> pd.DataFrame:
     """Per correctly answered question: its deepest % change over the windows when ``edge_group`` is cut,
     and where (``center``). Shows how typical one chosen question is within its task."""
@@ -181,7 +195,6 @@ def _resolve_pathways(vllm, windows: PathwayWindows | str, random_fraction: floa
 
 
 @torch.inference_mode()
-@torch.inference_mode()
 def effective_pathways(vllm, samples, windows: PathwayWindows | str, random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
                        random_controls: Sequence[str] = (PAPER_RANDOM_CONTROL,), random_fraction: float | None = None,
                        progress: bool = True, replay: bool = True) -> tuple[pd.DataFrame, dict]:
@@ -191,6 +204,8 @@ def effective_pathways(vllm, samples, windows: PathwayWindows | str, random_seed
     paper's control, see :func:`flowkit.pathways.paper_random_block_masks`) and/or
     ``random_layer_matched`` (flowkit's, :func:`flowkit.pathways.layer_matched_random_block_masks`),
     as asked by ``random_controls``. Accuracy per condition is plain accuracy (the paper's).
+    ``kept_fraction`` is the question's exact share of causal edges the pathway mask keeps
+    (prompts differ in length, so it differs a little from question to question).
 
     Args:
         windows: :class:`PathwayWindows`, or the name of one of the paper's models
@@ -241,7 +256,8 @@ def effective_pathways(vllm, samples, windows: PathwayWindows | str, random_seed
         for (name, seed, _), logits in zip(conditions, all_logits):
             dist = answer_distribution(logits, prepared.letter_ids, spans.true_option)
             rows.append({"sample": sample.id, "task": sample.task, "condition": name, "seed": seed,
-                         "correct": bool(dist.correct), "p_answer": dist.p(sample.answer)})
+                         "correct": bool(dist.correct), "p_answer": dist.p(sample.answer),
+                         "kept_fraction": sample_counts["kept_fraction"]})
     if counts is None:
         raise FlowkitError("effective_pathways needs at least one question.")
     counts.update(mean_kept_fraction=float(np.mean([c["kept_fraction"] for c in edge_counts.values()])),
@@ -252,9 +268,11 @@ def effective_pathways(vllm, samples, windows: PathwayWindows | str, random_seed
 def pathway_summary(vllm, samples, windows: PathwayWindows | str, random_seeds: Sequence[int] = (0,),
                     random_controls: Sequence[str] = (PAPER_RANDOM_CONTROL,), random_fraction: float | None = None,
                     progress: bool = False, replay: bool = True) -> dict:
-    """Finding 4 in one dict: exact fraction of edges kept and accuracy full / pathways / random.
+    """Finding 4 in one dict: the fraction of edges kept and accuracy full / pathways / random
+    (``accuracy_ci``: 95 % bootstrap intervals over the questions, and seeds for random masks).
 
-    ``random`` is the paper's control; ``random_layer_matched`` appears when asked for in
+    ``kept_fraction`` is the mean over ``samples`` of each question's exact kept share
+    (``edges`` has the first question's exact counts too). ``random`` is the paper's control; ``random_layer_matched`` appears when asked for in
     ``random_controls``. See :func:`effective_pathways`.
     """
     table, counts = effective_pathways(vllm, samples, windows, random_seeds=random_seeds,
@@ -264,11 +282,15 @@ def pathway_summary(vllm, samples, windows: PathwayWindows | str, random_seeds: 
     accuracy = table.groupby("condition")["correct"].mean()
     plain = {k: list(v) if isinstance(v, tuple) else v for k, v in windows.to_dict().items()}
     conditions = ("full", "pathways", *RANDOM_CONDITIONS.values())
-    return {"windows": plain, "edges": counts, "kept_fraction": counts["kept_fraction"],
-            "accuracy": {c: float(accuracy[c]) for c in conditions if c in accuracy},
+    from flowkit.stats import bootstrap_ci
+
+    accuracy_ci = {c: [float(x) for x in bootstrap_ci(table.loc[table["condition"] == c, "correct"].astype(float))]
+                   for c in conditions if c in accuracy}
+    return {"windows": plain, "edges": counts, "kept_fraction": counts["mean_kept_fraction"],
+            "accuracy": {c: float(accuracy[c]) for c in conditions if c in accuracy}, "accuracy_ci": accuracy_ci,
             "questions": len(set(table["sample"])), "random_seeds": list(random_seeds),
             "random_controls": list(random_controls), "random_fraction": counts["random_fraction"]}
 
 
 __all__ = ["RANDOM_CONDITIONS", "accuracy", "answer_emergence", "cross_frame_sweep", "effective_pathways", "flow_sweep",
-           "pathway_summary", "summarize", "troughs", "curves_with_ci", "question_troughs", "lens_bag_temporal_share", "video_token_lens", "windows_from_sweeps"]
+           "pathway_summary", "summarize", "troughs", "curves_with_ci", "task_curves_with_ci", "question_troughs", "lens_bag_temporal_share", "video_token_lens", "windows_from_sweeps"]

@@ -183,38 +183,69 @@ def highlight_on_click(chart: alt.Chart, field: str = "task", *, selection: alt.
 
 
 def flow_curves(summary: pd.DataFrame, num_layers: int | None = None, columns: int = 3,
-                width: int = 300, height: int = 220) -> alt.FacetChart:
+                width: int = 300, height: int = 220, learned: Sequence[str] | None = None) -> alt.FacetChart:
     """% change vs layer-window centre, one line per edge group, one panel per task.
 
     Args:
         summary: :func:`flowkit.sweep.summarize` output (``task``, ``edge_group``, ``center``,
-            ``pct_change``; ``n`` is shown in tooltips when present).
+            ``pct_change``; ``n`` is shown in tooltips when present), or
+            :func:`flowkit.experiments.task_curves_with_ci` output, whose ``lo`` / ``hi`` are
+            drawn as a band around each line (95 % bootstrap interval over questions).
         num_layers: the model's depth; the first half of the layers is shaded. Default:
             one more than the largest window centre.
         columns: panels per row.
+        learned: the tasks the model has learned (:mod:`flowkit.learned`). Panels of the other
+            tasks come last, titled "not learned", with faint lines: their curves average questions
+            answered near chance, so they show noise.
     """
     _require(summary, ["task", "edge_group", "center", "pct_change"], "flow_curves",
              "Pass flowkit.sweep.summarize(sweep(...)).")
     depth = int(num_layers if num_layers is not None else summary["center"].max() + 1)
     data, labels, color = _by_edge_group(summary)
+    tasks = list(dict.fromkeys(data["task"]))
+    if learned is not None:
+        learned = set(learned)
+        tasks = [t for t in tasks if t in learned] + [t for t in tasks if t not in learned]
+        titles = {t: t if t in learned else f"{t} (not learned)" for t in tasks}
+    else:
+        titles = {t: t for t in tasks}
+    data = data.assign(panel=data["task"].map(titles),
+                       faint=[learned is not None and t not in learned for t in data["task"]])
     x = alt.X("center:Q", title="window centre (layer)", scale=alt.Scale(domain=[0, depth - 1], nice=False))
     tooltip = [alt.Tooltip("task:N"), alt.Tooltip("edge_group_label:N", title="edge group"),
                alt.Tooltip("center:Q", title="centre"), alt.Tooltip("pct_change:Q", title="% change", format=".1f")]
     if "n" in summary.columns:
         tooltip.append(alt.Tooltip("n:Q", title="samples"))
+    has_band = {"lo", "hi"} <= set(summary.columns)
+    if has_band:
+        tooltip += [alt.Tooltip("lo:Q", title="95 % low", format=".1f"), alt.Tooltip("hi:Q", title="95 % high", format=".1f")]
     first_half = (alt.Chart().mark_rect(color="#BDBDBD", opacity=0.25)
                   .transform_aggregate(rows="count()")
                   .encode(x=alt.X(datum=0, type="quantitative"), x2=alt.datum((depth - 1) / 2)))
     zero = alt.Chart().mark_rule(color="#424242", strokeDash=[4, 4]).encode(y=alt.Y(datum=0, type="quantitative"))
-    lines = (alt.Chart().mark_line(point=True, strokeWidth=3)
-             .encode(x=x, y=alt.Y("pct_change:Q", title="% change in p(answer)"), color=color,
-                     strokeDash=alt.StrokeDash("edge_group_label:N", sort=labels, legend=None), tooltip=tooltip))
-    if summary["task"].nunique() > 1:
-        lines = highlight_on_click(lines)  # click a curve: its task's panel stays, the others fade
-    chart = (alt.layer(first_half, zero, lines, data=data)
+    layers = [first_half, zero]
+    y = alt.Y("pct_change:Q", title="% change in p(answer)")
+    if has_band:
+        band_color = alt.Color("edge_group_label:N", sort=labels, legend=None,
+                               scale=alt.Scale(**color.to_dict()["scale"]))
+        layers.append(alt.Chart().mark_area(opacity=0.15).encode(x=x, y=alt.Y("lo:Q", title="% change in p(answer)"),
+                                                                 y2="hi:Q", color=band_color))
+    line_layers = []
+    pick = task_selection() if summary["task"].nunique() > 1 else None  # one selection shared by both line layers
+    for faint, part in ((False, "!datum.faint"), (True, "datum.faint")):
+        if not data["faint"].eq(faint).any():
+            continue
+        mark = alt.Chart().mark_line(point=True, strokeWidth=1.5 if faint else 3, opacity=0.35 if faint else 1)
+        line = mark.encode(x=x, y=y, color=color, strokeDash=alt.StrokeDash("edge_group_label:N", sort=labels, legend=None),
+                           tooltip=tooltip).transform_filter(part)
+        if pick is not None:
+            line = highlight_on_click(line, selection=pick)  # click a curve: its task's panel stays, the others fade
+        line_layers.append(line)
+    chart = (alt.layer(*layers, *line_layers, data=data)
              .properties(width=width, height=height)
-             .facet(facet=alt.Facet("task:N", title=None), columns=columns)
-             .properties(title=f"Knockout in a window of layers (shaded: first half of {depth} layers)"))
+             .facet(facet=alt.Facet("panel:N", title=None, sort=[titles[t] for t in tasks]), columns=columns)
+             .properties(title=f"Knockout in a window of layers (shaded: first half of {depth} layers"
+                               + ("; bands: 95 % intervals over questions" if has_band else "") + ")"))
     return projector(chart)
 
 

@@ -29,7 +29,7 @@ def marks(spec: dict) -> list[str]:
 
 def test_flow_curves_facets_tasks_with_a_line_per_edge_group_a_zero_line_and_the_first_half_shaded():
     spec = plots.flow_curves(summary_frame(), num_layers=32).to_dict()
-    assert spec["facet"]["field"] == "task"
+    assert spec["facet"]["field"] == "panel"  # the task's name (marked when it is not learned)
     assert marks(spec) == ["rect", "rule", "line"]
     rect, zero, line = spec["spec"]["layer"]
     assert rect["encoding"]["x"]["datum"] == 0 and rect["encoding"]["x2"]["datum"] == 15.5  # layers 0..15 of 32
@@ -41,6 +41,20 @@ def test_flow_curves_facets_tasks_with_a_line_per_edge_group_a_zero_line_and_the
     assert {r["task"] for r in rows_of(spec)} == {"action_antonym", "object_count"}
     assert "32 layers" in spec["title"]
     assert spec["config"]["axis"]["labelFontSize"] >= 16  # readable on a projector
+
+
+def test_flow_curves_draw_bands_and_set_tasks_not_learned_apart():
+    frame = summary_frame()
+    frame = frame.assign(lo=frame["pct_change"] - 1, hi=frame["pct_change"] + 1)
+    spec = plots.flow_curves(frame, num_layers=32, learned=["object_count"]).to_dict()
+    assert marks(spec) == ["rect", "rule", "area", "line", "line"]  # band, then learned and faint lines
+    area, learned_line, faint_line = spec["spec"]["layer"][2:]
+    assert area["encoding"]["y"]["field"] == "lo" and area["encoding"]["y2"]["field"] == "hi"
+    assert learned_line["mark"]["opacity"] == 1 and faint_line["mark"]["opacity"] < 0.5
+    panels = {r["task"]: r["panel"] for r in rows_of(spec)}
+    assert panels == {"object_count": "object_count", "action_antonym": "action_antonym (not learned)"}
+    assert spec["facet"]["sort"] == ["object_count", "action_antonym (not learned)"]  # learned tasks first
+    assert "95 % intervals" in spec["title"]
 
 
 def test_flow_curves_infers_depth_and_refuses_wrong_input():

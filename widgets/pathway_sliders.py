@@ -30,7 +30,7 @@ class PathwaySliders(Snapshot, w.VBox):
     ``sliders.result`` holds the last :func:`~flowkit.experiments.pathway_summary`.
     """
 
-    def __init__(self, vllm, samples, windows: PathwayWindows, random_seeds=(0,)):
+    def __init__(self, vllm, samples, windows: PathwayWindows, random_seeds=(0, 1, 2)):
         self._vllm, self._samples, self._seeds = vllm, list(samples), tuple(random_seeds)
         if not self._samples:
             raise FlowkitError("PathwaySliders needs at least one question to measure accuracy on.")
@@ -78,9 +78,12 @@ class PathwaySliders(Snapshot, w.VBox):
         finally:
             self.button.disabled = False
         acc = self.result["accuracy"]
-        self.status.value = (f"<b>{100 * self.result['kept_fraction']:.1f} %</b> of attention edges kept; "
-                             f"{self.result['questions']} questions")
+        self.status.value = (f"<b>{100 * self.result['kept_fraction']:.1f} %</b> of attention edges kept "
+                             f"(mean over {self.result['questions']} questions); random masks: "
+                             f"{len(self._seeds)} seeds")
         self.output.clear_output(wait=True)
         with self.output:
-            display(accuracy_bars(pd.DataFrame({"condition": list(acc), "accuracy": list(acc.values())})))
+            ci = self.result["accuracy_ci"]
+            display(accuracy_bars(pd.DataFrame({"condition": list(acc), "accuracy": list(acc.values()),
+                                                "lo": [ci[c][0] for c in acc], "hi": [ci[c][1] for c in acc]})))
         return self.result

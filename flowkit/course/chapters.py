@@ -80,12 +80,23 @@ def samples_of(task: str, n: int | None = None) -> list:
 
 def learned_table() -> pd.DataFrame:
     """Per task: the stored accuracy, chance, the control's accuracy and whether the task is learned
-    (the one rule of :mod:`flowkit.learned`), from the precomputed tables in ``data/results``."""
-    from flowkit.learned import learned_table as table_of
-    from flowkit.course.results import load_table
+    (the one rule of :mod:`flowkit.learned`), from the precomputed tables in ``data/results``.
 
+    ``lo`` / ``hi`` are the accuracy's 95 % bootstrap interval over the task's questions: the fidelity
+    report's ``accuracy_ci``, or computed here from the per-question table where the report lacks it."""
+    from flowkit.learned import learned_table as table_of
+    from flowkit.course.results import load_report, load_table
+    from flowkit.stats import bootstrap_ci
+
+    accuracy = load_table("accuracy")
     control = load_table("control_accuracy")
-    return table_of(load_table("accuracy"), control if len(control) else None)
+    table = table_of(accuracy, control if len(control) else None)
+    stored = load_report().get("accuracy_ci") or {}
+    intervals = {task: tuple(stored[task]) if task in stored
+                 else bootstrap_ci(accuracy.loc[accuracy["task"] == task, "correct"].astype(float))
+                 for task in table.index}
+    return table.assign(lo=[float(intervals[t][0]) for t in table.index],
+                        hi=[float(intervals[t][1]) for t in table.index])
 
 
 def learned_tasks() -> list[str]:
