@@ -28,6 +28,15 @@ def test_every_check_has_a_solution_and_back():
     assert sorted(_CHECKS) == sorted(solutions.EXERCISES)
 
 
+def _window_sweep_on_option_probs(session, edge_group, centers, size=9):
+    """A common slip: the % change of p renormalised over the options instead of over the vocabulary."""
+    specs = [KnockoutSpec.single(edge_group, LayerWindow(center, size)) for center in centers]
+    clean = session.clean_answer
+    true = clean.true_option
+    return {center: 100 * (after.option_probs[true] - clean.option_probs[true]) / clean.option_probs[true]
+            for center, after in zip(centers, session.answers(specs))}
+
+
 WRONG = {
     "frame_positions": lambda spans, frame: list(range(*spans.frame_spans[frame]))[1:],
     "option_probabilities": lambda logits: torch.softmax(logits, -1).flip(0),
@@ -39,8 +48,12 @@ WRONG = {
     "deepest_window": lambda curve: max(curve.items(), key=lambda kv: kv[1]),
     "kept_fraction": lambda masks, n, layers: 1 - sum(int(m.sum()) for m in masks.values()) / (n * n * layers),
     "random_cut_like": lambda block, seed: block.clone(),
+    # forgets that last->last has no window (cut in every layer)
+    "pathway_cuts": lambda windows, n: KnockoutSpec(tuple(c for c in solutions.pathway_cuts(windows, n).cuts
+                                                          if c.edges != "last->last")),
     "hypothesis_spec": lambda: KnockoutSpec.single("question->last", "12-20"),
     "trough_shift": lambda a, b: max(b, key=b.get) - max(a, key=a.get),
+    "window_sweep": _window_sweep_on_option_probs,
     # softmax before masking: cut edges keep weight
     "knockout_attention": lambda scores, cut: torch.softmax(scores, -1).masked_fill(cut, 0.0),
     # renormalised over the letters instead of the whole vocabulary
@@ -54,6 +67,20 @@ WRONG = {
 def test_a_wrong_answer_fails_with_what_differed(name):
     with pytest.raises(AssertionError, match=f"{name}: wrong on"):
         check_exercise(name, WRONG[name])
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (_window_sweep_on_option_probs, "renormalised over the options"),
+    (lambda session, group, centers, size=9: solutions.window_sweep(session, group, centers), "9-layer window"),
+    (lambda session, group, centers, size=9: {c: v / 100 for c, v in solutions.window_sweep(session, group, centers, size).items()},
+     "a fraction"),
+    (lambda session, group, centers, size=9: list(solutions.window_sweep(session, group, centers, size).values()),
+     r"a dict \{centre: % change\}"),
+])
+def test_window_sweep_check_names_the_slip(wrong, hint):
+    """The sweep exercise's check compares with flowkit's sweep on a tiny model and says what went wrong."""
+    with pytest.raises(AssertionError, match=hint):
+        check_exercise("window_sweep", wrong)
 
 
 def test_the_blank_raises_not_implemented_through_the_check():
@@ -188,12 +215,18 @@ def test_paper_comparison_applies_the_targets(fidelity_run):
     names = [r[0] for r in rows]
     assert names[0] == "accuracy" and "F4 edges kept" in names and len(rows) == 9
     assert all(r[3] in ("reproduced", "partly", "not reproduced", "not measured") for r in rows)
-    fake = {**report, "F4": {**report["F4"], "accuracy": {"full": 0.9, "pathways": 0.9, "random": 0.5},
-                             "edges": {**report["F4"]["edges"], "kept_fraction": 0.4, "mean_kept_fraction": 0.4}}}
+    good = {"full": 0.9, "pathways": 0.9, "random": 0.5}
+    fake = {**report, "F4": {**report["F4"], "accuracy": good, "accuracy_headline_tasks": good,
+                             "edges_kept_headline": {**report["F4"]["edges_kept_headline"], "mean": 0.4}}}
     f4 = dict((r[0], r[3]) for r in paper_comparison(fake, findings=("F4",)))
     assert f4 == {"F4 edges kept": "reproduced", "F4 accuracy full / pathways / random": "reproduced"}
-    fake["F4"]["accuracy"] = {"full": 0.9, "pathways": 0.5, "random": 0.5}
+    fake["F4"]["accuracy"] = fake["F4"]["accuracy_headline_tasks"] = {"full": 0.9, "pathways": 0.5, "random": 0.5}
     assert paper_comparison(fake, findings=("F4",))[1][3] == "not reproduced"
+    # F1 is judged on the trough's interval: a point estimate past -20 % is not enough
+    deep = {**report["F1"], "trough": -25.0, "trough_center": 1, "trough_ci": [-30.0, -21.0]}
+    assert paper_comparison({**report, "F1": deep}, findings=("F1",))[0][3] == "reproduced"
+    wide = {**deep, "trough_ci": [-30.0, -19.0]}
+    assert paper_comparison({**report, "F1": wide}, findings=("F1",))[0][3] == "partly"
 
 
 # ------------------------------------------------------------------- one-cell check
@@ -314,3 +347,8 @@ def test_chapters_use_the_learned_tasks_of_the_stored_report():
     assert chapters.learned_tasks() == report["learned"]["tasks"]
     clip = chapters.telling_clip("cross_frame")
     assert clip.task in report["learned"]["tasks"]
+    table = chapters.learned_table()  # each accuracy with its 95 % interval, the report's where it has one
+    assert {"accuracy", "chance", "control", "learned", "lo", "hi"} <= set(table.columns)
+    assert ((table["lo"] <= table["accuracy"] + 1e-9) & (table["accuracy"] <= table["hi"] + 1e-9)).all()
+    for task, (lo, hi) in report.get("accuracy_ci", {}).items():
+        assert (table.loc[task, "lo"], table.loc[task, "hi"]) == pytest.approx((lo, hi))

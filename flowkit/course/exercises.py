@@ -157,12 +157,57 @@ def _check_kept_fraction(fn) -> int:
     return n
 
 
+def _pathway_rules(windows) -> dict:
+    """What each of the pathway mask's edge groups keeps, in words (for a check's message)."""
+    def kept(window):
+        return f"kept in layers {window[0]}-{window[1]}, cut in every other layer"
+
+    return {"cross_frame": kept(windows.cross_frame), "video->question": kept(windows.video_to_question),
+            "question->last": kept(windows.question_to_last), "video->last": "cut in every layer",
+            "last->last": "cut in every layer",
+            "video->video": f"kept up to layer {windows.video_to_video_until}, cut after it",
+            "question->question": f"kept up to layer {windows.question_to_question_until}, cut after it"}
+
+
+def _check_pathway_cuts(fn) -> int:
+    """Against :func:`flowkit.pathways.pathway_spec`: the same edges cut in every layer, on several prompts."""
+    from flowkit.masks import block_masks, edge_block_mask
+    from flowkit.pathways import PathwayWindows, pathway_spec
+    from flowkit.spec import KnockoutSpec
+
+    cases = [(PathwayWindows((0, 1), (1, 2), (2, 3), 2, 3), 4),
+             (PathwayWindows((1, 4), (2, 6), (5, 9), 6, 8), 10),
+             (PathwayWindows((0, 5), (0, 5), (0, 5), 5, 5), 6)]  # windows over every layer: nothing of theirs is cut
+    n = 0
+    for windows, num_layers in cases:
+        spec = fn(windows, num_layers)
+        if not isinstance(spec, KnockoutSpec):
+            _fail("pathway_cuts", f"{windows} on {num_layers} layers (its type)", "a flowkit.KnockoutSpec",
+                  type(spec).__name__)
+        rules = _pathway_rules(windows)
+        for spans in _spans_cases():
+            expected = block_masks(pathway_spec(windows, num_layers), spans, num_layers)
+            got = block_masks(spec, spans, num_layers)
+            none = torch.zeros(spans.seq_len, spans.seq_len, dtype=torch.bool)
+            for layer in range(num_layers):
+                a, b = expected.get(layer, none), got.get(layer, none)
+                if not torch.equal(a, b):
+                    q, k = (a != b).nonzero()[0].tolist()
+                    groups = [f"{g}: {rule}" for g, rule in rules.items() if edge_block_mask(g, spans)[q, k]]
+                    _fail("pathway_cuts", f"{windows} on {num_layers} layers, layer {layer}, edge query {q} <- key {k} "
+                          f"({'; '.join(groups) or 'in none of the pathway groups'})",
+                          "cut" if a[q, k] else "kept", "cut" if b[q, k] else "kept")
+            n += 1
+    return n
+
+
 def _check_random_cut_like(fn) -> int:
     from flowkit.masks import causal_mask, edge_block_mask
 
     n = 0
     for spans in _spans_cases()[:2]:
         block = edge_block_mask("video->question", spans) | edge_block_mask("cross_frame", spans)
+        previous = None  # seed 0's mask, compared with seed 1's
         for seed in (0, 1):
             got = torch.as_tensor(fn(block, seed))
             case = f"{int(block.sum())} cut edges on {spans.seq_len} tokens, seed {seed}"
@@ -295,6 +340,90 @@ def _check_bootstrap_interval(fn) -> int:
                   "resample, and the 2.5th and 97.5th percentiles of those means)",
                   (round(ref_lo, 3), round(ref_hi, 3)), (round(lo, 3), round(hi, 3)))
     return len(cases)
+
+
+_TOY_MODEL: dict = {}
+
+
+def _toy_model():
+    """A tiny random VideoLLM of a real class (4 layers), built and loaded once per process.
+
+    Its answers are meaningless but its prompts, spans and knockouts are real, so flowkit's
+    own sweep on it is the reference a student's sweep is compared with (a few seconds)."""
+    if "model" not in _TOY_MODEL:
+        import tempfile
+        from pathlib import Path
+
+        from flowkit.models import load_videollm
+        from flowkit.testing.tiny_models import build_toy_llava_next_video
+
+        folder = tempfile.TemporaryDirectory(prefix="flowkit-exercise-")
+        with torch.random.fork_rng():  # building seeds torch; leave the caller's random stream alone
+            checkpoint = build_toy_llava_next_video(Path(folder.name) / "toy", seed=0)
+            _TOY_MODEL["model"] = load_videollm(checkpoint, quant="fp32")
+        _TOY_MODEL["folder"] = folder  # removed when the process ends
+    return _TOY_MODEL["model"]
+
+
+def _window_sweep_hint(session, edge_group: str, centers: list, size: int, center: int, got) -> str:
+    """Name the likely slip when a student's % change at ``center`` matches a common wrong formula."""
+    from flowkit.spec import KnockoutSpec, LayerWindow
+
+    clean = session.clean_answer
+    true = clean.true_option
+    right, default_window = session.answers([KnockoutSpec.single(edge_group, LayerWindow(center, size)),
+                                             KnockoutSpec.single(edge_group, LayerWindow(center))])
+    candidates = {
+        "renormalised over the options (option_probs); use p over the whole vocabulary (.probs or .p())":
+            100 * (right.option_probs[true] - clean.option_probs[true]) / clean.option_probs[true],
+        "an absolute change; the paper's metric is relative: 100 * (p_new - p_base) / p_base":
+            right.probs[true] - clean.probs[true],
+        "a fraction; multiply by 100 for percent": (right.probs[true] - clean.probs[true]) / clean.probs[true],
+        f"a 9-layer window; use LayerWindow(centre, size) with size={size}":
+            100 * (default_window.probs[true] - clean.probs[true]) / clean.probs[true],
+        "the p of the predicted option after the knockout; follow the true option":
+            100 * (right.probs[right.predicted] - clean.probs[true]) / clean.probs[true],
+    }
+    for hint, value in candidates.items():
+        if isinstance(got, (int, float)) and math.isclose(got, value, rel_tol=1e-4, abs_tol=1e-6):
+            return f" (this value is {hint})"
+    return ""
+
+
+def _check_window_sweep(fn) -> int:
+    """Against flowkit's own sweep (:func:`flowkit.sweep.sweep`) on a tiny random model, on questions it
+    answers correctly (there p(true option) is the p(answer) the sweep follows)."""
+    from flowkit.data import generate
+    from flowkit.sweep import sweep
+
+    model = _toy_model()
+    questions = [s for s in generate("scene_transition", 3, seed=5, num_frames=8, size=32)
+                 if model.answer(model.prepare_sample(s)).correct][:2]
+    if not questions:
+        raise RuntimeError("window_sweep's check found no question its tiny model answers correctly; "
+                           "the tiny model has changed, so this check cannot run here")
+    cases = [("video->last", [0, 1, 2, 3], 3), ("question->last", [1, 3], 1), ("cross_frame", [2, 0], 2)]
+    n = 0
+    for edge_group, centers, size in cases:
+        reference = sweep(model, questions, edge_groups=[edge_group], centers=centers, size=size, progress=False)
+        for question in questions:
+            expected = reference[reference["sample"] == question.id].set_index("center")["pct_change"].to_dict()
+            case = f"{edge_group}, centres {centers}, size {size}, question {question.id}"
+            session = model.session(question)
+            got = fn(session, edge_group, list(centers), size)
+            if not isinstance(got, dict) or sorted(got) != sorted(expected):
+                _fail("window_sweep", case + " (a dict {centre: % change}, one entry per centre)",
+                      {c: round(v, 3) for c, v in expected.items()},
+                      got)
+            for center in centers:
+                value = got[center]
+                value = float(value) if isinstance(value, (int, float)) or torch.is_tensor(value) else value
+                if not isinstance(value, float) or not math.isclose(value, expected[center], rel_tol=1e-4, abs_tol=1e-4):
+                    hint = _window_sweep_hint(session, edge_group, centers, size, center, value)
+                    _fail("window_sweep", f"{case}, window centre {center}{hint}",
+                          f"{expected[center]:.4f} % change in p(true option)", value)
+            n += 1
+    return n
 
 
 _CHECKS = {name[len("_check_"):]: f for name, f in globals().items() if name.startswith("_check_")}

@@ -76,6 +76,25 @@ def kept_fraction(masks: dict, seq_len: int, num_layers: int) -> float:
     return 1 - cut / (per_layer * num_layers)
 
 
+def pathway_cuts(windows, num_layers: int):
+    """The knockout that keeps only the pathways: each edge group is cut in every layer outside its window."""
+    from flowkit import Cut, KnockoutSpec, LayerSet
+
+    def outside(first: int, last: int) -> tuple:
+        return tuple(layer for layer in range(num_layers) if not first <= layer <= last)
+
+    cut_layers = {
+        "cross_frame": outside(*windows.cross_frame),
+        "video->question": outside(*windows.video_to_question),
+        "question->last": outside(*windows.question_to_last),
+        "video->last": tuple(range(num_layers)),  # no window: the video reaches the answer through the question
+        "last->last": tuple(range(num_layers)),
+        "video->video": outside(0, windows.video_to_video_until),
+        "question->question": outside(0, windows.question_to_question_until),
+    }
+    return KnockoutSpec(tuple(Cut(edges, LayerSet(layers)) for edges, layers in cut_layers.items() if layers))
+
+
 def random_cut_like(block: torch.Tensor, seed: int) -> torch.Tensor:
     """Cut as many random causal edges as ``block`` cuts, never a token's edge to itself."""
     n = block.shape[0]
@@ -94,6 +113,19 @@ def hypothesis_spec():
     from flowkit import Cut, KnockoutSpec, parse_layers
 
     return KnockoutSpec((Cut("question->last", parse_layers("12-20")), Cut("video->question", parse_layers("5-13"))))
+
+
+def window_sweep(session, edge_group: str, centers, size: int = 9) -> dict:
+    """% change in p(true option) when ``edge_group`` is cut in a window of ``size`` layers around each centre."""
+    from flowkit import KnockoutSpec, LayerWindow
+
+    centers = list(centers)
+    specs = [KnockoutSpec.single(edge_group, LayerWindow(center, size)) for center in centers]
+    clean = session.clean_answer  # the run without any knockout
+    true = clean.true_option
+    p_base = clean.probs[true]  # p over the whole vocabulary, as the paper's metric uses
+    return {center: 100.0 * (after.probs[true] - p_base) / p_base
+            for center, after in zip(centers, session.answers(specs))}
 
 
 def trough_shift(curve_a: dict, curve_b: dict) -> int:
@@ -128,5 +160,5 @@ def bootstrap_interval(values, seed: int = 0, resamples: int = 2000, level: floa
 
 EXERCISES = ("frame_positions", "option_probabilities", "cross_frame_mask", "percent_change",
              "embedding_lens_scores", "temporal_share", "first_layer_above", "deepest_window",
-             "kept_fraction", "random_cut_like", "hypothesis_spec", "trough_shift",
+             "pathway_cuts", "kept_fraction", "random_cut_like", "hypothesis_spec", "window_sweep", "trough_shift",
              "knockout_attention", "logit_lens_probs", "bootstrap_interval")
