@@ -5,7 +5,8 @@
 
 Runs each notebook in a fresh kernel from the notebooks folder (cells tagged
 ``raises-exception`` are the exercises' blanks and are expected to raise), strips
-machine-specific paths from the outputs and prints each chapter's wall time.
+machine-specific paths from the outputs and the widgets' saved state (each widget output
+carries a PNG snapshot) and prints each chapter's wall time.
 Needs the precomputed results (``python -m flowkit fidelity``) for the current model.
 """
 
@@ -49,6 +50,9 @@ def run(path: Path, timeout: int = 600) -> float:
                    resources={"metadata": {"path": str(HERE)}}).execute()
     seconds = time.monotonic() - started
     scrub_outputs(notebook)
+    # the widgets' saved state (chart specs with their data, new model ids on every run) is not
+    # needed: a saved notebook shows each widget's PNG snapshot, in JupyterLab and on GitHub alike
+    notebook.metadata.pop("widgets", None)
     nbformat.write(notebook, path)
     return seconds
 

@@ -33,3 +33,15 @@ def test_one_title_and_real_prose(chapter):
 
 def test_every_chapter_is_checked():
     assert len(CHAPTERS) == 6
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda path: path.stem)
+def test_saved_widgets_are_pictures(chapter):
+    """A saved chapter shows each widget as its PNG snapshot and keeps no widget state (specs, data, model ids)."""
+    notebook = json.loads(chapter.read_text())
+    assert "widgets" not in notebook["metadata"], f"{chapter.name}: saved widget state (run notebooks/run_chapters.py)"
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data:
+                assert "image/png" in data, f"{chapter.name}: a widget output without its PNG snapshot"
