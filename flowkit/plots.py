@@ -210,7 +210,8 @@ def flow_curves(summary: pd.DataFrame, num_layers: int | None = None, columns: i
     else:
         titles = {t: t for t in tasks}
     data = data.assign(panel=data["task"].map(titles),
-                       faint=[learned is not None and t not in learned for t in data["task"]])
+                       style=["not learned" if learned is not None and t not in learned else "learned"
+                              for t in data["task"]])
     x = alt.X("center:Q", title="window centre (layer)", scale=alt.Scale(domain=[0, depth - 1], nice=False))
     tooltip = [alt.Tooltip("task:N"), alt.Tooltip("edge_group_label:N", title="edge group"),
                alt.Tooltip("center:Q", title="centre"), alt.Tooltip("pct_change:Q", title="% change", format=".1f")]
@@ -226,21 +227,25 @@ def flow_curves(summary: pd.DataFrame, num_layers: int | None = None, columns: i
     layers = [first_half, zero]
     y = alt.Y("pct_change:Q", title="% change in p(answer)")
     if has_band:
-        band_color = alt.Color("edge_group_label:N", sort=labels, legend=None,
-                               scale=alt.Scale(**color.to_dict()["scale"]))
         layers.append(alt.Chart().mark_area(opacity=0.15).encode(x=x, y=alt.Y("lo:Q", title="% change in p(answer)"),
-                                                                 y2="hi:Q", color=band_color))
-    line_layers = []
-    pick = task_selection() if summary["task"].nunique() > 1 else None  # one selection shared by both line layers
-    for faint, part in ((False, "!datum.faint"), (True, "datum.faint")):
-        if not data["faint"].eq(faint).any():
-            continue
-        mark = alt.Chart().mark_line(point=True, strokeWidth=1.5 if faint else 3, opacity=0.35 if faint else 1)
-        line = mark.encode(x=x, y=y, color=color, strokeDash=alt.StrokeDash("edge_group_label:N", sort=labels, legend=None),
-                           tooltip=tooltip).transform_filter(part)
-        if pick is not None:
-            line = highlight_on_click(line, selection=pick)  # click a curve: its task's panel stays, the others fade
-        line_layers.append(line)
+                                                                 y2="hi:Q", color=color))  # one legend for both
+    # one line layer (so a click on any curve selects its task); tasks not learned: thin and faint
+    mixed = bool((data["style"] == "not learned").any())
+    styles = alt.Scale(domain=["learned", "not learned"], range=[1.0, 0.35])
+    line = alt.Chart().mark_line(point=True, strokeWidth=3).encode(
+        x=x, y=y, color=color, strokeDash=alt.StrokeDash("edge_group_label:N", sort=labels, legend=None), tooltip=tooltip)
+    if mixed:
+        line = line.encode(strokeWidth=alt.StrokeWidth("style:N", legend=None, scale=alt.Scale(
+            domain=["learned", "not learned"], range=[3, 1.5])))
+    shown = alt.Opacity("style:N", scale=styles, legend=None) if mixed else alt.value(1.0)
+    if summary["task"].nunique() > 1:  # click a curve: its task's panel stays, the others fade
+        pick = task_selection()
+        line = line.add_params(pick).encode(opacity=alt.condition(pick, shown, alt.value(DIMMED_OPACITY)))
+        if has_band:
+            layers[-1] = layers[-1].encode(opacity=alt.condition(pick, alt.value(0.15), alt.value(0.03)))
+    elif mixed:
+        line = line.encode(opacity=shown)
+    line_layers = [line]
     chart = (alt.layer(*layers, *line_layers, data=data)
              .properties(width=width, height=height)
              .facet(facet=alt.Facet("panel:N", title=None, sort=[titles[t] for t in tasks]), columns=columns)

@@ -47,10 +47,13 @@ def test_flow_curves_draw_bands_and_set_tasks_not_learned_apart():
     frame = summary_frame()
     frame = frame.assign(lo=frame["pct_change"] - 1, hi=frame["pct_change"] + 1)
     spec = plots.flow_curves(frame, num_layers=32, learned=["object_count"]).to_dict()
-    assert marks(spec) == ["rect", "rule", "area", "line", "line"]  # band, then learned and faint lines
-    area, learned_line, faint_line = spec["spec"]["layer"][2:]
+    assert marks(spec) == ["rect", "rule", "area", "line"]  # the band, then one line layer
+    area, line = spec["spec"]["layer"][2:]
     assert area["encoding"]["y"]["field"] == "lo" and area["encoding"]["y2"]["field"] == "hi"
-    assert learned_line["mark"]["opacity"] == 1 and faint_line["mark"]["opacity"] < 0.5
+    opacity = line["encoding"]["opacity"]  # clicked task (or none): by style; the others dimmed
+    assert opacity["condition"]["field"] == "style" and opacity["condition"]["scale"]["range"] == [1.0, 0.35]
+    assert opacity["value"] == plots.DIMMED_OPACITY
+    assert [p["name"] for p in spec.get("params", [])] and "views" in spec["params"][0]  # one click selection
     panels = {r["task"]: r["panel"] for r in rows_of(spec)}
     assert panels == {"object_count": "object_count", "action_antonym": "action_antonym (not learned)"}
     assert spec["facet"]["sort"] == ["object_count", "action_antonym (not learned)"]  # learned tasks first

@@ -91,7 +91,10 @@ def learned_table() -> pd.DataFrame:
     accuracy = load_table("accuracy")
     control = load_table("control_accuracy")
     table = table_of(accuracy, control if len(control) else None)
-    stored = load_report().get("accuracy_ci") or {}
+    try:
+        stored = load_report().get("accuracy_ci") or {}
+    except FlowkitError:  # tables without their report: the intervals are computed below
+        stored = {}
     intervals = {task: tuple(stored[task]) if task in stored
                  else bootstrap_ci(accuracy.loc[accuracy["task"] == task, "correct"].astype(float))
                  for task in table.index}

@@ -397,8 +397,9 @@ def paper_comparison(report: dict, findings=("accuracy", "F1", "F2", "F3", "F4")
         kept_headline = f4.get("edges_kept_headline")
         if kept_headline:
             kept = kept_headline["mean"]
+            scope = "the learned tasks" if report.get("learned", {}).get("tasks") else "all tasks (none is learned)"
             kept_text = (f"{100 * kept:.1f} %{_ci_text(kept_headline['ci'], 100)} (mean over the "
-                         f"{kept_headline['questions']} questions of the learned tasks; per question "
+                         f"{kept_headline['questions']} questions of {scope}; per question "
                          f"{100 * kept_headline['min']:.1f}-{100 * kept_headline['max']:.1f} %)")
         else:
             kept = f4["edges"].get("mean_kept_fraction", f4["edges"]["kept_fraction"])
@@ -432,6 +433,12 @@ def format_report(report: dict) -> str:
     for task, a in acc.items():
         c = report.get("control_accuracy", {}).get(task)
         lines.append(f"{task:<20}{100 * a:>9.1f}%{'' if c is None else f'{100 * c:>9.1f}%':>10}")
+    learned = bool(report.get("learned", {}).get("tasks"))
+    headline_label = " (learned)" if learned else ""  # F1-F3 are on the learned tasks already
+    kept = (f4.get("edges_kept_headline") or {}).get("mean", f4["edges"].get("mean_kept_fraction",
+                                                                            f4["edges"]["kept_fraction"]))
+    f4_accuracy = (f4.get("accuracy_headline_tasks") if learned else None) or f4["accuracy"]
+
     def fmt(v, unit="%"):
         return "n/a" if v is None else f"{v:+.1f}{unit}" if unit == "%" else str(v)
     rows = [
@@ -441,11 +448,13 @@ def format_report(report: dict) -> str:
         ("F2 v->q / q->last troughs at", f"{f2['video_to_question_trough_center']} / {f2['question_to_last_trough_center']}", "v->q before q->last"),
         ("F2 max |%| v->last, last->last", f"{fmt(f2['max_abs_video_to_last'])}, {fmt(f2['max_abs_last_to_last'])}", PAPER_7B["F2 video->last, last->last"]),
         ("F3 p(true) > 0.5 from layer", fmt(f3["first_layer_p_true_above_half"], ""), PAPER_7B["F3 p(true) > 0.5 from layer"]),
-        ("F4 edges kept", f"{100 * f4['edges'].get('mean_kept_fraction', f4['edges']['kept_fraction']):.1f} %", PAPER_7B["F4 edges kept"]),
-        ("F4 acc full/pathways/random", " / ".join(f"{100 * f4['accuracy'].get(k, float('nan')):.1f}" for k in ("full", "pathways", "random")), PAPER_7B["F4 accuracy full / pathways / random"]),
+        ("F4 edges kept" + headline_label, f"{100 * kept:.1f} %", PAPER_7B["F4 edges kept"]),
+        ("F4 acc full/pathways/random" + headline_label,
+         " / ".join(f"{100 * f4_accuracy.get(k, float('nan')):.1f}" for k in ("full", "pathways", "random")),
+         PAPER_7B["F4 accuracy full / pathways / random"]),
     ]
-    lines += ["", f"{'':<32}{'this model':<28}{'paper (LLaVA-NeXT-7B)'}"]
-    lines += [f"{name:<32}{ours:<28}{paper}" for name, ours, paper in rows]
+    lines += ["", f"{'':<40}{'this model':<28}{'paper (LLaVA-NeXT-7B)'}"]
+    lines += [f"{name:<40}{ours:<28}{paper}" for name, ours, paper in rows]
     return "\n".join(lines)
 
 
