@@ -85,8 +85,9 @@ def test_effective_pathways_engine_equals_full_forwards(toy_fp32, samples, contr
                                                        random_controls=controls, progress=False)
     slow, slow_counts = experiments.effective_pathways(toy_fp32, samples, WINDOWS, random_seeds=(0, 1, 2),
                                                        random_controls=controls, progress=False, replay=False)
-    assert list(fast.columns) == list(slow.columns) == ["sample", "task", "condition", "seed", "correct", "p_answer"]
-    keys = ["sample", "task", "condition", "seed", "correct"]
+    assert list(fast.columns) == list(slow.columns) == ["sample", "task", "condition", "seed", "correct", "p_answer",
+                                                       "kept_fraction"]
+    keys = ["sample", "task", "condition", "seed", "correct", "kept_fraction"]
     assert fast[keys].astype(str).equals(slow[keys].astype(str))
     assert (fast["p_answer"] - slow["p_answer"]).abs().max() <= 1e-5
     assert fast_counts == slow_counts
