@@ -26,6 +26,7 @@ from flowkit.lens import activations, bag_temporal_share, logit_lens, word_bag
 from flowkit.pathways import (LAYER_MATCHED_RANDOM_CONTROL, PAPER_RANDOM_CONTROL, RANDOM_CONTROLS, PathwayWindows,
                                paper_pathway_preset, pathway_spec, random_control_masks)
 from flowkit.readout import answer_distribution
+from flowkit.stats import intervals_by, mean_with_ci
 from flowkit.sweep import summarize, sweep
 
 
@@ -111,8 +112,6 @@ def curves_with_ci(flows: pd.DataFrame, tasks=None, level: float = 0.95) -> pd.D
     ``flows`` is per-question sweep output (:func:`flowkit.sweep.sweep`, the stored ``sweeps``
     table). Columns: ``edge_group``, ``center``, ``pct_change``, ``lo``, ``hi``, ``n`` (questions).
     """
-    from flowkit.stats import mean_with_ci
-
     rows = flows[flows["correct_base"]]
     if tasks is not None:
         rows = rows[rows["task"].isin(list(tasks))]
@@ -125,8 +124,6 @@ def task_curves_with_ci(flows: pd.DataFrame, edge_groups=None, level: float = 0.
     """Per task, edge group and window centre: the mean % change over the task's correctly answered
     questions with a bootstrap interval over those questions (``lo``, ``hi``, ``n``); what
     :func:`flowkit.plots.flow_curves` draws as a line with a band."""
-    from flowkit.stats import mean_with_ci
-
     rows = flows[flows["correct_base"]]
     if edge_groups is not None:
         rows = rows[rows["edge_group"].isin(list(edge_groups))]
@@ -272,8 +269,9 @@ def pathway_summary(vllm, samples, windows: PathwayWindows | str, random_seeds: 
     (``accuracy_ci``: 95 % bootstrap intervals over the questions, and seeds for random masks).
 
     ``kept_fraction`` is the mean over ``samples`` of each question's exact kept share
-    (``edges`` has the first question's exact counts too). ``random`` is the paper's control; ``random_layer_matched`` appears when asked for in
-    ``random_controls``. See :func:`effective_pathways`.
+    (``edges`` has the first question's exact counts too). ``random`` is the paper's control;
+    ``random_layer_matched`` appears when asked for in ``random_controls``. See
+    :func:`effective_pathways`.
     """
     table, counts = effective_pathways(vllm, samples, windows, random_seeds=random_seeds,
                                        random_controls=random_controls, random_fraction=random_fraction,
@@ -281,13 +279,11 @@ def pathway_summary(vllm, samples, windows: PathwayWindows | str, random_seeds: 
     windows, _, _ = _resolve_pathways(vllm, windows, random_fraction)
     accuracy = table.groupby("condition")["correct"].mean()
     plain = {k: list(v) if isinstance(v, tuple) else v for k, v in windows.to_dict().items()}
-    conditions = ("full", "pathways", *RANDOM_CONDITIONS.values())
-    from flowkit.stats import bootstrap_ci
-
-    accuracy_ci = {c: [float(x) for x in bootstrap_ci(table.loc[table["condition"] == c, "correct"].astype(float))]
-                   for c in conditions if c in accuracy}
+    conditions = [c for c in ("full", "pathways", *RANDOM_CONDITIONS.values()) if c in accuracy]
+    accuracy_ci = intervals_by(table, "condition")
     return {"windows": plain, "edges": counts, "kept_fraction": counts["mean_kept_fraction"],
-            "accuracy": {c: float(accuracy[c]) for c in conditions if c in accuracy}, "accuracy_ci": accuracy_ci,
+            "accuracy": {c: float(accuracy[c]) for c in conditions},
+            "accuracy_ci": {c: accuracy_ci[c] for c in conditions},
             "questions": len(set(table["sample"])), "random_seeds": list(random_seeds),
             "random_controls": list(random_controls), "random_fraction": counts["random_fraction"]}
 

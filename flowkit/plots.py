@@ -225,19 +225,20 @@ def flow_curves(summary: pd.DataFrame, num_layers: int | None = None, columns: i
                   .encode(x=alt.X(datum=0, type="quantitative"), x2=alt.datum((depth - 1) / 2)))
     zero = alt.Chart().mark_rule(color="#424242", strokeDash=[4, 4]).encode(y=alt.Y(datum=0, type="quantitative"))
     layers = [first_half, zero]
-    y = alt.Y("pct_change:Q", title="% change in p(answer)")
+    y = {"field": "pct_change", "type": "quantitative", "title": "% change in p(answer)"}
     if has_band:
-        layers.append(alt.Chart().mark_area(opacity=0.15).encode(x=x, y=alt.Y("lo:Q", title="% change in p(answer)"),
-                                                                 y2="hi:Q", color=color))  # one legend for both
+        layers.append(alt.Chart().mark_area(opacity=0.15).encode(x=x, y=alt.Y("lo:Q", title=y["title"]), y2="hi:Q",
+                                                                 color=color))  # one legend for both
     # one line layer (so a click on any curve selects its task); tasks not learned: thin and faint
     mixed = bool((data["style"] == "not learned").any())
-    styles = alt.Scale(domain=["learned", "not learned"], range=[1.0, 0.35])
+    styles = ["learned", "not learned"]
     line = alt.Chart().mark_line(point=True, strokeWidth=3).encode(
-        x=x, y=y, color=color, strokeDash=alt.StrokeDash("edge_group_label:N", sort=labels, legend=None), tooltip=tooltip)
+        x=x, y=alt.Y(**y), color=color, strokeDash=alt.StrokeDash("edge_group_label:N", sort=labels, legend=None), tooltip=tooltip)
     if mixed:
-        line = line.encode(strokeWidth=alt.StrokeWidth("style:N", legend=None, scale=alt.Scale(
-            domain=["learned", "not learned"], range=[3, 1.5])))
-    shown = alt.Opacity("style:N", scale=styles, legend=None) if mixed else alt.value(1.0)
+        line = line.encode(strokeWidth=alt.StrokeWidth("style:N", legend=None,
+                                                       scale=alt.Scale(domain=styles, range=[3, 1.5])))
+    shown = alt.Opacity("style:N", legend=None, scale=alt.Scale(domain=styles, range=[1.0, 0.35])) if mixed \
+        else alt.value(1.0)
     if summary["task"].nunique() > 1:  # click a curve: its task's panel stays, the others fade
         pick = task_selection()
         line = line.add_params(pick).encode(opacity=alt.condition(pick, shown, alt.value(DIMMED_OPACITY)))
@@ -245,8 +246,7 @@ def flow_curves(summary: pd.DataFrame, num_layers: int | None = None, columns: i
             layers[-1] = layers[-1].encode(opacity=alt.condition(pick, alt.value(0.15), alt.value(0.03)))
     elif mixed:
         line = line.encode(opacity=shown)
-    line_layers = [line]
-    chart = (alt.layer(*layers, *line_layers, data=data)
+    chart = (alt.layer(*layers, line, data=data)
              .properties(width=width, height=height)
              .facet(facet=alt.Facet("panel:N", title=None, sort=[titles[t] for t in tasks]), columns=columns)
              .properties(title=f"Knockout in a window of layers (shaded: first half of {depth} layers"

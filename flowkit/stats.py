@@ -49,4 +49,10 @@ def mean_with_ci(frame: pd.DataFrame, by, value: str, level: float = 0.95) -> pd
     return pd.DataFrame(rows)
 
 
-__all__ = ["RESAMPLES", "SEED", "bootstrap_ci", "mean_with_ci"]
+def intervals_by(frame: pd.DataFrame, by: str, value: str = "correct", level: float = 0.95) -> dict:
+    """Per group of ``by``: the bootstrap interval ``[lo, hi]`` of the mean of ``value`` (e.g. the
+    share of ``correct`` questions: an accuracy per task or per condition)."""
+    return {key: list(bootstrap_ci(group[value].astype(float), level)) for key, group in frame.groupby(by)}
+
+
+__all__ = ["RESAMPLES", "SEED", "bootstrap_ci", "intervals_by", "mean_with_ci"]

@@ -86,7 +86,7 @@ def learned_table() -> pd.DataFrame:
     report's ``accuracy_ci``, or computed here from the per-question table where the report lacks it."""
     from flowkit.learned import learned_table as table_of
     from flowkit.course.results import load_report, load_table
-    from flowkit.stats import bootstrap_ci
+    from flowkit.stats import intervals_by
 
     accuracy = load_table("accuracy")
     control = load_table("control_accuracy")
@@ -95,9 +95,7 @@ def learned_table() -> pd.DataFrame:
         stored = load_report().get("accuracy_ci") or {}
     except FlowkitError:  # tables without their report: the intervals are computed below
         stored = {}
-    intervals = {task: tuple(stored[task]) if task in stored
-                 else bootstrap_ci(accuracy.loc[accuracy["task"] == task, "correct"].astype(float))
-                 for task in table.index}
+    intervals = {**intervals_by(accuracy, "task"), **stored}
     return table.assign(lo=[float(intervals[t][0]) for t in table.index],
                         hi=[float(intervals[t][1]) for t in table.index])
 

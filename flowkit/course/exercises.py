@@ -365,24 +365,26 @@ def _toy_model():
     return _TOY_MODEL["model"]
 
 
-def _window_sweep_hint(session, edge_group: str, centers: list, size: int, center: int, got) -> str:
+def _window_sweep_hint(session, edge_group: str, size: int, center: int, got) -> str:
     """Name the likely slip when a student's % change at ``center`` matches a common wrong formula."""
+    from flowkit.readout import percent_change
     from flowkit.spec import KnockoutSpec, LayerWindow
 
     clean = session.clean_answer
     true = clean.true_option
     right, default_window = session.answers([KnockoutSpec.single(edge_group, LayerWindow(center, size)),
                                              KnockoutSpec.single(edge_group, LayerWindow(center))])
+    base = clean.probs[true]
     candidates = {
         "renormalised over the options (option_probs); use p over the whole vocabulary (.probs or .p())":
-            100 * (right.option_probs[true] - clean.option_probs[true]) / clean.option_probs[true],
+            percent_change(clean.option_probs[true], right.option_probs[true]),
         "an absolute change; the paper's metric is relative: 100 * (p_new - p_base) / p_base":
-            right.probs[true] - clean.probs[true],
-        "a fraction; multiply by 100 for percent": (right.probs[true] - clean.probs[true]) / clean.probs[true],
+            right.probs[true] - base,
+        "a fraction; multiply by 100 for percent": percent_change(base, right.probs[true]) / 100,
         f"a 9-layer window; use LayerWindow(centre, size) with size={size}":
-            100 * (default_window.probs[true] - clean.probs[true]) / clean.probs[true],
+            percent_change(base, default_window.probs[true]),
         "the p of the predicted option after the knockout; follow the true option":
-            100 * (right.probs[right.predicted] - clean.probs[true]) / clean.probs[true],
+            percent_change(base, right.probs[right.predicted]),
     }
     for hint, value in candidates.items():
         if isinstance(got, (int, float)) and math.isclose(got, value, rel_tol=1e-4, abs_tol=1e-6):
@@ -431,7 +433,7 @@ def _check_window_sweep(fn) -> int:
             for center in centers:
                 value = _plain_number(got[center], as_float=True)
                 if not isinstance(value, float) or not math.isclose(value, expected[center], rel_tol=1e-4, abs_tol=1e-4):
-                    hint = _window_sweep_hint(session, edge_group, centers, size, center, value)
+                    hint = _window_sweep_hint(session, edge_group, size, center, value)
                     _fail("window_sweep", f"{case}, window centre {center}{hint}",
                           f"{expected[center]:.4f} % change in p(true option)", value)
             n += 1
