@@ -50,6 +50,9 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", type=float, default=None,
                         help="wall-clock budget: --steps becomes an upper bound and the schedule is fitted to "
                              "the budget after the first steps (the fitted length is logged and kept in config.json)")
+    parser.add_argument("--pool", default=None,
+                        help="dense: draw batches from a pre-rendered training pool folder "
+                             "(build it with python -m flowkit.smol_video.training.pool)")
     args = parser.parse_args(argv)
     try:
         config = TrainConfig(stage=args.stage, steps=args.steps, batch_size=args.batch_size, lr_vision=args.lr_vision,
@@ -60,7 +63,7 @@ def main(argv=None) -> int:
                              questions_per_clip=args.questions_per_clip, captions=not args.no_captions,
                              caption_weight=args.caption_weight, eval_seed=args.eval_seed,
                              eval_frame_per_task=args.eval_frame_per_task, device=args.device,
-                             workers=args.workers, minutes=args.minutes,
+                             workers=args.workers, minutes=args.minutes, pool=args.pool,
                              **({"video_tasks": tuple(args.tasks)} if args.tasks else {}),
                              **({"frame_tasks": tuple(args.frame_tasks)} if args.frame_tasks else {}))
     except ValueError as error:

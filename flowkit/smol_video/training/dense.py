@@ -71,6 +71,8 @@ class Turn:
     kind: str
     answer_index: int | None = None
     num_options: int = 0
+    question: str | None = None  # answers: the question and its options, so a pool can re-order them
+    candidates: tuple[str, ...] = ()
 
     @property
     def supervised_from(self) -> int:
@@ -87,7 +89,7 @@ def answer_turn(question: str, candidates, answer_index: int, adapter=None) -> T
             else question_body(question, candidates, separator))[0]
     letter = OPTION_LETTERS[answer_index]
     reply = f"{ANSWER_PREFIX}{letter}) {' '.join(str(candidates[answer_index]).split())}"
-    return Turn(body, reply, "answer", answer_index, len(candidates))
+    return Turn(body, reply, "answer", answer_index, len(candidates), str(question), tuple(str(c) for c in candidates))
 
 
 def caption_turn(request: str, caption: str) -> Turn:
@@ -247,8 +249,15 @@ def encode_conversation(processor, conversation: Conversation, adapter=None) -> 
             "task": conversation.task}
 
 
-def collate_conversations(processor, conversations: list[Conversation]) -> dict:
-    """Right-padded batch of encoded conversations (labels ``-100`` on padding)."""
+def collate_conversations(processor, conversations: list[Conversation], fast: bool = True) -> dict:
+    """Right-padded batch of encoded conversations (labels ``-100`` on padding).
+
+    ``fast`` builds the same tensors with :class:`~flowkit.smol_video.training.encoding.ConversationEncoder`
+    (several times cheaper); ``fast=False`` is the reference, :func:`encode_conversation` per row."""
+    if fast:
+        from flowkit.smol_video.training.encoding import encoder_for
+
+        return encoder_for(processor).collate_conversations(conversations)
     encoded = [encode_conversation(processor, c) for c in conversations]
     n = max(len(e["input_ids"]) for e in encoded)
     pad = processor.tokenizer.pad_token_id or 0

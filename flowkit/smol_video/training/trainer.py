@@ -79,6 +79,7 @@ class TrainConfig:
     device: str = "cpu"  # "cpu" or "cuda" (or "cuda:N"); evaluation runs there too
     workers: int = 0  # processes that build batches ahead of the model (0: in the training process)
     minutes: float | None = None  # wall-clock budget: fit the schedule into it (see train())
+    pool: str | None = None  # dense: a pre-rendered training pool folder to draw batches from (pool.py)
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -88,6 +89,8 @@ class TrainConfig:
             raise ValueError(f"unknown supervision {self.supervision!r}; choose from: {' '.join(SUPERVISIONS)}")
         if self.supervision == "dense" and self.stage == "embed":
             raise ValueError("stage 0 (embed) never runs the language model; dense supervision needs align or video")
+        if self.pool is not None and self.supervision != "dense":
+            raise ValueError("a training pool holds dense conversations; use it with --supervision dense")
         if self.workers < 0:
             raise ValueError(f"workers must be 0 or more, got {self.workers}")
         if self.minutes is not None and self.minutes <= 0:
@@ -280,6 +283,10 @@ class _StepBatches(torch.utils.data.Dataset):
 
 def step_batch(config: TrainConfig, processor, step: int) -> dict:
     """The collated batch of ``step`` for the run's supervision."""
+    if config.supervision == "dense" and config.pool:
+        from flowkit.smol_video.training.pool import pool_batch
+
+        return pool_batch(config, processor, step)
     if config.supervision == "dense":
         from flowkit.smol_video.training.dense import collate_conversations, conversation_batch
 
@@ -392,6 +399,14 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
         optimizer.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
         train_seconds = float(ckpt.get("train_seconds", 0.0))
+        pinned = ckpt.get("config", {}).get("notes", {}).get("pool_per_task")
+        if config.pool and pinned:
+            config.notes = {**config.notes, "pool_per_task": pinned}
+    if config.pool:  # the pool's entries per task, pinned for resuming (a pool may grow later)
+        from flowkit.smol_video.training.pool import open_pool, pool_sizes
+
+        open_pool(config.pool).check_run(config, processor)
+        config.notes = {**config.notes, "pool_per_task": pool_sizes(config)}
     (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
     sets = evaluation_sets(config)
     eval_batches = evaluation_batches(processor, sets, batch_size=16 if device.type == "cpu" else 64)
