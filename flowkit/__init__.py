@@ -10,7 +10,7 @@ The main entry points:
 - :mod:`flowkit.readout` and :mod:`flowkit.lens` — read answers and hidden states.
 """
 
-from flowkit.errors import FlowkitError, KnockoutError, ModelLoadError, UnsupportedModelError
+from flowkit.errors import FlowkitError, KnockoutError, ModelLoadError, UnsupportedModelError, VideoError
 from flowkit.edge_groups import PAPER_EDGE_GROUPS
 from flowkit.spec import Cut, KnockoutSpec, LayerSet, LayerWindow, parse_layers
 from flowkit.masks import block_masks, count_edges
@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PAPER_EDGE_GROUPS", "AnswerDistribution", "CheckResult", "Cut", "FlowkitError", "KnockoutError", "KnockoutSpec",
-    "LayerSet", "LayerWindow", "ModelLoadError", "Spans", "UnsupportedModelError", "VideoLLM", "accuracy",
+    "LayerSet", "LayerWindow", "ModelLoadError", "Spans", "UnsupportedModelError", "VideoError", "VideoLLM", "accuracy",
     "answer_distribution", "block_masks", "check", "count_edges", "knockout", "load_videollm", "parse_layers",
     "percent_change",
 ]

@@ -25,3 +25,7 @@ class UnsupportedModelError(ModelLoadError):
 
 class QuestionError(FlowkitError, ValueError):
     """A question, its options or its answer that cannot be asked as multiple choice."""
+
+
+class VideoError(FlowkitError, ValueError):
+    """A video file that cannot be read: missing, empty, damaged, or not a video at all."""

@@ -204,7 +204,10 @@ def _parse_index(group: str, kind: str, count: int) -> int:
         index = int(raw)
     except ValueError:
         raise KnockoutError(f"{group!r}: {kind} index must be an integer, e.g. '{kind}:0'.") from None
-    if not 0 <= index < count:
+    if index < 0:
+        raise KnockoutError(f"{group!r}: {kind} index {index} is before the start: {kind}s count from 0 "
+                            f"({kind}:0 is the first; valid: 0..{count - 1}).")
+    if index >= count:
         raise KnockoutError(
             f"{group!r}: {kind} index {index} is beyond the video, which has {count} {kind}s "
             f"(valid: 0..{count - 1})."

@@ -113,12 +113,60 @@ def parse_layers(text: str) -> LayerSet:
     return LayerSet(tuple(layers))
 
 
-def _layers_from_dict(data: dict) -> Layers:
+_LAYERS_FORMAT = '{"layers": [5, 6, 7]} (or "5-7") or {"center": 10, "size": 9}'
+
+
+def _json_whole(value) -> int | None:
+    """A whole number read from JSON (``10`` or ``10.0``), else None."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return _whole_number(value)
+
+
+def _layers_from_dict(data: dict, where: str = "layers") -> Layers:
+    """The layers of one cut as stored in JSON (:meth:`LayerWindow.to_dict` / :meth:`LayerSet.to_dict`)."""
+    if isinstance(data, str):
+        return parse_layers(data)
+    if isinstance(data, (list, tuple)):
+        data = {"layers": data}
+    if not isinstance(data, dict):
+        raise KnockoutError(f"{where} is {data!r}; write {_LAYERS_FORMAT}.")
     if "center" in data:
-        return LayerWindow(center=int(data["center"]), size=int(data.get("size", 9)))
+        center, size = _json_whole(data["center"]), _json_whole(data.get("size", 9))
+        if center is None or size is None:
+            raise KnockoutError(f"{where}: 'center' and 'size' must be whole numbers, got {data!r}; "
+                                f"write {_LAYERS_FORMAT}.")
+        return LayerWindow(center=center, size=size)
     if "layers" in data:
-        return LayerSet(tuple(int(x) for x in data["layers"]))
-    raise KnockoutError(f"cannot read layers from {data!r}: expected {{'center', 'size'}} or {{'layers'}}.")
+        layers = data["layers"]
+        if isinstance(layers, str):
+            return parse_layers(layers)
+        numbers = [_json_whole(x) for x in layers] if isinstance(layers, (list, tuple)) else [None]
+        if None in numbers:
+            raise KnockoutError(f"{where}: 'layers' must be a list of layer numbers, got {layers!r}; "
+                                f"write {_LAYERS_FORMAT}.")
+        return LayerSet(tuple(numbers))
+    raise KnockoutError(f"cannot read {where} from {data!r}: write {_LAYERS_FORMAT}.")
+
+
+def _cut_from_dict(data: object, index: int) -> "Cut":
+    """Cut ``index`` of a spec's ``cuts`` list, or a :class:`KnockoutError` naming it and what it lacks."""
+    name = f"cut {index}"
+    example = '{"edges": "video->question", "layers": {"layers": [5, 6, 7]}}'
+    if isinstance(data, str):
+        raise KnockoutError(f"{name} of the knockout spec is the string {data!r}, not a cut: write each cut as "
+                            f"an object with 'edges' and 'layers', e.g. {example}.")
+    if not isinstance(data, dict):
+        raise KnockoutError(f"{name} of the knockout spec is {data!r}, not a cut: write each cut as an object "
+                            f"with 'edges' and 'layers', e.g. {example}.")
+    missing = [key for key in ("edges", "layers") if key not in data]
+    if missing:
+        raise KnockoutError(f"{name} of the knockout spec ({data!r}) has no {' and no '.join(map(repr, missing))}: "
+                            f"each cut names its edge group and its layers, e.g. {example}.")
+    try:
+        return Cut(data["edges"], _layers_from_dict(data["layers"], where="its 'layers'"))
+    except KnockoutError as exc:
+        raise KnockoutError(f"{name} of the knockout spec: {exc}") from None
 
 
 # ------------------------------------------------------------------------------ specs
@@ -133,6 +181,11 @@ class Cut:
 
     def __post_init__(self):
         object.__setattr__(self, "edges", normalize_edges(self.edges))
+        for side in self.edges.split("->"):  # a negative frame index is wrong for every prompt
+            stem, _, index = side.partition(":")
+            if stem == "frame" and re.fullmatch(r"-\d+", index):
+                raise KnockoutError(f"{side!r}: frame index {index} is before the start: frames count from 0 "
+                                    "(frame:0 is the first).")
         if not isinstance(self.layers, (LayerWindow, LayerSet)):
             raise KnockoutError(f"layers must be a LayerWindow or LayerSet, got {type(self.layers).__name__}")
 
@@ -172,9 +225,11 @@ class KnockoutSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> "KnockoutSpec":
+        """The spec :meth:`to_dict` wrote; a cut that is not ``{'edges': ..., 'layers': ...}`` is a
+        :class:`KnockoutError` naming the cut and what it lacks."""
         if not isinstance(data, dict) or not isinstance(data.get("cuts"), list):
             raise KnockoutError(f"a knockout spec is {{'cuts': [...]}}, got {data!r}")
-        return cls(tuple(Cut(c["edges"], _layers_from_dict(c["layers"])) for c in data["cuts"]))
+        return cls(tuple(_cut_from_dict(c, i) for i, c in enumerate(data["cuts"])))
 
     @classmethod
     def from_json(cls, text: str) -> "KnockoutSpec":

@@ -12,6 +12,7 @@ import pytest
 
 from flowkit.data import (QuestionSetError, ShortClipWarning, SkippedEntriesWarning, available_tasks, load_question_set, read_video,
                           write_video)
+from flowkit.errors import VideoError
 
 
 def grey_ramp(num_frames: int, size: int = 32) -> np.ndarray:
@@ -179,7 +180,7 @@ def test_bad_frame_counts_name_the_argument(tvbench):
 
 
 def test_reading_a_directory_says_it_is_one(tvbench):
-    with pytest.raises(QuestionSetError, match="is a directory, not a video file"):
+    with pytest.raises(VideoError, match="is a directory, not a video file"):
         read_video(tvbench / "video" / "moving_direction")
 
 
@@ -223,9 +224,63 @@ def test_short_clip_warns_and_repeats(tvbench):
     assert frame_numbers(samples[0].frames) == np.linspace(0, 9, 16).round().astype(int).tolist()
 
 
-def test_annotations_are_checked_before_decoding(tvbench, monkeypatch):
-    """A bad entry in the second task fails fast, before any clip of the first task is decoded."""
-    write_annotations(tvbench, "unexpected_action", [{"video": "c.webm"}])
-    monkeypatch.setattr("flowkit.data.question_sets.read_video", lambda *args, **kwargs: pytest.fail("decoded too early"))
-    with pytest.raises(QuestionSetError, match="missing required key"):
+def test_one_pass_lists_every_bad_entry_of_every_task_in_entry_order(tvbench):
+    """Annotation problems and decode problems (empty, corrupt clip) come in one error, in entry order."""
+    clips = tvbench / "video" / "moving_direction"
+    (clips / "empty.mp4").write_bytes(b"")
+    data = (clips / "a.mp4").read_bytes()
+    (clips / "cut.mp4").write_bytes(data[: len(data) // 3])  # a real clip of the kit's, truncated
+    good = {"question": "q?", "candidates": ["up", "down"], "answer": "up"}
+    path = write_annotations(tvbench, "moving_direction", [
+        {"video": "empty.mp4", **good},
+        {"video": "a.mp4", "question": "q?"},
+        {"video": "cut.mp4", **good},
+        {"video": "a.mp4", **good},
+        {"video": "b.mp4", **good, "start": 2, "end": 1},
+    ])
+    other = write_annotations(tvbench, "unexpected_action",
+                              [{"video": "c.webm", **good}, {"video": "gone.webm", **good}])
+    with pytest.raises(QuestionSetError) as raised:
         load_question_set(tvbench)
+    message = str(raised.value)
+    assert message.startswith("5 bad entries in task(s) 'moving_direction', 'unexpected_action'; fix them, or pass "
+                              "skip_invalid=True")
+    listed = message.splitlines()[1:]
+    assert [line.split(": ", 1)[0] for line in listed] == [
+        f"  - {path}, entry 0", f"  - {path}, entry 1", f"  - {path}, entry 2", f"  - {path}, entry 4",
+        f"  - {other}, entry 1"]
+    assert "video file is empty (0 bytes)" in listed[0] and "missing required key(s)" in listed[1]
+    assert "cut.mp4: FFmpeg cannot open it, so the file is corrupt or not a video" in listed[2]
+    assert "'start' (2 s) is after 'end' (1 s); fix the entry's start/end" in listed[3]
+    assert "video file not found" in listed[4]
+
+
+def test_skip_invalid_skips_a_task_file_that_is_not_a_list(tvbench):
+    path = write_annotations(tvbench, "moving_direction", {"video": "a.mp4"})
+    with pytest.warns(SkippedEntriesWarning, match="skipped 1"):
+        loaded = load_question_set(tvbench, num_frames=2, skip_invalid=True)
+    assert [s.id for s in loaded] == ["unexpected_action/0000"]
+    assert loaded.skipped == [f"{path} must hold a JSON list of entries, found a dict; fix or re-download it "
+                              "(the whole task is skipped)"]
+    assert f"  - {path} must hold a JSON list" in loaded.report()
+
+
+def test_a_task_file_that_is_not_a_list_is_listed_with_the_bad_entries(tvbench):
+    path = write_annotations(tvbench, "moving_direction", "[not a list]")
+    other = write_annotations(tvbench, "unexpected_action", [{"video": "c.webm", "question": "q?"}])
+    with pytest.raises(QuestionSetError) as raised:
+        load_question_set(tvbench)
+    message = str(raised.value)
+    assert message.startswith("1 bad entry and 1 unreadable task file in task(s) 'moving_direction', "
+                              "'unexpected_action'")
+    assert f"  - {path} must hold a JSON list of entries, found a str" in message
+    assert f"  - {other}, entry 0: missing required key(s)" in message
+
+
+def test_a_decode_error_in_a_question_set_names_the_entry_once(tvbench):
+    (tvbench / "video" / "unexpected_action" / "c.webm").write_bytes(b"")
+    path = tvbench / "json" / "unexpected_action.json"
+    with pytest.raises(QuestionSetError) as raised:
+        load_question_set(tvbench, task="unexpected_action")
+    line = str(raised.value).splitlines()[1]
+    assert line.startswith(f"  - {path}, entry 0: video file is empty (0 bytes): ") and line.count("entry 0") == 1

@@ -14,6 +14,7 @@ from flowkit.data.question_sets import (QuestionSet, SkippedEntriesWarning, Spli
                                 write_split)
 from flowkit.data.sample import QuestionSetError, Sample, ShortClipWarning
 from flowkit.data.synthetic import EVAL_SEED, NUM_OPTIONS, TASKS, generate, iter_samples, make_sample
+from flowkit.errors import VideoError
 from flowkit.data.video import read_video, uniform_frame_indices, write_video
 from flowkit.data.vocab import SPATIAL_WORDS, TEMPORAL_WORDS
 
@@ -28,6 +29,7 @@ __all__ = [
     "QuestionSetError",
     "Sample",
     "ShortClipWarning",
+    "VideoError",
     "SplitSummary",
     "available_tasks",
     "shipped_questions_root",

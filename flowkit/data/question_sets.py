@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from flowkit.locations import data_path
 from flowkit.data.sample import OPTION_LETTERS, QuestionSetError, Sample
 from flowkit.data.synthetic import EVAL_SEED, TASKS, check_task, iter_samples
+from flowkit.errors import VideoError
 from flowkit.data.video import VIDEO_CODEC, VIDEO_FPS, check_num_frames, encoder_build, read_video, write_video
 
 REQUIRED_KEYS = ("video", "question", "candidates", "answer")
@@ -124,11 +125,14 @@ def load_question_set(
     see :func:`~flowkit.data.video.read_video`); ``size`` optionally resizes
     frames to ``size x size``.  Sample ids are ``"<task>/<entry index:04d>"``.
 
-    Every entry is checked (keys, options, answer, video file, then decoding). By default
-    any problem raises one :class:`QuestionSetError` that lists **every** problem of the task, so
-    a folder can be fixed in one pass. ``skip_invalid=True`` instead loads the good entries
-    and leaves the bad ones out: the result's ``skipped`` lists them (``.report()`` prints
-    them) and one :class:`SkippedEntriesWarning` says so.
+    Every entry is checked in one pass, in entry order: its keys, options, answer and video
+    file, then the decoding of its clip. By default any problem raises one
+    :class:`QuestionSetError` that lists **every** bad entry of every task, whatever its
+    problem (an annotation, a missing, empty or corrupt clip) and a task file that is not a
+    JSON list, so a folder can be fixed in one pass. ``skip_invalid=True`` instead loads the
+    good entries and leaves the bad ones (and any unreadable task file) out: the result's
+    ``skipped`` lists them (``.report()`` prints them) and one :class:`SkippedEntriesWarning`
+    says so.
     """
     root = Path(root)
     check_num_frames(num_frames)
@@ -143,35 +147,51 @@ def load_question_set(
                 f"unknown task(s) {', '.join(map(repr, unknown))} in {root / 'json'}; "
                 f"available tasks: {', '.join(available) or '(none)'}"
             )
-    annotated = {name: _read_annotations(root, name) for name in tasks}
-    problems = {name: found for name, (_, found) in annotated.items()}
-    if not skip_invalid:
-        _raise_if_any(problems)  # every annotation problem, before any clip is decoded
     loaded = QuestionSet()
-    for name, (entries, _) in annotated.items():
-        for entry in entries:
+    problems: dict[str, list[str]] = {}
+    unreadable_files = 0
+    for name in tasks:
+        problems[name] = found = []
+        json_path = root / "json" / f"{name}.json"
+        try:
+            raw_entries = _read_task_file(json_path)
+        except QuestionSetError as error:
+            found.append(f"{error}{' (the whole task is skipped)' if skip_invalid else ''}")
+            unreadable_files += 1
+            continue
+        for index, raw in enumerate(raw_entries):
+            try:
+                entry = _validated_entry(root, name, json_path, index, raw)
+            except QuestionSetError as error:  # the message names the file and the entry
+                found.append(str(error))
+                continue
             try:
                 loaded.append(_decoded_sample(entry, num_frames, size))
-            except QuestionSetError as error:
-                problems[name].append(f"{root / 'json' / f'{name}.json'}, entry {entry.index}: {error}")
+            except (QuestionSetError, VideoError) as error:
+                found.append(f"{json_path}, entry {index}: {error}")
     if not skip_invalid:
-        _raise_if_any(problems)
+        _raise_if_any(problems, unreadable_files)
     loaded.skipped.extend(problem for found in problems.values() for problem in found)
     if loaded.skipped:
         warnings.warn(f"{root}: {loaded.report()}", SkippedEntriesWarning, stacklevel=2)
     return loaded
 
 
-def _raise_if_any(problems: dict[str, list[str]]) -> None:
+def _raise_if_any(problems: dict[str, list[str]], unreadable_files: int = 0) -> None:
     """One :class:`QuestionSetError` listing every problem of every task, if there is any."""
     bad = {name: found for name, found in problems.items() if found}
     if not bad:
         return
-    count = sum(map(len, bad.values()))
+    entries = sum(map(len, bad.values())) - unreadable_files
+    counts = []
+    if entries:
+        counts.append(f"{entries} bad entr{'y' if entries == 1 else 'ies'}")
+    if unreadable_files:
+        counts.append(f"{unreadable_files} unreadable task file{'' if unreadable_files == 1 else 's'}")
     listing = "\n".join(f"  - {problem}" for found in bad.values() for problem in found)
     tasks = ", ".join(map(repr, bad))
-    raise QuestionSetError(f"{count} bad entr{'y' if count == 1 else 'ies'} in task(s) {tasks}; fix them, or pass "
-                     f"skip_invalid=True to load the good ones and leave these out:\n{listing}")
+    raise QuestionSetError(f"{' and '.join(counts)} in task(s) {tasks}; fix them, or pass "
+                           f"skip_invalid=True to load the good ones and leave these out:\n{listing}")
 
 
 def _decoded_sample(entry: "_Entry", num_frames: int, size: int | None) -> Sample:
@@ -187,25 +207,20 @@ def _decoded_sample(entry: "_Entry", num_frames: int, size: int | None) -> Sampl
     )
 
 
-def _read_annotations(root: Path, task: str) -> tuple[list[_Entry], list[str]]:
-    """Parse ``json/<task>.json``: the valid entries, and one line per invalid entry (video files checked too)."""
-    json_path = root / "json" / f"{task}.json"
+def _read_task_file(json_path: Path) -> list:
+    """The raw entries of ``json/<task>.json``, or a :class:`QuestionSetError` saying why the file is unusable."""
     try:
         raw_entries = json.loads(json_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise QuestionSetError(f"{json_path} is not valid JSON ({error}); fix or re-download it") from error
+        raise QuestionSetError(f"{json_path} is not valid JSON ({error}); fix or re-download it") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise QuestionSetError(f"{json_path} cannot be read ({error}); fix or re-download it") from None
     if not isinstance(raw_entries, list):
         raise QuestionSetError(
             f"{json_path} must hold a JSON list of entries, found a {type(raw_entries).__name__}; "
             "fix or re-download it"
         )
-    entries, problems = [], []
-    for index, raw in enumerate(raw_entries):
-        try:
-            entries.append(_validated_entry(root, task, json_path, index, raw))
-        except QuestionSetError as error:
-            problems.append(str(error))
-    return entries, problems
+    return raw_entries
 
 
 def _validated_entry(root: Path, task: str, json_path: Path, index: int, raw: object) -> _Entry:
@@ -236,6 +251,9 @@ def _validated_entry(root: Path, task: str, json_path: Path, index: int, raw: ob
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise QuestionSetError(f"{where}: {key!r} must be a number of seconds, got {value!r}")
         bounds[key] = None if value is None else float(value)
+    if None not in bounds.values() and bounds["start"] > bounds["end"]:
+        raise QuestionSetError(f"{where}: 'start' ({bounds['start']:g} s) is after 'end' ({bounds['end']:g} s); "
+                               "fix the entry's start/end")
     video_path = root / "video" / task / raw["video"]
     if not video_path.is_file():
         raise QuestionSetError(

@@ -19,6 +19,12 @@ Reading decodes the clip twice: the first pass only collects presentation
 times (to apply ``start``/``end`` trimming and count the frames), the second
 converts just the sampled frames to RGB.  Holding every decoded frame of a
 long, high-resolution benchmark video would otherwise cost gigabytes.
+
+A file that cannot be read (missing, empty, damaged, not a video) raises
+:class:`~flowkit.errors.VideoError` with one sentence: which file, what is
+wrong with it (e.g. how many of its frames decoded) and what to do.  A clip
+shorter than requested gives a :class:`ShortClipWarning`, shown as one line
+(``ShortClipWarning: <message>``, no source line) in a terminal and in Jupyter.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from flowkit.data.sample import QuestionSetError, ShortClipWarning
+from flowkit.errors import VideoError
 
 VIDEO_FPS = 8
 VIDEO_CODEC = "libx264"
@@ -41,6 +48,41 @@ _X264_PARAMS = "rc-lookahead=0:bframes=0:mbtree=0:sliced-threads=0:threads=1"
 _ENCODER_OPTIONS = {"crf": "18", "preset": "medium", "threads": "1", "x264-params": _X264_PARAMS}
 # Frames within this many seconds of a trimming bound count as inside it.
 _TIME_TOLERANCE = 1e-6
+
+
+def _install_one_line_warnings() -> None:
+    """Show :class:`ShortClipWarning` as one line, ``ShortClipWarning: <message>``.
+
+    Python's default format adds ``file:line:`` and the source line of the ``warn`` call
+    (a line inside the kit, which says nothing to a user). Only this category is
+    formatted differently; every other warning keeps the format it had. Installed once,
+    wrapping whatever ``warnings.formatwarning`` was at import time.
+    """
+    previous = warnings.formatwarning
+    if getattr(previous, "_flowkit_one_line", False):
+        return
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if isinstance(category, type) and issubclass(category, ShortClipWarning):
+            return f"{category.__name__}: {message}\n"
+        return previous(message, category, filename, lineno, line)
+
+    formatwarning._flowkit_one_line = True
+    warnings.formatwarning = formatwarning
+
+
+_install_one_line_warnings()
+
+
+def frames_identical(frames) -> bool:
+    """True when ``frames`` (``(T, H, W, 3)``, any array-like) holds two or more frames that are all
+    equal to the first: e.g. a 1-frame clip sampled to 8 frames. A ``cross_frame`` cut on such a
+    clip only stops frames reading copies of themselves (see :class:`flowkit.knockout_check.CheckResult`)."""
+    try:
+        array = np.asarray(frames)
+    except (TypeError, ValueError):
+        return False
+    return array.ndim >= 2 and len(array) >= 2 and bool((array == array[:1]).all())
 
 
 def uniform_frame_indices(num_available: int, num_frames: int) -> np.ndarray:
@@ -163,20 +205,24 @@ def read_video(
     than that is padded by repeating frames along the same indices and a
     :class:`ShortClipWarning` naming the file is emitted.  ``size`` resizes
     every frame to ``size x size`` (area interpolation), which keeps a real
-    benchmark's high-resolution videos affordable in memory.  Any problem with
-    the file raises :class:`QuestionSetError` naming it.
+    benchmark's high-resolution videos affordable in memory.  A file that
+    cannot be read raises :class:`~flowkit.errors.VideoError` naming it (and,
+    for a damaged file, how many of its frames decoded); a bad ``num_frames``
+    raises :class:`QuestionSetError`.
     """
     path = Path(path)
     if path.is_dir():
-        raise QuestionSetError(f"{path} is a directory, not a video file; pass the path of one clip inside it "
+        raise VideoError(f"{path} is a directory, not a video file; pass the path of one clip inside it "
                          "(or load a whole question-set folder with flowkit.data.load_question_set)")
     if not path.is_file():
-        raise QuestionSetError(f"video file not found: {path}; check the path or regenerate/re-download the question set")
+        raise VideoError(f"video file not found: {_shown(path)} does not exist{_nearest_folder(path)}; "
+                         "check the file name and folder")
     check_num_frames(num_frames)
     if path.stat().st_size == 0:
-        raise QuestionSetError(f"video file is empty (0 bytes): {path}; regenerate or re-download it")
+        raise VideoError(f"video file is empty (0 bytes): {path}; replace it with a working copy (download or "
+                         "export it again)")
     if start is not None and end is not None and start > end:
-        raise QuestionSetError(f"{path}: start={start} s is after end={end} s; fix the annotation")
+        raise VideoError(f"{path}: start={start:g} s is after end={end:g} s; pass a start at or before the end")
 
     times = [time for _, time in _decoded_frames(path, convert=False)]
     kept = [
@@ -184,19 +230,24 @@ def read_video(
         for number, time in enumerate(times)
         if (start is None or time >= start - _TIME_TOLERANCE) and (end is None or time <= end + _TIME_TOLERANCE)
     ]
+    if not times:
+        raise VideoError(f"{path} holds a video stream without a single decodable frame; replace it with a "
+                         "working copy (download or export it again)")
     if not kept:
-        window = f" between start={start} s and end={end} s" if (start, end) != (None, None) else ""
-        raise QuestionSetError(
-            f"{path}: no decodable frames{window} (the clip has {len(times)} frames); "
-            "check the file and its start/end annotation"
+        raise VideoError(
+            f"{path}: no frames {_window(start, end)}: the clip's {len(times)} frames run from "
+            f"{times[0]:g} s to {times[-1]:g} s; pick start/end inside that range"
         )
     if num_frames is None:
         wanted = np.asarray(kept)
     else:
         if len(kept) < num_frames:
+            trimmed = " (after start/end trimming)" if (start, end) != (None, None) else ""
+            repeats = ("every sampled frame is a copy of that one frame" if len(kept) == 1 else
+                       "repeating frames at np.linspace(0, n - 1, num_frames).round() indices")
             warnings.warn(
-                f"{path}: only {len(kept)} frames (after start/end trimming) but {num_frames} requested; "
-                "repeating frames at np.linspace(0, n - 1, num_frames).round() indices",
+                f"{path}: only {len(kept)} frame{'s' if len(kept) != 1 else ''}{trimmed} but {num_frames} "
+                f"requested; {repeats}",
                 ShortClipWarning,
                 stacklevel=2,
             )
@@ -208,8 +259,33 @@ def read_video(
         converted[number] = image
     missing = wanted_set - converted.keys()
     if missing:
-        raise QuestionSetError(f"{path}: frames {sorted(missing)} vanished on the second decoding pass; the file is unstable")
+        raise VideoError(f"{path}: frames {sorted(missing)} vanished on the second decoding pass; the file is "
+                         "unstable, replace it with a working copy")
     return np.stack([converted[number] for number in wanted.tolist()])
+
+
+def _shown(path: Path) -> str:
+    """``path`` as given, plus the absolute path it stands for when it is relative."""
+    return str(path) if path.is_absolute() else f"{path} (= {path.absolute()})"
+
+
+def _nearest_folder(path: Path) -> str:
+    """Where a missing file's path stops existing: `` (its folder ... does not exist either)``, or ``""``."""
+    parent = path.absolute().parent
+    if parent.is_dir():
+        return ""
+    while not parent.is_dir() and parent != parent.parent:
+        parent = parent.parent
+    return f" (its folder does not exist either; the nearest folder that does is {parent})"
+
+
+def _window(start: float | None, end: float | None) -> str:
+    """The trimming window in words, with no ``None`` in it."""
+    if start is not None and end is not None:
+        return f"between start={start:g} s and end={end:g} s"
+    if start is not None:
+        return f"from start={start:g} s on"
+    return f"up to end={end:g} s"
 
 
 def _decoded_frames(
@@ -219,18 +295,27 @@ def _decoded_frames(
 
     The payload is the presentation time in seconds when ``convert`` is false,
     otherwise the RGB array of the frame (only for frame numbers in ``only``).
-    FFmpeg errors become :class:`QuestionSetError` naming the file.
+    FFmpeg errors become one :class:`~flowkit.errors.VideoError` naming the file: "not a
+    video" when it cannot be opened, else how many of its frames decoded before the error.
     """
     av = _pyav()
     try:
-        with av.open(str(path)) as container:
+        container = av.open(str(path))
+    except av.FFmpegError:
+        raise VideoError(f"cannot decode video {path}: FFmpeg cannot open it, so the file is corrupt or not a "
+                         "video; replace it with a working copy (download or export it again)") from None
+    decoded, expected = 0, 0
+    try:
+        with container:
             if not container.streams.video:
-                raise QuestionSetError(f"{path}: the file has no video stream; replace it with a video clip")
+                raise VideoError(f"{path} has no video stream (only {_stream_kinds(container)}); pass a video clip")
             stream = container.streams.video[0]
+            expected = stream.frames or 0
             rate = float(stream.average_rate or VIDEO_FPS)
             reformatter = av.video.reformatter.VideoReformatter()  # reusing it keeps one scaler context for the whole clip
             interpolation = None if size is None else "AREA"
             for number, frame in enumerate(container.decode(stream)):
+                decoded = number + 1
                 if not convert:
                     yield number, frame.time if frame.time is not None else number / rate
                 elif number in only:
@@ -240,7 +325,14 @@ def _decoded_frames(
                         continue
                     rgb = reformatter.reformat(frame, format="rgb24", width=size, height=size, interpolation=interpolation)
                     yield number, rgb.to_ndarray()
-    except av.FFmpegError as error:
-        raise QuestionSetError(
-            f"cannot decode video {path}: {error}; the file is corrupt or not a video, regenerate or re-download it"
-        ) from error
+    except av.FFmpegError:
+        count = f"{decoded} of {expected} frames" if expected > decoded else \
+            f"{decoded} frame{'' if decoded == 1 else 's'}"
+        raise VideoError(f"cannot decode video {path}: decoded {count} before FFmpeg hit broken data, so the file "
+                         "is truncated or corrupt; replace it with a working copy (download or export it again)"
+                         ) from None
+
+
+def _stream_kinds(container) -> str:
+    kinds = sorted({stream.type for stream in container.streams})
+    return " and ".join(f"{kind} streams" for kind in kinds) if kinds else "no streams at all"

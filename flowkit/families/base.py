@@ -40,6 +40,8 @@ class Prepared:
     spans: Spans
     letter_ids: tuple[int, ...]
     prompt_text: str
+    #: every frame of the clip is the same picture (a 1-frame clip sampled 8 times): a cross_frame cut means little
+    identical_frames: bool = False
 
     @property
     def seq_len(self) -> int:
