@@ -50,17 +50,72 @@ def _check_parser(sub) -> None:
     p.set_defaults(run=run_check)
 
 
-def run_check(args) -> int:
-    from flowkit.data import read_video
-    from flowkit.knockout_check import check, check_spec
-    from flowkit.models import load_videollm
-    from flowkit.readout import percent_change
+def _check_token_groups(spec, num_options: int, has_answer: bool) -> None:
+    """A clear error for a token group the cut names that no prompt of this question can have.
+
+    Checked from the names alone, before any model loads (a frame index is checked once the
+    prompt is built: how many frames a prompt has depends on the model family).
+    """
+    from flowkit.data.sample import OPTION_LETTERS
+    from flowkit.errors import KnockoutError
+    from flowkit.spans import TOKEN_GROUPS
+
+    for cut in spec.cuts:
+        if cut.edges == "cross_frame":
+            continue
+        for group in cut.edges.split("->"):
+            stem, colon, index = group.partition(":")
+            token_group = next((g for g in TOKEN_GROUPS if g.stem == stem and g.indexed == bool(colon)), None)
+            if token_group is None:
+                raise KnockoutError(f"unknown token group {group!r} in --cut {cut.edges!r}. Known groups: "
+                                    f"{', '.join(g.name for g in TOKEN_GROUPS)} (frame:i takes a 0-based frame index).")
+            if token_group.needs_answer and not has_answer:
+                raise KnockoutError(f"the group {group!r} needs to know the correct answer: pass --answer LETTER.")
+            if stem == "option" and index.upper() not in OPTION_LETTERS[:num_options]:
+                raise KnockoutError(f"option {index.upper()!r} does not exist: with {num_options} --options the "
+                                    f"letters are {', '.join(OPTION_LETTERS[:num_options])}.")
+            if stem == "frame" and not index.isdigit():
+                raise KnockoutError(f"{group!r}: the frame index must be a whole number from 0, e.g. 'frame:0'.")
+
+
+def _checked_arguments(args):
+    """The knockout spec of ``check``, after every check of its arguments that needs no model weights:
+    what and where to cut (edge group and token group names), the question and its options, the
+    answer letter, and, from the checkpoint's config alone, the layer range."""
+    from flowkit.data.sample import OPTION_LETTERS
+    from flowkit.knockout_check import check_spec
+    from flowkit.models import checkpoint_config, config_num_layers
 
     if not args.cut:
         raise FlowkitError("say what to cut with --cut, e.g. --cut 'video->question' --layers 5-14")
     if args.layers is None and args.window is None:
         raise FlowkitError("say where to cut with --layers (e.g. 5-14) or --window CENTRE")
-    check_spec(args.cut, args.layers, args.window)  # a bad --layers fails before the model loads
+    spec = check_spec(args.cut, args.layers, args.window)  # a bad edge group or --layers fails here
+    if not args.question.strip():
+        raise FlowkitError("--question is empty: give the question to ask about the video.")
+    if len(args.options) < 2:
+        raise FlowkitError(f"--options gives {len(args.options)} option ({args.options[0]!r}); a multiple-choice "
+                           "question needs at least 2, e.g. --options left right up down")
+    if len(args.options) > len(OPTION_LETTERS):
+        raise FlowkitError(f"--options gives {len(args.options)} options; at most {len(OPTION_LETTERS)} are "
+                           "supported (one letter each).")
+    letters = OPTION_LETTERS[: len(args.options)]
+    if args.answer is not None and args.answer.strip().upper() not in letters:
+        raise FlowkitError(f"--answer {args.answer!r} is not an option letter: with {len(args.options)} --options "
+                           f"the letters are {', '.join(letters)}.")
+    _check_token_groups(spec, len(args.options), args.answer is not None)
+    num_layers = config_num_layers(checkpoint_config(args.model))  # the config only, no weights
+    if num_layers is not None:
+        spec.layers_touched(num_layers)  # --layers 1-40 or --window 50 past the model's depth
+    return spec
+
+
+def run_check(args) -> int:
+    from flowkit.data import read_video
+    from flowkit.knockout_check import check
+    from flowkit.models import load_videollm
+
+    _checked_arguments(args)  # everything that can fail fails before the (slow) weights load
     frames = read_video(args.video, num_frames=args.frames)
     vllm = load_videollm(args.model, quant=args.quant)
     prepared = vllm.prepare(frames, args.question, args.options, answer=args.answer)
@@ -69,14 +124,10 @@ def run_check(args) -> int:
     print(f"model: {args.model} ({args.quant}, {vllm.num_layers} layers); {prepared.seq_len} tokens, "
           f"{prepared.spans.num_video_tokens} of them video")
     print(f"knockout: {result.spec}")
-    print(f"{'option':<28} {'p before':>9} {'p after':>9} {'% change':>9}")
-    for i, (letter, option) in enumerate(zip(before.letters, args.options)):
-        mark = "*" if prepared.spans.true_option == i else " "
-        label = f"{mark}({letter}) {option}"[:28]
-        print(f"{label:<28} {before.probs[i]:>9.4f} {after.probs[i]:>9.4f} "
-              f"{percent_change(before.probs[i], after.probs[i]) if before.probs[i] > 0 else float('nan'):>+9.1f}")
-    print(f"predicted: {before.predicted_letter} before, {after.predicted_letter} after"
-          + ("   (* = correct answer)" if prepared.spans.true_option is not None else ""))
+    print(result.table_text())  # p with 3 decimals, % change with 1: the same text on every CPU
+    print(f"predicted: {before.predicted_letter} before, {after.predicted_letter} after")
+    if result.note:
+        print(result.note)
     return 0
 
 

@@ -100,6 +100,7 @@ class ModelSource:
     device: str | None = None
     attn_implementation: str = "sdpa"
     nf4_cpu_kernel: str = "portable"
+    bf16_cpu_arithmetic: str = "float32"
     trust_remote_code: bool = False
 
     def __post_init__(self):
@@ -121,7 +122,8 @@ class ModelSource:
         device = first.device.type if first is not None and first.device.type != "cpu" else None
         return cls(name_or_path=name, quant=vllm.quant, device=device,
                    attn_implementation=getattr(vllm.model.config, "_attn_implementation", None) or "sdpa",
-                   nf4_cpu_kernel="avx512_bf16" if "avx512-bf16" in vllm.numeric_path else "portable")
+                   nf4_cpu_kernel="avx512_bf16" if "avx512-bf16" in vllm.numeric_path else "portable",
+                   bf16_cpu_arithmetic="bfloat16" if vllm.numeric_path == "bf16/bf16-compute/cpu" else "float32")
 
     @property
     def uses_gpu(self) -> bool:
@@ -133,7 +135,7 @@ class ModelSource:
 
         return load_videollm(self.name_or_path, self.quant, attn_implementation=self.attn_implementation,
                              trust_remote_code=self.trust_remote_code, device=self.device,
-                             nf4_cpu_kernel=self.nf4_cpu_kernel)
+                             nf4_cpu_kernel=self.nf4_cpu_kernel, bf16_cpu_arithmetic=self.bf16_cpu_arithmetic)
 
 
 # --------------------------------------------------------------------------- choosing an executor

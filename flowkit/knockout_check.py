@@ -12,18 +12,24 @@ from typing import Sequence
 import pandas as pd
 
 from flowkit.errors import FlowkitError
+from flowkit.formatting import format_pct_change, format_table
 from flowkit.spec import Cut, KnockoutSpec, LayerWindow, parse_layers
 from flowkit.readout import AnswerDistribution, percent_change
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """The answer before and after one knockout."""
+    """The answer before and after one knockout.
+
+    ``identical_frames``: every frame of the prompt's clip is the same picture (e.g. a 1-frame
+    clip sampled to 8 frames); then :attr:`note` says what that means for a ``cross_frame`` cut.
+    """
 
     spec: KnockoutSpec
     before: AnswerDistribution
     after: AnswerDistribution
     options: tuple[str, ...]
+    identical_frames: bool = False
 
     @property
     def table(self) -> pd.DataFrame:
@@ -41,6 +47,15 @@ class CheckResult:
         i = self.before.predicted
         return percent_change(self.before.probs[i], self.after.probs[i])
 
+    @property
+    def note(self) -> str:
+        """A caveat to print with the result, or ``""``: a ``cross_frame`` cut on a clip whose frames
+        are all identical runs, but only stops frames reading copies of themselves."""
+        if self.identical_frames and any(c.edges == "cross_frame" for c in self.spec.cuts):
+            return ("note: every frame of this clip is the same picture, so the cross_frame cut only stops "
+                    "frames reading copies of themselves; its effect says little about how the model uses time")
+        return ""
+
     def chart(self, scale: str = "options"):
         """Bars of p(option) before and after (see :func:`flowkit.plots.answer_bars`)."""
         from flowkit.plots import answer_bars
@@ -48,9 +63,15 @@ class CheckResult:
         return answer_bars(self.before, self.after, scale=scale, options=list(self.options))
 
     def __str__(self) -> str:
-        return (f"knockout: {self.spec}\n{self.table.to_string(float_format=lambda v: f'{v:.4f}')}\n"
+        return (f"knockout: {self.spec}\n{self.table_text()}\n"
                 f"predicted {self.before.predicted_letter} before, {self.after.predicted_letter} after; "
-                f"p({self.before.predicted_letter}) {self.pct_change:+.1f} %")
+                f"p({self.before.predicted_letter}) {format_pct_change(self.pct_change)}"
+                + (f"\n{self.note}" if self.note else ""))
+
+    def table_text(self) -> str:
+        """:attr:`table` as printed: probabilities with 3 decimals, % changes with 1 (the same on every CPU)."""
+        shown = format_table(self.table, probs=("p_before", "p_after"), pct_changes=("pct_change",))
+        return shown.to_string()
 
 
 def check_spec(cut: str | Sequence[str], layers: str | None = None, window: int | None = None,
@@ -83,7 +104,8 @@ def check(vllm, prompt, cut: str | Sequence[str], layers: str | None = None, win
     elif options is None:
         options = tuple(f"option {letter}" for letter in prompt.spans.letters)
     before, after = vllm.session(prompt).answers([None, spec])
-    return CheckResult(spec=spec, before=before, after=after, options=tuple(options))
+    return CheckResult(spec=spec, before=before, after=after, options=tuple(options),
+                       identical_frames=prompt.identical_frames)
 
 
 __all__ = ["CheckResult", "check", "check_spec"]

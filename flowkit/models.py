@@ -27,10 +27,13 @@ from flowkit.fingerprint import checkpoint_folder, model_fingerprint
 from flowkit.errors import KnockoutError
 from flowkit.spec import KnockoutSpec
 from flowkit.attention import language_model_of
+from flowkit.data.video import frames_identical
 from flowkit.nf4_cpu import (NF4_CPU_KERNELS, cache_dequantized_weights, import_bitsandbytes, numeric_path,
                              set_cpu_kernel)
 
 QUANTS = ("nf4", "bf16", "fp32")
+#: how quant="bf16" computes on the CPU: "float32" (portable, the default) or "bfloat16" (CPU-dependent)
+BF16_CPU_ARITHMETIC = ("float32", "bfloat16")
 
 
 @dataclass
@@ -85,7 +88,11 @@ class VideoLLM:
         return self.extra["fingerprint"]
 
     def prepare(self, frames, question: str, candidates: Sequence[str], answer: int | str | None = None) -> Prepared:
-        """Inputs and spans for one multiple-choice question (``answer``: index or letter)."""
+        """Inputs and spans for one multiple-choice question (``answer``: index or letter).
+
+        The prompt also records ``identical_frames``: whether every frame equals the first (e.g. a
+        1-frame clip sampled to 8 frames), which :func:`flowkit.check` reports next to a ``cross_frame`` cut.
+        """
         if isinstance(answer, str):
             from flowkit.spans import OPTION_LETTERS
 
@@ -95,7 +102,9 @@ class VideoLLM:
                                     f"{len(candidates)} options the letters are {', '.join(valid)} "
                                     "(or pass the option's index, 0-based).")
             answer = OPTION_LETTERS.index(answer.strip().upper())
-        return self.adapter.prepare(self.processor, frames, question, candidates, answer_index=answer)
+        prepared = self.adapter.prepare(self.processor, frames, question, candidates, answer_index=answer)
+        prepared.identical_frames = frames_identical(frames)
+        return prepared
 
     def prepare_sample(self, sample) -> Prepared:
         """Inputs and spans for a :class:`flowkit.data.Sample`."""
@@ -158,10 +167,39 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
+def _check_local_checkpoint(path: Path) -> None:
+    """A clear error unless the existing ``path`` is a folder holding ``config.json``."""
+    if path.is_file():
+        folder = f" ({path.parent})" if path.name == "config.json" else ""
+        raise ModelLoadError(
+            f"{path} is a file, not a model checkpoint: give the checkpoint folder{folder}, the one that holds "
+            "config.json and the weights (e.g. load_videollm('path/to/LLaVA-NeXT-Video-7B-hf'))."
+        )
+    if path.is_dir() and not (path / "config.json").is_file():
+        inside = sorted(str(config.parent) for config in path.glob("*/config.json"))[:3]
+        hint = (f" A checkpoint is one level down: {', '.join(inside)}." if inside else
+                " Give the folder that holds config.json and the weights.")
+        raise ModelLoadError(f"{path} is not a model checkpoint: no config.json in it, so no readable model "
+                             f"config.{hint}")
+
+
+def _missing_folder(text: str) -> str:
+    """Where a path that does not exist was looked for: its full absolute path, and the nearest folder that exists."""
+    path = Path(text).expanduser()
+    absolute = path if path.is_absolute() else Path.cwd() / path
+    nearest = absolute.parent
+    while not nearest.is_dir() and nearest != nearest.parent:
+        nearest = nearest.parent
+    shown = str(absolute) if str(absolute) == text else f"{text} (= {absolute})"
+    return f"the folder {shown} does not exist (the nearest folder that does is {nearest})"
+
+
 def _read_config(name_or_path: str, trust_remote_code: bool):
     from transformers import AutoConfig
 
     local = _is_local(name_or_path)
+    if local:
+        _check_local_checkpoint(Path(name_or_path).expanduser())
     try:
         return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -172,7 +210,7 @@ def _read_config(name_or_path: str, trust_remote_code: bool):
             ) from None
         if _looks_like_a_path(name_or_path):
             raise ModelLoadError(
-                f"the folder {name_or_path} does not exist (looked for it relative to {Path.cwd().name}/). "
+                f"{_missing_folder(str(name_or_path))}. "
                 "Check the path, or pass a hub id like 'llava-hf/LLaVA-NeXT-Video-7B-hf' or a shipped model "
                 "name like 'flowkit-smol-video'."
             ) from None
@@ -183,6 +221,30 @@ def _read_config(name_or_path: str, trust_remote_code: bool):
             f"copy the folder here and call load_videollm('./{Path(str(name_or_path)).name}'). "
             "The kit's own small model needs no download: load_videollm('flowkit-smol-video')."
         ) from None
+
+
+def checkpoint_config(name_or_path: str | os.PathLike, *, trust_remote_code: bool = False):
+    """The config of the checkpoint :func:`load_videollm` would load, read without any weights.
+
+    Raises the same clear :class:`ModelLoadError` as :func:`load_videollm` for a path that does not
+    exist or is not a checkpoint, and :class:`UnsupportedModelError` for a class flowkit has no adapter
+    for, so a command line can check its arguments against the model before the (slow) weights load.
+    """
+    resolved = named_models.resolve(str(name_or_path))
+    config = _read_config(str(resolved) if resolved is not None else str(name_or_path), trust_remote_code)
+    adapter_for_config(config)
+    return config
+
+
+def config_num_layers(config) -> int | None:
+    """The number of decoder layers of the language model a config describes (``num_hidden_layers`` of
+    its text config), or ``None`` when the config does not say; :attr:`VideoLLM.num_layers` once loaded."""
+    try:
+        text_config = config.get_text_config(decoder=True)
+    except (AttributeError, TypeError, ValueError):
+        text_config = config
+    count = getattr(text_config, "num_hidden_layers", None)
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else None
 
 
 def _dtype_for(quant: str) -> torch.dtype:
@@ -197,6 +259,7 @@ def load_videollm(
     trust_remote_code: bool = False,
     device: str | None = None,
     nf4_cpu_kernel: str = "portable",
+    bf16_cpu_arithmetic: str = "float32",
 ) -> VideoLLM:
     """Load a VideoLLM checkpoint through ``from_pretrained``.
 
@@ -212,6 +275,11 @@ def load_videollm(
             bitsandbytes' bfloat16 kernel for CPUs with AVX512-BF16 — faster there, but p(answer)
             moves by up to about 1e-2, so its results (and fingerprint) differ from every other
             CPU's. See :mod:`flowkit.nf4_cpu`.
+        bf16_cpu_arithmetic: how ``quant="bf16"`` computes on the CPU. ``"float32"`` (default)
+            rounds the weights to bfloat16 as loaded, then computes in float32: the same numbers on
+            every CPU (the bf16-weights reference beside NF4). ``"bfloat16"`` computes in bfloat16
+            as a GPU would; on the CPU its numbers depend on the CPU's instructions (AVX2, AVX-512,
+            AVX512-BF16 each give another p(answer), by up to about 1e-3), and so does its fingerprint.
     """
     if quant not in QUANTS:
         raise ModelLoadError(f"unknown quant {quant!r}: choose one of {', '.join(QUANTS)}.")
@@ -220,6 +288,9 @@ def load_videollm(
     if nf4_cpu_kernel not in NF4_CPU_KERNELS:
         raise ModelLoadError(f"unknown nf4_cpu_kernel {nf4_cpu_kernel!r}: choose "
                              f"{' or '.join(map(repr, NF4_CPU_KERNELS))} ('portable' gives the same numbers on every CPU).")
+    if bf16_cpu_arithmetic not in BF16_CPU_ARITHMETIC:
+        raise ModelLoadError(f"unknown bf16_cpu_arithmetic {bf16_cpu_arithmetic!r}: choose "
+                             f"{' or '.join(map(repr, BF16_CPU_ARITHMETIC))} ('float32' gives the same numbers on every CPU).")
     resolved = named_models.resolve(str(name_or_path))
     source = str(resolved) if resolved is not None else str(name_or_path)
     config = _read_config(source, trust_remote_code)
@@ -237,6 +308,9 @@ def load_videollm(
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"loading {source} as {model_cls.__name__} failed: {exc}") from exc
     model.eval()
+    on_cpu = not (device and torch.device(device).type != "cpu")
+    if quant == "bf16" and on_cpu and bf16_cpu_arithmetic == "float32":
+        model.to(torch.float32)  # the weights stay bf16-rounded; the arithmetic is the same on every CPU
     quantization = {"quant": quant}
     weight_cache = 0
     if quant == "nf4":
@@ -254,7 +328,8 @@ def load_videollm(
         processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{source} has no usable processor (tokenizer + video processor): {exc}") from exc
-    extra = {"numeric_path": numeric_path(quant, device or "cpu", nf4_cpu_kernel), "quantization": quantization,
+    extra = {"numeric_path": numeric_path(quant, device or "cpu", nf4_cpu_kernel, bf16_cpu_arithmetic),
+             "quantization": quantization,
              "nf4_layers_keeping_dequantized_weights": weight_cache,
              "checkpoint_folder": checkpoint_folder(source)}
     return VideoLLM(model=model, processor=processor, adapter=adapter, name=str(name_or_path), quant=quant,

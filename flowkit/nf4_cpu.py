@@ -87,8 +87,11 @@ def fast_path_layers(model: torch.nn.Module) -> list[str]:
             or getattr(getattr(module.weight, "quant_state", None), "packing_format_for_cpu", False)]
 
 
-def numeric_path(quant: str, device: str, nf4_cpu_kernel: str = "portable") -> str:
+def numeric_path(quant: str, device: str, nf4_cpu_kernel: str = "portable", bf16_cpu_arithmetic: str = "float32") -> str:
     """A short name for the arithmetic a loaded model runs, e.g. ``"nf4/fp32-dequant/cpu"``.
+
+    On the CPU, ``bf16`` weights compute in float32 by default (``"bf16/fp32-compute/cpu"``, the
+    same on every CPU) or in bfloat16 when asked (``"bf16/bf16-compute/cpu"``, CPU-dependent).
 
     Two models with the same weights and the same numeric path give the same numbers (up to
     summation order); the path is part of :attr:`flowkit.VideoLLM.fingerprint`.
@@ -98,6 +101,8 @@ def numeric_path(quant: str, device: str, nf4_cpu_kernel: str = "portable") -> s
         if device_type == "cpu":
             return "nf4/fp32-dequant/cpu" if nf4_cpu_kernel == "portable" else "nf4/avx512-bf16/cpu"
         return f"nf4/bf16-compute/{device_type}"
+    if quant == "bf16" and device_type == "cpu":
+        return "bf16/fp32-compute/cpu" if bf16_cpu_arithmetic == "float32" else "bf16/bf16-compute/cpu"
     return f"{quant}/{device_type}"
 
 

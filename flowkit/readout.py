@@ -7,6 +7,7 @@ from typing import Sequence
 
 import torch
 
+from flowkit.formatting import format_prob
 from flowkit.spans import OPTION_LETTERS
 
 
@@ -49,7 +50,7 @@ class AnswerDistribution:
                 "predicted": self.predicted, "true_option": self.true_option}
 
     def __str__(self) -> str:
-        cells = [f"{l}: {p:.3f}" + ("*" if i == self.true_option else "")
+        cells = [f"{l}: {format_prob(p)}" + ("*" if i == self.true_option else "")
                  for i, (l, p) in enumerate(zip(self.letters, self.option_probs))]
         return f"predicted {self.predicted_letter}  [" + "  ".join(cells) + "]  (* = correct; renormalised over options)"
 

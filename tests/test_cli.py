@@ -34,13 +34,17 @@ def test_check_prints_before_and_after(toy_checkpoint, toy_fp32, clip, capsys):
     assert run_check(toy_checkpoint, clip, "--answer", "B", "--cut", "question->last", "--layers", "1-2") == 0
     out = capsys.readouterr().out
     assert "knockout: question->last (layers 1-2)" in out
-    assert "*(B) right" in out
-    # the printed numbers are what the library computes
+    # the printed numbers are what the library computes, through the kit's one formatter
+    from flowkit.formatting import format_pct_change, format_prob
+    from flowkit.readout import percent_change
+
     prepared = toy_fp32.prepare(read_video(clip, num_frames=8), "Which way does the red square move?",
                                 ["left", "right", "up", "down"])
+    before = toy_fp32.answer(prepared)
     after = toy_fp32.answer(prepared, KnockoutSpec.single("question->last", "1-2"))
-    row = next(line for line in out.splitlines() if line.startswith("*(B) right"))
-    assert f"{after.probs[1]:.4f}" == row.split()[3]
+    row = next(line for line in out.splitlines() if line.startswith("(B) right"))
+    assert row.split()[2:] == ["True", format_prob(before.probs[1]), format_prob(after.probs[1]),
+                               *format_pct_change(percent_change(before.probs[1], after.probs[1])).split()]
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -100,3 +100,21 @@ def test_a_bad_answer_letter_lists_the_valid_ones(toy_fp32):
     with pytest.raises(QuestionError, match=r"answer 'E' is not an option letter .* letters are A, B, C, D"):
         toy_fp32.prepare(random_frames(2), QUESTION, OPTIONS, answer="E")
     assert toy_fp32.prepare(random_frames(2), QUESTION, OPTIONS, answer=" b ").spans.true_option is not None
+
+
+def test_bf16_on_the_cpu_computes_in_float32_from_bf16_weights_unless_asked(toy_checkpoint, toy_fp32):
+    """bf16 matrix products on the CPU depend on the CPU (oneDNN picks AVX2, AVX-512 or AVX512-BF16
+    code): by default flowkit rounds the weights to bfloat16 and computes in float32."""
+    portable = load_videollm(toy_checkpoint, quant="bf16")
+    assert portable.numeric_path == "bf16/fp32-compute/cpu"
+    assert {p.dtype for p in portable.model.parameters()} == {torch.float32}
+    for (name, p), (_, q) in zip(portable.model.named_parameters(), toy_fp32.model.named_parameters()):
+        assert torch.equal(p, q.to(torch.bfloat16).float()), name  # exactly the bf16-rounded weights
+    native = load_videollm(toy_checkpoint, quant="bf16", bf16_cpu_arithmetic="bfloat16")
+    assert native.numeric_path == "bf16/bf16-compute/cpu" and native.fingerprint != portable.fingerprint
+    assert next(native.model.parameters()).dtype == torch.bfloat16
+    prepared = portable.prepare(random_frames(seed=3), QUESTION, OPTIONS, answer="A")
+    a, b = portable.answer(prepared), native.answer(native.prepare(random_frames(seed=3), QUESTION, OPTIONS, answer="A"))
+    assert max(abs(x - y) for x, y in zip(a.probs, b.probs)) < 0.05  # the same model, another arithmetic
+    with pytest.raises(ModelLoadError, match="unknown bf16_cpu_arithmetic 'fast'"):
+        load_videollm(toy_checkpoint, quant="bf16", bf16_cpu_arithmetic="fast")
