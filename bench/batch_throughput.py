@@ -68,7 +68,7 @@ def same_batch(a: dict, b: dict) -> bool:
 def rate(build, config, seconds: float, first_step: int = 1, last_step: int | None = None) -> dict:
     """Build batches of steps first_step, first_step+1, ... for about ``seconds`` (or up to
     ``last_step``); samples per second."""
-    from flowkit.smol_video.training.trainer import samples_seen
+    from flowkit.smol_video.training.budget import samples_seen
 
     build(first_step)  # warm caches (tokenizer, templates, the pool's shards)
     step, started = first_step, time.perf_counter()
@@ -90,7 +90,8 @@ def rate(build, config, seconds: float, first_step: int = 1, last_step: int | No
 
 
 def measure_paths(frame_size: int, seconds: float, pool_dir: Path, pool_per_task: int) -> dict:
-    from flowkit.smol_video.training.dense import collate_conversations, conversation_batch
+    from flowkit.smol_video.training.dense import conversation_batch
+    from flowkit.smol_video.training.encoding import collate_conversations
     from flowkit.smol_video.training.pool import build_pool, pool_batch
     from flowkit.smol_video.training.trainer import TrainConfig, step_batch
 
@@ -110,19 +111,29 @@ def measure_paths(frame_size: int, seconds: float, pool_dir: Path, pool_per_task
     if pool_dir.exists():
         shutil.rmtree(pool_dir)
     started = time.perf_counter()
-    build_pool(pool_dir, processor, seed=5, clips_per_task=pool_per_task, frames_per_task=pool_per_task // 3 + 1,
-               shard_size=256)
+    build_pool(
+        pool_dir,
+        processor,
+        seed=5,
+        clips_per_task=pool_per_task,
+        frames_per_task=pool_per_task // 3 + 1,
+        shard_size=256,
+    )
     entries = 6 * pool_per_task + 6 * (pool_per_task // 3 + 1)
-    results["pool_build"] = {"entries_per_s": entries / (time.perf_counter() - started),
-                             "bytes_per_entry": sum(f.stat().st_size for f in pool_dir.iterdir()) / entries}
+    results["pool_build"] = {
+        "entries_per_s": entries / (time.perf_counter() - started),
+        "bytes_per_entry": sum(f.stat().st_size for f in pool_dir.iterdir()) / entries,
+    }
     pooled = TrainConfig(stage="video", supervision="dense", batch_size=8, seed=1, pool=str(pool_dir))
     pooled.notes["pool_per_task"] = {"clip": pool_per_task, "frame": pool_per_task // 3 + 1}
     # an epoch: 6 x pool_per_task clips at 6 clips per step (3 steps in 4 hold 8 clips), frames alike
     epoch_steps = pool_per_task
-    results["pool_epoch0"] = rate(lambda s: pool_batch(pooled, processor, s), pooled, seconds, first_step=1,
-                                  last_step=epoch_steps - 1)
-    results["pool_later_epochs"] = rate(lambda s: pool_batch(pooled, processor, s), pooled, seconds,
-                                        first_step=2 * epoch_steps + 4)
+    results["pool_epoch0"] = rate(
+        lambda s: pool_batch(pooled, processor, s), pooled, seconds, first_step=1, last_step=epoch_steps - 1
+    )
+    results["pool_later_epochs"] = rate(
+        lambda s: pool_batch(pooled, processor, s), pooled, seconds, first_step=2 * epoch_steps + 4
+    )
     first, end = step_batch(config, processor, 1)["video_spans"][0]
     results["video_tokens_per_clip"] = int(end - first)
     return results
@@ -154,8 +165,12 @@ def model_step(steps: int) -> dict:
         loss.backward()
         optimizer.step()
         times.append(time.perf_counter() - t0)
-    return {"batch_size": 8, "tokens_per_row": int(batch["input_ids"].shape[1]), "seconds_per_step": min(times),
-            "steps": steps}
+    return {
+        "batch_size": 8,
+        "tokens_per_row": int(batch["input_ids"].shape[1]),
+        "seconds_per_step": min(times),
+        "steps": steps,
+    }
 
 
 def gpu_logs() -> dict:
@@ -172,9 +187,12 @@ def gpu_logs() -> dict:
         last = rows[-1]
         steps = last["step"]
         samples = last.get("clips", 0) + last.get("frames", 0)
-        out[arm] = {"seconds_per_step": statistics.median(r["seconds_per_step"] for r in rows),
-                    "batch_size": samples / steps,
-                    "wall_minus_step_seconds": round(last["seconds"] - last["train_seconds"], 1), "steps": steps}
+        out[arm] = {
+            "seconds_per_step": statistics.median(r["seconds_per_step"] for r in rows),
+            "batch_size": samples / steps,
+            "wall_minus_step_seconds": round(last["seconds"] - last["train_seconds"], 1),
+            "steps": steps,
+        }
         out[arm]["samples_per_s_needed"] = out[arm]["batch_size"] / out[arm]["seconds_per_step"]
     return out
 
@@ -190,32 +208,45 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     report = {"threads": torch.get_num_threads(), "per_frame_size": {}}
     for size in args.frame_sizes:
-        report["per_frame_size"][size] = measure_paths(size, args.seconds, ROOT / "runs" / "bench" / f"pool-{size}",
-                                                       args.pool_per_task)
+        report["per_frame_size"][size] = measure_paths(
+            size, args.seconds, ROOT / "runs" / "bench" / f"pool-{size}", args.pool_per_task
+        )
     if args.model_steps:
         report["cpu_model_step"] = model_step(args.model_steps)
     report["gpu_logs"] = gpu_logs()
 
-    print(f"dense batches (batch 8, 1 in 4 single frames), samples per second on ONE core ({report['threads']} thread):")
+    print(
+        f"dense batches (batch 8, 1 in 4 single frames), samples per second on ONE core ({report['threads']} thread):"
+    )
     for size, r in report["per_frame_size"].items():
         base = r["today"]["samples_per_s"]
         print(f"  {size}x{size} input, {r['video_tokens_per_clip']} video tokens per clip:")
         for name in ("today", "fast", "pool_epoch0", "pool_later_epochs"):
             x = r[name]
-            print(f"    {name:18s} {x['samples_per_s']:8.0f}/s  (clips {x.get('clips_per_s', 0):6.0f}/s, "
-                  f"frames {x.get('frames_per_s', 0):6.0f}/s)  x{x['samples_per_s'] / base:.1f}")
+            print(
+                f"    {name:18s} {x['samples_per_s']:8.0f}/s  (clips {x.get('clips_per_s', 0):6.0f}/s, "
+                f"frames {x.get('frames_per_s', 0):6.0f}/s)  x{x['samples_per_s'] / base:.1f}"
+            )
         b = r["pool_build"]
-        print(f"    pool build         {b['entries_per_s']:8.0f} entries/s, {b['bytes_per_entry']:.0f} bytes/entry on disk")
+        print(
+            f"    pool build         {b['entries_per_s']:8.0f} entries/s, {b['bytes_per_entry']:.0f} bytes/entry on disk"
+        )
     if "cpu_model_step" in report:
         m = report["cpu_model_step"]
-        print(f"CPU training step, batch {m['batch_size']} x {m['tokens_per_row']} tokens: {m['seconds_per_step']:.1f} s")
+        print(
+            f"CPU training step, batch {m['batch_size']} x {m['tokens_per_row']} tokens: {m['seconds_per_step']:.1f} s"
+        )
     for arm, g in report["gpu_logs"].items():
-        cores = {name: g["samples_per_s_needed"] / report["per_frame_size"][args.frame_sizes[0]][name]["samples_per_s"]
-                 for name in ("today", "fast", "pool_epoch0")}
-        print(f"GPU log {arm}: {g['seconds_per_step']:.3f} s/step at batch {g['batch_size']:.0f} -> "
-              f"{g['samples_per_s_needed']:.0f} samples/s to keep up; cores needed: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in cores.items())
-              + f" (wall - step time over the run: {g['wall_minus_step_seconds']} s)")
+        cores = {
+            name: g["samples_per_s_needed"] / report["per_frame_size"][args.frame_sizes[0]][name]["samples_per_s"]
+            for name in ("today", "fast", "pool_epoch0")
+        }
+        print(
+            f"GPU log {arm}: {g['seconds_per_step']:.3f} s/step at batch {g['batch_size']:.0f} -> "
+            f"{g['samples_per_s_needed']:.0f} samples/s to keep up; cores needed: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in cores.items())
+            + f" (wall - step time over the run: {g['wall_minus_step_seconds']} s)"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

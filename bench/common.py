@@ -46,5 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def max_prob_diff(rows_a, rows_b) -> float:
     """Largest |p_a - p_b| over the vocabulary, between matching logits of two nested lists."""
-    return max(float((torch.softmax(a, -1) - torch.softmax(b, -1)).abs().max())
-               for row_a, row_b in zip(rows_a, rows_b) for a, b in zip(row_a, row_b))
+    return max(
+        float((torch.softmax(a, -1) - torch.softmax(b, -1)).abs().max())
+        for row_a, row_b in zip(rows_a, rows_b)
+        for a, b in zip(row_a, row_b)
+    )

@@ -27,8 +27,9 @@ def spans():
     video_end = frames[-1][1]
     n = video_end + TEXT + 1
     options = tuple((video_end + 40 + 8 * i, video_end + 46 + 8 * i) for i in range(4))
-    return Spans(seq_len=n, frame_spans=frames, question_text=(video_end + 2, video_end + 30),
-                 option_spans=options, last=n - 1)
+    return Spans(
+        seq_len=n, frame_spans=frames, question_text=(video_end + 2, video_end + 30), option_spans=options, last=n - 1
+    )
 
 
 def model():
@@ -36,8 +37,15 @@ def model():
     from transformers import LlamaConfig, LlamaModel
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=128, hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_hidden_layers=NUM_LAYERS,
-                         num_attention_heads=NUM_HEADS, num_key_value_heads=NUM_HEADS, max_position_embeddings=4096)
+    config = LlamaConfig(
+        vocab_size=128,
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        num_hidden_layers=NUM_LAYERS,
+        num_attention_heads=NUM_HEADS,
+        num_key_value_heads=NUM_HEADS,
+        max_position_embeddings=4096,
+    )
     config._attn_implementation = "sdpa"
     return LlamaModel(config).eval()
 
@@ -79,9 +87,11 @@ def run(mode: str) -> dict:
             info["mask_bytes"] = sum(m.numel() * m.element_size() for m in additive)
             hooks = []
             for layer, block in enumerate(lm.layers):
+
                 def pre(_module, args, kwargs, mask=additive[layer]):
                     kwargs["attention_mask"] = mask
                     return args, kwargs
+
                 hooks.append(block.register_forward_pre_hook(pre, with_kwargs=True))
             lm(inputs_embeds=embeds)
             for h in hooks:
@@ -99,7 +109,7 @@ def mask_bytes() -> dict:
     sp = spans()
     masks = pathway_masks(paper_windows(NUM_LAYERS), sp, NUM_LAYERS)
     flowkit = sum(m.numel() * m.element_size() for m in {id(m): m for m in masks.values()}.values())
-    per_head = NUM_LAYERS * NUM_HEADS * sp.seq_len ** 2 * 4
+    per_head = NUM_LAYERS * NUM_HEADS * sp.seq_len**2 * 4
     return {"flowkit": flowkit, "per_head": per_head, "ratio": per_head / flowkit, "seq_len": sp.seq_len}
 
 
@@ -118,8 +128,10 @@ def main() -> int:
     print(f"{'clean forward':28}{0:>14,}{clean['peak_rss_mib_above_warm']:>19.0f} MiB")
     print(f"{'flowkit (bool, broadcast)':28}{flow['mask_bytes']:>14,}{flow['peak_rss_mib_above_warm']:>19.0f} MiB")
     print(f"{'per-head additive (paper)':28}{head['mask_bytes']:>14,}{head['peak_rss_mib_above_warm']:>19.0f} MiB")
-    print(f"mask memory ratio: {head['mask_bytes'] / flow['mask_bytes']:.0f}x;  peak ratio (above warm): "
-          f"{head['peak_rss_mib_above_warm'] / max(flow['peak_rss_mib_above_warm'], 1):.1f}x")
+    print(
+        f"mask memory ratio: {head['mask_bytes'] / flow['mask_bytes']:.0f}x;  peak ratio (above warm): "
+        f"{head['peak_rss_mib_above_warm'] / max(flow['peak_rss_mib_above_warm'], 1):.1f}x"
+    )
     print(f"(in bf16, as on a GPU, the per-head masks would take {head['mask_bytes'] / 2 / 2**30:.2f} GiB)")
     return 0
 

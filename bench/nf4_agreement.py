@@ -60,11 +60,14 @@ def main(argv=None) -> int:
             a, b = full.model(**ids).logits[0, -1].float(), quant.model(**ids).logits[0, -1].float()
         text_agree += int(a.argmax() == b.argmax())
         text_cos.append(float(torch.nn.functional.cosine_similarity(a, b, dim=0)))
-        text_kl.append(float(torch.nn.functional.kl_div(b.log_softmax(-1), a.log_softmax(-1), log_target=True,
-                                                        reduction="sum")))
+        text_kl.append(
+            float(torch.nn.functional.kl_div(b.log_softmax(-1), a.log_softmax(-1), log_target=True, reduction="sum"))
+        )
     t = len(TEXT_PROMPTS)
-    print(f"text prompts ({t}): same top next token {text_agree}/{t}, cosine {sum(text_cos) / t:.4f}, "
-          f"KL(fp32 || nf4) {sum(text_kl) / t:.3f} nats")
+    print(
+        f"text prompts ({t}): same top next token {text_agree}/{t}, cosine {sum(text_cos) / t:.4f}, "
+        f"KL(fp32 || nf4) {sum(text_kl) / t:.3f} nats"
+    )
     print(f"model: {label}; {n} bench questions")
     print(f"cosine(logits nf4, fp32): mean {sum(cos) / n:.4f}, min {min(cos):.4f}")
     print(f"same top next token:      {top1}/{n}")

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
-from flowkit.errors import KnockoutError, UnsupportedModelError
-from flowkit.families import FamilyAdapter, adapter_for_config
+from flowkit.errors import KnockoutError
+from flowkit.families import EAGER_BASE_ATTR, attention_modules, language_model_of
 from flowkit.masks import block_masks
 from flowkit.spec import KnockoutSpec
 from flowkit.spans import Spans
@@ -28,8 +28,6 @@ from flowkit.spans import Spans
 # ------------------------------------------------------------------ attention function
 
 _KNOCKOUT_ATTR = "_flowkit_knockout_stack"
-#: where :func:`language_model_of` puts the family's stock eager attention on each attention module
-_EAGER_BASE_ATTR = "_flowkit_eager_attention"
 SUPPORTED_BASES = ("sdpa", "eager")
 
 
@@ -92,7 +90,7 @@ def _base_attention(base: str, module: torch.nn.Module | None = None):
 
     ``"sdpa"``: transformers' ``sdpa_attention_forward``, for every family. ``"eager"``: the
     eager attention the module's family declares (``FamilyAdapter.attention_base``), which
-    :func:`language_model_of` puts on each attention module of the decoder it returns. A
+    :func:`flowkit.families.language_model_of` puts on each attention module of the decoder it returns. A
     decoder reached without a family (a bare transformers decoder given to
     :func:`apply_block_masks`) gets the ``eager_attention_forward`` of its attention class's own
     modeling module: what transformers itself runs for that class under ``"eager"``.
@@ -101,14 +99,14 @@ def _base_attention(base: str, module: torch.nn.Module | None = None):
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward
-    declared = getattr(module, _EAGER_BASE_ATTR, None)
+    declared = getattr(module, EAGER_BASE_ATTR, None)
     if declared is not None:
         return declared
     own = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
     if own is None:
         raise KnockoutError(
             f"no eager attention is known for {type(module).__name__}: get the decoder with "
-            "flowkit.attention.language_model_of (or VideoLLM.language_model), which applies the family's "
+            "flowkit.families.language_model_of (or VideoLLM.language_model), which applies the family's "
             "declared attention_base."
         )
     return own
@@ -129,45 +127,6 @@ _register()
 # ------------------------------------------------------------------- context manager
 
 
-def language_model_of(model) -> torch.nn.Module:
-    """The decoder stack (``.layers``, ``.config``) of a VideoLLM's language model.
-
-    ``model`` is a :class:`~flowkit.models.VideoLLM` (its adapter declares where the decoder
-    is) or a transformers VideoLLM (the adapter its config maps to declares it, see
-    :func:`flowkit.families.adapter_for_config`). Each attention module of the returned decoder
-    is given the family's stock eager attention (``FamilyAdapter.attention_base``), which
-    knocked-out eager attention wraps.
-    """
-    adapter = getattr(model, "adapter", None)
-    hf_model = _hf_model(model)
-    if not isinstance(adapter, FamilyAdapter):
-        config = getattr(hf_model, "config", None)
-        try:
-            adapter = adapter_for_config(config)
-        except UnsupportedModelError as exc:
-            why = exc if config is not None else "it is not a transformers model (it has no config)"
-            raise KnockoutError(
-                f"cannot tell where the decoder layers of {type(hf_model).__name__} are: {why}"
-            ) from None
-    decoder = adapter.decoder(hf_model)
-    eager = adapter.eager_attention()
-    for module in attention_modules(decoder):
-        if getattr(module, _EAGER_BASE_ATTR, None) is not eager:
-            setattr(module, _EAGER_BASE_ATTR, eager)
-    return decoder
-
-
-def attention_modules(language_model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The self-attention module of every decoder layer, in order."""
-    modules = []
-    for i, layer in enumerate(language_model.layers):
-        attn = getattr(layer, "self_attn", None)
-        if attn is None or getattr(attn, "layer_idx", i) != i:
-            raise KnockoutError(f"decoder layer {i} has no `self_attn` with layer_idx={i}; unsupported architecture.")
-        modules.append(attn)
-    return modules
-
-
 @contextlib.contextmanager
 def knockout(model, spec: KnockoutSpec, spans: Spans) -> Iterator[dict[int, torch.Tensor]]:
     """Apply ``spec`` to the language model of ``model`` (a VideoLLM or HF model) while inside.
@@ -181,17 +140,12 @@ def knockout(model, spec: KnockoutSpec, spans: Spans) -> Iterator[dict[int, torc
         yield masks
 
 
-def _hf_model(model) -> torch.nn.Module:
-    """The transformers model of a VideoLLM (or ``model`` itself when it is one)."""
-    return model.model if hasattr(model, "adapter") else model
-
-
 @contextlib.contextmanager
 def apply_block_masks(language_model: torch.nn.Module, masks: dict[int, torch.Tensor]) -> Iterator[None]:
     """Low level: cut the edges of ready-made block masks ``{layer: (N, N) or (B, N, N) bool}``.
 
-    :func:`knockout` builds and checks the masks from a spec; the engine uses this directly
-    to evaluate a batch of specs at once (one ``(N, N)`` mask per batch row).
+    :func:`knockout` builds and checks the masks from a spec; :class:`flowkit.session.Session` uses
+    this directly to evaluate a batch of specs at once (one ``(N, N)`` mask per batch row).
     """
     modules = attention_modules(language_model)
     config = language_model.config

@@ -24,7 +24,9 @@ CHATML_VIDEO_TEMPLATE = (
 )
 
 
-def llava_next_video_processor(tokenizer, frame_size: int, patch_size: int, chat_template: str | None = CHATML_VIDEO_TEMPLATE):
+def llava_next_video_processor(
+    tokenizer, frame_size: int, patch_size: int, chat_template: str | None = CHATML_VIDEO_TEMPLATE
+):
     """A real ``LlavaNextVideoProcessor`` for square frames of ``frame_size`` pixels."""
     from transformers import LlavaNextImageProcessor, LlavaNextVideoProcessor
     from transformers.models.llava_next_video.video_processing_llava_next_video import LlavaNextVideoVideoProcessor
@@ -32,11 +34,17 @@ def llava_next_video_processor(tokenizer, frame_size: int, patch_size: int, chat
     size = {"shortest_edge": frame_size}
     crop = {"height": frame_size, "width": frame_size}
     video_processor = LlavaNextVideoVideoProcessor(size=size, crop_size=crop)
-    image_processor = LlavaNextImageProcessor(size=size, crop_size=crop,
-                                              image_grid_pinpoints=[[frame_size, frame_size]])
-    return LlavaNextVideoProcessor(video_processor=video_processor, image_processor=image_processor,
-                                   tokenizer=tokenizer, patch_size=patch_size,
-                                   vision_feature_select_strategy="default", chat_template=chat_template)
+    image_processor = LlavaNextImageProcessor(
+        size=size, crop_size=crop, image_grid_pinpoints=[[frame_size, frame_size]]
+    )
+    return LlavaNextVideoProcessor(
+        video_processor=video_processor,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        chat_template=chat_template,
+    )
 
 
 def save_checkpoint(model, processor, out_dir: str | os.PathLike, extra_files: dict[str, str] | None = None) -> Path:

@@ -25,28 +25,41 @@ from pathlib import Path
 
 from flowkit.atomic_files import atomic_path
 from flowkit.errors import FlowkitError
+from flowkit.named_models import KIT_MODEL
 
-DEFAULT_MODEL = "flowkit-smol-video"
+DEFAULT_MODEL = KIT_MODEL
 
 
 def _check_parser(sub) -> None:
-    p = sub.add_parser("check", help="answer distribution of one video question, before and after a knockout",
-                       description="Ask a VideoLLM one multiple-choice question about a video and show how "
-                                   "cutting attention edges moves the answer.")
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"checkpoint folder, hub id, or shipped model name (default: {DEFAULT_MODEL})")
+    p = sub.add_parser(
+        "check",
+        help="answer distribution of one video question, before and after a knockout",
+        description="Ask a VideoLLM one multiple-choice question about a video and show how "
+        "cutting attention edges moves the answer.",
+    )
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"checkpoint folder, hub id, or shipped model name (default: {DEFAULT_MODEL})",
+    )
     p.add_argument("--quant", default="nf4", choices=("nf4", "bf16", "fp32"))
     p.add_argument("--video", required=True, help="video file (mp4, webm, avi, ...)")
     p.add_argument("--frames", type=int, default=8, help="frames sampled uniformly from the video (default 8)")
     p.add_argument("--question", required=True)
     p.add_argument("--options", nargs="+", required=True, help="the answer options, in order (A, B, ...)")
     p.add_argument("--answer", default=None, help="the correct option letter, if known")
-    p.add_argument("--cut", action="append", default=[], metavar="EDGES",
-                   help="edge group to cut, e.g. 'video->question', 'cross_frame' (repeatable)")
+    p.add_argument(
+        "--cut",
+        action="append",
+        default=[],
+        metavar="EDGES",
+        help="edge group to cut, e.g. 'video->question', 'cross_frame' (repeatable)",
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument("--layers", default=None, help="0-indexed layers to cut in, e.g. '5-14' or '3,4,9-12'")
-    where.add_argument("--window", type=int, default=None, metavar="CENTRE",
-                       help="the paper's 9-layer window centred on this layer")
+    where.add_argument(
+        "--window", type=int, default=None, metavar="CENTRE", help="the paper's 9-layer window centred on this layer"
+    )
     p.set_defaults(run=run_check)
 
 
@@ -67,13 +80,17 @@ def _check_token_groups(spec, num_options: int, has_answer: bool) -> None:
             stem, colon, index = group.partition(":")
             token_group = next((g for g in TOKEN_GROUPS if g.stem == stem and g.indexed == bool(colon)), None)
             if token_group is None:
-                raise KnockoutError(f"unknown token group {group!r} in --cut {cut.edges!r}. Known groups: "
-                                    f"{', '.join(g.name for g in TOKEN_GROUPS)} (frame:i takes a 0-based frame index).")
+                raise KnockoutError(
+                    f"unknown token group {group!r} in --cut {cut.edges!r}. Known groups: "
+                    f"{', '.join(g.name for g in TOKEN_GROUPS)} (frame:i takes a 0-based frame index)."
+                )
             if token_group.needs_answer and not has_answer:
                 raise KnockoutError(f"the group {group!r} needs to know the correct answer: pass --answer LETTER.")
             if stem == "option" and index.upper() not in OPTION_LETTERS[:num_options]:
-                raise KnockoutError(f"option {index.upper()!r} does not exist: with {num_options} --options the "
-                                    f"letters are {', '.join(OPTION_LETTERS[:num_options])}.")
+                raise KnockoutError(
+                    f"option {index.upper()!r} does not exist: with {num_options} --options the "
+                    f"letters are {', '.join(OPTION_LETTERS[:num_options])}."
+                )
             if stem == "frame" and not index.isdigit():
                 raise KnockoutError(f"{group!r}: the frame index must be a whole number from 0, e.g. 'frame:0'.")
 
@@ -94,15 +111,21 @@ def _checked_arguments(args):
     if not args.question.strip():
         raise FlowkitError("--question is empty: give the question to ask about the video.")
     if len(args.options) < 2:
-        raise FlowkitError(f"--options gives {len(args.options)} option ({args.options[0]!r}); a multiple-choice "
-                           "question needs at least 2, e.g. --options left right up down")
+        raise FlowkitError(
+            f"--options gives {len(args.options)} option ({args.options[0]!r}); a multiple-choice "
+            "question needs at least 2, e.g. --options left right up down"
+        )
     if len(args.options) > len(OPTION_LETTERS):
-        raise FlowkitError(f"--options gives {len(args.options)} options; at most {len(OPTION_LETTERS)} are "
-                           "supported (one letter each).")
+        raise FlowkitError(
+            f"--options gives {len(args.options)} options; at most {len(OPTION_LETTERS)} are "
+            "supported (one letter each)."
+        )
     letters = OPTION_LETTERS[: len(args.options)]
     if args.answer is not None and args.answer.strip().upper() not in letters:
-        raise FlowkitError(f"--answer {args.answer!r} is not an option letter: with {len(args.options)} --options "
-                           f"the letters are {', '.join(letters)}.")
+        raise FlowkitError(
+            f"--answer {args.answer!r} is not an option letter: with {len(args.options)} --options "
+            f"the letters are {', '.join(letters)}."
+        )
     _check_token_groups(spec, len(args.options), args.answer is not None)
     num_layers = config_num_layers(checkpoint_config(args.model))  # the config only, no weights
     if num_layers is not None:
@@ -121,8 +144,10 @@ def run_check(args) -> int:
     prepared = vllm.prepare(frames, args.question, args.options, answer=args.answer)
     result = check(vllm, prepared, args.cut, layers=args.layers, window=args.window, options=args.options)
     before, after = result.before, result.after
-    print(f"model: {args.model} ({args.quant}, {vllm.num_layers} layers); {prepared.seq_len} tokens, "
-          f"{prepared.spans.num_video_tokens} of them video")
+    print(
+        f"model: {args.model} ({args.quant}, {vllm.num_layers} layers); {prepared.seq_len} tokens, "
+        f"{prepared.spans.num_video_tokens} of them video"
+    )
     print(f"knockout: {result.spec}")
     print(result.table_text())  # p with 3 decimals, % change with 1: the same text on every CPU
     print(f"predicted: {before.predicted_letter} before, {after.predicted_letter} after")
@@ -132,32 +157,61 @@ def run_check(args) -> int:
 
 
 def _sweep_parser(sub) -> None:
-    p = sub.add_parser("sweep", help="knockout sweep over a question set, here or on a Ray cluster (writes a table)",
-                       description="Knock out each edge group in each layer window on each question and write "
-                                   "one row per (question, group, window). Results are cached by model content, "
-                                   "question and spec: a stopped sweep resumes, a finished one is not recomputed.")
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"checkpoint folder, hub id, or shipped model name (default: {DEFAULT_MODEL}); on a Ray "
-                        "cluster every worker loads it, so a folder must exist at the same path on every node")
+    p = sub.add_parser(
+        "sweep",
+        help="knockout sweep over a question set, here or on a Ray cluster (writes a table)",
+        description="Knock out each edge group in each layer window on each question and write "
+        "one row per (question, group, window). Results are cached by model content, "
+        "question and spec: a stopped sweep resumes, a finished one is not recomputed.",
+    )
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"checkpoint folder, hub id, or shipped model name (default: {DEFAULT_MODEL}); on a Ray "
+        "cluster every worker loads it, so a folder must exist at the same path on every node",
+    )
     p.add_argument("--quant", default="nf4", choices=("nf4", "bf16", "fp32"))
     p.add_argument("--device", default=None, help="'cuda' to run each worker on one GPU (default: CPU)")
-    p.add_argument("--questions", default=None, metavar="DIR",
-                   help="question set folder in the MVBench/TVBench layout (default: the shipped split)")
+    p.add_argument(
+        "--questions",
+        default=None,
+        metavar="DIR",
+        help="question set folder in the MVBench/TVBench layout (default: the shipped split)",
+    )
     p.add_argument("--tasks", nargs="+", default=None, help="tasks of the question set (default: every task)")
     p.add_argument("--per-task", type=int, default=None, metavar="N", help="the first N questions of each task")
     p.add_argument("--frames", type=int, default=8, help="frames sampled per question (default 8)")
-    p.add_argument("--groups", nargs="+", default=None, metavar="EDGES",
-                   help="edge groups to cut, e.g. 'video->question' cross_frame (default: the paper's five)")
+    p.add_argument(
+        "--groups",
+        nargs="+",
+        default=None,
+        metavar="EDGES",
+        help="edge groups to cut, e.g. 'video->question' cross_frame (default: the paper's five)",
+    )
     p.add_argument("--centers", default=None, help="window centres, e.g. '4-20' or '0,8,16' (default: every layer)")
     p.add_argument("--size", type=int, default=9, help="window size in layers (default 9, the paper's)")
-    p.add_argument("--cache", default=None, metavar="DIR",
-                   help="result cache folder (may be on a shared filesystem); strongly advised for long sweeps")
-    p.add_argument("--executor", default="local",
-                   help="'local' (default), 'auto', 'local-ray:N', 'ray://HOST:PORT' or 'HOST:PORT'")
-    p.add_argument("--num-workers", type=int, default=None,
-                   help="Ray workers (default: one per GPU, or per CPU slot, the cluster offers)")
-    p.add_argument("--question-timeout", type=float, default=4 * 3600.0, metavar="SECONDS",
-                   help="on Ray, a question running longer counts as a lost worker and is retried (default 4 h)")
+    p.add_argument(
+        "--cache",
+        default=None,
+        metavar="DIR",
+        help="result cache folder (may be on a shared filesystem); strongly advised for long sweeps",
+    )
+    p.add_argument(
+        "--executor", default="local", help="'local' (default), 'auto', 'local-ray:N', 'ray://HOST:PORT' or 'HOST:PORT'"
+    )
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        help="Ray workers (default: one per GPU, or per CPU slot, the cluster offers)",
+    )
+    p.add_argument(
+        "--question-timeout",
+        type=float,
+        default=4 * 3600.0,
+        metavar="SECONDS",
+        help="on Ray, a question running longer counts as a lost worker and is retried (default 4 h)",
+    )
     p.add_argument("--out", required=True, help="table to write: .csv or .csv.gz (written atomically)")
     p.set_defaults(run=run_sweep_command)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -187,18 +241,19 @@ def write_table_atomically(table, path: Path) -> None:
 
 
 def _sweep_samples(args) -> list:
-    from flowkit.data import shipped_questions_root, load_question_set
+    from flowkit.data import first_per_task, load_question_set, shipped_questions_root
 
     root = Path(args.questions) if args.questions else shipped_questions_root()
     if args.per_task is not None and args.per_task < 1:
         raise FlowkitError(f"--per-task must be at least 1, got {args.per_task}")
     questions = load_question_set(root, task=args.tasks, num_frames=args.frames)
     tasks = args.tasks or sorted({s.task for s in questions})
-    return [s for task in tasks for s in [x for x in questions if x.task == task][: args.per_task]]
+    return first_per_task(questions, args.per_task, tasks=tasks)
 
 
 def run_sweep_command(args) -> int:
-    from flowkit.distributed import LocalExecutor, ModelSource, make_executor
+    from flowkit.sweep import make_executor
+    from flowkit.sweep_work import LocalExecutor, ModelSource
     from flowkit.edge_groups import PAPER_EDGE_GROUPS
     from flowkit.spec import parse_layers
     from flowkit.sweep import sweep
@@ -214,17 +269,27 @@ def run_sweep_command(args) -> int:
         if not samples:
             raise FlowkitError("no questions to sweep: check --tasks and --per-task")
         source = ModelSource(args.model, quant=args.quant, device=args.device)
-        table = sweep(source, samples, edge_groups=args.groups or PAPER_EDGE_GROUPS, centers=centers, size=args.size,
-                      cache=args.cache, progress=not args.no_progress, executor=executor)
+        table = sweep(
+            source,
+            samples,
+            edge_groups=args.groups or PAPER_EDGE_GROUPS,
+            centers=centers,
+            size=args.size,
+            cache=args.cache,
+            progress=not args.no_progress,
+            executor=executor,
+        )
     finally:
         if not isinstance(executor, LocalExecutor):
             executor.close()
     write_table_atomically(table, out)
     info = table.attrs.get("sweep", {})
-    print(f"{len(table)} rows ({info.get('questions')} questions: {info.get('computed')} computed, "
-          f"{info.get('from_cache')} from the cache"
-          + (f"; {info['retried_questions']} retried after a lost worker" if info.get("retried_questions") else "")
-          + f") in {time.perf_counter() - started:.1f} s on {args.executor} -> {out}")
+    print(
+        f"{len(table)} rows ({info.get('questions')} questions: {info.get('computed')} computed, "
+        f"{info.get('from_cache')} from the cache"
+        + (f"; {info['retried_questions']} retried after a lost worker" if info.get("retried_questions") else "")
+        + f") in {time.perf_counter() - started:.1f} s on {args.executor} -> {out}"
+    )
     return 0
 
 
@@ -247,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     _sweep_parser(sub)
     for entry in sorted(entry_points(group=COMMAND_ENTRY_POINTS), key=lambda e: e.name):
         entry.load()(sub)
-    sub.add_parser("questions", help="generate or inspect a synthetic question set (see python -m flowkit questions --help)")
+    sub.add_parser(
+        "questions", help="generate or inspect a synthetic question set (see python -m flowkit questions --help)"
+    )
     args = parser.parse_args(argv)
     from flowkit.data import QuestionSetError
 

@@ -1,4 +1,5 @@
-"""Where a sweep's questions are evaluated: here (the default) or on a Ray cluster.
+"""Sweeps on a Ray cluster: :class:`RayExecutor` (the local executor and the work unit are in
+:mod:`flowkit.sweep_work`).
 
 >>> sweep(vllm, samples, cache="results-cache")                                  # doctest: +SKIP
 >>> sweep(vllm, samples, cache="/shared/results-cache", executor="auto")         # doctest: +SKIP
@@ -9,7 +10,7 @@ The unit of work is one whole question. On Ray, each worker (an actor) loads the
 once, from a :class:`ModelSource` (the checkpoint and its load options, never the loaded
 weights); for each question it runs the clean forward once and evaluates every missing spec
 of that question through its :class:`flowkit.session.Session` — the same function, batching and
-torch thread count as a local sweep (:func:`flowkit.sweep.evaluate_question`), so the table
+torch thread count as a local sweep (:func:`flowkit.sweep_work.evaluate_question`), so the table
 is the same, number for number. Before any question is evaluated, every worker's model
 fingerprint is checked against the driver's.
 
@@ -20,9 +21,9 @@ lost node, a question past ``question_timeout_s`` — loses only the question it
 evaluating: that question goes back in the queue, a fresh worker replaces the dead one, and
 the next free worker takes it (at most ``max_attempts`` tries per question).
 
-Executor addresses (:func:`make_executor`):
+Executor addresses (:func:`flowkit.sweep.make_executor`):
 
-``"local"``            this process, no Ray (the default)
+``"local"``            this process, no Ray (the default; :class:`flowkit.sweep_work.LocalExecutor`)
 ``"auto"``             the Ray cluster this machine belongs to (``ray start`` was run here, or
                        ``RAY_ADDRESS`` is set), or the Ray connection this process already has
 ``"HOST:PORT"``        a cluster's head (GCS address, e.g. ``10.0.0.5:6379``); this machine
@@ -53,10 +54,9 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
-from flowkit.errors import FlowkitError
-from flowkit.spec import KnockoutSpec
+from flowkit.sweep_work import ExecutorAddressError, ExecutorError, ModelSource, evaluate_question
 
 #: environment variable: sample ids (comma-separated) at which a Ray worker exits, once each
 FAULT_EXIT_AT_ENV = "FLOWKIT_FAULT_EXIT_AT"
@@ -65,100 +65,19 @@ FAULT_MARKER_ENV = "FLOWKIT_FAULT_MARKER"
 #: the exit status of a worker stopped by the fault-injection hook
 FAULT_EXIT_CODE = 75
 #: variables the driver copies into every worker's environment
-FORWARDED_ENV = (FAULT_EXIT_AT_ENV, FAULT_MARKER_ENV, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-                 "TOKENIZERS_PARALLELISM")
+FORWARDED_ENV = (
+    FAULT_EXIT_AT_ENV,
+    FAULT_MARKER_ENV,
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "TOKENIZERS_PARALLELISM",
+)
 #: object store of a ``local-ray:N`` cluster (MB): questions travel through it one at a time
 LOCAL_OBJECT_STORE_MB = 80
 #: seconds to wait for a TCP connection to a cluster address before calling it unreachable
 CONNECT_TIMEOUT_S = 3.0
 
-_ADDRESS_FORMS = "'local', 'auto', 'local-ray:N', 'ray://HOST:PORT' or 'HOST:PORT'"
-
-
-class ExecutorError(FlowkitError, RuntimeError):
-    """A sweep executor that cannot be reached, cannot start its workers, or lost a question for good."""
-
-
-class ExecutorAddressError(ExecutorError, ValueError):
-    """An executor address that is not one of the forms flowkit knows."""
-
-
-# --------------------------------------------------------------------------- the model
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """What a worker loads: a checkpoint and the options of :func:`flowkit.load_videollm`.
-
-    ``name_or_path`` must name the same checkpoint on every worker: a folder at the same
-    path on every node (a shared filesystem), a hub id (each node downloads it), or a model
-    the kit ships. ``device="cuda"`` gives each worker one GPU.
-    """
-
-    name_or_path: str
-    quant: str = "nf4"
-    device: str | None = None
-    attn_implementation: str = "sdpa"
-    nf4_cpu_kernel: str = "portable"
-    bf16_cpu_arithmetic: str = "float32"
-    trust_remote_code: bool = False
-
-    def __post_init__(self):
-        name = str(self.name_or_path)
-        if Path(name).expanduser().exists():  # a folder here: the absolute path, the same for every worker
-            name = str(Path(name).expanduser().resolve())
-        object.__setattr__(self, "name_or_path", name)
-
-    @classmethod
-    def of(cls, vllm) -> "ModelSource":
-        """The source a loaded :class:`flowkit.VideoLLM` came from (its folder made absolute)."""
-        if vllm.extra.get("checkpoint_folder") is None:
-            raise ExecutorError(
-                f"the model {vllm.name!r} was built in memory, so a worker cannot load it: save it "
-                "(model.save_pretrained(DIR) and processor.save_pretrained(DIR)), load it with "
-                "load_videollm(DIR) and sweep that, or pass a ModelSource.")
-        name = str(vllm.name)
-        first = next(vllm.model.parameters(), None)
-        device = first.device.type if first is not None and first.device.type != "cpu" else None
-        return cls(name_or_path=name, quant=vllm.quant, device=device,
-                   attn_implementation=getattr(vllm.model.config, "_attn_implementation", None) or "sdpa",
-                   nf4_cpu_kernel="avx512_bf16" if "avx512-bf16" in vllm.numeric_path else "portable",
-                   bf16_cpu_arithmetic="bfloat16" if vllm.numeric_path == "bf16/bf16-compute/cpu" else "float32")
-
-    @property
-    def uses_gpu(self) -> bool:
-        return bool(self.device) and str(self.device).split(":")[0] == "cuda"
-
-    def load(self):
-        """Load the model (:func:`flowkit.load_videollm`)."""
-        from flowkit.models import load_videollm
-
-        return load_videollm(self.name_or_path, self.quant, attn_implementation=self.attn_implementation,
-                             trust_remote_code=self.trust_remote_code, device=self.device,
-                             nf4_cpu_kernel=self.nf4_cpu_kernel, bf16_cpu_arithmetic=self.bf16_cpu_arithmetic)
-
-
-# --------------------------------------------------------------------------- choosing an executor
-
-
-def make_executor(executor="local", num_workers: int | None = None, **options):
-    """An executor from its address (see the module docstring), or ``executor`` itself if it is one.
-
-    ``num_workers`` and ``options`` go to :class:`RayExecutor` (``torch_threads``,
-    ``max_attempts``, ``question_timeout_s``, ``start_timeout_s``, ``log_to_driver``); the
-    local executor has no options and ignores them. A malformed address raises
-    :class:`ExecutorAddressError` at once; nothing is contacted until a sweep starts (or
-    :meth:`RayExecutor.connect` is called).
-    """
-    if isinstance(executor, (LocalExecutor, RayExecutor)):
-        if num_workers is not None and isinstance(executor, RayExecutor):
-            executor.num_workers = num_workers
-        return executor
-    if executor is None or executor == "local":
-        return LocalExecutor()
-    if not isinstance(executor, str):
-        raise ExecutorAddressError(f"executor must be an address string ({_ADDRESS_FORMS}), got {executor!r}")
-    return RayExecutor(executor, num_workers=num_workers, **options)
+ADDRESS_FORMS = "'local', 'auto', 'local-ray:N', 'ray://HOST:PORT' or 'HOST:PORT'"
 
 
 def parse_address(address: str) -> tuple[str, str | None, int | None]:
@@ -170,14 +89,17 @@ def parse_address(address: str) -> tuple[str, str | None, int | None]:
     if match:
         slots = int(match.group(1))
         if slots < 1:
-            raise ExecutorAddressError(f"executor {address!r}: a local Ray cluster needs at least one CPU slot "
-                                       "(e.g. 'local-ray:2').")
+            raise ExecutorAddressError(
+                f"executor {address!r}: a local Ray cluster needs at least one CPU slot (e.g. 'local-ray:2')."
+            )
         return "local-ray", None, slots
     match = re.fullmatch(r"(ray://)?([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})", text)
     if match and 0 < int(match.group(3)) < 65536:
         return ("client" if match.group(1) else "gcs"), match.group(2).strip("[]"), int(match.group(3))
-    raise ExecutorAddressError(f"unknown executor {address!r}: use {_ADDRESS_FORMS} "
-                               "(e.g. 'ray://head-node:10001' for Ray Client, 'head-node:6379' for a cluster's head).")
+    raise ExecutorAddressError(
+        f"unknown executor {address!r}: use {ADDRESS_FORMS} "
+        "(e.g. 'ray://head-node:10001' for Ray Client, 'head-node:6379' for a cluster's head)."
+    )
 
 
 def _check_reachable(address: str, host: str, port: int) -> None:
@@ -185,13 +107,21 @@ def _check_reachable(address: str, host: str, port: int) -> None:
         with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
             pass
     except OSError as exc:
-        reason = f"no answer within {CONNECT_TIMEOUT_S:g} s" if isinstance(exc, TimeoutError) else \
-            (exc.strerror or str(exc)).lower()
-        hint = ("Ray Client listens on the head's --ray-client-server-port (10001 by default)"
-                if address.startswith("ray://") else "a cluster's head listens on its --port (6379 by default)")
-        raise ExecutorError(f"cannot reach the Ray cluster at {address!r} ({reason}). Check the host and port "
-                            f"({hint}), that the cluster is up (`ray status` on the head), and that no firewall "
-                            "is in the way; or run the sweep here with executor='local'.") from None
+        reason = (
+            f"no answer within {CONNECT_TIMEOUT_S:g} s"
+            if isinstance(exc, TimeoutError)
+            else (exc.strerror or str(exc)).lower()
+        )
+        hint = (
+            "Ray Client listens on the head's --ray-client-server-port (10001 by default)"
+            if address.startswith("ray://")
+            else "a cluster's head listens on its --port (6379 by default)"
+        )
+        raise ExecutorError(
+            f"cannot reach the Ray cluster at {address!r} ({reason}). Check the host and port "
+            f"({hint}), that the cluster is up (`ray status` on the head), and that no firewall "
+            "is in the way; or run the sweep here with executor='local'."
+        ) from None
 
 
 def start_local_ray(num_cpus: int, object_store_mb: int = LOCAL_OBJECT_STORE_MB, log_to_driver: bool = False) -> None:
@@ -211,66 +141,15 @@ def start_local_ray(num_cpus: int, object_store_mb: int = LOCAL_OBJECT_STORE_MB,
 
         if os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
             ray_constants.ENABLE_RAY_CLUSTER = False  # ray was imported before the variable was set
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-             object_store_memory=object_store_mb * 1024 * 1024, _node_ip_address="127.0.0.1",
-             log_to_driver=log_to_driver, configure_logging=False)
-
-
-# --------------------------------------------------------------------------- local
-
-
-class LocalExecutor:
-    """Evaluate every question in this process, one after the other (no Ray)."""
-
-    address = "local"
-
-    @contextlib.contextmanager
-    def session(self, model) -> Iterator["_LocalSession"]:
-        yield _LocalSession(model.load() if isinstance(model, ModelSource) else model)
-
-
-class _LocalSession:
-    def __init__(self, vllm):
-        self.vllm = vllm
-        self.num_layers = vllm.num_layers
-
-    @property
-    def fingerprint(self) -> str:
-        return self.vllm.fingerprint
-
-    def run(self, jobs, finished: Callable, replay: bool = True) -> dict:
-        for job in jobs:
-            finished(job, evaluate_question(self.vllm, job.sample, job.specs, replay))
-        return {"executor": "local", "workers": 1}
-
-
-# ----------------------------------------------------------------------- the work unit
-
-
-@dataclass(frozen=True)
-class QuestionJob:
-    """One question to evaluate: its position in the sweep, the sample, and the specs not yet cached."""
-
-    index: int
-    sample: object
-    specs: tuple[KnockoutSpec, ...]
-
-
-def evaluate_question(vllm, sample, specs: Sequence[KnockoutSpec], replay: bool = True) -> dict[str, dict]:
-    """``{spec_json: answer payload}`` for the clean run and each spec on one question.
-
-    The one place a sweep computes: the local executor and every Ray worker call it, so
-    the two give the same numbers (same engine, same batching). The clean run is built once
-    and every spec is evaluated from it in batches.
-    """
-    session = vllm.session(sample, replay=replay)
-    clean = session.clean_answer
-    computed = session.answers(list(specs))
-    fresh = {KnockoutSpec().to_json(): clean.to_dict()}
-    for spec, dist in zip(specs, computed):
-        fresh[spec.to_json()] = dist.to_dict()
-    return fresh
-
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        object_store_memory=object_store_mb * 1024 * 1024,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=log_to_driver,
+        configure_logging=False,
+    )
 
 
 # --------------------------------------------------------------------------- Ray
@@ -282,7 +161,8 @@ def exit_if_fault_injected(sample_id: str) -> None:
     if sample_id not in targets:
         return
     marker = os.environ.get(FAULT_MARKER_ENV) or str(
-        Path(tempfile.gettempdir()) / f"flowkit-fault-exit-{hashlib.sha256(sample_id.encode()).hexdigest()[:12]}")
+        Path(tempfile.gettempdir()) / f"flowkit-fault-exit-{hashlib.sha256(sample_id.encode()).hexdigest()[:12]}"
+    )
     try:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
@@ -301,9 +181,14 @@ class SweepWorker:
 
         torch.set_num_threads(torch_threads)
         self.vllm = source.load()
-        self.info = {"fingerprint": self.vllm.fingerprint, "num_layers": self.vllm.num_layers,
-                     "numeric_path": self.vllm.numeric_path, "host": socket.gethostname(), "pid": os.getpid(),
-                     "torch_threads": torch.get_num_threads()}
+        self.info = {
+            "fingerprint": self.vllm.fingerprint,
+            "num_layers": self.vllm.num_layers,
+            "numeric_path": self.vllm.numeric_path,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "torch_threads": torch.get_num_threads(),
+        }
 
     def describe(self) -> dict:
         return self.info
@@ -312,15 +197,25 @@ class SweepWorker:
         exit_if_fault_injected(sample.id)
         started = time.perf_counter()
         payloads = evaluate_question(self.vllm, sample, specs, replay)
-        return {"payloads": payloads, "fingerprint": self.info["fingerprint"], "pid": os.getpid(),
-                "seconds": time.perf_counter() - started}
+        return {
+            "payloads": payloads,
+            "fingerprint": self.info["fingerprint"],
+            "pid": os.getpid(),
+            "seconds": time.perf_counter() - started,
+        }
 
 
 def _lost_worker_errors() -> tuple[type, ...]:
     import ray.exceptions as rex
 
-    names = ("RayActorError", "WorkerCrashedError", "ObjectLostError", "NodeDiedError", "ActorUnavailableError",
-             "OutOfMemoryError")
+    names = (
+        "RayActorError",
+        "WorkerCrashedError",
+        "ObjectLostError",
+        "NodeDiedError",
+        "ActorUnavailableError",
+        "OutOfMemoryError",
+    )
     return tuple(getattr(rex, name) for name in names if hasattr(rex, name))
 
 
@@ -340,9 +235,16 @@ class RayExecutor:
         log_to_driver: show the workers' own output here.
     """
 
-    def __init__(self, address: str, num_workers: int | None = None, torch_threads: int | None = None,
-                 max_attempts: int = 3, question_timeout_s: float | None = 4 * 3600.0,
-                 start_timeout_s: float = 1800.0, log_to_driver: bool = False):
+    def __init__(
+        self,
+        address: str,
+        num_workers: int | None = None,
+        torch_threads: int | None = None,
+        max_attempts: int = 3,
+        question_timeout_s: float | None = 4 * 3600.0,
+        start_timeout_s: float = 1800.0,
+        log_to_driver: bool = False,
+    ):
         self.kind, self.host, self.number = parse_address(address)
         self.address = address.strip()
         if num_workers is not None and num_workers < 1:
@@ -376,20 +278,23 @@ class RayExecutor:
             except ImportError:
                 raise ExecutorError(
                     f"{self.address!r} is a Ray Client address, and Ray Client needs grpcio, which is not "
-                    "installed: `pip install \"ray[client]==<the cluster's Ray version>\"`, or run the sweep on a "
-                    "node of the cluster with executor='auto' (or the head's HOST:6379).") from None
+                    'installed: `pip install "ray[client]==<the cluster\'s Ray version>"`, or run the sweep on a '
+                    "node of the cluster with executor='auto' (or the head's HOST:6379)."
+                ) from None
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         try:
             import ray
         except ImportError:
-            raise ExecutorError(f"executor {self.address!r} needs Ray: pip install ray "
-                                "(flowkit's setup installs it).") from None
+            raise ExecutorError(
+                f"executor {self.address!r} needs Ray: pip install ray (flowkit's setup installs it)."
+            ) from None
         if ray.is_initialized():
             if self.kind == "auto":
                 return  # the connection this process already has (e.g. a test's cluster) stays open
             raise ExecutorError(
                 f"this process is already connected to a Ray cluster, so it cannot also use {self.address!r}: "
-                "sweep with executor='auto' to use that connection, or call ray.shutdown() first.")
+                "sweep with executor='auto' to use that connection, or call ray.shutdown() first."
+            )
         try:
             if self.kind == "local-ray":
                 start_local_ray(self.number, log_to_driver=self.log_to_driver)
@@ -398,10 +303,12 @@ class RayExecutor:
         except Exception as exc:  # noqa: BLE001 - Ray raises many types here; one clear error instead
             with contextlib.suppress(Exception):
                 ray.shutdown()
-            raise ExecutorError(f"could not connect to the Ray cluster at {self.address!r}: "
-                                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-                                " — start it first (`ray start --head` on the head node) or check the address; "
-                                "executor='local' runs the sweep here.") from exc
+            raise ExecutorError(
+                f"could not connect to the Ray cluster at {self.address!r}: "
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                " — start it first (`ray start --head` on the head node) or check the address; "
+                "executor='local' runs the sweep here."
+            ) from exc
         self._opened = True
         self.connect_seconds = time.perf_counter() - began
 
@@ -414,7 +321,7 @@ class RayExecutor:
             ray.shutdown()
 
     @contextlib.contextmanager
-    def session(self, model) -> Iterator["_RaySession"]:
+    def session(self, model) -> Iterator[_RaySession]:
         """Workers for one sweep; they are stopped at the end, and a connection opened here is closed."""
         was_open = self._opened
         self.connect()
@@ -467,8 +374,9 @@ class _RaySession:
         return int(total.get("GPU", 0) if self.source.uses_gpu else total.get("CPU", 0))
 
     def _spawn(self) -> _Worker:
-        actor = self.ray.remote(SweepWorker).options(max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD",
-                                                     **self._resources())
+        actor = self.ray.remote(SweepWorker).options(
+            max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD", **self._resources()
+        )
         self.started_workers += 1
         return _Worker(actor.remote(self.source, self.threads, self.env), self.started_workers)
 
@@ -480,7 +388,8 @@ class _RaySession:
             raise ExecutorError(
                 f"the Ray cluster at {self.executor.address!r} offers {offered} {unit}(s) and a sweep worker needs "
                 f"one each, so it cannot run {len(self.workers) + count} workers; ask for fewer (num_workers / "
-                f"--num-workers){', or add GPUs (or load the model with device=None to run on CPUs)' if self.source.uses_gpu else ''}.")
+                f"--num-workers){', or add GPUs (or load the model with device=None to run on CPUs)' if self.source.uses_gpu else ''}."
+            )
         began = time.perf_counter()
         new = [self._spawn() for _ in range(count)]
         self.workers.extend(new)
@@ -492,18 +401,22 @@ class _RaySession:
                 raise ExecutorError(
                     f"{len(calls)} of {count} sweep worker(s) did not start within {self.executor.start_timeout_s:g} s "
                     f"(cluster resources now: {self.ray.available_resources()}); the model may be slow to load "
-                    "(raise start_timeout_s) or the cluster busy.")
+                    "(raise start_timeout_s) or the cluster busy."
+                )
             ready, _ = self.ray.wait(list(calls), num_returns=1, timeout=min(left, 5.0))
             for ref in ready:
                 calls.pop(ref)
                 try:
                     info = self.ray.get(ref, timeout=60)
                 except Exception as exc:  # noqa: BLE001 - a worker that cannot load the model
-                    raise ExecutorError(f"a sweep worker could not load {self.source.name_or_path!r} "
-                                        f"({self.source.quant}, device {self.source.device or 'cpu'}): "
-                                        f"{_first_lines(exc)}") from None
-                self._check_fingerprint(info["fingerprint"], f"worker {info['pid']} on {info['host']}",
-                                        info.get("numeric_path"))
+                    raise ExecutorError(
+                        f"a sweep worker could not load {self.source.name_or_path!r} "
+                        f"({self.source.quant}, device {self.source.device or 'cpu'}): "
+                        f"{_first_lines(exc)}"
+                    ) from None
+                self._check_fingerprint(
+                    info["fingerprint"], f"worker {info['pid']} on {info['host']}", info.get("numeric_path")
+                )
         self.start_seconds += time.perf_counter() - began
         return new
 
@@ -515,7 +428,8 @@ class _RaySession:
                 f"{f' (numeric path {numeric_path})' if numeric_path else ''}, but the driver's model is "
                 f"{expected}: they would not give the same numbers. Make the same checkpoint reachable at the same "
                 "path on every node and load it with the same quant and device kind (a GPU worker and a CPU driver "
-                "differ), or pass a ModelSource so that only the workers load the model.")
+                "differ), or pass a ModelSource so that only the workers load the model."
+            )
 
     def _replace(self, worker: _Worker) -> _Worker | None:
         """Drop a lost worker; start a fresh one if the cluster still has room for it (a lost node may not)."""
@@ -524,9 +438,11 @@ class _RaySession:
         self.workers.remove(worker)
         if self._offered() <= len(self.workers):
             if not self.workers:
-                raise ExecutorError(f"every sweep worker was lost and the Ray cluster at {self.executor.address!r} "
-                                    f"has no {'GPU' if self.source.uses_gpu else 'CPU slot'} left for a new one. "
-                                    "Finished questions are in the cache: run the same sweep again to resume.")
+                raise ExecutorError(
+                    f"every sweep worker was lost and the Ray cluster at {self.executor.address!r} "
+                    f"has no {'GPU' if self.source.uses_gpu else 'CPU slot'} left for a new one. "
+                    "Finished questions are in the cache: run the same sweep again to resume."
+                )
             return None  # go on with the workers that remain
         fresh = self._spawn()
         self.workers.append(fresh)
@@ -543,9 +459,16 @@ class _RaySession:
         """Evaluate every job, calling ``finished(job, payloads)`` on the driver as each question is done."""
         from ray.exceptions import GetTimeoutError, RayTaskError
 
-        stats = {"executor": self.executor.address, "workers": 0, "workers_lost": 0, "retried_questions": 0,
-                 "worker_seconds": 0.0, "roundtrip_seconds": 0.0, "start_seconds": 0.0,
-                 "connect_seconds": self.executor.connect_seconds}
+        stats = {
+            "executor": self.executor.address,
+            "workers": 0,
+            "workers_lost": 0,
+            "retried_questions": 0,
+            "worker_seconds": 0.0,
+            "roundtrip_seconds": 0.0,
+            "start_seconds": 0.0,
+            "connect_seconds": self.executor.connect_seconds,
+        }
         if not jobs:
             stats["start_seconds"] = self.start_seconds
             return stats
@@ -571,17 +494,23 @@ class _RaySession:
                     result = self.ray.get(ref, timeout=60)
                 except RayTaskError as exc:  # the question itself failed: retrying would fail the same way
                     cause = getattr(exc, "cause", None) or exc
-                    raise ExecutorError(f"question {job.sample.id} failed on a sweep worker: "
-                                        f"{type(cause).__name__}: {_first_lines(cause)}") from None
+                    raise ExecutorError(
+                        f"question {job.sample.id} failed on a sweep worker: "
+                        f"{type(cause).__name__}: {_first_lines(cause)}"
+                    ) from None
                 except lost_errors + (GetTimeoutError,) as exc:
                     stats["workers_lost"] += 1
-                    reason = (f"it ran past question_timeout_s={self.executor.question_timeout_s:g} s"
-                              if worker.timed_out else _first_lines(exc, 1))
+                    reason = (
+                        f"it ran past question_timeout_s={self.executor.question_timeout_s:g} s"
+                        if worker.timed_out
+                        else _first_lines(exc, 1)
+                    )
                     if attempts[job.index] >= self.executor.max_attempts:
                         raise ExecutorError(
                             f"question {job.sample.id} was lost with its worker {attempts[job.index]} times "
                             f"(last: {reason}); giving up. The results of every finished question are in the "
-                            "cache: fix the cause and run the same sweep again to resume.") from None
+                            "cache: fix the cause and run the same sweep again to resume."
+                        ) from None
                     stats["retried_questions"] += 1
                     pending.appendleft(job)  # the whole question again, on the next free worker
                     fresh = self._replace(worker)
@@ -596,7 +525,7 @@ class _RaySession:
             timeout = self.executor.question_timeout_s
             if timeout is not None:
                 now = time.monotonic()
-                for worker, job, sent in in_flight.values():
+                for worker, _job, sent in in_flight.values():
                     if now - sent > timeout and not worker.timed_out:
                         worker.timed_out = True
                         with contextlib.suppress(Exception):
@@ -610,6 +539,14 @@ def _first_lines(exc: BaseException, lines: int = 3) -> str:
     return " ".join(line.strip() for line in text.splitlines()[:lines])
 
 
-__all__ = ["FAULT_EXIT_AT_ENV", "FAULT_EXIT_CODE", "FAULT_MARKER_ENV", "ExecutorAddressError", "ExecutorError",
-           "LocalExecutor", "ModelSource", "RayExecutor", "SweepWorker", "exit_if_fault_injected", "make_executor",
-           "parse_address", "start_local_ray"]
+__all__ = [
+    "ADDRESS_FORMS",
+    "FAULT_EXIT_AT_ENV",
+    "FAULT_EXIT_CODE",
+    "FAULT_MARKER_ENV",
+    "RayExecutor",
+    "SweepWorker",
+    "exit_if_fault_injected",
+    "parse_address",
+    "start_local_ray",
+]

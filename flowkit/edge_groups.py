@@ -34,7 +34,7 @@ from flowkit.spans import TOKEN_GROUPS
 
 #: Version of the knockout definitions (what each token group and edge group means, the
 #: random control, the accuracy after knockout). Bump it whenever a definition changes
-#: what a stored number means; :class:`flowkit.cache.ResultCache` never returns a record
+#: what a stored number means; :class:`flowkit.result_cache.ResultCache` never returns a record
 #: computed under another version.
 #: 1: ``question`` was every token between the video and the last position.
 #: 2: ``question`` is the paper's question span (header / question sentence through the
@@ -85,17 +85,25 @@ class EdgeGroup:
 
 #: The registry: every named edge group, by name, in the order figures list them. Add an
 #: edge group here and nowhere else (see the module docstring).
-EDGE_GROUPS: dict[str, EdgeGroup] = {group.name: group for group in (
-    EdgeGroup("cross_frame", OKABE_ITO["orange"], paper=True, label="cross-frame",
-              title="every frame cannot read earlier frames"),
-    EdgeGroup("video->question", OKABE_ITO["blue"], paper=True),
-    EdgeGroup("video->last", OKABE_ITO["bluish_green"], paper=True),
-    EdgeGroup("question->last", OKABE_ITO["vermillion"], paper=True),
-    EdgeGroup("last->last", OKABE_ITO["reddish_purple"], paper=True),
-    EdgeGroup("question_text->last", OKABE_ITO["sky_blue"], option_analysis=True),
-    EdgeGroup("true_option->last", OKABE_ITO["black"], option_analysis=True),
-    EdgeGroup("false_options->last", OKABE_ITO["yellow"], option_analysis=True),
-)}
+EDGE_GROUPS: dict[str, EdgeGroup] = {
+    group.name: group
+    for group in (
+        EdgeGroup(
+            "cross_frame",
+            OKABE_ITO["orange"],
+            paper=True,
+            label="cross-frame",
+            title="every frame cannot read earlier frames",
+        ),
+        EdgeGroup("video->question", OKABE_ITO["blue"], paper=True),
+        EdgeGroup("video->last", OKABE_ITO["bluish_green"], paper=True),
+        EdgeGroup("question->last", OKABE_ITO["vermillion"], paper=True),
+        EdgeGroup("last->last", OKABE_ITO["reddish_purple"], paper=True),
+        EdgeGroup("question_text->last", OKABE_ITO["sky_blue"], option_analysis=True),
+        EdgeGroup("true_option->last", OKABE_ITO["black"], option_analysis=True),
+        EdgeGroup("false_options->last", OKABE_ITO["yellow"], option_analysis=True),
+    )
+}
 
 #: The edge groups of the paper, by name.
 PAPER_EDGE_GROUPS = tuple(name for name, group in EDGE_GROUPS.items() if group.paper)
@@ -136,5 +144,3 @@ def normalize_edges(edges: str) -> str:
         f"{', '.join(group.name for group in TOKEN_GROUPS)} — or 'cross_frame'. "
         f"The paper's groups: {', '.join(PAPER_EDGE_GROUPS)}."
     )
-
-

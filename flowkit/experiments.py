@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,35 +23,82 @@ from flowkit.errors import FlowkitError
 from flowkit.edge_groups import PAPER_EDGE_GROUPS
 from flowkit.masks import block_masks, count_edges
 from flowkit.lens import activations, bag_temporal_share, logit_lens, word_bag
-from flowkit.pathways import (LAYER_MATCHED_RANDOM_CONTROL, PAPER_RANDOM_CONTROL, RANDOM_CONTROLS, PathwayWindows,
-                               paper_pathway_preset, pathway_spec, random_control_masks)
+from flowkit.pathways import (
+    LAYER_MATCHED_RANDOM_CONTROL,
+    PAPER_RANDOM_CONTROL,
+    RANDOM_CONTROLS,
+    PathwayWindows,
+    paper_pathway_preset,
+    pathway_spec,
+    random_control_masks,
+)
 from flowkit.readout import answer_distribution
-from flowkit.stats import intervals_by, mean_with_ci
+from flowkit.stats import accuracy_by, intervals_by, mean_with_ci
 from flowkit.sweep import summarize, sweep
 
 
-def cross_frame_sweep(vllm, samples, centers: Iterable[int] | None = None, size: int = 9, cache=None,
-                      progress: bool = True, replay: bool = True) -> pd.DataFrame:
+def cross_frame_sweep(
+    vllm,
+    samples,
+    centers: Iterable[int] | None = None,
+    size: int = 9,
+    cache=None,
+    progress: bool = True,
+    replay: bool = True,
+) -> pd.DataFrame:
     """Finding 1: % change in p(answer) when frame i cannot read frames j < i, per window."""
-    return sweep(vllm, samples, edge_groups=["cross_frame"], centers=centers, size=size, cache=cache, progress=progress,
-                 replay=replay)
+    return sweep(
+        vllm,
+        samples,
+        edge_groups=["cross_frame"],
+        centers=centers,
+        size=size,
+        cache=cache,
+        progress=progress,
+        replay=replay,
+    )
 
 
-def flow_sweep(vllm, samples, edge_groups: Sequence[str] = PAPER_EDGE_GROUPS, centers=None, size: int = 9,
-               cache=None, progress: bool = True, replay: bool = True) -> pd.DataFrame:
+def flow_sweep(
+    vllm,
+    samples,
+    edge_groups: Sequence[str] = PAPER_EDGE_GROUPS,
+    centers=None,
+    size: int = 9,
+    cache=None,
+    progress: bool = True,
+    replay: bool = True,
+) -> pd.DataFrame:
     """Findings 2-3: the paper's edge groups (or yours), window by window."""
-    return sweep(vllm, samples, edge_groups=edge_groups, centers=centers, size=size, cache=cache, progress=progress,
-                 replay=replay)
+    return sweep(
+        vllm,
+        samples,
+        edge_groups=edge_groups,
+        centers=centers,
+        size=size,
+        cache=cache,
+        progress=progress,
+        replay=replay,
+    )
 
 
-def accuracy(vllm, samples, progress: bool = True) -> pd.DataFrame:
-    """One row per sample: predicted and true option (aggregate with ``.groupby('task')``)."""
+def answer_table(vllm, samples, progress: bool = True) -> pd.DataFrame:
+    """One row per sample: predicted and true option, ``correct`` and p(answer)
+    (accuracies per task: :func:`flowkit.stats.accuracy_by`)."""
     rows = []
     for sample in tqdm(list(samples), desc="accuracy", disable=not progress):
         dist = vllm.answer(vllm.prepare_sample(sample))  # one plain forward: no knockout to replay
-        rows.append({"sample": sample.id, "task": sample.task, "answer": sample.answer,
-                     "options": len(sample.candidates), "predicted": dist.predicted_letter,
-                     "correct": bool(dist.correct), "p_answer": dist.p(sample.answer)})
+        rows.append(
+            {
+                "sample": sample.id,
+                "task": sample.task,
+                "answer": sample.answer,
+                "options": len(sample.candidates),
+                "predicted": dist.predicted_letter,
+                "correct": bool(dist.correct),
+                "p_answer": dist.p(sample.answer),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -69,9 +116,17 @@ def answer_emergence(vllm, samples, progress: bool = True) -> pd.DataFrame:
         true = prepared.spans.true_option
         for layer, p in enumerate(probs.tolist()):
             false = [x for i, x in enumerate(p) if i != true]
-            rows.append({"sample": sample.id, "task": sample.task, "layer": layer, "p_true": p[true],
-                         "p_false_max": max(false), "p_false_mean": float(np.mean(false)),
-                         "true_is_top": int(np.argmax(p)) == true})
+            rows.append(
+                {
+                    "sample": sample.id,
+                    "task": sample.task,
+                    "layer": layer,
+                    "p_true": p[true],
+                    "p_false_max": max(false),
+                    "p_false_mean": float(np.mean(false)),
+                    "true_is_top": int(np.argmax(p)) == true,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -100,8 +155,16 @@ def video_token_lens(vllm, samples, kind: str = "embedding", k: int = 10, progre
         for layer in range(-1, cache.num_layers):  # -1: the input (embeddings), l: the output of layer l
             hidden = cache.resid_pre(0, video) if layer < 0 else cache.resid_post(layer, video)
             share = bag_temporal_share(vllm, hidden, bag, kind, k)
-            rows.append({"sample": sample.id, "task": sample.task, "layer": layer, "kind": kind,
-                         "temporal_share": share, "spatial_share": 1 - share})
+            rows.append(
+                {
+                    "sample": sample.id,
+                    "task": sample.task,
+                    "layer": layer,
+                    "kind": kind,
+                    "temporal_share": share,
+                    "spatial_share": 1 - share,
+                }
+            )
     return pd.DataFrame(rows)  # layer -1 is the input (embeddings), layer l the output of layer l
 
 
@@ -166,16 +229,22 @@ def windows_from_sweeps(summary: pd.DataFrame, num_layers: int, fraction: float 
         return (max(0, lo - 4), min(num_layers - 1, hi + 4))  # the windows were 9 layers wide
 
     cross, vq, ql = window("cross_frame"), window("video->question"), window("question->last")
-    return PathwayWindows(cross_frame=cross, video_to_question=vq, question_to_last=ql,
-                          video_to_video_until=max(vq[1], cross[1]), question_to_question_until=ql[1])
+    return PathwayWindows(
+        cross_frame=cross,
+        video_to_question=vq,
+        question_to_last=ql,
+        video_to_video_until=max(vq[1], cross[1]),
+        question_to_question_until=ql[1],
+    )
 
 
 #: condition name of each random control in :func:`effective_pathways`' table
 RANDOM_CONDITIONS = {PAPER_RANDOM_CONTROL: "random", LAYER_MATCHED_RANDOM_CONTROL: "random_layer_matched"}
 
 
-def _resolve_pathways(vllm, windows: PathwayWindows | str, random_fraction: float | None
-                      ) -> tuple[PathwayWindows, float | None, str | None]:
+def _resolve_pathways(
+    vllm, windows: PathwayWindows | str, random_fraction: float | None
+) -> tuple[PathwayWindows, float | None, str | None]:
     """Windows, the paper control's f, and where f comes from (a preset name gives the paper's f)."""
     if isinstance(windows, PathwayWindows):
         return windows, random_fraction, None if random_fraction is None else "given"
@@ -192,9 +261,16 @@ def _resolve_pathways(vllm, windows: PathwayWindows | str, random_fraction: floa
 
 
 @torch.inference_mode()
-def effective_pathways(vllm, samples, windows: PathwayWindows | str, random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
-                       random_controls: Sequence[str] = (PAPER_RANDOM_CONTROL,), random_fraction: float | None = None,
-                       progress: bool = True, replay: bool = True) -> tuple[pd.DataFrame, dict]:
+def effective_pathways(
+    vllm,
+    samples,
+    windows: PathwayWindows | str,
+    random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    random_controls: Sequence[str] = (PAPER_RANDOM_CONTROL,),
+    random_fraction: float | None = None,
+    progress: bool = True,
+    replay: bool = True,
+) -> tuple[pd.DataFrame, dict]:
     """Finding 4: accuracy with all edges, with only the pathways, and with random masks.
 
     One row per sample and condition: ``full``, ``pathways``, and per seed ``random`` (the
@@ -245,26 +321,51 @@ def effective_pathways(vllm, samples, windows: PathwayWindows | str, random_seed
             counts = dict(sample_counts)
         conditions = [("full", None, None), ("pathways", None, masks)]
         for control in random_controls:
-            conditions += [(RANDOM_CONDITIONS[control], seed,
-                            random_control_masks(control, spans, num_layers, seed, suppressed_fraction=random_fraction,
-                                                 reference=masks)) for seed in random_seeds]
+            conditions += [
+                (
+                    RANDOM_CONDITIONS[control],
+                    seed,
+                    random_control_masks(
+                        control, spans, num_layers, seed, suppressed_fraction=random_fraction, reference=masks
+                    ),
+                )
+                for seed in random_seeds
+            ]
         # one clean run, every mask replayed in batches (exact to float rounding); or full forwards
         all_logits = vllm.session(prepared, replay=replay).last_logits([m for _, _, m in conditions])
         for (name, seed, _), logits in zip(conditions, all_logits):
             dist = answer_distribution(logits, prepared.letter_ids, spans.true_option)
-            rows.append({"sample": sample.id, "task": sample.task, "condition": name, "seed": seed,
-                         "correct": bool(dist.correct), "p_answer": dist.p(sample.answer),
-                         "kept_fraction": sample_counts["kept_fraction"]})
+            rows.append(
+                {
+                    "sample": sample.id,
+                    "task": sample.task,
+                    "condition": name,
+                    "seed": seed,
+                    "correct": bool(dist.correct),
+                    "p_answer": dist.p(sample.answer),
+                    "kept_fraction": sample_counts["kept_fraction"],
+                }
+            )
     if counts is None:
         raise FlowkitError("effective_pathways needs at least one question.")
-    counts.update(mean_kept_fraction=float(np.mean([c["kept_fraction"] for c in edge_counts.values()])),
-                  random_fraction=random_fraction, random_fraction_source=source)
+    counts.update(
+        mean_kept_fraction=float(np.mean([c["kept_fraction"] for c in edge_counts.values()])),
+        random_fraction=random_fraction,
+        random_fraction_source=source,
+    )
     return pd.DataFrame(rows), counts
 
 
-def pathway_summary(vllm, samples, windows: PathwayWindows | str, random_seeds: Sequence[int] = (0,),
-                    random_controls: Sequence[str] = (PAPER_RANDOM_CONTROL,), random_fraction: float | None = None,
-                    progress: bool = False, replay: bool = True) -> dict:
+def pathway_summary(
+    vllm,
+    samples,
+    windows: PathwayWindows | str,
+    random_seeds: Sequence[int] = (0,),
+    random_controls: Sequence[str] = (PAPER_RANDOM_CONTROL,),
+    random_fraction: float | None = None,
+    progress: bool = False,
+    replay: bool = True,
+) -> dict:
     """Finding 4 in one dict: the fraction of edges kept and accuracy full / pathways / random
     (``accuracy_ci``: 95 % bootstrap intervals over the questions, and seeds for random masks).
 
@@ -273,20 +374,48 @@ def pathway_summary(vllm, samples, windows: PathwayWindows | str, random_seeds: 
     ``random_layer_matched`` appears when asked for in ``random_controls``. See
     :func:`effective_pathways`.
     """
-    table, counts = effective_pathways(vllm, samples, windows, random_seeds=random_seeds,
-                                       random_controls=random_controls, random_fraction=random_fraction,
-                                       progress=progress, replay=replay)
+    table, counts = effective_pathways(
+        vllm,
+        samples,
+        windows,
+        random_seeds=random_seeds,
+        random_controls=random_controls,
+        random_fraction=random_fraction,
+        progress=progress,
+        replay=replay,
+    )
     windows, _, _ = _resolve_pathways(vllm, windows, random_fraction)
-    accuracy = table.groupby("condition")["correct"].mean()
+    accuracy = accuracy_by(table, "condition")
     plain = {k: list(v) if isinstance(v, tuple) else v for k, v in windows.to_dict().items()}
     conditions = [c for c in ("full", "pathways", *RANDOM_CONDITIONS.values()) if c in accuracy]
     accuracy_ci = intervals_by(table, "condition")
-    return {"windows": plain, "edges": counts, "kept_fraction": counts["mean_kept_fraction"],
-            "accuracy": {c: float(accuracy[c]) for c in conditions},
-            "accuracy_ci": {c: accuracy_ci[c] for c in conditions},
-            "questions": len(set(table["sample"])), "random_seeds": list(random_seeds),
-            "random_controls": list(random_controls), "random_fraction": counts["random_fraction"]}
+    return {
+        "windows": plain,
+        "edges": counts,
+        "kept_fraction": counts["mean_kept_fraction"],
+        "accuracy": {c: float(accuracy[c]) for c in conditions},
+        "accuracy_ci": {c: accuracy_ci[c] for c in conditions},
+        "questions": len(set(table["sample"])),
+        "random_seeds": list(random_seeds),
+        "random_controls": list(random_controls),
+        "random_fraction": counts["random_fraction"],
+    }
 
 
-__all__ = ["RANDOM_CONDITIONS", "accuracy", "answer_emergence", "cross_frame_sweep", "effective_pathways", "flow_sweep",
-           "pathway_summary", "summarize", "troughs", "curves_with_ci", "task_curves_with_ci", "question_troughs", "lens_bag_temporal_share", "video_token_lens", "windows_from_sweeps"]
+__all__ = [
+    "RANDOM_CONDITIONS",
+    "answer_emergence",
+    "answer_table",
+    "cross_frame_sweep",
+    "effective_pathways",
+    "flow_sweep",
+    "pathway_summary",
+    "summarize",
+    "troughs",
+    "curves_with_ci",
+    "task_curves_with_ci",
+    "question_troughs",
+    "lens_bag_temporal_share",
+    "video_token_lens",
+    "windows_from_sweeps",
+]

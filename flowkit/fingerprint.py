@@ -53,9 +53,14 @@ def checkpoint_identity(folder: str | os.PathLike) -> dict[str, str]:
         content = json.loads(declared.read_text()).get("content_sha256")
         if content:
             return {"content_sha256": content}
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.name not in _IGNORED_NAMES and not p.name.startswith(".")
-                   and not p.name.endswith(_IGNORED_SUFFIXES))
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and p.name not in _IGNORED_NAMES
+        and not p.name.startswith(".")
+        and not p.name.endswith(_IGNORED_SUFFIXES)
+    )
     if not files:
         raise FileNotFoundError(f"{folder} holds no checkpoint files to fingerprint")
     return {p.name: file_sha256(p) for p in files}

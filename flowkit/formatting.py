@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 import pandas as pd
 
@@ -76,8 +76,9 @@ def format_share(share: float, decimals: int = SHARE_DECIMALS) -> str:
     return text if text == "n/a" else text + " %"
 
 
-def format_table(table: pd.DataFrame, probs: Iterable[str] = (), pct_changes: Iterable[str] = (),
-                 shares: Iterable[str] = ()) -> pd.DataFrame:
+def format_table(
+    table: pd.DataFrame, probs: Iterable[str] = (), pct_changes: Iterable[str] = (), shares: Iterable[str] = ()
+) -> pd.DataFrame:
     """A copy of ``table`` whose named columns are text from the formatters above (for printing)."""
     shown = table.copy()
     for columns, fmt in ((probs, format_prob), (pct_changes, format_pct_change), (shares, format_share)):
@@ -93,10 +94,19 @@ def rounding_margin(value: float, decimals: int) -> float:
     decimals, 0.0005, 0.0015, ...; a value 1e-6 from one prints differently on a CPU whose
     rounding moves it by 2e-6.
     """
-    unit = 10.0 ** -decimals
+    unit = 10.0**-decimals
     offset = (float(value) / unit - 0.5) % 1.0  # 0 at a boundary
     return min(offset, 1.0 - offset) * unit
 
 
-__all__ = ["PCT_DECIMALS", "PROB_DECIMALS", "RECORD_ENV", "SHARE_DECIMALS", "format_pct_change", "format_prob",
-           "format_share", "format_table", "rounding_margin"]
+__all__ = [
+    "PCT_DECIMALS",
+    "PROB_DECIMALS",
+    "RECORD_ENV",
+    "SHARE_DECIMALS",
+    "format_pct_change",
+    "format_prob",
+    "format_share",
+    "format_table",
+    "rounding_margin",
+]

@@ -7,7 +7,7 @@ groups in some layers, and see how the answer moves.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -37,8 +37,15 @@ class CheckResult:
         rows = []
         for i, (letter, option) in enumerate(zip(self.before.letters, self.options)):
             p0, p1 = self.before.probs[i], self.after.probs[i]
-            rows.append({"option": f"({letter}) {option}", "correct": i == self.before.true_option,
-                         "p_before": p0, "p_after": p1, "pct_change": percent_change(p0, p1) if p0 > 0 else float("nan")})
+            rows.append(
+                {
+                    "option": f"({letter}) {option}",
+                    "correct": i == self.before.true_option,
+                    "p_before": p0,
+                    "p_after": p1,
+                    "pct_change": percent_change(p0, p1) if p0 > 0 else float("nan"),
+                }
+            )
         return pd.DataFrame(rows).set_index("option")
 
     @property
@@ -52,8 +59,10 @@ class CheckResult:
         """A caveat to print with the result, or ``""``: a ``cross_frame`` cut on a clip whose frames
         are all identical runs, but only stops frames reading copies of themselves."""
         if self.identical_frames and any(c.edges == "cross_frame" for c in self.spec.cuts):
-            return ("note: every frame of this clip is the same picture, so the cross_frame cut only stops "
-                    "frames reading copies of themselves; its effect says little about how the model uses time")
+            return (
+                "note: every frame of this clip is the same picture, so the cross_frame cut only stops "
+                "frames reading copies of themselves; its effect says little about how the model uses time"
+            )
         return ""
 
     def chart(self, scale: str = "options"):
@@ -63,10 +72,12 @@ class CheckResult:
         return answer_bars(self.before, self.after, scale=scale, options=list(self.options))
 
     def __str__(self) -> str:
-        return (f"knockout: {self.spec}\n{self.table_text()}\n"
-                f"predicted {self.before.predicted_letter} before, {self.after.predicted_letter} after; "
-                f"p({self.before.predicted_letter}) {format_pct_change(self.pct_change)}"
-                + (f"\n{self.note}" if self.note else ""))
+        return (
+            f"knockout: {self.spec}\n{self.table_text()}\n"
+            f"predicted {self.before.predicted_letter} before, {self.after.predicted_letter} after; "
+            f"p({self.before.predicted_letter}) {format_pct_change(self.pct_change)}"
+            + (f"\n{self.note}" if self.note else "")
+        )
 
     def table_text(self) -> str:
         """:attr:`table` as printed: probabilities with 3 decimals, % changes with 1 (the same on every CPU)."""
@@ -74,8 +85,9 @@ class CheckResult:
         return shown.to_string()
 
 
-def check_spec(cut: str | Sequence[str], layers: str | None = None, window: int | None = None,
-               size: int = 9) -> KnockoutSpec:
+def check_spec(
+    cut: str | Sequence[str], layers: str | None = None, window: int | None = None, size: int = 9
+) -> KnockoutSpec:
     """The spec :func:`check` runs: ``cut`` (one edge group or several) in ``layers`` or in the
     ``size``-layer window centred on ``window`` (exactly one of the two), or a clear error."""
     cuts = [cut] if isinstance(cut, str) else list(cut or ())
@@ -87,8 +99,15 @@ def check_spec(cut: str | Sequence[str], layers: str | None = None, window: int 
     return KnockoutSpec(tuple(Cut(edges, where) for edges in cuts))
 
 
-def check(vllm, prompt, cut: str | Sequence[str], layers: str | None = None, window: int | None = None,
-          size: int = 9, options: Sequence[str] | None = None) -> CheckResult:
+def check(
+    vllm,
+    prompt,
+    cut: str | Sequence[str],
+    layers: str | None = None,
+    window: int | None = None,
+    size: int = 9,
+    options: Sequence[str] | None = None,
+) -> CheckResult:
     """Cut ``cut`` (one edge group or several) in ``layers`` (e.g. ``"12-20"``) or in the paper's
     ``size``-layer window centred on ``window``, and return the answer before and after.
 
@@ -104,8 +123,9 @@ def check(vllm, prompt, cut: str | Sequence[str], layers: str | None = None, win
     elif options is None:
         options = tuple(f"option {letter}" for letter in prompt.spans.letters)
     before, after = vllm.session(prompt).answers([None, spec])
-    return CheckResult(spec=spec, before=before, after=after, options=tuple(options),
-                       identical_frames=prompt.identical_frames)
+    return CheckResult(
+        spec=spec, before=before, after=after, options=tuple(options), identical_frames=prompt.identical_frames
+    )
 
 
 __all__ = ["CheckResult", "check", "check_spec"]

@@ -12,7 +12,7 @@ gives the named cache (``resid_pre(l)``, ``resid_post(l)``: no index offsets);
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -70,8 +70,15 @@ def top_tokens(vllm, scores: torch.Tensor, k: int = 5) -> list[list[str]]:
     return [[tokenizer.decode([i]).strip() for i in row] for row in ids]
 
 
-def lens_at(vllm, prepared, layer: int, positions: Sequence[int], kind: str = "logit", k: int = 5,
-            spec: KnockoutSpec | None = None) -> list[list[str]]:
+def lens_at(
+    vllm,
+    prepared,
+    layer: int,
+    positions: Sequence[int],
+    kind: str = "logit",
+    k: int = 5,
+    spec: KnockoutSpec | None = None,
+) -> list[list[str]]:
     """Top-k decoded tokens at ``positions`` after layer ``layer`` (``kind``: 'logit' or 'embedding')."""
     if not 0 <= layer < vllm.num_layers:
         raise ValueError(f"layer must be in 0..{vllm.num_layers - 1}")
@@ -87,13 +94,13 @@ LENS_KINDS = ("embedding", "logit")
 
 def _check_kind(kind: str) -> str:
     if kind not in LENS_KINDS:
-        raise ValueError(f"unknown lens {kind!r}: choose 'embedding' (hidden · Eᵀ, the paper's) or 'logit' "
-                         "(final norm + lm_head).")
+        raise ValueError(
+            f"unknown lens {kind!r}: choose 'embedding' (hidden · Eᵀ, the paper's) or 'logit' (final norm + lm_head)."
+        )
     return kind
 
 
-def frame_top_words(vllm, prepared, kind: str = "embedding", k: int = 5, spec: KnockoutSpec | None = None,
-                    cache=None):
+def frame_top_words(vllm, prepared, kind: str = "embedding", k: int = 5, spec: KnockoutSpec | None = None, cache=None):
     """The ``k`` top decoded tokens of every video token, after every layer, as a tidy DataFrame.
 
     Columns: ``layer`` (0-indexed layer whose output is read, as in :func:`lens_at`),
@@ -143,12 +150,15 @@ def frame_word_summary(top_words, top: int = 5):
     Words are ranked by ``tokens``, then by their best (mean) rank, then alphabetically.
     """
     tokens_per_frame = top_words.groupby(["layer", "frame"])["position"].nunique().rename("frame_tokens")
-    grouped = (top_words.groupby(["layer", "frame", "token"], as_index=False)
-               .agg(count=("position", "size"), tokens=("position", "nunique"), mean_rank=("rank", "mean"))
-               .join(tokens_per_frame, on=["layer", "frame"]))
+    grouped = (
+        top_words.groupby(["layer", "frame", "token"], as_index=False)
+        .agg(count=("position", "size"), tokens=("position", "nunique"), mean_rank=("rank", "mean"))
+        .join(tokens_per_frame, on=["layer", "frame"])
+    )
     grouped["share"] = grouped["tokens"] / grouped["frame_tokens"]
-    ranked = grouped.sort_values(["layer", "frame", "tokens", "mean_rank", "token"],
-                                 ascending=[True, True, False, True, True])
+    ranked = grouped.sort_values(
+        ["layer", "frame", "tokens", "mean_rank", "token"], ascending=[True, True, False, True, True]
+    )
     summary = ranked.groupby(["layer", "frame"], sort=False).head(top).rename(columns={"token": "word"})
     return summary[["layer", "frame", "word", "count", "tokens", "share"]].reset_index(drop=True)
 
@@ -252,6 +262,9 @@ def answer_by_layer(vllm, prepared, spec: KnockoutSpec | None = None, cache=None
     if cache is None:
         cache = activations(vllm, prepared, spec)
     probs = torch.softmax(logit_lens(vllm, cache.resid_posts(spans.last)), dim=-1)[:, list(prepared.letter_ids)]
-    rows = [(layer, letter, float(probs[layer, i]), i == spans.true_option)
-            for layer in range(probs.shape[0]) for i, letter in enumerate(spans.letters)]
+    rows = [
+        (layer, letter, float(probs[layer, i]), i == spans.true_option)
+        for layer in range(probs.shape[0])
+        for i, letter in enumerate(spans.letters)
+    ]
     return pd.DataFrame(rows, columns=["layer", "letter", "prob", "true"])

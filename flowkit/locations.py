@@ -29,14 +29,16 @@ def data_dir() -> Path:
         if not folder.is_dir():
             raise DataNotFoundError(
                 f"{DATA_ENV}={configured} is not a folder. Point it at the data/ folder of a flowkit checkout "
-                f"(it holds questions/, models/ and results/), or unset it to use the checkout's own.")
+                f"(it holds questions/, models/ and results/), or unset it to use the checkout's own."
+            )
         return folder
     folder = Path(__file__).resolve().parents[1] / "data"
     if folder.is_dir():
         return folder
     raise DataNotFoundError(
         "flowkit cannot find its data/ folder: the installed package holds only code. Clone the kit's "
-        f"repository and work from it (pip install -e . there), or set {DATA_ENV}=/path/to/flowkit/data.")
+        f"repository and work from it (pip install -e . there), or set {DATA_ENV}=/path/to/flowkit/data."
+    )
 
 
 def data_path(*parts: str) -> Path:

@@ -16,20 +16,24 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from flowkit import named_models
 from flowkit.errors import ModelLoadError, QuestionError
-from flowkit.families import FamilyAdapter, Prepared, adapter_for_config
+from flowkit.families import FamilyAdapter, Prepared, adapter_for_config, language_model_of
 from flowkit.fingerprint import checkpoint_folder, model_fingerprint
 from flowkit.errors import KnockoutError
 from flowkit.spec import KnockoutSpec
-from flowkit.attention import language_model_of
 from flowkit.data.video import frames_identical
-from flowkit.nf4_cpu import (NF4_CPU_KERNELS, cache_dequantized_weights, import_bitsandbytes, numeric_path,
-                             set_cpu_kernel)
+from flowkit.nf4_cpu import (
+    NF4_CPU_KERNELS,
+    cache_dequantized_weights,
+    import_bitsandbytes,
+    numeric_path,
+    set_cpu_kernel,
+)
 
 QUANTS = ("nf4", "bf16", "fp32")
 #: how quant="bf16" computes on the CPU: "float32" (portable, the default) or "bfloat16" (CPU-dependent)
@@ -50,7 +54,7 @@ class VideoLLM:
     @property
     def language_model(self) -> torch.nn.Module:
         """The language model's decoder stack (``.layers``, ``.config``), where the family adapter
-        declares it (``adapter.decoder_path``), set up for knockout (see :func:`flowkit.attention.language_model_of`)."""
+        declares it (``adapter.decoder_path``), set up for knockout (see :func:`flowkit.families.language_model_of`)."""
         return language_model_of(self)
 
     @property
@@ -98,9 +102,11 @@ class VideoLLM:
 
             valid = OPTION_LETTERS[: len(candidates)]
             if answer.strip().upper() not in valid:
-                raise QuestionError(f"answer {answer!r} is not an option letter of this question: with "
-                                    f"{len(candidates)} options the letters are {', '.join(valid)} "
-                                    "(or pass the option's index, 0-based).")
+                raise QuestionError(
+                    f"answer {answer!r} is not an option letter of this question: with "
+                    f"{len(candidates)} options the letters are {', '.join(valid)} "
+                    "(or pass the option's index, 0-based)."
+                )
             answer = OPTION_LETTERS.index(answer.strip().upper())
         prepared = self.adapter.prepare(self.processor, frames, question, candidates, answer_index=answer)
         prepared.identical_frames = frames_identical(frames)
@@ -119,8 +125,9 @@ class VideoLLM:
         prepared = prompt if isinstance(prompt, Prepared) else self.prepare_sample(prompt)
         return Session(self, prepared, row_budget=row_budget or DEFAULT_ROW_BUDGET, replay=replay)
 
-    def last_logits(self, prepared: Prepared, spec: KnockoutSpec | None = None, *,
-                    masks: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    def last_logits(
+        self, prepared: Prepared, spec: KnockoutSpec | None = None, *, masks: dict[int, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Next-token logits at the last position (float32, shape ``(vocab,)``) of one full forward,
         optionally under a knockout: a ``spec`` or ready-made per-layer block ``masks``
         (``{layer: (N, N) bool}``, e.g. a pathway mask or a random control).
@@ -135,8 +142,9 @@ class VideoLLM:
         For several knockouts on one prompt use :meth:`session` (one clean run, batched replays)."""
         from flowkit.readout import answer_distribution
 
-        return answer_distribution(self.last_logits(prepared, spec), prepared.letter_ids,
-                                   true_option=prepared.spans.true_option)
+        return answer_distribution(
+            self.last_logits(prepared, spec), prepared.letter_ids, true_option=prepared.spans.true_option
+        )
 
 
 def quantization_config(adapter: FamilyAdapter, config):
@@ -159,8 +167,13 @@ def _is_local(name_or_path: str | os.PathLike) -> bool:
 def _looks_like_a_path(name_or_path: str) -> bool:
     """True for strings a person means as a folder (``./x``, ``/x``, ``~/x``, ``a/b/c``), not a hub id (``owner/name``)."""
     text = str(name_or_path)
-    return (text.startswith((".", "/", "~", "\\")) or text.endswith(("/", "\\")) or text.count("/") > 1
-            or "\\" in text or (len(text) > 1 and text[1] == ":"))
+    return (
+        text.startswith((".", "/", "~", "\\"))
+        or text.endswith(("/", "\\"))
+        or text.count("/") > 1
+        or "\\" in text
+        or (len(text) > 1 and text[1] == ":")
+    )
 
 
 def _offline() -> bool:
@@ -177,10 +190,14 @@ def _check_local_checkpoint(path: Path) -> None:
         )
     if path.is_dir() and not (path / "config.json").is_file():
         inside = sorted(str(config.parent) for config in path.glob("*/config.json"))[:3]
-        hint = (f" A checkpoint is one level down: {', '.join(inside)}." if inside else
-                " Give the folder that holds config.json and the weights.")
-        raise ModelLoadError(f"{path} is not a model checkpoint: no config.json in it, so no readable model "
-                             f"config.{hint}")
+        hint = (
+            f" A checkpoint is one level down: {', '.join(inside)}."
+            if inside
+            else " Give the folder that holds config.json and the weights."
+        )
+        raise ModelLoadError(
+            f"{path} is not a model checkpoint: no config.json in it, so no readable model config.{hint}"
+        )
 
 
 def _missing_folder(text: str) -> str:
@@ -286,18 +303,25 @@ def load_videollm(
     if attn_implementation not in ("sdpa", "eager"):
         raise ModelLoadError("attn_implementation must be 'sdpa' or 'eager' for knockout to work.")
     if nf4_cpu_kernel not in NF4_CPU_KERNELS:
-        raise ModelLoadError(f"unknown nf4_cpu_kernel {nf4_cpu_kernel!r}: choose "
-                             f"{' or '.join(map(repr, NF4_CPU_KERNELS))} ('portable' gives the same numbers on every CPU).")
+        raise ModelLoadError(
+            f"unknown nf4_cpu_kernel {nf4_cpu_kernel!r}: choose "
+            f"{' or '.join(map(repr, NF4_CPU_KERNELS))} ('portable' gives the same numbers on every CPU)."
+        )
     if bf16_cpu_arithmetic not in BF16_CPU_ARITHMETIC:
-        raise ModelLoadError(f"unknown bf16_cpu_arithmetic {bf16_cpu_arithmetic!r}: choose "
-                             f"{' or '.join(map(repr, BF16_CPU_ARITHMETIC))} ('float32' gives the same numbers on every CPU).")
+        raise ModelLoadError(
+            f"unknown bf16_cpu_arithmetic {bf16_cpu_arithmetic!r}: choose "
+            f"{' or '.join(map(repr, BF16_CPU_ARITHMETIC))} ('float32' gives the same numbers on every CPU)."
+        )
     resolved = named_models.resolve(str(name_or_path))
     source = str(resolved) if resolved is not None else str(name_or_path)
     config = _read_config(source, trust_remote_code)
     adapter = adapter_for_config(config)
     model_cls = adapter.model_class()
-    kwargs = {"dtype": _dtype_for(quant), "attn_implementation": attn_implementation,
-              "trust_remote_code": trust_remote_code}
+    kwargs = {
+        "dtype": _dtype_for(quant),
+        "attn_implementation": attn_implementation,
+        "trust_remote_code": trust_remote_code,
+    }
     if quant == "nf4":
         import_bitsandbytes()
         kwargs["quantization_config"] = quantization_config(adapter, config)
@@ -320,17 +344,27 @@ def load_videollm(
             weight_cache = cache_dequantized_weights(model)
         qconfig = model.config.quantization_config
         qconfig = qconfig.to_dict() if hasattr(qconfig, "to_dict") else dict(qconfig)
-        quantization.update({key: str(qconfig.get(key)) for key in (
-            "bnb_4bit_quant_type", "bnb_4bit_compute_dtype", "bnb_4bit_use_double_quant", "llm_int8_skip_modules")})
+        quantization.update(
+            {
+                key: str(qconfig.get(key))
+                for key in (
+                    "bnb_4bit_quant_type",
+                    "bnb_4bit_compute_dtype",
+                    "bnb_4bit_use_double_quant",
+                    "llm_int8_skip_modules",
+                )
+            }
+        )
     from transformers import AutoProcessor
 
     try:
         processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{source} has no usable processor (tokenizer + video processor): {exc}") from exc
-    extra = {"numeric_path": numeric_path(quant, device or "cpu", nf4_cpu_kernel, bf16_cpu_arithmetic),
-             "quantization": quantization,
-             "nf4_layers_keeping_dequantized_weights": weight_cache,
-             "checkpoint_folder": checkpoint_folder(source)}
-    return VideoLLM(model=model, processor=processor, adapter=adapter, name=str(name_or_path), quant=quant,
-                    extra=extra)
+    extra = {
+        "numeric_path": numeric_path(quant, device or "cpu", nf4_cpu_kernel, bf16_cpu_arithmetic),
+        "quantization": quantization,
+        "nf4_layers_keeping_dequantized_weights": weight_cache,
+        "checkpoint_folder": checkpoint_folder(source),
+    }
+    return VideoLLM(model=model, processor=processor, adapter=adapter, name=str(name_or_path), quant=quant, extra=extra)

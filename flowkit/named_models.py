@@ -13,6 +13,9 @@ from pathlib import Path
 
 #: the entry-point group whose callables register named models (``register(name, builder)``)
 ENTRY_POINT_GROUP = "flowkit.models"
+#: the kit's own model (``flowkit.smol_video``) and its image-only control: the one place their names are written
+KIT_MODEL = "flowkit-smol-video"
+KIT_CONTROL = f"{KIT_MODEL}-control"
 
 _BUILDERS: dict = {}
 _plugins_loaded = False
@@ -53,7 +56,8 @@ def resolve(name: str) -> Path | None:
         raise ModelLoadError(
             f"no model called {name!r} is registered (registered: {known}). The kit's own models register "
             f"through the entry point group {ENTRY_POINT_GROUP!r} of the installed kit: run ./setup.sh, or "
-            "pip install -e . in the kit's checkout (or call flowkit.smol_video.register() first).")
+            "pip install -e . in the kit's checkout (or call flowkit.smol_video.register() first)."
+        )
     return builder() if builder else None
 
 

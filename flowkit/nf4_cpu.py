@@ -70,24 +70,33 @@ def set_cpu_kernel(model: torch.nn.Module, kernel: str) -> None:
     ``"avx512_bf16"`` on a CPU without AVX512-BF16 raises :class:`ModelLoadError`.
     """
     if kernel not in NF4_CPU_KERNELS:
-        raise ModelLoadError(f"unknown nf4_cpu_kernel {kernel!r}: choose {' or '.join(map(repr, NF4_CPU_KERNELS))} "
-                             "('portable' gives the same numbers on every CPU).")
+        raise ModelLoadError(
+            f"unknown nf4_cpu_kernel {kernel!r}: choose {' or '.join(map(repr, NF4_CPU_KERNELS))} "
+            "('portable' gives the same numbers on every CPU)."
+        )
     fast = kernel == "avx512_bf16"
     if fast and not cpu_has_avx512_bf16():
-        raise ModelLoadError("nf4_cpu_kernel='avx512_bf16' needs a CPU with AVX512-BF16 "
-                             "(`lscpu | grep avx512_bf16` shows nothing here); use the default 'portable'.")
+        raise ModelLoadError(
+            "nf4_cpu_kernel='avx512_bf16' needs a CPU with AVX512-BF16 "
+            "(`lscpu | grep avx512_bf16` shows nothing here); use the default 'portable'."
+        )
     for _, module in four_bit_layers(model):
         module.support_avx512bf16_for_cpu = fast
 
 
 def fast_path_layers(model: torch.nn.Module) -> list[str]:
     """Names of NF4 layers that may take (or have taken) the AVX512-BF16 path: flag on, or weights repacked."""
-    return [name for name, module in four_bit_layers(model)
-            if getattr(module, "support_avx512bf16_for_cpu", False)
-            or getattr(getattr(module.weight, "quant_state", None), "packing_format_for_cpu", False)]
+    return [
+        name
+        for name, module in four_bit_layers(model)
+        if getattr(module, "support_avx512bf16_for_cpu", False)
+        or getattr(getattr(module.weight, "quant_state", None), "packing_format_for_cpu", False)
+    ]
 
 
-def numeric_path(quant: str, device: str, nf4_cpu_kernel: str = "portable", bf16_cpu_arithmetic: str = "float32") -> str:
+def numeric_path(
+    quant: str, device: str, nf4_cpu_kernel: str = "portable", bf16_cpu_arithmetic: str = "float32"
+) -> str:
     """A short name for the arithmetic a loaded model runs, e.g. ``"nf4/fp32-dequant/cpu"``.
 
     On the CPU, ``bf16`` weights compute in float32 by default (``"bf16/fp32-compute/cpu"``, the
@@ -117,11 +126,15 @@ def _dequantize_like_bitsandbytes(module, dtype: torch.dtype) -> torch.Tensor:
     state = module.weight.quant_state
     absmax = state.absmax
     if state.nested:
-        absmax = (torch.ops.bitsandbytes.dequantize_blockwise.default(state.absmax, state.state2.absmax,
-                                                                     state.state2.code, 256, torch.float32)
-                  + state.offset)
-    return torch.ops.bitsandbytes.dequantize_4bit.default(module.weight.data.view(-1, 1), absmax, state.blocksize,
-                                                          state.quant_type, state.shape, dtype)
+        absmax = (
+            torch.ops.bitsandbytes.dequantize_blockwise.default(
+                state.absmax, state.state2.absmax, state.state2.code, 256, torch.float32
+            )
+            + state.offset
+        )
+    return torch.ops.bitsandbytes.dequantize_4bit.default(
+        module.weight.data.view(-1, 1), absmax, state.blocksize, state.quant_type, state.shape, dtype
+    )
 
 
 def _matmul_transposed(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -147,12 +160,18 @@ def _caching_forward(module, original):
     def forward(x: torch.Tensor):
         fix_4bit_weight_quant_state_from_module(module)
         state = module.weight.quant_state
-        plain = (x.device.type == "cpu" and not module.support_avx512bf16_for_cpu
-                 and not getattr(state, "packing_format_for_cpu", False) and len(state.shape) == 2
-                 and not (x.shape[-1] == state.shape[0] and x.shape[-1] != state.shape[1])
-                 and not (torch.is_grad_enabled() and (x.requires_grad or (module.bias is not None
-                                                                          and module.bias.requires_grad)))
-                 and (not state.nested or state.state2.blocksize == 256) and x.numel() > 0)
+        plain = (
+            x.device.type == "cpu"
+            and not module.support_avx512bf16_for_cpu
+            and not getattr(state, "packing_format_for_cpu", False)
+            and len(state.shape) == 2
+            and not (x.shape[-1] == state.shape[0] and x.shape[-1] != state.shape[1])
+            and not (
+                torch.is_grad_enabled() and (x.requires_grad or (module.bias is not None and module.bias.requires_grad))
+            )
+            and (not state.nested or state.state2.blocksize == 256)
+            and x.numel() > 0
+        )
         if not plain:
             return original(x)
         if not module.compute_type_is_set:
@@ -186,8 +205,11 @@ def cache_dequantized_weights(model: torch.nn.Module, max_bytes: int = DEFAULT_C
     (float32); skipped (returns 0) when that exceeds ``max_bytes``. Returns the layers changed.
     """
     layers = four_bit_layers(model)
-    weights = sum(int(torch.Size(m.weight.quant_state.shape).numel()) for _, m in layers
-                  if getattr(m.weight, "quant_state", None) is not None)
+    weights = sum(
+        int(torch.Size(m.weight.quant_state.shape).numel())
+        for _, m in layers
+        if getattr(m.weight, "quant_state", None) is not None
+    )
     if not layers or 4 * weights > max_bytes:
         return 0
     for _, module in layers:
@@ -206,6 +228,15 @@ def drop_dequantized_weights(model: torch.nn.Module) -> None:
         module.__dict__.pop("_flowkit_dequantized", None)
 
 
-__all__ = ["DEFAULT_CACHE_BYTES", "NF4_CPU_KERNELS", "cache_dequantized_weights", "cpu_has_avx512_bf16",
-           "drop_dequantized_weights", "fast_path_layers", "four_bit_layers", "import_bitsandbytes", "numeric_path",
-           "set_cpu_kernel"]
+__all__ = [
+    "DEFAULT_CACHE_BYTES",
+    "NF4_CPU_KERNELS",
+    "cache_dequantized_weights",
+    "cpu_has_avx512_bf16",
+    "drop_dequantized_weights",
+    "fast_path_layers",
+    "four_bit_layers",
+    "import_bitsandbytes",
+    "numeric_path",
+    "set_cpu_kernel",
+]

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -55,7 +55,7 @@ class PathwayWindows:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PathwayWindows":
+    def from_dict(cls, data: dict) -> PathwayWindows:
         """Inverse of :meth:`to_dict`, also after a JSON round trip (ranges come back as lists)."""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
@@ -90,24 +90,68 @@ class PaperPathwayPreset:
 def _preset(name, model, num_layers, cross, vq, ql, f, kept, acc) -> PaperPathwayPreset:
     # The official code cuts video->video after the video->question window and
     # question->question after the question->last window (``RANGE[-1] + 1`` onwards).
-    windows = PathwayWindows(cross_frame=cross, video_to_question=vq, question_to_last=ql,
-                             video_to_video_until=vq[1], question_to_question_until=ql[1])
+    windows = PathwayWindows(
+        cross_frame=cross,
+        video_to_question=vq,
+        question_to_last=ql,
+        video_to_video_until=vq[1],
+        question_to_question_until=ql[1],
+    )
     return PaperPathwayPreset(name, model, num_layers, windows, f, kept, acc)
 
 
 #: The paper's four models, read from ``analysis/effective_pathway_analysis.py`` (``--target
 #: effective-pathway-7b / -13b / -internvl``), ``analysis/effective_pathway_analysis_videollama3.py``
 #: and the ``--random_block_ratio`` of ``scripts/analysis/effective_pathway_analysis_*.sh``.
-PAPER_PATHWAY_PRESETS: dict[str, PaperPathwayPreset] = {p.name: p for p in (
-    _preset("llava-next-7b-video-ft", "LLaVA-NeXT-7B-Video-FT", 32,
-            cross=(5, 14), vq=(5, 19), ql=(15, 24), f=0.58, kept=42.0, acc=(51.5, 51.2, 40.1)),
-    _preset("llava-next-13b-video-ft", "LLaVA-NeXT-13B-Video-FT", 40,
-            cross=(5, 14), vq=(5, 19), ql=(15, 29), f=0.63, kept=37.0, acc=(55.1, 54.6, 41.5)),
-    _preset("mini-internvl-4b-video-ft", "Mini-InternVL-4B-Video-FT", 32,
-            cross=(5, 14), vq=(5, 19), ql=(10, 29), f=0.60, kept=40.0, acc=(56.0, 56.0, 41.0)),
-    _preset("videollama3-7b", "VideoLLaMA3-7B", 28,
-            cross=(0, 14), vq=(5, 19), ql=(20, 27), f=0.42, kept=58.0, acc=(55.2, 57.2, 22.2)),
-)}
+PAPER_PATHWAY_PRESETS: dict[str, PaperPathwayPreset] = {
+    p.name: p
+    for p in (
+        _preset(
+            "llava-next-7b-video-ft",
+            "LLaVA-NeXT-7B-Video-FT",
+            32,
+            cross=(5, 14),
+            vq=(5, 19),
+            ql=(15, 24),
+            f=0.58,
+            kept=42.0,
+            acc=(51.5, 51.2, 40.1),
+        ),
+        _preset(
+            "llava-next-13b-video-ft",
+            "LLaVA-NeXT-13B-Video-FT",
+            40,
+            cross=(5, 14),
+            vq=(5, 19),
+            ql=(15, 29),
+            f=0.63,
+            kept=37.0,
+            acc=(55.1, 54.6, 41.5),
+        ),
+        _preset(
+            "mini-internvl-4b-video-ft",
+            "Mini-InternVL-4B-Video-FT",
+            32,
+            cross=(5, 14),
+            vq=(5, 19),
+            ql=(10, 29),
+            f=0.60,
+            kept=40.0,
+            acc=(56.0, 56.0, 41.0),
+        ),
+        _preset(
+            "videollama3-7b",
+            "VideoLLaMA3-7B",
+            28,
+            cross=(0, 14),
+            vq=(5, 19),
+            ql=(20, 27),
+            f=0.42,
+            kept=58.0,
+            acc=(55.2, 57.2, 22.2),
+        ),
+    )
+}
 
 #: The preset :func:`paper_windows` scales when no model is named.
 DEFAULT_PRESET = "llava-next-7b-video-ft"
@@ -146,11 +190,13 @@ def scale_windows(windows: PathwayWindows, from_layers: int, to_layers: int) -> 
     def until(last_kept: int) -> int:
         return min(to_layers - 1, max(0, _scaled_boundary(last_kept + 1, from_layers, to_layers) - 1))
 
-    return PathwayWindows(cross_frame=window(windows.cross_frame),
-                          video_to_question=window(windows.video_to_question),
-                          question_to_last=window(windows.question_to_last),
-                          video_to_video_until=until(windows.video_to_video_until),
-                          question_to_question_until=until(windows.question_to_question_until))
+    return PathwayWindows(
+        cross_frame=window(windows.cross_frame),
+        video_to_question=window(windows.video_to_question),
+        question_to_last=window(windows.question_to_last),
+        video_to_video_until=until(windows.video_to_video_until),
+        question_to_question_until=until(windows.question_to_question_until),
+    )
 
 
 def paper_windows(num_layers: int = 32, model: str = DEFAULT_PRESET) -> PathwayWindows:
@@ -235,8 +281,9 @@ def paper_random_pool(seq_len: int, pool_start: int) -> torch.Tensor:
     return (rows + pool_start) * seq_len + (cols + pool_start)
 
 
-def paper_random_block_masks(seq_len: int, pool_start: int, num_layers: int, suppressed_fraction: float,
-                             seed: int) -> dict[int, torch.Tensor]:
+def paper_random_block_masks(
+    seq_len: int, pool_start: int, num_layers: int, suppressed_fraction: float, seed: int
+) -> dict[int, torch.Tensor]:
     """The paper's random control: in every layer, ``int(f · N(N+1)/2)`` random edges cut.
 
     Edges are drawn without replacement, independently in each layer, among the causal
@@ -270,8 +317,9 @@ def paper_random_block_masks(seq_len: int, pool_start: int, num_layers: int, sup
     return masks
 
 
-def layer_matched_random_block_masks(reference: dict[int, torch.Tensor], seq_len: int, num_layers: int,
-                                     seed: int) -> dict[int, torch.Tensor]:
+def layer_matched_random_block_masks(
+    reference: dict[int, torch.Tensor], seq_len: int, num_layers: int, seed: int
+) -> dict[int, torch.Tensor]:
     """flowkit's layer-matched control: in every layer, as many random causal edges as ``reference`` cuts there.
 
     Drawn among all causal pairs (BOS included); a token's edge to itself is never cut, so no
@@ -294,9 +342,15 @@ def layer_matched_random_block_masks(reference: dict[int, torch.Tensor], seq_len
     return masks
 
 
-def random_control_masks(control: str, spans: Spans, num_layers: int, seed: int, *,
-                         suppressed_fraction: float | None = None,
-                         reference: dict[int, torch.Tensor] | None = None) -> dict[int, torch.Tensor]:
+def random_control_masks(
+    control: str,
+    spans: Spans,
+    num_layers: int,
+    seed: int,
+    *,
+    suppressed_fraction: float | None = None,
+    reference: dict[int, torch.Tensor] | None = None,
+) -> dict[int, torch.Tensor]:
     """Masks of a named random control (:data:`RANDOM_CONTROLS`) on one prompt.
 
     ``"paper"`` needs ``suppressed_fraction`` (f) and draws from the first video token on;
@@ -313,8 +367,23 @@ def random_control_masks(control: str, spans: Spans, num_layers: int, seed: int,
     raise KnockoutError(f"unknown random control {control!r}; the controls are {', '.join(RANDOM_CONTROLS)}.")
 
 
-__all__ = ["DEFAULT_PRESET", "LAYER_MATCHED_RANDOM_CONTROL", "PAPER_PATHWAY_PRESETS", "PAPER_RANDOM_CONTROL",
-           "RANDOM_CONTROLS", "PaperPathwayPreset", "PathwayWindows", "layer_matched_random_block_masks",
-           "paper_pathway_preset", "paper_random_block_masks", "paper_random_edge_count", "paper_random_pool",
-           "paper_windows", "pathway_masks", "pathway_spec", "pathway_suppressed_fraction", "random_control_masks",
-           "scale_windows"]
+__all__ = [
+    "DEFAULT_PRESET",
+    "LAYER_MATCHED_RANDOM_CONTROL",
+    "PAPER_PATHWAY_PRESETS",
+    "PAPER_RANDOM_CONTROL",
+    "RANDOM_CONTROLS",
+    "PaperPathwayPreset",
+    "PathwayWindows",
+    "layer_matched_random_block_masks",
+    "paper_pathway_preset",
+    "paper_random_block_masks",
+    "paper_random_edge_count",
+    "paper_random_pool",
+    "paper_windows",
+    "pathway_masks",
+    "pathway_spec",
+    "pathway_suppressed_fraction",
+    "random_control_masks",
+    "scale_windows",
+]

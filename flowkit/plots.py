@@ -24,7 +24,7 @@ alone would carry meaning.
 =====================  ==========================================================
 
 Charts that show several tasks come with :func:`highlight_on_click` (it changes nothing
-until a task is clicked) and tooltips; :func:`flowkit.interactive_charts.interactive`
+until a task is clicked) and tooltips; :func:`widgets.interactive`
 makes them live in JupyterLab, offline.
 """
 
@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import altair as alt
 import numpy as np
@@ -42,11 +43,22 @@ from flowkit.edge_groups import EDGE_GROUPS, edge_group_label
 from flowkit.palette import OKABE_ITO
 from flowkit.readout import AnswerDistribution
 
+if TYPE_CHECKING:
+    import torch
+
 #: One fixed colour per named edge group (:data:`flowkit.edge_groups.EDGE_GROUPS`), so an
 #: edge group looks the same in every figure and widget.
 EDGE_GROUP_COLORS = {name: group.color for name, group in EDGE_GROUPS.items()}
-_SPARE_COLORS = (OKABE_ITO["sky_blue"], OKABE_ITO["black"], OKABE_ITO["yellow"], OKABE_ITO["orange"],
-                 OKABE_ITO["blue"], OKABE_ITO["bluish_green"], OKABE_ITO["vermillion"], OKABE_ITO["reddish_purple"])
+_SPARE_COLORS = (
+    OKABE_ITO["sky_blue"],
+    OKABE_ITO["black"],
+    OKABE_ITO["yellow"],
+    OKABE_ITO["orange"],
+    OKABE_ITO["blue"],
+    OKABE_ITO["bluish_green"],
+    OKABE_ITO["vermillion"],
+    OKABE_ITO["reddish_purple"],
+)
 
 #: Colours of the two sides of a before/after comparison.
 BEFORE_COLOR = "#9E9E9E"
@@ -75,11 +87,13 @@ def edge_group_colors(edge_groups: Sequence[str]) -> dict[str, str]:
 
 def projector(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
     """Large fonts for axes, legends, facet headers and titles (apply to a top-level chart)."""
-    return (chart.configure_axis(labelFontSize=FONT["label"], titleFontSize=FONT["title"])
-                 .configure_legend(labelFontSize=FONT["label"], titleFontSize=FONT["title"], labelLimit=320)
-                 .configure_header(labelFontSize=FONT["header"], titleFontSize=FONT["header"])
-                 .configure_title(fontSize=FONT["chart_title"])
-                 .configure_view(strokeWidth=0))
+    return (
+        chart.configure_axis(labelFontSize=FONT["label"], titleFontSize=FONT["title"])
+        .configure_legend(labelFontSize=FONT["label"], titleFontSize=FONT["title"], labelLimit=320)
+        .configure_header(labelFontSize=FONT["header"], titleFontSize=FONT["header"])
+        .configure_title(fontSize=FONT["chart_title"])
+        .configure_view(strokeWidth=0)
+    )
 
 
 def _require(df: pd.DataFrame, columns: Sequence[str], what: str, hint: str) -> None:
@@ -98,8 +112,12 @@ def _by_edge_group(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str], alt.Co
     edge_groups = list(dict.fromkeys(table["edge_group"]))
     colors = edge_group_colors(edge_groups)
     labels = [edge_group_label(g) for g in edge_groups]
-    color = alt.Color("edge_group_label:N", title="knocked out", sort=labels,
-                      scale=alt.Scale(domain=labels, range=[colors[g] for g in edge_groups]))
+    color = alt.Color(
+        "edge_group_label:N",
+        title="knocked out",
+        sort=labels,
+        scale=alt.Scale(domain=labels, range=[colors[g] for g in edge_groups]),
+    )
     return table.assign(edge_group_label=table["edge_group"].map(edge_group_label)), labels, color
 
 
@@ -116,8 +134,9 @@ def task_selection(field: str = "task", legend: bool = False, name: str | None =
     the chart must then show ``field`` in a legend. Its name is ``highlight_<field>`` by default,
     which is what :class:`altair.JupyterChart` reports under ``chart.selections``.
     """
-    return alt.selection_point(fields=[field], name=name or f"highlight_{field}",
-                               bind="legend" if legend else alt.Undefined)
+    return alt.selection_point(
+        fields=[field], name=name or f"highlight_{field}", bind="legend" if legend else alt.Undefined
+    )
 
 
 def _channel_dict(channel, data) -> dict | list:
@@ -136,7 +155,9 @@ def _channel_dict(channel, data) -> dict | list:
 def _encodings(chart: alt.Chart) -> dict:
     """``chart``'s encoding channels as dicts (types left out where the data cannot tell them)."""
     channels = {} if chart.encoding is alt.Undefined else chart.encoding._kwds
-    return {name: _channel_dict(channel, chart.data) for name, channel in channels.items() if channel is not alt.Undefined}
+    return {
+        name: _channel_dict(channel, chart.data) for name, channel in channels.items() if channel is not alt.Undefined
+    }
 
 
 def _mark_opacity(chart: alt.Chart) -> float:
@@ -150,12 +171,21 @@ def _mark_opacity(chart: alt.Chart) -> float:
 
 
 def _has_legend(chart: alt.Chart, field: str) -> bool:
-    return any(isinstance(e, dict) and e.get("field") == field and e.get("legend", {}) is not None
-               for channel, e in _encodings(chart).items() if channel in _LEGEND_CHANNELS)
+    return any(
+        isinstance(e, dict) and e.get("field") == field and e.get("legend", {}) is not None
+        for channel, e in _encodings(chart).items()
+        if channel in _LEGEND_CHANNELS
+    )
 
 
-def highlight_on_click(chart: alt.Chart, field: str = "task", *, selection: alt.Parameter | None = None,
-                       legend: bool | None = None, dim: float = DIMMED_OPACITY) -> alt.Chart:
+def highlight_on_click(
+    chart: alt.Chart,
+    field: str = "task",
+    *,
+    selection: alt.Parameter | None = None,
+    legend: bool | None = None,
+    dim: float = DIMMED_OPACITY,
+) -> alt.Chart:
     """``chart`` (one layer: an :class:`altair.Chart`) where clicking a mark, or the legend entry, of
     one ``field`` value (a task, by default) keeps that value's marks as they are and dims the
     others to ``dim``; shift-click adds values, double-click clears. Until something is clicked
@@ -169,8 +199,10 @@ def highlight_on_click(chart: alt.Chart, field: str = "task", *, selection: alt.
     >>> highlight_on_click(lines)  # click "object_count" in the legend                        # doctest: +SKIP
     """
     if not isinstance(chart, alt.Chart):
-        raise TypeError(f"highlight_on_click takes one layer (an altair.Chart), got {type(chart).__name__}; "
-                        "apply it to the layer that draws the tasks, before layering or faceting")
+        raise TypeError(
+            f"highlight_on_click takes one layer (an altair.Chart), got {type(chart).__name__}; "
+            "apply it to the layer that draws the tasks, before layering or faceting"
+        )
     if "opacity" in _encodings(chart):
         raise ValueError("the chart already encodes opacity; highlight_on_click needs that channel")
     if selection is None:
@@ -182,8 +214,14 @@ def highlight_on_click(chart: alt.Chart, field: str = "task", *, selection: alt.
 # ----------------------------------------------------------------------- flow curves
 
 
-def flow_curves(summary: pd.DataFrame, num_layers: int | None = None, columns: int = 3,
-                width: int = 300, height: int = 220, learned: Sequence[str] | None = None) -> alt.FacetChart:
+def flow_curves(
+    summary: pd.DataFrame,
+    num_layers: int | None = None,
+    columns: int = 3,
+    width: int = 300,
+    height: int = 220,
+    learned: Sequence[str] | None = None,
+) -> alt.FacetChart:
     """% change vs layer-window centre, one line per edge group, one panel per task.
 
     Args:
@@ -198,8 +236,12 @@ def flow_curves(summary: pd.DataFrame, num_layers: int | None = None, columns: i
             tasks come last, titled "not learned", with faint lines: their curves average questions
             answered near chance, so they show noise.
     """
-    _require(summary, ["task", "edge_group", "center", "pct_change"], "flow_curves",
-             "Pass flowkit.sweep.summarize(sweep(...)).")
+    _require(
+        summary,
+        ["task", "edge_group", "center", "pct_change"],
+        "flow_curves",
+        "Pass flowkit.sweep.summarize(sweep(...)).",
+    )
     depth = int(num_layers if num_layers is not None else summary["center"].max() + 1)
     data, labels, color = _by_edge_group(summary)
     tasks = list(dict.fromkeys(data["task"]))
@@ -209,36 +251,61 @@ def flow_curves(summary: pd.DataFrame, num_layers: int | None = None, columns: i
         titles = {t: t if t in learned else f"{t} (not learned)" for t in tasks}
     else:
         titles = {t: t for t in tasks}
-    data = data.assign(panel=data["task"].map(titles),
-                       style=["not learned" if learned is not None and t not in learned else "learned"
-                              for t in data["task"]])
+    data = data.assign(
+        panel=data["task"].map(titles),
+        style=["not learned" if learned is not None and t not in learned else "learned" for t in data["task"]],
+    )
     x = alt.X("center:Q", title="window centre (layer)", scale=alt.Scale(domain=[0, depth - 1], nice=False))
-    tooltip = [alt.Tooltip("task:N"), alt.Tooltip("edge_group_label:N", title="edge group"),
-               alt.Tooltip("center:Q", title="centre"), alt.Tooltip("pct_change:Q", title="% change", format=".1f")]
+    tooltip = [
+        alt.Tooltip("task:N"),
+        alt.Tooltip("edge_group_label:N", title="edge group"),
+        alt.Tooltip("center:Q", title="centre"),
+        alt.Tooltip("pct_change:Q", title="% change", format=".1f"),
+    ]
     if "n" in summary.columns:
         tooltip.append(alt.Tooltip("n:Q", title="samples"))
     has_band = {"lo", "hi"} <= set(summary.columns)
     if has_band:
-        tooltip += [alt.Tooltip("lo:Q", title="95 % low", format=".1f"), alt.Tooltip("hi:Q", title="95 % high", format=".1f")]
-    first_half = (alt.Chart().mark_rect(color="#BDBDBD", opacity=0.25)
-                  .transform_aggregate(rows="count()")
-                  .encode(x=alt.X(datum=0, type="quantitative"), x2=alt.datum((depth - 1) / 2)))
+        tooltip += [
+            alt.Tooltip("lo:Q", title="95 % low", format=".1f"),
+            alt.Tooltip("hi:Q", title="95 % high", format=".1f"),
+        ]
+    first_half = (
+        alt.Chart()
+        .mark_rect(color="#BDBDBD", opacity=0.25)
+        .transform_aggregate(rows="count()")
+        .encode(x=alt.X(datum=0, type="quantitative"), x2=alt.datum((depth - 1) / 2))
+    )
     zero = alt.Chart().mark_rule(color="#424242", strokeDash=[4, 4]).encode(y=alt.Y(datum=0, type="quantitative"))
     layers = [first_half, zero]
     y = {"field": "pct_change", "type": "quantitative", "title": "% change in p(answer)"}
     if has_band:
-        layers.append(alt.Chart().mark_area(opacity=0.15).encode(x=x, y=alt.Y("lo:Q", title=y["title"]), y2="hi:Q",
-                                                                 color=color))  # one legend for both
+        layers.append(
+            alt.Chart().mark_area(opacity=0.15).encode(x=x, y=alt.Y("lo:Q", title=y["title"]), y2="hi:Q", color=color)
+        )  # one legend for both
     # one line layer (so a click on any curve selects its task); tasks not learned: thin and faint
     mixed = bool((data["style"] == "not learned").any())
     styles = ["learned", "not learned"]
-    line = alt.Chart().mark_line(point=True, strokeWidth=3).encode(
-        x=x, y=alt.Y(**y), color=color, strokeDash=alt.StrokeDash("edge_group_label:N", sort=labels, legend=None), tooltip=tooltip)
+    line = (
+        alt.Chart()
+        .mark_line(point=True, strokeWidth=3)
+        .encode(
+            x=x,
+            y=alt.Y(**y),
+            color=color,
+            strokeDash=alt.StrokeDash("edge_group_label:N", sort=labels, legend=None),
+            tooltip=tooltip,
+        )
+    )
     if mixed:
-        line = line.encode(strokeWidth=alt.StrokeWidth("style:N", legend=None,
-                                                       scale=alt.Scale(domain=styles, range=[3, 1.5])))
-    shown = alt.Opacity("style:N", legend=None, scale=alt.Scale(domain=styles, range=[1.0, 0.35])) if mixed \
+        line = line.encode(
+            strokeWidth=alt.StrokeWidth("style:N", legend=None, scale=alt.Scale(domain=styles, range=[3, 1.5]))
+        )
+    shown = (
+        alt.Opacity("style:N", legend=None, scale=alt.Scale(domain=styles, range=[1.0, 0.35]))
+        if mixed
         else alt.value(1.0)
+    )
     if summary["task"].nunique() > 1:  # click a curve: its task's panel stays, the others fade
         pick = task_selection()
         line = line.add_params(pick).encode(opacity=alt.condition(pick, shown, alt.value(DIMMED_OPACITY)))
@@ -246,16 +313,22 @@ def flow_curves(summary: pd.DataFrame, num_layers: int | None = None, columns: i
             layers[-1] = layers[-1].encode(opacity=alt.condition(pick, alt.value(0.15), alt.value(0.03)))
     elif mixed:
         line = line.encode(opacity=shown)
-    chart = (alt.layer(*layers, line, data=data)
-             .properties(width=width, height=height)
-             .facet(facet=alt.Facet("panel:N", title=None, sort=[titles[t] for t in tasks]), columns=columns)
-             .properties(title=f"Knockout in a window of layers (shaded: first half of {depth} layers"
-                               + ("; bands: 95 % intervals over questions" if has_band else "") + ")"))
+    chart = (
+        alt.layer(*layers, line, data=data)
+        .properties(width=width, height=height)
+        .facet(facet=alt.Facet("panel:N", title=None, sort=[titles[t] for t in tasks]), columns=columns)
+        .properties(
+            title=f"Knockout in a window of layers (shaded: first half of {depth} layers"
+            + ("; bands: 95 % intervals over questions" if has_band else "")
+            + ")"
+        )
+    )
     return projector(chart)
 
 
-def curves_with_band(table: pd.DataFrame, num_layers: int, title: str, width: int = 560,
-                     height: int = 300) -> alt.LayerChart:
+def curves_with_band(
+    table: pd.DataFrame, num_layers: int, title: str, width: int = 560, height: int = 300
+) -> alt.LayerChart:
     """Mean % change vs window centre with its 95 % bootstrap band, one line per edge group.
 
     Args:
@@ -264,22 +337,44 @@ def curves_with_band(table: pd.DataFrame, num_layers: int, title: str, width: in
         num_layers: the model's depth (the first half of the layers is shaded).
         title: says which tasks and how many questions the curve rests on.
     """
-    _require(table, ["edge_group", "center", "pct_change", "lo", "hi", "n"], "curves_with_band",
-             "Pass flowkit.experiments.curves_with_ci(...) output.")
+    _require(
+        table,
+        ["edge_group", "center", "pct_change", "lo", "hi", "n"],
+        "curves_with_band",
+        "Pass flowkit.experiments.curves_with_ci(...) output.",
+    )
     data, labels, color = _by_edge_group(table)
     x = alt.X("center:Q", title="window centre (layer)", scale=alt.Scale(domain=[0, num_layers - 1], nice=False))
-    tooltip = [alt.Tooltip("edge_group_label:N", title="edge group"), alt.Tooltip("center:Q", title="centre"),
-               alt.Tooltip("pct_change:Q", title="mean % change", format=".1f"),
-               alt.Tooltip("lo:Q", title="95 % CI low", format=".1f"),
-               alt.Tooltip("hi:Q", title="95 % CI high", format=".1f"), alt.Tooltip("n:Q", title="questions")]
-    shade = (alt.Chart(pd.DataFrame({"x": [0], "x2": [(num_layers - 1) / 2]}))
-             .mark_rect(color="#BDBDBD", opacity=0.25).encode(x="x:Q", x2="x2:Q"))
+    tooltip = [
+        alt.Tooltip("edge_group_label:N", title="edge group"),
+        alt.Tooltip("center:Q", title="centre"),
+        alt.Tooltip("pct_change:Q", title="mean % change", format=".1f"),
+        alt.Tooltip("lo:Q", title="95 % CI low", format=".1f"),
+        alt.Tooltip("hi:Q", title="95 % CI high", format=".1f"),
+        alt.Tooltip("n:Q", title="questions"),
+    ]
+    shade = (
+        alt.Chart(pd.DataFrame({"x": [0], "x2": [(num_layers - 1) / 2]}))
+        .mark_rect(color="#BDBDBD", opacity=0.25)
+        .encode(x="x:Q", x2="x2:Q")
+    )
     zero = alt.Chart(pd.DataFrame({"y": [0]})).mark_rule(color="#424242", strokeDash=[4, 4]).encode(y="y:Q")
-    band = alt.Chart(data).mark_area(opacity=0.2).encode(x=x, y=alt.Y("lo:Q", title="% change in p(answer)"),
-                                                         y2="hi:Q", color=color)
-    line = alt.Chart(data).mark_line(point=True, strokeWidth=3).encode(
-        x=x, y="pct_change:Q", color=color, strokeDash=alt.StrokeDash("edge_group_label:N", sort=labels, legend=None),
-        tooltip=tooltip)
+    band = (
+        alt.Chart(data)
+        .mark_area(opacity=0.2)
+        .encode(x=x, y=alt.Y("lo:Q", title="% change in p(answer)"), y2="hi:Q", color=color)
+    )
+    line = (
+        alt.Chart(data)
+        .mark_line(point=True, strokeWidth=3)
+        .encode(
+            x=x,
+            y="pct_change:Q",
+            color=color,
+            strokeDash=alt.StrokeDash("edge_group_label:N", sort=labels, legend=None),
+            tooltip=tooltip,
+        )
+    )
     return projector(alt.layer(shade, zero, band, line).properties(width=width, height=height, title=title))
 
 
@@ -290,17 +385,31 @@ def question_strip(troughs: pd.DataFrame, highlight: str | None = None, width: i
     Args:
         troughs: :func:`flowkit.experiments.question_troughs` output.
     """
-    _require(troughs, ["sample", "task", "pct_change"], "question_strip",
-             "Pass flowkit.experiments.question_troughs(...) output.")
+    _require(
+        troughs,
+        ["sample", "task", "pct_change"],
+        "question_strip",
+        "Pass flowkit.experiments.question_troughs(...) output.",
+    )
     data = troughs.assign(chosen=troughs["sample"] == highlight)
     y = alt.Y("task:N", title=None)
     x = alt.X("pct_change:Q", title="deepest % change in p(answer) over the windows")
-    tooltip = [alt.Tooltip("sample:N"), alt.Tooltip("task:N"), alt.Tooltip("pct_change:Q", format=".1f", title="% change"),
-               alt.Tooltip("center:Q", title="at window centre")]
-    dots = alt.Chart(data[~data["chosen"]]).mark_circle(size=60, opacity=0.5, color=BEFORE_COLOR).encode(
-        x=x, y=y, tooltip=tooltip)
-    chosen = alt.Chart(data[data["chosen"]]).mark_point(size=260, strokeWidth=3, color=OKABE_ITO["vermillion"]).encode(
-        x=x, y=y, tooltip=tooltip)
+    tooltip = [
+        alt.Tooltip("sample:N"),
+        alt.Tooltip("task:N"),
+        alt.Tooltip("pct_change:Q", format=".1f", title="% change"),
+        alt.Tooltip("center:Q", title="at window centre"),
+    ]
+    dots = (
+        alt.Chart(data[~data["chosen"]])
+        .mark_circle(size=60, opacity=0.5, color=BEFORE_COLOR)
+        .encode(x=x, y=y, tooltip=tooltip)
+    )
+    chosen = (
+        alt.Chart(data[data["chosen"]])
+        .mark_point(size=260, strokeWidth=3, color=OKABE_ITO["vermillion"])
+        .encode(x=x, y=y, tooltip=tooltip)
+    )
     if troughs["task"].nunique() > 1:  # click a dot: its task's row stays, the others fade
         pick = task_selection()
         dots, chosen = highlight_on_click(dots, selection=pick), highlight_on_click(chosen, selection=pick)
@@ -308,34 +417,70 @@ def question_strip(troughs: pd.DataFrame, highlight: str | None = None, width: i
     return projector(alt.layer(dots, chosen).properties(width=width, title=title))
 
 
-def lens_words(words_by_frame: Sequence[Sequence[dict]], title: str, frame_labels: Sequence[str] | None = None,
-               ) -> alt.Chart:
+def lens_words(
+    words_by_frame: Sequence[Sequence[dict]],
+    title: str,
+    frame_labels: Sequence[str] | None = None,
+) -> alt.Chart:
     """The top words of each frame's video tokens as a table-like chart (one column per frame):
     what :class:`widgets.LensView` shows, for saved outputs. Words are ``{"word", "kind", ...}``."""
-    rows = [{"frame": (frame_labels[f] if frame_labels else f"frame {f}"), "rank": r, "word": str(w.get("word", "")),
-             "kind": w.get("kind") or "other"}
-            for f, words in enumerate(words_by_frame) for r, w in enumerate(words)]
+    rows = [
+        {
+            "frame": (frame_labels[f] if frame_labels else f"frame {f}"),
+            "rank": r,
+            "word": str(w.get("word", "")),
+            "kind": w.get("kind") or "other",
+        }
+        for f, words in enumerate(words_by_frame)
+        for r, w in enumerate(words)
+    ]
     data = pd.DataFrame(rows or [{"frame": "", "rank": 0, "word": "(no words)", "kind": "other"}])
     kinds = [k for k in WORD_KIND_COLORS if k in set(data["kind"])] + ["other"]
     colors = [WORD_KIND_COLORS.get(k, "#424242") for k in kinds]
-    chart = alt.Chart(data).mark_text(fontSize=15, align="center").encode(
-        x=alt.X("frame:N", title=None, sort=list(dict.fromkeys(data["frame"])), axis=alt.Axis(orient="top", labelAngle=0)),
-        y=alt.Y("rank:O", title="rank", axis=None), text="word:N", tooltip=["frame:N", "word:N", "kind:N"],
-        color=alt.Color("kind:N", title="words", scale=alt.Scale(domain=kinds, range=colors)))
+    chart = (
+        alt.Chart(data)
+        .mark_text(fontSize=15, align="center")
+        .encode(
+            x=alt.X(
+                "frame:N",
+                title=None,
+                sort=list(dict.fromkeys(data["frame"])),
+                axis=alt.Axis(orient="top", labelAngle=0),
+            ),
+            y=alt.Y("rank:O", title="rank", axis=None),
+            text="word:N",
+            tooltip=["frame:N", "word:N", "kind:N"],
+            color=alt.Color("kind:N", title="words", scale=alt.Scale(domain=kinds, range=colors)),
+        )
+    )
     return projector(chart.properties(width=alt.Step(110), height=alt.Step(24), title=title))
 
 
-def pathway_windows(windows: dict, num_layers: int, title: str = "effective-pathway windows (layers kept)") -> alt.Chart:
+def pathway_windows(
+    windows: dict, num_layers: int, title: str = "effective-pathway windows (layers kept)"
+) -> alt.Chart:
     """The pathway windows as bars over the layers: what :class:`widgets.PathwaySliders` holds, for saved outputs.
 
     ``windows`` maps a name to ``(first, last)`` (a window) or ``last`` (an "until" layer)."""
-    rows = [{"window": name.replace("_", " "), "from": (v[0] if isinstance(v, (tuple, list)) else 0),
-             "to": (v[1] if isinstance(v, (tuple, list)) else v) + 1} for name, v in windows.items()]
+    rows = [
+        {
+            "window": name.replace("_", " "),
+            "from": (v[0] if isinstance(v, (tuple, list)) else 0),
+            "to": (v[1] if isinstance(v, (tuple, list)) else v) + 1,
+        }
+        for name, v in windows.items()
+    ]
     rows = [{**row, "last": row["to"] - 1} for row in rows]
-    chart = alt.Chart(pd.DataFrame(rows)).mark_bar(color=OKABE_ITO["blue"], height=18).encode(
-        x=alt.X("from:Q", title="layer", scale=alt.Scale(domain=[0, num_layers])), x2="to:Q",
-        y=alt.Y("window:N", title=None, sort=None),
-        tooltip=["window:N", alt.Tooltip("from:Q", title="first layer"), alt.Tooltip("last:Q", title="last layer")])
+    chart = (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_bar(color=OKABE_ITO["blue"], height=18)
+        .encode(
+            x=alt.X("from:Q", title="layer", scale=alt.Scale(domain=[0, num_layers])),
+            x2="to:Q",
+            y=alt.Y("window:N", title=None, sort=None),
+            tooltip=["window:N", alt.Tooltip("from:Q", title="first layer"), alt.Tooltip("last:Q", title="last layer")],
+        )
+    )
     return projector(chart.properties(width=520, title=title))
 
 
@@ -347,12 +492,15 @@ def _distribution_dict(dist: AnswerDistribution | dict) -> dict:
         return dist.to_dict()
     if isinstance(dist, dict) and {"letters", "probs", "option_probs"} <= set(dist):
         return dist
-    raise TypeError("answer_bars needs an AnswerDistribution (or its to_dict()), "
-                    f"got {type(dist).__name__}")
+    raise TypeError(f"answer_bars needs an AnswerDistribution (or its to_dict()), got {type(dist).__name__}")
 
 
-def answer_bars(before: AnswerDistribution | dict, after: AnswerDistribution | dict | None = None,
-                scale: str = "options", options: Sequence[str] | None = None) -> alt.LayerChart:
+def answer_bars(
+    before: AnswerDistribution | dict,
+    after: AnswerDistribution | dict | None = None,
+    scale: str = "options",
+    options: Sequence[str] | None = None,
+) -> alt.LayerChart:
     """p(option) per option letter, before (grey) and after (blue) a knockout; ★ marks the true option.
 
     Args:
@@ -383,15 +531,21 @@ def answer_bars(before: AnswerDistribution | dict, after: AnswerDistribution | d
         x=alt.X("p:Q", title=title, scale=alt.Scale(domain=[0, 1]) if scale == "options" else alt.Undefined),
     )
     bars = base.mark_bar().encode(
-        color=alt.Color("when:N", title=None, sort=whens,
-                        scale=alt.Scale(domain=["before", "after"], range=[BEFORE_COLOR, AFTER_COLOR])),
-        tooltip=["option:N", "when:N", alt.Tooltip("p:Q", format=".3f")])
+        color=alt.Color(
+            "when:N",
+            title=None,
+            sort=whens,
+            scale=alt.Scale(domain=["before", "after"], range=[BEFORE_COLOR, AFTER_COLOR]),
+        ),
+        tooltip=["option:N", "when:N", alt.Tooltip("p:Q", format=".3f")],
+    )
     labels = base.mark_text(align="left", dx=4, fontSize=FONT["label"]).encode(text=alt.Text("p:Q", format=".2f"))
-    return projector(alt.layer(bars, labels).properties(width=420, height=alt.Step(28),
-                                                         title="Answer (★ = correct option)"))
+    return projector(
+        alt.layer(bars, labels).properties(width=420, height=alt.Step(28), title="Answer (★ = correct option)")
+    )
 
 
-def attention_edges(block: "torch.Tensor", spans, title: str = "Attention edges (query ← key)") -> alt.Chart:
+def attention_edges(block: torch.Tensor, spans, title: str = "Attention edges (query ← key)") -> alt.Chart:
     """Every attention edge (causal query, key pair) of one prompt: kept, or cut by ``block``.
 
     Args:
@@ -406,22 +560,40 @@ def attention_edges(block: "torch.Tensor", spans, title: str = "Attention edges 
     if block.shape != (n, n) or n != spans.seq_len:
         raise ValueError(f"block must be ({spans.seq_len}, {spans.seq_len}) for this prompt, got {tuple(block.shape)}")
     if n > 300:
-        raise ValueError(f"a {n}-token prompt has too many edges to draw one by one; draw a slice, e.g. "
-                         "block[a:b, a:b] with matching spans, or count them with flowkit.count_edges")
+        raise ValueError(
+            f"a {n}-token prompt has too many edges to draw one by one; draw a slice, e.g. "
+            "block[a:b, a:b] with matching spans, or count them with flowkit.count_edges"
+        )
     query, key = torch.ones(n, n, dtype=torch.bool).tril().nonzero().T  # causal pairs only: the rest are no edges
     cut = block[query, key]
-    data = pd.DataFrame({"query": query.numpy(), "key": key.numpy(),
-                         "edge": np.where(cut.numpy(), "cut", "kept")})
+    data = pd.DataFrame({"query": query.numpy(), "key": key.numpy(), "edge": np.where(cut.numpy(), "cut", "kept")})
     ticks = sorted({s for s, _ in spans.frame_spans} | {spans.question_text[0], spans.last})
     domain = ["kept", "cut"]
-    chart = alt.Chart(data).mark_rect().encode(
-        x=alt.X("key:O", title="key position (what is read)", scale=alt.Scale(domain=list(range(n))),
-                axis=alt.Axis(values=ticks, labelAngle=0)),
-        y=alt.Y("query:O", title="query position (who reads)", scale=alt.Scale(domain=list(range(n))),
-                axis=alt.Axis(values=ticks)),
-        color=alt.Color("edge:N", title=None, sort=domain,
-                        scale=alt.Scale(domain=domain, range=["#D9D9D9", OKABE_ITO["vermillion"]])),
-        tooltip=["query:O", "key:O", "edge:N"])
+    chart = (
+        alt.Chart(data)
+        .mark_rect()
+        .encode(
+            x=alt.X(
+                "key:O",
+                title="key position (what is read)",
+                scale=alt.Scale(domain=list(range(n))),
+                axis=alt.Axis(values=ticks, labelAngle=0),
+            ),
+            y=alt.Y(
+                "query:O",
+                title="query position (who reads)",
+                scale=alt.Scale(domain=list(range(n))),
+                axis=alt.Axis(values=ticks),
+            ),
+            color=alt.Color(
+                "edge:N",
+                title=None,
+                sort=domain,
+                scale=alt.Scale(domain=domain, range=["#D9D9D9", OKABE_ITO["vermillion"]]),
+            ),
+            tooltip=["query:O", "key:O", "edge:N"],
+        )
+    )
     return projector(chart.properties(width=420, height=420, title=title))
 
 
@@ -439,18 +611,33 @@ def prob_by_layer(df: pd.DataFrame) -> alt.LayerChart:
     _require(df, ["layer", "prob", "true"], "prob_by_layer", "Pass flowkit.lens.answer_by_layer(...) output.")
     data = df.assign(option=df["true"].map({True: "true option", False: "false options"}))
     domain = ["true option", "false options"]
-    color = alt.Color("option:N", title=None, sort=domain,
-                      scale=alt.Scale(domain=domain, range=[OKABE_ITO["bluish_green"], OKABE_ITO["vermillion"]]))
+    color = alt.Color(
+        "option:N",
+        title=None,
+        sort=domain,
+        scale=alt.Scale(domain=domain, range=[OKABE_ITO["bluish_green"], OKABE_ITO["vermillion"]]),
+    )
     x = alt.X("layer:Q", title="layer")
     title = "p(option) at the last position"
-    line = alt.Chart(data).mark_line(point=True, strokeWidth=3).encode(
-        x=x, y=alt.Y("mean(prob):Q", title=title), color=color,
-        strokeDash=alt.StrokeDash("option:N", sort=domain, legend=None),
-        tooltip=["layer:Q", "option:N", alt.Tooltip("mean(prob):Q", format=".3f", title="mean p")])
-    band = alt.Chart(data).mark_errorband(extent="ci", opacity=0.2).encode(
-        x=x, y=alt.Y("prob:Q", title=title), color=color)
-    return projector(alt.layer(band, line).properties(width=520, height=300,
-                                                      title="When is the answer ready? (logit lens)"))
+    line = (
+        alt.Chart(data)
+        .mark_line(point=True, strokeWidth=3)
+        .encode(
+            x=x,
+            y=alt.Y("mean(prob):Q", title=title),
+            color=color,
+            strokeDash=alt.StrokeDash("option:N", sort=domain, legend=None),
+            tooltip=["layer:Q", "option:N", alt.Tooltip("mean(prob):Q", format=".3f", title="mean p")],
+        )
+    )
+    band = (
+        alt.Chart(data)
+        .mark_errorband(extent="ci", opacity=0.2)
+        .encode(x=x, y=alt.Y("prob:Q", title=title), color=color)
+    )
+    return projector(
+        alt.layer(band, line).properties(width=520, height=300, title="When is the answer ready? (logit lens)")
+    )
 
 
 def lens_shares(df: pd.DataFrame, bag_temporal_share: float | None = None) -> alt.Chart:
@@ -465,18 +652,35 @@ def lens_shares(df: pd.DataFrame, bag_temporal_share: float | None = None) -> al
     """
     _require(df, ["layer", "kind", "share"], "lens_shares", "Pass flowkit.lens.word_shares(...) output.")
     kinds = [k for k in WORD_KIND_COLORS if k in set(df["kind"])]
-    color = alt.Color("kind:N", title="words", sort=kinds,
-                      scale=alt.Scale(domain=kinds, range=[WORD_KIND_COLORS[k] for k in kinds]))
-    chart = alt.Chart(df).mark_line(point=True, strokeWidth=3).encode(
-        x=alt.X("layer:Q", title="layer"),
-        y=alt.Y("mean(share):Q", title="share of top words", axis=alt.Axis(format="%")),
-        color=color, strokeDash=alt.StrokeDash("kind:N", sort=kinds, legend=None),
-        tooltip=["layer:Q", "kind:N", alt.Tooltip("mean(share):Q", format=".1%")])
+    color = alt.Color(
+        "kind:N", title="words", sort=kinds, scale=alt.Scale(domain=kinds, range=[WORD_KIND_COLORS[k] for k in kinds])
+    )
+    chart = (
+        alt.Chart(df)
+        .mark_line(point=True, strokeWidth=3)
+        .encode(
+            x=alt.X("layer:Q", title="layer"),
+            y=alt.Y("mean(share):Q", title="share of top words", axis=alt.Axis(format="%")),
+            color=color,
+            strokeDash=alt.StrokeDash("kind:N", sort=kinds, legend=None),
+            tooltip=["layer:Q", "kind:N", alt.Tooltip("mean(share):Q", format=".1%")],
+        )
+    )
     if bag_temporal_share is not None:
-        reference = alt.Chart(pd.DataFrame({"share": [bag_temporal_share],
-                                            "label": [f"temporal words' share of the list ({bag_temporal_share:.0%})"]}))
-        chart = alt.layer(chart, reference.mark_rule(color=WORD_KIND_COLORS["temporal"], strokeDash=[2, 2],
-                                                     strokeWidth=2).encode(y="share:Q", tooltip=["label:N"]))
+        reference = alt.Chart(
+            pd.DataFrame(
+                {
+                    "share": [bag_temporal_share],
+                    "label": [f"temporal words' share of the list ({bag_temporal_share:.0%})"],
+                }
+            )
+        )
+        chart = alt.layer(
+            chart,
+            reference.mark_rule(color=WORD_KIND_COLORS["temporal"], strokeDash=[2, 2], strokeWidth=2).encode(
+                y="share:Q", tooltip=["label:N"]
+            ),
+        )
     return projector(chart.properties(width=520, height=300, title="What do video tokens say? (lens)"))
 
 
@@ -488,22 +692,34 @@ def accuracy_bars(df: pd.DataFrame) -> alt.Chart:
             ``task`` if present, which gives one panel per task); ``lo`` and ``hi`` (0..1), when
             present, are drawn as an interval on each bar (e.g. a 95 % bootstrap interval).
     """
-    _require(df, ["condition", "accuracy"], "accuracy_bars",
-             "One row per condition with its accuracy in 0..1 (optionally per task).")
+    _require(
+        df,
+        ["condition", "accuracy"],
+        "accuracy_bars",
+        "One row per condition with its accuracy in 0..1 (optionally per task).",
+    )
     conditions = list(dict.fromkeys(df["condition"]))
     palette = list(_SPARE_COLORS[4:]) + list(_SPARE_COLORS[:4])
     colors = [palette[i % len(palette)] for i in range(len(conditions))]
     color = alt.Color("condition:N", sort=conditions, legend=None, scale=alt.Scale(domain=conditions, range=colors))
-    base = alt.Chart(df).encode(x=alt.X("condition:N", title=None, sort=conditions, axis=alt.Axis(labelAngle=0)),
-                                y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1]),
-                                        axis=alt.Axis(format="%")))
+    base = alt.Chart(df).encode(
+        x=alt.X("condition:N", title=None, sort=conditions, axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+    )
     has_interval = {"lo", "hi"} <= set(df.columns)
-    tooltip = ((["task:N"] if "task" in df.columns else []) + ["condition:N", alt.Tooltip("accuracy:Q", format=".1%")]
-               + ([alt.Tooltip("lo:Q", format=".1%", title="95 % low"), alt.Tooltip("hi:Q", format=".1%", title="95 % high")]
-                  if has_interval else []))
+    tooltip = (
+        (["task:N"] if "task" in df.columns else [])
+        + ["condition:N", alt.Tooltip("accuracy:Q", format=".1%")]
+        + (
+            [alt.Tooltip("lo:Q", format=".1%", title="95 % low"), alt.Tooltip("hi:Q", format=".1%", title="95 % high")]
+            if has_interval
+            else []
+        )
+    )
     bars = base.mark_bar().encode(color=color, tooltip=tooltip)
     text = base.mark_text(dy=-10, dx=-22 if has_interval else 0, fontSize=FONT["label"]).encode(
-        text=alt.Text("accuracy:Q", format=".1%"))
+        text=alt.Text("accuracy:Q", format=".1%")
+    )
     layers = [bars, text]
     if has_interval:
         layers.append(base.mark_rule(color="#212121", strokeWidth=2).encode(y="lo:Q", y2="hi:Q"))
@@ -554,7 +770,25 @@ def save_png(chart: alt.TopLevelMixin, path: str | os.PathLike, scale: float = 2
     return path
 
 
-__all__ = ["png_base64", "AFTER_COLOR", "BEFORE_COLOR", "DIMMED_OPACITY", "EDGE_GROUP_COLORS", "OKABE_ITO", "WORD_KIND_COLORS",
-           "accuracy_bars", "attention_edges", "enable_offline_charts", "highlight_on_click", "task_selection",
-           "answer_bars", "edge_group_colors", "edge_group_label", "flow_curves", "lens_shares", "prob_by_layer",
-           "projector", "save_png"]
+__all__ = [
+    "png_base64",
+    "AFTER_COLOR",
+    "BEFORE_COLOR",
+    "DIMMED_OPACITY",
+    "EDGE_GROUP_COLORS",
+    "OKABE_ITO",
+    "WORD_KIND_COLORS",
+    "accuracy_bars",
+    "attention_edges",
+    "enable_offline_charts",
+    "highlight_on_click",
+    "task_selection",
+    "answer_bars",
+    "edge_group_colors",
+    "edge_group_label",
+    "flow_curves",
+    "lens_shares",
+    "prob_by_layer",
+    "projector",
+    "save_png",
+]

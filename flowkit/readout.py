@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -46,17 +46,27 @@ class AnswerDistribution:
         return self.probs[index]
 
     def to_dict(self) -> dict:
-        return {"letters": list(self.letters), "probs": list(self.probs), "option_probs": list(self.option_probs),
-                "predicted": self.predicted, "true_option": self.true_option}
+        return {
+            "letters": list(self.letters),
+            "probs": list(self.probs),
+            "option_probs": list(self.option_probs),
+            "predicted": self.predicted,
+            "true_option": self.true_option,
+        }
 
     def __str__(self) -> str:
-        cells = [f"{l}: {format_prob(p)}" + ("*" if i == self.true_option else "")
-                 for i, (l, p) in enumerate(zip(self.letters, self.option_probs))]
-        return f"predicted {self.predicted_letter}  [" + "  ".join(cells) + "]  (* = correct; renormalised over options)"
+        cells = [
+            f"{l}: {format_prob(p)}" + ("*" if i == self.true_option else "")
+            for i, (l, p) in enumerate(zip(self.letters, self.option_probs))
+        ]
+        return (
+            f"predicted {self.predicted_letter}  [" + "  ".join(cells) + "]  (* = correct; renormalised over options)"
+        )
 
 
-def answer_distribution(last_logits: torch.Tensor, letter_ids: Sequence[int],
-                        true_option: int | None = None) -> AnswerDistribution:
+def answer_distribution(
+    last_logits: torch.Tensor, letter_ids: Sequence[int], true_option: int | None = None
+) -> AnswerDistribution:
     """Answer distribution from next-token logits at the last position."""
     logits = last_logits.float()
     full = torch.softmax(logits, dim=-1)[list(letter_ids)]

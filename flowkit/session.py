@@ -37,7 +37,7 @@ batched replays. :meth:`Session.full_forward_logits` is one plain forward under 
 interactive clicks: it resumes from an earlier replay's residual stream where the new
 masks agree with that replay's in the first layers.
 
-Every supported family replays (its adapter's ``supports_engine_replay``): the layers get the
+Every supported family replays (its adapter's ``supports_replay``): the layers get the
 clean run's own position embeddings (Qwen's multimodal rotary positions included) sliced at
 the replayed positions, and Qwen3-VL's deepstack features are added after the same layers
 as in the model. A language model with sliding-window layers is answered with full
@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -66,7 +66,7 @@ DEFAULT_ROW_BUDGET = 1024
 
 @dataclass(frozen=True)
 class Plan:
-    """What the engine recomputes for one spec: layers ``first_layer ..`` at positions ``first_position ..``."""
+    """What the session recomputes for one spec: layers ``first_layer ..`` at positions ``first_position ..``."""
 
     first_layer: int
     first_position: int
@@ -185,16 +185,22 @@ class Session:
         self.layers = list(self.lm.layers)
         self.num_layers = len(self.layers)
         self.spans = prepared.spans
-        self.replay = bool(replay) and bool(getattr(vllm.adapter, "supports_engine_replay", False))
+        self.replay = bool(replay) and bool(getattr(vllm.adapter, "supports_replay", False))
         #: why this session answers with full forwards (None when it replays)
         self.fallback_reason: str | None = None
         if not replay:
             self.fallback_reason = "asked for full forwards (replay=False)"
         elif not self.replay:
-            self.fallback_reason = f"the {getattr(vllm.adapter, 'family', '?')} adapter does not declare supports_engine_replay"
+            self.fallback_reason = (
+                f"the {getattr(vllm.adapter, 'family', '?')} adapter does not declare supports_replay"
+            )
         sliding = [t for t in getattr(self.lm.config, "layer_types", None) or () if t != "full_attention"]
-        if self.replay and sliding and getattr(self.lm.config, "sliding_window", None) is not None \
-                and self.lm.config.sliding_window < self.spans.seq_len:
+        if (
+            self.replay
+            and sliding
+            and getattr(self.lm.config, "sliding_window", None) is not None
+            and self.lm.config.sliding_window < self.spans.seq_len
+        ):
             # the replay builds one plain causal mask for every layer; a sliding window is narrower
             self.replay, self.fallback_reason = False, f"{len(sliding)} layers use sliding-window attention"
         self._clean_ran = False
@@ -230,6 +236,7 @@ class Session:
                 hidden_in[index] = args[0] if args else kwargs["hidden_states"]
                 if index == 0:
                     layer_kwargs.update(kwargs)
+
             return hook
 
         def grab_out(index):
@@ -237,6 +244,7 @@ class Session:
                 # a layer's output is the next layer's input unless something is added in between
                 if index == self.num_layers - 1 or index < len(lm_kwargs.get("deepstack_visual_embeds") or ()):
                     hidden_out[index] = output[0] if isinstance(output, tuple) else output
+
             return hook
 
         def grab_lm(_module, args, kwargs):
@@ -327,8 +335,10 @@ class Session:
 
     def answers(self, knockouts: Sequence, progress: bool = False) -> list[AnswerDistribution]:
         """Answer distributions under each knockout (spec, raw masks or None; see :meth:`last_logits`)."""
-        return [answer_distribution(l, self.prepared.letter_ids, self.spans.true_option)
-                for l in self.last_logits(knockouts, progress=progress)]
+        return [
+            answer_distribution(l, self.prepared.letter_ids, self.spans.true_option)
+            for l in self.last_logits(knockouts, progress=progress)
+        ]
 
     def answer(self, knockout=None) -> AnswerDistribution:
         """The answer distribution under one knockout (None: the clean run)."""
@@ -348,17 +358,21 @@ class Session:
         if not masks:
             return {}
         if not isinstance(masks, Mapping):
-            raise KnockoutError(f"mask set {index} must be a dict {{layer: (N, N) bool tensor}}, "
-                                f"got {type(masks).__name__}")
+            raise KnockoutError(
+                f"mask set {index} must be a dict {{layer: (N, N) bool tensor}}, got {type(masks).__name__}"
+            )
         n, out = self.spans.seq_len, {}
         for layer, mask in masks.items():
             if not isinstance(layer, int) or not 0 <= layer < self.num_layers:
-                raise KnockoutError(f"mask set {index}: layer {layer!r} is not a layer of this model "
-                                    f"(0..{self.num_layers - 1}).")
+                raise KnockoutError(
+                    f"mask set {index}: layer {layer!r} is not a layer of this model (0..{self.num_layers - 1})."
+                )
             if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (n, n):
                 what = f"{tuple(mask.shape)} {mask.dtype}" if isinstance(mask, torch.Tensor) else type(mask).__name__
-                raise KnockoutError(f"mask set {index}, layer {layer}: expected a ({n}, {n}) bool tensor "
-                                    f"(this prompt has {n} tokens), got {what}.")
+                raise KnockoutError(
+                    f"mask set {index}, layer {layer}: expected a ({n}, {n}) bool tensor "
+                    f"(this prompt has {n} tokens), got {what}."
+                )
             out[layer] = mask
         for mask in {id(m): m for m in out.values()}.values():  # shared tensors are checked once
             if mask.any():
@@ -391,8 +405,9 @@ class Session:
         return results
 
     # ------------------------------------------------------------ interactive reuse
-    def last_logits_resuming(self, masks: Mapping[int, torch.Tensor] | None,
-                             traces: Sequence[Trace] = ()) -> tuple[torch.Tensor, Trace | None]:
+    def last_logits_resuming(
+        self, masks: Mapping[int, torch.Tensor] | None, traces: Sequence[Trace] = ()
+    ) -> tuple[torch.Tensor, Trace | None]:
         """Logits under one mask set, resuming from the earlier replay that saves the most work.
 
         A knockout grid's click usually changes the previous spec in a few layers: where the new
@@ -439,12 +454,18 @@ class Session:
         position, hidden = trace.hidden[layer - trace.first_layer]
         if p0 < position:
             return torch.cat([self.hidden_in[layer][:, p0:position], hidden], dim=1)
-        return hidden[:, p0 - position:]
+        return hidden[:, p0 - position :]
 
     # ---------------------------------------------------------------------- replay
     @torch.inference_mode()
-    def _replay(self, masks_per_spec: list[dict[int, torch.Tensor]], first_layers: int | Sequence[int], p0: int,
-                start: torch.Tensor | None = None, trace: list | None = None) -> torch.Tensor:
+    def _replay(
+        self,
+        masks_per_spec: list[dict[int, torch.Tensor]],
+        first_layers: int | Sequence[int],
+        p0: int,
+        start: torch.Tensor | None = None,
+        trace: list | None = None,
+    ) -> torch.Tensor:
         """Layers ``first_layer ..`` at positions ``p0 ..`` for a batch of mask sets; last-position logits.
 
         ``first_layers`` is one layer for every mask set, or one per mask set in ascending order:
@@ -486,8 +507,14 @@ class Session:
                     hidden = torch.cat([hidden, clean], dim=0)
                 if trace is not None:
                     trace.append(hidden)
-                out = self.layers[index](hidden, attention_mask=attention_mask, position_ids=position_ids,
-                                         position_embeddings=position_embeddings, cache=cache, use_cache=False)
+                out = self.layers[index](
+                    hidden,
+                    attention_mask=attention_mask,
+                    position_ids=position_ids,
+                    position_embeddings=position_embeddings,
+                    cache=cache,
+                    use_cache=False,
+                )
                 hidden = out[0] if isinstance(out, tuple) else out
                 if index < len(self.deepstack):
                     features = self.deepstack[index][skipped:].repeat(hidden.shape[0], 1)

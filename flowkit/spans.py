@@ -16,13 +16,12 @@ edge group (``"my_group->last"``) and appears in every list of known groups.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from flowkit.data.sample import OPTION_LETTERS
 from flowkit.errors import KnockoutError
 
 Span = tuple[int, int]
-
 
 
 def _positions(span: Span) -> list[int]:
@@ -92,9 +91,7 @@ class Spans:
         if not 0 <= self.last < self.seq_len:
             raise KnockoutError(f"last position {self.last} lies outside a sequence of {self.seq_len}")
         if self.true_option is not None and not 0 <= self.true_option < len(self.option_spans):
-            raise KnockoutError(
-                f"true_option={self.true_option} but the prompt has {len(self.option_spans)} options"
-            )
+            raise KnockoutError(f"true_option={self.true_option} but the prompt has {len(self.option_spans)} options")
 
     # ----------------------------------------------------------------- geometry
     @property
@@ -132,7 +129,7 @@ class Spans:
         """Option letters, ``("A", "B", ...)``."""
         return OPTION_LETTERS[: len(self.option_spans)]
 
-    def with_true_option(self, index: int | None) -> "Spans":
+    def with_true_option(self, index: int | None) -> Spans:
         """A copy that knows which option is correct (needed for ``true_option`` groups)."""
         return replace(self, true_option=index)
 
@@ -177,12 +174,18 @@ class Spans:
         lines = [f"sequence length {self.seq_len}"]
         lines.append(f"prefix          0..{self.video[0] - 1}")
         for i, (s, e) in enumerate(self.frame_spans):
-            label = f"frame {i}" if self.frames_per_span == 1 else f"frames {i * self.frames_per_span}-{(i + 1) * self.frames_per_span - 1}"
+            label = (
+                f"frame {i}"
+                if self.frames_per_span == 1
+                else f"frames {i * self.frames_per_span}-{(i + 1) * self.frames_per_span - 1}"
+            )
             lines.append(f"{label:<15} {s}..{e - 1} ({e - s} tokens)")
         separators = (self.video[1] - self.video[0]) - self.num_video_tokens
         if separators:
-            lines.append(f"video region    {self.video[0]}..{self.video[1] - 1} "
-                         f"(incl. {separators} separator tokens in no frame)")
+            lines.append(
+                f"video region    {self.video[0]}..{self.video[1] - 1} "
+                f"(incl. {separators} separator tokens in no frame)"
+            )
         s, e = self.question
         lines.append(f"question        {s}..{e - 1} (the paper's question span: through the last option)")
         s, e = self.question_text
@@ -192,8 +195,10 @@ class Spans:
             lines.append(f"{'option ' + letter + mark:<15} {s}..{e - 1}")
         template = (self.last - self.video[1]) - (self.question[1] - self.question[0])
         if template:
-            lines.append(f"template        {template} tokens after the video outside the question span "
-                         f"(in prompt_after_video only)")
+            lines.append(
+                f"template        {template} tokens after the video outside the question span "
+                f"(in prompt_after_video only)"
+            )
         lines.append(f"last            {self.last}")
         return "\n".join(lines)
 
@@ -205,12 +210,13 @@ def _parse_index(group: str, kind: str, count: int) -> int:
     except ValueError:
         raise KnockoutError(f"{group!r}: {kind} index must be an integer, e.g. '{kind}:0'.") from None
     if index < 0:
-        raise KnockoutError(f"{group!r}: {kind} index {index} is before the start: {kind}s count from 0 "
-                            f"({kind}:0 is the first; valid: 0..{count - 1}).")
+        raise KnockoutError(
+            f"{group!r}: {kind} index {index} is before the start: {kind}s count from 0 "
+            f"({kind}:0 is the first; valid: 0..{count - 1})."
+        )
     if index >= count:
         raise KnockoutError(
-            f"{group!r}: {kind} index {index} is beyond the video, which has {count} {kind}s "
-            f"(valid: 0..{count - 1})."
+            f"{group!r}: {kind} index {index} is beyond the video, which has {count} {kind}s (valid: 0..{count - 1})."
         )
     return index
 
@@ -274,32 +280,63 @@ class TokenGroup:
 #: nowhere else): :meth:`Spans.positions`, :meth:`Spans.group_names`, the unknown-group
 #: errors and :func:`flowkit.edge_groups.normalize_edges`' help all read this table.
 TOKEN_GROUPS: tuple[TokenGroup, ...] = (
-    TokenGroup("video", "the video region: every frame's tokens plus the separator tokens a family puts "
-               "between (or around) frames, e.g. timestamps (see ``video_span``)",
-               lambda spans: _positions(spans.video)),
-    TokenGroup("question", "the paper's question span: from the question header (e.g. ``Question:`` where the "
-               "template writes one, see ``question_span``) or else the question sentence, through the end of "
-               "the last option. The instruction (\"Only give the best option.\") and the assistant prefix are "
-               "not in it.",
-               lambda spans: _positions(spans.question)),
-    TokenGroup("prompt_after_video", "every token after the video region and before the last position: the "
-               "question span plus the template around it (turn markers, instruction, assistant prefix). This "
-               "was ``question`` before flowkit's definitions version 2.",
-               lambda spans: _positions(spans.prompt_after_video)),
-    TokenGroup("question_text", "the tokens of the question sentence only",
-               lambda spans: _positions(spans.question_text)),
-    TokenGroup("options", "the tokens of every option line",
-               lambda spans: [p for span in spans.option_spans for p in _positions(span)]),
-    TokenGroup("prefix", "what comes before the video (system prompt, chat header)",
-               lambda spans: list(range(0, spans.video[0]))),
-    TokenGroup("last", "the last position, whose next-token distribution is the answer",
-               lambda spans: [spans.last]),
-    TokenGroup("frame:i", "the tokens of frame ``i`` (0-indexed)", _frame_positions,
-               indices=lambda spans: range(spans.num_frames)),
-    TokenGroup("option:X", "the tokens of option ``X`` (a letter, ``A``, ``B``, ...)", _option_positions,
-               indices=lambda spans: spans.letters),
-    TokenGroup("true_option", "the option that is the correct answer (needs ``true_option``)",
-               lambda spans: _positions(spans.option_spans[spans.true_option]), needs_answer=True),
-    TokenGroup("false_options", "every option but the correct one (needs ``true_option``)",
-               _false_option_positions, needs_answer=True),
+    TokenGroup(
+        "video",
+        "the video region: every frame's tokens plus the separator tokens a family puts "
+        "between (or around) frames, e.g. timestamps (see ``video_span``)",
+        lambda spans: _positions(spans.video),
+    ),
+    TokenGroup(
+        "question",
+        "the paper's question span: from the question header (e.g. ``Question:`` where the "
+        "template writes one, see ``question_span``) or else the question sentence, through the end of "
+        'the last option. The instruction ("Only give the best option.") and the assistant prefix are '
+        "not in it.",
+        lambda spans: _positions(spans.question),
+    ),
+    TokenGroup(
+        "prompt_after_video",
+        "every token after the video region and before the last position: the "
+        "question span plus the template around it (turn markers, instruction, assistant prefix). This "
+        "was ``question`` before flowkit's definitions version 2.",
+        lambda spans: _positions(spans.prompt_after_video),
+    ),
+    TokenGroup(
+        "question_text", "the tokens of the question sentence only", lambda spans: _positions(spans.question_text)
+    ),
+    TokenGroup(
+        "options",
+        "the tokens of every option line",
+        lambda spans: [p for span in spans.option_spans for p in _positions(span)],
+    ),
+    TokenGroup(
+        "prefix",
+        "what comes before the video (system prompt, chat header)",
+        lambda spans: list(range(0, spans.video[0])),
+    ),
+    TokenGroup("last", "the last position, whose next-token distribution is the answer", lambda spans: [spans.last]),
+    TokenGroup(
+        "frame:i",
+        "the tokens of frame ``i`` (0-indexed)",
+        _frame_positions,
+        indices=lambda spans: range(spans.num_frames),
+    ),
+    TokenGroup(
+        "option:X",
+        "the tokens of option ``X`` (a letter, ``A``, ``B``, ...)",
+        _option_positions,
+        indices=lambda spans: spans.letters,
+    ),
+    TokenGroup(
+        "true_option",
+        "the option that is the correct answer (needs ``true_option``)",
+        lambda spans: _positions(spans.option_spans[spans.true_option]),
+        needs_answer=True,
+    ),
+    TokenGroup(
+        "false_options",
+        "every option but the correct one (needs ``true_option``)",
+        _false_option_positions,
+        needs_answer=True,
+    ),
 )

@@ -14,7 +14,6 @@ import json
 import operator
 import re
 from dataclasses import dataclass
-from typing import Union
 
 from flowkit.edge_groups import normalize_edges
 from flowkit.errors import KnockoutError
@@ -45,8 +44,10 @@ class LayerWindow:
     def __post_init__(self):
         center, size = _whole_number(self.center), _whole_number(self.size)
         if center is None or center < 0:
-            raise KnockoutError(f"a layer window's centre is a layer index (0, 1, 2, ...), got {self.center!r}; "
-                                "layers count from 0 at the input.")
+            raise KnockoutError(
+                f"a layer window's centre is a layer index (0, 1, 2, ...), got {self.center!r}; "
+                "layers count from 0 at the input."
+            )
         if size is None or size < 1:
             raise KnockoutError(f"a layer window needs a whole size >= 1 (the paper uses 9), got size={self.size!r}")
         object.__setattr__(self, "center", center)
@@ -91,7 +92,7 @@ class LayerSet:
         return {"layers": list(self.layers)}
 
 
-Layers = Union[LayerWindow, LayerSet]
+Layers = LayerWindow | LayerSet
 
 
 def parse_layers(text: str) -> LayerSet:
@@ -134,8 +135,9 @@ def _layers_from_dict(data: dict, where: str = "layers") -> Layers:
     if "center" in data:
         center, size = _json_whole(data["center"]), _json_whole(data.get("size", 9))
         if center is None or size is None:
-            raise KnockoutError(f"{where}: 'center' and 'size' must be whole numbers, got {data!r}; "
-                                f"write {_LAYERS_FORMAT}.")
+            raise KnockoutError(
+                f"{where}: 'center' and 'size' must be whole numbers, got {data!r}; write {_LAYERS_FORMAT}."
+            )
         return LayerWindow(center=center, size=size)
     if "layers" in data:
         layers = data["layers"]
@@ -143,26 +145,33 @@ def _layers_from_dict(data: dict, where: str = "layers") -> Layers:
             return parse_layers(layers)
         numbers = [_json_whole(x) for x in layers] if isinstance(layers, (list, tuple)) else [None]
         if None in numbers:
-            raise KnockoutError(f"{where}: 'layers' must be a list of layer numbers, got {layers!r}; "
-                                f"write {_LAYERS_FORMAT}.")
+            raise KnockoutError(
+                f"{where}: 'layers' must be a list of layer numbers, got {layers!r}; write {_LAYERS_FORMAT}."
+            )
         return LayerSet(tuple(numbers))
     raise KnockoutError(f"cannot read {where} from {data!r}: write {_LAYERS_FORMAT}.")
 
 
-def _cut_from_dict(data: object, index: int) -> "Cut":
+def _cut_from_dict(data: object, index: int) -> Cut:
     """Cut ``index`` of a spec's ``cuts`` list, or a :class:`KnockoutError` naming it and what it lacks."""
     name = f"cut {index}"
     example = '{"edges": "video->question", "layers": {"layers": [5, 6, 7]}}'
     if isinstance(data, str):
-        raise KnockoutError(f"{name} of the knockout spec is the string {data!r}, not a cut: write each cut as "
-                            f"an object with 'edges' and 'layers', e.g. {example}.")
+        raise KnockoutError(
+            f"{name} of the knockout spec is the string {data!r}, not a cut: write each cut as "
+            f"an object with 'edges' and 'layers', e.g. {example}."
+        )
     if not isinstance(data, dict):
-        raise KnockoutError(f"{name} of the knockout spec is {data!r}, not a cut: write each cut as an object "
-                            f"with 'edges' and 'layers', e.g. {example}.")
+        raise KnockoutError(
+            f"{name} of the knockout spec is {data!r}, not a cut: write each cut as an object "
+            f"with 'edges' and 'layers', e.g. {example}."
+        )
     missing = [key for key in ("edges", "layers") if key not in data]
     if missing:
-        raise KnockoutError(f"{name} of the knockout spec ({data!r}) has no {' and no '.join(map(repr, missing))}: "
-                            f"each cut names its edge group and its layers, e.g. {example}.")
+        raise KnockoutError(
+            f"{name} of the knockout spec ({data!r}) has no {' and no '.join(map(repr, missing))}: "
+            f"each cut names its edge group and its layers, e.g. {example}."
+        )
     try:
         return Cut(data["edges"], _layers_from_dict(data["layers"], where="its 'layers'"))
     except KnockoutError as exc:
@@ -184,8 +193,9 @@ class Cut:
         for side in self.edges.split("->"):  # a negative frame index is wrong for every prompt
             stem, _, index = side.partition(":")
             if stem == "frame" and re.fullmatch(r"-\d+", index):
-                raise KnockoutError(f"{side!r}: frame index {index} is before the start: frames count from 0 "
-                                    "(frame:0 is the first).")
+                raise KnockoutError(
+                    f"{side!r}: frame index {index} is before the start: frames count from 0 (frame:0 is the first)."
+                )
         if not isinstance(self.layers, (LayerWindow, LayerSet)):
             raise KnockoutError(f"layers must be a LayerWindow or LayerSet, got {type(self.layers).__name__}")
 
@@ -207,13 +217,13 @@ class KnockoutSpec:
         object.__setattr__(self, "cuts", tuple(self.cuts))
 
     @classmethod
-    def single(cls, edges: str, layers: Layers | str) -> "KnockoutSpec":
+    def single(cls, edges: str, layers: Layers | str) -> KnockoutSpec:
         """One cut: ``KnockoutSpec.single("video->question", LayerWindow(10))`` or ``(..., "5-14")``."""
         if isinstance(layers, str):
             layers = parse_layers(layers)
         return cls((Cut(edges, layers),))
 
-    def plus(self, other: "KnockoutSpec") -> "KnockoutSpec":
+    def plus(self, other: KnockoutSpec) -> KnockoutSpec:
         """The union of two specs."""
         return KnockoutSpec(self.cuts + other.cuts)
 
@@ -224,7 +234,7 @@ class KnockoutSpec:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, data: dict) -> "KnockoutSpec":
+    def from_dict(cls, data: dict) -> KnockoutSpec:
         """The spec :meth:`to_dict` wrote; a cut that is not ``{'edges': ..., 'layers': ...}`` is a
         :class:`KnockoutError` naming the cut and what it lacks."""
         if not isinstance(data, dict) or not isinstance(data.get("cuts"), list):
@@ -232,7 +242,7 @@ class KnockoutSpec:
         return cls(tuple(_cut_from_dict(c, i) for i, c in enumerate(data["cuts"])))
 
     @classmethod
-    def from_json(cls, text: str) -> "KnockoutSpec":
+    def from_json(cls, text: str) -> KnockoutSpec:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

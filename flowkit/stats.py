@@ -44,9 +44,22 @@ def mean_with_ci(frame: pd.DataFrame, by, value: str, level: float = 0.95) -> pd
     for key, group in frame.groupby(by, sort=True):
         lo, hi = bootstrap_ci(group[value], level)
         key = key if isinstance(key, tuple) else (key,)
-        rows.append({**dict(zip([by] if isinstance(by, str) else by, key)),
-                     value: float(group[value].mean()), "lo": lo, "hi": hi, "n": int(group[value].notna().sum())})
+        rows.append(
+            {
+                **dict(zip([by] if isinstance(by, str) else by, key)),
+                value: float(group[value].mean()),
+                "lo": lo,
+                "hi": hi,
+                "n": int(group[value].notna().sum()),
+            }
+        )
     return pd.DataFrame(rows)
+
+
+def accuracy_by(frame: pd.DataFrame, by: str = "task", value: str = "correct") -> dict:
+    """Per group of ``by``: the share of rows whose ``value`` is true (an accuracy per task or per
+    condition) — the one place the kit turns a per-question table into accuracies."""
+    return {key: float(v) for key, v in frame.groupby(by)[value].mean().astype(float).items()}
 
 
 def intervals_by(frame: pd.DataFrame, by: str, value: str = "correct", level: float = 0.95) -> dict:
@@ -55,4 +68,4 @@ def intervals_by(frame: pd.DataFrame, by: str, value: str = "correct", level: fl
     return {key: list(bootstrap_ci(group[value].astype(float), level)) for key, group in frame.groupby(by)}
 
 
-__all__ = ["RESAMPLES", "SEED", "bootstrap_ci", "intervals_by", "mean_with_ci"]
+__all__ = ["RESAMPLES", "SEED", "accuracy_by", "bootstrap_ci", "intervals_by", "mean_with_ci"]

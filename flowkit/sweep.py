@@ -1,40 +1,88 @@
 """Sweeps: many edge groups x layer windows x samples, as one tidy DataFrame.
 
 A sweep runs here (the default) or on a Ray cluster (``executor=``, see
-:mod:`flowkit.distributed`); either way the work unit is one whole question and the
-numbers are the same.
+:func:`make_executor` and :mod:`flowkit.distributed`); either way the work unit is one whole
+question (:mod:`flowkit.sweep_work`) and the numbers are the same.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from flowkit.cache import ResultCache
-from flowkit.distributed import QuestionJob, evaluate_question, make_executor
+from flowkit.distributed import ADDRESS_FORMS, RayExecutor
+from flowkit.result_cache import ResultCache
+from flowkit.sweep_work import ExecutorAddressError, LocalExecutor, QuestionJob
 from flowkit.edge_groups import PAPER_EDGE_GROUPS
 from flowkit.spec import KnockoutSpec, LayerWindow
 from flowkit.readout import percent_change
 from flowkit.spans import OPTION_LETTERS
 
-COLUMNS = ["sample", "task", "edge_group", "center", "layers", "spec", "answer", "predicted_base", "p_base",
-           "p_new", "pct_change", "predicted_after", "correct_base", "correct_after"]
+COLUMNS = [
+    "sample",
+    "task",
+    "edge_group",
+    "center",
+    "layers",
+    "spec",
+    "answer",
+    "predicted_base",
+    "p_base",
+    "p_new",
+    "pct_change",
+    "predicted_after",
+    "correct_base",
+    "correct_after",
+]
 
 
-def window_specs(edge_groups: Sequence[str], centers: Iterable[int], size: int = 9
-                 ) -> list[tuple[str, int, KnockoutSpec]]:
+def window_specs(
+    edge_groups: Sequence[str], centers: Iterable[int], size: int = 9
+) -> list[tuple[str, int, KnockoutSpec]]:
     """``(edge_group, centre, spec)`` for every edge group and window centre."""
-    return [(edge_group, center, KnockoutSpec.single(edge_group, LayerWindow(center, size)))
-            for edge_group in edge_groups for center in centers]
+    return [
+        (edge_group, center, KnockoutSpec.single(edge_group, LayerWindow(center, size)))
+        for edge_group in edge_groups
+        for center in centers
+    ]
 
 
-def sweep(vllm, samples, edge_groups: Sequence[str] = PAPER_EDGE_GROUPS, centers: Iterable[int] | None = None,
-          size: int = 9, cache: ResultCache | str | os.PathLike | None = None, progress: bool = True,
-          replay: bool = True, executor="local", num_workers: int | None = None) -> pd.DataFrame:
+def make_executor(executor="local", num_workers: int | None = None, **options):
+    """An executor from its address (see :mod:`flowkit.distributed`), or ``executor`` itself if it is one.
+
+    ``num_workers`` and ``options`` go to :class:`RayExecutor` (``torch_threads``,
+    ``max_attempts``, ``question_timeout_s``, ``start_timeout_s``, ``log_to_driver``); the
+    local executor has no options and ignores them. A malformed address raises
+    :class:`ExecutorAddressError` at once; nothing is contacted until a sweep starts (or
+    :meth:`RayExecutor.connect` is called).
+    """
+    if isinstance(executor, (LocalExecutor, RayExecutor)):
+        if num_workers is not None and isinstance(executor, RayExecutor):
+            executor.num_workers = num_workers
+        return executor
+    if executor is None or executor == "local":
+        return LocalExecutor()
+    if not isinstance(executor, str):
+        raise ExecutorAddressError(f"executor must be an address string ({ADDRESS_FORMS}), got {executor!r}")
+    return RayExecutor(executor, num_workers=num_workers, **options)
+
+
+def sweep(
+    vllm,
+    samples,
+    edge_groups: Sequence[str] = PAPER_EDGE_GROUPS,
+    centers: Iterable[int] | None = None,
+    size: int = 9,
+    cache: ResultCache | str | os.PathLike | None = None,
+    progress: bool = True,
+    replay: bool = True,
+    executor="local",
+    num_workers: int | None = None,
+) -> pd.DataFrame:
     """Knock out each edge group in each layer window on each sample.
 
     Returns one row per (sample, edge group, window centre) with the probability of the
@@ -43,7 +91,7 @@ def sweep(vllm, samples, edge_groups: Sequence[str] = PAPER_EDGE_GROUPS, centers
     ``pct_change`` over rows with ``correct_base`` to follow the paper.
 
     Args:
-        vllm: a :class:`flowkit.VideoLLM`, or a :class:`flowkit.distributed.ModelSource`
+        vllm: a :class:`flowkit.VideoLLM`, or a :class:`flowkit.sweep_work.ModelSource`
             (what to load: a Ray sweep then never loads the model on the driver).
         samples: :class:`flowkit.data.Sample` objects (they must know their answer).
         edge_groups: edge groups to cut (default: the paper's five).
@@ -56,8 +104,8 @@ def sweep(vllm, samples, edge_groups: Sequence[str] = PAPER_EDGE_GROUPS, centers
             changes (exact to float rounding, faster); ``False``: one full forward per spec.
         executor: where questions are evaluated: ``"local"`` (default: this process, no Ray)
             or a Ray cluster — ``"auto"``, ``"ray://HOST:PORT"``, ``"HOST:PORT"`` or
-            ``"local-ray:N"`` (see :func:`flowkit.distributed.make_executor`). On Ray each
-            worker loads the model once and evaluates whole questions with the same engine,
+            ``"local-ray:N"`` (see :func:`make_executor`). On Ray each
+            worker loads the model once and evaluates whole questions with the same session code,
             batching and torch thread count as this process, so the table is the same.
         num_workers: Ray workers to start (default: one per GPU, or per CPU slot for a CPU
             model, that the cluster offers).
@@ -105,11 +153,19 @@ def sweep(vllm, samples, edge_groups: Sequence[str] = PAPER_EDGE_GROUPS, centers
             stats = session.run(jobs, finished, replay=replay)
         finally:
             bar.close()
-    rows = [row for index, sample in enumerate(samples)
-            for row in question_rows(sample, specs, jsons, results[index], num_layers)]
+    rows = [
+        row
+        for index, sample in enumerate(samples)
+        for row in question_rows(sample, specs, jsons, results[index], num_layers)
+    ]
     table = pd.DataFrame(rows, columns=COLUMNS)
-    table.attrs["sweep"] = {"questions": len(samples), "computed": len(jobs), "from_cache": len(samples) - len(jobs),
-                            "seconds": time.perf_counter() - started, **stats}
+    table.attrs["sweep"] = {
+        "questions": len(samples),
+        "computed": len(jobs),
+        "from_cache": len(samples) - len(jobs),
+        "seconds": time.perf_counter() - started,
+        **stats,
+    }
     return table
 
 
@@ -123,14 +179,24 @@ def question_rows(sample, specs, jsons: Sequence[str], results: dict[str, dict],
         new = results[j]
         touched = spec.layers_touched(num_layers)
         p_base, p_new = clean["probs"][base_pred], new["probs"][base_pred]
-        rows.append({
-            "sample": sample.id, "task": sample.task, "edge_group": edge_group, "center": center,
-            "layers": f"{min(touched)}-{max(touched)}",
-            "spec": j, "answer": sample.answer, "predicted_base": OPTION_LETTERS[base_pred],
-            "p_base": p_base, "p_new": p_new, "pct_change": percent_change(p_base, p_new),
-            "predicted_after": OPTION_LETTERS[new["predicted"]],
-            "correct_base": base_pred == true, "correct_after": new["predicted"] == true,
-        })
+        rows.append(
+            {
+                "sample": sample.id,
+                "task": sample.task,
+                "edge_group": edge_group,
+                "center": center,
+                "layers": f"{min(touched)}-{max(touched)}",
+                "spec": j,
+                "answer": sample.answer,
+                "predicted_base": OPTION_LETTERS[base_pred],
+                "p_base": p_base,
+                "p_new": p_new,
+                "pct_change": percent_change(p_base, p_new),
+                "predicted_after": OPTION_LETTERS[new["predicted"]],
+                "correct_base": base_pred == true,
+                "correct_after": new["predicted"] == true,
+            }
+        )
     return rows
 
 
@@ -150,15 +216,16 @@ def summarize(df: pd.DataFrame, only_correct: bool = True) -> pd.DataFrame:
     averaged = df[df["correct_base"]] if only_correct else df
     out = averaged.groupby(keys, as_index=False).agg(pct_change=("pct_change", "mean"), n=("pct_change", "size"))
     kept_correct = df.assign(correct_before_and_after=df["correct_base"] & df["correct_after"])
-    accuracy = kept_correct.groupby(keys, as_index=False).agg(questions=("correct_after", "size"),
-                                                              accuracy_before=("correct_base", "mean"),
-                                                              accuracy_after=("correct_before_and_after", "mean"))
-    still = (df[df["correct_base"]].groupby(keys, as_index=False)
-             .agg(still_correct_share=("correct_after", "mean")))
+    accuracy = kept_correct.groupby(keys, as_index=False).agg(
+        questions=("correct_after", "size"),
+        accuracy_before=("correct_base", "mean"),
+        accuracy_after=("correct_before_and_after", "mean"),
+    )
+    still = df[df["correct_base"]].groupby(keys, as_index=False).agg(still_correct_share=("correct_after", "mean"))
     out = out.merge(accuracy, on=keys, how="left").merge(still, on=keys, how="left")
     for column in ("accuracy_before", "accuracy_after"):
         out[column] = out[column].astype(float)
     return out
 
 
-__all__ = ["COLUMNS", "QuestionJob", "evaluate_question", "question_rows", "summarize", "sweep", "window_specs"]
+__all__ = ["COLUMNS", "make_executor", "question_rows", "summarize", "sweep", "window_specs"]

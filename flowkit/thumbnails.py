@@ -26,8 +26,7 @@ def frame_images(frames, size: int = 112) -> list:
         image = Image.fromarray(frame)
         scale = size / max(image.size)
         resample = Image.NEAREST if scale >= 1 else Image.BILINEAR
-        images.append(image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                                   resample))
+        images.append(image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample))
     return images
 
 

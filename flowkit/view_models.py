@@ -36,7 +36,7 @@ import math
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -75,8 +75,13 @@ class GridColumn:
     frame: int | None = None
 
     def to_dict(self) -> dict:
-        return {"key": self.key, "label": self.label, "title": self.title, "edges": list(self.edges),
-                "frame": self.frame}
+        return {
+            "key": self.key,
+            "label": self.label,
+            "title": self.title,
+            "edges": list(self.edges),
+            "frame": self.frame,
+        }
 
 
 def grid_columns(edge_groups: str | Sequence[str], spans: Spans) -> tuple[GridColumn, ...]:
@@ -103,8 +108,9 @@ def grid_columns(edge_groups: str | Sequence[str], spans: Spans) -> tuple[GridCo
             if edges != "cross_frame":
                 spans.positions(edges.split("->")[0])  # fail now on a group this prompt lacks
                 spans.positions(edges.split("->")[1])
-            columns.append(GridColumn(key=edges, label=edge_group_label(edges), title=edge_group_title(edges),
-                                      edges=(edges,)))
+            columns.append(
+                GridColumn(key=edges, label=edge_group_label(edges), title=edge_group_title(edges), edges=(edges,))
+            )
     seen = [c.key for c in columns]
     duplicates = sorted({k for k in seen if seen.count(k) > 1})
     if duplicates:
@@ -124,8 +130,9 @@ def _frame_column(key: str, spans: Spans) -> GridColumn:
         )
     edges = tuple(f"frame:{j}->frame:{i}" for j in range(i))
     earlier = "frame 0" if i == 1 else f"frames 0–{i - 1}"
-    return GridColumn(key=f"frame:{i}", label=f"→ frame {i}", title=f"frame {i} cannot read {earlier}",
-                      edges=edges, frame=i)
+    return GridColumn(
+        key=f"frame:{i}", label=f"→ frame {i}", title=f"frame {i} cannot read {earlier}", edges=edges, frame=i
+    )
 
 
 # --------------------------------------------------------------------- cells <-> spec
@@ -139,8 +146,9 @@ def _check_cells(cells: Iterable[Sequence[int]], columns: Sequence[GridColumn], 
         except (TypeError, ValueError):
             raise KnockoutError(f"a grid cell is (layer, column), got {cell!r}") from None
         if not 0 <= layer < num_layers or not 0 <= column < len(columns):
-            raise KnockoutError(f"cell {(layer, column)} is outside the grid of {num_layers} layers x "
-                                f"{len(columns)} columns.")
+            raise KnockoutError(
+                f"cell {(layer, column)} is outside the grid of {num_layers} layers x {len(columns)} columns."
+            )
         out.add((layer, column))
     return out
 
@@ -212,10 +220,47 @@ def resolve_prompt(vllm, prompt, frames=None, options: Sequence[str] | None = No
     if hasattr(prompt, "inputs") and hasattr(prompt, "spans"):
         return prompt, (None if frames is None else np.asarray(frames)), options, ""
     if all(hasattr(prompt, a) for a in ("frames", "question", "candidates", "answer")):
-        return (vllm.prepare_sample(prompt), np.asarray(prompt.frames if frames is None else frames),
-                list(prompt.candidates if options is None else options), str(prompt.question))
-    raise TypeError(f"expected a flowkit.data.Sample or a prepared prompt (vllm.prepare(...)), "
-                    f"got {type(prompt).__name__}")
+        return (
+            vllm.prepare_sample(prompt),
+            np.asarray(prompt.frames if frames is None else frames),
+            list(prompt.candidates if options is None else options),
+            str(prompt.question),
+        )
+    raise TypeError(
+        f"expected a flowkit.data.Sample or a prepared prompt (vllm.prepare(...)), got {type(prompt).__name__}"
+    )
+
+
+def span_thumbnails(frames, spans: Spans, size: int = 112) -> list[str]:
+    """PNG data URLs, one per frame position of ``spans`` (the first frame of each span); [] without frames."""
+    from flowkit.thumbnails import frame_thumbnails
+
+    if frames is None:
+        return []
+    return frame_thumbnails(np.asarray(frames)[:: spans.frames_per_span][: spans.num_frames], size=size)
+
+
+def frame_labels(spans: Spans) -> list[str]:
+    """One label per frame position: ``"frame 3"``, or ``"frames 4–5"`` when a position holds several frames."""
+    per = spans.frames_per_span
+    return [f"frame {i}" if per == 1 else f"frames {i * per}–{(i + 1) * per - 1}" for i in range(spans.num_frames)]
+
+
+def grid_setup(
+    columns: Sequence[GridColumn], num_layers: int, spans: Spans, frames=None, question: str = "", sample_id: str = ""
+) -> dict:
+    """What a knockout grid's view needs once: ``{"num_layers", "columns", "thumbnails", "question", "sample_id"}``.
+
+    Thumbnails (64 px) only when some column is a frame's.
+    """
+    thumbs = span_thumbnails(frames, spans, size=64) if any(c.frame is not None for c in columns) else []
+    return {
+        "num_layers": int(num_layers),
+        "columns": [c.to_dict() for c in columns],
+        "thumbnails": thumbs,
+        "question": str(question),
+        "sample_id": str(sample_id),
+    }
 
 
 # ------------------------------------------------------------------------ answers
@@ -267,7 +312,7 @@ class AnswerExplorer:
         logits, trace = session.last_logits_resuming(masks, self._traces)
         if trace is not None:
             self.resumed += trace.resumed and trace not in self._traces
-            self._traces = [t for t in self._traces if t is not trace][-(self.max_traces - 1):] + [trace]
+            self._traces = [t for t in self._traces if t is not trace][-(self.max_traces - 1) :] + [trace]
         dist = answer_distribution(logits, self.prepared.letter_ids, self.prepared.spans.true_option)
         self._memo[key] = dist
         if len(self._memo) > self.maxsize:
@@ -276,12 +321,21 @@ class AnswerExplorer:
 
 
 def _side(dist: AnswerDistribution) -> dict:
-    return {"probs": list(dist.probs), "option_probs": list(dist.option_probs), "predicted": dist.predicted,
-            "predicted_letter": dist.predicted_letter}
+    return {
+        "probs": list(dist.probs),
+        "option_probs": list(dist.option_probs),
+        "predicted": dist.predicted,
+        "predicted_letter": dist.predicted_letter,
+    }
 
 
-def answer_view(before: AnswerDistribution, after: AnswerDistribution, spec: KnockoutSpec,
-                options: Sequence[str] | None = None, spec_text: str | None = None) -> dict:
+def answer_view(
+    before: AnswerDistribution,
+    after: AnswerDistribution,
+    spec: KnockoutSpec,
+    options: Sequence[str] | None = None,
+    spec_text: str | None = None,
+) -> dict:
     """The JSON a knockout grid draws: both distributions, the paper's % change and the spec.
 
     Keys: ``spec`` (canonical JSON), ``spec_text`` (in words: ``spec_text`` if given, else
@@ -309,6 +363,23 @@ def answer_view(before: AnswerDistribution, after: AnswerDistribution, spec: Kno
     }
 
 
+def grid_view(
+    explorer: AnswerExplorer,
+    spec: KnockoutSpec,
+    columns: Sequence[GridColumn],
+    num_layers: int,
+    options: Sequence[str] | None = None,
+) -> dict:
+    """What a knockout grid draws for ``spec``: ``{"cells", "answer", "error"}``.
+
+    ``cells`` are the cut ``[layer, column]`` pairs, ``answer`` is :func:`answer_view` of the
+    clean run and the run under ``spec`` (``spec_text`` in the grid's words), ``error`` is ``""``.
+    """
+    cells = spec_to_cells(spec, columns, num_layers)
+    answer = answer_view(explorer.clean, explorer.answer(spec), spec, options, spec_text=describe_cells(cells, columns))
+    return {"cells": [list(c) for c in cells], "answer": answer, "error": ""}
+
+
 # ---------------------------------------------------------------------- lens view
 
 
@@ -323,11 +394,53 @@ def lens_view_table(top_words, num_layers: int, num_frames: int, top: int = 5) -
 
     table: list[list[list[dict]]] = [[[] for _ in range(num_frames)] for _ in range(num_layers)]
     for row in frame_word_summary(top_words, top).itertuples(index=False):
-        table[int(row.layer)][int(row.frame)].append({
-            "word": row.word if row.word else "⎵", "tokens": int(row.tokens), "share": float(row.share),
-            "kind": word_kind_of(row.word),
-        })
+        table[int(row.layer)][int(row.frame)].append(
+            {
+                "word": row.word if row.word else "⎵",
+                "tokens": int(row.tokens),
+                "share": float(row.share),
+                "kind": word_kind_of(row.word),
+            }
+        )
     return table
+
+
+def applicable_spec(spec_json: str, spans: Spans, num_layers: int) -> KnockoutSpec:
+    """The spec in ``spec_json``; raises :class:`~flowkit.errors.FlowkitError` when it is not JSON or cannot be applied
+    (e.g. it leaves a token nothing to attend to)."""
+    from flowkit.masks import block_masks
+
+    spec = KnockoutSpec.from_json(spec_json)
+    block_masks(spec, spans, num_layers)
+    return spec
+
+
+def lens_setup(spans: Spans, num_layers: int, frames=None, question: str = "") -> dict:
+    """What a lens view needs once: ``{"num_layers", "frame_labels", "thumbnails", "kind_colors", "question"}``."""
+    from flowkit.plots import WORD_KIND_COLORS
+
+    return {
+        "num_layers": int(num_layers),
+        "frame_labels": frame_labels(spans),
+        "thumbnails": span_thumbnails(frames, spans),
+        "kind_colors": dict(WORD_KIND_COLORS),
+        "question": str(question),
+    }
+
+
+def lens_tables(vllm, prepared, spec: KnockoutSpec | None = None, k: int = 5, top: int = 5) -> tuple[dict, dict]:
+    """``(top_words, table)`` per lens kind: one forward pass under ``spec``, read through every lens.
+
+    ``top_words[kind]`` is :func:`flowkit.lens.frame_top_words` output, ``table[kind]`` its
+    :func:`lens_view_table` (``table[kind][layer][frame]`` = words).
+    """
+    from flowkit.lens import LENS_KINDS, activations, frame_top_words
+
+    cache = activations(vllm, prepared, spec)
+    spans = prepared.spans
+    top_words = {kind: frame_top_words(vllm, prepared, kind, k, cache=cache) for kind in LENS_KINDS}
+    table = {kind: lens_view_table(words, vllm.num_layers, spans.num_frames, top) for kind, words in top_words.items()}
+    return top_words, table
 
 
 # --------------------------------------------------------------------- flow curves
@@ -345,8 +458,9 @@ def flow_curve_series(summary, num_layers: int | None = None) -> dict:
     needed = ["task", "edge_group", "center", "pct_change"]
     missing = [c for c in needed if c not in summary.columns]
     if missing:
-        raise ValueError(f"flow curves need columns {needed}; missing {missing}. "
-                         "Pass flowkit.sweep.summarize(sweep(...)).")
+        raise ValueError(
+            f"flow curves need columns {needed}; missing {missing}. Pass flowkit.sweep.summarize(sweep(...))."
+        )
     if summary.empty:
         raise ValueError("flow curves got an empty summary: run a sweep first.")
     tasks = list(dict.fromkeys(summary["task"]))
@@ -354,17 +468,44 @@ def flow_curve_series(summary, num_layers: int | None = None) -> dict:
     curves: dict[str, dict[str, list]] = {task: {} for task in tasks}
     for (task, edge_group), group in summary.sort_values("center").groupby(["task", "edge_group"], sort=False):
         n = group["n"] if "n" in group.columns else [None] * len(group)
-        curves[task][edge_group] = [[int(c), float(p), None if m is None else int(m)]
-                                for c, p, m in zip(group["center"], group["pct_change"], n)]
+        curves[task][edge_group] = [
+            [int(c), float(p), None if m is None else int(m)]
+            for c, p, m in zip(group["center"], group["pct_change"], n)
+        ]
     values = [float(v) for v in summary["pct_change"] if math.isfinite(v)] + [0.0]
     low, high = math.floor(min(values) / 5) * 5, math.ceil(max(values) / 5) * 5
     if low == high:
         low, high = low - 5, high + 5
     depth = int(num_layers if num_layers is not None else summary["center"].max() + 1)
-    return {"tasks": tasks, "edge_groups": edge_groups, "labels": {g: edge_group_label(g) for g in edge_groups},
-            "colors": edge_group_colors(edge_groups), "num_layers": depth, "y_domain": [low, high], "curves": curves}
+    return {
+        "tasks": tasks,
+        "edge_groups": edge_groups,
+        "labels": {g: edge_group_label(g) for g in edge_groups},
+        "colors": edge_group_colors(edge_groups),
+        "num_layers": depth,
+        "y_domain": [low, high],
+        "curves": curves,
+    }
 
 
-__all__ = ["FRAMES", "AnswerExplorer", "GridColumn", "answer_view", "cells_to_spec", "describe_cells",
-           "flow_curve_series", "grid_columns", "lens_view_table", "resolve_prompt",
-           "spec_to_cells", "window_cells"]
+__all__ = [
+    "FRAMES",
+    "AnswerExplorer",
+    "GridColumn",
+    "answer_view",
+    "applicable_spec",
+    "cells_to_spec",
+    "describe_cells",
+    "flow_curve_series",
+    "frame_labels",
+    "grid_columns",
+    "grid_setup",
+    "grid_view",
+    "lens_setup",
+    "lens_tables",
+    "lens_view_table",
+    "resolve_prompt",
+    "span_thumbnails",
+    "spec_to_cells",
+    "window_cells",
+]

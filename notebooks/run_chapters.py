@@ -46,8 +46,13 @@ def scrub_outputs(notebook) -> None:
 def run(path: Path, timeout: int = 600) -> float:
     notebook = nbformat.read(path, as_version=4)
     started = time.monotonic()
-    NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
-                   resources={"metadata": {"path": str(HERE)}}).execute()
+    NotebookClient(
+        notebook,
+        timeout=timeout,
+        kernel_name="python3",
+        record_timing=False,
+        resources={"metadata": {"path": str(HERE)}},
+    ).execute()
     seconds = time.monotonic() - started
     scrub_outputs(notebook)
     # the widgets' saved state (chart specs with their data, new model ids on every run) is not

@@ -62,13 +62,16 @@ def test_library_imports_neither_the_course_nor_the_kits_model():
         for imported in _imports(path):
             if _part(imported) != "library":
                 offending.append(f"{name} imports {imported}")
-    assert not offending, "the library must not import the course, the kit's model or testing code:\n" + "\n".join(offending)
+    assert not offending, "the library must not import the course, the kit's model or testing code:\n" + "\n".join(
+        offending
+    )
 
 
 def test_import_flowkit_loads_only_the_library():
-    code = ("import sys, flowkit; print('\\n'.join(m for m in sys.modules if m.startswith('flowkit')))")
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            cwd=ROOT).stdout.split()
+    code = "import sys, flowkit; print('\\n'.join(m for m in sys.modules if m.startswith('flowkit')))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.split()
     assert "flowkit.spec" in loaded and "flowkit.models" in loaded
     apart = [m for m in loaded if _part(m) != "library"]
     assert not apart, f"import flowkit loaded {apart}"
@@ -92,7 +95,7 @@ def test_no_import_cycles():
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(" -> ".join(trail[trail.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(trail[trail.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 visit(nxt, trail + [nxt])
         state[node] = 2
@@ -104,8 +107,11 @@ def test_no_import_cycles():
 
 
 def test_one_module_touches_attention_registration():
-    touching = sorted(name for name, path in _modules().items()
-                      if "AttentionInterface" in path.read_text() and _part(name) == "library")
+    touching = sorted(
+        name
+        for name, path in _modules().items()
+        if "AttentionInterface" in path.read_text() and _part(name) == "library"
+    )
     assert touching == ["flowkit.attention"], touching
 
 

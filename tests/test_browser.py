@@ -39,9 +39,18 @@ BUDGET_S = 330
 #: The displayed precision: option probabilities are shown in % with one decimal.
 DISPLAY_TOLERANCE = 0.05 + 1e-6
 CHAPTER = Path(__file__).resolve().parents[1] / "notebooks" / "01_cross_frame.ipynb"
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1600,1150")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1600,1150",
+)
 
 
 def _tools():
@@ -49,8 +58,7 @@ def _tools():
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not chromium or not driver:
-        pytest.skip("the browser test needs Chromium and its driver: "
-                    "apt-get install -y chromium chromium-driver")
+        pytest.skip("the browser test needs Chromium and its driver: apt-get install -y chromium chromium-driver")
     try:
         import selenium  # noqa: F401
     except ImportError:
@@ -104,12 +112,18 @@ class JupyterLab:
         settings = state / "lab-settings" / "@jupyterlab" / "apputils-extension"
         settings.mkdir(parents=True)
         (settings / "notification.jupyterlab-settings").write_text(
-            json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                    "JUPYTER_CONFIG_DIR": str(state / "config"), "JUPYTER_DATA_DIR": str(state / "data"),
-                    "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
-                    "JUPYTERLAB_SETTINGS_DIR": str(state / "lab-settings"),
-                    "JUPYTERLAB_WORKSPACES_DIR": str(state / "workspaces")}
+            json.dumps({"fetchNews": "false", "checkForUpdates": False})
+        )
+        self.env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "JUPYTER_CONFIG_DIR": str(state / "config"),
+            "JUPYTER_DATA_DIR": str(state / "data"),
+            "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
+            "JUPYTERLAB_SETTINGS_DIR": str(state / "lab-settings"),
+            "JUPYTERLAB_WORKSPACES_DIR": str(state / "workspaces"),
+        }
         self.log_path = state / "jupyterlab.log"
         self.process: subprocess.Popen | None = None
 
@@ -118,14 +132,24 @@ class JupyterLab:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, deadline: Deadline) -> None:
-        command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-                   f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
-                   f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}"]
+        command = [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.root}",
+        ]
         if os.geteuid() == 0:  # containers and CI runners often run as root
             command.append("--allow-root")
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command, cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"JupyterLab exited with {self.process.returncode}:\n{self.log_tail()}")
@@ -171,7 +195,7 @@ def _chrome(chromium: str, driver_path: str, profile: Path):
     return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
 
 
-def waiter(driver, deadline: "Deadline", lab: "JupyterLab", failure_shot: str, started: float | None = None):
+def waiter(driver, deadline: Deadline, lab: JupyterLab, failure_shot: str, started: float | None = None):
     """``wait(condition, what)``: WebDriverWait until the deadline; on failure a screenshot and both logs."""
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -183,16 +207,22 @@ def waiter(driver, deadline: "Deadline", lab: "JupyterLab", failure_shot: str, s
             driver.save_screenshot(str(shot))
             logs = "\n".join(str(entry) for entry in driver.get_log("browser"))[-3000:]
             after = f" after {time.monotonic() - started:.0f} s" if started is not None else ""
-            raise AssertionError(f"waiting for {what} failed ({type(exc).__name__}){after}; screenshot: {shot}\n"
-                                 f"Browser log:\n{logs}\nJupyterLab log:\n{lab.log_tail()}") from None
+            raise AssertionError(
+                f"waiting for {what} failed ({type(exc).__name__}){after}; screenshot: {shot}\n"
+                f"Browser log:\n{logs}\nJupyterLab log:\n{lab.log_tail()}"
+            ) from None
 
     return wait
 
 
 def click_when_ready(wait, locator, what: str) -> None:
     """Find and click in one step, again if JupyterLab re-rendered the element in between."""
-    from selenium.common.exceptions import (ElementClickInterceptedException, ElementNotInteractableException,
-                                            NoSuchElementException, StaleElementReferenceException)
+    from selenium.common.exceptions import (
+        ElementClickInterceptedException,
+        ElementNotInteractableException,
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
 
     def clicked(d):
         try:
@@ -201,8 +231,12 @@ def click_when_ready(wait, locator, what: str) -> None:
                 return False
             element.click()
             return True
-        except (StaleElementReferenceException, ElementClickInterceptedException,
-                ElementNotInteractableException, NoSuchElementException):
+        except (
+            StaleElementReferenceException,
+            ElementClickInterceptedException,
+            ElementNotInteractableException,
+            NoSuchElementException,
+        ):
             return False
 
     wait(clicked, what)
@@ -213,11 +247,15 @@ def _pick_window(vllm, prepared, columns, size: int = 9):
     from flowkit.session import Session
     from flowkit.view_models import cells_to_spec, window_cells
 
-    engine = Session(vllm, prepared)
-    clean = engine.clean_answer
+    session = Session(vllm, prepared)
+    clean = session.clean_answer
     places = [(center, column) for column in range(len(columns)) for center in range(vllm.num_layers)]
-    answers = engine.answers([cells_to_spec(window_cells(center, column, vllm.num_layers, size), columns,
-                                            vllm.num_layers) for center, column in places])
+    answers = session.answers(
+        [
+            cells_to_spec(window_cells(center, column, vllm.num_layers, size), columns, vllm.num_layers)
+            for center, column in places
+        ]
+    )
     moved = [max(abs(a - b) for a, b in zip(after.option_probs, clean.option_probs)) for after in answers]
     best = max(range(len(places)), key=moved.__getitem__)
     return moved[best], *places[best]
@@ -261,16 +299,19 @@ def test_chapter_01_grid_shows_the_answer_flowkit_computes(tmp_path):
             click_when_ready(wait, locator, what)
 
         driver.get(f"{lab.url}/lab/tree/{CHAPTER.name}?token={lab.token}")
-        wait(EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")),
-             "the notebook's kernel")
+        wait(
+            EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")),
+            "the notebook's kernel",
+        )
         # activate the notebook (Run All acts on the current notebook), then Run > Run All Cells
         click((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .jp-InputPrompt"), "the notebook's cell")
         click((By.XPATH, "//div[contains(@class, 'lm-MenuBar-itemLabel')][text()='Run']"), "the Run menu")
         run_all = "li.lm-Menu-item[data-command='runmenu:run-all']:not(.lm-mod-disabled)"
         click((By.CSS_SELECTOR, run_all), "Run All Cells")
 
-        grid = wait(EC.presence_of_element_located((By.CSS_SELECTOR, ".fk-grid[data-sample]")),
-                    "the chapter's KnockoutGrid")
+        grid = wait(
+            EC.presence_of_element_located((By.CSS_SELECTOR, ".fk-grid[data-sample]")), "the chapter's KnockoutGrid"
+        )
         wait(lambda d: grid.get_attribute("data-answer-spec") == KnockoutSpec().to_json(), "the clean answer")
         sample_id = grid.get_attribute("data-sample")
 
@@ -287,13 +328,15 @@ def test_chapter_01_grid_shows_the_answer_flowkit_computes(tmp_path):
 
         cell_css = f".fk-grid td.fk-cell[data-layer='{layer}'][data-col='{column}']"
         wait(EC.element_to_be_clickable((By.CSS_SELECTOR, cell_css)), "the grid cell")
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});",
-                              driver.find_element(By.CSS_SELECTOR, cell_css))
+        driver.execute_script(
+            "arguments[0].scrollIntoView({block: 'center'});", driver.find_element(By.CSS_SELECTOR, cell_css)
+        )
         before = _shown_percentages(driver, "after")  # nothing cut yet: "after" shows the clean run
 
         # shift-click: the paper's 9-layer window centred on this layer, in this column
         def shift_click(d):
             from selenium.common.exceptions import StaleElementReferenceException
+
             try:
                 target = d.find_element(By.CSS_SELECTOR, cell_css)
                 ActionChains(d).move_to_element(target).key_down(Keys.SHIFT).click().key_up(Keys.SHIFT).perform()
@@ -315,7 +358,9 @@ def test_chapter_01_grid_shows_the_answer_flowkit_computes(tmp_path):
             " return {tableRight: t.right, barsLeft: b.left, barsTop: b.top, barsBottom: b.bottom, barsRight: b.right,"
             " cellTop: c.top, cellBottom: c.bottom, width: window.innerWidth, height: window.innerHeight,"
             " browser: !!document.querySelector('.jp-FileBrowser:not(.lm-mod-hidden)')};",
-            grid, driver.find_element(By.CSS_SELECTOR, cell_css))
+            grid,
+            driver.find_element(By.CSS_SELECTOR, cell_css),
+        )
 
         artifacts = _artifacts()
         grid.screenshot(str(artifacts / "knockout_grid.png"))
@@ -327,9 +372,12 @@ def test_chapter_01_grid_shows_the_answer_flowkit_computes(tmp_path):
 
     assert layout["browser"], "the file browser should be open, as a student has it"
     assert layout["barsLeft"] >= layout["tableRight"] - 1, f"the answer bars wrapped below the grid: {layout}"
-    assert 0 <= layout["barsTop"] and layout["barsBottom"] <= layout["height"] and layout["barsRight"] <= layout["width"], \
-        f"the answer bars are not fully on screen after the click: {layout}"
-    assert 0 <= layout["cellTop"] and layout["cellBottom"] <= layout["height"], f"the clicked cell left the screen: {layout}"
+    assert (
+        0 <= layout["barsTop"] and layout["barsBottom"] <= layout["height"] and layout["barsRight"] <= layout["width"]
+    ), f"the answer bars are not fully on screen after the click: {layout}"
+    assert 0 <= layout["cellTop"] and layout["cellBottom"] <= layout["height"], (
+        f"the clicked cell left the screen: {layout}"
+    )
     letters = list(clean.letters)
     assert list(before) == list(after) == letters
     for i, letter in enumerate(letters):

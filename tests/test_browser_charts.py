@@ -1,7 +1,7 @@
-"""End to end: an offline interactive chart (flowkit.interactive_charts) in real JupyterLab.
+"""End to end: an offline interactive chart (widgets.interactive) in real JupyterLab.
 
 The test writes a one-cell notebook into a temporary folder that draws three tasks' lines with
-:func:`flowkit.plots.highlight_on_click` through :func:`flowkit.interactive_charts.interactive`,
+:func:`flowkit.plots.highlight_on_click` through :func:`widgets.interactive`,
 runs it in JupyterLab (started as in ``tests/test_browser.py``) with headless Chromium that
 cannot resolve any host but 127.0.0.1 and a kernel whose HTTP proxy goes nowhere, clicks one
 task's legend entry, and checks that the other tasks' lines fade in the page and that the kernel
@@ -37,13 +37,13 @@ PICK = "order"
 OFFLINE_FLAGS = ("--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",)
 NOWHERE = "http://127.0.0.1:9"  # the kernel's and server's HTTP proxy: nothing listens there
 
-NOTEBOOK_SOURCE = f'''\
+NOTEBOOK_SOURCE = f"""\
 import altair as alt
 import ipywidgets as widgets
 import pandas as pd
 from IPython.display import display
 
-from flowkit.interactive_charts import interactive
+from widgets import interactive
 from flowkit.plots import highlight_on_click
 
 tasks = {list(TASKS)!r}
@@ -62,7 +62,7 @@ def show_pick(change):
 view.selections.observe(show_pick, names="highlight_task")
 print(type(view).__name__, alt.JupyterChart._is_offline)
 display(view, picked)
-'''
+"""
 
 
 class Deadline(browser.Deadline):
@@ -93,8 +93,10 @@ for (const path of chart.querySelectorAll('svg g.mark-line.role-mark path')) {
 }
 return opacities;
 """
-LEGEND_LABEL = ("//div[contains(@class, 'fk-offline-chart')]//*[local-name()='g' and contains(@class, 'role-legend-label')]"
-                f"//*[local-name()='text' and normalize-space(.)='{PICK}']")
+LEGEND_LABEL = (
+    "//div[contains(@class, 'fk-offline-chart')]//*[local-name()='g' and contains(@class, 'role-legend-label')]"
+    f"//*[local-name()='text' and normalize-space(.)='{PICK}']"
+)
 
 
 def test_offline_chart_highlights_the_clicked_task(tmp_path, monkeypatch):
@@ -125,30 +127,42 @@ def test_offline_chart_highlights_the_clicked_task(tmp_path, monkeypatch):
             browser.click_when_ready(wait, locator, what)
 
         driver.get(f"{lab.url}/lab/tree/{name}?token={lab.token}")
-        wait(EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")),
-             "the notebook's kernel")
+        wait(
+            EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")),
+            "the notebook's kernel",
+        )
         driver.set_script_timeout(min(20, deadline.left()))
         cdn = driver.execute_async_script(
             "const done = arguments[arguments.length - 1];"
             "const end = r => { performance.clearResourceTimings(); performance.setResourceTimingBufferSize(100000); done(r); };"
-            "fetch('https://cdn.jsdelivr.net/npm/vega@6', {mode: 'no-cors'}).then(() => end('reached'), () => end('blocked'));")
+            "fetch('https://cdn.jsdelivr.net/npm/vega@6', {mode: 'no-cors'}).then(() => end('reached'), () => end('blocked'));"
+        )
         assert cdn == "blocked", "this page can reach a CDN: the test would not show that the chart works offline"
         click((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .jp-InputPrompt"), "the notebook's cell")
         click((By.XPATH, "//div[contains(@class, 'lm-MenuBar-itemLabel')][text()='Run']"), "the Run menu")
-        click((By.CSS_SELECTOR, "li.lm-Menu-item[data-command='runmenu:run-all']:not(.lm-mod-disabled)"),
-              "Run All Cells")
+        click(
+            (By.CSS_SELECTOR, "li.lm-Menu-item[data-command='runmenu:run-all']:not(.lm-mod-disabled)"), "Run All Cells"
+        )
 
-        wait(lambda d: "OfflineChart True" in d.find_element(By.CSS_SELECTOR, ".jp-Notebook").text,
-             "the cell's output (an OfflineChart, altair offline)")
-        before = wait(lambda d: (lambda o: o if o and len(o) == len(TASKS) else False)(d.execute_script(LINE_OPACITIES)),
-                      "the live chart's three lines")
+        wait(
+            lambda d: "OfflineChart True" in d.find_element(By.CSS_SELECTOR, ".jp-Notebook").text,
+            "the cell's output (an OfflineChart, altair offline)",
+        )
+        before = wait(
+            lambda d: (lambda o: o if o and len(o) == len(TASKS) else False)(d.execute_script(LINE_OPACITIES)),
+            "the live chart's three lines",
+        )
         assert before == dict.fromkeys(COLORS, 1.0), f"with nothing clicked every task is drawn as before: {before}"
 
         click((By.XPATH, LEGEND_LABEL), f"the legend entry {PICK!r}")
-        after = wait(lambda d: (lambda o: o if o and o != before else False)(d.execute_script(LINE_OPACITIES)),
-                     "the lines' opacity to change after the click")
-        wait(lambda d: d.find_element(By.CSS_SELECTOR, ".fk-picked").text.strip() == f"picked: {PICK}",
-             "the kernel to receive the selection")
+        after = wait(
+            lambda d: (lambda o: o if o and o != before else False)(d.execute_script(LINE_OPACITIES)),
+            "the lines' opacity to change after the click",
+        )
+        wait(
+            lambda d: d.find_element(By.CSS_SELECTOR, ".fk-picked").text.strip() == f"picked: {PICK}",
+            "the kernel to receive the selection",
+        )
         after = driver.execute_script(LINE_OPACITIES)
         # every request since the probe above, failed ones included (a blocked CDN import would be listed)
         requests = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")

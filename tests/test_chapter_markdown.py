@@ -18,14 +18,20 @@ CHAPTERS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9
 def rendered_tokens(chapter: Path):
     parser = MarkdownIt("commonmark")
     cells = json.loads(chapter.read_text())["cells"]
-    return [token for cell in cells if cell["cell_type"] == "markdown" for token in parser.parse("".join(cell["source"]))]
+    return [
+        token for cell in cells if cell["cell_type"] == "markdown" for token in parser.parse("".join(cell["source"]))
+    ]
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda path: path.stem)
 def test_one_title_and_real_prose(chapter):
     tokens = rendered_tokens(chapter)
-    titles = [tokens[i + 1].content for i, token in enumerate(tokens) if token.type == "heading_open" and token.tag == "h1"]
-    assert len(titles) == 1, f"{chapter.name}: {len(titles)} top-level headings (only the title may be one): {titles[:5]}"
+    titles = [
+        tokens[i + 1].content for i, token in enumerate(tokens) if token.type == "heading_open" and token.tag == "h1"
+    ]
+    assert len(titles) == 1, (
+        f"{chapter.name}: {len(titles)} top-level headings (only the title may be one): {titles[:5]}"
+    )
     assert titles[0].startswith("Chapter") or chapter.stem.startswith("00"), titles
     kinds = {token.type for token in tokens}
     assert "paragraph_open" in kinds and kinds & {"bullet_list_open", "ordered_list_open"}, kinds

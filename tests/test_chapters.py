@@ -33,8 +33,10 @@ def _window_sweep_on_option_probs(session, edge_group, centers, size=9):
     specs = [KnockoutSpec.single(edge_group, LayerWindow(center, size)) for center in centers]
     clean = session.clean_answer
     true = clean.true_option
-    return {center: 100 * (after.option_probs[true] - clean.option_probs[true]) / clean.option_probs[true]
-            for center, after in zip(centers, session.answers(specs))}
+    return {
+        center: 100 * (after.option_probs[true] - clean.option_probs[true]) / clean.option_probs[true]
+        for center, after in zip(centers, session.answers(specs))
+    }
 
 
 WRONG = {
@@ -49,8 +51,9 @@ WRONG = {
     "kept_fraction": lambda masks, n, layers: 1 - sum(int(m.sum()) for m in masks.values()) / (n * n * layers),
     "random_cut_like": lambda block, seed: block.clone(),
     # forgets that last->last has no window (cut in every layer)
-    "pathway_cuts": lambda windows, n: KnockoutSpec(tuple(c for c in solutions.pathway_cuts(windows, n).cuts
-                                                          if c.edges != "last->last")),
+    "pathway_cuts": lambda windows, n: KnockoutSpec(
+        tuple(c for c in solutions.pathway_cuts(windows, n).cuts if c.edges != "last->last")
+    ),
     "hypothesis_spec": lambda: KnockoutSpec.single("question->last", "12-20"),
     "trough_shift": lambda a, b: max(b, key=b.get) - max(a, key=a.get),
     "window_sweep": _window_sweep_on_option_probs,
@@ -59,7 +62,10 @@ WRONG = {
     # renormalised over the letters instead of the whole vocabulary
     "logit_lens_probs": lambda hidden, norm, head, letters: torch.softmax(head(norm(hidden))[:, list(letters)], -1),
     # mean +- one standard deviation of the values: far too wide
-    "bootstrap_interval": lambda values, seed=0: (float(values.mean() - values.std()), float(values.mean() + values.std())),
+    "bootstrap_interval": lambda values, seed=0: (
+        float(values.mean() - values.std()),
+        float(values.mean() + values.std()),
+    ),
 }
 
 
@@ -69,14 +75,25 @@ def test_a_wrong_answer_fails_with_what_differed(name):
         check_exercise(name, WRONG[name])
 
 
-@pytest.mark.parametrize("wrong, hint", [
-    (_window_sweep_on_option_probs, "renormalised over the options"),
-    (lambda session, group, centers, size=9: solutions.window_sweep(session, group, centers), "9-layer window"),
-    (lambda session, group, centers, size=9: {c: v / 100 for c, v in solutions.window_sweep(session, group, centers, size).items()},
-     "a fraction"),
-    (lambda session, group, centers, size=9: list(solutions.window_sweep(session, group, centers, size).values()),
-     r"a dict \{centre: % change\}"),
-])
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (_window_sweep_on_option_probs, "renormalised over the options"),
+        (lambda session, group, centers, size=9: solutions.window_sweep(session, group, centers), "9-layer window"),
+        (
+            lambda session, group, centers, size=9: {
+                c: v / 100 for c, v in solutions.window_sweep(session, group, centers, size).items()
+            },
+            "a fraction",
+        ),
+        (
+            lambda session, group, centers, size=9: list(
+                solutions.window_sweep(session, group, centers, size).values()
+            ),
+            r"a dict \{centre: % change\}",
+        ),
+    ],
+)
 def test_window_sweep_check_names_the_slip(wrong, hint):
     """The sweep exercise's check compares with flowkit's sweep on a tiny model and says what went wrong."""
     with pytest.raises(AssertionError, match=hint):
@@ -106,9 +123,18 @@ def fidelity_run(toy_checkpoint, tmp_path_factory):
     from flowkit.course.fidelity import TABLES, run_fidelity
 
     out = tmp_path_factory.mktemp("results") / "fidelity.json"
-    report = run_fidelity(model=str(toy_checkpoint), control=str(toy_checkpoint), quant="fp32", per_task=1,
-                          sweep_per_task=1, other_per_task=1, centers_step=2, random_seeds=(0, 1), out=out,
-                          progress=False)
+    report = run_fidelity(
+        model=str(toy_checkpoint),
+        control=str(toy_checkpoint),
+        quant="fp32",
+        per_task=1,
+        sweep_per_task=1,
+        other_per_task=1,
+        centers_step=2,
+        random_seeds=(0, 1),
+        out=out,
+        progress=False,
+    )
     return report, out.parent, TABLES
 
 
@@ -216,8 +242,15 @@ def test_paper_comparison_applies_the_targets(fidelity_run):
     assert names[0] == "accuracy" and "F4 edges kept" in names and len(rows) == 9
     assert all(r[3] in ("reproduced", "partly", "not reproduced", "not measured") for r in rows)
     good = {"full": 0.9, "pathways": 0.9, "random": 0.5}
-    fake = {**report, "F4": {**report["F4"], "accuracy": good, "accuracy_headline_tasks": good,
-                             "edges_kept_headline": {**report["F4"]["edges_kept_headline"], "mean": 0.4}}}
+    fake = {
+        **report,
+        "F4": {
+            **report["F4"],
+            "accuracy": good,
+            "accuracy_headline_tasks": good,
+            "edges_kept_headline": {**report["F4"]["edges_kept_headline"], "mean": 0.4},
+        },
+    }
     f4 = dict((r[0], r[3]) for r in paper_comparison(fake, findings=("F4",)))
     assert f4 == {"F4 edges kept": "reproduced", "F4 accuracy full / pathways / random": "reproduced"}
     fake["F4"]["accuracy"] = fake["F4"]["accuracy_headline_tasks"] = {"full": 0.9, "pathways": 0.5, "random": 0.5}
@@ -231,20 +264,27 @@ def test_paper_comparison_applies_the_targets(fidelity_run):
 
 # ------------------------------------------------------------------- one-cell check
 def test_check_matches_the_readout(toy_fp32, prepared_fp32):
-    result = check(toy_fp32, prepared_fp32, cut=["video->question", "video->last"], window=1, size=3,
-                   options=["l", "r", "u", "d"])
+    result = check(
+        toy_fp32, prepared_fp32, cut=["video->question", "video->last"], window=1, size=3, options=["l", "r", "u", "d"]
+    )
     spec = KnockoutSpec.single("video->question", LayerWindow(1, 3)).plus(
-        KnockoutSpec.single("video->last", LayerWindow(1, 3)))
+        KnockoutSpec.single("video->last", LayerWindow(1, 3))
+    )
     assert result.spec == spec
     assert result.after == toy_fp32.answer(prepared_fp32, spec)
     assert list(result.table.index) == ["(A) l", "(B) r", "(C) u", "(D) d"]
     assert "knockout:" in str(result) and result.chart().to_dict()
 
 
-@pytest.mark.parametrize("kwargs, message", [({"cut": []}, "say what to cut"),
-                                             ({"cut": "video->last"}, "exactly one of"),
-                                             ({"cut": "video->last", "layers": "1", "window": 2}, "exactly one of"),
-                                             ({"cut": "video->last", "layers": "2-9"}, "layer")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"cut": []}, "say what to cut"),
+        ({"cut": "video->last"}, "exactly one of"),
+        ({"cut": "video->last", "layers": "1", "window": 2}, "exactly one of"),
+        ({"cut": "video->last", "layers": "2-9"}, "layer"),
+    ],
+)
 def test_check_bad_input(toy_fp32, prepared_fp32, kwargs, message):
     with pytest.raises(FlowkitError, match=message):
         check(toy_fp32, prepared_fp32, **kwargs)

@@ -22,9 +22,25 @@ def clip(tmp_path_factory):
 def run_check(checkpoint, clip, *extra):
     from flowkit.cli import main
 
-    return main(["check", "--model", str(checkpoint), "--quant", "fp32", "--video", str(clip),
-                 "--question", "Which way does the red square move?", "--options", "left", "right", "up", "down",
-                 *extra])
+    return main(
+        [
+            "check",
+            "--model",
+            str(checkpoint),
+            "--quant",
+            "fp32",
+            "--video",
+            str(clip),
+            "--question",
+            "Which way does the red square move?",
+            "--options",
+            "left",
+            "right",
+            "up",
+            "down",
+            *extra,
+        ]
+    )
 
 
 def test_check_prints_before_and_after(toy_checkpoint, toy_fp32, clip, capsys):
@@ -38,21 +54,29 @@ def test_check_prints_before_and_after(toy_checkpoint, toy_fp32, clip, capsys):
     from flowkit.formatting import format_pct_change, format_prob
     from flowkit.readout import percent_change
 
-    prepared = toy_fp32.prepare(read_video(clip, num_frames=8), "Which way does the red square move?",
-                                ["left", "right", "up", "down"])
+    prepared = toy_fp32.prepare(
+        read_video(clip, num_frames=8), "Which way does the red square move?", ["left", "right", "up", "down"]
+    )
     before = toy_fp32.answer(prepared)
     after = toy_fp32.answer(prepared, KnockoutSpec.single("question->last", "1-2"))
     row = next(line for line in out.splitlines() if line.startswith("(B) right"))
-    assert row.split()[2:] == ["True", format_prob(before.probs[1]), format_prob(after.probs[1]),
-                               *format_pct_change(percent_change(before.probs[1], after.probs[1])).split()]
+    assert row.split()[2:] == [
+        "True",
+        format_prob(before.probs[1]),
+        format_prob(after.probs[1]),
+        *format_pct_change(percent_change(before.probs[1], after.probs[1])).split(),
+    ]
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--cut", "video->question"], "say where to cut"),
-    (["--layers", "1-2"], "say what to cut"),
-    (["--cut", "video->nowhere", "--layers", "1"], "unknown token group 'nowhere'"),
-    (["--cut", "video->last", "--layers", "1-40"], "beyond the model's depth"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--cut", "video->question"], "say where to cut"),
+        (["--layers", "1-2"], "say what to cut"),
+        (["--cut", "video->nowhere", "--layers", "1"], "unknown token group 'nowhere'"),
+        (["--cut", "video->last", "--layers", "1-40"], "beyond the model's depth"),
+    ],
+)
 def test_check_bad_input_is_one_clear_line(toy_checkpoint, clip, capsys, extra, message):
     assert run_check(toy_checkpoint, clip, *extra) == 2
     err = capsys.readouterr().err
@@ -66,5 +90,7 @@ def test_check_missing_video(toy_checkpoint, tmp_path, capsys):
 
 
 def test_module_entry_point_help():
-    out = subprocess.run([sys.executable, "-m", "flowkit", "check", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "flowkit", "check", "--help"], capture_output=True, text=True, check=True
+    )
     assert "--cut EDGES" in out.stdout and "--window CENTRE" in out.stdout

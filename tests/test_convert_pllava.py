@@ -38,16 +38,30 @@ def vicuna_style_tokenizer():
     from transformers import LlamaTokenizerFast
 
     specials = ["<unk>", "<s>", "</s>"]
-    pieces = specials + [f"<0x{i:02X}>" for i in range(256)] + ["▁", "\n"] + list(
-        string.ascii_letters + string.digits + string.punctuation)
-    backend = Tokenizer(models.BPE(vocab={p: i for i, p in enumerate(pieces)}, merges=[], unk_token="<unk>",
-                                   byte_fallback=True, fuse_unk=True))
+    pieces = (
+        specials
+        + [f"<0x{i:02X}>" for i in range(256)]
+        + ["▁", "\n"]
+        + list(string.ascii_letters + string.digits + string.punctuation)
+    )
+    backend = Tokenizer(
+        models.BPE(
+            vocab={p: i for i, p in enumerate(pieces)}, merges=[], unk_token="<unk>", byte_fallback=True, fuse_unk=True
+        )
+    )
     backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                         decoders.Strip(" ", 1, 0)])
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
-    tokenizer = LlamaTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   add_bos_token=True, add_eos_token=False)
+    tokenizer = LlamaTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        add_bos_token=True,
+        add_eos_token=False,
+    )
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
     return tokenizer
 
@@ -58,16 +72,48 @@ def pllava_source(folder, *, lora: bool = False, shards: int = 2) -> dict:
 
     tokenizer = vicuna_style_tokenizer()
     vocab = len(tokenizer) + 8  # padded like LLaVA-NeXT's 32064 rows, room for <video>
-    vision = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, image_size=IMAGE, patch_size=PATCH, projection_dim=32)
-    text = dict(model_type="llama", vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, bos_token_id=1,
-                eos_token_id=2, pad_token_id=0, tie_word_embeddings=False, _attn_implementation="flash_attention_2")
-    config = {"model_type": "llava", "architectures": ["PllavaForConditionalGeneration"], "vision_config": vision,
-              "text_config": text, "image_token_index": tokenizer.convert_tokens_to_ids("<image>"),
-              "vision_feature_layer": -2, "vision_feature_select_strategy": "default", "projector_hidden_act": "gelu",
-              "pooling_method": "avg", "pooling_shape": [FRAMES, 2, 2], "frame_shape": [4, 4], "num_frames": FRAMES,
-              "use_pooling": True, "vocab_size": vocab, "torch_dtype": "float32"}
+    vision = dict(
+        model_type="clip_vision_model",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=IMAGE,
+        patch_size=PATCH,
+        projection_dim=32,
+    )
+    text = dict(
+        model_type="llama",
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+        _attn_implementation="flash_attention_2",
+    )
+    config = {
+        "model_type": "llava",
+        "architectures": ["PllavaForConditionalGeneration"],
+        "vision_config": vision,
+        "text_config": text,
+        "image_token_index": tokenizer.convert_tokens_to_ids("<image>"),
+        "vision_feature_layer": -2,
+        "vision_feature_select_strategy": "default",
+        "projector_hidden_act": "gelu",
+        "pooling_method": "avg",
+        "pooling_shape": [FRAMES, 2, 2],
+        "frame_shape": [4, 4],
+        "num_frames": FRAMES,
+        "use_pooling": True,
+        "vocab_size": vocab,
+        "torch_dtype": "float32",
+    }
     torch.manual_seed(0)
     clip = CLIPVisionModel(CLIPVisionConfig(**{k: v for k, v in vision.items() if k != "model_type"}))
     state = {f"vision_tower.vision_model.{k}": v for k, v in clip.state_dict().items()}  # transformers 4.40 names
@@ -84,7 +130,7 @@ def pllava_source(folder, *, lora: bool = False, shards: int = 2) -> dict:
         wrapped = {}
         for key, value in state.items():
             if key.startswith("language_model."):
-                key = "language_model.base_model.model." + key[len("language_model."):]
+                key = "language_model.base_model.model." + key[len("language_model.") :]
                 if key.endswith(("q_proj.weight", "v_proj.weight")):
                     module = key[: -len(".weight")]
                     wrapped[f"{module}.base_layer.weight"] = value
@@ -111,10 +157,18 @@ def pllava_video_tokens(state: dict, pixel_values_videos: torch.Tensor) -> torch
     """PLLaVA's video path, written from its description: CLIP layer -2 without CLS, projector, 3-D avg pool."""
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    tower = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                             num_attention_heads=4, image_size=IMAGE, patch_size=PATCH)).eval()
+    tower = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=IMAGE,
+            patch_size=PATCH,
+        )
+    ).eval()
     prefix = "vision_tower.vision_model."
-    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and not k.endswith("position_ids")}
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix) and not k.endswith("position_ids")}
     missing, unexpected = tower.load_state_dict(weights, strict=False)
     assert not missing and not unexpected
     frames = pixel_values_videos[0]
@@ -148,13 +202,18 @@ def test_weights_are_renamed_not_changed(converted):
     out = {}
     for name in sorted(set(index["weight_map"].values())):
         out.update(load_file(str(dst / name)))
-    assert torch.equal(out["model.multi_modal_projector.linear_1.weight"],
-                       state["multi_modal_projector.linear_1.weight"])
-    assert torch.equal(out["model.language_model.layers.2.mlp.down_proj.weight"],
-                       state["language_model.model.layers.2.mlp.down_proj.weight"])
+    assert torch.equal(
+        out["model.multi_modal_projector.linear_1.weight"], state["multi_modal_projector.linear_1.weight"]
+    )
+    assert torch.equal(
+        out["model.language_model.layers.2.mlp.down_proj.weight"],
+        state["language_model.model.layers.2.mlp.down_proj.weight"],
+    )
     assert torch.equal(out["lm_head.weight"], state["language_model.lm_head.weight"])
-    assert torch.equal(out["model.vision_tower.embeddings.patch_embedding.weight"],
-                       state["vision_tower.vision_model.embeddings.patch_embedding.weight"])
+    assert torch.equal(
+        out["model.vision_tower.embeddings.patch_embedding.weight"],
+        state["vision_tower.vision_model.embeddings.patch_embedding.weight"],
+    )
     assert not out["model.image_newline"].any()
     assert not any(k.endswith("position_ids") for k in out)
     config = json.loads((dst / "config.json").read_text())
@@ -197,18 +256,20 @@ def test_loads_as_llava_next_video_with_pllava_video_path(converted, vllm):
 def test_prompt_is_the_papers_character_for_character(vllm):
     # the paper's eval_mvbench conversation, written out by hand; the only difference is the
     # placeholder: <video> (transformers' LLaVA-NeXT-Video class) where the paper's code has <image>
-    paper = ("Carefully watch the video and pay attention to the cause and sequence of events, the detail and "
-             "movement of objects, and the action and pose of persons. Based on your observations, select the best "
-             "option that accurately addresses the question.\n"
-             " USER: <video>\n"
-             " USER: Question: Which way does the red square move?\n"
-             "Options:\n"
-             "(A) left\n"
-             "(B) right\n"
-             "(C) up\n"
-             "(D) down"
-             " \nOnly give the best option."
-             " ASSISTANT:Best option:(")
+    paper = (
+        "Carefully watch the video and pay attention to the cause and sequence of events, the detail and "
+        "movement of objects, and the action and pose of persons. Based on your observations, select the best "
+        "option that accurately addresses the question.\n"
+        " USER: <video>\n"
+        " USER: Question: Which way does the red square move?\n"
+        "Options:\n"
+        "(A) left\n"
+        "(B) right\n"
+        "(C) up\n"
+        "(D) down"
+        " \nOnly give the best option."
+        " ASSISTANT:Best option:("
+    )
     prepared = vllm.prepare(random_frames(FRAMES), QUESTION, OPTIONS, answer=1)
     assert prepared.prompt_text == paper
     # the question span is the paper's: from the "Question:" header through the last option
@@ -216,7 +277,7 @@ def test_prompt_is_the_papers_character_for_character(vllm):
     text = vllm.tokenizer.decode(ids[slice(*spans.question)]).strip()
     assert text == "Question: Which way does the red square move?\nOptions:\n(A) left\n(B) right\n(C) up\n(D) down"
     assert spans.question[0] < spans.question_text[0]
-    after = vllm.tokenizer.decode(ids[spans.question[1]:spans.last])
+    after = vllm.tokenizer.decode(ids[spans.question[1] : spans.last])
     assert after.strip() == "Only give the best option. ASSISTANT:Best option:"
 
 
@@ -254,9 +315,17 @@ def test_unconvertible_sources_say_why(tmp_path, capsys):
     assert main([str(tmp_path / "missing"), str(tmp_path / "dst")]) == 2
     assert "no config.json" in capsys.readouterr().err
     (tmp_path / "odd").mkdir()
-    (tmp_path / "odd" / "config.json").write_text(json.dumps({
-        "model_type": "llava", "vision_config": {"image_size": 336, "patch_size": 14},
-        "text_config": {"vocab_size": 32064}, "pooling_shape": [16, 8, 8], "frame_shape": [24, 24]}))
+    (tmp_path / "odd" / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llava",
+                "vision_config": {"image_size": 336, "patch_size": 14},
+                "text_config": {"vocab_size": 32064},
+                "pooling_shape": [16, 8, 8],
+                "frame_shape": [24, 24],
+            }
+        )
+    )
     with pytest.raises(ConversionError, match="pools with stride 2"):
         convert_pllava(tmp_path / "odd", tmp_path / "dst")
 

@@ -38,8 +38,10 @@ VERIFIED_TABLES = ("sweeps", "accuracy", "emergence", "lens", "pathways")
 SAFETY = 4
 #: the least distance of a printed probability from its rounding boundary: the kit's promise across CPUs
 PROB_AGREEMENT = 1e-5
-VERIFY_CELL = ("from flowkit.course import chapters\nfrom flowkit.course.results import verify\n\n"
-               f"for name in {VERIFIED_TABLES!r}:\n    verify(chapters.model(), name, n=1)  # raises on a mismatch\n")
+VERIFY_CELL = (
+    "from flowkit.course import chapters\nfrom flowkit.course.results import verify\n\n"
+    f"for name in {VERIFIED_TABLES!r}:\n    verify(chapters.model(), name, n=1)  # raises on a mismatch\n"
+)
 
 
 def _run_checked_cells(name: str, folder: Path) -> tuple[subprocess.CompletedProcess, list[dict]]:
@@ -48,9 +50,22 @@ def _run_checked_cells(name: str, folder: Path) -> tuple[subprocess.CompletedPro
     notebook.write_text(json.dumps(slice_chapters(CHAPTERS, [VERIFY_CELL]), indent=1))
     record = folder / "numbers.jsonl"
     env = {**os.environ, **SETTINGS[name], RECORD_ENV: str(record)}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", str(folder),
-               "--nbval-lax", f"--nbval-sanitize-with={ROOT / 'notebooks' / 'sanitize.cfg'}", "--nbval-cell-timeout=600",
-               str(notebook)]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "--rootdir",
+        str(folder),
+        "--nbval-lax",
+        f"--nbval-sanitize-with={ROOT / 'notebooks' / 'sanitize.cfg'}",
+        "--nbval-cell-timeout=600",
+        str(notebook),
+    ]
     result = subprocess.run(command, cwd=ROOT / "notebooks", env=env, capture_output=True, text=True, timeout=1200)
     numbers = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
     return result, numbers
@@ -80,4 +95,5 @@ def test_printed_numbers_sit_away_from_rounding_boundaries(runs):
         needed = max(SAFETY * abs(x["value"] - y["value"]), PROB_AGREEMENT if x["kind"] == "prob" else 1e-6 * unit)
         assert rounding_margin(x["value"], x["decimals"]) > needed, (
             f"{x['text']} (raw {x['value']!r} here, {y['value']!r} there) sits within {needed:.2g} of a rounding "
-            "boundary: print it with fewer decimals, or check another cell")
+            "boundary: print it with fewer decimals, or check another cell"
+        )

@@ -10,8 +10,15 @@ import av
 import numpy as np
 import pytest
 
-from flowkit.data import (QuestionSetError, ShortClipWarning, SkippedEntriesWarning, available_tasks, load_question_set, read_video,
-                          write_video)
+from flowkit.data import (
+    QuestionSetError,
+    ShortClipWarning,
+    SkippedEntriesWarning,
+    available_tasks,
+    load_question_set,
+    read_video,
+    write_video,
+)
 from flowkit.errors import VideoError
 
 
@@ -50,15 +57,36 @@ def tvbench(tmp_path) -> Path:
     write_video(root / "video" / "moving_direction" / "a.mp4", grey_ramp(16))
     write_video(root / "video" / "moving_direction" / "b.mp4", grey_ramp(12))
     write_webm(root / "video" / "unexpected_action" / "c.webm", grey_ramp(10))
-    write_annotations(root, "moving_direction", [
-        {"video": "a.mp4", "question": "Which way does it move?", "candidates": ["up", "down", "left"], "answer": "left",
-         "start": 0.5, "end": 1.5},
-        {"video": "b.mp4", "question": "Which way?", "candidates": ["left", "right"], "answer": "left",
-         "accurate_start": 0.0, "bound": True, "extra": {"nested": [1, 2]}},
-    ])
-    write_annotations(root, "unexpected_action", [
-        {"video": "c.webm", "question": "What is unexpected?", "candidates": ["x", "y", "z", "w"], "answer": "w"},
-    ])
+    write_annotations(
+        root,
+        "moving_direction",
+        [
+            {
+                "video": "a.mp4",
+                "question": "Which way does it move?",
+                "candidates": ["up", "down", "left"],
+                "answer": "left",
+                "start": 0.5,
+                "end": 1.5,
+            },
+            {
+                "video": "b.mp4",
+                "question": "Which way?",
+                "candidates": ["left", "right"],
+                "answer": "left",
+                "accurate_start": 0.0,
+                "bound": True,
+                "extra": {"nested": [1, 2]},
+            },
+        ],
+    )
+    write_annotations(
+        root,
+        "unexpected_action",
+        [
+            {"video": "c.webm", "question": "What is unexpected?", "candidates": ["x", "y", "z", "w"], "answer": "w"},
+        ],
+    )
     return root
 
 
@@ -87,7 +115,9 @@ def test_size_resizes(tvbench):
 
 
 def test_unknown_task_lists_available(tvbench):
-    with pytest.raises(QuestionSetError, match="unknown task.*'dance'.*available tasks: moving_direction, unexpected_action"):
+    with pytest.raises(
+        QuestionSetError, match="unknown task.*'dance'.*available tasks: moving_direction, unexpected_action"
+    ):
         load_question_set(tvbench, task=["moving_direction", "dance"])
 
 
@@ -103,7 +133,9 @@ def test_missing_json_folder(tmp_path):
 
 def test_json_not_a_list(tvbench):
     path = write_annotations(tvbench, "moving_direction", {"video": "a.mp4"})
-    with pytest.raises(QuestionSetError, match=re.escape(str(path)) + " must hold a JSON list of entries, found a dict"):
+    with pytest.raises(
+        QuestionSetError, match=re.escape(str(path)) + " must hold a JSON list of entries, found a dict"
+    ):
         load_question_set(tvbench)
 
 
@@ -116,7 +148,9 @@ def test_invalid_json(tvbench):
 
 def test_entry_missing_keys(tvbench):
     path = write_annotations(tvbench, "moving_direction", [{"video": "a.mp4", "question": "q?"}])
-    with pytest.raises(QuestionSetError, match=re.escape(f"{path}, entry 0: missing required key(s) ['candidates', 'answer']")):
+    with pytest.raises(
+        QuestionSetError, match=re.escape(f"{path}, entry 0: missing required key(s) ['candidates', 'answer']")
+    ):
         load_question_set(tvbench)
 
 
@@ -127,30 +161,45 @@ def test_entry_not_an_object(tvbench):
 
 
 def test_answer_not_among_candidates(tvbench):
-    path = write_annotations(tvbench, "moving_direction", [
-        {"video": "a.mp4", "question": "q?", "candidates": ["up", "down"], "answer": "B"},
-    ])
+    path = write_annotations(
+        tvbench,
+        "moving_direction",
+        [
+            {"video": "a.mp4", "question": "q?", "candidates": ["up", "down"], "answer": "B"},
+        ],
+    )
     with pytest.raises(QuestionSetError, match=re.escape(f"{path}, entry 0: answer 'B' is not among the candidates")):
         load_question_set(tvbench)
 
 
 @pytest.mark.parametrize("candidates", [[], ["up"]])
 def test_fewer_than_two_candidates_are_rejected_at_load(tvbench, candidates):
-    path = write_annotations(tvbench, "moving_direction", [
-        {"video": "a.mp4", "question": "q?", "candidates": candidates, "answer": "up"},
-    ])
-    with pytest.raises(QuestionSetError, match=re.escape(f"{path}, entry 0: 'candidates' has {len(candidates)} option(s)")
-                       + ".*needs at least 2 options"):
+    path = write_annotations(
+        tvbench,
+        "moving_direction",
+        [
+            {"video": "a.mp4", "question": "q?", "candidates": candidates, "answer": "up"},
+        ],
+    )
+    with pytest.raises(
+        QuestionSetError,
+        match=re.escape(f"{path}, entry 0: 'candidates' has {len(candidates)} option(s)")
+        + ".*needs at least 2 options",
+    ):
         load_question_set(tvbench)
 
 
 def test_every_problem_of_a_task_is_reported_at_once(tvbench):
-    path = write_annotations(tvbench, "moving_direction", [
-        {"video": "a.mp4", "question": "q?", "candidates": ["up", "down"], "answer": "up"},
-        {"video": "b.mp4", "question": "q?", "candidates": ["up"], "answer": "up"},
-        {"video": "a.mp4", "question": "q?"},
-        {"video": "gone.mp4", "question": "q?", "candidates": ["up", "down"], "answer": "down"},
-    ])
+    path = write_annotations(
+        tvbench,
+        "moving_direction",
+        [
+            {"video": "a.mp4", "question": "q?", "candidates": ["up", "down"], "answer": "up"},
+            {"video": "b.mp4", "question": "q?", "candidates": ["up"], "answer": "up"},
+            {"video": "a.mp4", "question": "q?"},
+            {"video": "gone.mp4", "question": "q?", "candidates": ["up", "down"], "answer": "down"},
+        ],
+    )
     with pytest.raises(QuestionSetError) as raised:
         load_question_set(tvbench, task="moving_direction")
     message = str(raised.value)
@@ -160,11 +209,15 @@ def test_every_problem_of_a_task_is_reported_at_once(tvbench):
 
 
 def test_skip_invalid_loads_the_good_entries_and_reports_the_rest(tvbench):
-    write_annotations(tvbench, "moving_direction", [
-        {"video": "a.mp4", "question": "q?", "candidates": ["up", "down"], "answer": "up"},
-        {"video": "b.mp4", "question": "q?", "candidates": ["up"], "answer": "up"},
-        {"video": "b.mp4", "question": "q?", "candidates": ["left", "right"], "answer": "right"},
-    ])
+    write_annotations(
+        tvbench,
+        "moving_direction",
+        [
+            {"video": "a.mp4", "question": "q?", "candidates": ["up", "down"], "answer": "up"},
+            {"video": "b.mp4", "question": "q?", "candidates": ["up"], "answer": "up"},
+            {"video": "b.mp4", "question": "q?", "candidates": ["left", "right"], "answer": "right"},
+        ],
+    )
     (tvbench / "video" / "unexpected_action" / "c.webm").write_bytes(b"not a video" * 20)
     with pytest.warns(SkippedEntriesWarning, match="skipped 2"):
         loaded = load_question_set(tvbench, skip_invalid=True)
@@ -185,17 +238,25 @@ def test_reading_a_directory_says_it_is_one(tvbench):
 
 
 def test_duplicate_candidates(tvbench):
-    write_annotations(tvbench, "moving_direction", [
-        {"video": "a.mp4", "question": "q?", "candidates": ["up", "up"], "answer": "up"},
-    ])
+    write_annotations(
+        tvbench,
+        "moving_direction",
+        [
+            {"video": "a.mp4", "question": "q?", "candidates": ["up", "up"], "answer": "up"},
+        ],
+    )
     with pytest.raises(QuestionSetError, match="contains duplicates"):
         load_question_set(tvbench)
 
 
 def test_bad_start_end_type(tvbench):
-    write_annotations(tvbench, "moving_direction", [
-        {"video": "a.mp4", "question": "q?", "candidates": ["up", "down"], "answer": "up", "start": "0:05"},
-    ])
+    write_annotations(
+        tvbench,
+        "moving_direction",
+        [
+            {"video": "a.mp4", "question": "q?", "candidates": ["up", "down"], "answer": "up", "start": "0:05"},
+        ],
+    )
     with pytest.raises(QuestionSetError, match="'start' must be a number of seconds"):
         load_question_set(tvbench)
 
@@ -231,24 +292,34 @@ def test_one_pass_lists_every_bad_entry_of_every_task_in_entry_order(tvbench):
     data = (clips / "a.mp4").read_bytes()
     (clips / "cut.mp4").write_bytes(data[: len(data) // 3])  # a real clip of the kit's, truncated
     good = {"question": "q?", "candidates": ["up", "down"], "answer": "up"}
-    path = write_annotations(tvbench, "moving_direction", [
-        {"video": "empty.mp4", **good},
-        {"video": "a.mp4", "question": "q?"},
-        {"video": "cut.mp4", **good},
-        {"video": "a.mp4", **good},
-        {"video": "b.mp4", **good, "start": 2, "end": 1},
-    ])
-    other = write_annotations(tvbench, "unexpected_action",
-                              [{"video": "c.webm", **good}, {"video": "gone.webm", **good}])
+    path = write_annotations(
+        tvbench,
+        "moving_direction",
+        [
+            {"video": "empty.mp4", **good},
+            {"video": "a.mp4", "question": "q?"},
+            {"video": "cut.mp4", **good},
+            {"video": "a.mp4", **good},
+            {"video": "b.mp4", **good, "start": 2, "end": 1},
+        ],
+    )
+    other = write_annotations(
+        tvbench, "unexpected_action", [{"video": "c.webm", **good}, {"video": "gone.webm", **good}]
+    )
     with pytest.raises(QuestionSetError) as raised:
         load_question_set(tvbench)
     message = str(raised.value)
-    assert message.startswith("5 bad entries in task(s) 'moving_direction', 'unexpected_action'; fix them, or pass "
-                              "skip_invalid=True")
+    assert message.startswith(
+        "5 bad entries in task(s) 'moving_direction', 'unexpected_action'; fix them, or pass skip_invalid=True"
+    )
     listed = message.splitlines()[1:]
     assert [line.split(": ", 1)[0] for line in listed] == [
-        f"  - {path}, entry 0", f"  - {path}, entry 1", f"  - {path}, entry 2", f"  - {path}, entry 4",
-        f"  - {other}, entry 1"]
+        f"  - {path}, entry 0",
+        f"  - {path}, entry 1",
+        f"  - {path}, entry 2",
+        f"  - {path}, entry 4",
+        f"  - {other}, entry 1",
+    ]
     assert "video file is empty (0 bytes)" in listed[0] and "missing required key(s)" in listed[1]
     assert "cut.mp4: FFmpeg cannot open it, so the file is corrupt or not a video" in listed[2]
     assert "'start' (2 s) is after 'end' (1 s); fix the entry's start/end" in listed[3]
@@ -260,8 +331,9 @@ def test_skip_invalid_skips_a_task_file_that_is_not_a_list(tvbench):
     with pytest.warns(SkippedEntriesWarning, match="skipped 1"):
         loaded = load_question_set(tvbench, num_frames=2, skip_invalid=True)
     assert [s.id for s in loaded] == ["unexpected_action/0000"]
-    assert loaded.skipped == [f"{path} must hold a JSON list of entries, found a dict; fix or re-download it "
-                              "(the whole task is skipped)"]
+    assert loaded.skipped == [
+        f"{path} must hold a JSON list of entries, found a dict; fix or re-download it (the whole task is skipped)"
+    ]
     assert f"  - {path} must hold a JSON list" in loaded.report()
 
 
@@ -271,8 +343,9 @@ def test_a_task_file_that_is_not_a_list_is_listed_with_the_bad_entries(tvbench):
     with pytest.raises(QuestionSetError) as raised:
         load_question_set(tvbench)
     message = str(raised.value)
-    assert message.startswith("1 bad entry and 1 unreadable task file in task(s) 'moving_direction', "
-                              "'unexpected_action'")
+    assert message.startswith(
+        "1 bad entry and 1 unreadable task file in task(s) 'moving_direction', 'unexpected_action'"
+    )
     assert f"  - {path} must hold a JSON list of entries, found a str" in message
     assert f"  - {other}, entry 0: missing required key(s)" in message
 

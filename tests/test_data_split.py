@@ -51,14 +51,20 @@ def test_write_split_layout_and_round_trip(tmp_path):
     for task in summary.counts:
         for original in generate(task, 4, seed=7):
             copy = loaded[original.id]
-            assert (copy.question, copy.candidates, copy.answer) == (original.question, original.candidates, original.answer)
+            assert (copy.question, copy.candidates, copy.answer) == (
+                original.question,
+                original.candidates,
+                original.answer,
+            )
             assert np.abs(copy.frames.astype(int) - original.frames).mean() < CODEC_MEAN_ABS_ERROR
     assert leftovers(tmp_path, "bench") == []
 
 
 def test_refuses_to_overwrite_unless_asked(tmp_path):
     write_split(tmp_path / "bench", seed=1, per_task=2, tasks=["scene_transition"])
-    with pytest.raises(QuestionSetError, match=r"bench already exists; pass overwrite=True \(command line: --overwrite\)"):
+    with pytest.raises(
+        QuestionSetError, match=r"bench already exists; pass overwrite=True \(command line: --overwrite\)"
+    ):
         write_split(tmp_path / "bench", seed=2, per_task=2, tasks=["scene_transition"])
     write_split(tmp_path / "bench", seed=2, per_task=3, tasks=["object_shuffle"], overwrite=True)
     assert available_files(tmp_path / "bench" / "json") == ["object_shuffle.json"]
@@ -156,13 +162,22 @@ def test_shipped_task_regenerates_identically(tmp_path, task):
     manifest = json.loads((root / "manifest.json").read_text())
     runs = []
     for name in ("first", "second"):
-        write_split(tmp_path / name, seed=manifest["seed"], per_task=manifest["per_task"], tasks=[task],
-                    num_frames=manifest["num_frames"], size=manifest["size"])
+        write_split(
+            tmp_path / name,
+            seed=manifest["seed"],
+            per_task=manifest["per_task"],
+            tasks=[task],
+            num_frames=manifest["num_frames"],
+            size=manifest["size"],
+        )
         runs.append(tmp_path / name)
     clips = sorted(path.name for path in (root / "video" / task).iterdir())
     assert clips == sorted(path.name for path in (runs[0] / "video" / task).iterdir())
-    differing = [clip for clip in clips
-                 if (runs[0] / "video" / task / clip).read_bytes() != (runs[1] / "video" / task / clip).read_bytes()]
+    differing = [
+        clip
+        for clip in clips
+        if (runs[0] / "video" / task / clip).read_bytes() != (runs[1] / "video" / task / clip).read_bytes()
+    ]
     assert differing == [], f"two runs in one process wrote different bytes for {differing}"
     assert (runs[0] / "json" / f"{task}.json").read_bytes() == (root / "json" / f"{task}.json").read_bytes()
     same_encoder = manifest["encoder"] == encoder_build()

@@ -20,17 +20,31 @@ BALANCED_N = 12
 def assert_same_samples(first, second):
     assert [s.id for s in first] == [s.id for s in second]
     for a, b in zip(first, second):
-        assert (a.question, a.candidates, a.answer, a.answer_text) == (b.question, b.candidates, b.answer, b.answer_text)
+        assert (a.question, a.candidates, a.answer, a.answer_text) == (
+            b.question,
+            b.candidates,
+            b.answer,
+            b.answer_text,
+        )
         assert np.array_equal(a.frames, b.frames)
 
 
 def test_task_names_follow_tvbench():
     assert TASKS == (
-        "moving_direction", "object_count", "action_sequence", "scene_transition", "action_antonym", "object_shuffle",
+        "moving_direction",
+        "object_count",
+        "action_sequence",
+        "scene_transition",
+        "action_antonym",
+        "object_shuffle",
     )
     assert dict(NUM_OPTIONS) == {
-        "moving_direction": 4, "object_count": 4, "action_sequence": 2,
-        "scene_transition": 2, "action_antonym": 2, "object_shuffle": 3,
+        "moving_direction": 4,
+        "object_count": 4,
+        "action_sequence": 2,
+        "scene_transition": 2,
+        "action_antonym": 2,
+        "object_shuffle": 3,
     }
     assert EVAL_SEED == 1234
 
@@ -117,7 +131,9 @@ def test_vocabulary_is_closed_disjoint_and_fully_used():
 @pytest.mark.parametrize("shape", SHAPES)
 def test_objects_are_at_least_10_pixels_at_64(shape):
     frames = 1
-    sprite = Sprite(shape, (255, 0, 0), np.full(frames, 32.0), np.full(frames, 32.0), np.full(frames, 6.4), np.ones(frames, bool))
+    sprite = Sprite(
+        shape, (255, 0, 0), np.full(frames, 32.0), np.full(frames, 32.0), np.full(frames, 6.4), np.ones(frames, bool)
+    )
     mask = sprite_masks(sprite, 64)[0]
     rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     assert np.ptp(rows) + 1 >= 10 and np.ptp(columns) + 1 >= 10
@@ -145,8 +161,12 @@ def blob_centres(frame: np.ndarray, rgb: tuple[int, int, int]) -> np.ndarray:
         if np.array_equal(spread, labels):
             break
         labels = spread
-    return np.array([[np.nonzero(labels == value)[1].mean(), np.nonzero(labels == value)[0].mean()]
-                     for value in np.unique(labels[labels > 0])])
+    return np.array(
+        [
+            [np.nonzero(labels == value)[1].mean(), np.nonzero(labels == value)[0].mean()]
+            for value in np.unique(labels[labels > 0])
+        ]
+    )
 
 
 def test_object_shuffle_answer_follows_the_ball():

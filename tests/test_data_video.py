@@ -87,7 +87,9 @@ def test_size_resizes_frames(tmp_path):
     assert read_video(tmp_path / "clip.mp4", num_frames=4, size=32).shape == (4, 32, 32, 3)
 
 
-@pytest.mark.parametrize(("suffix", "container_format", "codec"), [(".webm", "webm", "libvpx"), (".avi", "avi", "mpeg4")])
+@pytest.mark.parametrize(
+    ("suffix", "container_format", "codec"), [(".webm", "webm", "libvpx"), (".avi", "avi", "mpeg4")]
+)
 def test_other_containers_decode(tmp_path, suffix, container_format, codec):
     path = tmp_path / f"clip{suffix}"
     with av.open(str(path), mode="w", format=container_format) as container:
@@ -132,8 +134,11 @@ def test_start_after_end(tmp_path):
 
 def test_trim_window_without_frames(tmp_path):
     write_video(tmp_path / "ramp.mp4", grey_ramp(8))
-    with pytest.raises(VideoError, match=r"ramp\.mp4: no frames between start=5 s and end=6 s: the clip's 8 frames "
-                                         r"run from 0 s to 0\.875 s; pick start/end inside that range"):
+    with pytest.raises(
+        VideoError,
+        match=r"ramp\.mp4: no frames between start=5 s and end=6 s: the clip's 8 frames "
+        r"run from 0 s to 0\.875 s; pick start/end inside that range",
+    ):
         read_video(tmp_path / "ramp.mp4", start=5, end=6)
 
 
@@ -153,9 +158,14 @@ def test_missing_user_clip_is_a_video_error_without_question_set_advice(tmp_path
     assert message == f"video file not found: {tmp_path / 'holiday.mp4'} does not exist; check the file name and folder"
     assert "question set" not in message and "regenerate" not in message
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(VideoError, match=re.escape(f"clips/a.mp4 (= {tmp_path / 'clips' / 'a.mp4'}) does not exist "
-                                                   f"(its folder does not exist either; the nearest folder that does "
-                                                   f"is {tmp_path})")):
+    with pytest.raises(
+        VideoError,
+        match=re.escape(
+            f"clips/a.mp4 (= {tmp_path / 'clips' / 'a.mp4'}) does not exist "
+            f"(its folder does not exist either; the nearest folder that does "
+            f"is {tmp_path})"
+        ),
+    ):
         read_video("clips/a.mp4")
 
 
@@ -173,8 +183,10 @@ def test_garbage_and_truncated_clips_say_not_a_video_in_one_sentence(tmp_path):
     for path in (tmp_path / "cut.mp4", tmp_path / "noise.mp4"):
         with pytest.raises(VideoError) as raised:
             read_video(path, num_frames=8)
-        assert str(raised.value) == (f"cannot decode video {path}: FFmpeg cannot open it, so the file is corrupt or "
-                                     "not a video; replace it with a working copy (download or export it again)")
+        assert str(raised.value) == (
+            f"cannot decode video {path}: FFmpeg cannot open it, so the file is corrupt or "
+            "not a video; replace it with a working copy (download or export it again)"
+        )
         _one_sentence(str(raised.value), path)
         assert raised.value.__cause__ is None and raised.value.__suppress_context__
 
@@ -183,13 +195,16 @@ def test_clip_damaged_midway_says_how_many_frames_decoded(tmp_path):
     write_video(tmp_path / "clip.mp4", generate("object_count", 1, seed=1)[0].frames)
     data = (tmp_path / "clip.mp4").read_bytes()
     middle = (data.find(b"mdat") + data.find(b"moov")) // 2  # garbage over the middle of the frame data
-    (tmp_path / "damaged.mp4").write_bytes(data[:middle] + b"\xff" * 200 + data[middle + 200:])
+    (tmp_path / "damaged.mp4").write_bytes(data[:middle] + b"\xff" * 200 + data[middle + 200 :])
     with pytest.raises(VideoError) as raised:
         read_video(tmp_path / "damaged.mp4", num_frames=8)
     message = str(raised.value)
-    decoded = re.fullmatch(rf"cannot decode video {re.escape(str(tmp_path / 'damaged.mp4'))}: decoded (\d+) of 16 "
-                           r"frames before FFmpeg hit broken data, so the file is truncated or corrupt; replace it "
-                           r"with a working copy \(download or export it again\)", message)
+    decoded = re.fullmatch(
+        rf"cannot decode video {re.escape(str(tmp_path / 'damaged.mp4'))}: decoded (\d+) of 16 "
+        r"frames before FFmpeg hit broken data, so the file is truncated or corrupt; replace it "
+        r"with a working copy \(download or export it again\)",
+        message,
+    )
     assert decoded and int(decoded.group(1)) < 16
     _one_sentence(message, tmp_path / "damaged.mp4")
 
@@ -199,12 +214,14 @@ def test_one_frame_clip_warns_in_one_line_without_source_line(tmp_path):
     with pytest.warns(ShortClipWarning) as caught:
         frames = read_video(tmp_path / "one.mp4", num_frames=8)
     message = str(caught[0].message)
-    assert message == (f"{tmp_path / 'one.mp4'}: only 1 frame but 8 requested; every sampled frame is a copy of "
-                       "that one frame")
+    assert message == (
+        f"{tmp_path / 'one.mp4'}: only 1 frame but 8 requested; every sampled frame is a copy of that one frame"
+    )
     assert frames_identical(frames) and frame_numbers(frames) == [0] * 8
     # what a terminal or a Jupyter cell shows: the category and the message, no file:line, no source line
-    shown = warnings.formatwarning(caught[0].message, ShortClipWarning, "/kit/flowkit/data/video.py", 250,
-                                   "warnings.warn(")
+    shown = warnings.formatwarning(
+        caught[0].message, ShortClipWarning, "/kit/flowkit/data/video.py", 250, "warnings.warn("
+    )
     assert shown == f"ShortClipWarning: {message}\n"
     other = warnings.formatwarning("x", UserWarning, "/somewhere.py", 3, "warnings.warn('x')")
     assert "/somewhere.py:3" in other  # every other warning keeps Python's format

@@ -20,10 +20,10 @@ import time
 import pandas as pd
 import pytest
 
-from flowkit.distributed import (ExecutorAddressError, ExecutorError, LocalExecutor, ModelSource, RayExecutor,
-                                 make_executor, parse_address)
+from flowkit.distributed import RayExecutor, parse_address
 from flowkit.spec import KnockoutSpec
-from flowkit.sweep import sweep, window_specs
+from flowkit.sweep import make_executor, sweep, window_specs
+from flowkit.sweep_work import ExecutorAddressError, ExecutorError, LocalExecutor, ModelSource
 
 EDGE_GROUPS = ["cross_frame", "question->last"]
 SIZE = 3  # windows of 3 layers on the 4-layer toy model: 2 edge groups x 4 centres = 8 specs per question
@@ -34,8 +34,9 @@ TEST_TIMEOUT_S = 300
 def samples():
     from flowkit.data import generate
 
-    return generate("moving_direction", 3, seed=7, num_frames=8, size=32) + \
-        generate("scene_transition", 3, seed=7, num_frames=8, size=32)
+    return generate("moving_direction", 3, seed=7, num_frames=8, size=32) + generate(
+        "scene_transition", 3, seed=7, num_frames=8, size=32
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +81,15 @@ def cache_records(root) -> dict[str, dict]:
 # ------------------------------------------------------------------ no cluster needed
 
 
-@pytest.mark.parametrize("address, parsed", [
-    ("auto", ("auto", None, None)),
-    ("local-ray:2", ("local-ray", None, 2)),
-    ("ray://head-node:10001", ("client", "head-node", 10001)),
-    ("10.0.0.5:6379", ("gcs", "10.0.0.5", 6379)),
-])
+@pytest.mark.parametrize(
+    "address, parsed",
+    [
+        ("auto", ("auto", None, None)),
+        ("local-ray:2", ("local-ray", None, 2)),
+        ("ray://head-node:10001", ("client", "head-node", 10001)),
+        ("10.0.0.5:6379", ("gcs", "10.0.0.5", 6379)),
+    ],
+)
 def test_addresses_parse(address, parsed):
     assert parse_address(address) == parsed
 
@@ -102,10 +106,12 @@ def test_local_is_the_default_and_needs_no_ray(toy_fp32, samples, local_table):
     if "ray" not in sys.modules:  # nothing in this session imported Ray yet: a local sweep must not either
         again = sweep(toy_fp32, samples[:1], edge_groups=EDGE_GROUPS, size=SIZE, progress=False)
         assert "ray" not in sys.modules
-        pd.testing.assert_frame_equal(again, local_table.iloc[:len(again)], check_exact=True)
+        pd.testing.assert_frame_equal(again, local_table.iloc[: len(again)], check_exact=True)
     else:  # Ray was imported by an earlier test: check in a fresh interpreter
-        code = ("import sys, flowkit.sweep, flowkit.cli, flowkit.distributed; "
-                "flowkit.distributed.make_executor('local'); print('ray' in sys.modules)")
+        code = (
+            "import sys, flowkit.sweep, flowkit.cli, flowkit.distributed; "
+            "flowkit.sweep.make_executor('local'); print('ray' in sys.modules)"
+        )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
         assert out.stdout.strip() == "False"
 
@@ -121,8 +127,15 @@ def test_bad_address_is_one_clear_error_before_any_work(toy_fp32, samples, tmp_p
     address = f"{scheme}127.0.0.1:{closed_port()}"
     started = time.monotonic()
     with pytest.raises(ExecutorError, match=re.escape(repr(address))) as info:
-        sweep(toy_fp32, samples, edge_groups=EDGE_GROUPS, size=SIZE, cache=tmp_path / "cache", progress=False,
-              executor=address)
+        sweep(
+            toy_fp32,
+            samples,
+            edge_groups=EDGE_GROUPS,
+            size=SIZE,
+            cache=tmp_path / "cache",
+            progress=False,
+            executor=address,
+        )
     assert time.monotonic() - started < 10
     assert "cannot reach the Ray cluster" in str(info.value)
     assert not (tmp_path / "cache").exists()  # nothing was computed or cached
@@ -134,8 +147,21 @@ def test_cli_bad_address(toy_checkpoint, tmp_path, capsys):
     address = f"ray://127.0.0.1:{closed_port()}"
     out = tmp_path / "table.csv.gz"
     started = time.monotonic()
-    code = main(["sweep", "--model", str(toy_checkpoint), "--quant", "fp32", "--questions", str(tmp_path / "nowhere"),
-                 "--executor", address, "--out", str(out)])
+    code = main(
+        [
+            "sweep",
+            "--model",
+            str(toy_checkpoint),
+            "--quant",
+            "fp32",
+            "--questions",
+            str(tmp_path / "nowhere"),
+            "--executor",
+            address,
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 2 and time.monotonic() - started < 10
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and address in err[0]
@@ -178,16 +204,18 @@ def test_fault_hook_exits_once(tmp_path, monkeypatch):
 @pytest.mark.timeout(TEST_TIMEOUT_S)
 def test_sharded_sweep_equals_local_and_resumes_from_cache(ray_cluster, toy_fp32, samples, local_table, tmp_path):
     cache = tmp_path / "cache"
-    table = sweep(toy_fp32, samples, edge_groups=EDGE_GROUPS, size=SIZE, cache=cache, progress=False,
-                  executor=ray_executor())
+    table = sweep(
+        toy_fp32, samples, edge_groups=EDGE_GROUPS, size=SIZE, cache=cache, progress=False, executor=ray_executor()
+    )
     pd.testing.assert_frame_equal(table, local_table, check_exact=True)  # same rows, same numbers, bit for bit
     info = table.attrs["sweep"]
     assert info["workers"] == 2 and info["computed"] == len(samples) and info["workers_lost"] == 0
 
     files = sorted(cache.rglob("*.json"))
     stamps = {path: path.stat().st_mtime_ns for path in files}
-    again = sweep(toy_fp32, samples, edge_groups=EDGE_GROUPS, size=SIZE, cache=cache, progress=False,
-                  executor=ray_executor())
+    again = sweep(
+        toy_fp32, samples, edge_groups=EDGE_GROUPS, size=SIZE, cache=cache, progress=False, executor=ray_executor()
+    )
     pd.testing.assert_frame_equal(again, local_table, check_exact=True)
     assert again.attrs["sweep"]["computed"] == 0 and again.attrs["sweep"]["workers"] == 0  # nothing new, no worker
     assert {path: path.stat().st_mtime_ns for path in sorted(cache.rglob("*.json"))} == stamps
@@ -195,15 +223,15 @@ def test_sharded_sweep_equals_local_and_resumes_from_cache(ray_cluster, toy_fp32
 
 @pytest.mark.slow  # with the cluster's start, these take ~100 s on 2 busy cores
 @pytest.mark.timeout(TEST_TIMEOUT_S)
-def test_a_lost_worker_costs_one_retried_question(ray_cluster, toy_fp32, samples, local_table, tmp_path,
-                                                  monkeypatch):
+def test_a_lost_worker_costs_one_retried_question(ray_cluster, toy_fp32, samples, local_table, tmp_path, monkeypatch):
     doomed = samples[2].id
     marker = tmp_path / "fault-marker"
     monkeypatch.setenv("FLOWKIT_FAULT_EXIT_AT", doomed)
     monkeypatch.setenv("FLOWKIT_FAULT_MARKER", str(marker))
     cache = tmp_path / "cache"
-    table = sweep(toy_fp32, samples, edge_groups=EDGE_GROUPS, size=SIZE, cache=cache, progress=False,
-                  executor=ray_executor())
+    table = sweep(
+        toy_fp32, samples, edge_groups=EDGE_GROUPS, size=SIZE, cache=cache, progress=False, executor=ray_executor()
+    )
     assert marker.exists() and doomed in marker.read_text()  # a worker really exited at that question
     info = table.attrs["sweep"]
     assert info["workers_lost"] == 1 and info["retried_questions"] == 1 and info["computed"] == len(samples)
@@ -228,12 +256,44 @@ def test_cli_sweep_on_ray_equals_local(ray_cluster, toy_checkpoint, tmp_path, ca
 
     bench = tmp_path / "bench"
     write_split(bench, seed=3, per_task=3, tasks=["moving_direction"], num_frames=8, size=32)
-    common = ["sweep", "--model", str(toy_checkpoint), "--quant", "fp32", "--questions", str(bench),
-              "--tasks", "moving_direction", "--per-task", "2", "--groups", "last->last", "video->last",
-              "--centers", "1-2", "--size", "3", "--no-progress"]
+    common = [
+        "sweep",
+        "--model",
+        str(toy_checkpoint),
+        "--quant",
+        "fp32",
+        "--questions",
+        str(bench),
+        "--tasks",
+        "moving_direction",
+        "--per-task",
+        "2",
+        "--groups",
+        "last->last",
+        "video->last",
+        "--centers",
+        "1-2",
+        "--size",
+        "3",
+        "--no-progress",
+    ]
     assert main(common + ["--out", str(tmp_path / "local.csv.gz")]) == 0
-    assert main(common + ["--executor", "auto", "--num-workers", "2", "--cache", str(tmp_path / "cache"),
-                          "--out", str(tmp_path / "ray.csv.gz")]) == 0
+    assert (
+        main(
+            common
+            + [
+                "--executor",
+                "auto",
+                "--num-workers",
+                "2",
+                "--cache",
+                str(tmp_path / "cache"),
+                "--out",
+                str(tmp_path / "ray.csv.gz"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "2 questions: 2 computed, 0 from the cache" in out
     local = gzip.decompress((tmp_path / "local.csv.gz").read_bytes())

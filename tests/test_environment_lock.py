@@ -48,8 +48,9 @@ def test_pyproject_dependencies_are_pinned_in_the_lock_within_their_specifiers()
         assert name in pinned, f"{requirement} (pyproject.toml) is not in {lock_environment.LOCK}"
         version, marker = pinned[name]
         assert marker is None, f"{name} is flowkit's own dependency: the lock must pin it on every platform"
-        assert requirement.specifier.contains(version, prereleases=True), \
+        assert requirement.specifier.contains(version, prereleases=True), (
             f"{lock_environment.LOCK} pins {name}=={version}, outside pyproject.toml's {requirement}"
+        )
 
 
 def test_environment_files_are_written_from_the_lock():
@@ -71,20 +72,26 @@ def test_setup_installs_exactly_the_lock():
     setup = (ROOT / "setup.sh").read_text()
     assert f"lock={lock_environment.LOCK}\n" in setup
     assert 'pip install --quiet --no-deps -r "$lock"' in setup
-    assert 'pip install --quiet --no-deps -e .' in setup
+    assert "pip install --quiet --no-deps -e ." in setup
     assert 'cat "$lock" pyproject.toml setup.sh' in setup, "a new lock must trigger a reinstall"
     assert "pip check" in setup, "--no-deps would not notice a missing dependency without pip check"
     for requirement in lock_environment.NO_DEPS_EXTRAS:
         assert f"pip install --quiet --no-deps {requirement}\n" in setup
 
 
-@pytest.mark.skipif(Path(sys.prefix).resolve() != (ROOT / ".venv").resolve()
-                    or os.environ.get("FLOWKIT_UNLOCKED") == "1",
-                    reason="checks the .venv that ./setup.sh installed from the lock")
+@pytest.mark.skipif(
+    Path(sys.prefix).resolve() != (ROOT / ".venv").resolve() or os.environ.get("FLOWKIT_UNLOCKED") == "1",
+    reason="checks the .venv that ./setup.sh installed from the lock",
+)
 def test_this_environment_is_the_lock():
     environment = default_environment()
-    wanted = {canonical(name): version for name, version, marker in PINS
-              if marker is None or Marker(marker).evaluate(environment)}
+    wanted = {
+        canonical(name): version
+        for name, version, marker in PINS
+        if marker is None or Marker(marker).evaluate(environment)
+    }
     installed = {canonical(dist.metadata["Name"]): dist.version for dist in importlib.metadata.distributions()}
-    differ = {name: (version, installed.get(name)) for name, version in wanted.items() if installed.get(name) != version}
+    differ = {
+        name: (version, installed.get(name)) for name, version in wanted.items() if installed.get(name) != version
+    }
     assert not differ, f"lock version vs installed (re-run ./setup.sh --no-lab): {differ}"

@@ -37,8 +37,13 @@ def test_video_token_lens_shares(toy_fp32, samples, kind):
 
 
 def test_effective_pathways_counts_and_conditions(toy_fp32, samples):
-    windows = PathwayWindows(cross_frame=(0, 1), video_to_question=(0, 2), question_to_last=(2, 3),
-                             video_to_video_until=2, question_to_question_until=3)
+    windows = PathwayWindows(
+        cross_frame=(0, 1),
+        video_to_question=(0, 2),
+        question_to_last=(2, 3),
+        video_to_video_until=2,
+        question_to_question_until=3,
+    )
     df, counts = experiments.effective_pathways(toy_fp32, samples, windows, random_seeds=(0, 1), progress=False)
     assert set(df["condition"]) == {"full", "pathways", "random"}
     assert len(df) == len(samples) * 4
@@ -68,29 +73,46 @@ def test_windows_from_sweeps_reads_troughs():
     rows = []
     for edge_group, trough in (("cross_frame", 8), ("video->question", 12), ("question->last", 20)):
         for center in range(30):
-            rows.append({"task": "t", "edge_group": edge_group, "center": center,
-                         "pct_change": -40.0 * np.exp(-((center - trough) / 2.0) ** 2)})
+            rows.append(
+                {
+                    "task": "t",
+                    "edge_group": edge_group,
+                    "center": center,
+                    "pct_change": -40.0 * np.exp(-(((center - trough) / 2.0) ** 2)),
+                }
+            )
     windows = experiments.windows_from_sweeps(pd.DataFrame(rows), 30)
     assert windows.cross_frame[0] <= 8 <= windows.cross_frame[1]
     assert windows.video_to_question[0] <= 12 <= windows.video_to_question[1]
     assert windows.question_to_last[0] <= 20 <= windows.question_to_last[1]
     table = experiments.troughs(pd.DataFrame(rows).assign(task="t"))
-    assert dict(zip(table["edge_group"], table["center"])) == {"cross_frame": 8, "question->last": 20, "video->question": 12}
+    assert dict(zip(table["edge_group"], table["center"])) == {
+        "cross_frame": 8,
+        "question->last": 20,
+        "video->question": 12,
+    }
 
 
 def test_effective_pathways_random_controls_and_their_fraction(toy_fp32, samples):
-    windows = PathwayWindows(cross_frame=(0, 1), video_to_question=(0, 2), question_to_last=(2, 3),
-                             video_to_video_until=2, question_to_question_until=3)
-    df, counts = experiments.effective_pathways(toy_fp32, samples, windows, random_seeds=(0,),
-                                                random_controls=("paper", "layer_matched"), progress=False)
+    windows = PathwayWindows(
+        cross_frame=(0, 1),
+        video_to_question=(0, 2),
+        question_to_last=(2, 3),
+        video_to_video_until=2,
+        question_to_question_until=3,
+    )
+    df, counts = experiments.effective_pathways(
+        toy_fp32, samples, windows, random_seeds=(0,), random_controls=("paper", "layer_matched"), progress=False
+    )
     assert set(df["condition"]) == {"full", "pathways", "random", "random_layer_matched"}
     assert len(df) == len(samples) * 4
     # on a model the paper did not study, f is the mean share its own pathway mask suppresses
     assert counts["random_fraction"] == pytest.approx(1 - counts["mean_kept_fraction"])
     assert "mean over 2 questions" in counts["random_fraction_source"]
     # a given f is used as is; the same seed gives the same rows
-    again, given = experiments.effective_pathways(toy_fp32, samples[:1], windows, random_seeds=(0,),
-                                                  random_fraction=counts["random_fraction"], progress=False)
+    again, given = experiments.effective_pathways(
+        toy_fp32, samples[:1], windows, random_seeds=(0,), random_fraction=counts["random_fraction"], progress=False
+    )
     first = df[(df["sample"] == samples[0].id) & (df["condition"] == "random")]
     assert given["random_fraction_source"] == "given"
     assert again[again["condition"] == "random"]["p_answer"].tolist() == pytest.approx(first["p_answer"].tolist())
@@ -100,14 +122,23 @@ def test_effective_pathways_preset_needs_its_depth(toy_fp32, samples):
     with pytest.raises(Exception, match="is for 32 layers, this model has 4"):
         experiments.effective_pathways(toy_fp32, samples, "llava-next-7b-video-ft", progress=False)
     with pytest.raises(Exception, match="unknown random control"):
-        experiments.effective_pathways(toy_fp32, samples, paper_windows(4), random_controls=("uniform",),
-                                       progress=False)
+        experiments.effective_pathways(
+            toy_fp32, samples, paper_windows(4), random_controls=("uniform",), progress=False
+        )
 
 
 def test_summarize_accuracy_after_is_the_papers():
     # four questions of one (task, edge group, centre): correct before / after
-    df = pd.DataFrame({"task": "t", "edge_group": "video->question", "center": 3, "pct_change": [-10.0, -30.0, 5.0, 50.0],
-                       "correct_base": [True, True, False, False], "correct_after": [True, False, True, False]})
+    df = pd.DataFrame(
+        {
+            "task": "t",
+            "edge_group": "video->question",
+            "center": 3,
+            "pct_change": [-10.0, -30.0, 5.0, 50.0],
+            "correct_base": [True, True, False, False],
+            "correct_after": [True, False, True, False],
+        }
+    )
     row = experiments.summarize(df).iloc[0]
     assert row["pct_change"] == pytest.approx(-20.0) and row["n"] == 2  # averaged over correct questions
     assert row["questions"] == 4 and row["accuracy_before"] == pytest.approx(0.5)

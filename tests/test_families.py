@@ -16,16 +16,26 @@ import pytest
 import torch
 
 from flowkit import FlowkitError, KnockoutSpec, LayerSet, LayerWindow, knockout, load_videollm
-from flowkit.families import (InternVLAdapter, LlavaOnevisionAdapter, Qwen2_5_VLAdapter, Qwen3VLAdapter,
-                              VideoLlama3Adapter)
+from flowkit.families import (
+    InternVLAdapter,
+    LlavaOnevisionAdapter,
+    Qwen2_5_VLAdapter,
+    Qwen3VLAdapter,
+    VideoLlama3Adapter,
+)
 from flowkit.masks import edge_block_mask
 from flowkit.testing.tiny_models import TOY_BUILDERS
 
 from conftest import OPTIONS, QUESTION, random_frames
 
 FAMILIES = ["llava_onevision", "qwen2_5_vl", "qwen3_vl", "video_llama_3", "internvl"]
-ADAPTERS = {"llava_onevision": LlavaOnevisionAdapter, "qwen2_5_vl": Qwen2_5_VLAdapter, "qwen3_vl": Qwen3VLAdapter,
-            "video_llama_3": VideoLlama3Adapter, "internvl": InternVLAdapter}
+ADAPTERS = {
+    "llava_onevision": LlavaOnevisionAdapter,
+    "qwen2_5_vl": Qwen2_5_VLAdapter,
+    "qwen3_vl": Qwen3VLAdapter,
+    "video_llama_3": VideoLlama3Adapter,
+    "internvl": InternVLAdapter,
+}
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +89,9 @@ def visual_tokens_per_span(vllm, prepared) -> list[int]:
             blocks = int(inputs["video_grid_thw"][0, 0])
             return [sum(f.shape[0] for f in feats) // blocks] * blocks
         if vllm.adapter.family == "VideoLLaMA3":
-            feats = model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"],
-                                             inputs["video_merge_sizes"]).pooler_output
+            feats = model.get_video_features(
+                inputs["pixel_values_videos"], inputs["video_grid_thw"], inputs["video_merge_sizes"]
+            ).pooler_output
             kept = torch.cat(feats)[inputs["video_compression_mask"]]
             per_frame = inputs["video_compression_mask"].reshape(int(inputs["video_grid_thw"][0, 0]), -1).sum(1)
             assert kept.shape[0] == int(per_frame.sum())
@@ -179,8 +190,11 @@ def test_nf4_quantizes_language_model_only(models, family):
 
     vllm = models(family, "nf4")
     quantized = [n for n, m in vllm.model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
-    lm_linears = [n for n, m in vllm.model.named_modules()
-                  if n.startswith("model.language_model.") and isinstance(m, torch.nn.Linear)]
+    lm_linears = [
+        n
+        for n, m in vllm.model.named_modules()
+        if n.startswith("model.language_model.") and isinstance(m, torch.nn.Linear)
+    ]
     assert quantized and sorted(quantized) == sorted(lm_linears)
     assert vllm.model.get_submodule(quantized[0]).weight.quant_state.quant_type == "nf4"
 
@@ -227,9 +241,9 @@ def test_qwen3_layout_has_timestamps_between_blocks(models):
     prepared = vllm.prepare(random_frames(4), QUESTION, OPTIONS)
     spans, ids = prepared.spans, prepared.inputs["input_ids"][0]
     decode = vllm.tokenizer.decode
-    between = decode(ids[spans.frame_spans[0][1]:spans.frame_spans[1][0]])
+    between = decode(ids[spans.frame_spans[0][1] : spans.frame_spans[1][0]])
     assert between == "<|vision_end|><2.5 seconds><|vision_start|>"  # frames 2-3 at 1 fps: (2 + 3) / 2
-    assert decode(ids[spans.video[0]:spans.frame_spans[0][0]]) == "<|vision_start|><0.5 seconds><|vision_start|>"
+    assert decode(ids[spans.video[0] : spans.frame_spans[0][0]]) == "<|vision_start|><0.5 seconds><|vision_start|>"
     with pytest.raises(FlowkitError, match="at least 2 frames"):
         vllm.prepare(random_frames(1), QUESTION, OPTIONS)
 
@@ -246,7 +260,7 @@ def test_video_llama3_frames_keep_their_own_token_counts(models):
     spans, ids = prepared.spans, prepared.inputs["input_ids"][0]
     lengths = [e - s for s, e in spans.frame_spans]
     assert lengths[3] < lengths[2] and lengths[3] >= 1  # the repeated frame was pruned
-    assert vllm.tokenizer.decode(ids[spans.frame_spans[0][1]:spans.frame_spans[1][0]]) == ",Time 0.5s:"
+    assert vllm.tokenizer.decode(ids[spans.frame_spans[0][1] : spans.frame_spans[1][0]]) == ",Time 0.5s:"
 
 
 def test_internvl_and_onevision_separators(models):
@@ -254,9 +268,9 @@ def test_internvl_and_onevision_separators(models):
     prepared = internvl.prepare(random_frames(3), QUESTION, OPTIONS)
     spans, ids = prepared.spans, prepared.inputs["input_ids"][0]
     decode = internvl.tokenizer.decode
-    assert decode(ids[spans.video[0]:spans.frame_spans[0][0]]) == "Frame1: <img>"
-    assert decode(ids[spans.frame_spans[0][1]:spans.frame_spans[1][0]]) == "</img>\nFrame2: <img>"
-    assert decode(ids[spans.frame_spans[-1][1]:spans.video[1]]) == "</img>"
+    assert decode(ids[spans.video[0] : spans.frame_spans[0][0]]) == "Frame1: <img>"
+    assert decode(ids[spans.frame_spans[0][1] : spans.frame_spans[1][0]]) == "</img>\nFrame2: <img>"
+    assert decode(ids[spans.frame_spans[-1][1] : spans.video[1]]) == "</img>"
 
     onevision = models("llava_onevision")
     prepared = onevision.prepare(random_frames(3), QUESTION, OPTIONS)
@@ -282,7 +296,7 @@ def test_every_family_declares_itself_in_its_own_module():
     assert set(ADAPTERS) == set(TOY_BUILDERS)  # a tiny model of every registered family
     for adapter in registered:
         assert adapter.undeclared() == [], adapter
-        assert "supports_engine_replay" in vars(adapter), f"{adapter.__name__} must state supports_engine_replay"
+        assert "supports_replay" in vars(adapter), f"{adapter.__name__} must state supports_replay"
         assert callable(adapter.eager_attention())
 
 
@@ -291,7 +305,8 @@ def test_decoder_and_attention_base_are_the_declared_ones(models, family):
     import operator
     import sys
 
-    from flowkit.attention import _base_attention, language_model_of
+    from flowkit.attention import _base_attention
+    from flowkit.families import language_model_of
 
     vllm = models(family)
     decoder = operator.attrgetter(vllm.adapter.decoder_path)(vllm.model)
@@ -306,7 +321,7 @@ def test_decoder_and_attention_base_are_the_declared_ones(models, family):
 
 def test_unknown_decoder_layouts_raise_clear_errors(models):
     from flowkit import KnockoutError
-    from flowkit.attention import language_model_of
+    from flowkit.families import language_model_of
 
     with pytest.raises(KnockoutError, match="cannot tell where the decoder layers of Linear are"):
         language_model_of(torch.nn.Linear(2, 2))
@@ -320,18 +335,18 @@ def test_unknown_decoder_layouts_raise_clear_errors(models):
 
 def test_registration_refuses_undeclared_or_clashing_families():
     from flowkit.families import ADAPTERS, register_family
-    from flowkit.families.layouts import PlaceholderVideoAdapter
+    from flowkit.families.placeholder_base import PlaceholderVideoAdapterBase
 
     before = dict(ADAPTERS)
 
-    class Undeclared(PlaceholderVideoAdapter):
+    class Undeclared(PlaceholderVideoAdapterBase):
         model_types = ("made_up_video_llm",)
         family = "Made up"
         model_class_name = "MadeUpForConditionalGeneration"
         attention_base = "transformers.models.llama.modeling_llama"
 
-    with pytest.raises(FlowkitError, match="does not declare supports_engine_replay"):
+    with pytest.raises(FlowkitError, match="does not declare supports_replay"):
         register_family(Undeclared)
     with pytest.raises(FlowkitError, match="'internvl' is registered twice"):
-        register_family(type("Twin", (InternVLAdapter,), {"supports_engine_replay": True}))
+        register_family(type("Twin", (InternVLAdapter,), {"supports_replay": True}))
     assert ADAPTERS == before

@@ -7,8 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from flowkit.formatting import (RECORD_ENV, format_pct_change, format_prob, format_share, format_table,
-                                rounding_margin)
+from flowkit.formatting import RECORD_ENV, format_pct_change, format_prob, format_share, format_table, rounding_margin
 from flowkit.testing.notebook_slices import checked_cells, slice_chapters, slice_notebook
 
 
@@ -51,13 +50,21 @@ def test_printed_numbers_are_recorded_when_asked(tmp_path, monkeypatch):
     format_prob(0.25)
     format_pct_change(-12.34)
     lines = [json.loads(line) for line in record.read_text().splitlines()]
-    assert lines == [{"kind": "prob", "value": 0.25, "decimals": 3, "text": "0.250"},
-                     {"kind": "pct_change", "value": -12.34, "decimals": 1, "text": "-12.3"}]
+    assert lines == [
+        {"kind": "prob", "value": 0.25, "decimals": 3, "text": "0.250"},
+        {"kind": "pct_change", "value": -12.34, "decimals": 1, "text": "-12.3"},
+    ]
 
 
 def _notebook(*sources: str) -> dict:
-    return {"cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": s}
-                      for s in sources], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    return {
+        "cells": [
+            {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": s} for s in sources
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
 
 
 def test_the_slice_keeps_checked_cells_and_the_statements_they_need():
@@ -71,8 +78,12 @@ def test_the_slice_keeps_checked_cells_and_the_statements_they_need():
     assert checked_cells(notebook) == [4]
     sliced = slice_notebook(notebook)
     sources = ["".join(cell["source"]) for cell in sliced["cells"]]
-    assert sources == ["import math\nsetup_done = True\n", "a = 1\n", "rows = []\nfor i in range(a):\n    rows.append(i)\n",
-                       "# NBVAL_CHECK_OUTPUT\nprint(len(rows), math.pi)\n"]
+    assert sources == [
+        "import math\nsetup_done = True\n",
+        "a = 1\n",
+        "rows = []\nfor i in range(a):\n    rows.append(i)\n",
+        "# NBVAL_CHECK_OUTPUT\nprint(len(rows), math.pi)\n",
+    ]
     namespace: dict = {}
     exec("\n".join(sources[:-1]), namespace)  # the slice runs on its own
     assert namespace["rows"] == [0]
@@ -81,7 +92,10 @@ def test_the_slice_keeps_checked_cells_and_the_statements_they_need():
 def test_a_later_rebinding_wins_and_chapters_join_in_order(tmp_path):
     notebook = _notebook("x = 1\n", "x = 2\n", "# NBVAL_CHECK_OUTPUT\nprint(x)\n")
     assert ["".join(c["source"]) for c in slice_notebook(notebook)["cells"]] == [
-        "x = 1\n", "x = 2\n", "# NBVAL_CHECK_OUTPUT\nprint(x)\n"]  # the first cell is the setup, always kept
+        "x = 1\n",
+        "x = 2\n",
+        "# NBVAL_CHECK_OUTPUT\nprint(x)\n",
+    ]  # the first cell is the setup, always kept
     first, second = tmp_path / "01_a.ipynb", tmp_path / "02_b.ipynb"
     first.write_text(json.dumps(notebook))
     second.write_text(json.dumps(_notebook("y = 5\n", "print('not checked')\n")))

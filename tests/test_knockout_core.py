@@ -15,8 +15,14 @@ from flowkit.spans import Spans
 
 # prefix 0-2, four frames of 3 tokens (3..14), question 15..17, newline 18, options 19-20, 21-22, 23-24, tail 25-27, last 28
 # (the paper's question span: 15..24, question sentence through the last option; the tail is template text)
-SPANS = Spans(seq_len=29, frame_spans=((3, 6), (6, 9), (9, 12), (12, 15)), question_text=(15, 18),
-              option_spans=((19, 21), (21, 23), (23, 25)), last=28, true_option=1)
+SPANS = Spans(
+    seq_len=29,
+    frame_spans=((3, 6), (6, 9), (9, 12), (12, 15)),
+    question_text=(15, 18),
+    option_spans=((19, 21), (21, 23), (23, 25)),
+    last=28,
+    true_option=1,
+)
 
 
 def brute_force(edges: str, spans: Spans) -> torch.Tensor:
@@ -56,12 +62,26 @@ def brute_force(edges: str, spans: Spans) -> torch.Tensor:
     return block
 
 
-@pytest.mark.parametrize("edges", [
-    "cross_frame", "video->question", "video->last", "question->last", "last->last",
-    "question_text->last", "true_option->last", "false_options->last", "video->video",
-    "frame:2->option:C", "prefix->video", "options->question", "question->question",
-    "video->prompt_after_video", "prompt_after_video->last",
-])
+@pytest.mark.parametrize(
+    "edges",
+    [
+        "cross_frame",
+        "video->question",
+        "video->last",
+        "question->last",
+        "last->last",
+        "question_text->last",
+        "true_option->last",
+        "false_options->last",
+        "video->video",
+        "frame:2->option:C",
+        "prefix->video",
+        "options->question",
+        "question->question",
+        "video->prompt_after_video",
+        "prompt_after_video->last",
+    ],
+)
 def test_masks_match_brute_force(edges):
     assert torch.equal(edge_block_mask(edges, SPANS), brute_force(edges, SPANS))
 
@@ -71,24 +91,39 @@ def test_question_is_the_papers_span_and_the_wide_group_has_its_own_name():
     assert SPANS.positions("prompt_after_video") == list(range(15, 28))  # + the template tail before the last
     assert "prompt_after_video" in SPANS.group_names()
     # a template header ("Question: ") in front of the sentence belongs to the question span
-    spans = Spans(seq_len=29, frame_spans=SPANS.frame_spans, question_text=(16, 18),
-                  option_spans=SPANS.option_spans, last=28, question_span=(15, 25))
+    spans = Spans(
+        seq_len=29,
+        frame_spans=SPANS.frame_spans,
+        question_text=(16, 18),
+        option_spans=SPANS.option_spans,
+        last=28,
+        question_span=(15, 25),
+    )
     assert spans.positions("question") == list(range(15, 25)) and spans.question == (15, 25)
     assert spans.with_true_option(0).question_span == (15, 25)
     assert spans.to_dict()["question_span"] == [15, 25]
     assert "question        15..24" in spans.describe()
 
 
-@pytest.mark.parametrize("question_span, match", [
-    ((16, 25), "must contain the question sentence"),
-    ((15, 24), "must contain the question sentence"),
-    ((14, 25), "after the video region"),
-    ((15, 29), "before the last position"),
-])
+@pytest.mark.parametrize(
+    "question_span, match",
+    [
+        ((16, 25), "must contain the question sentence"),
+        ((15, 24), "must contain the question sentence"),
+        ((14, 25), "after the video region"),
+        ((15, 29), "before the last position"),
+    ],
+)
 def test_question_span_is_checked(question_span, match):
     with pytest.raises(KnockoutError, match=match):
-        Spans(seq_len=29, frame_spans=SPANS.frame_spans, question_text=(15, 18), option_spans=SPANS.option_spans,
-              last=28, question_span=question_span)
+        Spans(
+            seq_len=29,
+            frame_spans=SPANS.frame_spans,
+            question_text=(15, 18),
+            option_spans=SPANS.option_spans,
+            last=28,
+            question_span=question_span,
+        )
 
 
 def test_cross_frame_keeps_within_frame_edges():
@@ -104,14 +139,17 @@ def test_edge_spellings_normalise():
     assert normalize_edges("cross-frame") == "cross_frame"
 
 
-@pytest.mark.parametrize("bad, match", [
-    ("video", "unknown edge group"),
-    ("", "non-empty"),
-    ("video->nowhere", "unknown token group 'nowhere'"),
-    ("frame:7->last", "frame index 7 is beyond the video, which has 4 frames"),
-    ("frame:x->last", "must be an integer"),
-    ("option:F->last", "option 'F' does not exist"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("video", "unknown edge group"),
+        ("", "non-empty"),
+        ("video->nowhere", "unknown token group 'nowhere'"),
+        ("frame:7->last", "frame index 7 is beyond the video, which has 4 frames"),
+        ("frame:x->last", "must be an integer"),
+        ("option:F->last", "option 'F' does not exist"),
+    ],
+)
 def test_bad_edge_groups(bad, match):
     with pytest.raises(KnockoutError, match=match):
         edge_block_mask(bad, SPANS)
@@ -126,25 +164,39 @@ def test_a_token_group_and_an_edge_group_are_each_one_registry_entry(monkeypatch
     from flowkit import edge_groups, plots, spans as spans_module
     from flowkit.view_models import grid_columns
 
-    assert edge_groups.PAPER_EDGE_GROUPS == ("cross_frame", "video->question", "video->last", "question->last",
-                                             "last->last")
+    assert edge_groups.PAPER_EDGE_GROUPS == (
+        "cross_frame",
+        "video->question",
+        "video->last",
+        "question->last",
+        "last->last",
+    )
     first_token = spans_module.TokenGroup("first_video_token", "the video's first token", lambda s: [s.video[0]])
     monkeypatch.setattr(spans_module, "TOKEN_GROUPS", spans_module.TOKEN_GROUPS + (first_token,))
     assert "first_video_token" in SPANS.group_names() and SPANS.positions("first_video_token") == [3]
     assert edge_block_mask("first_video_token->last", SPANS).nonzero().tolist() == [[28, 3]]
 
-    entry = edge_groups.EdgeGroup("first_video_token->last", plots.OKABE_ITO["black"],
-                                  title="the answer cannot read the first video token")
+    entry = edge_groups.EdgeGroup(
+        "first_video_token->last", plots.OKABE_ITO["black"], title="the answer cannot read the first video token"
+    )
     monkeypatch.setitem(edge_groups.EDGE_GROUPS, entry.name, entry)
     (column,) = grid_columns([entry.name], SPANS)
     assert (column.label, column.title) == ("first_video_token ↛ last", "the answer cannot read the first video token")
     assert plots.edge_group_colors([entry.name, "prefix->last"])[entry.name] == plots.OKABE_ITO["black"]
 
 
-@pytest.mark.parametrize("center, expected", [
-    (0, range(0, 5)), (1, range(0, 6)), (4, range(0, 9)), (10, range(6, 15)),
-    (25, range(21, 30)), (28, range(24, 30)), (29, range(25, 30)),
-])
+@pytest.mark.parametrize(
+    "center, expected",
+    [
+        (0, range(0, 5)),
+        (1, range(0, 6)),
+        (4, range(0, 9)),
+        (10, range(6, 15)),
+        (25, range(21, 30)),
+        (28, range(24, 30)),
+        (29, range(25, 30)),
+    ],
+)
 def test_paper_window_arithmetic(center, expected):
     # the paper: layers max(0, l-4) .. min(L, l+5) - 1
     assert LayerWindow(center).resolve(30) == tuple(expected)
@@ -156,23 +208,29 @@ def test_other_window_sizes():
     assert LayerWindow(5, size=4).resolve(30) == (3, 4, 5, 6)
 
 
-@pytest.mark.parametrize("layers, match", [
-    (LayerWindow(30), "beyond the model's depth"),
-    (LayerWindow(30), "beyond the model's depth"),
-    (LayerSet(()), "empty"),
-    (LayerSet((2, 31, 32, 40)), r"layer\(s\) 31-32,40 are beyond"),
-])
+@pytest.mark.parametrize(
+    "layers, match",
+    [
+        (LayerWindow(30), "beyond the model's depth"),
+        (LayerWindow(30), "beyond the model's depth"),
+        (LayerSet(()), "empty"),
+        (LayerSet((2, 31, 32, 40)), r"layer\(s\) 31-32,40 are beyond"),
+    ],
+)
 def test_bad_layers(layers, match):
     with pytest.raises(KnockoutError, match=match):
         layers.resolve(30)
 
 
-@pytest.mark.parametrize("build, match", [
-    (lambda: LayerWindow(-1), "centre is a layer index .* got -1; layers count from 0"),
-    (lambda: LayerWindow(2.5), "centre is a layer index"),
-    (lambda: LayerWindow(3, size=0), "whole size >= 1"),
-    (lambda: LayerSet((3, -2)), r"layer\(s\) -2 are negative"),
-])
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: LayerWindow(-1), "centre is a layer index .* got -1; layers count from 0"),
+        (lambda: LayerWindow(2.5), "centre is a layer index"),
+        (lambda: LayerWindow(3, size=0), "whole size >= 1"),
+        (lambda: LayerSet((3, -2)), r"layer\(s\) -2 are negative"),
+    ],
+)
 def test_impossible_layers_are_refused_when_written(build, match):
     with pytest.raises(KnockoutError, match=match):
         build()

@@ -54,3 +54,26 @@ def test_bootstrap_interval_brackets_the_mean_narrows_with_more_questions_and_re
     table = mean_with_ci(frame, "center", "pct").set_index("center")
     assert table.loc[0, "pct"] == -2.0 and table.loc[0, "lo"] <= -2.0 <= table.loc[0, "hi"]
     assert table.loc[1, "n"] == 2 and table.loc[1, "lo"] == table.loc[1, "hi"] == 0.0
+
+
+def test_accuracy_by_is_the_share_correct_per_group():
+    from flowkit.stats import accuracy_by
+
+    table = pd.DataFrame({"task": ["a", "a", "b", "b", "b"], "correct": [True, False, True, True, False]})
+    assert accuracy_by(table) == {"a": 0.5, "b": 2 / 3}
+    assert all(type(v) is float for v in accuracy_by(table).values())
+
+
+def test_first_per_task_takes_the_first_n_of_each_task_in_task_order():
+    from types import SimpleNamespace
+
+    from flowkit.data import first_per_task
+
+    samples = [SimpleNamespace(task=t, id=f"{t}/{i}") for i in range(3) for t in ("b", "a")]
+    assert [s.id for s in first_per_task(samples, 2)] == ["a/0", "a/1", "b/0", "b/1"]
+    assert [s.id for s in first_per_task(samples, None, tasks=["b"])] == ["b/0", "b/1", "b/2"]
+    assert [s.id for s in first_per_task(samples, lambda t: 1 if t == "a" else 2, keep=lambda s: s.id != "b/0")] == [
+        "a/0",
+        "b/1",
+        "b/2",
+    ]

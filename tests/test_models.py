@@ -8,9 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from flowkit import KnockoutError, KnockoutSpec, LayerSet, LayerWindow, ModelLoadError, UnsupportedModelError, knockout, load_videollm
+from flowkit import (
+    KnockoutError,
+    KnockoutSpec,
+    LayerSet,
+    LayerWindow,
+    ModelLoadError,
+    UnsupportedModelError,
+    knockout,
+    load_videollm,
+)
 from flowkit.families.llava_next_video import LlavaNextVideoAdapter
-from flowkit.spec import Cut
 from flowkit.masks import edge_block_mask
 
 from conftest import OPTIONS, QUESTION, random_frames
@@ -26,11 +34,16 @@ def stock_last_logits(vllm, prepared):
 def test_nf4_quantizes_language_model_only(toy_nf4):
     import bitsandbytes as bnb
 
-    lm_linears = [m for n, m in toy_nf4.model.named_modules() if ".language_model." in f".{n}." and isinstance(m, torch.nn.Linear)]
+    lm_linears = [
+        m for n, m in toy_nf4.model.named_modules() if ".language_model." in f".{n}." and isinstance(m, torch.nn.Linear)
+    ]
     assert lm_linears and all(isinstance(m, bnb.nn.Linear4bit) for m in lm_linears)
     assert lm_linears[0].weight.quant_state.quant_type == "nf4"
-    kept = [n for n, m in toy_nf4.model.named_modules() if isinstance(m, bnb.nn.Linear4bit)
-            and ("vision_tower" in n or "multi_modal_projector" in n or n == "lm_head")]
+    kept = [
+        n
+        for n, m in toy_nf4.model.named_modules()
+        if isinstance(m, bnb.nn.Linear4bit) and ("vision_tower" in n or "multi_modal_projector" in n or n == "lm_head")
+    ]
     assert kept == []
 
 
@@ -85,7 +98,9 @@ def test_context_manager_restores_on_error_and_nests(toy_fp32, prepared_fp32):
 
 
 # ------------------------------------------------------------------ exactness of the cut
-@pytest.mark.parametrize("edges", ["cross_frame", "video->question", "question->last", "last->last", "true_option->last"])
+@pytest.mark.parametrize(
+    "edges", ["cross_frame", "video->question", "question->last", "last->last", "true_option->last"]
+)
 def test_cut_edges_get_zero_attention_only_in_window(toy_eager, edges):
     prepared = toy_eager.prepare(random_frames(seed=5), QUESTION, OPTIONS, answer="C")
     spans, num_layers = prepared.spans, toy_eager.num_layers
@@ -107,11 +122,14 @@ def test_cut_edges_get_zero_attention_only_in_window(toy_eager, edges):
     assert not torch.all(clean[1][0][:, block] == 0)
 
 
-@pytest.mark.parametrize("edges, first_downstream", [
-    ("video->question", "question"),
-    ("question->last", "last"),
-    ("video->last", "last"),
-])
+@pytest.mark.parametrize(
+    "edges, first_downstream",
+    [
+        ("video->question", "question"),
+        ("question->last", "last"),
+        ("video->last", "last"),
+    ],
+)
 def test_positions_not_downstream_are_bit_identical(toy_fp32, edges, first_downstream):
     prepared = toy_fp32.prepare(random_frames(seed=6), QUESTION, OPTIONS)
     spans = prepared.spans
@@ -125,9 +143,16 @@ def test_positions_not_downstream_are_bit_identical(toy_fp32, edges, first_downs
 
 
 # ------------------------------------------------------------------------------- spans
-@pytest.mark.parametrize("frame_size, patch, num_frames, height, width", [
-    (32, 8, 8, 48, 64), (32, 8, 4, 32, 32), (32, 8, 6, 100, 80), (64, 8, 3, 64, 64), (48, 8, 5, 72, 96),
-])
+@pytest.mark.parametrize(
+    "frame_size, patch, num_frames, height, width",
+    [
+        (32, 8, 8, 48, 64),
+        (32, 8, 4, 32, 32),
+        (32, 8, 6, 100, 80),
+        (64, 8, 3, 64, 64),
+        (48, 8, 5, 72, 96),
+    ],
+)
 def test_spans_match_processor_expansion(tmp_path, frame_size, patch, num_frames, height, width):
     from flowkit.testing.tiny_models import build_toy_llava_next_video
 
@@ -146,7 +171,7 @@ def test_spans_match_processor_expansion(tmp_path, frame_size, patch, num_frames
     assert per_frame == LlavaNextVideoAdapter.tokens_per_frame(vllm.model.config, frame_size)
     video_id = vllm.processor.video_token_id
     assert (ids == video_id).sum() == spans.num_video_tokens
-    for i, (s, e) in enumerate(spans.frame_spans):
+    for s, e in spans.frame_spans:
         assert e - s == per_frame and bool((ids[s:e] == video_id).all())
     assert ids[spans.video[0] - 1] != video_id and ids[spans.video[1]] != video_id
     decode = vllm.tokenizer.decode
@@ -168,7 +193,10 @@ def test_prompt_without_chat_template_uses_paper_format(tmp_path):
     prepared = vllm.prepare(random_frames(4), QUESTION, OPTIONS)
     assert prepared.prompt_text.startswith("USER: <video>\n" + QUESTION)
     assert prepared.prompt_text.endswith("Only give the best option. ASSISTANT: Best option:(")
-    assert vllm.tokenizer.decode(prepared.inputs["input_ids"][0][slice(*prepared.spans.option_spans[3])]).strip() == "(D) down"
+    assert (
+        vllm.tokenizer.decode(prepared.inputs["input_ids"][0][slice(*prepared.spans.option_spans[3])]).strip()
+        == "(D) down"
+    )
 
 
 def test_letter_ids_are_the_next_token_after_prompt(toy_fp32):
@@ -178,10 +206,13 @@ def test_letter_ids_are_the_next_token_after_prompt(toy_fp32):
         assert tok.decode([token_id]) == letter
 
 
-@pytest.mark.parametrize("frames, match", [
-    (np.zeros((8, 32, 32), dtype=np.uint8), r"\(T, H, W, 3\)"),
-    (np.zeros((0, 32, 32, 3), dtype=np.uint8), "no frames"),
-])
+@pytest.mark.parametrize(
+    "frames, match",
+    [
+        (np.zeros((8, 32, 32), dtype=np.uint8), r"\(T, H, W, 3\)"),
+        (np.zeros((0, 32, 32, 3), dtype=np.uint8), "no frames"),
+    ],
+)
 def test_bad_frames(toy_fp32, frames, match):
     with pytest.raises(Exception, match=match):
         toy_fp32.prepare(frames, QUESTION, OPTIONS)
@@ -220,10 +251,16 @@ def test_folder_without_config(tmp_path):
         load_videollm(tmp_path)
 
 
-@pytest.mark.parametrize("config, match", [
-    ({"model_type": "llava", "architectures": ["LlavaForConditionalGeneration"]}, "LLaVA \\(images only\\) has no video input"),
-    ({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}, "LlamaForCausalLM is not a VideoLLM class"),
-])
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        (
+            {"model_type": "llava", "architectures": ["LlavaForConditionalGeneration"]},
+            "LLaVA \\(images only\\) has no video input",
+        ),
+        ({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}, "LlamaForCausalLM is not a VideoLLM class"),
+    ],
+)
 def test_model_without_video_support(tmp_path, config, match):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(UnsupportedModelError, match=match):

@@ -20,7 +20,7 @@ def _logits(vllm, prepared, specs):
         return [vllm.last_logits(prepared, spec) for spec in specs]
 
 
-def test_cached_weights_give_bit_identical_logits_and_engine_replays(toy_checkpoint):
+def test_cached_weights_give_bit_identical_logits_and_session_replays(toy_checkpoint):
     from flowkit import load_videollm
 
     vllm = load_videollm(toy_checkpoint, quant="nf4")
@@ -29,19 +29,23 @@ def test_cached_weights_give_bit_identical_logits_and_engine_replays(toy_checkpo
     drop_dequantized_weights(vllm.model)  # the plain bitsandbytes path first
     sample = generate("scene_transition", 1, seed=5, num_frames=8, size=32)[0]
     prepared = vllm.prepare_sample(sample)
-    specs = [None, KnockoutSpec.single("cross_frame", LayerWindow(1)), KnockoutSpec.single("video->last", LayerWindow(2))]
+    specs = [
+        None,
+        KnockoutSpec.single("cross_frame", LayerWindow(1)),
+        KnockoutSpec.single("video->last", LayerWindow(2)),
+    ]
     plain = _logits(vllm, prepared, specs)
-    plain_engine = Session(vllm, prepared).last_logits([{}, {1: torch.ones(1, 1, dtype=torch.bool)}][:1])
+    plain_replay = Session(vllm, prepared).last_logits([{}, {1: torch.ones(1, 1, dtype=torch.bool)}][:1])
     try:
         changed = cache_dequantized_weights(vllm.model)
         assert changed == len(four_bit_layers(vllm.model)) > 0
         cached = _logits(vllm, prepared, specs)
         again = _logits(vllm, prepared, specs)  # second call: from the cache
-        cached_engine = Session(vllm, prepared).last_logits([{}])
+        cached_replay = Session(vllm, prepared).last_logits([{}])
         # the same product with the weight stored transposed: the same bits on the CPUs measured,
         # float rounding at most elsewhere (the kit's portable-path promise: <= 1e-5 in p)
         assert max(_max_dp(a, b) for a, b in zip(plain, cached)) <= 1e-5
-        assert max(_max_dp(a, b) for a, b in zip(plain_engine, cached_engine)) <= 1e-5
+        assert max(_max_dp(a, b) for a, b in zip(plain_replay, cached_replay)) <= 1e-5
         assert all(torch.equal(a, b) for a, b in zip(cached, again))  # and deterministic
         kept = [m for _, m in four_bit_layers(vllm.model) if m.__dict__.get("_flowkit_dequantized")]
         assert kept and all(w.dtype == torch.float32 for m in kept for w in m._flowkit_dequantized.values())

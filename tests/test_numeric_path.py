@@ -82,8 +82,9 @@ def test_bitsandbytes_optional_kernel_notice_is_silenced_but_real_warnings_are_n
     import_bitsandbytes()
     logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
     with caplog.at_level(logging.WARNING):
-        logger.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure ...",
-                       "offline")
+        logger.warning(
+            "Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure ...", "offline"
+        )
         logger.warning("something real went wrong")
     messages = [record.getMessage() for record in caplog.records]
     assert messages == ["something real went wrong"]
@@ -114,7 +115,10 @@ def test_bf16_on_the_cpu_computes_in_float32_from_bf16_weights_unless_asked(toy_
     assert native.numeric_path == "bf16/bf16-compute/cpu" and native.fingerprint != portable.fingerprint
     assert next(native.model.parameters()).dtype == torch.bfloat16
     prepared = portable.prepare(random_frames(seed=3), QUESTION, OPTIONS, answer="A")
-    a, b = portable.answer(prepared), native.answer(native.prepare(random_frames(seed=3), QUESTION, OPTIONS, answer="A"))
+    a, b = (
+        portable.answer(prepared),
+        native.answer(native.prepare(random_frames(seed=3), QUESTION, OPTIONS, answer="A")),
+    )
     assert max(abs(x - y) for x, y in zip(a.probs, b.probs)) < 0.05  # the same model, another arithmetic
     with pytest.raises(ModelLoadError, match="unknown bf16_cpu_arithmetic 'fast'"):
         load_videollm(toy_checkpoint, quant="bf16", bf16_cpu_arithmetic="fast")

@@ -50,12 +50,21 @@ import pytest
 import torch
 
 from flowkit import KnockoutError
-from flowkit.cache import DEFINITIONS_KEY, ResultCache, _checksum
+from flowkit.result_cache import DEFINITIONS_KEY, ResultCache, _checksum
 from flowkit.edge_groups import DEFINITIONS_VERSION
 from flowkit.masks import block_masks, count_edges, edge_block_mask
-from flowkit.pathways import (PAPER_PATHWAY_PRESETS, PathwayWindows, paper_pathway_preset, paper_random_block_masks,
-                              paper_random_edge_count, paper_random_pool, paper_windows, pathway_spec,
-                              pathway_suppressed_fraction, scale_windows)
+from flowkit.pathways import (
+    PAPER_PATHWAY_PRESETS,
+    PathwayWindows,
+    paper_pathway_preset,
+    paper_random_block_masks,
+    paper_random_edge_count,
+    paper_random_pool,
+    paper_windows,
+    pathway_spec,
+    pathway_suppressed_fraction,
+    scale_windows,
+)
 from flowkit.spans import Spans
 
 N = 1260
@@ -87,7 +96,7 @@ def test_layout_is_the_one_written_down():
 
 def paper_code_ranges():
     vision = list(range(VIDEO_START, VIDEO_END))
-    frames = [vision[i * PER_FRAME:(i + 1) * PER_FRAME] for i in range(FRAMES)]
+    frames = [vision[i * PER_FRAME : (i + 1) * PER_FRAME] for i in range(FRAMES)]
     # cross-frame: queries of frame i, keys of every earlier frame
     inter_frame = [(sum(frames[:i], []), frames[i]) for i in range(1, FRAMES)]
     question = list(range(*QUESTION))
@@ -119,13 +128,16 @@ def paper_code_pathway_groups(num_layers: int, inter_frame_kept, video_to_questi
     return groups
 
 
-@pytest.mark.parametrize("edges, expected", [
-    ("cross_frame", 580_608),
-    ("video->question", 50_688),
-    ("question->last", 44),
-    ("video->last", 1_152),
-    ("last->last", 1),
-])
+@pytest.mark.parametrize(
+    "edges, expected",
+    [
+        ("cross_frame", 580_608),
+        ("video->question", 50_688),
+        ("question->last", 44),
+        ("video->last", 1_152),
+        ("last->last", 1),
+    ],
+)
 def test_blocked_pairs_per_edge_group_equal_the_paper_codes(edges, expected):
     vision, inter_frame, question, last = paper_code_ranges()
     paper_blocked = {
@@ -146,10 +158,13 @@ def test_the_wide_group_is_what_question_used_to_mean():
     assert int(edge_block_mask("prompt_after_video->last", PAPER_LAYOUT).sum()) == 59
 
 
-@pytest.mark.parametrize("preset, num_layers, kept_percent, digits", [
-    ("llava-next-7b-video-ft", 32, 42.25, 2),
-    ("llava-next-13b-video-ft", 40, 35.8, 1),
-])
+@pytest.mark.parametrize(
+    "preset, num_layers, kept_percent, digits",
+    [
+        ("llava-next-7b-video-ft", 32, 42.25, 2),
+        ("llava-next-13b-video-ft", 40, 35.8, 1),
+    ],
+)
 def test_pathway_masks_keep_what_the_paper_codes_keep(preset, num_layers, kept_percent, digits):
     windows = paper_windows(num_layers, preset)
     spec = pathway_spec(windows, num_layers)
@@ -157,8 +172,9 @@ def test_pathway_masks_keep_what_the_paper_codes_keep(preset, num_layers, kept_p
     assert round(100 * counts["kept_fraction"], digits) == kept_percent
     # layer by layer, the mask is the paper code's
     ranges = lambda w: list(range(w[0], w[1] + 1))  # noqa: E731
-    groups = paper_code_pathway_groups(num_layers, ranges(windows.cross_frame), ranges(windows.video_to_question),
-                                       ranges(windows.question_to_last))
+    groups = paper_code_pathway_groups(
+        num_layers, ranges(windows.cross_frame), ranges(windows.video_to_question), ranges(windows.question_to_last)
+    )
     ours = block_masks(spec, PAPER_LAYOUT, num_layers)
     kept = 0
     for layer in range(num_layers):
@@ -197,12 +213,20 @@ def test_presets_are_the_paper_codes_windows():
 def test_other_depths_scale_by_the_documented_rule():
     seven = paper_pathway_preset("llava-next-7b-video-ft").windows
     # boundaries of half-open windows scale by L / 32, rounded half up
-    assert paper_windows(40) == PathwayWindows(cross_frame=(6, 18), video_to_question=(6, 24),
-                                               question_to_last=(19, 30), video_to_video_until=24,
-                                               question_to_question_until=30)
-    assert paper_windows(30) == PathwayWindows(cross_frame=(5, 13), video_to_question=(5, 18),
-                                               question_to_last=(14, 22), video_to_video_until=18,
-                                               question_to_question_until=22)
+    assert paper_windows(40) == PathwayWindows(
+        cross_frame=(6, 18),
+        video_to_question=(6, 24),
+        question_to_last=(19, 30),
+        video_to_video_until=24,
+        question_to_question_until=30,
+    )
+    assert paper_windows(30) == PathwayWindows(
+        cross_frame=(5, 13),
+        video_to_question=(5, 18),
+        question_to_last=(14, 22),
+        video_to_video_until=18,
+        question_to_question_until=22,
+    )
     assert scale_windows(seven, 32, 32) == seven
     tiny = paper_windows(2)
     for lo, hi in (tiny.cross_frame, tiny.video_to_question, tiny.question_to_last):

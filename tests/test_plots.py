@@ -12,8 +12,12 @@ EDGE_GROUPS = ["cross_frame", "video->question", "question->last"]
 
 
 def summary_frame(num_layers=6, tasks=("action_antonym", "object_count")):
-    rows = [{"task": task, "edge_group": edge_group, "center": c, "pct_change": -5.0 * c + i, "n": 3}
-            for task in tasks for i, edge_group in enumerate(EDGE_GROUPS) for c in range(num_layers)]
+    rows = [
+        {"task": task, "edge_group": edge_group, "center": c, "pct_change": -5.0 * c + i, "n": 3}
+        for task in tasks
+        for i, edge_group in enumerate(EDGE_GROUPS)
+        for c in range(num_layers)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -81,8 +85,12 @@ def test_answer_bars_show_before_and_after_with_the_true_option_starred():
     after = AnswerDistribution((0.2, 0.1), (0.6, 0.4), 0, true_option=1)
     spec = plots.answer_bars(before, after, options=["left", "right"]).to_dict()
     rows = {(r["option"], r["when"]): r["p"] for r in rows_of(spec)}
-    assert rows == {("A left", "before"): 0.25, ("★ B right", "before"): 0.75,
-                    ("A left", "after"): 0.6, ("★ B right", "after"): 0.4}
+    assert rows == {
+        ("A left", "before"): 0.25,
+        ("★ B right", "before"): 0.75,
+        ("A left", "after"): 0.6,
+        ("★ B right", "after"): 0.4,
+    }
     bars = spec["layer"][0]
     assert bars["encoding"]["color"]["scale"]["range"] == [plots.BEFORE_COLOR, plots.AFTER_COLOR]
     vocab = plots.answer_bars(before.to_dict(), scale="vocab").to_dict()
@@ -94,8 +102,14 @@ def test_answer_bars_show_before_and_after_with_the_true_option_starred():
 
 
 def test_prob_by_layer_plots_true_against_false_options():
-    df = pd.DataFrame([(layer, letter, 0.1 * layer if letter == "B" else 0.05, letter == "B")
-                       for layer in range(4) for letter in "ABC"], columns=["layer", "letter", "prob", "true"])
+    df = pd.DataFrame(
+        [
+            (layer, letter, 0.1 * layer if letter == "B" else 0.05, letter == "B")
+            for layer in range(4)
+            for letter in "ABC"
+        ],
+        columns=["layer", "letter", "prob", "true"],
+    )
     spec = plots.prob_by_layer(df).to_dict()
     assert marks(spec) == ["errorband", "line"]
     line = spec["layer"][1]
@@ -107,8 +121,10 @@ def test_prob_by_layer_plots_true_against_false_options():
 
 
 def test_lens_shares_colours_spatial_and_temporal_words():
-    df = pd.DataFrame([(layer, kind, 0.1 * layer) for layer in range(3) for kind in ("spatial", "temporal")],
-                      columns=["layer", "kind", "share"])
+    df = pd.DataFrame(
+        [(layer, kind, 0.1 * layer) for layer in range(3) for kind in ("spatial", "temporal")],
+        columns=["layer", "kind", "share"],
+    )
     spec = plots.lens_shares(df).to_dict()
     color = spec["encoding"]["color"]
     assert color["scale"]["domain"] == ["spatial", "temporal"]
@@ -142,8 +158,16 @@ def test_curves_with_band_and_question_strip_show_intervals_and_the_chosen_quest
     rows = []
     for q in range(6):
         for center in range(4):
-            rows.append({"sample": f"t/{q}", "task": "t" if q < 4 else "u", "edge_group": "cross_frame", "center": center,
-                         "pct_change": -10.0 * (center == 1) - q, "correct_base": q != 3})
+            rows.append(
+                {
+                    "sample": f"t/{q}",
+                    "task": "t" if q < 4 else "u",
+                    "edge_group": "cross_frame",
+                    "center": center,
+                    "pct_change": -10.0 * (center == 1) - q,
+                    "correct_base": q != 3,
+                }
+            )
     flows = pd.DataFrame(rows)
     table = curves_with_ci(flows, tasks=["t"])
     assert set(table["n"]) == {3}  # question 3 was answered wrongly, task u is not asked for
@@ -161,8 +185,14 @@ def test_curves_with_band_and_question_strip_show_intervals_and_the_chosen_quest
 
 
 def troughs_frame(tasks=("a", "b")):
-    return pd.DataFrame({"sample": [f"s{i}" for i in range(8)], "task": [tasks[i % len(tasks)] for i in range(8)],
-                         "pct_change": [-10.0 * i for i in range(8)], "center": list(range(8))})
+    return pd.DataFrame(
+        {
+            "sample": [f"s{i}" for i in range(8)],
+            "task": [tasks[i % len(tasks)] for i in range(8)],
+            "pct_change": [-10.0 * i for i in range(8)],
+            "center": list(range(8)),
+        }
+    )
 
 
 def highlight_param(spec: dict) -> dict:
@@ -197,8 +227,9 @@ def test_charts_with_several_tasks_highlight_the_clicked_task():
     assert highlight_param(strip)["select"]["fields"] == ["task"]
     # the grey dots keep their 0.5, the circled question Vega-Lite's 0.7 for points
     assert sorted(o["condition"]["value"] for o in opacity_conditions(strip)) == [0.5, 0.7]
-    accuracy = pd.DataFrame({"condition": ["full", "random"] * 2, "accuracy": [0.5, 0.3, 0.6, 0.2],
-                             "task": ["a", "a", "b", "b"]})
+    accuracy = pd.DataFrame(
+        {"condition": ["full", "random"] * 2, "accuracy": [0.5, 0.3, 0.6, 0.2], "task": ["a", "a", "b", "b"]}
+    )
     bars = plots.accuracy_bars(accuracy).to_dict()
     assert highlight_param(bars) and len(opacity_conditions(bars)) == 2  # bars and their labels
     # one task: nothing to pick
@@ -227,8 +258,10 @@ def test_highlight_on_click_binds_the_legend_and_keeps_the_look_until_something_
 
 
 def test_more_charts_have_tooltips():
-    df = pd.DataFrame([(layer, letter, 0.1, letter == "B") for layer in range(3) for letter in "AB"],
-                      columns=["layer", "letter", "prob", "true"])
+    df = pd.DataFrame(
+        [(layer, letter, 0.1, letter == "B") for layer in range(3) for letter in "AB"],
+        columns=["layer", "letter", "prob", "true"],
+    )
     assert "tooltip" in plots.prob_by_layer(df).to_dict()["layer"][1]["encoding"]
     assert "tooltip" in plots.pathway_windows({"early": (0, 3), "until": 5}, num_layers=8).to_dict()["encoding"]
 
@@ -237,7 +270,7 @@ def test_interactive_chart_bundle_is_a_widget_view_and_a_png_and_small():
     import base64
     import json
 
-    from flowkit.interactive_charts import OfflineChart, interactive
+    from widgets import OfflineChart, interactive
 
     chart = plots.flow_curves(summary_frame())
     assert interactive(chart) is chart  # no Jupyter kernel here: the static chart
@@ -261,9 +294,9 @@ def test_offline_esm_references_no_cdn():
 
     import altair as alt
 
-    from flowkit.interactive_charts import OfflineChart, offline_bundle
+    from widgets.offline_chart import OfflineChart, offline_bundle
 
-    loader = OfflineChart._esm
+    loader = str(OfflineChart._esm)  # the file offline_chart.js
     assert "http" not in loader and "import(url)" in loader
     bundle = offline_bundle()
     assert alt.JupyterChart._is_offline and bundle == str(alt.JupyterChart._esm)

@@ -34,11 +34,22 @@ def test_setup_serves_chapter_00_headless(tmp_path):
     if not (ROOT / ".venv" / "bin" / "jupyter").exists():
         pytest.skip("needs the kit's environment (.venv); run ./setup.sh --no-lab first")
     port, token = free_loopback_port(), os.urandom(8).hex()
-    env = {**os.environ, "JUPYTER_TOKEN": token, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-           "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "FLOWKIT_NO_BROWSER": "1"}
+    env = {
+        **os.environ,
+        "JUPYTER_TOKEN": token,
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "FLOWKIT_NO_BROWSER": "1",
+    }
     log = open(tmp_path / "setup.log", "w+")
-    server = subprocess.Popen([str(ROOT / "setup.sh"), "--no-browser", "--port", str(port)], cwd=ROOT, env=env,
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [str(ROOT / "setup.sh"), "--no-browser", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     # JupyterLab opened on a file serves that file's folder (notebooks/) as its root
     url = f"http://127.0.0.1:{port}/api/contents/00_start_here.ipynb?token={token}"
     chapter = None

@@ -44,9 +44,9 @@ def test_fingerprint_is_the_committed_one_and_the_numeric_path_portable(shipped)
     assert shipped.numeric_path == "nf4/fp32-dequant/cpu" and fast_path_layers(shipped.model) == []
 
 
-def test_engine_is_exact_on_the_default_nf4_path(shipped):
+def test_session_replay_is_exact_on_the_default_nf4_path(shipped):
     """SmolLM2's shapes are the ones bitsandbytes' AVX512-BF16 kernel takes; on the default path the
-    engine's replay still equals full forwards (the toy models' shapes never reach that kernel)."""
+    session's replay still equals full forwards (the toy models' shapes never reach that kernel)."""
     import torch
 
     from flowkit import KnockoutSpec, LayerWindow
@@ -56,12 +56,16 @@ def test_engine_is_exact_on_the_default_nf4_path(shipped):
 
     sample = next(s for s in shipped_questions() if s.task == "action_antonym")
     prepared = shipped.prepare_sample(sample)
-    specs = [KnockoutSpec.single(group, LayerWindow(centre))
-             for group in ("cross_frame", "video->question", "question->last", "video->last", "last->last")
-             for centre in (3, 14, 26)]
+    specs = [
+        KnockoutSpec.single(group, LayerWindow(centre))
+        for group in ("cross_frame", "video->question", "question->last", "video->last", "last->last")
+        for centre in (3, 14, 26)
+    ]
     fast = Session(shipped, prepared).last_logits(specs)
-    worst = max(float((torch.softmax(shipped.last_logits(prepared, spec), -1) - torch.softmax(logits, -1)).abs().max())
-                for spec, logits in zip(specs, fast))
+    worst = max(
+        float((torch.softmax(shipped.last_logits(prepared, spec), -1) - torch.softmax(logits, -1)).abs().max())
+        for spec, logits in zip(specs, fast)
+    )
     assert worst <= 1e-5, worst
     assert fast_path_layers(shipped.model) == []
 
@@ -87,9 +91,27 @@ def test_the_control_and_its_results():
 
 def test_fidelity_command_on_a_small_subset(tmp_path):
     out = tmp_path / "fidelity.json"
-    run = subprocess.run([sys.executable, "-m", "flowkit", "fidelity", "--per-task", "1", "--sweep-per-task", "1",
-                          "--centers-step", "10", "--random-seeds", "1", "--out", str(out)],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flowkit",
+            "fidelity",
+            "--per-task",
+            "1",
+            "--sweep-per-task",
+            "1",
+            "--centers-step",
+            "10",
+            "--random-seeds",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "paper (LLaVA-NeXT-7B)" in run.stdout and "F4 edges kept" in run.stdout
     report = json.loads(out.read_text())
@@ -104,8 +126,13 @@ def test_the_committed_resume_point_reads_where_a_lone_object_is():
     from flowkit.smol_video.training.trainer import TrainConfig, build, evaluate, evaluation_sets
 
     snapshot = shipped_dir() / "resume" / "place.safetensors"
-    config = TrainConfig(stage="video", video_tasks=(), frame_tasks=("lone_side", "lone_height"),
-                         init_from=str(snapshot), eval_per_task=32)
+    config = TrainConfig(
+        stage="video",
+        video_tasks=(),
+        frame_tasks=("lone_side", "lone_height"),
+        init_from=str(snapshot),
+        eval_per_task=32,
+    )
     trainable, processor = build(config)
     accuracy = evaluate(trainable, processor, evaluation_sets(config))
     assert accuracy["frame_lone_side"] >= 0.9 and accuracy["frame_lone_height"] >= 0.85, accuracy

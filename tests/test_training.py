@@ -11,8 +11,18 @@ from flowkit.smol_video.training.trainer import TrainConfig, batch_samples, expo
 
 
 def config(toy_checkpoint, **kw):
-    base = dict(steps=2, batch_size=2, eval_every=2, eval_per_task=1, log_every=1, warmup=1, lora_rank=2,
-                base=str(toy_checkpoint), video_tasks=("scene_transition",), frame_tasks=("colour",))
+    base = dict(
+        steps=2,
+        batch_size=2,
+        eval_every=2,
+        eval_per_task=1,
+        log_every=1,
+        warmup=1,
+        lora_rank=2,
+        base=str(toy_checkpoint),
+        video_tasks=("scene_transition",),
+        frame_tasks=("colour",),
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -109,8 +119,11 @@ def test_stage0_with_positions_keeps_the_adapters_it_starts_from(toy_checkpoint,
     align = tmp_path / "align"
     train(config(toy_checkpoint, stage="align"), align, progress=False)
     embed = tmp_path / "embed"
-    train(config(toy_checkpoint, stage="embed", positions=True, steps=2, batch_size=4, init_from=str(align)),
-          embed, progress=False)
+    train(
+        config(toy_checkpoint, stage="embed", positions=True, steps=2, batch_size=4, init_from=str(align)),
+        embed,
+        progress=False,
+    )
     before, after = load_trainable_state(align), load_trainable_state(embed)
     lora = [k for k in before if "lora_" in k]
     assert lora and all(torch.equal(before[k], after[k]) for k in lora)  # stage 0 never touches the LM
@@ -154,8 +167,9 @@ def test_curriculum_tasks_ask_about_a_lone_object_and_answer_right():
         assert named.answer_text == ("right" if cx >= 32 else "left")
     with pytest.raises(ValueError, match="unknown curriculum task"):
         make_curriculum_sample("lone_count", rng)
-    cfg = TrainConfig(stage="video", video_tasks=("lone_moving_direction",), frame_tasks=("lone_position",),
-                      frame_batch_every=2)
+    cfg = TrainConfig(
+        stage="video", video_tasks=("lone_moving_direction",), frame_tasks=("lone_position",), frame_batch_every=2
+    )
     assert {s.task for s in batch_samples(cfg, 1)} == {"lone_moving_direction"}
     assert {s.task for s in batch_samples(cfg, 2)} == {"lone_position"}
 
@@ -195,8 +209,7 @@ def test_worker_processes_build_the_same_batches_and_train_the_same_weights(toy_
 
 
 def test_a_minutes_budget_fits_the_schedule_and_is_logged(toy_checkpoint, tmp_path):
-    cfg = config(toy_checkpoint, stage="video", steps=10_000, warmup=5, eval_every=1000, log_every=1000,
-                 minutes=0.05)
+    cfg = config(toy_checkpoint, stage="video", steps=10_000, warmup=5, eval_every=1000, log_every=1000, minutes=0.05)
     result = train(cfg, tmp_path / "run", progress=False)
     assert set(result) == {"scene_transition", "frame_colour"}  # the stopping point is evaluated
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
@@ -207,8 +220,11 @@ def test_a_minutes_budget_fits_the_schedule_and_is_logged(toy_checkpoint, tmp_pa
 
 
 def test_training_config_rejects_bad_devices_workers_and_budgets(toy_checkpoint):
-    for bad, match in (({"device": "tpu"}, "unknown device"), ({"workers": -1}, "workers"),
-                       ({"minutes": 0}, "minutes")):
+    for bad, match in (
+        ({"device": "tpu"}, "unknown device"),
+        ({"workers": -1}, "workers"),
+        ({"minutes": 0}, "minutes"),
+    ):
         with pytest.raises(ValueError, match=match):
             config(toy_checkpoint, **bad)
 

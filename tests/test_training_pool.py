@@ -10,17 +10,36 @@ import torch
 
 from flowkit.data import TASKS, uniform_frame_indices
 from flowkit.data.synthetic import EVAL_SEED, generate
-from flowkit.smol_video.training.dense import (LETTER, collate_conversations, conversation_batch, encode_conversation)
+from flowkit.smol_video.training.dense import LETTER, conversation_batch, encode_conversation
+from flowkit.smol_video.training.encoding import collate_conversations
 from flowkit.smol_video.training.encoding import ConversationEncoder
 from flowkit.smol_video.training.frames import FRAME_TASKS
-from flowkit.smol_video.training.pool import (PoolError, PoolSpec, build_pool, entry_conversation, open_pool,
-                                              pool_batch, pool_entries)
+from flowkit.smol_video.training.pool import (
+    PoolError,
+    PoolSpec,
+    build_pool,
+    entry_conversation,
+    open_pool,
+    pool_batch,
+    pool_entries,
+)
 from flowkit.smol_video.training.trainer import TrainConfig, step_batch, train
 
 
 def config(toy_checkpoint, **kw):
-    base = dict(steps=2, batch_size=4, eval_every=2, eval_per_task=1, log_every=1, warmup=1, lora_rank=2,
-                base=str(toy_checkpoint), stage="video", supervision="dense", frame_batch_every=2)
+    base = dict(
+        steps=2,
+        batch_size=4,
+        eval_every=2,
+        eval_per_task=1,
+        log_every=1,
+        warmup=1,
+        lora_rank=2,
+        base=str(toy_checkpoint),
+        stage="video",
+        supervision="dense",
+        frame_batch_every=2,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -52,27 +71,46 @@ def assert_same_batch(a: dict, b: dict):
 @pytest.fixture(scope="module")
 def pool_dir(tmp_path_factory, processor):
     folder = tmp_path_factory.mktemp("pool") / "pool"
-    build_pool(folder, processor, seed=5, clips_per_task=5, frames_per_task=3, shard_size=2,
-               video_tasks=("scene_transition", "action_antonym"), frame_tasks=("colour", "count"))
+    build_pool(
+        folder,
+        processor,
+        seed=5,
+        clips_per_task=5,
+        frames_per_task=3,
+        shard_size=2,
+        video_tasks=("scene_transition", "action_antonym"),
+        frame_tasks=("colour", "count"),
+    )
     return folder
 
 
 def pool_config(toy_checkpoint, pool_dir, **kw):
-    cfg = config(toy_checkpoint, pool=str(pool_dir), video_tasks=("scene_transition", "action_antonym"),
-                 frame_tasks=("colour", "count"), **kw)
+    cfg = config(
+        toy_checkpoint,
+        pool=str(pool_dir),
+        video_tasks=("scene_transition", "action_antonym"),
+        frame_tasks=("colour", "count"),
+        **kw,
+    )
     return cfg
 
 
 # ----------------------------------------------------------------------------- the fast encoder
-@pytest.mark.parametrize("kw", [dict(), dict(questions_per_clip=1, captions=False),
-                                dict(video_tasks=("lone_moving_direction", "object_shuffle"),
-                                     frame_tasks=("lone_side", "scene"))])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(questions_per_clip=1, captions=False),
+        dict(video_tasks=("lone_moving_direction", "object_shuffle"), frame_tasks=("lone_side", "scene")),
+    ],
+)
 def test_fast_collate_equals_the_reference_encoding(toy_checkpoint, processor, kw):
     cfg = config(toy_checkpoint, batch_size=6, **({"video_tasks": TASKS, "frame_tasks": FRAME_TASKS} | kw))
     for step in range(4):  # steps 0 and 2 are single-frame batches
         conversations = conversation_batch(cfg, step)
-        assert_same_batch(collate_conversations(processor, conversations),
-                          collate_conversations(processor, conversations, fast=False))
+        assert_same_batch(
+            collate_conversations(processor, conversations), collate_conversations(processor, conversations, fast=False)
+        )
 
 
 def test_fast_encoding_at_another_frame_size(processor64):
@@ -92,8 +130,11 @@ def test_encoder_refuses_what_the_reference_refuses(processor):
     from flowkit.smol_video.training.dense import Conversation, DenseSupervisionError, Turn
 
     sample_conv = conversation_batch(TrainConfig(stage="video", supervision="dense", batch_size=1), 1)[0]
-    broken = Conversation(sample_conv.task, sample_conv.frames,
-                          (Turn(sample_conv.turns[0].user, "Best option:(Z) nothing", "answer", 0, 2),))
+    broken = Conversation(
+        sample_conv.task,
+        sample_conv.frames,
+        (Turn(sample_conv.turns[0].user, "Best option:(Z) nothing", "answer", 0, 2),),
+    )
     for encode in (lambda c: encode_conversation(processor, c), ConversationEncoder(processor).encode):
         with pytest.raises(DenseSupervisionError):
             encode(broken)
@@ -102,8 +143,10 @@ def test_encoder_refuses_what_the_reference_refuses(processor):
 def test_the_trainer_builds_the_reference_batches(toy_checkpoint, processor):
     cfg = config(toy_checkpoint, video_tasks=TASKS, frame_tasks=FRAME_TASKS)
     for step in (1, 2):
-        assert_same_batch(step_batch(cfg, processor, step),
-                          collate_conversations(processor, conversation_batch(cfg, step), fast=False))
+        assert_same_batch(
+            step_batch(cfg, processor, step),
+            collate_conversations(processor, conversation_batch(cfg, step), fast=False),
+        )
 
 
 # ----------------------------------------------------------------------------- the pool
@@ -136,8 +179,9 @@ def test_pool_entries_are_the_stored_conversations_and_compact(pool_dir, process
             assert (encoded.video_at, encoded.letters) == (reference.video_at, reference.letters)
             assert frames.dtype == np.uint8 and np.array_equal(frames, conversation.frames)
             # what a batch of it is: exactly the reference batch of that conversation
-            assert_same_batch(encoder.collate([encoded], [frames]),
-                              collate_conversations(processor, [conversation], fast=False))
+            assert_same_batch(
+                encoder.collate([encoded], [frames]), collate_conversations(processor, [conversation], fast=False)
+            )
     shard = next(pool_dir.glob("clip-*.npz"))
     assert shard.stat().st_size < 4000 * 2  # two clips of 8 x 64 x 64 x 3 bytes (196 KB raw) in a few KB
 
@@ -158,8 +202,9 @@ def test_pool_batches_are_a_pure_function_of_seed_and_step(toy_checkpoint, pool_
 def test_an_epoch_draws_every_entry_once_with_tasks_uniform(toy_checkpoint, pool_dir):
     cfg = pool_config(toy_checkpoint, pool_dir, batch_size=2, frame_batch_every=0)
     drawn = [row for step in range(5) for row in pool_entries(cfg, step)[1]]  # 2 tasks x 5 entries
-    assert sorted((t, i) for t, i, _ in drawn) == [(t, i) for t in ("action_antonym", "scene_transition")
-                                                   for i in range(5)]
+    assert sorted((t, i) for t, i, _ in drawn) == [
+        (t, i) for t in ("action_antonym", "scene_transition") for i in range(5)
+    ]
     assert {e for _, _, e in drawn} == {0}
     later = [row for step in range(5, 10) for row in pool_entries(cfg, step)[1]]
     assert sorted((t, i) for t, i, _ in later) == sorted((t, i) for t, i, _ in drawn) and {e for *_, e in later} == {1}
@@ -223,9 +268,14 @@ def test_a_pool_of_other_settings_or_tokens_is_refused(toy_checkpoint, pool_dir,
     with pytest.raises(PoolError, match="questions per clip"):
         pool.check_run(pool_config(toy_checkpoint, pool_dir, questions_per_clip=2), processor)
     pool.check_run(pool_config(toy_checkpoint, pool_dir), processor64)  # same tokenizer and template: fine
-    other = type(processor64)(video_processor=processor64.video_processor, image_processor=processor64.image_processor,
-                              tokenizer=processor64.tokenizer, patch_size=8, vision_feature_select_strategy="default",
-                              chat_template=processor64.chat_template.replace("<|im_start|>", "<|im_start|> "))
+    other = type(processor64)(
+        video_processor=processor64.video_processor,
+        image_processor=processor64.image_processor,
+        tokenizer=processor64.tokenizer,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        chat_template=processor64.chat_template.replace("<|im_start|>", "<|im_start|> "),
+    )
     with pytest.raises(PoolError, match="another tokenizer"):
         pool.check_run(pool_config(toy_checkpoint, pool_dir), other)
     with pytest.raises(ValueError, match="dense"):

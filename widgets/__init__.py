@@ -5,15 +5,19 @@
 - :class:`FlowCurves` — the paper's % change vs window-centre curves, one task at a time.
 - :class:`PathwaySliders` — move the effective-pathway windows, measure edges kept and accuracy
   (ipywidgets sliders; the computation is :func:`flowkit.experiments.pathway_summary`).
+- :func:`interactive` / :class:`OfflineChart` — an altair chart you can hover and click, offline,
+  with a PNG for saved notebooks.
 
-Each widget's state is a set of synced traitlets (a knockout grid's is its spec JSON),
-so it can be saved and restored. The views are plain ES modules next to this file: no
-bundler, no network.
+Each widget syncs only the state that changes (a knockout grid's is its spec JSON), so it
+can be saved and restored; what never changes travels once, in one ``setup`` dict. The
+views are plain ES modules next to this file (``_esm`` / ``_css`` are file paths, so
+anywidget reloads them on save with ``ANYWIDGET_HMR=1``): no bundler, no network.
 """
 
 from widgets.flow_curves import FlowCurves
 from widgets.knockout_grid import KnockoutGrid
 from widgets.lens_view import LensView
+from widgets.offline_chart import OfflineChart, interactive, show
 from widgets.pathway_sliders import PathwaySliders
 
-__all__ = ["FlowCurves", "KnockoutGrid", "LensView", "PathwaySliders"]
+__all__ = ["FlowCurves", "KnockoutGrid", "LensView", "OfflineChart", "PathwaySliders", "interactive", "show"]

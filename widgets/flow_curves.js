@@ -12,7 +12,19 @@ function s(tag, attrs = {}, text) {
   return el;
 }
 
-// h() comes from common.js
+// h("div", {class: "x", text: "hi", style: {color: "red"}}, [children]): one DOM element.
+// (Repeated in each widget's module: anywidget loads a module from a Blob URL, so modules cannot share an import.)
+function h(tag, attrs = {}, children = []) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") el.className = value;
+    else if (key === "text") el.textContent = value;
+    else if (key === "style" && typeof value === "object") Object.assign(el.style, value);
+    else el.setAttribute(key, value);
+  }
+  for (const child of children) el.append(child);
+  return el;
+}
 
 function ticks(lo, hi, count) {
   if (!(hi > lo)) return [lo];

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import anywidget
 import pandas as pd
@@ -10,8 +11,9 @@ import traitlets
 from flowkit.view_models import flow_curve_series
 from flowkit.plots import flow_curves
 from flowkit.sweep import summarize
-from widgets.assets import view_source
 from widgets.snapshot import Snapshot
+
+HERE = Path(__file__).parent
 
 
 class FlowCurves(Snapshot, anywidget.AnyWidget):
@@ -33,9 +35,10 @@ class FlowCurves(Snapshot, anywidget.AnyWidget):
         task: the task shown first (default: the first in ``summary``).
     """
 
-    _esm, _css = view_source("flow_curves")
+    _esm = HERE / "flow_curves.js"
+    _css = HERE / "flow_curves.css"
 
-    series = traitlets.Dict().tag(sync=True)
+    series = traitlets.Dict().tag(sync=True)  # sent once (flow_curve_series)
     task = traitlets.Unicode("").tag(sync=True)
     hidden = traitlets.List(traitlets.Unicode()).tag(sync=True)
 

@@ -1,18 +1,32 @@
 // KnockoutGrid view: draws the grid and the answer bars; every computation happens in Python.
 // The view sends actions ({action: "paint" | "window" | "clear"}) and redraws from the synced
-// traitlets `cut_cells` and `answer`. Plain ESM, no imports: it works offline.
+// traitlet `view` ({cells, answer, error}); `setup` (layers, columns, thumbnails, question,
+// sample id) never changes. Plain ESM, no imports: it works offline.
 
-// h() comes from common.js
+// h("div", {class: "x", text: "hi", style: {color: "red"}}, [children]): one DOM element.
+// (Repeated in each widget's module: anywidget loads a module from a Blob URL, so modules cannot share an import.)
+function h(tag, attrs = {}, children = []) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") el.className = value;
+    else if (key === "text") el.textContent = value;
+    else if (key === "style" && typeof value === "object") Object.assign(el.style, value);
+    else el.setAttribute(key, value);
+  }
+  for (const child of children) el.append(child);
+  return el;
+}
 
 const percent = (p) => `${(100 * p).toFixed(1)}%`;
 const smallPercent = (p) => (100 * p >= 0.1 ? `${(100 * p).toFixed(1)}%` : `${(100 * p).toExponential(1)}%`);
 const signed = (x) => `${x > 0 ? "+" : x < 0 ? "−" : "±"}${Math.abs(x).toFixed(1)}\u2009%`;
 
 function render({ model, el }) {
+  const setup = model.get("setup");
   const root = h("div", { class: "fk fk-grid" });
   el.append(root);
   // which bench question this grid shows (a sample's id; empty for a hand-made prompt)
-  if (model.get("sample_id")) root.dataset.sample = model.get("sample_id");
+  if (setup.sample_id) root.dataset.sample = setup.sample_id;
 
   // ---------------------------------------------------------------- layout
   const title = h("div", { class: "fk-title" });
@@ -54,8 +68,7 @@ function render({ model, el }) {
   function buildGrid() {
     table.replaceChildren();
     cellAt.clear();
-    const columns = model.get("columns");
-    const thumbs = model.get("thumbnails");
+    const { columns, thumbnails: thumbs } = setup;
     const head = h("tr", {}, [h("th", { class: "fk-corner", text: "layer" })]);
     columns.forEach((column) => {
       const th = h("th", { class: "fk-colhead", title: column.title, scope: "col", "data-key": column.key });
@@ -66,7 +79,7 @@ function render({ model, el }) {
       head.append(th);
     });
     const body = h("tbody");
-    for (let layer = 0; layer < model.get("num_layers"); layer++) {
+    for (let layer = 0; layer < setup.num_layers; layer++) {
       const row = h("tr", {}, [h("th", { class: "fk-rowhead", text: String(layer), scope: "row" })]);
       columns.forEach((column, col) => {
         const td = h("td", {
@@ -83,7 +96,7 @@ function render({ model, el }) {
   }
 
   function drawCells() {
-    const cut = new Set(model.get("cut_cells").map(([l, c]) => `${l},${c}`));
+    const cut = new Set((model.get("view").cells || []).map(([l, c]) => `${l},${c}`));
     for (const [key, td] of cellAt) {
       td.classList.toggle("is-cut", cut.has(key));
       td.classList.remove("is-painting");
@@ -148,7 +161,7 @@ function render({ model, el }) {
 
   // --------------------------------------------------------------- answer
   function drawAnswer() {
-    const answer = model.get("answer");
+    const answer = model.get("view").answer;
     root.classList.remove("is-pending");
     if (!answer || !answer.letters) return;
     root.dataset.answerSpec = answer.spec;
@@ -186,36 +199,27 @@ function render({ model, el }) {
   }
 
   function drawMisc() {
-    const question = model.get("question");
+    const question = setup.question;
     title.textContent = question;
     title.hidden = !question;
     windowInput.value = String(model.get("window_size"));
     scaleOptions.checked = model.get("scale") === "options";
     scaleVocab.checked = model.get("scale") === "vocab";
-    const message = model.get("error");
+    const message = model.get("view").error;
     error.textContent = message ? `⚠ ${message}` : "";
     error.hidden = !message;
     if (message) root.classList.remove("is-pending");
   }
 
-  const onCells = () => drawCells();
-  const onAnswer = () => drawAnswer();
-  const onMisc = () => { drawMisc(); drawAnswer(); };
-  const onError = () => { drawMisc(); drawCells(); };
-  const onShape = () => buildGrid();
+  const onView = () => { drawCells(); drawMisc(); drawAnswer(); };
+  const onScale = () => { drawMisc(); drawAnswer(); };
   const onCustom = (message) => {
-    if (message && message.event === "done") { drawCells(); drawMisc(); drawAnswer(); }
+    if (message && message.event === "done") onView();
   };
   model.on("msg:custom", onCustom);
-  model.on("change:cut_cells", onCells);
-  model.on("change:answer", onAnswer);
-  model.on("change:scale", onMisc);
+  model.on("change:view", onView);
+  model.on("change:scale", onScale);
   model.on("change:window_size", drawMisc);
-  model.on("change:question", drawMisc);
-  model.on("change:error", onError);
-  model.on("change:columns", onShape);
-  model.on("change:num_layers", onShape);
-  model.on("change:thumbnails", onShape);
 
   buildGrid();
   drawMisc();
@@ -226,15 +230,9 @@ function render({ model, el }) {
     window.removeEventListener("pointerup", onUp);
     window.removeEventListener("pointercancel", onUp);
     model.off("msg:custom", onCustom);
-    model.off("change:cut_cells", onCells);
-    model.off("change:answer", onAnswer);
-    model.off("change:scale", onMisc);
+    model.off("change:view", onView);
+    model.off("change:scale", onScale);
     model.off("change:window_size", drawMisc);
-    model.off("change:question", drawMisc);
-    model.off("change:error", onError);
-    model.off("change:columns", onShape);
-    model.off("change:num_layers", onShape);
-    model.off("change:thumbnails", onShape);
   };
 }
 

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from collections.abc import Sequence
 
 import anywidget
 import traitlets
 
 from flowkit.errors import FlowkitError
-from flowkit.thumbnails import frame_thumbnails
-from flowkit.view_models import (AnswerExplorer, answer_view, cells_to_spec, describe_cells, grid_columns, resolve_prompt, spec_to_cells, window_cells)
+from flowkit.view_models import (
+    AnswerExplorer,
+    cells_to_spec,
+    describe_cells,
+    grid_columns,
+    grid_setup,
+    grid_view,
+    resolve_prompt,
+    spec_to_cells,
+    window_cells,
+)
 from flowkit.edge_groups import PAPER_EDGE_GROUPS
 from flowkit.spec import KnockoutSpec
-from widgets.assets import view_source
 from widgets.snapshot import Snapshot
+
+HERE = Path(__file__).parent
 
 
 class KnockoutGrid(Snapshot, anywidget.AnyWidget):
@@ -32,6 +43,10 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
     State: ``spec_json`` (canonical :class:`~flowkit.spec.KnockoutSpec` JSON: one
     ``LayerSet`` cut per edge group, in column order). Set it — or pass ``spec=`` — to
     restore a saved grid; ``KnockoutSpec.from_json(grid.spec_json)`` reads it back.
+    The view's own choices are ``scale`` and ``window_size``; ``view`` is what the grid
+    draws for the spec (:func:`~flowkit.view_models.grid_view`: cut cells, answer, error)
+    and ``setup`` what never changes (:func:`~flowkit.view_models.grid_setup`: layers,
+    columns, thumbnails, question, sample id).
 
     Args:
         vllm: a :class:`flowkit.VideoLLM`.
@@ -46,34 +61,42 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
         window_size: layers cut by shift-click (the paper's 9).
     """
 
-    _esm, _css = view_source("knockout_grid")
+    _esm = HERE / "knockout_grid.js"
+    _css = HERE / "knockout_grid.css"
 
+    # what changes: the spec, the view's two choices, and what the grid draws for the spec
     spec_json = traitlets.Unicode(KnockoutSpec().to_json()).tag(sync=True)
-    num_layers = traitlets.Int(0).tag(sync=True)
-    columns = traitlets.List(traitlets.Dict()).tag(sync=True)
-    cut_cells = traitlets.List(traitlets.List(traitlets.Int())).tag(sync=True)
-    answer = traitlets.Dict().tag(sync=True)
     scale = traitlets.Enum(["options", "vocab"], default_value="options").tag(sync=True)
     window_size = traitlets.Int(9).tag(sync=True)
-    thumbnails = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    question = traitlets.Unicode("").tag(sync=True)
-    sample_id = traitlets.Unicode("").tag(sync=True)
-    error = traitlets.Unicode("").tag(sync=True)
+    view = traitlets.Dict().tag(sync=True)
+    # what does not: sent once
+    setup = traitlets.Dict().tag(sync=True)
 
-    def __init__(self, vllm, prompt, edge_groups: str | Sequence[str] = PAPER_EDGE_GROUPS, *,
-                 spec: KnockoutSpec | None = None, session=None, frames=None, options: Sequence[str] | None = None,
-                 window_size: int = 9, **kwargs):
+    def __init__(
+        self,
+        vllm,
+        prompt,
+        edge_groups: str | Sequence[str] = PAPER_EDGE_GROUPS,
+        *,
+        spec: KnockoutSpec | None = None,
+        session=None,
+        frames=None,
+        options: Sequence[str] | None = None,
+        window_size: int = 9,
+        **kwargs,
+    ):
         prepared, frames, options, question = resolve_prompt(vllm, prompt, frames, options)
         self._explorer = AnswerExplorer(vllm, prepared, session=session)
         self._grid_columns = grid_columns(edge_groups, prepared.spans)
         self._options = options
-        thumbs = []
-        if frames is not None and any(c.frame is not None for c in self._grid_columns):
-            per_span = prepared.spans.frames_per_span
-            thumbs = frame_thumbnails(frames[::per_span][: prepared.spans.num_frames], size=64)
-        super().__init__(num_layers=vllm.num_layers, columns=[c.to_dict() for c in self._grid_columns],
-                         window_size=window_size, thumbnails=thumbs, question=question,
-                         sample_id=str(getattr(prompt, "id", "")), **kwargs)
+        self._num_layers = vllm.num_layers
+        super().__init__(
+            setup=grid_setup(
+                self._grid_columns, vllm.num_layers, prepared.spans, frames, question, str(getattr(prompt, "id", ""))
+            ),
+            window_size=window_size,
+            **kwargs,
+        )
         self.on_msg(self._on_frontend_msg)
         self.spec = spec if spec is not None else KnockoutSpec()
         self._refresh()  # also when ``spec`` equals the default and no change was observed
@@ -91,7 +114,37 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
     @property
     def cells(self) -> list[tuple[int, int]]:
         """The cut cells, ``(layer, column index)``."""
-        return [tuple(c) for c in self.cut_cells]
+        return [tuple(c) for c in self.view.get("cells", [])]
+
+    @property
+    def answer(self) -> dict:
+        """What the bars show: :func:`~flowkit.view_models.answer_view` of the current spec."""
+        return self.view.get("answer", {})
+
+    @property
+    def error(self) -> str:
+        """Why the last action was refused ('' when it was not)."""
+        return self.view.get("error", "")
+
+    @property
+    def num_layers(self) -> int:
+        """The grid's rows: the language model's layers."""
+        return self._num_layers
+
+    @property
+    def columns(self) -> list[dict]:
+        """The grid's columns (:meth:`~flowkit.view_models.GridColumn.to_dict`)."""
+        return self.setup["columns"]
+
+    @property
+    def question(self) -> str:
+        """The question shown over the grid ('' for a prepared prompt)."""
+        return self.setup["question"]
+
+    @property
+    def sample_id(self) -> str:
+        """The id of the sample this grid shows ('' for a prepared prompt)."""
+        return self.setup["sample_id"]
 
     @property
     def explorer(self) -> AnswerExplorer:
@@ -114,12 +167,10 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
         self._refresh()
 
     def _refresh(self) -> None:
-        spec = self.spec
-        cells = spec_to_cells(spec, self._grid_columns, self.num_layers)
-        self.cut_cells = [list(c) for c in cells]
-        self.answer = answer_view(self._explorer.clean, self._explorer.answer(spec), spec, self._options,
-                                  spec_text=describe_cells(cells, self._grid_columns))
-        self.error = ""
+        self.view = grid_view(self._explorer, self.spec, self._grid_columns, self.num_layers, self._options)
+
+    def _show_error(self, message: str) -> None:
+        self.view = {**self.view, "error": message}
 
     def snapshot_chart(self):
         """What the grid shows, as a chart: the answer before and after the current cut (saved outputs)."""
@@ -128,8 +179,12 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
         spec = self.spec
         cut = describe_cells(self.cells, self._grid_columns) if self.cells else "nothing cut"
         chart = answer_bars(self._explorer.clean, self._explorer.answer(spec), options=self._options)
-        return chart.properties(title={"text": f"KnockoutGrid: {self.question or 'the prompt'}",
-                                       "subtitle": [f"cut: {cut}", "a static picture: run the notebook to click"]})
+        return chart.properties(
+            title={
+                "text": f"KnockoutGrid: {self.question or 'the prompt'}",
+                "subtitle": [f"cut: {cut}", "a static picture: run the notebook to click"],
+            }
+        )
 
     # ---------------------------------------------------------------- actions
     def set_cells(self, cells, cut: bool = True) -> None:
@@ -157,9 +212,9 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
     def _apply(self, cells) -> None:
         try:
             self.spec_json = cells_to_spec(sorted(cells), self._grid_columns, self.num_layers).to_json()
-            self.error = ""
+            self._show_error("")
         except (traitlets.TraitError, FlowkitError) as exc:
-            self.error = str(exc)
+            self._show_error(str(exc))
 
     def _on_frontend_msg(self, _widget, content, _buffers) -> None:
         """Actions sent by the view: ``paint`` (cells, cut), ``window`` (layer, column), ``clear``.
@@ -176,8 +231,8 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
             elif action == "clear":
                 self.clear()
             else:
-                self.error = f"unknown action from the view: {content!r}"
+                self._show_error(f"unknown action from the view: {content!r}")
         except (KeyError, TypeError, ValueError, FlowkitError) as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
+            self._show_error(f"{type(exc).__name__}: {exc}")
         finally:
             self.send({"event": "done"})

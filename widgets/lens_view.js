@@ -1,7 +1,19 @@
 // LensView view: frame thumbnails with the words their video tokens decode to.
 // Python computes the whole table (lens x layer x frame -> words); the view only indexes it.
 
-// h() comes from common.js
+// h("div", {class: "x", text: "hi", style: {color: "red"}}, [children]): one DOM element.
+// (Repeated in each widget's module: anywidget loads a module from a Blob URL, so modules cannot share an import.)
+function h(tag, attrs = {}, children = []) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") el.className = value;
+    else if (key === "text") el.textContent = value;
+    else if (key === "style" && typeof value === "object") Object.assign(el.style, value);
+    else el.setAttribute(key, value);
+  }
+  for (const child of children) el.append(child);
+  return el;
+}
 
 const LENSES = [
   ["embedding", "embedding lens", "hidden · Eᵀ (the paper's lens for video tokens)"],
@@ -20,7 +32,8 @@ function render({ model, el }) {
     h("button", { class: "fk-button", type: "button", "data-kind": kind, title: tip, text: label }));
   const slider = h("input", { class: "fk-slider", type: "range", min: "0", step: "1", "aria-label": "layer" });
   const layerLabel = h("span", { class: "fk-layer-label", "data-role": "layer" });
-  const colors = model.get("kind_colors");
+  const setup = model.get("setup"); // sent once: num_layers, frame_labels, thumbnails, kind_colors, question
+  const colors = setup.kind_colors;
   const legend = h("div", { class: "fk-legend" }, [
     badge("spatial", colors), " spatial word  ", badge("temporal", colors), " temporal word",
   ]);
@@ -36,16 +49,16 @@ function render({ model, el }) {
     const kind = model.get("kind");
     const layer = model.get("layer");
     const table = model.get("table");
-    const thumbs = model.get("thumbnails");
-    title.textContent = model.get("question");
-    title.hidden = !model.get("question");
-    slider.max = String(model.get("num_layers") - 1);
+    const thumbs = setup.thumbnails;
+    title.textContent = setup.question;
+    title.hidden = !setup.question;
+    slider.max = String(setup.num_layers - 1);
     slider.value = String(layer);
     layerLabel.textContent = `after layer ${layer}`;
     for (const button of lensButtons) button.classList.toggle("is-active", button.dataset.kind === kind);
     frames.replaceChildren();
     const rows = (table[kind] || [])[layer] || [];
-    model.get("frame_labels").forEach((label, i) => {
+    setup.frame_labels.forEach((label, i) => {
       const card = h("div", { class: "fk-frame", "data-frame": String(i) });
       if (thumbs[i]) card.append(h("img", { class: "fk-frame-img", src: thumbs[i], alt: label }));
       card.append(h("div", { class: "fk-frame-label", text: label }));
@@ -70,8 +83,7 @@ function render({ model, el }) {
     model.save_changes();
   });
 
-  const names = ["change:kind", "change:layer", "change:table", "change:thumbnails", "change:frame_labels",
-                 "change:num_layers", "change:question"];
+  const names = ["change:kind", "change:layer", "change:table"];
   for (const name of names) model.on(name, draw);
   draw();
   return () => { for (const name of names) model.off(name, draw); };

@@ -14,10 +14,15 @@ from flowkit.errors import FlowkitError
 from flowkit.pathways import PathwayWindows
 from widgets.snapshot import Snapshot
 
-_RANGES = (("cross_frame", "cross-frame kept in"), ("video_to_question", "video → question kept in"),
-           ("question_to_last", "question → last kept in"))
-_UNTIL = (("video_to_video_until", "video ↔ video kept up to"),
-          ("question_to_question_until", "question ↔ question kept up to"))
+_RANGES = (
+    ("cross_frame", "cross-frame kept in"),
+    ("video_to_question", "video → question kept in"),
+    ("question_to_last", "question → last kept in"),
+)
+_UNTIL = (
+    ("video_to_video_until", "video ↔ video kept up to"),
+    ("question_to_question_until", "question ↔ question kept up to"),
+)
 
 
 class PathwaySliders(Snapshot, w.VBox):
@@ -36,10 +41,20 @@ class PathwaySliders(Snapshot, w.VBox):
             raise FlowkitError("PathwaySliders needs at least one question to measure accuracy on.")
         top = vllm.num_layers - 1
         style, layout = {"description_width": "230px"}, w.Layout(width="620px")
-        self.sliders = {name: w.IntRangeSlider(value=getattr(windows, name), min=0, max=top, description=label,
-                                               style=style, layout=layout) for name, label in _RANGES}
-        self.sliders.update({name: w.IntSlider(value=getattr(windows, name), min=0, max=top, description=label,
-                                               style=style, layout=layout) for name, label in _UNTIL})
+        self.sliders = {
+            name: w.IntRangeSlider(
+                value=getattr(windows, name), min=0, max=top, description=label, style=style, layout=layout
+            )
+            for name, label in _RANGES
+        }
+        self.sliders.update(
+            {
+                name: w.IntSlider(
+                    value=getattr(windows, name), min=0, max=top, description=label, style=style, layout=layout
+                )
+                for name, label in _UNTIL
+            }
+        )
         self.button = w.Button(description="Measure", button_style="primary", icon="play")
         self.status = w.HTML()
         self.output = w.Output()
@@ -51,14 +66,18 @@ class PathwaySliders(Snapshot, w.VBox):
         """The windows the sliders hold, as bars over the layers (saved outputs)."""
         from flowkit.plots import pathway_windows
 
-        return pathway_windows(self.windows.to_dict(), self._vllm.num_layers,
-                               "PathwaySliders: windows kept (a static picture: run the notebook to move them)")
+        return pathway_windows(
+            self.windows.to_dict(),
+            self._vllm.num_layers,
+            "PathwaySliders: windows kept (a static picture: run the notebook to move them)",
+        )
 
     @property
     def windows(self) -> PathwayWindows:
         """The windows the sliders show now."""
-        return PathwayWindows(**{name: tuple(s.value) if isinstance(s.value, tuple) else s.value
-                                 for name, s in self.sliders.items()})
+        return PathwayWindows(
+            **{name: tuple(s.value) if isinstance(s.value, tuple) else s.value for name, s in self.sliders.items()}
+        )
 
     def measure(self) -> dict:
         """Run :func:`~flowkit.experiments.pathway_summary` for the current windows and show it."""
@@ -78,12 +97,24 @@ class PathwaySliders(Snapshot, w.VBox):
         finally:
             self.button.disabled = False
         acc = self.result["accuracy"]
-        self.status.value = (f"<b>{100 * self.result['kept_fraction']:.1f} %</b> of attention edges kept "
-                             f"(mean over {self.result['questions']} questions); random masks: "
-                             f"{len(self._seeds)} seeds")
+        self.status.value = (
+            f"<b>{100 * self.result['kept_fraction']:.1f} %</b> of attention edges kept "
+            f"(mean over {self.result['questions']} questions); random masks: "
+            f"{len(self._seeds)} seeds"
+        )
         self.output.clear_output(wait=True)
         with self.output:
             ci = self.result["accuracy_ci"]
-            display(accuracy_bars(pd.DataFrame({"condition": list(acc), "accuracy": list(acc.values()),
-                                                "lo": [ci[c][0] for c in acc], "hi": [ci[c][1] for c in acc]})))
+            display(
+                accuracy_bars(
+                    pd.DataFrame(
+                        {
+                            "condition": list(acc),
+                            "accuracy": list(acc.values()),
+                            "lo": [ci[c][0] for c in acc],
+                            "hi": [ci[c][1] for c in acc],
+                        }
+                    )
+                )
+            )
         return self.result

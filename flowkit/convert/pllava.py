@@ -135,11 +135,11 @@ def target_name(key: str) -> str | None:
     if key.endswith(IGNORED_SUFFIXES):
         return None
     if key.startswith(PEFT_PREFIX):
-        key = "language_model." + key[len(PEFT_PREFIX):]
+        key = "language_model." + key[len(PEFT_PREFIX) :]
     key = key.replace(".base_layer.", ".")
     for old, new in RENAMES:
         if key.startswith(old):
-            return new + key[len(old):]
+            return new + key[len(old) :]
     raise ConversionError(
         f"unexpected weight {key!r}: a PLLaVA checkpoint holds vision_tower.*, multi_modal_projector.* and "
         "language_model.* weights only."
@@ -184,16 +184,25 @@ def build_config(src_config: dict, video_token_id: int, dtype: torch.dtype):
     text.setdefault("model_type", "llama")
     size = vision.get("image_size", 336)
     return LlavaNextVideoConfig(
-        vision_config=vision, text_config=text,
-        image_token_id=src_config.get("image_token_index", 32000), video_token_id=video_token_id,
+        vision_config=vision,
+        text_config=text,
+        image_token_id=src_config.get("image_token_index", 32000),
+        video_token_id=video_token_id,
         projector_hidden_act=src_config.get("projector_hidden_act", "gelu"),
         vision_feature_select_strategy=src_config.get("vision_feature_select_strategy", "default"),
         vision_feature_layer=src_config.get("vision_feature_layer", -2),
-        spatial_pool_mode="average", spatial_pool_stride=2, image_grid_pinpoints=[[size, size]],
-        tie_word_embeddings=False, dtype=dtype,
-        **{PLLAVA_CONFIG_KEY: {"pooling_shape": list(src_config["pooling_shape"]),
-                               "frame_shape": list(src_config.get("frame_shape") or []),
-                               "converted_by": "flowkit.convert.pllava"}},
+        spatial_pool_mode="average",
+        spatial_pool_stride=2,
+        image_grid_pinpoints=[[size, size]],
+        tie_word_embeddings=False,
+        dtype=dtype,
+        **{
+            PLLAVA_CONFIG_KEY: {
+                "pooling_shape": list(src_config["pooling_shape"]),
+                "frame_shape": list(src_config.get("frame_shape") or []),
+                "converted_by": "flowkit.convert.pllava",
+            }
+        },
     )
 
 
@@ -222,14 +231,16 @@ def build_processor(src: Path, src_config: dict):
     return LlavaNextVideoProcessor(
         video_processor=LlavaNextVideoVideoProcessor(**common),
         image_processor=LlavaNextImageProcessor(image_grid_pinpoints=[[size, size]], **common),
-        tokenizer=tokenizer, patch_size=vision.get("patch_size", 14),
+        tokenizer=tokenizer,
+        patch_size=vision.get("patch_size", 14),
         vision_feature_select_strategy=src_config.get("vision_feature_select_strategy", "default"),
         chat_template=PAPER_CHAT_TEMPLATE,
     )
 
 
-def convert_pllava(src: str | Path, dst: str | Path, *, lora_alpha: float | None = None,
-                   overwrite: bool = False) -> Path:
+def convert_pllava(
+    src: str | Path, dst: str | Path, *, lora_alpha: float | None = None, overwrite: bool = False
+) -> Path:
     """Convert the PLLaVA checkpoint in ``src`` into a LLaVA-NeXT-Video folder ``dst`` (see module docs)."""
     from safetensors.torch import save_file
 
@@ -259,8 +270,11 @@ def convert_pllava(src: str | Path, dst: str | Path, *, lora_alpha: float | None
     dst.mkdir(parents=True, exist_ok=True)
 
     weight_map: dict[str, str] = {}
-    names = ["model.safetensors"] if len(files) == 1 else [
-        f"model-{i + 1:05d}-of-{len(files):05d}.safetensors" for i in range(len(files))]
+    names = (
+        ["model.safetensors"]
+        if len(files) == 1
+        else [f"model-{i + 1:05d}-of-{len(files):05d}.safetensors" for i in range(len(files))]
+    )
     dtype = None
     for path, name in zip(files, names):
         converted = {}
@@ -281,7 +295,8 @@ def convert_pllava(src: str | Path, dst: str | Path, *, lora_alpha: float | None
         weight_map.update(dict.fromkeys(converted, name))
     if len(names) > 1:
         (dst / "model.safetensors.index.json").write_text(
-            json.dumps({"metadata": {}, "weight_map": dict(sorted(weight_map.items()))}, indent=2))
+            json.dumps({"metadata": {}, "weight_map": dict(sorted(weight_map.items()))}, indent=2)
+        )
 
     config = build_config(src_config, video_id, dtype or torch.float32)
     config.save_pretrained(dst)
@@ -291,20 +306,27 @@ def convert_pllava(src: str | Path, dst: str | Path, *, lora_alpha: float | None
 
 def _check_complete(names: set) -> None:
     """Refuse a source that lacks a part of the model (before anything is written)."""
-    required = ("model.multi_modal_projector.linear_1.weight", "model.multi_modal_projector.linear_2.weight",
-                "model.language_model.embed_tokens.weight", "lm_head.weight")
+    required = (
+        "model.multi_modal_projector.linear_1.weight",
+        "model.multi_modal_projector.linear_2.weight",
+        "model.language_model.embed_tokens.weight",
+        "lm_head.weight",
+    )
     missing = [k for k in required if k not in names]
     if missing or not any(k and k.startswith("model.vision_tower.") for k in names):
-        raise ConversionError(f"SRC's weights lack {missing or ['the vision tower']}; is SRC a full PLLaVA "
-                              "checkpoint (not only its LoRA/projector weights)?")
+        raise ConversionError(
+            f"SRC's weights lack {missing or ['the vision tower']}; is SRC a full PLLaVA "
+            "checkpoint (not only its LoRA/projector weights)?"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flowkit.convert.pllava", description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="PLLaVA checkpoint folder (config.json, weights, tokenizer)")
     parser.add_argument("dst", help="output folder (LLaVA-NeXT-Video format)")
-    parser.add_argument("--lora-alpha", type=float, default=None,
-                        help="LoRA alpha, needed only if SRC holds unmerged LoRA weights")
+    parser.add_argument(
+        "--lora-alpha", type=float, default=None, help="LoRA alpha, needed only if SRC holds unmerged LoRA weights"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     args = parser.parse_args(argv)
     try:

@@ -17,12 +17,13 @@ import random
 import numpy as np
 import pandas as pd
 
+from flowkit.data.sample import first_per_task
 from flowkit.errors import FlowkitError
+from flowkit.named_models import KIT_CONTROL, KIT_MODEL
 from flowkit.thumbnails import clip_strip
 from flowkit.spans import OPTION_LETTERS
 
-MODEL = "flowkit-smol-video"
-CONTROL = f"{MODEL}-control"
+MODEL, CONTROL = KIT_MODEL, KIT_CONTROL
 
 
 def start(seed: int = 0) -> None:
@@ -34,7 +35,9 @@ def start(seed: int = 0) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    pd.set_option("display.max_colwidth", None)  # a table's sentences (the paper comparison) are not cut at 50 characters
+    pd.set_option(
+        "display.max_colwidth", None
+    )  # a table's sentences (the paper comparison) are not cut at 50 characters
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -65,17 +68,18 @@ def sample(sample_id: str):
         if s.id == sample_id:
             return s
     tasks = sorted({s.id.split("/")[0] for s in questions()})
-    raise FlowkitError(f"no question {sample_id!r}; ids look like 'TASK/NNNN' with TASK one of "
-                       f"{', '.join(tasks)} and NNNN from 0000.")
+    raise FlowkitError(
+        f"no question {sample_id!r}; ids look like 'TASK/NNNN' with TASK one of {', '.join(tasks)} and NNNN from 0000."
+    )
 
 
 def samples_of(task: str, n: int | None = None) -> list:
     """The first ``n`` (default all) questions of one task."""
-    chosen = [s for s in questions() if s.task == task]
+    chosen = first_per_task(questions(), n, tasks=[task])
     if not chosen:
         tasks = sorted({s.task for s in questions()})
         raise FlowkitError(f"no task {task!r}; the tasks are {', '.join(tasks)}.")
-    return chosen[:n] if n is not None else chosen
+    return chosen
 
 
 def learned_table() -> pd.DataFrame:
@@ -96,8 +100,9 @@ def learned_table() -> pd.DataFrame:
     except FlowkitError:  # tables without their report: the intervals are computed below
         stored = {}
     intervals = {**intervals_by(accuracy, "task"), **stored}
-    return table.assign(lo=[float(intervals[t][0]) for t in table.index],
-                        hi=[float(intervals[t][1]) for t in table.index])
+    return table.assign(
+        lo=[float(intervals[t][0]) for t in table.index], hi=[float(intervals[t][1]) for t in table.index]
+    )
 
 
 def learned_tasks() -> list[str]:
@@ -118,8 +123,10 @@ def telling_clip(edge_group: str):
     learned = learned_tasks()
     rows = sweeps[(sweeps["edge_group"] == edge_group) & sweeps["correct_base"] & sweeps["task"].isin(learned)]
     if rows.empty:
-        raise FlowkitError(f"no correctly answered question of a learned task was swept for {edge_group!r}; "
-                           "regenerate the results with `python -m flowkit fidelity`.")
+        raise FlowkitError(
+            f"no correctly answered question of a learned task was swept for {edge_group!r}; "
+            "regenerate the results with `python -m flowkit fidelity`."
+        )
     return sample(rows.groupby("sample")["pct_change"].min().idxmin())
 
 
@@ -130,17 +137,33 @@ def show_clip(clip, size: int = 96) -> None:
     buffer = io.BytesIO()
     clip_strip(clip.frames, size=size).save(buffer, format="PNG")
     display(Image(data=buffer.getvalue()))
-    options = "  ".join(f"({OPTION_LETTERS[i]}) {text}" + (" ★" if text == clip.answer_text else "")
-                        for i, text in enumerate(clip.candidates))
-    display(Markdown(f"**{clip.id}** — frames 0 → {len(clip.frames) - 1}, left to right  \n"
-                     f"*{clip.question}*  \n{options}"))
+    options = "  ".join(
+        f"({OPTION_LETTERS[i]}) {text}" + (" ★" if text == clip.answer_text else "")
+        for i, text in enumerate(clip.candidates)
+    )
+    display(
+        Markdown(f"**{clip.id}** — frames 0 → {len(clip.frames) - 1}, left to right  \n*{clip.question}*  \n{options}")
+    )
 
 
 def paper_table(rows) -> pd.DataFrame:
     """A "compare with the paper" table from ``(finding, paper's 7B models, this model, verdict, rule)`` rows."""
-    return pd.DataFrame(list(rows), columns=["finding", "paper (7B VideoLLMs)", "this model (95 % CI)", "verdict",
-                                             "rule"]).set_index("finding")
+    return pd.DataFrame(
+        list(rows), columns=["finding", "paper (7B VideoLLMs)", "this model (95 % CI)", "verdict", "rule"]
+    ).set_index("finding")
 
 
-__all__ = ["CONTROL", "MODEL", "learned_table", "learned_tasks", "model", "paper_table", "questions", "sample", "samples_of",
-           "show_clip", "start", "telling_clip"]
+__all__ = [
+    "CONTROL",
+    "MODEL",
+    "learned_table",
+    "learned_tasks",
+    "model",
+    "paper_table",
+    "questions",
+    "sample",
+    "samples_of",
+    "show_clip",
+    "start",
+    "telling_clip",
+]

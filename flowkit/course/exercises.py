@@ -25,13 +25,24 @@ from flowkit.spans import Spans
 def _spans_cases() -> list[Spans]:
     """Small prompts of different shapes (frames of different sizes, separators, one frame)."""
     return [
-        Spans(seq_len=30, frame_spans=((3, 7), (7, 11), (11, 15)), question_text=(16, 22),
-              option_spans=((23, 25), (25, 27)), last=29, true_option=0),
-        Spans(seq_len=48, frame_spans=((2, 8), (9, 15), (16, 22), (23, 29)), question_text=(30, 38),
-              option_spans=((39, 41), (41, 43), (43, 45)), last=47, true_option=2,
-              video_span=(1, 30)),
-        Spans(seq_len=20, frame_spans=((1, 9),), question_text=(10, 14), option_spans=((15, 16), (16, 17)),
-              last=19),
+        Spans(
+            seq_len=30,
+            frame_spans=((3, 7), (7, 11), (11, 15)),
+            question_text=(16, 22),
+            option_spans=((23, 25), (25, 27)),
+            last=29,
+            true_option=0,
+        ),
+        Spans(
+            seq_len=48,
+            frame_spans=((2, 8), (9, 15), (16, 22), (23, 29)),
+            question_text=(30, 38),
+            option_spans=((39, 41), (41, 43), (43, 45)),
+            last=47,
+            true_option=2,
+            video_span=(1, 30),
+        ),
+        Spans(seq_len=20, frame_spans=((1, 9),), question_text=(10, 14), option_spans=((15, 16), (16, 17)), last=19),
     ]
 
 
@@ -74,12 +85,20 @@ def _check_cross_frame_mask(fn) -> int:
         got = torch.as_tensor(fn(spans))
         expected = edge_block_mask("cross_frame", spans)
         if got.shape != expected.shape or got.dtype != torch.bool:
-            _fail("cross_frame_mask", f"spans {spans.frame_spans}", f"bool tensor {tuple(expected.shape)}",
-                  f"{got.dtype} tensor {tuple(got.shape)}")
+            _fail(
+                "cross_frame_mask",
+                f"spans {spans.frame_spans}",
+                f"bool tensor {tuple(expected.shape)}",
+                f"{got.dtype} tensor {tuple(got.shape)}",
+            )
         if not torch.equal(got, expected):
             wrong = (got != expected).nonzero()[0].tolist()
-            _fail("cross_frame_mask", f"spans {spans.frame_spans}, edge query {wrong[0]} <- key {wrong[1]}",
-                  bool(expected[wrong[0], wrong[1]]), bool(got[wrong[0], wrong[1]]))
+            _fail(
+                "cross_frame_mask",
+                f"spans {spans.frame_spans}, edge query {wrong[0]} <- key {wrong[1]}",
+                bool(expected[wrong[0], wrong[1]]),
+                bool(got[wrong[0], wrong[1]]),
+            )
     return len(cases)
 
 
@@ -96,21 +115,31 @@ def _check_percent_change(fn) -> int:
 
 def _check_embedding_lens_scores(fn) -> int:
     generator = torch.Generator().manual_seed(0)
-    cases = [(torch.randn(n, d, generator=generator), torch.randn(v, d, generator=generator))
-             for n, d, v in ((3, 8, 11), (1, 16, 5), (6, 4, 9))]
+    cases = [
+        (torch.randn(n, d, generator=generator), torch.randn(v, d, generator=generator))
+        for n, d, v in ((3, 8, 11), (1, 16, 5), (6, 4, 9))
+    ]
     for hidden, embedding in cases:
         got = torch.as_tensor(fn(hidden.clone(), embedding.clone())).float()
         expected = hidden @ embedding.T
         if got.shape != expected.shape or not torch.allclose(got, expected, atol=1e-4):
-            _fail("embedding_lens_scores", f"hidden {tuple(hidden.shape)}, embedding {tuple(embedding.shape)}",
-                  f"{tuple(expected.shape)} tensor of dot products", f"{tuple(got.shape)} tensor")
+            _fail(
+                "embedding_lens_scores",
+                f"hidden {tuple(hidden.shape)}, embedding {tuple(embedding.shape)}",
+                f"{tuple(expected.shape)} tensor of dot products",
+                f"{tuple(got.shape)} tensor",
+            )
     return len(cases)
 
 
 def _check_temporal_share(fn) -> int:
     temporal = {"left", "right", "first", "appears"}
-    cases = [([["left", "red"], ["first", "circle"]], 0.5), ([["red", "blue"]], 0.0),
-             ([["left"], ["right"], ["appears"]], 1.0), ([["sea", "left", "space"], []], 1 / 3)]
+    cases = [
+        ([["left", "red"], ["first", "circle"]], 0.5),
+        ([["red", "blue"]], 0.0),
+        ([["left"], ["right"], ["appears"]], 1.0),
+        ([["sea", "left", "space"], []], 1 / 3),
+    ]
     for top_words, expected in cases:
         got = fn(top_words, temporal)
         if not math.isclose(got, expected, abs_tol=1e-9):
@@ -119,8 +148,13 @@ def _check_temporal_share(fn) -> int:
 
 
 def _check_first_layer_above(fn) -> int:
-    cases = [([0.1, 0.3, 0.6, 0.9], 0.5, 2), ([0.1, 0.2], 0.5, None), ([0.7, 0.2, 0.9], 0.5, 0),
-             ([0.2, 0.5, 0.51], 0.5, 2), ([0.1, 0.35, 0.2], 0.3, 1)]
+    cases = [
+        ([0.1, 0.3, 0.6, 0.9], 0.5, 2),
+        ([0.1, 0.2], 0.5, None),
+        ([0.7, 0.2, 0.9], 0.5, 0),
+        ([0.2, 0.5, 0.51], 0.5, 2),
+        ([0.1, 0.35, 0.2], 0.3, 1),
+    ]
     for probs, threshold, expected in cases:
         got = fn(probs, threshold)
         if got != expected:
@@ -144,10 +178,13 @@ def _check_kept_fraction(fn) -> int:
 
     n = 0
     for spans in _spans_cases()[:2]:
-        for spec in (KnockoutSpec.single("video->question", LayerWindow(3, 3)),
-                     KnockoutSpec.single("cross_frame", LayerWindow(1, 2)).plus(
-                         KnockoutSpec.single("question->last", LayerWindow(5, 3))),
-                     KnockoutSpec()):
+        for spec in (
+            KnockoutSpec.single("video->question", LayerWindow(3, 3)),
+            KnockoutSpec.single("cross_frame", LayerWindow(1, 2)).plus(
+                KnockoutSpec.single("question->last", LayerWindow(5, 3))
+            ),
+            KnockoutSpec(),
+        ):
             masks = block_masks(spec, spans, 8)
             expected = count_edges(spec, spans, 8)["kept_fraction"]
             got = fn(masks, spans.seq_len, 8)
@@ -159,14 +196,19 @@ def _check_kept_fraction(fn) -> int:
 
 def _pathway_rules(windows) -> dict:
     """What each of the pathway mask's edge groups keeps, in words (for a check's message)."""
+
     def kept(window):
         return f"kept in layers {window[0]}-{window[1]}, cut in every other layer"
 
-    return {"cross_frame": kept(windows.cross_frame), "video->question": kept(windows.video_to_question),
-            "question->last": kept(windows.question_to_last), "video->last": "cut in every layer",
-            "last->last": "cut in every layer",
-            "video->video": f"kept up to layer {windows.video_to_video_until}, cut after it",
-            "question->question": f"kept up to layer {windows.question_to_question_until}, cut after it"}
+    return {
+        "cross_frame": kept(windows.cross_frame),
+        "video->question": kept(windows.video_to_question),
+        "question->last": kept(windows.question_to_last),
+        "video->last": "cut in every layer",
+        "last->last": "cut in every layer",
+        "video->video": f"kept up to layer {windows.video_to_video_until}, cut after it",
+        "question->question": f"kept up to layer {windows.question_to_question_until}, cut after it",
+    }
 
 
 def _check_pathway_cuts(fn) -> int:
@@ -175,15 +217,21 @@ def _check_pathway_cuts(fn) -> int:
     from flowkit.pathways import PathwayWindows, pathway_spec
     from flowkit.spec import KnockoutSpec
 
-    cases = [(PathwayWindows((0, 1), (1, 2), (2, 3), 2, 3), 4),
-             (PathwayWindows((1, 4), (2, 6), (5, 9), 6, 8), 10),
-             (PathwayWindows((0, 5), (0, 5), (0, 5), 5, 5), 6)]  # windows over every layer: nothing of theirs is cut
+    cases = [
+        (PathwayWindows((0, 1), (1, 2), (2, 3), 2, 3), 4),
+        (PathwayWindows((1, 4), (2, 6), (5, 9), 6, 8), 10),
+        (PathwayWindows((0, 5), (0, 5), (0, 5), 5, 5), 6),
+    ]  # windows over every layer: nothing of theirs is cut
     n = 0
     for windows, num_layers in cases:
         spec = fn(windows, num_layers)
         if not isinstance(spec, KnockoutSpec):
-            _fail("pathway_cuts", f"{windows} on {num_layers} layers (its type)", "a flowkit.KnockoutSpec",
-                  type(spec).__name__)
+            _fail(
+                "pathway_cuts",
+                f"{windows} on {num_layers} layers (its type)",
+                "a flowkit.KnockoutSpec",
+                type(spec).__name__,
+            )
         rules = _pathway_rules(windows)
         for spans in _spans_cases():
             expected = block_masks(pathway_spec(windows, num_layers), spans, num_layers)
@@ -194,9 +242,13 @@ def _check_pathway_cuts(fn) -> int:
                 if not torch.equal(a, b):
                     q, k = (a != b).nonzero()[0].tolist()
                     groups = [f"{g}: {rule}" for g, rule in rules.items() if edge_block_mask(g, spans)[q, k]]
-                    _fail("pathway_cuts", f"{windows} on {num_layers} layers, layer {layer}, edge query {q} <- key {k} "
-                          f"({'; '.join(groups) or 'in none of the pathway groups'})",
-                          "cut" if a[q, k] else "kept", "cut" if b[q, k] else "kept")
+                    _fail(
+                        "pathway_cuts",
+                        f"{windows} on {num_layers} layers, layer {layer}, edge query {q} <- key {k} "
+                        f"({'; '.join(groups) or 'in none of the pathway groups'})",
+                        "cut" if a[q, k] else "kept",
+                        "cut" if b[q, k] else "kept",
+                    )
             n += 1
     return n
 
@@ -216,8 +268,12 @@ def _check_random_cut_like(fn) -> int:
             if int(got.sum()) != int(block.sum()):
                 _fail("random_cut_like", case + " (number of cut edges)", int(block.sum()), int(got.sum()))
             if (got & ~causal_mask(spans.seq_len)).any():
-                _fail("random_cut_like", case + " (edges outside the causal triangle)", 0,
-                      int((got & ~causal_mask(spans.seq_len)).sum()))
+                _fail(
+                    "random_cut_like",
+                    case + " (edges outside the causal triangle)",
+                    0,
+                    int((got & ~causal_mask(spans.seq_len)).sum()),
+                )
             if got.diagonal().any():
                 _fail("random_cut_like", case + " (a token's edge to itself cut)", 0, int(got.diagonal().sum()))
             if seed == 1 and torch.equal(got, previous):
@@ -242,16 +298,23 @@ def _check_hypothesis_spec(fn) -> int:
     for layer in range(24):
         a, b = expected_masks.get(layer), got_masks.get(layer)
         if (a is None) != (b is None) or (a is not None and not torch.equal(a, b)):
-            _fail("hypothesis_spec", f"layer {layer}", "cuts" if a is not None else "no cut",
-                  "cuts" if b is not None else "no cut")
+            _fail(
+                "hypothesis_spec",
+                f"layer {layer}",
+                "cuts" if a is not None else "no cut",
+                "cuts" if b is not None else "no cut",
+            )
     if KnockoutSpec.from_json(got.to_json()) != got:
         _fail("hypothesis_spec", "a JSON round trip", "the same spec", KnockoutSpec.from_json(got.to_json()))
     return 2
 
 
 def _check_trough_shift(fn) -> int:
-    cases = [({0: -1, 1: -5, 2: 0}, {0: 0, 1: -1, 2: -4}, 1), ({3: -2, 4: -9}, {3: -7, 4: -1}, -1),
-             ({5: -3, 6: -1}, {5: -8, 6: 0}, 0)]
+    cases = [
+        ({0: -1, 1: -5, 2: 0}, {0: 0, 1: -1, 2: -4}, 1),
+        ({3: -2, 4: -9}, {3: -7, 4: -1}, -1),
+        ({5: -3, 6: -1}, {5: -8, 6: 0}, 0),
+    ]
     for a, b, expected in cases:
         got = fn(dict(a), dict(b))
         if got != expected:
@@ -272,23 +335,36 @@ def _check_knockout_attention(fn) -> int:
         for group in ("cross_frame", "video->question", "question->last"):
             cut = edge_block_mask(group, spans)
             scores = torch.randn(2, size, size, generator=generator) * 3
-            causal = torch.zeros(1, 1, size, size).masked_fill(~torch.ones(size, size, dtype=torch.bool).tril(),
-                                                               float("-inf"))
+            causal = torch.zeros(1, 1, size, size).masked_fill(
+                ~torch.ones(size, size, dtype=torch.bool).tril(), float("-inf")
+            )
             shape = torch.zeros(1, 2, size, 4)
             expected = torch.softmax(scores[None] + _with_block(causal, cut, shape, shape), dim=-1)[0]
             got = fn(scores.clone(), cut.clone())
             if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
-                _fail("knockout_attention", f"{group} on spans {spans.frame_spans}", f"a tensor of shape {tuple(expected.shape)}",
-                      getattr(got, "shape", got))
+                _fail(
+                    "knockout_attention",
+                    f"{group} on spans {spans.frame_spans}",
+                    f"a tensor of shape {tuple(expected.shape)}",
+                    getattr(got, "shape", got),
+                )
             got = got.float()
             leaked = float(got[..., cut].abs().max()) if bool(cut.any()) else 0.0
             if leaked > 0:
-                _fail("knockout_attention", f"{group}: cut edges must get exactly zero weight",
-                      0.0, f"up to {leaked:.3g} on a cut edge")
+                _fail(
+                    "knockout_attention",
+                    f"{group}: cut edges must get exactly zero weight",
+                    0.0,
+                    f"up to {leaked:.3g} on a cut edge",
+                )
             if not torch.allclose(got, expected, atol=1e-6):
                 row = int((got - expected).abs().amax(dim=(0, 2)).argmax())
-                _fail("knockout_attention", f"{group}, query row {row} (rows must sum to 1 over allowed keys only)",
-                      expected[0, row, : row + 1].tolist()[:6], got[0, row, : row + 1].tolist()[:6])
+                _fail(
+                    "knockout_attention",
+                    f"{group}, query row {row} (rows must sum to 1 over allowed keys only)",
+                    expected[0, row, : row + 1].tolist()[:6],
+                    got[0, row, : row + 1].tolist()[:6],
+                )
             n += 1
     return n
 
@@ -306,12 +382,24 @@ def _check_logit_lens_probs(fn) -> int:
             got = fn(hidden.clone(), final_norm, lm_head, letters)
         got = torch.as_tensor(got).float()
         if got.shape != expected.shape:
-            _fail("logit_lens_probs", f"{hidden.shape[0]} layers, {len(letters)} letters", tuple(expected.shape), tuple(got.shape))
+            _fail(
+                "logit_lens_probs",
+                f"{hidden.shape[0]} layers, {len(letters)} letters",
+                tuple(expected.shape),
+                tuple(got.shape),
+            )
         if not torch.allclose(got, expected, atol=1e-6):
-            hint = (" (the softmax must run over the whole vocabulary, then pick the letters; these rows sum to 1)"
-                    if torch.allclose(got.sum(-1), torch.ones(got.shape[0]), atol=1e-4) else "")
-            _fail("logit_lens_probs", f"{hidden.shape[0]} layers, letters {letters}{hint}",
-                  expected[0].tolist(), got[0].tolist())
+            hint = (
+                " (the softmax must run over the whole vocabulary, then pick the letters; these rows sum to 1)"
+                if torch.allclose(got.sum(-1), torch.ones(got.shape[0]), atol=1e-4)
+                else ""
+            )
+            _fail(
+                "logit_lens_probs",
+                f"{hidden.shape[0]} layers, letters {letters}{hint}",
+                expected[0].tolist(),
+                got[0].tolist(),
+            )
     return len(cases)
 
 
@@ -323,22 +411,37 @@ def _check_bootstrap_interval(fn) -> int:
     from flowkit.stats import bootstrap_ci
 
     rng = np.random.default_rng(3)
-    cases = {"20 accuracies (0/1)": (rng.random(20) < 0.7).astype(float),
-             "60 % changes": rng.normal(-25, 15, 60), "200 p(answer)": rng.beta(5, 2, 200)}
+    cases = {
+        "20 accuracies (0/1)": (rng.random(20) < 0.7).astype(float),
+        "60 % changes": rng.normal(-25, 15, 60),
+        "200 p(answer)": rng.beta(5, 2, 200),
+    }
     for name, values in cases.items():
         lo, hi = fn(values.copy(), seed=1)
         ref_lo, ref_hi = bootstrap_ci(values)
         if not lo <= values.mean() <= hi:
-            _fail("bootstrap_interval", f"{name}: the interval must contain the mean {values.mean():.3f}",
-                  (round(ref_lo, 3), round(ref_hi, 3)), (lo, hi))
+            _fail(
+                "bootstrap_interval",
+                f"{name}: the interval must contain the mean {values.mean():.3f}",
+                (round(ref_lo, 3), round(ref_hi, 3)),
+                (lo, hi),
+            )
         if fn(values.copy(), seed=1) != (lo, hi):
-            _fail("bootstrap_interval", f"{name}: the same seed must give the same interval", (lo, hi),
-                  fn(values.copy(), seed=1))
+            _fail(
+                "bootstrap_interval",
+                f"{name}: the same seed must give the same interval",
+                (lo, hi),
+                fn(values.copy(), seed=1),
+            )
         width = ref_hi - ref_lo
         if abs(lo - ref_lo) > width / 4 or abs(hi - ref_hi) > width / 4:
-            _fail("bootstrap_interval", f"{name} (resample the values with replacement, take the mean of each "
-                  "resample, and the 2.5th and 97.5th percentiles of those means)",
-                  (round(ref_lo, 3), round(ref_hi, 3)), (round(lo, 3), round(hi, 3)))
+            _fail(
+                "bootstrap_interval",
+                f"{name} (resample the values with replacement, take the mean of each "
+                "resample, and the 2.5th and 97.5th percentiles of those means)",
+                (round(ref_lo, 3), round(ref_hi, 3)),
+                (round(lo, 3), round(hi, 3)),
+            )
     return len(cases)
 
 
@@ -372,19 +475,25 @@ def _window_sweep_hint(session, edge_group: str, size: int, center: int, got) ->
 
     clean = session.clean_answer
     true = clean.true_option
-    right, default_window = session.answers([KnockoutSpec.single(edge_group, LayerWindow(center, size)),
-                                             KnockoutSpec.single(edge_group, LayerWindow(center))])
+    right, default_window = session.answers(
+        [
+            KnockoutSpec.single(edge_group, LayerWindow(center, size)),
+            KnockoutSpec.single(edge_group, LayerWindow(center)),
+        ]
+    )
     base = clean.probs[true]
     candidates = {
-        "renormalised over the options (option_probs); use p over the whole vocabulary (.probs or .p())":
-            percent_change(clean.option_probs[true], right.option_probs[true]),
-        "an absolute change; the paper's metric is relative: 100 * (p_new - p_base) / p_base":
-            right.probs[true] - base,
+        "renormalised over the options (option_probs); use p over the whole vocabulary (.probs or .p())": percent_change(
+            clean.option_probs[true], right.option_probs[true]
+        ),
+        "an absolute change; the paper's metric is relative: 100 * (p_new - p_base) / p_base": right.probs[true] - base,
         "a fraction; multiply by 100 for percent": percent_change(base, right.probs[true]) / 100,
-        f"a 9-layer window; use LayerWindow(centre, size) with size={size}":
-            percent_change(base, default_window.probs[true]),
-        "the p of the predicted option after the knockout; follow the true option":
-            percent_change(base, right.probs[right.predicted]),
+        f"a 9-layer window; use LayerWindow(centre, size) with size={size}": percent_change(
+            base, default_window.probs[true]
+        ),
+        "the p of the predicted option after the knockout; follow the true option": percent_change(
+            base, right.probs[right.predicted]
+        ),
     }
     for hint, value in candidates.items():
         if isinstance(got, (int, float)) and math.isclose(got, value, rel_tol=1e-4, abs_tol=1e-6):
@@ -414,8 +523,10 @@ def _check_window_sweep(fn) -> int:
     candidates = generate("scene_transition", 24, seed=5, num_frames=8, size=32)  # a random model: take enough
     questions = [s for s in candidates if model.answer(model.prepare_sample(s)).correct][:2]
     if not questions:
-        raise RuntimeError("window_sweep's check found no question its tiny model answers correctly; "
-                           "the tiny model has changed, so this check cannot run here")
+        raise RuntimeError(
+            "window_sweep's check found no question its tiny model answers correctly; "
+            "the tiny model has changed, so this check cannot run here"
+        )
     cases = [("video->last", [0, 1, 2, 3], 3), ("question->last", [1, 3], 1), ("cross_frame", [2, 0], 2)]
     n = 0
     for edge_group, centers, size in cases:
@@ -426,21 +537,30 @@ def _check_window_sweep(fn) -> int:
             session = model.session(question)
             got = fn(session, edge_group, list(centers), size)
             if not isinstance(got, dict) or {_plain_number(k) for k in got} != set(expected):
-                _fail("window_sweep", case + " (a dict {centre: % change}, one entry per centre)",
-                      {c: round(v, 3) for c, v in expected.items()},
-                      got)
+                _fail(
+                    "window_sweep",
+                    case + " (a dict {centre: % change}, one entry per centre)",
+                    {c: round(v, 3) for c, v in expected.items()},
+                    got,
+                )
             got = {_plain_number(k): v for k, v in got.items()}
             for center in centers:
                 value = _plain_number(got[center], as_float=True)
-                if not isinstance(value, float) or not math.isclose(value, expected[center], rel_tol=1e-4, abs_tol=1e-4):
+                if not isinstance(value, float) or not math.isclose(
+                    value, expected[center], rel_tol=1e-4, abs_tol=1e-4
+                ):
                     hint = _window_sweep_hint(session, edge_group, size, center, value)
-                    _fail("window_sweep", f"{case}, window centre {center}{hint}",
-                          f"{expected[center]:.4f} % change in p(true option)", value)
+                    _fail(
+                        "window_sweep",
+                        f"{case}, window centre {center}{hint}",
+                        f"{expected[center]:.4f} % change in p(true option)",
+                        value,
+                    )
             n += 1
     return n
 
 
-_CHECKS = {name[len("_check_"):]: f for name, f in globals().items() if name.startswith("_check_")}
+_CHECKS = {name[len("_check_") :]: f for name, f in globals().items() if name.startswith("_check_")}
 
 
 def check(name: str, fn) -> None:

@@ -43,6 +43,7 @@ import contextlib
 import gzip
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,10 +52,12 @@ import pandas as pd
 from flowkit import experiments
 from flowkit.atomic_files import atomic_paths, atomic_write_json
 from flowkit.locations import data_path
+from flowkit.named_models import KIT_CONTROL, KIT_MODEL
 from flowkit.edge_groups import DEFINITIONS_VERSION, PAPER_EDGE_GROUPS
 from flowkit.learned import RULE, learned_table
 from flowkit.pathways import PAPER_RANDOM_CONTROL
-from flowkit.stats import bootstrap_ci, intervals_by, mean_with_ci
+from flowkit.data.sample import first_per_task
+from flowkit.stats import accuracy_by, bootstrap_ci, intervals_by, mean_with_ci
 
 PAPER_7B = {
     "F1 cross-frame trough (% change)": "-8 to -43 % (by task), layers ~4-13",
@@ -86,22 +89,221 @@ def _curves_with_ci(flows: pd.DataFrame, tasks) -> dict[str, dict]:
     ``tasks`` (pooled), with its 95 % bootstrap interval over those questions."""
     out = {}
     for edge_group, table in experiments.curves_with_ci(flows, tasks).groupby("edge_group"):
-        out[edge_group] = {"curve": {int(r.center): float(r.pct_change) for r in table.itertuples()},
-                       "ci": {int(r.center): [float(r.lo), float(r.hi)] for r in table.itertuples()},
-                       "questions": int(table["n"].max())}  # every question is swept at every centre
+        out[edge_group] = {
+            "curve": {int(r.center): float(r.pct_change) for r in table.itertuples()},
+            "ci": {int(r.center): [float(r.lo), float(r.hi)] for r in table.itertuples()},
+            "questions": int(table["n"].max()),
+        }  # every question is swept at every centre
     return out
 
 
 def _mean_with_interval(values: pd.Series, **extra) -> dict:
     """``{"mean", "ci": [lo, hi], "questions"}`` of one value per question (95 % bootstrap), plus ``extra``."""
-    return {"mean": float(values.mean()), "ci": [float(x) for x in bootstrap_ci(values)],
-            "questions": int(len(values)), **extra}
+    return {
+        "mean": float(values.mean()),
+        "ci": [float(x) for x in bootstrap_ci(values)],
+        "questions": int(len(values)),
+        **extra,
+    }
 
 
-def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowkit-smol-video-control",
-                 quant: str = "nf4", per_task: int | None = None, sweep_per_task: int = 20, other_per_task: int = 6,
-                 centers_step: int = 1, random_seeds=(0, 1, 2, 3, 4), out: str | os.PathLike | None = "default",
-                 progress: bool = True, replay: bool = True) -> dict:
+@dataclass
+class _Run:
+    """What the parts of one fidelity run share: the model, the questions, the tables and report
+    being written, and the wall seconds per part (``seconds_by_part``)."""
+
+    vllm: object
+    bench: list
+    tasks: list[str]
+    progress: bool
+    replay: bool
+    report: dict
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    headline: list[str] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def part(self, name: str):
+        begun = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - begun
+
+
+def _accuracy_and_learned(run: _Run, control, quant: str):
+    """Accuracy of the model and the control, and the learned tasks (the headline tasks)."""
+    from flowkit.models import load_videollm
+
+    with run.part("accuracy (+ control)"):
+        acc = run.tables["accuracy"] = experiments.answer_table(run.vllm, run.bench, progress=run.progress)
+    run.report["accuracy"] = accuracy_by(acc, "task")
+    run.report["accuracy_ci"] = intervals_by(acc, "task")
+    cvllm = cacc = None
+    if control:
+        with run.part("loading models"):
+            cvllm = load_videollm(control, quant=quant)
+        with run.part("accuracy (+ control)"):
+            cacc = run.tables["control_accuracy"] = experiments.answer_table(cvllm, run.bench, progress=run.progress)
+        run.report["control"], run.report["control_fingerprint"] = control, cvllm.fingerprint
+        run.report["control_accuracy"] = accuracy_by(cacc, "task")
+    by_rule = learned_table(acc, cacc)
+    learned = sorted(by_rule.index[by_rule["learned"]])
+    run.headline = learned or run.tasks
+    run.report["learned"] = {
+        "rule": RULE,
+        "tasks": learned,
+        "headline_tasks": run.headline,
+        "note": "" if learned else "no task passes the rule: headline numbers are over all tasks",
+        "table": {
+            t: {k: (None if pd.isna(v) else (bool(v) if k == "learned" else float(v))) for k, v in row.items()}
+            for t, row in by_rule.iterrows()
+        },
+    }
+    on_headline_tasks = acc[acc["task"].isin(run.headline)]["correct"].astype(float)
+    run.report["accuracy_headline"] = _mean_with_interval(on_headline_tasks, tasks=run.headline)
+    return acc, cvllm, cacc
+
+
+def _finding_1(run: _Run, summary, curves, cvllm, csamples, centers) -> None:
+    """F1: the cross-frame curve on the headline tasks, its trough, and the image-only control's curve."""
+    L = run.vllm.num_layers
+    overall_all = summary.groupby(["edge_group", "center"])["pct_change"].mean()
+    cross, cross_ci = _curve(curves, "cross_frame"), _curve(curves, "cross_frame", "ci")
+    f1 = {
+        "curve": cross,
+        "curve_ci": cross_ci,
+        "tasks": run.headline,
+        "questions": curves.get("cross_frame", {}).get("questions", 0),
+        "curve_all_tasks": (
+            {int(c): float(v) for c, v in overall_all.loc["cross_frame"].items()}
+            if "cross_frame" in overall_all.index.get_level_values(0)
+            else {}
+        ),
+    }
+    if cross:
+        centre = min(cross, key=cross.get)
+        f1.update(
+            trough=cross[centre],
+            trough_center=centre,
+            trough_ci=cross_ci[centre],
+            trough_in_first_half=centre < L / 2,
+            max_abs_last_third=max((abs(v) for c, v in cross.items() if c >= 2 * L / 3), default=None),
+            per_task=experiments.troughs(summary[summary["edge_group"] == "cross_frame"]).to_dict("records"),
+        )
+    if cvllm is not None and csamples:
+        with run.part("control cross-frame"):
+            run.tables["control_cross_frame"] = experiments.cross_frame_sweep(
+                cvllm, csamples, centers=centers, progress=run.progress, replay=run.replay
+            )
+        control = _curves_with_ci(run.tables["control_cross_frame"], run.headline).get("cross_frame")
+        if control:
+            f1["control_curve"], f1["control_curve_ci"] = control["curve"], control["ci"]
+            f1["control_trough"] = float(min(control["curve"].values()))
+    run.report["F1"] = f1
+
+
+def _finding_2(run: _Run, curves, sweep_samples) -> None:
+    """F2: the video->question and question->last curves and troughs, and the lens on video tokens."""
+    vq, ql = _curve(curves, "video->question"), _curve(curves, "question->last")
+    run.report["F2"] = {
+        "video_to_question": vq,
+        "question_to_last": ql,
+        "tasks": run.headline,
+        "video_to_question_ci": _curve(curves, "video->question", "ci"),
+        "question_to_last_ci": _curve(curves, "question->last", "ci"),
+        "video_to_last": _curve(curves, "video->last"),
+        "last_to_last": _curve(curves, "last->last"),
+        "video_to_question_trough_center": min(vq, key=vq.get) if vq else None,
+        "question_to_last_trough_center": min(ql, key=ql.get) if ql else None,
+        "max_abs_video_to_last": max((abs(v) for v in _curve(curves, "video->last").values()), default=None),
+        "max_abs_last_to_last": max((abs(v) for v in _curve(curves, "last->last").values()), default=None),
+    }
+    lens_samples = first_per_task(sweep_samples, 1, tasks=run.headline)  # one per headline task
+    for kind in ("embedding", "logit"):
+        with run.part("lens, emergence"):
+            lens = experiments.video_token_lens(run.vllm, lens_samples, kind=kind, progress=run.progress)
+        run.tables["lens"] = pd.concat([run.tables.get("lens"), lens], ignore_index=True)
+        run.report["F2"][f"lens_temporal_share_{kind}"] = lens.groupby("layer")["temporal_share"].mean().to_dict()
+    # what a lens picking words at random would show: the temporal words' share of the list
+    run.report["F2"]["lens_bag_temporal_share"] = experiments.lens_bag_temporal_share(run.vllm)
+
+
+def _finding_3(run: _Run, sweep_samples) -> None:
+    """F3: p(true option) and the largest p(false option) at the last position, layer by layer."""
+    with run.part("lens, emergence"):
+        emergence = run.tables["emergence"] = experiments.answer_emergence(
+            run.vllm, sweep_samples, progress=run.progress
+        )
+    on_headline = emergence[emergence["task"].isin(run.headline)]
+    per_layer = on_headline.groupby("layer")[["p_true", "p_false_max"]].mean()
+    p_true_ci = mean_with_ci(on_headline, "layer", "p_true").set_index("layer")
+    above = per_layer.index[per_layer["p_true"] > 0.5]
+    run.report["F3"] = {
+        "p_true": per_layer["p_true"].to_dict(),
+        "p_false_max": per_layer["p_false_max"].to_dict(),
+        "p_true_ci": {int(l): [float(r.lo), float(r.hi)] for l, r in p_true_ci.iterrows()},
+        "tasks": run.headline,
+        "first_layer_p_true_above_half": int(above[0]) if len(above) else None,
+    }
+
+
+def _finding_4(run: _Run, summary, random_seeds) -> None:
+    """F4: accuracy with only the pathways (windows from the sweeps) vs the paper's random control."""
+    windows = experiments.windows_from_sweeps(summary[summary["task"].isin(run.headline)], run.vllm.num_layers)
+    # "random" is the paper's control (f = this model's mean suppressed share, cut in every layer
+    # from the first video token on); flowkit's layer-matched control is not part of the report
+    # (experiments.effective_pathways(..., random_controls=("layer_matched",)) computes it)
+    with run.part("pathways (F4)"):
+        pathways, counts = experiments.effective_pathways(
+            run.vllm,
+            run.bench,
+            windows,
+            random_seeds=random_seeds,
+            random_controls=(PAPER_RANDOM_CONTROL,),
+            progress=run.progress,
+            replay=run.replay,
+        )
+    run.tables["pathways"] = pathways
+    on_learned = pathways[pathways["task"].isin(run.headline)]
+    kept_per_question = on_learned[on_learned["condition"] == "pathways"]["kept_fraction"]
+    run.report["F4"] = {
+        "edges_kept_headline": _mean_with_interval(
+            kept_per_question,
+            tasks=run.headline,
+            min=float(kept_per_question.min()),
+            max=float(kept_per_question.max()),
+        ),
+        "windows": windows.to_dict(),
+        "edges": counts,
+        "accuracy": accuracy_by(pathways, "condition"),
+        "accuracy_ci": intervals_by(pathways, "condition"),
+        "accuracy_headline_tasks": accuracy_by(on_learned, "condition"),
+        "accuracy_headline_tasks_ci": intervals_by(on_learned, "condition"),
+        "random_control": "paper",
+        "random_suppressed_fraction": counts["random_fraction"],
+        "random_accuracy_per_seed": accuracy_by(pathways[pathways["condition"] == "random"], "seed"),
+    }
+
+
+def _curve(curves: dict, edge_group: str, key: str = "curve") -> dict:
+    """One edge group's headline curve (``key="ci"``: its intervals), or ``{}`` when it was not swept."""
+    return dict(curves[edge_group][key]) if edge_group in curves else {}
+
+
+def run_fidelity(
+    model: str = KIT_MODEL,
+    control: str | None = KIT_CONTROL,
+    quant: str = "nf4",
+    per_task: int | None = None,
+    sweep_per_task: int = 20,
+    other_per_task: int = 6,
+    centers_step: int = 1,
+    random_seeds=(0, 1, 2, 3, 4),
+    out: str | os.PathLike | None = "default",
+    progress: bool = True,
+    replay: bool = True,
+) -> dict:
     """Measure the four findings on ``model`` (and ``control``) and write the JSON report.
 
     Headline numbers (F1-F3 curves and troughs, F4 accuracy) are means over the *learned*
@@ -117,155 +319,69 @@ def run_fidelity(model: str = "flowkit-smol-video", control: str | None = "flowk
     ``replay=False`` runs the former path (one full forward per knockout; same numbers to
     float rounding, several times slower), kept for comparison (``python bench/run.py``).
     """
-    from flowkit.data import shipped_questions_root, load_question_set
+    from flowkit.data import load_question_set, shipped_questions_root
     from flowkit.models import load_videollm
 
     started = time.time()
-    parts: dict[str, float] = {}  # wall seconds per part of the plan (module docstring)
-
-    @contextlib.contextmanager
-    def part(name):
-        begun = time.perf_counter()
-        try:
-            yield
-        finally:
-            parts[name] = parts.get(name, 0.0) + time.perf_counter() - begun
-
-    with part("loading models"):
-        vllm = load_videollm(model, quant=quant)
+    seconds: dict[str, float] = {}
+    begun = time.perf_counter()
+    vllm = load_videollm(model, quant=quant)
+    seconds["loading models"] = time.perf_counter() - begun
     bench = load_question_set(shipped_questions_root(), num_frames=8)
     tasks = sorted({s.task for s in bench})
-    if per_task:
-        bench = [s for t in tasks for s in [x for x in bench if x.task == t][:per_task]]
-    report: dict = {"model": model, "fingerprint": vllm.fingerprint, "quant": quant,
-                    "numeric_path": vllm.numeric_path, "num_layers": vllm.num_layers,
-                    "samples": [s.id for s in bench], "random_seeds": list(random_seeds), "paper_7b": PAPER_7B}
+    bench = first_per_task(bench, per_task or None, tasks=tasks)
+    run = _Run(
+        vllm=vllm,
+        bench=bench,
+        tasks=tasks,
+        progress=progress,
+        replay=replay,
+        seconds=seconds,
+        report={
+            "model": model,
+            "fingerprint": vllm.fingerprint,
+            "quant": quant,
+            "numeric_path": vllm.numeric_path,
+            "num_layers": vllm.num_layers,
+            "samples": [s.id for s in bench],
+            "random_seeds": list(random_seeds),
+            "paper_7b": PAPER_7B,
+        },
+    )
+    acc, cvllm, cacc = _accuracy_and_learned(run, control, quant)
 
-    tables: dict[str, pd.DataFrame] = {}
-    with part("accuracy (+ control)"):
-        acc = tables["accuracy"] = experiments.accuracy(vllm, bench, progress=progress)
-    report["accuracy"] = acc.groupby("task")["correct"].mean().to_dict()
-    report["accuracy_ci"] = intervals_by(acc, "task")
-    cvllm = cacc = None
-    if control:
-        with part("loading models"):
-            cvllm = load_videollm(control, quant=quant)
-        with part("accuracy (+ control)"):
-            cacc = tables["control_accuracy"] = experiments.accuracy(cvllm, bench, progress=progress)
-        report["control"], report["control_fingerprint"] = control, cvllm.fingerprint
-        report["control_accuracy"] = cacc.groupby("task")["correct"].mean().to_dict()
-    learned_by_rule = learned_table(acc, cacc)
-    learned = sorted(learned_by_rule.index[learned_by_rule["learned"]])
-    headline = learned or tasks
-    report["learned"] = {"rule": RULE, "tasks": learned, "headline_tasks": headline,
-                         "note": "" if learned else "no task passes the rule: headline numbers are over all tasks",
-                         "table": {t: {k: (None if pd.isna(v) else (bool(v) if k == "learned" else float(v)))
-                                       for k, v in row.items()} for t, row in learned_by_rule.iterrows()}}
-    on_headline_tasks = acc[acc["task"].isin(headline)]["correct"].astype(float)
-    report["accuracy_headline"] = _mean_with_interval(on_headline_tasks, tasks=headline)
-    correct = set(acc[acc["correct"]]["sample"])
     # sweeps use up to `sweep_per_task` correctly answered samples per learned task (as the paper
     # averages over correct ones) and `other_per_task` of the other tasks, shown apart
     def take(task):
-        return sweep_per_task if task in headline else other_per_task
-    sweep_samples = [s for t in tasks for s in [x for x in bench if x.task == t and x.id in correct][:take(t)]]
-    report["sweep_samples"] = [s.id for s in sweep_samples]
+        return sweep_per_task if task in run.headline else other_per_task
+
+    correct = set(acc[acc["correct"]]["sample"])
+    sweep_samples = first_per_task(bench, take, tasks=tasks, keep=lambda s: s.id in correct)
+    run.report["sweep_samples"] = [s.id for s in sweep_samples]
     centers = list(range(0, vllm.num_layers, centers_step))
-    with part("sweeps (F1-F3)"):
-        flows = tables["sweeps"] = experiments.flow_sweep(vllm, sweep_samples, edge_groups=PAPER_EDGE_GROUPS,
-                                                          centers=centers, progress=progress, replay=replay)
+    with run.part("sweeps (F1-F3)"):
+        flows = run.tables["sweeps"] = experiments.flow_sweep(
+            vllm, sweep_samples, edge_groups=PAPER_EDGE_GROUPS, centers=centers, progress=progress, replay=replay
+        )
     summary = experiments.summarize(flows)
-    L = vllm.num_layers
-    headline_curves = _curves_with_ci(flows, headline)
-    overall_all = summary.groupby(["edge_group", "center"])["pct_change"].mean()
-
-    def curve(edge_group):
-        return dict(headline_curves[edge_group]["curve"]) if edge_group in headline_curves else {}
-
-    def ci(edge_group):
-        return dict(headline_curves[edge_group]["ci"]) if edge_group in headline_curves else {}
-
-    cross = curve("cross_frame")
-    f1 = {"curve": cross, "curve_ci": ci("cross_frame"), "tasks": headline,
-          "questions": headline_curves.get("cross_frame", {}).get("questions", 0),
-          "curve_all_tasks": ({int(c): float(v) for c, v in overall_all.loc["cross_frame"].items()}
-                              if "cross_frame" in overall_all.index.get_level_values(0) else {})}
-    if cross:
-        centre = min(cross, key=cross.get)
-        f1.update(trough=cross[centre], trough_center=centre, trough_ci=ci("cross_frame")[centre],
-                  trough_in_first_half=centre < L / 2,
-                  max_abs_last_third=max((abs(v) for c, v in cross.items() if c >= 2 * L / 3), default=None),
-                  per_task=experiments.troughs(summary[summary["edge_group"] == "cross_frame"]).to_dict("records"))
+    curves = _curves_with_ci(flows, run.headline)
+    csamples = []
     if cvllm is not None:
         ccorrect = set(cacc[cacc["correct"]]["sample"])
-        csamples = [s for t in tasks for s in [x for x in bench if x.task == t and x.id in ccorrect][:take(t)]]
-        if csamples:
-            with part("control cross-frame"):
-                tables["control_cross_frame"] = experiments.cross_frame_sweep(cvllm, csamples, centers=centers,
-                                                                              progress=progress, replay=replay)
-            ccurves = _curves_with_ci(tables["control_cross_frame"], headline).get("cross_frame")
-            if ccurves:
-                f1["control_curve"], f1["control_curve_ci"] = ccurves["curve"], ccurves["ci"]
-                f1["control_trough"] = float(min(ccurves["curve"].values()))
-        del cvllm
-    report["F1"] = f1
-    vq, ql = curve("video->question"), curve("question->last")
-    report["F2"] = {
-        "video_to_question": vq, "question_to_last": ql, "tasks": headline,
-        "video_to_question_ci": ci("video->question"), "question_to_last_ci": ci("question->last"),
-        "video_to_last": curve("video->last"), "last_to_last": curve("last->last"),
-        "video_to_question_trough_center": min(vq, key=vq.get) if vq else None,
-        "question_to_last_trough_center": min(ql, key=ql.get) if ql else None,
-        "max_abs_video_to_last": max((abs(v) for v in curve("video->last").values()), default=None),
-        "max_abs_last_to_last": max((abs(v) for v in curve("last->last").values()), default=None),
-    }
-    lens_samples = [next(s for s in sweep_samples if s.task == t) for t in headline
-                    if any(s.task == t for s in sweep_samples)]  # one per headline task
-    for kind in ("embedding", "logit"):
-        with part("lens, emergence"):
-            lens = experiments.video_token_lens(vllm, lens_samples, kind=kind, progress=progress)
-        tables["lens"] = pd.concat([tables.get("lens"), lens], ignore_index=True)
-        report["F2"][f"lens_temporal_share_{kind}"] = lens.groupby("layer")["temporal_share"].mean().to_dict()
-    # what a lens picking words at random would show: the temporal words' share of the list
-    report["F2"]["lens_bag_temporal_share"] = experiments.lens_bag_temporal_share(vllm)
-    with part("lens, emergence"):
-        emergence = tables["emergence"] = experiments.answer_emergence(vllm, sweep_samples, progress=progress)
-    on_headline = emergence[emergence["task"].isin(headline)]
-    per_layer = on_headline.groupby("layer")[["p_true", "p_false_max"]].mean()
-    p_true_ci = mean_with_ci(on_headline, "layer", "p_true").set_index("layer")
-    above = per_layer.index[per_layer["p_true"] > 0.5]
-    report["F3"] = {"p_true": per_layer["p_true"].to_dict(), "p_false_max": per_layer["p_false_max"].to_dict(),
-                    "p_true_ci": {int(l): [float(r.lo), float(r.hi)] for l, r in p_true_ci.iterrows()},
-                    "tasks": headline, "first_layer_p_true_above_half": int(above[0]) if len(above) else None}
-    windows = experiments.windows_from_sweeps(summary[summary["task"].isin(headline)], L)
-    # "random" is the paper's control (f = this model's mean suppressed share, cut in every layer
-    # from the first video token on); flowkit's layer-matched control is not part of the report
-    # (experiments.effective_pathways(..., random_controls=("layer_matched",)) computes it)
-    with part("pathways (F4)"):
-        pathways, counts = experiments.effective_pathways(vllm, bench, windows, random_seeds=random_seeds,
-                                                          random_controls=(PAPER_RANDOM_CONTROL,), progress=progress,
-                                                          replay=replay)
-    tables["pathways"] = pathways
-    by_condition = pathways.groupby("condition")["correct"].mean().to_dict()
-    on_learned = pathways[pathways["task"].isin(headline)]
-    kept_per_question = on_learned[on_learned["condition"] == "pathways"]["kept_fraction"]
-    report["F4"] = {"edges_kept_headline": _mean_with_interval(kept_per_question, tasks=headline,
-                                                               min=float(kept_per_question.min()),
-                                                               max=float(kept_per_question.max())),
-                    "windows": windows.to_dict(), "edges": counts, "accuracy": by_condition,
-                    "accuracy_ci": intervals_by(pathways, "condition"),
-                    "accuracy_headline_tasks": on_learned.groupby("condition")["correct"].mean().to_dict(),
-                    "accuracy_headline_tasks_ci": intervals_by(on_learned, "condition"),
-                    "random_control": "paper", "random_suppressed_fraction": counts["random_fraction"],
-                    "random_accuracy_per_seed": pathways[pathways["condition"] == "random"]
-                    .groupby("seed")["correct"].mean().to_dict()}
+        csamples = first_per_task(bench, take, tasks=tasks, keep=lambda s: s.id in ccorrect)
+    _finding_1(run, summary, curves, cvllm, csamples, centers)
+    del cvllm
+    _finding_2(run, curves, sweep_samples)
+    _finding_3(run, sweep_samples)
+    _finding_4(run, summary, random_seeds)
+    report = run.report
     report["definitions_version"] = DEFINITIONS_VERSION
     report["seconds"] = time.time() - started
-    report["seconds_by_part"] = parts
+    report["seconds_by_part"] = run.seconds
     if out == "default":
         out = data_path("results", "fidelity.json")
     if out is not None:
-        _atomic_write_tables(Path(out).parent, tables)
+        _atomic_write_tables(Path(out).parent, run.tables)
         atomic_write_json(Path(out), report, indent=2, sort_keys=True, default=float)
     return report
 
@@ -279,17 +395,22 @@ def _verdict(ok: bool | None, partly: bool | None = None) -> str:
 #: the rule behind each verdict of :func:`paper_comparison` (the targets of the kit's model card)
 RULES = {
     "accuracy": "reproduced: every task >= 90 %; partly: mean over all tasks >= 50 %",
-    "F1 cross-frame trough": ("reproduced: the trough's whole 95 % interval <= -20 %, in the first half of the layers; "
-                              "partly: the trough <= -5 % there"),
+    "F1 cross-frame trough": (
+        "reproduced: the trough's whole 95 % interval <= -20 %, in the first half of the layers; "
+        "partly: the trough <= -5 % there"
+    ),
     "F1 late windows (last third)": "reproduced: every change <= 5 % (absolute)",
     "F1 image-only control": "reproduced: control trough within a third of the trained model's",
     "F2 video->question before question->last": "reproduced: the v->q trough at an earlier window centre than q->last",
     "F2 video->last, last->last": "reproduced: both <= 5 % (absolute); partly: one of them",
-    "F3 p(true option) > 0.5 from layer": ("reproduced: mean p(true) > 0.5 from a layer in the second half, before "
-                                           "the last; partly: only at the last"),
+    "F3 p(true option) > 0.5 from layer": (
+        "reproduced: mean p(true) > 0.5 from a layer in the second half, before the last; partly: only at the last"
+    ),
     "F4 edges kept": "reproduced: <= 45 % of edges kept (mean over the learned tasks' questions)",
-    "F4 accuracy full / pathways / random": ("on the learned tasks: reproduced: pathways >= 97 % of full and random "
-                                             "<= full - 10 points; partly: pathways >= 97 % of full"),
+    "F4 accuracy full / pathways / random": (
+        "on the learned tasks: reproduced: pathways >= 97 % of full and random "
+        "<= full - 10 points; partly: pathways >= 97 % of full"
+    ),
 }
 
 
@@ -307,7 +428,9 @@ def _trough(curve: dict, ci: dict | None) -> str:
     return f"{curve[center]:+.1f} %{_ci_text((ci or {}).get(center), signed=True)}"
 
 
-def paper_comparison(report: dict, findings=("accuracy", "F1", "F2", "F3", "F4")) -> list[tuple[str, str, str, str, str]]:
+def paper_comparison(
+    report: dict, findings=("accuracy", "F1", "F2", "F3", "F4")
+) -> list[tuple[str, str, str, str, str]]:
     """Rows ``(finding, paper's 7B, this model with its 95 % interval, verdict, rule)`` for the chapters'
     "compare with the paper" cells.
 
@@ -328,48 +451,76 @@ def paper_comparison(report: dict, findings=("accuracy", "F1", "F2", "F3", "F4")
         ours = ""
         headline = report.get("accuracy_headline")
         if headline and report.get("learned", {}).get("tasks"):
-            ours = (f"learned tasks {100 * headline['mean']:.1f} %{_ci_text(headline['ci'], 100)} "
-                    f"({headline['questions']} questions); ")
-        ours += (f"mean {100 * mean:.1f} % over all {len(acc)} tasks (lowest: {worst} {100 * acc[worst]:.0f} %"
-                 f"{_ci_text(report.get('accuracy_ci', {}).get(worst), 100)})")
+            ours = (
+                f"learned tasks {100 * headline['mean']:.1f} %{_ci_text(headline['ci'], 100)} "
+                f"({headline['questions']} questions); "
+            )
+        ours += (
+            f"mean {100 * mean:.1f} % over all {len(acc)} tasks (lowest: {worst} {100 * acc[worst]:.0f} %"
+            f"{_ci_text(report.get('accuracy_ci', {}).get(worst), 100)})"
+        )
         if control:
             ours += f"; image-only control {100 * float(np.mean(list(control.values()))):.1f} %"
         learned = report.get("learned", {}).get("tasks")
         if learned is not None:
             ours += f"; learned: {', '.join(learned) if learned else 'none'}"
-        row("accuracy", "TVBench 51.5 % (LLaVA-NeXT-7B-Video-FT)", ours,
-            _verdict(min(acc.values()) >= 0.9, mean >= 0.5))
+        row(
+            "accuracy", "TVBench 51.5 % (LLaVA-NeXT-7B-Video-FT)", ours, _verdict(min(acc.values()) >= 0.9, mean >= 0.5)
+        )
     if "F1" in findings:
         f1 = report["F1"]
         trough, centre = f1.get("trough"), f1.get("trough_center")
         first_half = centre is not None and centre < L / 2
         upper = (f1.get("trough_ci") or [None, trough])[1]  # the interval's end nearest zero
-        row("F1 cross-frame trough", PAPER_7B["F1 cross-frame trough (% change)"],
-            "n/a" if trough is None else f"{trough:+.1f} %{_ci_text(f1.get('trough_ci'), signed=True)} "
-                                         f"at window centre {centre} of {L}",
-            _verdict(None if trough is None else (upper is not None and upper <= -20 and first_half),
-                     trough is not None and trough <= -5 and first_half))
+        row(
+            "F1 cross-frame trough",
+            PAPER_7B["F1 cross-frame trough (% change)"],
+            "n/a"
+            if trough is None
+            else f"{trough:+.1f} %{_ci_text(f1.get('trough_ci'), signed=True)} at window centre {centre} of {L}",
+            _verdict(
+                None if trough is None else (upper is not None and upper <= -20 and first_half),
+                trough is not None and trough <= -5 and first_half,
+            ),
+        )
         late = f1.get("max_abs_last_third")
-        row("F1 late windows (last third)", "about 0", "n/a" if late is None else f"largest change {late:.1f} % (absolute)",
-            _verdict(None if late is None else late <= 5))
+        row(
+            "F1 late windows (last third)",
+            "about 0",
+            "n/a" if late is None else f"largest change {late:.1f} % (absolute)",
+            _verdict(None if late is None else late <= 5),
+        )
         ctrough, ccurve = f1.get("control_trough"), f1.get("control_curve")
-        row("F1 image-only control", PAPER_7B["F1 image-only control"],
-            "n/a" if ctrough is None else "trough " + (_trough(ccurve, f1.get("control_curve_ci")) if ccurve
-                                                      else f"{ctrough:+.1f} %"),
-            _verdict(None if ctrough is None or trough is None else (trough < 0 and abs(ctrough) <= abs(trough) / 3)))
+        row(
+            "F1 image-only control",
+            PAPER_7B["F1 image-only control"],
+            "n/a"
+            if ctrough is None
+            else "trough " + (_trough(ccurve, f1.get("control_curve_ci")) if ccurve else f"{ctrough:+.1f} %"),
+            _verdict(None if ctrough is None or trough is None else (trough < 0 and abs(ctrough) <= abs(trough) / 3)),
+        )
     if "F2" in findings:
         f2 = report["F2"]
         vq, ql = f2.get("video_to_question_trough_center"), f2.get("question_to_last_trough_center")
         ours = "n/a"
         if vq is not None and f2.get("video_to_question") and f2.get("question_to_last"):
-            ours = (f"v->q trough at {vq} ({_trough(f2['video_to_question'], f2.get('video_to_question_ci'))}), "
-                    f"q->last at {ql} ({_trough(f2['question_to_last'], f2.get('question_to_last_ci'))})")
-        row("F2 video->question before question->last", "v->q trough ~7-16, q->last ~16-25", ours,
-            _verdict(None if vq is None or ql is None else vq < ql))
+            ours = (
+                f"v->q trough at {vq} ({_trough(f2['video_to_question'], f2.get('video_to_question_ci'))}), "
+                f"q->last at {ql} ({_trough(f2['question_to_last'], f2.get('question_to_last_ci'))})"
+            )
+        row(
+            "F2 video->question before question->last",
+            "v->q trough ~7-16, q->last ~16-25",
+            ours,
+            _verdict(None if vq is None or ql is None else vq < ql),
+        )
         vl, ll = f2.get("max_abs_video_to_last"), f2.get("max_abs_last_to_last")
-        row("F2 video->last, last->last", PAPER_7B["F2 video->last, last->last"],
+        row(
+            "F2 video->last, last->last",
+            PAPER_7B["F2 video->last, last->last"],
             "n/a" if vl is None else f"largest changes {vl:.1f} % and {ll:.1f} % (absolute)",
-            _verdict(None if vl is None else max(vl, ll) <= 5, vl is not None and min(vl, ll) <= 5))
+            _verdict(None if vl is None else max(vl, ll) <= 5, vl is not None and min(vl, ll) <= 5),
+        )
     if "F3" in findings:
         f3 = report["F3"]
         first = f3.get("first_layer_p_true_above_half")
@@ -381,14 +532,19 @@ def paper_comparison(report: dict, findings=("accuracy", "F1", "F2", "F3", "F4")
         maybe = next((layer for layer in sorted(ci) if ci[layer][1] > 0.5), None)
         where = f"layer {first} of {L}" if first is not None else "never (mean over questions)"
         if ci and maybe != surely:
-            where += (f" (by the 95 % intervals: from layer {maybe if maybe is not None else '-'} at the "
-                      f"earliest, {surely if surely is not None else 'never'} at the latest)")
+            where += (
+                f" (by the 95 % intervals: from layer {maybe if maybe is not None else '-'} at the "
+                f"earliest, {surely if surely is not None else 'never'} at the latest)"
+            )
         elif ci:
             where += " (the 95 % intervals agree)"
-        row("F3 p(true option) > 0.5 from layer", PAPER_7B["F3 p(true) > 0.5 from layer"],
+        row(
+            "F3 p(true option) > 0.5 from layer",
+            PAPER_7B["F3 p(true) > 0.5 from layer"],
             where + f"; final p(true) {final:.2f}{_ci_text(ci.get(last), digits=2)}",
             # only at the very last layer is "late", not "middle-to-late": partly
-            _verdict(first is not None and L / 2 <= first < L - 1, first is not None))
+            _verdict(first is not None and L / 2 <= first < L - 1, first is not None),
+        )
     if "F4" in findings:
         f4 = report["F4"]
         acc = f4["accuracy"]
@@ -396,9 +552,11 @@ def paper_comparison(report: dict, findings=("accuracy", "F1", "F2", "F3", "F4")
         if kept_headline:
             kept = kept_headline["mean"]
             scope = "the learned tasks" if report.get("learned", {}).get("tasks") else "all tasks (none is learned)"
-            kept_text = (f"{100 * kept:.1f} %{_ci_text(kept_headline['ci'], 100)} (mean over the "
-                         f"{kept_headline['questions']} questions of {scope}; per question "
-                         f"{100 * kept_headline['min']:.1f}-{100 * kept_headline['max']:.1f} %)")
+            kept_text = (
+                f"{100 * kept:.1f} %{_ci_text(kept_headline['ci'], 100)} (mean over the "
+                f"{kept_headline['questions']} questions of {scope}; per question "
+                f"{100 * kept_headline['min']:.1f}-{100 * kept_headline['max']:.1f} %)"
+            )
         else:
             kept = f4["edges"].get("mean_kept_fraction", f4["edges"]["kept_fraction"])
             kept_text = f"{100 * kept:.1f} % (mean over questions of exact counts)"
@@ -408,14 +566,20 @@ def paper_comparison(report: dict, findings=("accuracy", "F1", "F2", "F3", "F4")
         full, path, rand = (judged.get(k, float("nan")) for k in ("full", "pathways", "random"))
 
         def accuracies(values, cis):
-            return " / ".join(f"{100 * values.get(k, float('nan')):.1f}{_ci_text((cis or {}).get(k), 100)}"
-                              for k in ("full", "pathways", "random"))
+            return " / ".join(
+                f"{100 * values.get(k, float('nan')):.1f}{_ci_text((cis or {}).get(k), 100)}"
+                for k in ("full", "pathways", "random")
+            )
 
         ours = f"{accuracies(acc, f4.get('accuracy_ci'))} (all tasks)"
         if learned_acc:
             ours = f"learned tasks {accuracies(learned_acc, f4.get('accuracy_headline_tasks_ci'))}; " + ours
-        row("F4 accuracy full / pathways / random", PAPER_7B["F4 accuracy full / pathways / random"], ours,
-            _verdict(path >= 0.97 * full and rand <= full - 0.10, path >= 0.97 * full))
+        row(
+            "F4 accuracy full / pathways / random",
+            PAPER_7B["F4 accuracy full / pathways / random"],
+            ours,
+            _verdict(path >= 0.97 * full and rand <= full - 0.10, path >= 0.97 * full),
+        )
     return rows
 
 
@@ -423,33 +587,59 @@ def format_report(report: dict) -> str:
     """The report as a table beside the paper's 7B numbers."""
     f1, f2, f3, f4 = report["F1"], report["F2"], report["F3"], report["F4"]
     acc = report["accuracy"]
-    lines = [f"model {report['model']} ({report['quant']}, {report['num_layers']} layers), "
-             f"{len(report['samples'])} questions, {report['seconds']:.0f} s"
-             + (" (" + ", ".join(f"{name} {sec:.0f} s" for name, sec in report["seconds_by_part"].items()) + ")"
-                if report.get("seconds_by_part") else ""), "",
-             f"{'task':<20}{'accuracy':>10}{'control':>10}"]
+    lines = [
+        f"model {report['model']} ({report['quant']}, {report['num_layers']} layers), "
+        f"{len(report['samples'])} questions, {report['seconds']:.0f} s"
+        + (
+            " (" + ", ".join(f"{name} {sec:.0f} s" for name, sec in report["seconds_by_part"].items()) + ")"
+            if report.get("seconds_by_part")
+            else ""
+        ),
+        "",
+        f"{'task':<20}{'accuracy':>10}{'control':>10}",
+    ]
     for task, a in acc.items():
         c = report.get("control_accuracy", {}).get(task)
         lines.append(f"{task:<20}{100 * a:>9.1f}%{'' if c is None else f'{100 * c:>9.1f}%':>10}")
     learned = bool(report.get("learned", {}).get("tasks"))
     headline_label = " (learned)" if learned else ""  # F1-F3 are on the learned tasks already
-    kept = (f4.get("edges_kept_headline") or {}).get("mean", f4["edges"].get("mean_kept_fraction",
-                                                                            f4["edges"]["kept_fraction"]))
+    kept = (f4.get("edges_kept_headline") or {}).get(
+        "mean", f4["edges"].get("mean_kept_fraction", f4["edges"]["kept_fraction"])
+    )
     f4_accuracy = (f4.get("accuracy_headline_tasks") if learned else None) or f4["accuracy"]
 
     def fmt(v, unit="%"):
         return "n/a" if v is None else f"{v:+.1f}{unit}" if unit == "%" else str(v)
+
     rows = [
-        ("F1 cross-frame trough", f"{fmt(f1.get('trough'))} at layer {f1.get('trough_center')}", PAPER_7B["F1 cross-frame trough (% change)"]),
+        (
+            "F1 cross-frame trough",
+            f"{fmt(f1.get('trough'))} at layer {f1.get('trough_center')}",
+            PAPER_7B["F1 cross-frame trough (% change)"],
+        ),
         ("F1 last third, max |%|", fmt(f1.get("max_abs_last_third")), "~0"),
         ("F1 control trough", fmt(f1.get("control_trough")), PAPER_7B["F1 image-only control"]),
-        ("F2 v->q / q->last troughs at", f"{f2['video_to_question_trough_center']} / {f2['question_to_last_trough_center']}", "v->q before q->last"),
-        ("F2 max |%| v->last, last->last", f"{fmt(f2['max_abs_video_to_last'])}, {fmt(f2['max_abs_last_to_last'])}", PAPER_7B["F2 video->last, last->last"]),
-        ("F3 p(true) > 0.5 from layer", fmt(f3["first_layer_p_true_above_half"], ""), PAPER_7B["F3 p(true) > 0.5 from layer"]),
+        (
+            "F2 v->q / q->last troughs at",
+            f"{f2['video_to_question_trough_center']} / {f2['question_to_last_trough_center']}",
+            "v->q before q->last",
+        ),
+        (
+            "F2 max |%| v->last, last->last",
+            f"{fmt(f2['max_abs_video_to_last'])}, {fmt(f2['max_abs_last_to_last'])}",
+            PAPER_7B["F2 video->last, last->last"],
+        ),
+        (
+            "F3 p(true) > 0.5 from layer",
+            fmt(f3["first_layer_p_true_above_half"], ""),
+            PAPER_7B["F3 p(true) > 0.5 from layer"],
+        ),
         ("F4 edges kept" + headline_label, f"{100 * kept:.1f} %", PAPER_7B["F4 edges kept"]),
-        ("F4 acc full/pathways/random" + headline_label,
-         " / ".join(f"{100 * f4_accuracy.get(k, float('nan')):.1f}" for k in ("full", "pathways", "random")),
-         PAPER_7B["F4 accuracy full / pathways / random"]),
+        (
+            "F4 acc full/pathways/random" + headline_label,
+            " / ".join(f"{100 * f4_accuracy.get(k, float('nan')):.1f}" for k in ("full", "pathways", "random")),
+            PAPER_7B["F4 accuracy full / pathways / random"],
+        ),
     ]
     lines += ["", f"{'':<40}{'this model':<28}{'paper (LLaVA-NeXT-7B)'}"]
     lines += [f"{name:<40}{ours:<28}{paper}" for name, ours, paper in rows]
@@ -459,14 +649,22 @@ def format_report(report: dict) -> str:
 def add_command(sub) -> None:
     """``python -m flowkit fidelity``: registered with the CLI through the ``flowkit.commands`` entry point."""
     p = sub.add_parser("fidelity", help="measure the four findings on the kit's small model (writes a JSON report)")
-    p.add_argument("--model", default="flowkit-smol-video")
-    p.add_argument("--control", default="flowkit-smol-video-control", help="image-only control ('' to skip)")
+    p.add_argument("--model", default=KIT_MODEL)
+    p.add_argument("--control", default=KIT_CONTROL, help="image-only control ('' to skip)")
     p.add_argument("--quant", default="nf4", choices=("nf4", "bf16", "fp32"))
     p.add_argument("--per-task", type=int, default=None, help="questions per task (default: the whole split)")
-    p.add_argument("--sweep-per-task", type=int, default=20,
-                   help="correctly answered questions per learned task used in sweeps (flowkit.learned)")
-    p.add_argument("--other-per-task", type=int, default=6,
-                   help="correctly answered questions per task that is not learned (swept, charted apart)")
+    p.add_argument(
+        "--sweep-per-task",
+        type=int,
+        default=20,
+        help="correctly answered questions per learned task used in sweeps (flowkit.learned)",
+    )
+    p.add_argument(
+        "--other-per-task",
+        type=int,
+        default=6,
+        help="correctly answered questions per task that is not learned (swept, charted apart)",
+    )
     p.add_argument("--centers-step", type=int, default=1, help="sweep every n-th window centre")
     p.add_argument("--random-seeds", type=int, default=5)
     p.add_argument("--out", default=None, help="JSON path (default data/results/fidelity.json)")
@@ -474,9 +672,16 @@ def add_command(sub) -> None:
 
 
 def _run_command(args) -> int:
-    report = run_fidelity(model=args.model, control=args.control or None, quant=args.quant, per_task=args.per_task,
-                          sweep_per_task=args.sweep_per_task, other_per_task=args.other_per_task,
-                          centers_step=args.centers_step,
-                          random_seeds=tuple(range(args.random_seeds)), out=args.out or "default")
+    report = run_fidelity(
+        model=args.model,
+        control=args.control or None,
+        quant=args.quant,
+        per_task=args.per_task,
+        sweep_per_task=args.sweep_per_task,
+        other_per_task=args.other_per_task,
+        centers_step=args.centers_step,
+        random_seeds=tuple(range(args.random_seeds)),
+        out=args.out or "default",
+    )
     print(format_report(report))
     return 0

@@ -45,8 +45,10 @@ def load_report(folder: str | os.PathLike | None = None) -> dict:
     """The fidelity report (``fidelity.json``) as a dict."""
     path = _folder(folder) / "fidelity.json"
     if not path.is_file():
-        raise FlowkitError(f"no precomputed results at {path.name} in {path.parent.name}/; "
-                           f"produce them with `{REGENERATE}` (about half an hour on 2 CPU cores).")
+        raise FlowkitError(
+            f"no precomputed results at {path.name} in {path.parent.name}/; "
+            f"produce them with `{REGENERATE}` (about half an hour on 2 CPU cores)."
+        )
     return json.loads(path.read_text())
 
 
@@ -88,7 +90,8 @@ def check_model(vllm, name: str = "sweeps", report: dict | None = None) -> None:
         raise StoredResultsMismatch(
             f"the table {name!r} was computed with a model whose fingerprint is {expected}, but this one is "
             f"{vllm.fingerprint}: {why}. Load the model the report names ({model}, {report.get('quant')}, "
-            f"default numeric path) or regenerate the results with `{REGENERATE}`.")
+            f"default numeric path) or regenerate the results with `{REGENERATE}`."
+        )
 
 
 def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None) -> pd.DataFrame:
@@ -102,35 +105,51 @@ def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None) -
     samples = {s.id: s for s in shipped_questions() if s.id in set(ids)}
     missing = [i for i in ids if i not in samples]
     if missing:
-        raise StoredResultsMismatch(f"samples {missing} are not in the question set; "
-                                    f"regenerate the results with `{REGENERATE}`.")
+        raise StoredResultsMismatch(
+            f"samples {missing} are not in the question set; regenerate the results with `{REGENERATE}`."
+        )
     chosen = [samples[i] for i in ids]
     if name in ("sweeps", "control_cross_frame"):
-        parts = [experiments.flow_sweep(vllm, [samples[r.sample]], edge_groups=[r.edge_group], centers=[int(r.center)],
-                                        progress=False) for r in rows.itertuples()]
+        parts = [
+            experiments.flow_sweep(
+                vllm, [samples[r.sample]], edge_groups=[r.edge_group], centers=[int(r.center)], progress=False
+            )
+            for r in rows.itertuples()
+        ]
         return pd.concat(parts, ignore_index=True)
     if name in ("accuracy", "control_accuracy"):
-        return experiments.accuracy(vllm, chosen, progress=False)
+        return experiments.answer_table(vllm, chosen, progress=False)
     if name == "emergence":
         return experiments.answer_emergence(vllm, chosen, progress=False)
     if name == "lens":
-        return pd.concat([experiments.video_token_lens(vllm, chosen, kind=kind, progress=False)
-                          for kind in sorted(set(rows["kind"]))], ignore_index=True)
+        return pd.concat(
+            [
+                experiments.video_token_lens(vllm, chosen, kind=kind, progress=False)
+                for kind in sorted(set(rows["kind"]))
+            ],
+            ignore_index=True,
+        )
     if name == "pathways":
         windows = PathwayWindows.from_dict(report["F4"]["windows"])
         conditions = set(rows["condition"])
         controls = [control for control, condition in experiments.RANDOM_CONDITIONS.items() if condition in conditions]
-        table, _ = experiments.effective_pathways(vllm, chosen, windows, random_seeds=report["random_seeds"],
-                                                  random_controls=controls,
-                                                  random_fraction=report["F4"].get("random_suppressed_fraction"),
-                                                  progress=False)
+        table, _ = experiments.effective_pathways(
+            vllm,
+            chosen,
+            windows,
+            random_seeds=report["random_seeds"],
+            random_controls=controls,
+            random_fraction=report["F4"].get("random_suppressed_fraction"),
+            progress=False,
+        )
         table["seed"] = table["seed"].astype("Int64")
         return table
     raise FlowkitError(f"unknown results table {name!r}; the tables are {', '.join(sorted(_CHECKED))}.")
 
 
-def verify(vllm, name: str, n: int = 2, seed: int = 0, atol: float = 1e-4, folder=None,
-           on_mismatch: str = "raise") -> pd.DataFrame | None:
+def verify(
+    vllm, name: str, n: int = 2, seed: int = 0, atol: float = 1e-4, folder=None, on_mismatch: str = "raise"
+) -> pd.DataFrame | None:
     """Recompute ``n`` randomly chosen entries of a precomputed table and check they match.
 
     For per-condition tables (sweeps) an entry is one row; for per-sample tables
@@ -150,8 +169,10 @@ def verify(vllm, name: str, n: int = 2, seed: int = 0, atol: float = 1e-4, folde
     except StoredResultsMismatch as mismatch:
         if on_mismatch == "raise":
             raise
-        print(f"Note: {mismatch} Until then, the stored tables this chapter charts are not your model's "
-              "numbers; every cell that runs the model live uses yours.")
+        print(
+            f"Note: {mismatch} Until then, the stored tables this chapter charts are not your model's "
+            "numbers; every cell that runs the model live uses yours."
+        )
         return None
 
 
@@ -170,8 +191,9 @@ def _verify(vllm, name: str, n: int, seed: int, atol: float, folder) -> pd.DataF
     fresh = recompute(vllm, name, stored, report)
     merged = stored[keys + values].merge(fresh[keys + values], on=keys, suffixes=("_stored", "_now"), how="left")
     if merged[[f"{v}_now" for v in values]].isna().any().any():
-        raise StoredResultsMismatch(f"recomputing {name!r} did not produce every stored row; "
-                                    f"regenerate with `{REGENERATE}`.")
+        raise StoredResultsMismatch(
+            f"recomputing {name!r} did not produce every stored row; regenerate with `{REGENERATE}`."
+        )
     diffs = [(merged[f"{v}_stored"] - merged[f"{v}_now"]).abs() for v in values]
     # pct_change is in percent: compare it on the probability scale (divide by 100)
     scale = [100.0 if v == "pct_change" else 1.0 for v in values]
@@ -180,7 +202,8 @@ def _verify(vllm, name: str, n: int, seed: int, atol: float, folder) -> pd.DataF
     if worst > atol:
         raise StoredResultsMismatch(
             f"the precomputed {name!r} table does not match what the kit computes now (largest difference "
-            f"{worst:.2g} > {atol:g} on the rows checked); regenerate it with `{REGENERATE}`.")
+            f"{worst:.2g} > {atol:g} on the rows checked); regenerate it with `{REGENERATE}`."
+        )
     return merged
 
 

@@ -124,8 +124,9 @@ def window_sweep(session, edge_group: str, centers, size: int = 9) -> dict:
     clean = session.clean_answer  # the run without any knockout
     true = clean.true_option
     p_base = clean.probs[true]  # p over the whole vocabulary, as the paper's metric uses
-    return {center: 100.0 * (after.probs[true] - p_base) / p_base
-            for center, after in zip(centers, session.answers(specs))}
+    return {
+        center: 100.0 * (after.probs[true] - p_base) / p_base for center, after in zip(centers, session.answers(specs))
+    }
 
 
 def trough_shift(curve_a: dict, curve_b: dict) -> int:
@@ -158,7 +159,22 @@ def bootstrap_interval(values, seed: int = 0, resamples: int = 2000, level: floa
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
-EXERCISES = ("frame_positions", "option_probabilities", "cross_frame_mask", "percent_change",
-             "embedding_lens_scores", "temporal_share", "first_layer_above", "deepest_window",
-             "pathway_cuts", "kept_fraction", "random_cut_like", "hypothesis_spec", "window_sweep", "trough_shift",
-             "knockout_attention", "logit_lens_probs", "bootstrap_interval")
+EXERCISES = (
+    "frame_positions",
+    "option_probabilities",
+    "cross_frame_mask",
+    "percent_change",
+    "embedding_lens_scores",
+    "temporal_share",
+    "first_layer_above",
+    "deepest_window",
+    "pathway_cuts",
+    "kept_fraction",
+    "random_cut_like",
+    "hypothesis_spec",
+    "window_sweep",
+    "trough_shift",
+    "knockout_attention",
+    "logit_lens_probs",
+    "bootstrap_interval",
+)

@@ -10,9 +10,17 @@
   questions use.
 """
 
-from flowkit.data.question_sets import (QuestionSet, SkippedEntriesWarning, SplitSummary, available_tasks, shipped_questions_root, load_question_set, shipped_questions,
-                                write_split)
-from flowkit.data.sample import QuestionSetError, Sample, ShortClipWarning
+from flowkit.data.question_sets import (
+    QuestionSet,
+    SkippedEntriesWarning,
+    SplitSummary,
+    available_tasks,
+    shipped_questions_root,
+    load_question_set,
+    shipped_questions,
+    write_split,
+)
+from flowkit.data.sample import QuestionSetError, Sample, ShortClipWarning, first_per_task
 from flowkit.data.synthetic import EVAL_SEED, NUM_OPTIONS, TASKS, generate, iter_samples, make_sample
 from flowkit.errors import VideoError
 from flowkit.data.video import read_video, uniform_frame_indices, write_video
@@ -29,9 +37,11 @@ __all__ = [
     "QuestionSetError",
     "Sample",
     "ShortClipWarning",
+    "first_per_task",
     "VideoError",
     "SplitSummary",
     "available_tasks",
+    "shipped_questions",
     "shipped_questions_root",
     "generate",
     "iter_samples",

@@ -113,7 +113,10 @@ class SkippedEntriesWarning(UserWarning):
 
 
 def load_question_set(
-    root: str | Path, task: str | Iterable[str] | None = None, num_frames: int = 8, size: int | None = None,
+    root: str | Path,
+    task: str | Iterable[str] | None = None,
+    num_frames: int = 8,
+    size: int | None = None,
     skip_invalid: bool = False,
 ) -> QuestionSet:
     """Load a question set in the MVBench/TVBench layout as a list of :class:`Sample`.
@@ -190,11 +193,13 @@ def _raise_if_any(problems: dict[str, list[str]], unreadable_files: int = 0) -> 
         counts.append(f"{unreadable_files} unreadable task file{'' if unreadable_files == 1 else 's'}")
     listing = "\n".join(f"  - {problem}" for found in bad.values() for problem in found)
     tasks = ", ".join(map(repr, bad))
-    raise QuestionSetError(f"{' and '.join(counts)} in task(s) {tasks}; fix them, or pass "
-                           f"skip_invalid=True to load the good ones and leave these out:\n{listing}")
+    raise QuestionSetError(
+        f"{' and '.join(counts)} in task(s) {tasks}; fix them, or pass "
+        f"skip_invalid=True to load the good ones and leave these out:\n{listing}"
+    )
 
 
-def _decoded_sample(entry: "_Entry", num_frames: int, size: int | None) -> Sample:
+def _decoded_sample(entry: _Entry, num_frames: int, size: int | None) -> Sample:
     return Sample(
         id=entry.sample_id,
         task=entry.task,
@@ -217,8 +222,7 @@ def _read_task_file(json_path: Path) -> list:
         raise QuestionSetError(f"{json_path} cannot be read ({error}); fix or re-download it") from None
     if not isinstance(raw_entries, list):
         raise QuestionSetError(
-            f"{json_path} must hold a JSON list of entries, found a {type(raw_entries).__name__}; "
-            "fix or re-download it"
+            f"{json_path} must hold a JSON list of entries, found a {type(raw_entries).__name__}; fix or re-download it"
         )
     return raw_entries
 
@@ -226,7 +230,9 @@ def _read_task_file(json_path: Path) -> list:
 def _validated_entry(root: Path, task: str, json_path: Path, index: int, raw: object) -> _Entry:
     where = f"{json_path}, entry {index}"
     if not isinstance(raw, dict):
-        raise QuestionSetError(f"{where}: expected an object with keys {list(REQUIRED_KEYS)}, found a {type(raw).__name__}")
+        raise QuestionSetError(
+            f"{where}: expected an object with keys {list(REQUIRED_KEYS)}, found a {type(raw).__name__}"
+        )
     missing = [key for key in REQUIRED_KEYS if key not in raw]
     if missing:
         raise QuestionSetError(f"{where}: missing required key(s) {missing}; present keys: {sorted(raw)}; add them")
@@ -234,8 +240,10 @@ def _validated_entry(root: Path, task: str, json_path: Path, index: int, raw: ob
     if not isinstance(candidates, list) or not all(isinstance(option, str) for option in candidates):
         raise QuestionSetError(f"{where}: 'candidates' must be a list of strings, got {candidates!r}")
     if len(candidates) < 2:
-        raise QuestionSetError(f"{where}: 'candidates' has {len(candidates)} option(s) {candidates}; a multiple-choice "
-                         "question needs at least 2 options")
+        raise QuestionSetError(
+            f"{where}: 'candidates' has {len(candidates)} option(s) {candidates}; a multiple-choice "
+            "question needs at least 2 options"
+        )
     if len(set(candidates)) != len(candidates):
         raise QuestionSetError(f"{where}: 'candidates' contains duplicates {candidates}; each option must be unique")
     if answer not in candidates:
@@ -252,8 +260,9 @@ def _validated_entry(root: Path, task: str, json_path: Path, index: int, raw: ob
             raise QuestionSetError(f"{where}: {key!r} must be a number of seconds, got {value!r}")
         bounds[key] = None if value is None else float(value)
     if None not in bounds.values() and bounds["start"] > bounds["end"]:
-        raise QuestionSetError(f"{where}: 'start' ({bounds['start']:g} s) is after 'end' ({bounds['end']:g} s); "
-                               "fix the entry's start/end")
+        raise QuestionSetError(
+            f"{where}: 'start' ({bounds['start']:g} s) is after 'end' ({bounds['end']:g} s); fix the entry's start/end"
+        )
     video_path = root / "video" / task / raw["video"]
     if not video_path.is_file():
         raise QuestionSetError(
@@ -333,9 +342,13 @@ def write_split(
     for name in task_names:
         check_task(name)
     if not task_names or per_task < 1:
-        raise QuestionSetError(f"nothing to write: need at least one task and per_task >= 1, got {task_names}, {per_task}")
+        raise QuestionSetError(
+            f"nothing to write: need at least one task and per_task >= 1, got {task_names}, {per_task}"
+        )
     if out_dir.exists() and not overwrite:
-        raise QuestionSetError(f"{out_dir} already exists; pass overwrite=True (command line: --overwrite) to replace it")
+        raise QuestionSetError(
+            f"{out_dir} already exists; pass overwrite=True (command line: --overwrite) to replace it"
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
@@ -422,9 +435,9 @@ information about the answer (see the docstrings in
 | --- | ---: |
 {rows}
 
-* clips: {parameters['num_frames']} frames of {parameters['size']}x{parameters['size']} RGB, \
+* clips: {parameters["num_frames"]} frames of {parameters["size"]}x{parameters["size"]} RGB, \
 {VIDEO_FPS} fps, {VIDEO_CODEC} mp4 (yuv420p)
-* seed: {parameters['seed']} (`flowkit.data.EVAL_SEED`); **train with other seeds**
+* seed: {parameters["seed"]} (`flowkit.data.EVAL_SEED`); **train with other seeds**
 * within a task each option letter is the correct one equally often, and so is each
   direction, count and cup position
 * `json/<task>.json`: list of `{{video, question, candidates, answer}}`, `answer` is the option text

@@ -53,8 +53,7 @@ class Sample:
             )
         if self.answer_text not in self.candidates:
             raise QuestionSetError(
-                f"sample {self.id}: answer {self.answer_text!r} is not among the "
-                f"candidates {list(self.candidates)}"
+                f"sample {self.id}: answer {self.answer_text!r} is not among the candidates {list(self.candidates)}"
             )
         expected_letter = OPTION_LETTERS[self.candidates.index(self.answer_text)]
         if self.answer != expected_letter:
@@ -72,3 +71,19 @@ class Sample:
     def answer_index(self) -> int:
         """The position of the correct candidate (0 for ``"A"``)."""
         return self.letters.index(self.answer)
+
+
+def first_per_task(samples, n, tasks=None, keep=None) -> list:
+    """The first ``n`` questions of each task, tasks in order (``tasks``, default: sorted).
+
+    ``n`` is a number, ``None`` (all) or a function of the task (a different count per task);
+    ``keep(sample)`` picks which questions count (e.g. the correctly answered ones).
+    """
+    samples = list(samples)
+    tasks = sorted({s.task for s in samples}) if tasks is None else list(tasks)
+    chosen = []
+    for task in tasks:
+        of_task = [s for s in samples if s.task == task and (keep is None or keep(s))]
+        count = n(task) if callable(n) else n
+        chosen.extend(of_task if count is None else of_task[:count])
+    return chosen

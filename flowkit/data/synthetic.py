@@ -138,9 +138,17 @@ class SceneObject:
         shape = "circle" if self.shape == "ball" else self.shape
         return Sprite(shape, self.rgb, self.cx, self.cy, self.radius, self.visible)
 
-    def _frames(self, index) -> "SceneObject":
-        return SceneObject(self.colour, self.shape, self.role, self.cx[index], self.cy[index], self.radius[index],
-                           self.visible[index], self.rgb)
+    def _frames(self, index) -> SceneObject:
+        return SceneObject(
+            self.colour,
+            self.shape,
+            self.role,
+            self.cx[index],
+            self.cy[index],
+            self.radius[index],
+            self.visible[index],
+            self.rgb,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,26 +174,38 @@ class Scene:
     def num_frames(self) -> int:
         return len(self.backgrounds)
 
-    def at_frames(self, indices) -> "Scene":
+    def at_frames(self, indices) -> Scene:
         """The scene of the clip ``frames[indices]`` (e.g. the frames a model samples)."""
         index = np.asarray(indices, dtype=int)
-        return Scene(self.task, self.size, tuple(o._frames(index) for o in self.objects),
-                     tuple(self.backgrounds[i] for i in index), self.cup_swaps, self.ball_start, self.ball_end)
+        return Scene(
+            self.task,
+            self.size,
+            tuple(o._frames(index) for o in self.objects),
+            tuple(self.backgrounds[i] for i in index),
+            self.cup_swaps,
+            self.ball_start,
+            self.ball_end,
+        )
 
-    def reversed_in_time(self) -> "Scene":
+    def reversed_in_time(self) -> Scene:
         """The scene of the clip played backwards (cup swaps are never reversed by a generator)."""
         return self.at_frames(np.arange(self.num_frames)[::-1])
 
     def render(self) -> np.ndarray:
         """Draw the scene again: equal to the sample's frames (a check of the record)."""
-        background = np.stack([plain_background(self.size) if name == "plain" else scene_image(name, self.size)
-                               for name in self.backgrounds])
+        background = np.stack(
+            [
+                plain_background(self.size) if name == "plain" else scene_image(name, self.size)
+                for name in self.backgrounds
+            ]
+        )
         return render(background, [o.sprite for o in self.objects], self.size)
 
 
 def _scene_object(sprite: Sprite, colour: str | None, role: str, shape: str | None = None) -> SceneObject:
-    return SceneObject(colour, shape or sprite.shape, role, sprite.cx, sprite.cy, sprite.radius, sprite.visible,
-                       sprite.rgb)
+    return SceneObject(
+        colour, shape or sprite.shape, role, sprite.cx, sprite.cy, sprite.radius, sprite.visible, sprite.rgb
+    )
 
 
 def _plain_scene(task: str, size: int, num_frames: int, named_sprites) -> Scene:
@@ -272,9 +292,16 @@ def _moving_direction(rng: np.random.Generator, label: int, num_frames: int, siz
     x, y = _straight_track(rng, _DIRECTIONS[label], num_frames, size)
     sprites.append(Sprite(shapes[0], COLOUR_RGB[colours[0]], x, y, radius, always(num_frames)))
     question = f"Which direction does the {colours[0]} {shapes[0]} move?"
-    scene = _plain_scene("moving_direction", size, num_frames,
-                         [(sprites[0], colours[1], "distractor"), (sprites[1], colours[2], "distractor"),
-                          (sprites[2], colours[0], "target")])
+    scene = _plain_scene(
+        "moving_direction",
+        size,
+        num_frames,
+        [
+            (sprites[0], colours[1], "distractor"),
+            (sprites[1], colours[2], "distractor"),
+            (sprites[2], colours[0], "target"),
+        ],
+    )
     return _Episode(render(plain_background(size), sprites, size), question, _DIRECTIONS, scene)
 
 
@@ -305,7 +332,9 @@ def _object_count(rng: np.random.Generator, label: int, num_frames: int, size: i
         x, y = _cell_centre(cell, size, rng)
         visible = np.zeros(num_frames, dtype=bool)
         visible[first:stop] = True
-        sprites.append(Sprite(target_shape, COLOUR_RGB[colour], still(x, num_frames), still(y, num_frames), radius, visible))
+        sprites.append(
+            Sprite(target_shape, COLOUR_RGB[colour], still(x, num_frames), still(y, num_frames), radius, visible)
+        )
         named.append((sprites[-1], colour, "target"))
     previous_cell = -1
     for first, stop in _time_slots(int(rng.integers(1, 4)), num_frames):
@@ -351,15 +380,25 @@ def _action_sequence(rng: np.random.Generator, label: int, num_frames: int, size
 
     standing_x, standing_y = _cell_centre(cells[4], size, rng)
     sprites = [
-        Sprite(shapes[2], COLOUR_RGB[colours[2]], still(standing_x, num_frames), still(standing_y, num_frames), radius, always(num_frames)),
+        Sprite(
+            shapes[2],
+            COLOUR_RGB[colours[2]],
+            still(standing_x, num_frames),
+            still(standing_y, num_frames),
+            radius,
+            always(num_frames),
+        ),
         Sprite(shapes[0], COLOUR_RGB[colours[0]], *slide(cells[0], cells[1], first_start), radius, always(num_frames)),
         Sprite(shapes[1], COLOUR_RGB[colours[1]], *slide(cells[2], cells[3], second_start), radius, always(num_frames)),
     ]
     wording, asks_for_earlier = _ORDER_WORDINGS[rng.integers(len(_ORDER_WORDINGS))]
     frames = render(plain_background(size), sprites, size)
-    scene = _plain_scene("action_sequence", size, num_frames,
-                         [(sprites[0], colours[2], "still"), (sprites[1], colours[0], "target"),
-                          (sprites[2], colours[1], "target")])
+    scene = _plain_scene(
+        "action_sequence",
+        size,
+        num_frames,
+        [(sprites[0], colours[2], "still"), (sprites[1], colours[0], "target"), (sprites[2], colours[1], "target")],
+    )
     # Canonically A (option 0) moves first; reverse when that contradicts the answer.
     if (label == 0) != asks_for_earlier:
         frames = _reversed_in_time(frames)
@@ -387,8 +426,12 @@ def _scene_transition(rng: np.random.Generator, label: int, num_frames: int, siz
     shape = _pick(rng, SHAPES, 1)[0]
     sprite = Sprite(shape, COLOUR_RGB[colour], x, y, still(OBJECT_RADIUS * size, num_frames), always(num_frames))
     frames = render(background, [sprite], size)
-    scene = Scene("scene_transition", size, (_scene_object(sprite, colour, "clutter"),),
-                  (first,) * cut + (second,) * (num_frames - cut))
+    scene = Scene(
+        "scene_transition",
+        size,
+        (_scene_object(sprite, colour, "clutter"),),
+        (first,) * cut + (second,) * (num_frames - cut),
+    )
     if label == 1:
         frames = _reversed_in_time(frames)
         scene = scene.reversed_in_time()
@@ -437,13 +480,23 @@ def _action_antonym(rng: np.random.Generator, label: int, num_frames: int, size:
         target_radius = still(radius, num_frames)
         target_visible = always(num_frames)
     sprites = [
-        Sprite(shapes[1], COLOUR_RGB[colours[1]], still(other_x, num_frames), still(other_y, num_frames), still(radius, num_frames), always(num_frames)),
+        Sprite(
+            shapes[1],
+            COLOUR_RGB[colours[1]],
+            still(other_x, num_frames),
+            still(other_y, num_frames),
+            still(radius, num_frames),
+            always(num_frames),
+        ),
         Sprite(shapes[0], COLOUR_RGB[colours[0]], target_x, target_y, target_radius, target_visible),
     ]
     frames = render(plain_background(size), sprites, size)
-    scene = _plain_scene("action_antonym", size, num_frames,
-                         [(sprites[0], colours[1], "reference" if pair == 2 else "still"),
-                          (sprites[1], colours[0], "target")])
+    scene = _plain_scene(
+        "action_antonym",
+        size,
+        num_frames,
+        [(sprites[0], colours[1], "reference" if pair == 2 else "still"), (sprites[1], colours[0], "target")],
+    )
     if label == 1:
         frames = _reversed_in_time(frames)
         scene = scene.reversed_in_time()
@@ -498,17 +551,27 @@ def _object_shuffle(rng: np.random.Generator, label: int, num_frames: int, size:
 
     ball_visible = frame_numbers < reveal_frames
     ball = Sprite(
-        "circle", _BALL_RGB, still(slot_x[start_position], num_frames), still(rest_y + 0.02 * size, num_frames),
-        still(0.08 * size, num_frames), ball_visible,
+        "circle",
+        _BALL_RGB,
+        still(slot_x[start_position], num_frames),
+        still(rest_y + 0.02 * size, num_frames),
+        still(0.08 * size, num_frames),
+        ball_visible,
     )
     cups = [
         Sprite("cup", _CUP_RGB, cup_x[cup], cup_y[cup], still(OBJECT_RADIUS * size, num_frames), always(num_frames))
         for cup in range(3)
     ]
     frames = render(plain_background(size), [ball, *cups], size)
-    scene = Scene("object_shuffle", size,
-                  (_scene_object(ball, "red", "ball", shape="ball"), *(_scene_object(cup, None, "cup") for cup in cups)),
-                  ("plain",) * num_frames, cup_swaps=tuple(swaps), ball_start=start_position, ball_end=label)
+    scene = Scene(
+        "object_shuffle",
+        size,
+        (_scene_object(ball, "red", "ball", shape="ball"), *(_scene_object(cup, None, "cup") for cup in cups)),
+        ("plain",) * num_frames,
+        cup_swaps=tuple(swaps),
+        ball_start=start_position,
+        ball_end=label,
+    )
     return _Episode(frames, "Which cup hides the ball at the end?", _CUP_POSITIONS, scene)
 
 
@@ -521,7 +584,14 @@ _GENERATORS: dict[str, Callable[[np.random.Generator, int, int, int], _Episode]]
     "object_shuffle": _object_shuffle,
 }
 NUM_OPTIONS = MappingProxyType(
-    {"moving_direction": 4, "object_count": 4, "action_sequence": 2, "scene_transition": 2, "action_antonym": 2, "object_shuffle": 3}
+    {
+        "moving_direction": 4,
+        "object_count": 4,
+        "action_sequence": 2,
+        "scene_transition": 2,
+        "action_antonym": 2,
+        "object_shuffle": 3,
+    }
 )
 
 

@@ -105,8 +105,9 @@ def check_num_frames(num_frames) -> None:
     if num_frames is None:
         return
     if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
-        raise QuestionSetError(f"num_frames must be a whole number >= 1 (the paper samples 8 frames per video), "
-                         f"got {num_frames!r}")
+        raise QuestionSetError(
+            f"num_frames must be a whole number >= 1 (the paper samples 8 frames per video), got {num_frames!r}"
+        )
 
 
 def _pyav():
@@ -115,8 +116,9 @@ def _pyav():
         import av
         import av.video.reformatter  # noqa: F401
     except ImportError as error:
-        raise QuestionSetError("reading or writing video files needs PyAV: pip install av==18.1.0 "
-                         "(the kit's setup script installs it)") from error
+        raise QuestionSetError(
+            "reading or writing video files needs PyAV: pip install av==18.1.0 (the kit's setup script installs it)"
+        ) from error
     return av
 
 
@@ -126,8 +128,11 @@ def encoder_build() -> dict[str, str]:
     Byte-identical output is only expected between identical builds.
     """
     av = _pyav()
-    return {"pyav": av.__version__, "libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
-            "options": ", ".join(f"{key}={value}" for key, value in _ENCODER_OPTIONS.items())}
+    return {
+        "pyav": av.__version__,
+        "libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
+        "options": ", ".join(f"{key}={value}" for key, value in _ENCODER_OPTIONS.items()),
+    }
 
 
 def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
@@ -158,7 +163,7 @@ def yuv420p_to_rgb(planes: np.ndarray) -> np.ndarray:
     width = planes.shape[1]
     flat = planes.astype(np.int32).ravel()
     y = flat[: height * width].reshape(height, width) - 16
-    chroma = flat[height * width:].reshape(2, height // 2, width // 2) - 128
+    chroma = flat[height * width :].reshape(2, height // 2, width // 2) - 128
     u, v = (np.repeat(np.repeat(c, 2, axis=0), 2, axis=1) for c in chroma)
     r = (298 * y + 409 * v + 128) >> 8
     g = (298 * y - 100 * u - 208 * v + 128) >> 8
@@ -170,8 +175,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = VIDEO_FPS) -> N
     """Encode ``frames`` (``(T, H, W, 3)`` uint8 RGB, even H and W) as an mp4 at ``path``."""
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise QuestionSetError(
-            f"{path}: frames must be a uint8 array of shape (T, H, W, 3), "
-            f"got {frames.dtype} {frames.shape}"
+            f"{path}: frames must be a uint8 array of shape (T, H, W, 3), got {frames.dtype} {frames.shape}"
         )
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
@@ -212,15 +216,20 @@ def read_video(
     """
     path = Path(path)
     if path.is_dir():
-        raise VideoError(f"{path} is a directory, not a video file; pass the path of one clip inside it "
-                         "(or load a whole question-set folder with flowkit.data.load_question_set)")
+        raise VideoError(
+            f"{path} is a directory, not a video file; pass the path of one clip inside it "
+            "(or load a whole question-set folder with flowkit.data.load_question_set)"
+        )
     if not path.is_file():
-        raise VideoError(f"video file not found: {_shown(path)} does not exist{_nearest_folder(path)}; "
-                         "check the file name and folder")
+        raise VideoError(
+            f"video file not found: {_shown(path)} does not exist{_nearest_folder(path)}; "
+            "check the file name and folder"
+        )
     check_num_frames(num_frames)
     if path.stat().st_size == 0:
-        raise VideoError(f"video file is empty (0 bytes): {path}; replace it with a working copy (download or "
-                         "export it again)")
+        raise VideoError(
+            f"video file is empty (0 bytes): {path}; replace it with a working copy (download or export it again)"
+        )
     if start is not None and end is not None and start > end:
         raise VideoError(f"{path}: start={start:g} s is after end={end:g} s; pass a start at or before the end")
 
@@ -231,8 +240,10 @@ def read_video(
         if (start is None or time >= start - _TIME_TOLERANCE) and (end is None or time <= end + _TIME_TOLERANCE)
     ]
     if not times:
-        raise VideoError(f"{path} holds a video stream without a single decodable frame; replace it with a "
-                         "working copy (download or export it again)")
+        raise VideoError(
+            f"{path} holds a video stream without a single decodable frame; replace it with a "
+            "working copy (download or export it again)"
+        )
     if not kept:
         raise VideoError(
             f"{path}: no frames {_window(start, end)}: the clip's {len(times)} frames run from "
@@ -243,8 +254,11 @@ def read_video(
     else:
         if len(kept) < num_frames:
             trimmed = " (after start/end trimming)" if (start, end) != (None, None) else ""
-            repeats = ("every sampled frame is a copy of that one frame" if len(kept) == 1 else
-                       "repeating frames at np.linspace(0, n - 1, num_frames).round() indices")
+            repeats = (
+                "every sampled frame is a copy of that one frame"
+                if len(kept) == 1
+                else "repeating frames at np.linspace(0, n - 1, num_frames).round() indices"
+            )
             warnings.warn(
                 f"{path}: only {len(kept)} frame{'s' if len(kept) != 1 else ''}{trimmed} but {num_frames} "
                 f"requested; {repeats}",
@@ -259,8 +273,10 @@ def read_video(
         converted[number] = image
     missing = wanted_set - converted.keys()
     if missing:
-        raise VideoError(f"{path}: frames {sorted(missing)} vanished on the second decoding pass; the file is "
-                         "unstable, replace it with a working copy")
+        raise VideoError(
+            f"{path}: frames {sorted(missing)} vanished on the second decoding pass; the file is "
+            "unstable, replace it with a working copy"
+        )
     return np.stack([converted[number] for number in wanted.tolist()])
 
 
@@ -302,8 +318,10 @@ def _decoded_frames(
     try:
         container = av.open(str(path))
     except av.FFmpegError:
-        raise VideoError(f"cannot decode video {path}: FFmpeg cannot open it, so the file is corrupt or not a "
-                         "video; replace it with a working copy (download or export it again)") from None
+        raise VideoError(
+            f"cannot decode video {path}: FFmpeg cannot open it, so the file is corrupt or not a "
+            "video; replace it with a working copy (download or export it again)"
+        ) from None
     decoded, expected = 0, 0
     try:
         with container:
@@ -312,25 +330,35 @@ def _decoded_frames(
             stream = container.streams.video[0]
             expected = stream.frames or 0
             rate = float(stream.average_rate or VIDEO_FPS)
-            reformatter = av.video.reformatter.VideoReformatter()  # reusing it keeps one scaler context for the whole clip
+            reformatter = (
+                av.video.reformatter.VideoReformatter()
+            )  # reusing it keeps one scaler context for the whole clip
             interpolation = None if size is None else "AREA"
             for number, frame in enumerate(container.decode(stream)):
                 decoded = number + 1
                 if not convert:
                     yield number, frame.time if frame.time is not None else number / rate
                 elif number in only:
-                    if size is None and frame.format.name == "yuv420p" and frame.width % 2 == 0 \
-                            and frame.height % 2 == 0:
+                    if (
+                        size is None
+                        and frame.format.name == "yuv420p"
+                        and frame.width % 2 == 0
+                        and frame.height % 2 == 0
+                    ):
                         yield number, yuv420p_to_rgb(frame.to_ndarray())
                         continue
-                    rgb = reformatter.reformat(frame, format="rgb24", width=size, height=size, interpolation=interpolation)
+                    rgb = reformatter.reformat(
+                        frame, format="rgb24", width=size, height=size, interpolation=interpolation
+                    )
                     yield number, rgb.to_ndarray()
     except av.FFmpegError:
-        count = f"{decoded} of {expected} frames" if expected > decoded else \
-            f"{decoded} frame{'' if decoded == 1 else 's'}"
-        raise VideoError(f"cannot decode video {path}: decoded {count} before FFmpeg hit broken data, so the file "
-                         "is truncated or corrupt; replace it with a working copy (download or export it again)"
-                         ) from None
+        count = (
+            f"{decoded} of {expected} frames" if expected > decoded else f"{decoded} frame{'' if decoded == 1 else 's'}"
+        )
+        raise VideoError(
+            f"cannot decode video {path}: decoded {count} before FFmpeg hit broken data, so the file "
+            "is truncated or corrupt; replace it with a working copy (download or export it again)"
+        ) from None
 
 
 def _stream_kinds(container) -> str:

@@ -29,30 +29,85 @@ import re
 
 SPATIAL_WORDS: tuple[str, ...] = (
     # colours
-    "red", "green", "blue", "yellow", "cyan", "pink", "white",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "cyan",
+    "pink",
+    "white",
     # shapes, singular and plural
-    "square", "circle", "triangle", "diamond", "cross",
-    "squares", "circles", "triangles", "diamonds", "crosses",
+    "square",
+    "circle",
+    "triangle",
+    "diamond",
+    "cross",
+    "squares",
+    "circles",
+    "triangles",
+    "diamonds",
+    "crosses",
     # scenes
-    "city", "desert", "forest", "sea", "space",
+    "city",
+    "desert",
+    "forest",
+    "sea",
+    "space",
     # the shuffle game
-    "cup", "ball", "leftmost", "middle", "rightmost",
+    "cup",
+    "ball",
+    "leftmost",
+    "middle",
+    "rightmost",
 )
 
 TEMPORAL_WORDS: tuple[str, ...] = (
     # motion directions
-    "left", "right", "up", "down", "direction", "move", "moves",
+    "left",
+    "right",
+    "up",
+    "down",
+    "direction",
+    "move",
+    "moves",
     # changes and their antonyms
-    "grows", "shrinks", "appear", "appears", "disappears", "approaches", "leaves",
+    "grows",
+    "shrinks",
+    "appear",
+    "appears",
+    "disappears",
+    "approaches",
+    "leaves",
     "change",
     # order in time
-    "first", "last", "before", "after", "during", "end", "from", "to",
+    "first",
+    "last",
+    "before",
+    "after",
+    "during",
+    "end",
+    "from",
+    "to",
 )
 
 OTHER_WORDS: tuple[str, ...] = (
-    "which", "what", "how", "many", "does", "do", "the", "at", "other",
-    "object", "scene", "video", "hides",
-    "one", "two", "three", "four",
+    "which",
+    "what",
+    "how",
+    "many",
+    "does",
+    "do",
+    "the",
+    "at",
+    "other",
+    "object",
+    "scene",
+    "video",
+    "hides",
+    "one",
+    "two",
+    "three",
+    "four",
 )
 
 _WORD_PATTERN = re.compile(r"[a-z]+")

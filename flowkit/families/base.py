@@ -6,14 +6,15 @@ multiple-choice prompt for N frames, turn frames into model inputs, find the
 unquantized. It also declares what the family-agnostic knockout machinery
 (:mod:`flowkit.attention`, :mod:`flowkit.session`) needs to know about the model: where
 its decoder stack is, which stock eager attention its decoder runs, and whether the
-engine may replay its decoder layers.
+session may replay its decoder layers.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ from flowkit.spans import OPTION_LETTERS, Spans
 #: The prompt ends so that the next token is the option letter, as in the paper.
 ANSWER_PREFIX = "Best option:("
 INSTRUCTION = "Only give the best option."
+#: where :func:`flowkit.families.language_model_of` puts the family's stock eager attention on
+#: each attention module (read by :mod:`flowkit.attention`)
+EAGER_BASE_ATTR = "_flowkit_eager_attention"
 
 
 @dataclass
@@ -48,8 +52,9 @@ class Prepared:
         return self.spans.seq_len
 
 
-def question_body(question: str, candidates: Sequence[str],
-                  instruction_separator: str = "\n") -> tuple[str, tuple[int, int], list[tuple[int, int]]]:
+def question_body(
+    question: str, candidates: Sequence[str], instruction_separator: str = "\n"
+) -> tuple[str, tuple[int, int], list[tuple[int, int]]]:
     """The text after the video: question, lettered options, instruction.
 
     ``instruction_separator`` is written between the last option and the instruction
@@ -83,7 +88,7 @@ def question_body(question: str, candidates: Sequence[str],
 def question_start_char(text: str, body_at: int, header: str) -> int:
     """Where the paper's question span starts in ``text``: at ``header`` if it is written right
     before the body (which starts at ``body_at``), else at the body (the question sentence)."""
-    if header and text[max(0, body_at - len(header)):body_at] == header:
+    if header and text[max(0, body_at - len(header)) : body_at] == header:
         return body_at - len(header)
     return body_at
 
@@ -95,6 +100,17 @@ def char_span_to_tokens(offsets: Sequence[tuple[int, int]], span: tuple[int, int
     if not hits:
         raise FlowkitError(f"no token covers characters {cs}..{ce}: the tokenizer dropped that text.")
     return (hits[0] + shift, hits[-1] + 1 + shift)
+
+
+def attention_modules(language_model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The self-attention module of every decoder layer, in order."""
+    modules = []
+    for i, layer in enumerate(language_model.layers):
+        attn = getattr(layer, "self_attn", None)
+        if attn is None or getattr(attn, "layer_idx", i) != i:
+            raise KnockoutError(f"decoder layer {i} has no `self_attn` with layer_idx={i}; unsupported architecture.")
+        modules.append(attn)
+    return modules
 
 
 class FamilyAdapter:
@@ -109,10 +125,10 @@ class FamilyAdapter:
     - :attr:`decoder_path`: where the language model's decoder stack sits (:meth:`decoder`);
     - :attr:`attention_base`: whose stock eager attention knocked-out eager attention wraps
       (:meth:`eager_attention`);
-    - :attr:`supports_engine_replay`: whether the engine may replay its decoder layers
+    - :attr:`supports_replay`: whether the session may replay its decoder layers
       (every registered family states it in its own class body);
     - its frame layout: how the video's tokens split into frames
-      (:meth:`flowkit.families.layouts.PlaceholderVideoAdapter.frame_layout`).
+      (:meth:`flowkit.families.placeholder_base.PlaceholderVideoAdapterBase.frame_layout`).
     """
 
     #: ``config.model_type`` values this adapter handles.
@@ -124,7 +140,7 @@ class FamilyAdapter:
     model_class_name: ClassVar[str] = ""
     #: attribute path from the loaded transformers model to the language model's decoder stack,
     #: the module holding ``.layers`` and ``.config`` (e.g. ``"model.language_model"``);
-    #: :func:`flowkit.attention.language_model_of` and ``VideoLLM.language_model`` follow it
+    #: :func:`flowkit.families.language_model_of` and ``VideoLLM.language_model`` follow it
     decoder_path: ClassVar[str] = ""
     #: the transformers modeling module whose ``eager_attention_forward`` the decoder's
     #: attention layers run under ``attn_implementation="eager"`` (that of the *language*
@@ -134,10 +150,10 @@ class FamilyAdapter:
     attention_base: ClassVar[str] = ""
     #: whether :class:`flowkit.session.Session` may replay decoder layers directly (the language
     #: model is a plain loop of decoder layers with nothing injected between them); otherwise
-    #: the engine answers every spec with a full forward, which is exact by definition. The
+    #: the session answers every spec with a full forward, which is exact by definition. The
     #: session reads it from the adapter (absent counts as ``False``); every registered family
     #: must state it in its own class body, so that none replays, or stops replaying, by accident
-    supports_engine_replay: ClassVar[bool] = False
+    supports_replay: ClassVar[bool] = False
     #: text the chat template writes right before the question sentence that belongs to the
     #: paper's question span (the paper's PLLaVA prompt: ``"Question: "``); empty when the
     #: template has no such header, and then the question span starts at the question sentence
@@ -171,25 +187,31 @@ class FamilyAdapter:
         """The stock eager attention function of the family's decoder (see :attr:`attention_base`)."""
         function = getattr(importlib.import_module(cls.attention_base), "eager_attention_forward", None)
         if function is None:
-            raise KnockoutError(f"{cls.attention_base} has no eager_attention_forward; the {cls.family} "
-                                "adapter declares a wrong attention_base.")
+            raise KnockoutError(
+                f"{cls.attention_base} has no eager_attention_forward; the {cls.family} "
+                "adapter declares a wrong attention_base."
+            )
         return function
 
     @classmethod
     def undeclared(cls) -> list[str]:
         """The declarations a registered family lacks (empty when it declares them all)."""
-        missing = [name for name in ("model_types", "family", "model_class_name", "decoder_path", "attention_base")
-                   if not getattr(cls, name)]
-        if "supports_engine_replay" not in vars(cls):
-            missing.append("supports_engine_replay")
+        missing = [
+            name
+            for name in ("model_types", "family", "model_class_name", "decoder_path", "attention_base")
+            if not getattr(cls, name)
+        ]
+        if "supports_replay" not in vars(cls):
+            missing.append("supports_replay")
         return missing
 
     def skip_modules(self, model_or_config) -> list[str]:
         """Full module prefixes kept out of 4-bit quantization (``lm_head`` always included)."""
         raise NotImplementedError
 
-    def prepare(self, processor, frames: np.ndarray, question: str, candidates: Sequence[str],
-                answer_index: int | None = None) -> Prepared:
+    def prepare(
+        self, processor, frames: np.ndarray, question: str, candidates: Sequence[str], answer_index: int | None = None
+    ) -> Prepared:
         """Inputs, spans and option-letter ids for one multiple-choice question about ``frames``."""
         raise NotImplementedError
 

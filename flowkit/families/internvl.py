@@ -9,24 +9,30 @@ joined by a newline. The frame labels, ``<img>``/``</img>`` and newlines are sep
 
 from __future__ import annotations
 
-from flowkit.families.layouts import Qwen2DecoderAdapter
+from flowkit.families.placeholder_base import PlaceholderVideoAdapterBase
 from flowkit.families.registry import register_family
 from flowkit.spans import Span
 
 
 @register_family
-class InternVLAdapter(Qwen2DecoderAdapter):
+class InternVLAdapter(PlaceholderVideoAdapterBase):
     """InternVL through its processor's video path: one image tile per frame.
 
-    The decoder path, vision modules (tower + projector) and attention base (Qwen2's, not
-    ``modeling_internvl``'s, which serves the vision tower) are the shared bases'.
+    Its decoder is transformers' Qwen2 decoder (as released, and the toy models).
     """
 
     model_types = ("internvl",)
     family = "InternVL"
     model_class_name = "InternVLForConditionalGeneration"
+    decoder_path = "model.language_model"
+    #: Qwen2 decoder, built from the text config; its own modeling module defines no eager
+    #: attention for the language model (``modeling_internvl``'s serves the vision
+    #: tower), so knocked-out eager attention wraps Qwen2's
+    attention_base = "transformers.models.qwen2.modeling_qwen2"
+    #: the vision tower and projector
+    vision_modules = ("model.vision_tower", "model.multi_modal_projector")
     #: Qwen2 decoder, 1-D rotary positions, full attention: replayable
-    supports_engine_replay = True
+    supports_replay = True
 
     def frame_layout(self, processor, ids, region, inputs, num_frames) -> tuple[list[Span], int]:
         """Frame ``i`` owns its run of ``image_seq_length`` ``<IMG_CONTEXT>`` tokens; frame labels,

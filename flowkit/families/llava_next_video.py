@@ -4,14 +4,14 @@ Each frame is encoded independently by the vision tower, pooled 2x2 and projecte
 the frames' tokens are laid out one frame after another where the ``<video>``
 placeholder stood, with no separators. So frame ``i`` owns the ``i``-th block of
 ``tokens_per_frame`` video tokens: the even split of the one run of ``<video>`` tokens
-(:meth:`~flowkit.families.layouts.PlaceholderVideoAdapter.split_placeholder_run`).
+(:meth:`~flowkit.families.placeholder_base.PlaceholderVideoAdapterBase.split_placeholder_run`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from flowkit.families.layouts import PlaceholderVideoAdapter
+from flowkit.families.placeholder_base import PlaceholderVideoAdapterBase
 from flowkit.families.registry import register_family
 from flowkit.spans import Span
 
@@ -20,7 +20,7 @@ FALLBACK_TEMPLATE = "USER: {video}\n{body} ASSISTANT: "
 
 
 @register_family
-class LlavaNextVideoAdapter(PlaceholderVideoAdapter):
+class LlavaNextVideoAdapter(PlaceholderVideoAdapterBase):
     """LLaVA-NeXT-Video: the paper's model class (and the kit's shipped model's).
 
     Its decoder (``model.language_model``, built from the text config) is a Llama decoder in
@@ -30,9 +30,10 @@ class LlavaNextVideoAdapter(PlaceholderVideoAdapter):
     model_types = ("llava_next_video",)
     family = "LLaVA-NeXT-Video"
     model_class_name = "LlavaNextVideoForConditionalGeneration"
+    decoder_path = "model.language_model"
     attention_base = "transformers.models.llama.modeling_llama"
     #: a Llama decoder: a plain loop of layers, 1-D rotary positions, full attention
-    supports_engine_replay = True
+    supports_replay = True
     #: the vision tower, resampler (the 2x2 pooling) and projector
     vision_modules = ("model.vision_tower", "model.vision_resampler", "model.multi_modal_projector")
     fallback_template = FALLBACK_TEMPLATE

@@ -7,8 +7,9 @@ transformers' ``LlavaNextVideoForConditionalGeneration`` pools first and project
 pooled patches; because the projector has a GELU in the middle the two orders give
 different video tokens. :func:`flowkit.convert.pllava.convert_pllava` therefore writes a
 standard LLaVA-NeXT-Video folder plus a ``pllava`` entry in its config, and flowkit loads
-such a folder as :class:`PllavaNextVideoForConditionalGeneration`: the transformers class
-with PLLaVA's project-then-pool order restored, weights and language model unchanged.
+such a folder as :class:`~flowkit.convert.pllava_model.PllavaNextVideoForConditionalGeneration`:
+the transformers class with PLLaVA's project-then-pool order restored, weights and language
+model unchanged.
 (Loaded by plain transformers the same folder runs, with pool-then-project video tokens.)
 
 PLLaVA pools the video to a fixed number of frames (``pooling_shape[0]``, 8 in the paper):
@@ -22,7 +23,7 @@ paper's prompt, PLLaVA's model class and a fixed frame count.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from flowkit.errors import FlowkitError
 from flowkit.families.base import Prepared
@@ -63,7 +64,7 @@ class PllavaVideoAdapter(LlavaNextVideoAdapter):
     """
 
     #: the paper's model class: LLaVA-NeXT-Video's Llama decoder, only the video path differs
-    supports_engine_replay = True
+    supports_replay = True
     family = "LLaVA-NeXT-Video-FT (PLLaVA)"
     #: the paper's prompt, used if the folder lost the chat template the converter wrote
     fallback_template = PAPER_SYSTEM + " USER: {video}\n USER: Question: {body} ASSISTANT:"
@@ -83,18 +84,19 @@ class PllavaVideoAdapter(LlavaNextVideoAdapter):
         return getattr(config, PLLAVA_CONFIG_KEY, None) is not None
 
     @classmethod
-    def for_config(cls, config) -> "PllavaVideoAdapter":
+    def for_config(cls, config) -> PllavaVideoAdapter:
         """The adapter for a converted config: as many frames as PLLaVA pools to."""
         return cls(num_frames=int(getattr(config, PLLAVA_CONFIG_KEY)["pooling_shape"][0]))
 
     def model_class(self):
-        """:class:`~flowkit.families.pllava_model.PllavaNextVideoForConditionalGeneration`."""
-        from flowkit.families.pllava_model import PllavaNextVideoForConditionalGeneration
+        """:class:`~flowkit.convert.pllava_model.PllavaNextVideoForConditionalGeneration`."""
+        from flowkit.convert.pllava_model import PllavaNextVideoForConditionalGeneration
 
         return PllavaNextVideoForConditionalGeneration
 
-    def prepare(self, processor, frames, question: str, candidates: Sequence[str],
-                answer_index: int | None = None) -> Prepared:
+    def prepare(
+        self, processor, frames, question: str, candidates: Sequence[str], answer_index: int | None = None
+    ) -> Prepared:
         """As LLaVA-NeXT-Video's, for exactly the frame count PLLaVA pools to."""
         frames = self.check_frames(frames)
         if frames.shape[0] != self.num_frames:

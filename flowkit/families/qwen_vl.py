@@ -27,12 +27,12 @@ Layouts (transformers 5.24):
 from __future__ import annotations
 
 from flowkit.errors import FlowkitError
-from flowkit.families.layouts import PlaceholderVideoAdapter
+from flowkit.families.placeholder_base import PlaceholderVideoAdapterBase
 from flowkit.families.registry import register_family
 from flowkit.spans import Span
 
 
-class _QwenVLAdapter(PlaceholderVideoAdapter):
+class QwenVLAdapterBase(PlaceholderVideoAdapterBase):
     """What Qwen2.5-VL and Qwen3-VL share: 2-frame blocks, M-RoPE inputs, the vision wrapper.
 
     Each declares its own attention base: their decoders are their own classes, whose modeling
@@ -64,7 +64,7 @@ class _QwenVLAdapter(PlaceholderVideoAdapter):
 
 
 @register_family
-class Qwen2_5_VLAdapter(_QwenVLAdapter):
+class Qwen2_5_VLAdapter(QwenVLAdapterBase):
     """Qwen2.5-VL: all blocks' ``<|video_pad|>`` tokens back to back inside one vision wrapper.
 
     No separators between blocks; ``second_per_grid_ts`` spaces their temporal positions.
@@ -73,23 +73,25 @@ class Qwen2_5_VLAdapter(_QwenVLAdapter):
     model_types = ("qwen2_5_vl",)
     family = "Qwen2.5-VL"
     model_class_name = "Qwen2_5_VLForConditionalGeneration"
+    decoder_path = "model.language_model"
     #: its decoder, ``Qwen2_5_VLTextModel``, is defined in (and runs the eager attention of) this module
     attention_base = "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl"
     #: the replay reuses the clean run's multimodal rotary embeddings (3 position rows) sliced
     #: at the replayed positions
-    supports_engine_replay = True
+    supports_replay = True
 
     def frame_layout(self, processor, ids, region, inputs, num_frames) -> tuple[list[Span], int]:
         """Block ``i`` (frames ``2i`` and ``2i + 1``) is the ``i``-th equal block of the one run of
         ``<|video_pad|>`` tokens (the even split)."""
         count, per_block = self.blocks(inputs, processor)
-        blocks = self.split_placeholder_run(ids, processor.video_token_id, region, count, "<|video_pad|> tokens",
-                                            per_part=per_block, unit="blocks")
+        blocks = self.split_placeholder_run(
+            ids, processor.video_token_id, region, count, "<|video_pad|> tokens", per_part=per_block, unit="blocks"
+        )
         return blocks, self.frames_per_block(processor)
 
 
 @register_family
-class Qwen3VLAdapter(_QwenVLAdapter):
+class Qwen3VLAdapter(QwenVLAdapterBase):
     """Qwen3-VL: each block's ``<|video_pad|>`` tokens wrapped with its timestamp and markers.
 
     Its processor refuses a video shorter than one temporal patch (2 frames), and the model
@@ -99,17 +101,17 @@ class Qwen3VLAdapter(_QwenVLAdapter):
     model_types = ("qwen3_vl",)
     family = "Qwen3-VL"
     model_class_name = "Qwen3VLForConditionalGeneration"
+    decoder_path = "model.language_model"
     #: its decoder, ``Qwen3VLTextModel``, is defined in (and runs the eager attention of) this module
     attention_base = "transformers.models.qwen3_vl.modeling_qwen3_vl"
     #: the replay reuses the clean run's multimodal rotary embeddings sliced at the replayed
     #: positions, and re-adds the deepstack features after the same layers as the model
-    supports_engine_replay = True
+    supports_replay = True
     min_frames = 2  # its processor refuses a video shorter than one temporal patch
 
     def frame_layout(self, processor, ids, region, inputs, num_frames) -> tuple[list[Span], int]:
         """Block ``i`` owns its run of ``<|video_pad|>`` tokens; timestamps and the
         ``<|vision_start|>``/``<|vision_end|>`` markers around it are separators."""
         count, per_block = self.blocks(inputs, processor)
-        runs = self.placeholder_runs(ids, processor.video_token_id, region, [per_block] * count,
-                                     "<|video_pad|> tokens")
+        runs = self.placeholder_runs(ids, processor.video_token_id, region, [per_block] * count, "<|video_pad|> tokens")
         return runs, self.frames_per_block(processor)

@@ -3,22 +3,25 @@
 Every family registers itself in its own module, with a decorator on its adapter class:
 
 >>> @register_family                                  # doctest: +SKIP
-... class MyVideoLLMAdapter(PlaceholderVideoAdapter):
+... class MyVideoLLMAdapter(PlaceholderVideoAdapterBase):
 ...     model_types = ("my_video_llm",)
 ...     ...
 
 A variant that takes over only some configs of a model type (a converted PLLaVA
 checkpoint is a ``llava_next_video`` config with a ``pllava`` entry) registers with
 ``@register_variant("llava_next_video")`` and implements ``claims(config)`` and
-``for_config(config)``. :func:`adapter_for_config` picks the adapter for a config.
+``for_config(config)``. :func:`adapter_for_config` picks the adapter for a config, and
+:func:`language_model_of` finds a model's decoder where its adapter declares it.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from flowkit.errors import FlowkitError, UnsupportedModelError
-from flowkit.families.base import FamilyAdapter
+import torch
+
+from flowkit.errors import FlowkitError, KnockoutError, UnsupportedModelError
+from flowkit.families.base import EAGER_BASE_ATTR, FamilyAdapter, attention_modules
 
 #: model type -> the adapter class registered for it with :func:`register_family`
 ADAPTERS: dict[str, type[FamilyAdapter]] = {}
@@ -33,8 +36,10 @@ _IMAGE_ONLY = {"llava": "LLaVA (images only)", "llava_next": "LLaVA-NeXT (images
 def _check_declared(adapter_cls: type[FamilyAdapter]) -> None:
     missing = adapter_cls.undeclared()
     if missing:
-        raise FlowkitError(f"{adapter_cls.__name__} does not declare {', '.join(missing)}; a family adapter "
-                           "declares them all as class attributes (see flowkit.families.base.FamilyAdapter).")
+        raise FlowkitError(
+            f"{adapter_cls.__name__} does not declare {', '.join(missing)}; a family adapter "
+            "declares them all as class attributes (see flowkit.families.base.FamilyAdapter)."
+        )
 
 
 def register_family(adapter_cls: type[FamilyAdapter]) -> type[FamilyAdapter]:
@@ -47,8 +52,10 @@ def register_family(adapter_cls: type[FamilyAdapter]) -> type[FamilyAdapter]:
     _check_declared(adapter_cls)
     for model_type in adapter_cls.model_types:
         if ADAPTERS.get(model_type, adapter_cls) is not adapter_cls:
-            raise FlowkitError(f"model type {model_type!r} is registered twice: by {ADAPTERS[model_type].__name__} "
-                               f"and by {adapter_cls.__name__}.")
+            raise FlowkitError(
+                f"model type {model_type!r} is registered twice: by {ADAPTERS[model_type].__name__} "
+                f"and by {adapter_cls.__name__}."
+            )
     ADAPTERS.update(dict.fromkeys(adapter_cls.model_types, adapter_cls))
     return adapter_cls
 
@@ -61,8 +68,10 @@ def register_variant(model_type: str) -> Callable:
     def register(cls: type[FamilyAdapter]) -> type[FamilyAdapter]:
         _check_declared(cls)
         if not (hasattr(cls, "claims") and hasattr(cls, "for_config")):
-            raise FlowkitError(f"{cls.__name__} is registered as a variant of {model_type!r} but lacks "
-                               "claims(config) or for_config(config).")
+            raise FlowkitError(
+                f"{cls.__name__} is registered as a variant of {model_type!r} but lacks "
+                "claims(config) or for_config(config)."
+            )
         if cls not in VARIANTS.setdefault(model_type, []):
             VARIANTS[model_type].append(cls)
         return cls
@@ -95,4 +104,32 @@ def adapter_for_config(config) -> FamilyAdapter:
     )
 
 
-__all__ = ["ADAPTERS", "VARIANTS", "adapter_for_config", "register_family", "register_variant"]
+def language_model_of(model) -> torch.nn.Module:
+    """The decoder stack (``.layers``, ``.config``) of a VideoLLM's language model.
+
+    ``model`` is a :class:`~flowkit.models.VideoLLM` (its adapter declares where the decoder
+    is) or a transformers VideoLLM (the adapter its config maps to declares it, see
+    :func:`adapter_for_config`). Each attention module of the returned decoder
+    is given the family's stock eager attention (``FamilyAdapter.attention_base``), which
+    knocked-out eager attention wraps.
+    """
+    adapter = getattr(model, "adapter", None)
+    hf_model = model.model if hasattr(model, "adapter") else model  # a VideoLLM's transformers model
+    if not isinstance(adapter, FamilyAdapter):
+        config = getattr(hf_model, "config", None)
+        try:
+            adapter = adapter_for_config(config)
+        except UnsupportedModelError as exc:
+            why = exc if config is not None else "it is not a transformers model (it has no config)"
+            raise KnockoutError(
+                f"cannot tell where the decoder layers of {type(hf_model).__name__} are: {why}"
+            ) from None
+    decoder = adapter.decoder(hf_model)
+    eager = adapter.eager_attention()
+    for module in attention_modules(decoder):
+        if getattr(module, EAGER_BASE_ATTR, None) is not eager:
+            setattr(module, EAGER_BASE_ATTR, eager)
+    return decoder
+
+
+__all__ = ["ADAPTERS", "VARIANTS", "adapter_for_config", "language_model_of", "register_family", "register_variant"]

@@ -14,8 +14,19 @@ on the first lookup of a name. The library never imports this package.
 
 from __future__ import annotations
 
-from flowkit.smol_video.assembly import (ASSEMBLY_VERSION, FRAME_SIZE, NAME, NUM_FRAMES, PATCH_SIZE, VARIANTS,
-                                         assemble, folder_for_delta, merge_lora_delta, shipped_dir, shipped_folder)
+from flowkit.smol_video.assembly import (
+    ASSEMBLY_VERSION,
+    FRAME_SIZE,
+    NAME,
+    NUM_FRAMES,
+    PATCH_SIZE,
+    VARIANTS,
+    assemble,
+    folder_for_delta,
+    merge_lora_delta,
+    shipped_dir,
+    shipped_folder,
+)
 
 
 def register() -> None:
@@ -26,5 +37,17 @@ def register() -> None:
         named_models.register(variant, lambda variant=variant: shipped_folder(variant))
 
 
-__all__ = ["ASSEMBLY_VERSION", "FRAME_SIZE", "NAME", "NUM_FRAMES", "PATCH_SIZE", "VARIANTS", "assemble",
-           "folder_for_delta", "merge_lora_delta", "register", "shipped_dir", "shipped_folder"]
+__all__ = [
+    "ASSEMBLY_VERSION",
+    "FRAME_SIZE",
+    "NAME",
+    "NUM_FRAMES",
+    "PATCH_SIZE",
+    "VARIANTS",
+    "assemble",
+    "folder_for_delta",
+    "merge_lora_delta",
+    "register",
+    "shipped_dir",
+    "shipped_folder",
+]

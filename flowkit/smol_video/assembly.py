@@ -25,16 +25,23 @@ import torch
 
 from flowkit.checkpoints import merge_lora_weight
 from flowkit.locations import data_path
+from flowkit.named_models import KIT_MODEL
 
-NAME = "flowkit-smol-video"
+NAME = KIT_MODEL
 FRAME_SIZE = 32
 PATCH_SIZE = 8
 NUM_FRAMES = 8
 
 
 def vision_config_kwargs() -> dict:
-    return dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
-                image_size=FRAME_SIZE, patch_size=PATCH_SIZE)
+    return dict(
+        hidden_size=256,
+        intermediate_size=1024,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        image_size=FRAME_SIZE,
+        patch_size=PATCH_SIZE,
+    )
 
 
 def build_config(tokenizer, text_config):
@@ -82,7 +89,9 @@ def build_model(seed: int = 0):
     embed = base.pop("embed_tokens.weight")
     extra = len(tokenizer) - embed.shape[0]
     embed = torch.cat([embed, embed.mean(0, keepdim=True).expand(extra, -1)], 0)
-    missing, unexpected = model.model.language_model.load_state_dict({**base, "embed_tokens.weight": embed}, strict=False)
+    missing, unexpected = model.model.language_model.load_state_dict(
+        {**base, "embed_tokens.weight": embed}, strict=False
+    )
     if unexpected or [k for k in missing if "rotary" not in k]:
         raise RuntimeError(f"SmolLM2 weights do not fit: missing {missing}, unexpected {unexpected}")
     model.tie_weights()
@@ -90,8 +99,12 @@ def build_model(seed: int = 0):
     return model.eval(), processor
 
 
-def assemble(out_dir: str | os.PathLike, delta: dict[str, torch.Tensor] | None = None, seed: int = 0,
-             metadata: dict | None = None) -> Path:
+def assemble(
+    out_dir: str | os.PathLike,
+    delta: dict[str, torch.Tensor] | None = None,
+    seed: int = 0,
+    metadata: dict | None = None,
+) -> Path:
     """Write a full checkpoint folder (atomically): base weights + ``delta`` (a partial state dict)."""
     model, processor = build_model(seed)
     if delta:
@@ -105,8 +118,9 @@ def assemble(out_dir: str | os.PathLike, delta: dict[str, torch.Tensor] | None =
                 state[key].copy_(value.to(state[key].dtype))
     from flowkit.checkpoints import save_checkpoint
 
-    return save_checkpoint(model, processor, out_dir,
-                           {"flowkit.json": json.dumps({"name": NAME, **(metadata or {})}, indent=2)})
+    return save_checkpoint(
+        model, processor, out_dir, {"flowkit.json": json.dumps({"name": NAME, **(metadata or {})}, indent=2)}
+    )
 
 
 def merge_lora_delta(delta: dict[str, torch.Tensor], base_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -117,12 +131,13 @@ def merge_lora_delta(delta: dict[str, torch.Tensor], base_state: dict[str, torch
     scale = float(delta["lora::scale"])
     for key in delta:
         if key.endswith(".lora_a"):
-            module = key[len("lora::"):-len(".lora_a")]
+            module = key[len("lora::") : -len(".lora_a")]
             weight_key = f"{module}.weight"
             if weight_key not in base_state:
                 raise KeyError(f"LoRA factors for {module}, which the model does not have")
-            plain[weight_key] = merge_lora_weight(base_state[weight_key].float(), delta[key],
-                                                  delta[f"lora::{module}.lora_b"], scale)
+            plain[weight_key] = merge_lora_weight(
+                base_state[weight_key].float(), delta[key], delta[f"lora::{module}.lora_b"], scale
+            )
     return plain
 
 
@@ -170,6 +185,9 @@ def folder_for_delta(delta_path: str | os.PathLike, name: str = NAME) -> Path:
     folder = cache_dir() / "models" / f"{name}-{content[:12]}"
     if not (folder / "config.json").is_file():
         print(f"assembling {name} from SmolLM2 and the kit's trained delta (once, ~1 minute) ...")
-        assemble(folder, delta=load_file(delta_path),
-                 metadata={"variant": name, "sources": sources, "content_sha256": content})
+        assemble(
+            folder,
+            delta=load_file(delta_path),
+            metadata={"variant": name, "sources": sources, "content_sha256": content},
+        )
     return folder

@@ -68,7 +68,7 @@ def _analyse(node: ast.stmt, source: str, cell: int) -> _Statement:
         statement.binds.add(node.name)
     for sub in ast.walk(node):
         if isinstance(sub, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
-            for target in (sub.targets if isinstance(sub, ast.Assign) else [sub.target]):
+            for target in sub.targets if isinstance(sub, ast.Assign) else [sub.target]:
                 _targets(target, statement.binds, statement.mutates)
             if isinstance(sub, ast.AugAssign) and isinstance(sub.target, ast.Name):
                 statement.reads.add(sub.target.id)
@@ -76,8 +76,12 @@ def _analyse(node: ast.stmt, source: str, cell: int) -> _Statement:
             _targets(sub.target, statement.binds, statement.mutates)
         elif isinstance(sub, ast.withitem) and sub.optional_vars is not None:
             _targets(sub.optional_vars, statement.binds, statement.mutates)
-        elif (isinstance(sub, ast.Expr) and isinstance(sub.value, ast.Call)
-              and isinstance(sub.value.func, ast.Attribute) and (root := _root_name(sub.value.func)) is not None):
+        elif (
+            isinstance(sub, ast.Expr)
+            and isinstance(sub.value, ast.Call)
+            and isinstance(sub.value.func, ast.Attribute)
+            and (root := _root_name(sub.value.func)) is not None
+        ):
             statement.mutates.add(root)  # rows.append(...): a method call on its own may change the object
         if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load):
             statement.reads.add(sub.id)
@@ -91,14 +95,17 @@ def _statements(source: str, cell: int) -> list[_Statement]:
     out = []
     for node in tree.body:
         start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-        out.append(_analyse(node, "".join(lines[start - 1: node.end_lineno]), cell))
+        out.append(_analyse(node, "".join(lines[start - 1 : node.end_lineno]), cell))
     return out
 
 
 def checked_cells(notebook: dict) -> list[int]:
     """Indices of the cells nbval compares (marked ``# NBVAL_CHECK_OUTPUT``)."""
-    return [i for i, cell in enumerate(notebook["cells"])
-            if cell["cell_type"] == "code" and CHECK_MARKER in "".join(cell["source"])]
+    return [
+        i
+        for i, cell in enumerate(notebook["cells"])
+        if cell["cell_type"] == "code" and CHECK_MARKER in "".join(cell["source"])
+    ]
 
 
 def slice_notebook(notebook: dict) -> dict:
@@ -133,8 +140,16 @@ def slice_notebook(notebook: dict) -> dict:
             continue
         kept = [s.source for k, s in enumerate(statements) if k in keep and s.cell == i]
         if kept:
-            cells.append({"cell_type": "code", "execution_count": None, "id": f"slice-{i}", "metadata": {},
-                          "outputs": [], "source": "".join(s if s.endswith("\n") else s + "\n" for s in kept)})
+            cells.append(
+                {
+                    "cell_type": "code",
+                    "execution_count": None,
+                    "id": f"slice-{i}",
+                    "metadata": {},
+                    "outputs": [],
+                    "source": "".join(s if s.endswith("\n") else s + "\n" for s in kept),
+                }
+            )
     return {**notebook, "cells": cells}
 
 
@@ -148,10 +163,22 @@ def slice_chapters(chapters: list[str | Path], extra_cells: list[str] = ()) -> d
         for k, cell in enumerate(slice_notebook(notebook)["cells"]):
             cells.append({**cell, "id": f"{Path(path).stem[:2]}-{k}"})
     for k, source in enumerate(extra_cells):
-        cells.append({"cell_type": "code", "execution_count": None, "id": f"extra-{k}", "metadata": {},
-                      "outputs": [], "source": source})
-    return {"cells": cells, "metadata": notebooks[0]["metadata"] if notebooks else {},
-            "nbformat": 4, "nbformat_minor": 5}
+        cells.append(
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "id": f"extra-{k}",
+                "metadata": {},
+                "outputs": [],
+                "source": source,
+            }
+        )
+    return {
+        "cells": cells,
+        "metadata": notebooks[0]["metadata"] if notebooks else {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
 
 
 __all__ = ["CHECK_MARKER", "checked_cells", "slice_chapters", "slice_notebook"]

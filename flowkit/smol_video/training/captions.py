@@ -39,17 +39,22 @@ QUADRANTS = ("top left", "top right", "bottom left", "bottom right")
 PLACES = ("top left", "top", "top right", "left", "middle", "right", "bottom left", "bottom", "bottom right")
 #: The question set's wordings of the order question: (wording, asks for the object that moves earlier).
 ORDER_WORDINGS = (("first", True), ("before the other", True), ("last", False), ("after the other", False))
-SCENE_PHRASES = {"city": "in the city", "desert": "in the desert", "forest": "in the forest", "sea": "at sea",
-                 "space": "in space"}
+SCENE_PHRASES = {
+    "city": "in the city",
+    "desert": "in the desert",
+    "forest": "in the forest",
+    "sea": "at sea",
+    "space": "in space",
+}
 CLIP_CAPTION_REQUEST = "Describe what happens in the video."
 FRAME_CAPTION_REQUEST = "Describe the picture."
 
 # Thresholds, as fractions of the frame side (objects are 0.2 wide; tracks move 0.2-0.35).
-_MOVING_STEP = 0.01   # a centre shift between two frames larger than this is motion
-_MIN_TRAVEL = 0.08    # a net displacement smaller than this is not called a move
-_MIN_APPROACH = 0.1   # the distance to a standing object must change by this much ...
-_RADIAL_SHARE = 0.7   # ... and make up this share of the displacement
-_SIZE_RATIO = 1.2     # radius ratio (last / first) that counts as growing
+_MOVING_STEP = 0.01  # a centre shift between two frames larger than this is motion
+_MIN_TRAVEL = 0.08  # a net displacement smaller than this is not called a move
+_MIN_APPROACH = 0.1  # the distance to a standing object must change by this much ...
+_RADIAL_SHARE = 0.7  # ... and make up this share of the displacement
+_SIZE_RATIO = 1.2  # radius ratio (last / first) that counts as growing
 
 
 def place_name(x: float, y: float, size: int) -> str:
@@ -102,9 +107,9 @@ class ObjectStory:
     moves: bool
     move_start: int
     move_end: int
-    direction: str          # "right", "up and to the left", ... ("" when it does not move)
+    direction: str  # "right", "up and to the left", ... ("" when it does not move)
     axis_direction: str | None  # one of DIRECTIONS when the move is along one axis
-    size_change: str | None     # "grows" / "shrinks"
+    size_change: str | None  # "grows" / "shrinks"
     size_change_at: int
     relation: tuple[str, str] | None  # ("approaches" | "leaves", the other object's name)
 
@@ -120,8 +125,7 @@ class ObjectStory:
         return self.last_seen < num_frames - 1
 
     def stays_still(self, num_frames: int) -> bool:
-        return (not self.moves and self.size_change is None and not self.appears
-                and not self.disappears(num_frames))
+        return not self.moves and self.size_change is None and not self.appears and not self.disappears(num_frames)
 
 
 def _direction_words(dx: float, dy: float) -> tuple[str, str | None]:
@@ -163,12 +167,19 @@ def object_story(scene: Scene, index: int) -> ObjectStory | None:
     size_change = "grows" if ratio > _SIZE_RATIO else "shrinks" if ratio < 1 / _SIZE_RATIO else None
     changing = np.flatnonzero(np.abs(np.diff(obj.radius)) > 1e-9)
     return ObjectStory(
-        obj=obj, first_seen=first, last_seen=last,
+        obj=obj,
+        first_seen=first,
+        last_seen=last,
         start_place=place_name(obj.cx[first], obj.cy[first], size),
         end_place=place_name(obj.cx[last], obj.cy[last], size),
-        moves=moves, move_start=move_start, move_end=move_end, direction=direction,
-        axis_direction=axis_direction, size_change=size_change,
-        size_change_at=int(changing[0]) if len(changing) else first, relation=relation,
+        moves=moves,
+        move_start=move_start,
+        move_end=move_end,
+        direction=direction,
+        axis_direction=axis_direction,
+        size_change=size_change,
+        size_change_at=int(changing[0]) if len(changing) else first,
+        relation=relation,
     )
 
 
@@ -190,8 +201,11 @@ def _objects_phrase(items: list[tuple[str, str]]) -> str:
 
 
 def _there_are(count: int) -> str:
-    return f"there is {count_phrase(count, 'object', 'objects')}" if count == 1 else \
-        f"there are {count_phrase(count, 'object', 'objects')}"
+    return (
+        f"there is {count_phrase(count, 'object', 'objects')}"
+        if count == 1
+        else f"there are {count_phrase(count, 'object', 'objects')}"
+    )
 
 
 def clip_caption(scene: Scene) -> str:
@@ -207,7 +221,8 @@ def clip_caption(scene: Scene) -> str:
     at_start = [s for s in stories if s.first_seen == 0]
     if at_start:
         opening = f"at the start {_there_are(len(at_start))}: " + _objects_phrase(
-            [(f"a {s.name}", s.start_place) for s in at_start])
+            [(f"a {s.name}", s.start_place) for s in at_start]
+        )
     else:
         opening = "at the start there is nothing"
     sentences.append(_sentence(opening))
@@ -272,8 +287,9 @@ def _shuffle_caption(scene: Scene) -> str:
     if scene.ball_start is None or scene.ball_end is None:
         raise ValueError("an Object Shuffle scene needs ball_start and ball_end to be captioned")
     sentences = [
-        _sentence(f"at the start three cups are lifted and a red ball lies under the "
-                  f"{CUP_POSITIONS[scene.ball_start]} cup"),
+        _sentence(
+            f"at the start three cups are lifted and a red ball lies under the {CUP_POSITIONS[scene.ball_start]} cup"
+        ),
         _sentence("then the cups come down and hide the ball"),
     ]
     sentences += [_sentence("then " + _swap_name(pair)) for pair in scene.cup_swaps]
@@ -344,8 +360,7 @@ class Question:
         return candidates, candidates.index(self.answer)
 
 
-def _with_distractors(answer: str, pool, rng: np.random.Generator, total: int = 4,
-                      preferred=()) -> tuple[str, ...]:
+def _with_distractors(answer: str, pool, rng: np.random.Generator, total: int = 4, preferred=()) -> tuple[str, ...]:
     """``answer`` plus up to ``total - 1`` others, those in ``preferred`` first (in random order)."""
     first = [p for p in dict.fromkeys(preferred) if p != answer]
     rest = [p for p in dict.fromkeys(pool) if p != answer and p not in first]
@@ -376,22 +391,35 @@ def clip_questions(scene: Scene, rng: np.random.Generator) -> list[Question]:
     """Every question this clip answers (bench-style wording), the question's facts excluded."""
     questions: list[Question] = []
     if scene.task == "object_shuffle" or scene.cup_swaps:
-        questions.append(Question(("ball_start",), "Which cup hides the ball at the start?", CUP_POSITIONS,
-                                  CUP_POSITIONS[scene.ball_start]))
-        questions.append(Question(("ball_end",), "Which cup hides the ball at the end?", CUP_POSITIONS,
-                                  CUP_POSITIONS[scene.ball_end]))
+        questions.append(
+            Question(
+                ("ball_start",),
+                "Which cup hides the ball at the start?",
+                CUP_POSITIONS,
+                CUP_POSITIONS[scene.ball_start],
+            )
+        )
+        questions.append(
+            Question(
+                ("ball_end",), "Which cup hides the ball at the end?", CUP_POSITIONS, CUP_POSITIONS[scene.ball_end]
+            )
+        )
         times = ("once", "twice", "three times")
         if len(scene.cup_swaps) <= len(times):
-            questions.append(Question(("swaps",), "How many times do the cups swap places?", times,
-                                      times[len(scene.cup_swaps) - 1]))
+            questions.append(
+                Question(("swaps",), "How many times do the cups swap places?", times, times[len(scene.cup_swaps) - 1])
+            )
     num_frames = scene.num_frames
     stories = object_stories(scene)
     unique = _unique_names(stories)
     named = [s for s in stories if s.name in unique]
     for s in named:
         if s.axis_direction:
-            questions.append(Question(("direction", s.name), f"Which direction does the {s.name} move?",
-                                      DIRECTIONS, s.axis_direction))
+            questions.append(
+                Question(
+                    ("direction", s.name), f"Which direction does the {s.name} move?", DIRECTIONS, s.axis_direction
+                )
+            )
         action = None
         if s.size_change:
             action = (s.size_change, ("grows", "shrinks"))
@@ -405,22 +433,48 @@ def clip_questions(scene: Scene, rng: np.random.Generator) -> list[Question]:
             questions.append(Question(("action", s.name), f"What does the {s.name} do?", action[1], action[0]))
         # the place at the start / end needs time only for an object that moves
         if s.first_seen == 0:
-            questions.append(Question(("place_start", s.name), f"Where is the {s.name} at the start?",
-                                      _with_distractors(s.start_place, PLACES, rng), s.start_place, s.moves))
+            questions.append(
+                Question(
+                    ("place_start", s.name),
+                    f"Where is the {s.name} at the start?",
+                    _with_distractors(s.start_place, PLACES, rng),
+                    s.start_place,
+                    s.moves,
+                )
+            )
         if s.last_seen == num_frames - 1:
-            questions.append(Question(("place_end", s.name), f"Where is the {s.name} at the end?",
-                                      _with_distractors(s.end_place, PLACES, rng), s.end_place, s.moves))
+            questions.append(
+                Question(
+                    ("place_end", s.name),
+                    f"Where is the {s.name} at the end?",
+                    _with_distractors(s.end_place, PLACES, rng),
+                    s.end_place,
+                    s.moves,
+                )
+            )
     movers = sorted((s for s in named if s.moves), key=lambda s: s.move_start)
     if len(movers) == 2 and movers[0].move_start != movers[1].move_start:
         wording, earlier = ORDER_WORDINGS[int(rng.integers(len(ORDER_WORDINGS)))]
         answer = movers[0] if earlier else movers[1]
-        questions.append(Question(("order",), f"Which object moves {wording}?",
-                                  tuple(f"the {m.name}" for m in movers), f"the {answer.name}"))
+        questions.append(
+            Question(
+                ("order",),
+                f"Which object moves {wording}?",
+                tuple(f"the {m.name}" for m in movers),
+                f"the {answer.name}",
+            )
+        )
     standing = [s for s in named if s.stays_still(num_frames)]
     present = [s for s in named if s.first_seen == 0]
     if len(standing) == 1 and 2 <= len(present) <= 4:
-        questions.append(Question(("still",), "Which object stays still?", tuple(f"the {s.name}" for s in present),
-                                  f"the {standing[0].name}"))
+        questions.append(
+            Question(
+                ("still",),
+                "Which object stays still?",
+                tuple(f"the {s.name}" for s in present),
+                f"the {standing[0].name}",
+            )
+        )
     shape_counts: dict[str, int] = {}
     for s in stories:
         shape_counts[s.obj.shape] = shape_counts.get(s.obj.shape, 0) + 1
@@ -428,60 +482,116 @@ def clip_questions(scene: Scene, rng: np.random.Generator) -> list[Question]:
         if count <= 4 and shape in SHAPES:
             # one frame shows the count unless some object of the shape comes or goes
             comes_or_goes = any(s.obj.shape == shape and (s.appears or s.disappears(num_frames)) for s in stories)
-            questions.append(Question(("count", shape), f"How many {_plural(shape)} appear during the video?",
-                                      COUNT_WORDS[:4], COUNT_WORDS[count - 1], comes_or_goes))
+            questions.append(
+                Question(
+                    ("count", shape),
+                    f"How many {_plural(shape)} appear during the video?",
+                    COUNT_WORDS[:4],
+                    COUNT_WORDS[count - 1],
+                    comes_or_goes,
+                )
+            )
     changes = [t for t in range(1, num_frames) if scene.backgrounds[t] != scene.backgrounds[t - 1]]
     if len(changes) == 1:
         first, second = scene.backgrounds[0], scene.backgrounds[-1]
         change = f"from {first} to {second}"
-        questions.append(Question(("scene_change",), "How does the scene change?",
-                                  (change, f"from {second} to {first}"), change))
-        questions.append(Question(("scene_start",), "What is the scene at the start?",
-                                  _with_distractors(first, SCENES, rng, preferred=[second]), first))
-        questions.append(Question(("scene_end",), "What is the scene at the end?",
-                                  _with_distractors(second, SCENES, rng, preferred=[first]), second))
+        questions.append(
+            Question(("scene_change",), "How does the scene change?", (change, f"from {second} to {first}"), change)
+        )
+        questions.append(
+            Question(
+                ("scene_start",),
+                "What is the scene at the start?",
+                _with_distractors(first, SCENES, rng, preferred=[second]),
+                first,
+            )
+        )
+        questions.append(
+            Question(
+                ("scene_end",),
+                "What is the scene at the end?",
+                _with_distractors(second, SCENES, rng, preferred=[first]),
+                second,
+            )
+        )
     colours = [s.obj.colour for s in stories if s.obj.colour]
     shapes = [s.obj.shape for s in stories]
     for s in stories:
         if s.obj.colour and shapes.count(s.obj.shape) == 1:
-            questions.append(Question(("colour", s.obj.shape), f"What colour is the {s.obj.shape}?",
-                                      _with_distractors(s.obj.colour, COLOURS, rng, preferred=colours), s.obj.colour,
-                                      temporal=False))
+            questions.append(
+                Question(
+                    ("colour", s.obj.shape),
+                    f"What colour is the {s.obj.shape}?",
+                    _with_distractors(s.obj.colour, COLOURS, rng, preferred=colours),
+                    s.obj.colour,
+                    temporal=False,
+                )
+            )
         if s.obj.colour and colours.count(s.obj.colour) == 1:
-            questions.append(Question(("shape", s.obj.colour), f"What shape is the {s.obj.colour} object?",
-                                      _with_distractors(s.obj.shape, SHAPES, rng, preferred=shapes), s.obj.shape,
-                                      temporal=False))
+            questions.append(
+                Question(
+                    ("shape", s.obj.colour),
+                    f"What shape is the {s.obj.colour} object?",
+                    _with_distractors(s.obj.shape, SHAPES, rng, preferred=shapes),
+                    s.obj.shape,
+                    temporal=False,
+                )
+            )
     excluded = primary_facts(scene)
     return [q for q in questions if q.fact not in excluded]
 
 
-def frame_questions(quadrant_words: list[list[str]], rng: np.random.Generator,
-                    primary_question: str = "") -> list[Question]:
+def frame_questions(
+    quadrant_words: list[list[str]], rng: np.random.Generator, primary_question: str = ""
+) -> list[Question]:
     """Every question a frame answers (the wording of :mod:`flowkit.smol_video.training.frames`), except ``primary_question``."""
-    objects = [(words[0], words[1], "large" in words[2:], quadrant)
-               for quadrant, words in zip(QUADRANTS, quadrant_words) if len(words) >= 2]
+    objects = [
+        (words[0], words[1], "large" in words[2:], quadrant)
+        for quadrant, words in zip(QUADRANTS, quadrant_words)
+        if len(words) >= 2
+    ]
     scene = next((w[0] for w in quadrant_words if len(w) == 1 and w[0] in SCENES), None)
     colours = [o[0] for o in objects]
     shapes = [o[1] for o in objects]
     questions = []
     for colour, shape, large, quadrant in objects:
         if shapes.count(shape) == 1:
-            questions.append(Question(("colour", shape), f"What colour is the {shape}?",
-                                      _with_distractors(colour, COLOURS, rng, preferred=colours), colour, False))
+            questions.append(
+                Question(
+                    ("colour", shape),
+                    f"What colour is the {shape}?",
+                    _with_distractors(colour, COLOURS, rng, preferred=colours),
+                    colour,
+                    False,
+                )
+            )
         if colours.count(colour) == 1:
-            questions.append(Question(("shape", colour), f"What shape is the {colour} object?",
-                                      _with_distractors(shape, SHAPES, rng, preferred=shapes), shape, False))
-            questions.append(Question(("place", colour, shape), f"Where is the {colour} {shape}?", QUADRANTS,
-                                      quadrant, False))
+            questions.append(
+                Question(
+                    ("shape", colour),
+                    f"What shape is the {colour} object?",
+                    _with_distractors(shape, SHAPES, rng, preferred=shapes),
+                    shape,
+                    False,
+                )
+            )
+            questions.append(
+                Question(("place", colour, shape), f"Where is the {colour} {shape}?", QUADRANTS, quadrant, False)
+            )
             size = "large" if large else "small"
-            questions.append(Question(("size", colour, shape), f"Is the {colour} {shape} large or small?",
-                                      ("large", "small"), size, False))
+            questions.append(
+                Question(
+                    ("size", colour, shape), f"Is the {colour} {shape} large or small?", ("large", "small"), size, False
+                )
+            )
     if 1 <= len(objects) <= 4:
-        questions.append(Question(("count",), "How many objects are there?", COUNT_WORDS[:4],
-                                  COUNT_WORDS[len(objects) - 1], False))
+        questions.append(
+            Question(("count",), "How many objects are there?", COUNT_WORDS[:4], COUNT_WORDS[len(objects) - 1], False)
+        )
     if scene:
-        questions.append(Question(("scene",), "What is the scene?", _with_distractors(scene, SCENES, rng), scene,
-                                  False))
+        questions.append(
+            Question(("scene",), "What is the scene?", _with_distractors(scene, SCENES, rng), scene, False)
+        )
     return [q for q in questions if q.question != primary_question]
 
 

@@ -37,5 +37,12 @@ def frame_sample(task: str, rng: np.random.Generator):
 
 def at_model_frames(sample):
     idx = uniform_frame_indices(sample.frames.shape[0], NUM_FRAMES)
-    return type(sample)(id=sample.id, task=sample.task, frames=sample.frames[idx], question=sample.question,
-                        candidates=sample.candidates, answer=sample.answer, answer_text=sample.answer_text)
+    return type(sample)(
+        id=sample.id,
+        task=sample.task,
+        frames=sample.frames[idx],
+        question=sample.question,
+        candidates=sample.candidates,
+        answer=sample.answer,
+        answer_text=sample.answer_text,
+    )

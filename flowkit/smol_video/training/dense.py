@@ -46,6 +46,7 @@ from flowkit.smol_video.training import captions
 from flowkit.smol_video.training.frames import FRAME_TASKS, make_frame
 from flowkit.spans import OPTION_LETTERS
 
+
 class DenseSupervisionError(FlowkitError, ValueError):
     """A training conversation that cannot be built or labelled as recipe B requires."""
 
@@ -85,8 +86,9 @@ def answer_turn(question: str, candidates, answer_index: int, adapter=None) -> T
     LLaVA-NeXT-Video's by default), answered with the option letter and its text."""
     adapter = adapter or LlavaNextVideoAdapter()
     separator = getattr(adapter, "instruction_separator", None)  # the instruction's separator, where set
-    body = (question_body(question, candidates) if separator is None
-            else question_body(question, candidates, separator))[0]
+    body = (
+        question_body(question, candidates) if separator is None else question_body(question, candidates, separator)
+    )[0]
     letter = OPTION_LETTERS[answer_index]
     reply = f"{ANSWER_PREFIX}{letter}) {' '.join(str(candidates[answer_index]).split())}"
     return Turn(body, reply, "answer", answer_index, len(candidates), str(question), tuple(str(c) for c in candidates))
@@ -108,14 +110,16 @@ class Conversation:
         if not self.turns or self.turns[0].kind != "answer":
             raise DenseSupervisionError("a training conversation starts with a question (the evaluation prompt)")
         kinds = [t.kind for t in self.turns]
-        if "caption" in kinds and "answer" in kinds[kinds.index("caption"):]:
+        if "caption" in kinds and "answer" in kinds[kinds.index("caption") :]:
             raise DenseSupervisionError(
                 f"turn order {kinds}: a question after a caption of its own clip would see the caption, "
-                "which evaluation never gives; put caption turns after all questions")
+                "which evaluation never gives; put caption turns after all questions"
+            )
 
 
-def sample_conversation(sample, extra: list[captions.Question], caption: str | None, caption_request: str,
-                        rng: np.random.Generator) -> Conversation:
+def sample_conversation(
+    sample, extra: list[captions.Question], caption: str | None, caption_request: str, rng: np.random.Generator
+) -> Conversation:
     """The question set ``sample``'s question, then the ``extra`` questions, then the caption (if any)."""
     turns = [answer_turn(sample.question, sample.candidates, sample.answer_index)]
     for question in extra:
@@ -126,8 +130,13 @@ def sample_conversation(sample, extra: list[captions.Question], caption: str | N
     return Conversation(sample.task, sample.frames, tuple(turns))
 
 
-def clip_conversation(task: str, rng: np.random.Generator, extra_rng: np.random.Generator,
-                      questions_per_clip: int = 3, with_caption: bool = True) -> Conversation:
+def clip_conversation(
+    task: str,
+    rng: np.random.Generator,
+    extra_rng: np.random.Generator,
+    questions_per_clip: int = 3,
+    with_caption: bool = True,
+) -> Conversation:
     """A training clip as a conversation. ``rng`` draws the clip exactly as recipe A's
     :func:`flowkit.smol_video.training.clips.video_sample` does; ``extra_rng`` the extra questions' choice."""
     from flowkit.smol_video.training.clips import NUM_FRAMES, video_sample
@@ -137,16 +146,28 @@ def clip_conversation(task: str, rng: np.random.Generator, extra_rng: np.random.
         return sample_conversation(sample, [], None, "", extra_rng)
     sample, scene = make_scene_sample(task, rng, num_frames=16, size=64)
     index = uniform_frame_indices(sample.frames.shape[0], NUM_FRAMES)
-    sample = type(sample)(id=sample.id, task=sample.task, frames=sample.frames[index], question=sample.question,
-                          candidates=sample.candidates, answer=sample.answer, answer_text=sample.answer_text)
+    sample = type(sample)(
+        id=sample.id,
+        task=sample.task,
+        frames=sample.frames[index],
+        question=sample.question,
+        candidates=sample.candidates,
+        answer=sample.answer,
+        answer_text=sample.answer_text,
+    )
     scene = scene.at_frames(index)
     extra = captions.pick_questions(captions.clip_questions(scene, extra_rng), questions_per_clip - 1, extra_rng)
     caption = captions.clip_caption(scene) if with_caption else None
     return sample_conversation(sample, extra, caption, captions.CLIP_CAPTION_REQUEST, extra_rng)
 
 
-def frame_conversation(task: str, rng: np.random.Generator, extra_rng: np.random.Generator,
-                       questions_per_clip: int = 3, with_caption: bool = True) -> Conversation:
+def frame_conversation(
+    task: str,
+    rng: np.random.Generator,
+    extra_rng: np.random.Generator,
+    questions_per_clip: int = 3,
+    with_caption: bool = True,
+) -> Conversation:
     """A single-frame question as a conversation (``rng`` draws the frame as recipe A does)."""
     from flowkit.smol_video.training.clips import frame_sample as _frame_sample
 
@@ -176,11 +197,14 @@ def conversation_batch(config, step: int) -> list[Conversation]:
 def conversation_text(processor, conversation: Conversation) -> str:
     """The conversation rendered by the processor's chat template (one video placeholder)."""
     if not getattr(processor, "chat_template", None):
-        raise DenseSupervisionError("dense supervision needs a processor with a chat template (multi-turn prompts); "
-                           "this one has none")
+        raise DenseSupervisionError(
+            "dense supervision needs a processor with a chat template (multi-turn prompts); this one has none"
+        )
     first = conversation.turns[0]
-    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": first.user}]},
-                {"role": "assistant", "content": first.reply}]
+    messages = [
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": first.user}]},
+        {"role": "assistant", "content": first.reply},
+    ]
     for turn in conversation.turns[1:]:
         messages += [{"role": "user", "content": turn.user}, {"role": "assistant", "content": turn.reply}]
     return processor.apply_chat_template(messages, tokenize=False)
@@ -200,8 +224,10 @@ def encode_conversation(processor, conversation: Conversation, adapter=None) -> 
     text = conversation_text(processor, conversation)
     prompt = adapter.prompt_text(processor, conversation.turns[0].user)
     if not text.startswith(prompt):
-        raise DenseSupervisionError("the first turn of a training conversation is not the evaluation prompt; "
-                           f"expected it to start with {prompt!r}, got {text[:len(prompt)]!r}")
+        raise DenseSupervisionError(
+            "the first turn of a training conversation is not the evaluation prompt; "
+            f"expected it to start with {prompt!r}, got {text[: len(prompt)]!r}"
+        )
     end_marker = processor.tokenizer.eos_token or ""
     spans = []  # (first char, end char, turn)
     cursor = 0
@@ -244,35 +270,15 @@ def encode_conversation(processor, conversation: Conversation, adapter=None) -> 
             letters.append((positions[0], letter_ids, turn.answer_index))
         else:
             kinds[positions] = CAPTION
-    return {"input_ids": ids, "labels": labels, "kinds": kinds, "letters": letters,
-            "video_span": (video_positions[0], video_end), "pixel_values_videos": inputs["pixel_values_videos"],
-            "task": conversation.task}
-
-
-def collate_conversations(processor, conversations: list[Conversation], fast: bool = True) -> dict:
-    """Right-padded batch of encoded conversations (labels ``-100`` on padding).
-
-    ``fast`` builds the same tensors with :class:`~flowkit.smol_video.training.encoding.ConversationEncoder`
-    (several times cheaper); ``fast=False`` is the reference, :func:`encode_conversation` per row."""
-    if fast:
-        from flowkit.smol_video.training.encoding import encoder_for
-
-        return encoder_for(processor).collate_conversations(conversations)
-    encoded = [encode_conversation(processor, c) for c in conversations]
-    n = max(len(e["input_ids"]) for e in encoded)
-    pad = processor.tokenizer.pad_token_id or 0
-    ids = torch.full((len(encoded), n), pad, dtype=torch.long)
-    labels = torch.full((len(encoded), n), IGNORE, dtype=torch.long)
-    kinds = torch.zeros((len(encoded), n), dtype=torch.long)
-    mask = torch.zeros((len(encoded), n), dtype=torch.long)
-    for row, e in enumerate(encoded):
-        length = len(e["input_ids"])
-        ids[row, :length], labels[row, :length], kinds[row, :length] = e["input_ids"], e["labels"], e["kinds"]
-        mask[row, :length] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "kinds": kinds,
-            "pixel_values_videos": torch.cat([e["pixel_values_videos"] for e in encoded]),
-            "letters": [e["letters"] for e in encoded], "video_spans": [e["video_span"] for e in encoded],
-            "tasks": [e["task"] for e in encoded]}
+    return {
+        "input_ids": ids,
+        "labels": labels,
+        "kinds": kinds,
+        "letters": letters,
+        "video_span": (video_positions[0], video_end),
+        "pixel_values_videos": inputs["pixel_values_videos"],
+        "task": conversation.task,
+    }
 
 
 def dense_loss(trainable, batch: dict, caption_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
@@ -282,8 +288,11 @@ def dense_loss(trainable, batch: dict, caption_weight: float = 1.0) -> tuple[tor
     captions``) and, for the log, the mean loss per token kind and of the first (bench)
     question's letter over the whole vocabulary (recipe A's loss, for comparison).
     """
-    out = trainable.model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                pixel_values_videos=batch["pixel_values_videos"])
+    out = trainable.model.model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        pixel_values_videos=batch["pixel_values_videos"],
+    )
     hidden = out.last_hidden_state[:, :-1]
     targets, kinds = batch["labels"][:, 1:], batch["kinds"][:, 1:]
     supervised = targets != IGNORE
@@ -297,8 +306,11 @@ def dense_loss(trainable, batch: dict, caption_weight: float = 1.0) -> tuple[tor
     loss = per_token[letters].mean() if bool(letters.any()) else per_token.new_zeros(())
     if bool(text.any()):
         loss = loss + caption_weight * per_token[text].mean()
-    parts = {name: float(per_token[token_kinds == kind].mean().detach())
-             for kind, name in KIND_NAMES.items() if bool((token_kinds == kind).any())}
+    parts = {
+        name: float(per_token[token_kinds == kind].mean().detach())
+        for kind, name in KIND_NAMES.items()
+        if bool((token_kinds == kind).any())
+    }
     # the question's letter: the first supervised letter of each row
     device = batch["input_ids"].device
     rows = torch.arange(len(batch["letters"]), device=device)
@@ -306,6 +318,7 @@ def dense_loss(trainable, batch: dict, caption_weight: float = 1.0) -> tuple[tor
     with torch.no_grad():
         primary = nn.functional.cross_entropy(
             trainable.model.lm_head(out.last_hidden_state[rows, first_letter - 1]).float(),
-            batch["input_ids"][rows, first_letter])
+            batch["input_ids"][rows, first_letter],
+        )
     parts["bench_letter"] = float(primary)
     return loss, parts

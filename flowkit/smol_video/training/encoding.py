@@ -26,6 +26,16 @@ import numpy as np
 import torch
 
 from flowkit.families.llava_next_video import LlavaNextVideoAdapter
+from flowkit.smol_video.training.dense import (
+    ANSWER_TEXT,
+    CAPTION,
+    IGNORE,
+    LETTER,
+    Conversation,
+    DenseSupervisionError,
+    conversation_text,
+    encode_conversation,
+)
 
 #: placeholder characters for the template skeleton (never in a conversation's text)
 _MARK = "\x00"
@@ -51,20 +61,24 @@ class ConversationEncoder:
     """Encodes :class:`~flowkit.smol_video.training.dense.Conversation` objects for one processor."""
 
     def __init__(self, processor, adapter=None):
-        from flowkit.smol_video.training.dense import DenseSupervisionError
 
         if not getattr(processor, "chat_template", None):
-            raise DenseSupervisionError("dense supervision needs a processor with a chat template (multi-turn "
-                                        "prompts); this one has none")
+            raise DenseSupervisionError(
+                "dense supervision needs a processor with a chat template (multi-turn prompts); this one has none"
+            )
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.adapter = adapter or LlavaNextVideoAdapter()
         self.video_token, self.video_id = processor.video_token, int(processor.video_token_id)
         self.end_marker = self.tokenizer.eos_token or ""
         self.pad_id = self.tokenizer.pad_token_id or 0
-        backend = getattr(self.tokenizer, "backend_tokenizer", None) if getattr(self.tokenizer, "is_fast", False) else None
+        backend = (
+            getattr(self.tokenizer, "backend_tokenizer", None) if getattr(self.tokenizer, "is_fast", False) else None
+        )
         # the Rust tokenizer alone gives the wrapper's encoding where it neither truncates nor pads by itself
-        self._backend = backend if backend is not None and backend.truncation is None and backend.padding is None else None
+        self._backend = (
+            backend if backend is not None and backend.truncation is None and backend.padding is None else None
+        )
         self._skeletons: dict[int, list[str] | None] = {}
         self._checked: set[int] = set()
         self._prompt: list[str] | None = None
@@ -76,17 +90,20 @@ class ConversationEncoder:
         """The chat template for ``turns`` turns as literal pieces around user and reply fields."""
         if turns not in self._skeletons:
             fields = [f"{_MARK}{i}{_MARK}" for i in range(2 * turns)]
-            messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": fields[0]}]},
-                        {"role": "assistant", "content": fields[1]}]
+            messages = [
+                {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": fields[0]}]},
+                {"role": "assistant", "content": fields[1]},
+            ]
             for i in range(1, turns):
-                messages += [{"role": "user", "content": fields[2 * i]},
-                             {"role": "assistant", "content": fields[2 * i + 1]}]
+                messages += [
+                    {"role": "user", "content": fields[2 * i]},
+                    {"role": "assistant", "content": fields[2 * i + 1]},
+                ]
             self._skeletons[turns] = _split(self.processor.apply_chat_template(messages, tokenize=False), fields)
         return self._skeletons[turns]
 
     def text(self, conversation) -> str:
         """The conversation as the processor's chat template writes it (:func:`dense.conversation_text`)."""
-        from flowkit.smol_video.training.dense import conversation_text
 
         pieces = self._skeleton(len(conversation.turns))
         if pieces is None:
@@ -123,13 +140,14 @@ class ConversationEncoder:
 
         Raises :class:`~flowkit.smol_video.training.dense.DenseSupervisionError` where
         :func:`dense.encode_conversation` does."""
-        from flowkit.smol_video.training.dense import ANSWER_TEXT, CAPTION, LETTER, DenseSupervisionError
 
         text = self.text(conversation)
         prompt = self.prompt(conversation.turns[0].user)
         if not text.startswith(prompt):
-            raise DenseSupervisionError("the first turn of a training conversation is not the evaluation prompt; "
-                                        f"expected it to start with {prompt!r}, got {text[:len(prompt)]!r}")
+            raise DenseSupervisionError(
+                "the first turn of a training conversation is not the evaluation prompt; "
+                f"expected it to start with {prompt!r}, got {text[: len(prompt)]!r}"
+            )
         spans = []
         cursor = 0
         for turn in conversation.turns:
@@ -190,7 +208,6 @@ class ConversationEncoder:
     # ------------------------------------------------------------------ batches
     def collate(self, encoded: list[Encoded], clips: list[np.ndarray]) -> dict:
         """The batch :func:`dense.collate_conversations` builds, from encodings and their frames."""
-        from flowkit.smol_video.training.dense import IGNORE
 
         shapes = {c.shape for c in clips}
         if len(shapes) != 1:
@@ -215,14 +232,21 @@ class ConversationEncoder:
             spans.append((v, v + n_video))
         labels = np.where(kinds != 0, ids, IGNORE)
         labels[mask == 0] = IGNORE
-        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
-                "labels": torch.from_numpy(labels), "kinds": torch.from_numpy(kinds),
-                "pixel_values_videos": self.pixels(clips), "letters": letters, "video_spans": spans,
-                "tasks": [e.task for e in encoded]}
+        return {
+            "input_ids": torch.from_numpy(ids),
+            "attention_mask": torch.from_numpy(mask),
+            "labels": torch.from_numpy(labels),
+            "kinds": torch.from_numpy(kinds),
+            "pixel_values_videos": self.pixels(clips),
+            "letters": letters,
+            "video_spans": spans,
+            "tasks": [e.task for e in encoded],
+        }
 
     def collate_conversations(self, conversations) -> dict:
-        return self.collate([self.encode(c) for c in conversations],
-                            [self.adapter.check_frames(c.frames) for c in conversations])
+        return self.collate(
+            [self.encode(c) for c in conversations], [self.adapter.check_frames(c.frames) for c in conversations]
+        )
 
 
 def _split(text: str, fields: list[str]) -> list[str] | None:
@@ -248,3 +272,34 @@ def encoder_for(processor) -> ConversationEncoder:
     if cached is None or cached.processor is not processor:
         cached = _ENCODERS[key] = ConversationEncoder(processor)
     return cached
+
+
+def collate_conversations(processor, conversations: list[Conversation], fast: bool = True) -> dict:
+    """Right-padded batch of encoded conversations (labels ``-100`` on padding).
+
+    ``fast`` builds the same tensors with :class:`ConversationEncoder`
+    (several times cheaper); ``fast=False`` is the reference,
+    :func:`~flowkit.smol_video.training.dense.encode_conversation` per row."""
+    if fast:
+        return encoder_for(processor).collate_conversations(conversations)
+    encoded = [encode_conversation(processor, c) for c in conversations]
+    n = max(len(e["input_ids"]) for e in encoded)
+    pad = processor.tokenizer.pad_token_id or 0
+    ids = torch.full((len(encoded), n), pad, dtype=torch.long)
+    labels = torch.full((len(encoded), n), IGNORE, dtype=torch.long)
+    kinds = torch.zeros((len(encoded), n), dtype=torch.long)
+    mask = torch.zeros((len(encoded), n), dtype=torch.long)
+    for row, e in enumerate(encoded):
+        length = len(e["input_ids"])
+        ids[row, :length], labels[row, :length], kinds[row, :length] = e["input_ids"], e["labels"], e["kinds"]
+        mask[row, :length] = 1
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "labels": labels,
+        "kinds": kinds,
+        "pixel_values_videos": torch.cat([e["pixel_values_videos"] for e in encoded]),
+        "letters": [e["letters"] for e in encoded],
+        "video_spans": [e["video_span"] for e in encoded],
+        "tasks": [e["task"] for e in encoded],
+    }

@@ -47,7 +47,9 @@ def accuracy_of(source: str, progress: bool = True):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flowkit.smol_video.training.evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m flowkit.smol_video.training.evaluate", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("deltas", nargs="+", help="delta files, run snapshots or run folders")
     parser.add_argument("--control", default=None, help="the image-only control's delta (for the learned rule)")
     parser.add_argument("--json", default=None, help="write {source: {task: accuracy}} here")

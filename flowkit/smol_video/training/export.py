@@ -25,7 +25,9 @@ def _save(tensors: dict[str, torch.Tensor], path: Path) -> int:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    half = {k: (v.half() if v.is_floating_point() and k != "lora::scale" else v).contiguous() for k, v in tensors.items()}
+    half = {
+        k: (v.half() if v.is_floating_point() and k != "lora::scale" else v).contiguous() for k, v in tensors.items()
+    }
     with atomic_path(path) as tmp:
         save_file(half, str(tmp))
     return path.stat().st_size
@@ -37,18 +39,26 @@ def _last_eval(run: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flowkit.smol_video.training.export", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m flowkit.smol_video.training.export", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("video_run", help="the stage-2 run folder (the trained model)")
     parser.add_argument("control_run", help="the stage-1 run folder (the image-only control)")
     parser.add_argument("--history", nargs="*", default=[], help="earlier run folders to record in meta.json")
     args = parser.parse_args(argv)
     out = shipped_dir()
-    sizes = {"delta.safetensors": _save(export_delta(args.video_run), out / "delta.safetensors"),
-             "control.safetensors": _save(export_delta(args.control_run), out / "control.safetensors")}
+    sizes = {
+        "delta.safetensors": _save(export_delta(args.video_run), out / "delta.safetensors"),
+        "control.safetensors": _save(export_delta(args.control_run), out / "control.safetensors"),
+    }
     runs = [Path(r) for r in [*args.history, args.control_run, args.video_run]]
-    meta = {"files_bytes": sizes,
-            "runs": [{"name": r.name, "config": json.loads((r / "config.json").read_text()),
-                      "last_eval": _last_eval(r)} for r in runs]}
+    meta = {
+        "files_bytes": sizes,
+        "runs": [
+            {"name": r.name, "config": json.loads((r / "config.json").read_text()), "last_eval": _last_eval(r)}
+            for r in runs
+        ],
+    }
     (out / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     print(json.dumps(sizes))
     return 0

@@ -23,8 +23,9 @@ _COUNTS = ("one", "two", "three", "four")
 
 def _sprite(shape, colour, cx, cy, radius):
     one = lambda v: np.array([float(v)])  # noqa: E731
-    return Sprite(shape=shape, rgb=COLOUR_RGB[colour], cx=one(cx), cy=one(cy), radius=one(radius),
-                  visible=np.array([True]))
+    return Sprite(
+        shape=shape, rgb=COLOUR_RGB[colour], cx=one(cx), cy=one(cy), radius=one(radius), visible=np.array([True])
+    )
 
 
 def _layout(rng, count: int, size: int, radius: float) -> list[tuple[float, float]]:
@@ -44,8 +45,9 @@ def make_frame_sample(task: str, rng: np.random.Generator, size: int = 64, sampl
     return make_frame(task, rng, size, sample_id)[0]
 
 
-def make_frame(task: str, rng: np.random.Generator, size: int = 64,
-               sample_id: str = "frame/sample") -> tuple[Sample, list[list[str]]]:
+def make_frame(
+    task: str, rng: np.random.Generator, size: int = 64, sample_id: str = "frame/sample"
+) -> tuple[Sample, list[list[str]]]:
     """A single-frame question and, per quadrant (top-left, top-right, bottom-left,
     bottom-right), the words that describe what it shows (stage 0's targets)."""
     radius = OBJECT_RADIUS * size
@@ -56,8 +58,10 @@ def make_frame(task: str, rng: np.random.Generator, size: int = 64,
     shapes = [str(x) for x in rng.choice(SHAPES, size=count, replace=False)]
     colours = [str(x) for x in rng.choice(COLOURS, size=count, replace=False)]
     centres, quadrants = _layout(rng, count, size, radius)
-    radii = [radius * (rng.uniform(1.3, 1.6) if task == "size" and i == 0 and rng.random() < 0.5 else 1.0)
-             for i in range(count)]
+    radii = [
+        radius * (rng.uniform(1.3, 1.6) if task == "size" and i == 0 and rng.random() < 0.5 else 1.0)
+        for i in range(count)
+    ]
     if task == "scene":
         scene = str(SCENES[int(rng.integers(len(SCENES)))])
         background = scene_image(scene, size)
@@ -94,6 +98,13 @@ def make_frame(task: str, rng: np.random.Generator, size: int = 64,
     quadrant_words = [list(empty) for _ in range(4)]
     for shape, colour, quadrant, r in zip(shapes, colours, quadrants, radii):
         quadrant_words[quadrant] = [colour, shape] + (["large"] if r > radius else [])
-    sample = Sample(id=sample_id, task=f"frame_{task}", frames=frames, question=question, candidates=candidates,
-                  answer=letter, answer_text=answer)
+    sample = Sample(
+        id=sample_id,
+        task=f"frame_{task}",
+        frames=frames,
+        question=question,
+        candidates=candidates,
+        answer=letter,
+        answer_text=answer,
+    )
     return sample, quadrant_words

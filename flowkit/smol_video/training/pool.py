@@ -82,8 +82,10 @@ def check_seed(seed: int, eval_seed: int | None = None) -> None:
     if seed == EVAL_SEED:
         raise PoolError(f"seed {EVAL_SEED} generates the evaluation split; build training pools with another seed")
     if eval_seed is not None and seed == eval_seed:
-        raise PoolError(f"the pool was built with seed {seed}, this run's --eval-seed: its clips would be the "
-                        "evaluation clips; build a pool with another seed")
+        raise PoolError(
+            f"the pool was built with seed {seed}, this run's --eval-seed: its clips would be the "
+            "evaluation clips; build a pool with another seed"
+        )
 
 
 def tokenizer_fingerprint(processor) -> str:
@@ -136,7 +138,17 @@ def build_shard(spec: PoolSpec, processor, kind: str, task: str, first: int, sto
 
     encoder = encoder_for(processor)
     id_type = np.uint16 if len(processor.tokenizer) <= np.iinfo(np.uint16).max + 1 else np.int32
-    frames, shapes, ids, kinds, letters, letter_counts, video_at, turns, task_labels = [], [], [], [], [], [], [], [], []
+    frames, shapes, ids, kinds, letters, letter_counts, video_at, turns, task_labels = (
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+    )
     for index in range(first, stop):
         conversation = entry_conversation(spec, kind, task, index)
         encoded = encoder.encode(conversation)
@@ -159,11 +171,21 @@ def build_shard(spec: PoolSpec, processor, kind: str, task: str, first: int, sto
     labels = {e for e in task_labels}
     if len(labels) != 1:
         raise PoolError(f"entries of {kind} task {task} name several tasks: {sorted(labels)}")
-    return {"first": np.array(first), "task": np.array(labels.pop()), "frames": frame_blob, "frame_offsets": frame_offsets,
-            "frame_shapes": np.asarray(shapes, dtype=np.int32), "ids": np.concatenate(ids),
-            "kinds": np.concatenate(kinds), "token_offsets": token_offsets, "video_at": np.asarray(video_at, np.int32),
-            "letters": np.asarray(letters, dtype=np.int32).reshape(-1, 3), "letter_offsets": letter_offsets,
-            "turns": turn_blob, "turn_offsets": turn_offsets}
+    return {
+        "first": np.array(first),
+        "task": np.array(labels.pop()),
+        "frames": frame_blob,
+        "frame_offsets": frame_offsets,
+        "frame_shapes": np.asarray(shapes, dtype=np.int32),
+        "ids": np.concatenate(ids),
+        "kinds": np.concatenate(kinds),
+        "token_offsets": token_offsets,
+        "video_at": np.asarray(video_at, np.int32),
+        "letters": np.asarray(letters, dtype=np.int32).reshape(-1, 3),
+        "letter_offsets": letter_offsets,
+        "turns": turn_blob,
+        "turn_offsets": turn_offsets,
+    }
 
 
 class Shard:
@@ -185,7 +207,9 @@ class Shard:
 
         a = self.arrays
         lo, hi = a["token_offsets"][i], a["token_offsets"][i + 1]
-        letters = tuple(tuple(int(x) for x in row) for row in a["letters"][a["letter_offsets"][i] : a["letter_offsets"][i + 1]])
+        letters = tuple(
+            tuple(int(x) for x in row) for row in a["letters"][a["letter_offsets"][i] : a["letter_offsets"][i + 1]]
+        )
         return Encoded(a["ids"][lo:hi].astype(np.int64), a["kinds"][lo:hi], int(a["video_at"][i]), letters, self.task)
 
     def turns(self, i: int) -> list[dict]:
@@ -201,8 +225,10 @@ class TrainingPool:
         self.folder = Path(folder)
         meta = self.folder / "pool.json"
         if not meta.is_file():
-            raise PoolError(f"{self.folder} is not a training pool (no pool.json); build one with "
-                            "`python -m flowkit.smol_video.training.pool build`")
+            raise PoolError(
+                f"{self.folder} is not a training pool (no pool.json); build one with "
+                "`python -m flowkit.smol_video.training.pool build`"
+            )
         self.spec = PoolSpec(**json.loads(meta.read_text()))
         if self.spec.version != POOL_VERSION:
             raise PoolError(f"{self.folder}: pool version {self.spec.version}, this code reads {POOL_VERSION}")
@@ -238,11 +264,15 @@ class TrainingPool:
         """Refuse a pool that does not fit ``config`` (a :class:`TrainConfig`) and ``processor``."""
         check_seed(self.spec.seed, config.eval_seed)  # (the training seed only orders the entries: any is fine)
         if (config.questions_per_clip, config.captions) != (self.spec.questions_per_clip, self.spec.captions):
-            raise PoolError(f"{self.folder} holds {self.spec.questions_per_clip} questions per clip, captions "
-                            f"{self.spec.captions}; this run asks for {config.questions_per_clip}, {config.captions}")
+            raise PoolError(
+                f"{self.folder} holds {self.spec.questions_per_clip} questions per clip, captions "
+                f"{self.spec.captions}; this run asks for {config.questions_per_clip}, {config.captions}"
+            )
         if tokenizer_fingerprint(processor) != self.spec.tokenizer:
-            raise PoolError(f"{self.folder} was tokenized with another tokenizer or chat template than this "
-                            "model's; build a pool with this model's processor")
+            raise PoolError(
+                f"{self.folder} was tokenized with another tokenizer or chat template than this "
+                "model's; build a pool with this model's processor"
+            )
 
     def order(self, kind: str, tasks: tuple[str, ...], seed: int, epoch: int, per_task: int) -> np.ndarray:
         """An epoch's order of the codes ``task index * per_task + entry`` (a seeded permutation)."""
@@ -260,8 +290,10 @@ class TrainingPool:
             if n is None:
                 counts[task] = self._counts[(kind, task)] = self.count(kind, task)
         if min(counts.values()) == 0:
-            raise PoolError(f"{self.folder} has no {kind} entries of {sorted(t for t, n in counts.items() if not n)}; "
-                            "build them with `python -m flowkit.smol_video.training.pool build`")
+            raise PoolError(
+                f"{self.folder} has no {kind} entries of {sorted(t for t, n in counts.items() if not n)}; "
+                "build them with `python -m flowkit.smol_video.training.pool build`"
+            )
         return min(counts.values())
 
 
@@ -293,7 +325,7 @@ def reshuffled(turns: list[dict], task: str, frames: np.ndarray, rng: np.random.
 
 def pool_entries(config, step: int) -> tuple[str, list[tuple[str, int, int]]]:
     """The kind and ``(task, entry, epoch)`` of each row of ``step``'s batch (no pool I/O but the counts)."""
-    from flowkit.smol_video.training.trainer import samples_seen
+    from flowkit.smol_video.training.budget import samples_seen
 
     pool = open_pool(config.pool)
     single_frame = config.stage == "align" or (config.frame_batch_every and step % config.frame_batch_every == 0)
@@ -318,14 +350,17 @@ def pool_sizes(config) -> dict[str, int]:
     pinned = dict(config.notes.get("pool_per_task") or {})
     sizes = {}
     for kind, tasks in (("clip", tuple(config.video_tasks)), ("frame", tuple(config.frame_tasks))):
-        needed = config.stage != "align" if kind == "clip" else config.stage == "align" or bool(config.frame_batch_every)
+        needed = (
+            config.stage != "align" if kind == "clip" else config.stage == "align" or bool(config.frame_batch_every)
+        )
         if not needed:
             continue
         available = pool.per_task(kind, tasks)
         if kind in pinned:
             if pinned[kind] > available:
-                raise PoolError(f"this run drew from {pinned[kind]} {kind} entries per task; {pool.folder} now holds "
-                                f"{available}")
+                raise PoolError(
+                    f"this run drew from {pinned[kind]} {kind} entries per task; {pool.folder} now holds {available}"
+                )
             sizes[kind] = int(pinned[kind])
         else:
             sizes[kind] = available
@@ -334,7 +369,7 @@ def pool_sizes(config) -> dict[str, int]:
 
 def pool_batch(config, processor, step: int) -> dict:
     """Recipe B's batch at ``step``, from the pool ``config.pool`` (same format as
-    :func:`~flowkit.smol_video.training.dense.collate_conversations`)."""
+    :func:`~flowkit.smol_video.training.encoding.collate_conversations`)."""
     from flowkit.smol_video.training.encoding import encoder_for
 
     pool = open_pool(config.pool)
@@ -370,9 +405,21 @@ def _build_one(args) -> str:
 _WORKER_PROCESSOR = None
 
 
-def build_pool(folder: str | os.PathLike, processor, seed: int, *, clips_per_task: int = 0, frames_per_task: int = 0,
-               video_tasks=None, frame_tasks=None, questions_per_clip: int = 3, captions: bool = True,
-               shard_size: int = 1024, workers: int = 0, progress: bool = False) -> TrainingPool:
+def build_pool(
+    folder: str | os.PathLike,
+    processor,
+    seed: int,
+    *,
+    clips_per_task: int = 0,
+    frames_per_task: int = 0,
+    video_tasks=None,
+    frame_tasks=None,
+    questions_per_clip: int = 3,
+    captions: bool = True,
+    shard_size: int = 1024,
+    workers: int = 0,
+    progress: bool = False,
+) -> TrainingPool:
     """Build (or resume, or grow) the pool at ``folder``; returns it opened.
 
     ``clips_per_task`` entries of each of ``video_tasks`` (default: the question set's tasks) and
@@ -383,19 +430,28 @@ def build_pool(folder: str | os.PathLike, processor, seed: int, *, clips_per_tas
 
     global _WORKER_PROCESSOR
     folder = Path(folder)
-    spec = PoolSpec(seed=seed, questions_per_clip=questions_per_clip, captions=captions, shard_size=shard_size,
-                    tokenizer=tokenizer_fingerprint(processor))
+    spec = PoolSpec(
+        seed=seed,
+        questions_per_clip=questions_per_clip,
+        captions=captions,
+        shard_size=shard_size,
+        tokenizer=tokenizer_fingerprint(processor),
+    )
     meta = folder / "pool.json"
     if meta.is_file():
         existing = PoolSpec(**json.loads(meta.read_text()))
         if existing != spec:
-            raise PoolError(f"{folder} holds a pool with other settings ({asdict(existing)}); "
-                            f"asked for {asdict(spec)}: build into another folder")
+            raise PoolError(
+                f"{folder} holds a pool with other settings ({asdict(existing)}); "
+                f"asked for {asdict(spec)}: build into another folder"
+            )
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(meta, asdict(spec), indent=2)
     jobs = []
-    for kind, tasks, per_task in (("clip", video_tasks or TASKS, clips_per_task),
-                                  ("frame", frame_tasks or FRAME_TASKS, frames_per_task)):
+    for kind, tasks, per_task in (
+        ("clip", video_tasks or TASKS, clips_per_task),
+        ("frame", frame_tasks or FRAME_TASKS, frames_per_task),
+    ):
         for task in tasks:
             for shard in range((per_task + shard_size - 1) // shard_size):
                 path = folder / _shard_name(kind, task, shard)
@@ -440,8 +496,10 @@ def default_processor(base: str | None = None):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flowkit.smol_video.training.pool",
-                                     description="Build (or resume, or grow) a training pool for --supervision dense.")
+    parser = argparse.ArgumentParser(
+        prog="python -m flowkit.smol_video.training.pool",
+        description="Build (or resume, or grow) a training pool for --supervision dense.",
+    )
     parser.add_argument("folder", help="the pool folder (under runs/, which git ignores)")
     parser.add_argument("--seed", type=int, required=True, help=f"a training seed (never {EVAL_SEED})")
     parser.add_argument("--clips-per-task", type=int, default=4096)
@@ -452,13 +510,25 @@ def main(argv=None) -> int:
     parser.add_argument("--no-captions", action="store_true")
     parser.add_argument("--shard-size", type=int, default=1024)
     parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--base", default=None, help="a checkpoint folder whose processor tokenizes (default: the kit's)")
+    parser.add_argument(
+        "--base", default=None, help="a checkpoint folder whose processor tokenizes (default: the kit's)"
+    )
     args = parser.parse_args(argv)
     try:
-        pool = build_pool(args.folder, default_processor(args.base), args.seed, clips_per_task=args.clips_per_task,
-                          frames_per_task=args.frames_per_task, video_tasks=args.tasks, frame_tasks=args.frame_tasks,
-                          questions_per_clip=args.questions_per_clip, captions=not args.no_captions,
-                          shard_size=args.shard_size, workers=args.workers, progress=True)
+        pool = build_pool(
+            args.folder,
+            default_processor(args.base),
+            args.seed,
+            clips_per_task=args.clips_per_task,
+            frames_per_task=args.frames_per_task,
+            video_tasks=args.tasks,
+            frame_tasks=args.frame_tasks,
+            questions_per_clip=args.questions_per_clip,
+            captions=not args.no_captions,
+            shard_size=args.shard_size,
+            workers=args.workers,
+            progress=True,
+        )
     except PoolError as error:
         parser.error(str(error))
     print(json.dumps({"folder": str(pool.folder), **asdict(pool.spec)}, indent=2))

@@ -15,7 +15,9 @@ from flowkit.smol_video.training.trainer import save_snapshot
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flowkit.smol_video.training.snapshot", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m flowkit.smol_video.training.snapshot", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("run_dir")
     parser.add_argument("out")
     args = parser.parse_args(argv)

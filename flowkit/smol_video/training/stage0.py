@@ -58,8 +58,9 @@ def make_position_frame(rng: np.random.Generator, size: int = 64):
         radii = radius * rng.choice([1.0, 1.0, 1.0, 1.5, 1.8], size=count)
         centres = [rng.uniform(r * 1.15, size - r * 1.15, 2) for r in radii]
         quadrants = [int(y >= size / 2) * 2 + int(x >= size / 2) for x, y in centres]
-        apart = all(np.hypot(*(centres[i] - centres[j])) > 1.5 * (radii[i] + radii[j])
-                    for i in range(count) for j in range(i))
+        apart = all(
+            np.hypot(*(centres[i] - centres[j])) > 1.5 * (radii[i] + radii[j]) for i in range(count) for j in range(i)
+        )
         if len(set(quadrants)) == count and apart:
             break
     sprites = [_sprite(s, c, x, y, r) for s, c, (x, y), r in zip(shapes, colours, centres, radii)]
@@ -75,8 +76,16 @@ def _word_table(model, tokenizer, words) -> torch.Tensor:
     return torch.stack([word_embedding(model, tokenizer, w) for w in words])
 
 
-def train_stage0(trainable, processor, steps: int = 1500, batch_size: int = 64, lr: float = 1e-3, seed: int = 11,
-                 progress: bool = True, positions: bool = False) -> list[float]:
+def train_stage0(
+    trainable,
+    processor,
+    steps: int = 1500,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    seed: int = 11,
+    progress: bool = True,
+    positions: bool = False,
+) -> list[float]:
     """Make each video token *read as* its quadrant's words; returns the loss curve.
 
     Two terms: a regression of the token onto the mean embedding of its words (so its
@@ -133,7 +142,9 @@ def train_stage0(trainable, processor, steps: int = 1500, batch_size: int = 64, 
                     if xy is not None:
                         n = len(words[b][q])
                         x, y = xy
-                        where = ((1 - x) * place["left"] + x * place["right"] + (1 - y) * place["top"] + y * place["bottom"])
+                        where = (
+                            (1 - x) * place["left"] + x * place["right"] + (1 - y) * place["top"] + y * place["bottom"]
+                        )
                         target[b, q] = (n * target[b, q] + where) / (n + 2)
                         placed.append((b, q))
         regression = (1 - torch.nn.functional.cosine_similarity(tokens, target, dim=-1)).mean()
@@ -145,7 +156,9 @@ def train_stage0(trainable, processor, steps: int = 1500, batch_size: int = 64, 
         shape_rows = [(i, index[q[1]]) for i, q in enumerate(q for frame in words for q in frame) if len(q) > 1]
         if shape_rows:
             rows, shape_labels = zip(*shape_rows)
-            discriminative = discriminative + torch.nn.functional.cross_entropy(flat[list(rows)], torch.tensor(shape_labels))
+            discriminative = discriminative + torch.nn.functional.cross_entropy(
+                flat[list(rows)], torch.tensor(shape_labels)
+            )
         loss = regression + discriminative
         if placed:
             rows = torch.stack([tokens[b, q] - target[b, q] for b, q in placed])  # (P, d)
@@ -154,7 +167,7 @@ def train_stage0(trainable, processor, steps: int = 1500, batch_size: int = 64, 
             along = (rows @ axes.T) * spread / axes.norm(dim=-1) ** 2
             # a constant token already scores var(x) ~ 0.05 here; the weight brings the term level
             # with the others (at weight 1 the tokens never learn where things are)
-            loss = loss + POSITION_WEIGHT * (along ** 2).mean()
+            loss = loss + POSITION_WEIGHT * (along**2).mean()
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + np.cos(np.pi * step / steps))
         optimizer.zero_grad(set_to_none=True)

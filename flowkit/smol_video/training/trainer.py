@@ -43,6 +43,7 @@ from flowkit.atomic_files import atomic_path
 from flowkit.data import TASKS
 from flowkit.data.synthetic import EVAL_SEED, generate
 from flowkit.families.llava_next_video import LlavaNextVideoAdapter
+from flowkit.smol_video.training.budget import samples_seen
 from flowkit.smol_video.training.clips import at_model_frames, frame_sample, video_sample
 from flowkit.smol_video.training.frames import FRAME_TASKS
 from flowkit.smol_video.training.lora import add_lora, lora_parameters
@@ -100,14 +101,18 @@ class TrainConfig:
         if self.questions_per_clip < 1:
             raise ValueError(f"questions_per_clip must be at least 1, got {self.questions_per_clip}")
         if self.eval_seed is not None and self.eval_seed in (EVAL_SEED, self.seed):
-            raise ValueError(f"eval_seed {self.eval_seed} must differ from the shipped split's seed {EVAL_SEED} "
-                             f"and from the training seed {self.seed}")
+            raise ValueError(
+                f"eval_seed {self.eval_seed} must differ from the shipped split's seed {EVAL_SEED} "
+                f"and from the training seed {self.seed}"
+            )
         self.video_tasks = tuple(self.video_tasks)
         self.frame_tasks = tuple(self.frame_tasks)
         from flowkit.smol_video.training.curriculum import CURRICULUM_FRAME_TASKS, CURRICULUM_VIDEO_TASKS
 
-        for kind, given, known in (("video", self.video_tasks, TASKS + CURRICULUM_VIDEO_TASKS),
-                                   ("frame", self.frame_tasks, FRAME_TASKS + CURRICULUM_FRAME_TASKS)):
+        for kind, given, known in (
+            ("video", self.video_tasks, TASKS + CURRICULUM_VIDEO_TASKS),
+            ("frame", self.frame_tasks, FRAME_TASKS + CURRICULUM_FRAME_TASKS),
+        ):
             unknown = [t for t in given if t not in known]
             if unknown:
                 raise ValueError(f"unknown {kind} task(s) {unknown}; choose from: {' '.join(known)}")
@@ -138,21 +143,28 @@ class Trainable(nn.Module):
         with torch.no_grad():
             self.projector_norm.norm.weight.fill_(embed_norm / math.sqrt(dim))
         self._hook = model.model.multi_modal_projector.register_forward_hook(
-            lambda _m, _i, out: self.projector_norm(out))
+            lambda _m, _i, out: self.projector_norm(out)
+        )
         self.lora_targets = add_lora(model.model.language_model, rank=lora_rank) if lora_rank else []
 
     def vision_parameters(self):
         m = self.model.model
-        return (list(m.vision_tower.parameters()) + list(m.multi_modal_projector.parameters())
-                + list(self.projector_norm.parameters()))
+        return (
+            list(m.vision_tower.parameters())
+            + list(m.multi_modal_projector.parameters())
+            + list(self.projector_norm.parameters())
+        )
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         keep = ("vision_tower", "multi_modal_projector", "projector_norm", "lora_")
         return {k: v.detach().to("cpu", copy=True) for k, v in self.state_dict().items() if any(s in k for s in keep)}
 
     def last_logits(self, batch) -> torch.Tensor:
-        out = self.model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                               pixel_values_videos=batch["pixel_values_videos"])
+        out = self.model.model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            pixel_values_videos=batch["pixel_values_videos"],
+        )
         hidden = out.last_hidden_state
         last = batch["attention_mask"].sum(1) - 1
         return self.model.lm_head(hidden[torch.arange(hidden.shape[0]), last])
@@ -172,8 +184,9 @@ def base_checkpoint() -> Path:
 def collate(processor, samples, adapter=None) -> dict:
     """Pad a list of samples into one right-padded batch with answer targets."""
     adapter = adapter or LlavaNextVideoAdapter()
-    prepared = [adapter.prepare(processor, s.frames, s.question, s.candidates, answer_index=s.answer_index)
-                for s in samples]
+    prepared = [
+        adapter.prepare(processor, s.frames, s.question, s.candidates, answer_index=s.answer_index) for s in samples
+    ]
     n = max(p.seq_len for p in prepared)
     pad = processor.tokenizer.pad_token_id or 0
     ids = torch.full((len(prepared), n), pad, dtype=torch.long)
@@ -183,20 +196,14 @@ def collate(processor, samples, adapter=None) -> dict:
         mask[i, : p.seq_len] = 1
     targets = torch.tensor([p.letter_ids[s.answer_index] for p, s in zip(prepared, samples)])
     letters = [list(p.letter_ids) for p in prepared]
-    return {"input_ids": ids, "attention_mask": mask,
-            "pixel_values_videos": torch.cat([p.inputs["pixel_values_videos"] for p in prepared]),
-            "targets": targets, "letter_ids": letters, "tasks": [s.task for s in samples]}
-
-
-def samples_seen(config: TrainConfig, step: int) -> dict[str, int]:
-    """Training clips and single frames a run has seen after ``step`` steps (the budget of an A/B)."""
-    if config.stage == "align":
-        frame_steps = step
-    elif config.frame_batch_every:
-        frame_steps = (step + config.frame_batch_every - 1) // config.frame_batch_every
-    else:
-        frame_steps = 0
-    return {"clips": (step - frame_steps) * config.batch_size, "frames": frame_steps * config.batch_size}
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "pixel_values_videos": torch.cat([p.inputs["pixel_values_videos"] for p in prepared]),
+        "targets": targets,
+        "letter_ids": letters,
+        "tasks": [s.task for s in samples],
+    }
 
 
 def batch_samples(config: TrainConfig, step: int) -> list:
@@ -240,15 +247,19 @@ def to_device(batch: dict, device) -> dict:
 
 def evaluation_batches(processor, sets: dict[str, list], batch_size: int = 16) -> dict[str, list]:
     """The evaluation sets collated once: ``{task: [(batch, answer indices), ...]}``."""
-    return {task: [(collate(processor, samples[i : i + batch_size]),
-                    [s.answer_index for s in samples[i : i + batch_size]])
-                   for i in range(0, len(samples), batch_size)]
-            for task, samples in sets.items()}
+    return {
+        task: [
+            (collate(processor, samples[i : i + batch_size]), [s.answer_index for s in samples[i : i + batch_size]])
+            for i in range(0, len(samples), batch_size)
+        ]
+        for task, samples in sets.items()
+    }
 
 
 @torch.no_grad()
-def evaluate(trainable: Trainable, processor, sets: dict[str, list], batch_size: int = 16,
-             batches: dict[str, list] | None = None) -> dict[str, float]:
+def evaluate(
+    trainable: Trainable, processor, sets: dict[str, list], batch_size: int = 16, batches: dict[str, list] | None = None
+) -> dict[str, float]:
     """Accuracy per task: the option letter with the highest logit at the last position.
 
     ``batches`` (from :func:`evaluation_batches`) skips collating the same sets again."""
@@ -288,7 +299,8 @@ def step_batch(config: TrainConfig, processor, step: int) -> dict:
 
         return pool_batch(config, processor, step)
     if config.supervision == "dense":
-        from flowkit.smol_video.training.dense import collate_conversations, conversation_batch
+        from flowkit.smol_video.training.dense import conversation_batch
+        from flowkit.smol_video.training.encoding import collate_conversations
 
         return collate_conversations(processor, conversation_batch(config, step))
     return collate(processor, batch_samples(config, step))
@@ -305,10 +317,15 @@ def iter_batches(config: TrainConfig, processor, first: int, last: int):
             yield step_batch(config, processor, step)
         return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    loader = torch.utils.data.DataLoader(_StepBatches(config, processor, first, last), batch_size=None,
-                                         shuffle=False, num_workers=config.workers, prefetch_factor=4,
-                                         collate_fn=_as_built,
-                                         pin_memory=config.device != "cpu")
+    loader = torch.utils.data.DataLoader(
+        _StepBatches(config, processor, first, last),
+        batch_size=None,
+        shuffle=False,
+        num_workers=config.workers,
+        prefetch_factor=4,
+        collate_fn=_as_built,
+        pin_memory=config.device != "cpu",
+    )
     yield from loader
 
 
@@ -353,7 +370,9 @@ def save_snapshot(run_dir: str | os.PathLike, path: str | os.PathLike) -> int:
 
     state = load_trainable_state(run_dir)
     keep32 = ("running_mean", "running_var", "num_batches_tracked")
-    out = {k: (v if not v.is_floating_point() or k.endswith(keep32) else v.half()).contiguous() for k, v in state.items()}
+    out = {
+        k: (v if not v.is_floating_point() or k.endswith(keep32) else v.half()).contiguous() for k, v in state.items()
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -361,7 +380,9 @@ def save_snapshot(run_dir: str | os.PathLike, path: str | os.PathLike) -> int:
     return path.stat().st_size
 
 
-def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, stop_after: int | None = None) -> dict:
+def train(
+    config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, stop_after: int | None = None
+) -> dict:
     """Train (or resume) a run in ``run_dir``; returns the last evaluation.
 
     ``stop_after`` ends the run (with a checkpoint) after that step of its ``config.steps``-step
@@ -393,8 +414,10 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
         ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu")
         earlier = ckpt.get("config", {}).get("supervision", "letters")
         if earlier != config.supervision:
-            raise ValueError(f"{run_dir} holds a run with --supervision {earlier}; resume it with the same "
-                             f"supervision, or start {config.supervision} in another folder")
+            raise ValueError(
+                f"{run_dir} holds a run with --supervision {earlier}; resume it with the same "
+                f"supervision, or start {config.supervision} in another folder"
+            )
         trainable.load_state_dict(ckpt["trainable"], strict=False)
         optimizer.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
@@ -461,15 +484,29 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
             last_step = config.steps if stop_after is None else min(config.steps, stop_after)
             bar.total = config.steps
             (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
-            log.write(json.dumps({"step": step, "event": "schedule fitted to --minutes", "steps": config.steps,
-                                  "seconds_per_step": round(per_step, 4)}) + "\n")
+            log.write(
+                json.dumps(
+                    {
+                        "step": step,
+                        "event": "schedule fitted to --minutes",
+                        "steps": config.steps,
+                        "seconds_per_step": round(per_step, 4),
+                    }
+                )
+                + "\n"
+            )
         if step % config.log_every == 0:
             seen, seen_before = samples_seen(config, step), samples_seen(config, window_start)
             window = sum(seen.values()) - sum(seen_before.values())
-            record = {"step": step, "loss": sum(losses) / len(losses), "seconds": time.time() - started,
-                      "train_seconds": round(train_seconds, 3), **seen,
-                      "seconds_per_step": round(window_seconds / max(1, step - window_start), 4),
-                      "samples_per_second": round(window / max(window_seconds, 1e-9), 4)}
+            record = {
+                "step": step,
+                "loss": sum(losses) / len(losses),
+                "seconds": time.time() - started,
+                "train_seconds": round(train_seconds, 3),
+                **seen,
+                "seconds_per_step": round(window_seconds / max(1, step - window_start), 4),
+                "samples_per_second": round(window / max(window_seconds, 1e-9), 4),
+            }
             if parts:
                 record["loss_parts"] = {name: sum(v) / len(v) for name, v in parts.items()}
             losses, parts, window_seconds, window_start = [], {}, 0.0, step
@@ -487,8 +524,17 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
     bar.close()
     if deadline is not None and last_eval_step != step:
         last_eval = evaluate(trainable, processor, sets, batches=eval_batches)  # the stopping point's
-        log.write(json.dumps({"step": step, "train_seconds": round(train_seconds, 3), **samples_seen(config, step),
-                              "eval": last_eval}) + "\n")
+        log.write(
+            json.dumps(
+                {
+                    "step": step,
+                    "train_seconds": round(train_seconds, 3),
+                    **samples_seen(config, step),
+                    "eval": last_eval,
+                }
+            )
+            + "\n"
+        )
     log.close()
     _save(ckpt_path, trainable, optimizer, step, config, train_seconds)
     return last_eval
@@ -499,8 +545,16 @@ def _train_embed(config: TrainConfig, run_dir: Path, trainable, processor, progr
 
     (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
     started = time.time()
-    losses = train_stage0(trainable, processor, steps=config.steps, batch_size=config.batch_size,
-                          lr=config.lr_vision, seed=config.seed, progress=progress, positions=config.positions)
+    losses = train_stage0(
+        trainable,
+        processor,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        lr=config.lr_vision,
+        seed=config.seed,
+        progress=progress,
+        positions=config.positions,
+    )
     sets = {k: v for k, v in evaluation_sets(config).items() if k.startswith("frame_")}
     result = evaluate(trainable, processor, sets)
     with (run_dir / "log.jsonl").open("a") as log:
@@ -508,16 +562,30 @@ def _train_embed(config: TrainConfig, run_dir: Path, trainable, processor, progr
             chunk = losses[i : i + config.log_every]
             log.write(json.dumps({"step": i + len(chunk), "loss": sum(chunk) / len(chunk)}) + "\n")
         log.write(json.dumps({"step": config.steps, "seconds": time.time() - started, "eval": result}) + "\n")
-    _save(run_dir / "checkpoint.pt", trainable, torch.optim.AdamW([torch.zeros(1, requires_grad=True)]),
-          config.steps, config)
+    _save(
+        run_dir / "checkpoint.pt",
+        trainable,
+        torch.optim.AdamW([torch.zeros(1, requires_grad=True)]),
+        config.steps,
+        config,
+    )
     return result
 
 
-def _save(path: Path, trainable: Trainable, optimizer, step: int, config: TrainConfig,
-          train_seconds: float = 0.0) -> None:
+def _save(
+    path: Path, trainable: Trainable, optimizer, step: int, config: TrainConfig, train_seconds: float = 0.0
+) -> None:
     with atomic_path(path) as tmp:
-        torch.save({"trainable": trainable.trainable_state(), "optimizer": optimizer.state_dict(), "step": step,
-                    "config": asdict(config), "train_seconds": train_seconds}, tmp)
+        torch.save(
+            {
+                "trainable": trainable.trainable_state(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "config": asdict(config),
+                "train_seconds": train_seconds,
+            },
+            tmp,
+        )
 
 
 def export_delta(run: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -527,7 +595,7 @@ def export_delta(run: str | os.PathLike) -> dict[str, torch.Tensor]:
     delta = {}
     for key, value in state.items():
         if key.startswith("model.model.vision_tower.") or key.startswith("model.model.multi_modal_projector."):
-            delta[key[len("model."):]] = value
+            delta[key[len("model.") :]] = value
     # fold the BatchNorm (eval mode: an affine map per channel) into linear_2
     p = "projector_norm.norm."
     scale = state[p + "weight"] / torch.sqrt(state[p + "running_var"] + 1e-5)
@@ -536,7 +604,7 @@ def export_delta(run: str | os.PathLike) -> dict[str, torch.Tensor]:
     delta["model.multi_modal_projector.linear_2.bias"] = (b - state[p + "running_mean"]) * scale + state[p + "bias"]
     lora = {key: value for key, value in state.items() if ".lora_a" in key or ".lora_b" in key}
     for key, value in lora.items():
-        delta["lora::" + key[len("model."):]] = value
+        delta["lora::" + key[len("model.") :]] = value
     if lora:
         ranks = {v.shape[0] for k, v in lora.items() if k.endswith(".lora_a")}
         if len(ranks) != 1:

@@ -1,16 +1,16 @@
 """Altair charts you can hover and click in JupyterLab, with no network, that save as a PNG.
 
-    from flowkit.interactive_charts import interactive
+    from widgets import interactive
     interactive(plots.flow_curves(summary))      # hover for values, click a curve to highlight its task
 
 :func:`interactive` wraps a chart in :class:`OfflineChart`, an :class:`altair.JupyterChart`
 whose Vega, Vega-Lite and vega-embed come from vl-convert (``alt.JupyterChart.enable_offline()``),
 not from a CDN. Its display bundle also carries a PNG of the chart (rendered here by
-vl-convert, :func:`flowkit.plots.png_base64`, as the widgets' snapshots are): JupyterLab shows the live
+vl-convert, :func:`widgets.snapshot.png_of`, as the widgets' snapshots are): JupyterLab shows the live
 chart, GitHub and nbviewer show the picture.
 
 The offline bundle is about 1 MB, so it is kept out of everything a notebook saves: the widget's
-own ES module (its ``_esm``, saved with the widget state) is a 2 kB loader that asks the kernel
+own ES module (its ``_esm``, ``offline_chart.js`` beside this file, saved with the widget state) is a 2 kB loader that asks the kernel
 for the bundle once per page, over the widget's comm, and imports it from a ``blob:`` URL. A
 notebook's outputs hold the widget's id, a plain-text line and the PNG (tens of kB); saved widget
 state (``nbclient`` saves it) holds the chart spec and the loader. A reopened notebook, whose
@@ -22,13 +22,14 @@ itself (drawn by the active altair renderer, e.g. :func:`flowkit.plots.enable_of
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
+from pathlib import Path
 from typing import Any
 
 import altair as alt
 import traitlets
+
+from widgets.snapshot import png_of
 
 try:  # anywidget and ipywidgets are dependencies, but a bare Python may lack them
     from anywidget.experimental import command as _command
@@ -36,58 +37,9 @@ except ImportError:  # pragma: no cover - the fallback below then shows static c
     _command = None
 
 #: vega-embed's menu without the entries that need a network ("Open in Vega Editor") or show JSON.
-EMBED_OPTIONS = {"renderer": "svg",
-                 "actions": {"export": True, "source": False, "compiled": False, "editor": False}}
+EMBED_OPTIONS = {"renderer": "svg", "actions": {"export": True, "source": False, "compiled": False, "editor": False}}
 
-_LOADER = r"""
-// flowkit OfflineChart: the live chart. Vega comes from the kernel, once per page (the bundle
-// vl-convert made for altair's JupyterChart), never from a network.
-const CACHE = "__flowkitOfflineVega";
-
-function vegaModule(model, experimental) {
-  const id = model.get("_bundle_id");
-  const cache = (globalThis[CACHE] ??= new Map());
-  if (!cache.has(id)) {
-    // no time limit: while the kernel runs other cells, it answers when it is done with them
-    const pending = experimental.invoke("vega_bundle", { id }, { signal: new AbortController().signal })
-      .then(async ([reply, buffers]) => {
-        if (!reply || reply.id !== id || !buffers || !buffers.length) throw new Error("no bundle");
-        const source = new TextDecoder().decode(buffers[0]);
-        const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
-        try { return (await import(url)).default; } finally { URL.revokeObjectURL(url); }
-      });
-    pending.catch(() => cache.delete(id));
-    cache.set(id, pending);
-  }
-  return cache.get(id);
-}
-
-async function render({ model, el, experimental }) {
-  el.classList.add("fk-offline-chart");
-  const note = document.createElement("div");
-  note.className = "fk-offline-chart-note";
-  note.style.cssText = "color: var(--jp-ui-font-color2, #616161); font-style: italic; padding: 4px 0;";
-  note.textContent = "Loading the interactive chart (once the kernel has finished running cells)…";
-  el.appendChild(note);
-  let chart;
-  try {
-    if (!experimental || !experimental.invoke) throw new Error("this frontend cannot ask the kernel");
-    chart = await vegaModule(model, experimental);
-  } catch (error) {
-    console.warn("flowkit: the interactive chart needs its kernel", error);
-    note.textContent = "The interactive chart needs its kernel: run this cell again.";
-    return;
-  }
-  const host = document.createElement("div");
-  host.className = "fk-offline-chart-live";
-  el.appendChild(host);
-  await chart.render({ model, el: host });
-  note.remove();
-  el.dataset.live = "true";
-}
-
-export default { render };
-"""
+HERE = Path(__file__).parent
 
 _bundle: str | None = None
 
@@ -105,31 +57,6 @@ def offline_bundle() -> str:
     return _bundle
 
 
-def _png_of(chart) -> str:
-    """Base64 PNG of ``chart`` (:func:`flowkit.plots.png_base64`; '' when vl-convert cannot draw it)."""
-    from flowkit.plots import png_base64
-
-    try:
-        return _recompressed(png_base64(chart))
-    except Exception:  # noqa: BLE001 - a picture is a courtesy; the live chart still shows
-        return ""
-
-
-def _recompressed(png: str) -> str:
-    """The same pixels, deflated harder (vl-convert's PNGs shrink about 3x): notebooks stay small."""
-    if not png:
-        return png
-    try:
-        from PIL import Image
-
-        out = io.BytesIO()
-        Image.open(io.BytesIO(base64.b64decode(png))).save(out, "PNG", optimize=True)
-    except Exception:  # noqa: BLE001 - keep vl-convert's PNG
-        return png
-    smaller = base64.b64encode(out.getvalue()).decode("ascii")
-    return smaller if len(smaller) < len(png) else png
-
-
 def _text_of(chart) -> str:
     """A stable plain-text stand-in (no memory address, so re-running a chapter does not change it)."""
     title = getattr(chart, "title", alt.Undefined)
@@ -144,22 +71,27 @@ class OfflineChart(alt.JupyterChart):
     altair (e.g. ``chart.selections.highlight_task.value`` for :func:`flowkit.plots.highlight_on_click`).
     """
 
-    _esm = _LOADER
+    _esm = HERE / "offline_chart.js"
     _bundle_id = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, chart: alt.TopLevelMixin, embed_options: dict | None = None, **kwargs: Any):
         bundle = offline_bundle()
-        super().__init__(chart, embed_options=EMBED_OPTIONS if embed_options is None else embed_options,
-                         _bundle_id=hashlib.sha256(bundle.encode()).hexdigest()[:16], **kwargs)
+        super().__init__(
+            chart,
+            embed_options=EMBED_OPTIONS if embed_options is None else embed_options,
+            _bundle_id=hashlib.sha256(bundle.encode()).hexdigest()[:16],
+            **kwargs,
+        )
         self._picture = (None, "")  # (chart, its PNG): for the display bundle only, never synced or saved
 
     def png(self) -> str:
         """Base64 PNG of the chart shown now ('' when vl-convert cannot draw it)."""
         if self._picture[0] is not self.chart:
-            self._picture = (self.chart, _png_of(self.chart))
+            self._picture = (self.chart, png_of(self.chart) or "")
         return self._picture[1]
 
     if _command is not None:
+
         @_command
         def vega_bundle(self, msg, buffers):  # noqa: ARG002 - the page asks for the bundle it runs
             return {"id": self._bundle_id}, [offline_bundle().encode()]

@@ -65,8 +65,11 @@ class ResultCache:
                 raise ValueError("not a JSON object")
             return data
         except (OSError, ValueError) as exc:
-            warnings.warn(f"cache file {path} is unreadable ({exc}); its results will be recomputed",
-                          CorruptCacheWarning, stacklevel=3)
+            warnings.warn(
+                f"cache file {path} is unreadable ({exc}); its results will be recomputed",
+                CorruptCacheWarning,
+                stacklevel=3,
+            )
             return {}
 
     def get(self, fingerprint: str, sample_id: str, spec_json: str) -> dict | None:
@@ -78,17 +81,26 @@ class ResultCache:
         """``{spec_json: payload or None}`` for one sample, reading its file once (same checks as :meth:`get`)."""
         path = self._path(fingerprint, sample_id)
         data = self._load(path)
-        return {spec_json: self._checked(data.get(spec_json), fingerprint, sample_id, spec_json, path)
-                for spec_json in spec_jsons}
+        return {
+            spec_json: self._checked(data.get(spec_json), fingerprint, sample_id, spec_json, path)
+            for spec_json in spec_jsons
+        }
 
     def _checked(self, record, fingerprint: str, sample_id: str, spec_json: str, path: Path) -> dict | None:
         if record is None:
             return None
         payload = record.get("payload") if isinstance(record, dict) else None
-        if not isinstance(payload, dict) or record.get("checksum") != _checksum(payload) or \
-                payload.get("fingerprint") != fingerprint or payload.get("sample") != sample_id:
-            warnings.warn(f"cache record for {sample_id} / {spec_json} in {path} failed its check; "
-                          "it will be recomputed", CorruptCacheWarning, stacklevel=3)
+        if (
+            not isinstance(payload, dict)
+            or record.get("checksum") != _checksum(payload)
+            or payload.get("fingerprint") != fingerprint
+            or payload.get("sample") != sample_id
+        ):
+            warnings.warn(
+                f"cache record for {sample_id} / {spec_json} in {path} failed its check; it will be recomputed",
+                CorruptCacheWarning,
+                stacklevel=3,
+            )
             return None
         if payload.get(DEFINITIONS_KEY) != DEFINITIONS_VERSION:
             return None  # computed under other knockout definitions: recompute, never reuse
@@ -106,8 +118,7 @@ class ResultCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = self._load(path)
         for spec_json, payload in results.items():
-            payload = {**payload, "fingerprint": fingerprint, "sample": sample_id,
-                       DEFINITIONS_KEY: DEFINITIONS_VERSION}
+            payload = {**payload, "fingerprint": fingerprint, "sample": sample_id, DEFINITIONS_KEY: DEFINITIONS_VERSION}
             data[spec_json] = {"payload": payload, "checksum": _checksum(payload)}
         # fsync: on disk (or the file server) before the rename makes it visible to other workers
         atomic_write_json(path, data, fsync=True, sort_keys=True)

@@ -1,36 +1,43 @@
-"""Shared machinery for families whose processor expands one video placeholder.
+"""The base adapter of families whose processor expands one video placeholder.
 
 Every supported family (LLaVA-NeXT-Video and its PLLaVA variant, LLaVA-OneVision,
 Qwen2.5-VL, Qwen3-VL, VideoLLaMA3, InternVL) works the same way in transformers: the chat
 template writes one video placeholder, and the processor replaces it with the video's
 tokens, sometimes with separator tokens between frames
 (timestamps, frame labels, start/end markers, a newline token). A
-:class:`PlaceholderVideoAdapter` asks the processor itself where that replacement went
+:class:`PlaceholderVideoAdapterBase` asks the processor itself where that replacement went
 (``return_text_replacement_offsets``) and where every token came from
 (``return_offsets_mapping``), so spans come from one real tokenization:
 
 - the **video region** is the replacement plus the template's own wrapper around the
   placeholder (e.g. Qwen's ``<|vision_start|>`` ... ``<|vision_end|>``);
 - **frames** are the runs of visual-feature tokens inside it, laid out by the family
-  (:meth:`PlaceholderVideoAdapter.frame_layout`); separators belong to the video
+  (:meth:`PlaceholderVideoAdapterBase.frame_layout`); separators belong to the video
   region but to no frame;
 - question and options are located by character offsets in the expanded prompt.
 
-Common frame layouts have helpers: :meth:`PlaceholderVideoAdapter.split_placeholder_run`
+Common frame layouts have helpers: :meth:`PlaceholderVideoAdapterBase.split_placeholder_run`
 (one run of placeholder tokens split evenly into frames or blocks, e.g. LLaVA-NeXT-Video's)
-and :meth:`PlaceholderVideoAdapter.placeholder_runs` (one run of visual tokens per frame or
+and :meth:`PlaceholderVideoAdapterBase.placeholder_runs` (one run of visual tokens per frame or
 block, between separators, e.g. InternVL's).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from typing import ClassVar
+from collections.abc import Sequence
 
 import numpy as np
 
 from flowkit.errors import FlowkitError
-from flowkit.families.base import (ANSWER_PREFIX, FamilyAdapter, Prepared, char_span_to_tokens, question_body,
-                                   question_start_char)
+from flowkit.families.base import (
+    ANSWER_PREFIX,
+    FamilyAdapter,
+    Prepared,
+    char_span_to_tokens,
+    question_body,
+    question_start_char,
+)
 from flowkit.spans import Span, Spans
 
 #: ChatML prompt used when a checkpoint ships no chat template ({video}: the placeholder).
@@ -58,7 +65,7 @@ def token_runs(ids: Sequence[int], token_id: int, region: Span) -> list[Span]:
     return runs
 
 
-class PlaceholderVideoAdapter(FamilyAdapter):
+class PlaceholderVideoAdapterBase(FamilyAdapter):
     """Base class for families whose processor expands one video placeholder (see module docs).
 
     Subclasses make the declarations :class:`~flowkit.families.base.FamilyAdapter` lists
@@ -120,23 +127,38 @@ class PlaceholderVideoAdapter(FamilyAdapter):
         from transformers.video_utils import VideoMetadata
 
         num_frames = frames.shape[0]
-        metadata = VideoMetadata(total_num_frames=num_frames, fps=float(self.frame_rate),
-                                 height=frames.shape[1], width=frames.shape[2],
-                                 frames_indices=list(range(num_frames)))
+        metadata = VideoMetadata(
+            total_num_frames=num_frames,
+            fps=float(self.frame_rate),
+            height=frames.shape[1],
+            width=frames.shape[2],
+            frames_indices=list(range(num_frames)),
+        )
         return {"do_sample_frames": False, "video_metadata": [metadata]}
 
     def check_inputs(self, inputs: dict) -> None:
         """Refuse processor outputs the model would silently misread (override per family)."""
 
     # ------------------------------------------------------------------- spans
-    def frame_layout(self, processor, ids: list[int], region: Span, inputs: dict,
-                     num_frames: int) -> tuple[list[Span], int]:
+    def frame_layout(
+        self, processor, ids: list[int], region: Span, inputs: dict, num_frames: int
+    ) -> tuple[list[Span], int]:
         """The family's frame layout: frame spans inside the video ``region`` (token positions
         into ``ids``), and how many frames each span holds."""
         raise NotImplementedError
 
-    def split_placeholder_run(self, ids: list[int], token_id: int, region: Span, parts: int, what: str, *,
-                              per_part: int | None = None, trailing: int = 0, unit: str = "frames") -> list[Span]:
+    def split_placeholder_run(
+        self,
+        ids: list[int],
+        token_id: int,
+        region: Span,
+        parts: int,
+        what: str,
+        *,
+        per_part: int | None = None,
+        trailing: int = 0,
+        unit: str = "frames",
+    ) -> list[Span]:
         """The even-split layout: the video region holds one run of ``token_id`` whose tokens are
         ``parts`` back-to-back blocks of ``per_part`` tokens (a frame each, or a block of frames),
         followed by ``trailing`` tokens that belong to no block (LLaVA-OneVision's newline).
@@ -146,7 +168,7 @@ class PlaceholderVideoAdapter(FamilyAdapter):
         """
         runs = token_runs(ids, token_id, region)
         self.expect_runs(runs, 1, None, what)
-        (start, end), = runs
+        ((start, end),) = runs
         count = end - start - trailing
         if per_part is None:
             if count % parts:
@@ -157,16 +179,18 @@ class PlaceholderVideoAdapter(FamilyAdapter):
             raise FlowkitError(f"expected {parts} {unit} x {per_part}{extra} {what}, found {end - start}.")
         return split_evenly(start, parts, per_part)
 
-    def placeholder_runs(self, ids: list[int], token_id: int, region: Span, lengths: Sequence[int],
-                         what: str) -> list[Span]:
+    def placeholder_runs(
+        self, ids: list[int], token_id: int, region: Span, lengths: Sequence[int], what: str
+    ) -> list[Span]:
         """The run-per-frame layout: the video region holds one run of ``token_id`` per frame (or
         block), ``lengths[i]`` tokens long, with separators between the runs."""
         runs = token_runs(ids, token_id, region)
         self.expect_runs(runs, len(lengths), lengths, what)
         return runs
 
-    def prepare(self, processor, frames, question: str, candidates: Sequence[str],
-                answer_index: int | None = None) -> Prepared:
+    def prepare(
+        self, processor, frames, question: str, candidates: Sequence[str], answer_index: int | None = None
+    ) -> Prepared:
         """Inputs, spans and option-letter ids for one multiple-choice question about ``frames``."""
         frames = self.check_frames(frames)
         if frames.shape[0] < self.min_frames:
@@ -174,8 +198,14 @@ class PlaceholderVideoAdapter(FamilyAdapter):
         body, question_chars, option_chars = question_body(question, candidates, self.instruction_separator)
         prompt = self.prompt_text(processor, body)
         try:
-            encoded = processor(text=prompt, videos=[frames], return_tensors="pt", return_offsets_mapping=True,
-                                return_text_replacement_offsets=True, **self.processor_kwargs(processor, frames))
+            encoded = processor(
+                text=prompt,
+                videos=[frames],
+                return_tensors="pt",
+                return_offsets_mapping=True,
+                return_text_replacement_offsets=True,
+                **self.processor_kwargs(processor, frames),
+            )
         except NotImplementedError as exc:  # only fast (tokenizers-backed) tokenizers report offsets
             raise FlowkitError(
                 f"the tokenizer cannot report token offsets ({exc}); flowkit needs the checkpoint's fast tokenizer "
@@ -188,16 +218,36 @@ class PlaceholderVideoAdapter(FamilyAdapter):
         ids = inputs["input_ids"][0].tolist()
         if len(replacements) != 1:
             raise FlowkitError(f"the processor expanded {len(replacements)} video placeholders; expected exactly one.")
-        spans = self.find_spans(processor, prompt, ids, offsets, replacements[0], inputs, body,
-                                question_chars, option_chars, num_frames=frames.shape[0])
+        spans = self.find_spans(
+            processor,
+            prompt,
+            ids,
+            offsets,
+            replacements[0],
+            inputs,
+            body,
+            question_chars,
+            option_chars,
+            num_frames=frames.shape[0],
+        )
         if answer_index is not None:
             spans = spans.with_true_option(answer_index)
         letter_ids = self.letter_token_ids(processor.tokenizer, len(candidates))
         return Prepared(inputs=inputs, spans=spans, letter_ids=letter_ids, prompt_text=prompt)
 
-    def find_spans(self, processor, prompt: str, ids: list[int], offsets: list[tuple[int, int]],
-                   replacement: dict, inputs: dict, body: str, question_chars: tuple[int, int],
-                   option_chars: list[tuple[int, int]], num_frames: int) -> Spans:
+    def find_spans(
+        self,
+        processor,
+        prompt: str,
+        ids: list[int],
+        offsets: list[tuple[int, int]],
+        replacement: dict,
+        inputs: dict,
+        body: str,
+        question_chars: tuple[int, int],
+        option_chars: list[tuple[int, int]],
+        num_frames: int,
+    ) -> Spans:
         """Spans from the processor's own token offsets and placeholder expansion."""
         (placeholder_start, placeholder_end), (start, end) = replacement["span"], replacement["new_span"]
         expanded = prompt[:placeholder_start] + replacement["replacement"] + prompt[placeholder_end:]
@@ -225,8 +275,7 @@ class PlaceholderVideoAdapter(FamilyAdapter):
         if header_at < 0:  # the template writes a header (e.g. "Question: ") that belongs to the question
             question_span = (token_span((header_at, header_at + 1))[0], option_spans[-1][1])
             if question_span[0] < region[1]:
-                raise FlowkitError("a token joins the end of the video and the question header; "
-                                   "cannot separate them.")
+                raise FlowkitError("a token joins the end of the video and the question header; cannot separate them.")
         frames_only = (frame_spans[0][0], frame_spans[-1][1]) if frame_spans else None
         return Spans(
             seq_len=len(ids),
@@ -244,20 +293,12 @@ class PlaceholderVideoAdapter(FamilyAdapter):
     def expect_runs(runs: list[Span], count: int, lengths: Sequence[int] | None, what: str) -> None:
         """Check the runs of visual tokens against what the processor says it produced."""
         if len(runs) != count:
-            raise FlowkitError(f"found {len(runs)} runs of {what} in the video region, expected {count}; "
-                               "this prompt layout is not supported.")
+            raise FlowkitError(
+                f"found {len(runs)} runs of {what} in the video region, expected {count}; "
+                "this prompt layout is not supported."
+            )
         if lengths is not None and [e - s for s, e in runs] != list(lengths):
-            raise FlowkitError(f"the runs of {what} have lengths {[e - s for s, e in runs]}, "
-                               f"but the processor produced {list(lengths)}.")
-
-
-class Qwen2DecoderAdapter(PlaceholderVideoAdapter):
-    """Base for families whose language model is transformers' Qwen2 decoder, built from the
-    text config: LLaVA-OneVision, VideoLLaMA3 and InternVL (as released, and the toy models).
-
-    Their own modeling modules define no eager attention for the language model (VideoLLaMA3's
-    and InternVL's ``eager_attention_forward`` serve their vision towers), so knocked-out eager
-    attention wraps Qwen2's.
-    """
-
-    attention_base = "transformers.models.qwen2.modeling_qwen2"
+            raise FlowkitError(
+                f"the runs of {what} have lengths {[e - s for s, e in runs]}, "
+                f"but the processor produced {list(lengths)}."
+            )

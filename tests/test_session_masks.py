@@ -1,4 +1,4 @@
-"""Any mask through the engine: pathway masks, random controls and accuracy equal full forwards.
+"""Any mask through the session: pathway masks, random controls and accuracy equal full forwards.
 
 :meth:`Session.last_logits` evaluates raw per-layer block masks with one clean run
 and batched replays; :func:`flowkit.experiments.effective_pathways` uses it. Both must equal
@@ -17,13 +17,17 @@ from flowkit.errors import KnockoutError
 from flowkit.view_models import AnswerExplorer
 from flowkit.attention import apply_block_masks
 from flowkit.masks import block_masks
-from flowkit.pathways import (PathwayWindows, layer_matched_random_block_masks, paper_random_block_masks,
-                              pathway_masks)
+from flowkit.pathways import PathwayWindows, layer_matched_random_block_masks, paper_random_block_masks, pathway_masks
 
 from conftest import OPTIONS, QUESTION, random_frames
 
-WINDOWS = PathwayWindows(cross_frame=(0, 1), video_to_question=(0, 2), question_to_last=(2, 3),
-                         video_to_video_until=2, question_to_question_until=3)
+WINDOWS = PathwayWindows(
+    cross_frame=(0, 1),
+    video_to_question=(0, 2),
+    question_to_last=(2, 3),
+    video_to_video_until=2,
+    question_to_question_until=3,
+)
 
 
 def full_forward(vllm, prepared, masks):
@@ -39,8 +43,9 @@ def max_dp(a, b):
 def samples():
     from flowkit.data import generate
 
-    return generate("action_antonym", 2, seed=3, num_frames=8, size=32) + \
-        generate("moving_direction", 1, seed=5, num_frames=8, size=32)
+    return generate("action_antonym", 2, seed=3, num_frames=8, size=32) + generate(
+        "moving_direction", 1, seed=5, num_frames=8, size=32
+    )
 
 
 @pytest.mark.parametrize("model", ["toy_fp32", "toy_nf4"])
@@ -54,39 +59,46 @@ def test_masks_match_full_forwards(model, row_budget, request):
     masks += [paper_random_block_masks(spans.seq_len, spans.video[0], layers, 0.3, seed=s) for s in range(3)]
     masks += [layer_matched_random_block_masks(path, spans.seq_len, layers, seed=s) for s in range(2)]
     masks.append(block_masks(KnockoutSpec.single("question->last", LayerSet((3,))), spans, layers))
-    engine = Session(vllm, prepared, row_budget=row_budget)
-    fast = engine.last_logits(masks)
-    assert torch.equal(fast[1], engine.clean_logits) and torch.equal(fast[2], engine.clean_logits)
+    session = Session(vllm, prepared, row_budget=row_budget)
+    fast = session.last_logits(masks)
+    assert torch.equal(fast[1], session.clean_logits) and torch.equal(fast[2], session.clean_logits)
     worst = max(max_dp(logits, full_forward(vllm, prepared, m or {})) for m, logits in zip(masks, fast))
     assert worst <= 1e-5, worst
     # a spec and its masks give the same numbers
     spec = KnockoutSpec.single("question->last", LayerSet((3,)))
-    assert torch.equal(engine.last_logits([spec])[0], fast[-1])
-    assert [d.predicted for d in engine.answers(masks[:2])] == [
-        engine.answers([masks[0]])[0].predicted, engine.clean_answer.predicted]
+    assert torch.equal(session.last_logits([spec])[0], fast[-1])
+    assert [d.predicted for d in session.answers(masks[:2])] == [
+        session.answers([masks[0]])[0].predicted,
+        session.clean_answer.predicted,
+    ]
 
 
 def test_bad_masks_are_refused_with_the_reason(toy_fp32, prepared_fp32):
-    engine = Session(toy_fp32, prepared_fp32)
+    session = Session(toy_fp32, prepared_fp32)
     n = prepared_fp32.seq_len
     with pytest.raises(KnockoutError, match=rf"\({n}, {n}\) bool tensor"):
-        engine.last_logits([{0: torch.zeros(n, n + 1, dtype=torch.bool)}])
+        session.last_logits([{0: torch.zeros(n, n + 1, dtype=torch.bool)}])
     with pytest.raises(KnockoutError, match="bool tensor"):
-        engine.last_logits([{0: torch.zeros(n, n)}])
+        session.last_logits([{0: torch.zeros(n, n)}])
     with pytest.raises(KnockoutError, match="not a layer of this model"):
-        engine.last_logits([{toy_fp32.num_layers: torch.zeros(n, n, dtype=torch.bool)}])
+        session.last_logits([{toy_fp32.num_layers: torch.zeros(n, n, dtype=torch.bool)}])
     with pytest.raises(KnockoutError, match="no key to attend to"):
-        engine.last_logits([{1: torch.ones(n, n, dtype=torch.bool).tril()}])
+        session.last_logits([{1: torch.ones(n, n, dtype=torch.bool).tril()}])
 
 
 @pytest.mark.parametrize("controls", [("paper",), ("paper", "layer_matched")])
-def test_effective_pathways_engine_equals_full_forwards(toy_fp32, samples, controls):
-    fast, fast_counts = experiments.effective_pathways(toy_fp32, samples, WINDOWS, random_seeds=(0, 1, 2),
-                                                       random_controls=controls, progress=False)
-    slow, slow_counts = experiments.effective_pathways(toy_fp32, samples, WINDOWS, random_seeds=(0, 1, 2),
-                                                       random_controls=controls, progress=False, replay=False)
-    assert list(fast.columns) == list(slow.columns) == ["sample", "task", "condition", "seed", "correct", "p_answer",
-                                                       "kept_fraction"]
+def test_effective_pathways_session_equals_full_forwards(toy_fp32, samples, controls):
+    fast, fast_counts = experiments.effective_pathways(
+        toy_fp32, samples, WINDOWS, random_seeds=(0, 1, 2), random_controls=controls, progress=False
+    )
+    slow, slow_counts = experiments.effective_pathways(
+        toy_fp32, samples, WINDOWS, random_seeds=(0, 1, 2), random_controls=controls, progress=False, replay=False
+    )
+    assert (
+        list(fast.columns)
+        == list(slow.columns)
+        == ["sample", "task", "condition", "seed", "correct", "p_answer", "kept_fraction"]
+    )
     keys = ["sample", "task", "condition", "seed", "correct", "kept_fraction"]
     assert fast[keys].astype(str).equals(slow[keys].astype(str))
     assert (fast["p_answer"] - slow["p_answer"]).abs().max() <= 1e-5
@@ -97,10 +109,11 @@ def test_effective_pathways_engine_equals_full_forwards(toy_fp32, samples, contr
     assert full["p_answer"] == dist.p(samples[0].answer)
 
 
-def test_effective_pathways_nf4_engine_equals_full_forwards(toy_nf4, samples):
+def test_effective_pathways_nf4_session_equals_full_forwards(toy_nf4, samples):
     fast, _ = experiments.effective_pathways(toy_nf4, samples[:2], WINDOWS, random_seeds=(0, 1), progress=False)
-    slow, _ = experiments.effective_pathways(toy_nf4, samples[:2], WINDOWS, random_seeds=(0, 1), progress=False,
-                                             replay=False)
+    slow, _ = experiments.effective_pathways(
+        toy_nf4, samples[:2], WINDOWS, random_seeds=(0, 1), progress=False, replay=False
+    )
     assert (fast["correct"] == slow["correct"]).all()
     assert (fast["p_answer"] - slow["p_answer"]).abs().max() <= 1e-5
 
@@ -111,14 +124,17 @@ def test_clicks_resume_from_earlier_replays_exactly(model, request):
     vllm = request.getfixturevalue(model)
     prepared = vllm.prepare(random_frames(seed=23), QUESTION, OPTIONS, answer="B")
     explorer = AnswerExplorer(vllm, prepared)
-    clicks = [KnockoutSpec.single("video->question", LayerSet((1,))),
-              KnockoutSpec.single("video->question", LayerSet((1, 2))),      # one more cell: resumes at layer 2
-              KnockoutSpec.single("video->question", LayerSet((1, 2, 3))),
-              KnockoutSpec.single("video->question", LayerSet((1, 3))),        # a cell removed
-              KnockoutSpec.single("cross_frame", LayerWindow(1, 3)).plus(
-                  KnockoutSpec.single("video->question", LayerSet((1, 3)))),
-              KnockoutSpec.single("question->last", LayerSet((2,))),
-              KnockoutSpec.single("question->last", LayerSet((2, 3)))]
+    clicks = [
+        KnockoutSpec.single("video->question", LayerSet((1,))),
+        KnockoutSpec.single("video->question", LayerSet((1, 2))),  # one more cell: resumes at layer 2
+        KnockoutSpec.single("video->question", LayerSet((1, 2, 3))),
+        KnockoutSpec.single("video->question", LayerSet((1, 3))),  # a cell removed
+        KnockoutSpec.single("cross_frame", LayerWindow(1, 3)).plus(
+            KnockoutSpec.single("video->question", LayerSet((1, 3)))
+        ),
+        KnockoutSpec.single("question->last", LayerSet((2,))),
+        KnockoutSpec.single("question->last", LayerSet((2, 3))),
+    ]
     for spec in clicks:
         dist = explorer.answer(spec)
         reference = vllm.answer(prepared, spec)

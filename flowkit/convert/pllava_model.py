@@ -1,4 +1,8 @@
-"""The model side of :mod:`flowkit.families.pllava`: LLaVA-NeXT-Video with PLLaVA's project-then-pool order."""
+"""The model class of converted PLLaVA checkpoints: LLaVA-NeXT-Video with PLLaVA's project-then-pool order.
+
+:func:`flowkit.convert.pllava.convert_pllava` writes the folders it runs; the
+:class:`~flowkit.families.pllava.PllavaVideoAdapter` loads them with it.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,13 @@ class PllavaVideoModel(LlavaNextVideoModel):
     @merge_with_config_defaults
     @can_return_tuple
     @select_hidden_states("vision_feature_layer")
-    def get_video_features(self, pixel_values_videos: torch.Tensor, vision_feature_layer=None,
-                           vision_feature_select_strategy=None, **kwargs):
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.Tensor,
+        vision_feature_layer=None,
+        vision_feature_select_strategy=None,
+        **kwargs,
+    ):
         batch_size, frames, channels, height, width = pixel_values_videos.shape
         pixel_values = pixel_values_videos.reshape(batch_size * frames, channels, height, width)
         video_outputs = self.vision_tower(pixel_values, return_dict=True, **kwargs)

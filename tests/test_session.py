@@ -1,4 +1,4 @@
-"""The engine's shortcuts give the same answers as a full forward under the same spec."""
+"""The session's shortcuts give the same answers as a full forward under the same spec."""
 
 from __future__ import annotations
 
@@ -9,15 +9,23 @@ import pytest
 import torch
 
 from flowkit import KnockoutSpec, LayerSet, LayerWindow
-from flowkit.cache import CorruptCacheWarning, ResultCache
+from flowkit.result_cache import CorruptCacheWarning, ResultCache
 from flowkit.session import Session
 from flowkit.spec import Cut
 from flowkit.sweep import COLUMNS, summarize, sweep
 
 from conftest import OPTIONS, QUESTION, random_frames
 
-EDGE_GROUPS = ["cross_frame", "video->question", "video->last", "question->last", "last->last",
-            "question_text->last", "true_option->last", "false_options->last"]
+EDGE_GROUPS = [
+    "cross_frame",
+    "video->question",
+    "video->last",
+    "question->last",
+    "last->last",
+    "question_text->last",
+    "true_option->last",
+    "false_options->last",
+]
 
 
 def all_specs(num_layers):
@@ -28,12 +36,12 @@ def all_specs(num_layers):
 
 
 @pytest.mark.parametrize("model", ["toy_fp32", "toy_nf4", "toy_eager"])
-def test_engine_matches_full_forward_for_every_edge_group(model, request):
+def test_session_matches_full_forward_for_every_edge_group(model, request):
     vllm = request.getfixturevalue(model)
     prepared = vllm.prepare(random_frames(seed=11), QUESTION, OPTIONS, answer="D")
-    engine = Session(vllm, prepared)
+    session = Session(vllm, prepared)
     specs = all_specs(vllm.num_layers)
-    fast = engine.last_logits(specs)
+    fast = session.last_logits(specs)
     worst = 0.0
     for spec, logits in zip(specs, fast):
         reference = vllm.last_logits(prepared, spec)
@@ -43,18 +51,18 @@ def test_engine_matches_full_forward_for_every_edge_group(model, request):
 
 
 def test_plans_pick_the_cheapest_exact_path(toy_fp32, prepared_fp32):
-    engine = Session(toy_fp32, prepared_fp32)
+    session = Session(toy_fp32, prepared_fp32)
     spans, layers = prepared_fp32.spans, toy_fp32.num_layers
-    last = engine.plan(KnockoutSpec.single("question->last", LayerSet((2, 3))))
+    last = session.plan(KnockoutSpec.single("question->last", LayerSet((2, 3))))
     assert (last.first_layer, last.first_position) == (2, spans.last)
     assert last.layer_positions == 2 * 1
-    vq = engine.plan(KnockoutSpec.single("video->question", LayerSet((1,))))
+    vq = session.plan(KnockoutSpec.single("video->question", LayerSet((1,))))
     assert (vq.first_layer, vq.first_position) == (1, spans.question[0])  # the paper's question span
-    cross = engine.plan(KnockoutSpec.single("cross_frame", LayerWindow(0, 3)))
+    cross = session.plan(KnockoutSpec.single("cross_frame", LayerWindow(0, 3)))
     assert (cross.first_layer, cross.first_position) == (0, spans.frame_spans[1][0])
-    clean = engine.plan(KnockoutSpec())
+    clean = session.plan(KnockoutSpec())
     assert clean.layer_positions == 0
-    assert engine.plan(KnockoutSpec.single("video->last", "0")).layer_positions == layers * 1
+    assert session.plan(KnockoutSpec.single("video->last", "0")).layer_positions == layers * 1
 
 
 def test_batches_of_any_size_agree(toy_fp32, prepared_fp32):
@@ -69,14 +77,20 @@ def test_a_batch_grows_as_the_replay_reaches_each_specs_first_layer(toy_fp32, pr
     """No layer is recomputed for a spec before its first cut layer, even inside a batch."""
     layers = toy_fp32.num_layers
     specs = [KnockoutSpec.single("question->last", LayerSet((first,))) for first in range(layers)]
-    engine = Session(toy_fp32, prepared_fp32)
-    engine.clean_logits
+    session = Session(toy_fp32, prepared_fp32)
+    _ = session.clean_logits  # the clean run, on first use
     seen = {}
-    handles = [layer.register_forward_pre_hook(
-        lambda _m, args, kwargs, i=i: seen.setdefault(i, []).append((args[0] if args else kwargs["hidden_states"]).shape[0]),
-        with_kwargs=True) for i, layer in enumerate(engine.layers)]
+    handles = [
+        layer.register_forward_pre_hook(
+            lambda _m, args, kwargs, i=i: seen.setdefault(i, []).append(
+                (args[0] if args else kwargs["hidden_states"]).shape[0]
+            ),
+            with_kwargs=True,
+        )
+        for i, layer in enumerate(session.layers)
+    ]
     try:
-        fast = engine.last_logits(specs)  # one batch: every spec starts at the last position
+        fast = session.last_logits(specs)  # one batch: every spec starts at the last position
     finally:
         for handle in handles:
             handle.remove()
@@ -86,7 +100,7 @@ def test_a_batch_grows_as_the_replay_reaches_each_specs_first_layer(toy_fp32, pr
         assert torch.allclose(torch.softmax(reference, -1), torch.softmax(logits, -1), atol=1e-6)
 
 
-def test_engine_clean_answer_is_the_stock_answer(toy_nf4):
+def test_session_clean_answer_is_the_stock_answer(toy_nf4):
     prepared = toy_nf4.prepare(random_frames(seed=12), QUESTION, OPTIONS, answer="A")
     assert Session(toy_nf4, prepared).clean_answer == toy_nf4.answer(prepared)
 
@@ -95,8 +109,9 @@ def test_engine_clean_answer_is_the_stock_answer(toy_nf4):
 def samples():
     from flowkit.data import generate
 
-    return generate("moving_direction", 2, seed=7, num_frames=8, size=32) + \
-        generate("scene_transition", 1, seed=7, num_frames=8, size=32)
+    return generate("moving_direction", 2, seed=7, num_frames=8, size=32) + generate(
+        "scene_transition", 1, seed=7, num_frames=8, size=32
+    )
 
 
 def test_sweep_table_matches_naive(toy_fp32, samples):
@@ -156,7 +171,7 @@ def test_fingerprint_separates_quantizations(toy_fp32, toy_nf4):
 
 
 def test_families_without_replay_fall_back_to_full_forwards(toy_fp32, prepared_fp32, monkeypatch):
-    monkeypatch.setattr(type(toy_fp32.adapter), "supports_engine_replay", False)
-    engine = Session(toy_fp32, prepared_fp32)
+    monkeypatch.setattr(type(toy_fp32.adapter), "supports_replay", False)
+    session = Session(toy_fp32, prepared_fp32)
     spec = KnockoutSpec.single("video->question", LayerSet((1, 2)))
-    assert torch.equal(engine.last_logits([spec])[0], toy_fp32.last_logits(prepared_fp32, spec))
+    assert torch.equal(session.last_logits([spec])[0], toy_fp32.last_logits(prepared_fp32, spec))

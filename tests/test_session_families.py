@@ -1,6 +1,6 @@
-"""The engine replays every supported family exactly, the paper's PLLaVA route included.
+"""The session replays every supported family exactly, the paper's PLLaVA route included.
 
-For each family's tiny same-class model: the adapter declares ``supports_engine_replay``,
+For each family's tiny same-class model: the adapter declares ``supports_replay``,
 an :class:`~flowkit.session.Session` really replays (no fallback), and its answers under
 specs and under raw masks (pathway-like and the paper's random control) equal a full
 forward under the same masks to <= 1e-5 in p. Where a replay would be wrong if done
@@ -29,7 +29,7 @@ FAMILIES = ["llava_onevision", "qwen2_5_vl", "qwen3_vl", "video_llama_3", "inter
 @pytest.fixture(scope="module")
 def family_model(tmp_path_factory):
     """Family name -> loaded fp32 model (built and loaded on first use)."""
-    root = tmp_path_factory.mktemp("engine-families")
+    root = tmp_path_factory.mktemp("session-families")
     loaded = {}
 
     def get(family):
@@ -65,34 +65,39 @@ def max_dp(a, b):
 
 def family_specs(num_layers):
     last = num_layers - 1
-    return [KnockoutSpec.single("cross_frame", LayerWindow(0, 3)),
-            KnockoutSpec.single("video->question", LayerSet((1,))),
-            KnockoutSpec.single("question->last", LayerSet((last,))),
-            KnockoutSpec.single("video->last", LayerSet(tuple(range(num_layers)))),
-            KnockoutSpec((Cut("video->question", LayerSet((0,))), Cut("last->last", LayerSet((last,))))),
-            KnockoutSpec()]
+    return [
+        KnockoutSpec.single("cross_frame", LayerWindow(0, 3)),
+        KnockoutSpec.single("video->question", LayerSet((1,))),
+        KnockoutSpec.single("question->last", LayerSet((last,))),
+        KnockoutSpec.single("video->last", LayerSet(tuple(range(num_layers)))),
+        KnockoutSpec((Cut("video->question", LayerSet((0,))), Cut("last->last", LayerSet((last,))))),
+        KnockoutSpec(),
+    ]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_replays_exactly(family_model, family):
     vllm = family_model(family)
-    assert vllm.adapter.supports_engine_replay
+    assert vllm.adapter.supports_replay
     prepared = prepare(vllm)
-    engine = Session(vllm, prepared)
-    assert engine.replay, engine.fallback_reason
+    session = Session(vllm, prepared)
+    assert session.replay, session.fallback_reason
     specs = family_specs(vllm.num_layers)
-    for spec, fast in zip(specs, engine.last_logits(specs)):
+    for spec, fast in zip(specs, session.last_logits(specs)):
         assert max_dp(fast, vllm.last_logits(prepared, spec)) <= 1e-5, (family, str(spec))
     # raw masks: a spec's masks, two draws of the paper's random control, the clean run — one batch
     spans = prepared.spans
     n, pool = spans.seq_len, spans.seq_len - spans.video[0]
     f = 0.5 * pool * (pool + 1) / (n * (n + 1))  # half of the pairs the paper's control may draw from
-    masks = [block_masks(specs[4], spans, vllm.num_layers),
-             paper_random_block_masks(n, spans.video[0], vllm.num_layers, f, seed=0),
-             paper_random_block_masks(n, spans.video[0], vllm.num_layers, f, seed=1), {}]
-    fast = engine.last_logits(masks)
-    assert torch.equal(fast[-1], engine.clean_logits)
+    masks = [
+        block_masks(specs[4], spans, vllm.num_layers),
+        paper_random_block_masks(n, spans.video[0], vllm.num_layers, f, seed=0),
+        paper_random_block_masks(n, spans.video[0], vllm.num_layers, f, seed=1),
+        {},
+    ]
+    fast = session.last_logits(masks)
+    assert torch.equal(fast[-1], session.clean_logits)
     for m, logits in zip(masks, fast):
         assert max_dp(logits, full_forward(vllm, prepared, m)) <= 1e-5, family
 
@@ -100,20 +105,20 @@ def test_every_family_replays_exactly(family_model, family):
 @pytest.mark.slow
 def test_qwen3_deepstack_is_re_added_by_the_replay(family_model):
     """Why Qwen3-VL needs care: its video positions get visual features added after the first
-    layers. A replay from layer 0 that skipped them would be wrong; the engine re-adds them."""
+    layers. A replay from layer 0 that skipped them would be wrong; the session re-adds them."""
     vllm = family_model("qwen3_vl")
     prepared = prepare(vllm)
-    engine = Session(vllm, prepared)
-    engine.clean_logits  # the clean run (on first use) records the deepstack features
-    assert engine.deepstack, "the toy Qwen3-VL should inject deepstack features"
+    session = Session(vllm, prepared)
+    _ = session.clean_logits  # the clean run (on first use) records the deepstack features
+    assert session.deepstack, "the toy Qwen3-VL should inject deepstack features"
     spec = KnockoutSpec.single("video->last", LayerSet((0,)))  # replays from layer 0, the video rows included
     masks = block_masks(KnockoutSpec.single("cross_frame", LayerSet((0,))), prepared.spans, vllm.num_layers)
     reference = full_forward(vllm, prepared, masks)
-    assert max_dp(engine.last_logits([masks])[0], reference) <= 1e-5
-    engine.deepstack = []  # what a naive replay would do: logits off by far more than rounding
-    naive = engine.last_logits([masks])[0]
+    assert max_dp(session.last_logits([masks])[0], reference) <= 1e-5
+    session.deepstack = []  # what a naive replay would do: logits off by far more than rounding
+    naive = session.last_logits([masks])[0]
     assert float((naive - reference).abs().max()) > 1e-2
-    assert engine.plan(spec).first_layer == 0
+    assert session.plan(spec).first_layer == 0
 
 
 @pytest.mark.slow
@@ -125,7 +130,7 @@ def test_sliding_window_layers_fall_back_to_full_forwards(family_model, monkeypa
     monkeypatch.setattr(config, "layer_types", ["sliding_attention"] * vllm.num_layers, raising=False)
     monkeypatch.setattr(config, "sliding_window", 4, raising=False)
     monkeypatch.setattr(vllm.language_model, "has_sliding_layers", True, raising=False)
-    engine = Session(vllm, prepared)
-    assert not engine.replay and "sliding" in engine.fallback_reason
+    session = Session(vllm, prepared)
+    assert not session.replay and "sliding" in session.fallback_reason
     masks = block_masks(KnockoutSpec.single("video->question", LayerSet((1,))), prepared.spans, vllm.num_layers)
-    assert torch.equal(engine.last_logits([masks])[0], full_forward(vllm, prepared, masks))
+    assert torch.equal(session.last_logits([masks])[0], full_forward(vllm, prepared, masks))
