@@ -58,3 +58,13 @@ OPTIONS = ["left", "right", "up", "down"]
 @pytest.fixture
 def prepared_fp32(toy_fp32):
     return toy_fp32.prepare(random_frames(), QUESTION, OPTIONS, answer="B")
+
+
+def run_cli_check(checkpoint, clip, *extra, options=tuple(OPTIONS)):
+    """``python -m flowkit check`` in this process on a checkpoint and a clip (fp32), with ``extra`` arguments."""
+    from flowkit.cli import main
+
+    return main(
+        ["check", "--model", str(checkpoint), "--quant", "fp32", "--video", str(clip), "--question", QUESTION]
+        + ["--options", *options, *extra]
+    )

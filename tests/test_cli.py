@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import random_frames
+from conftest import random_frames, run_cli_check
 
 
 @pytest.fixture(scope="module")
@@ -19,35 +19,11 @@ def clip(tmp_path_factory):
     return path
 
 
-def run_check(checkpoint, clip, *extra):
-    from flowkit.cli import main
-
-    return main(
-        [
-            "check",
-            "--model",
-            str(checkpoint),
-            "--quant",
-            "fp32",
-            "--video",
-            str(clip),
-            "--question",
-            "Which way does the red square move?",
-            "--options",
-            "left",
-            "right",
-            "up",
-            "down",
-            *extra,
-        ]
-    )
-
-
 def test_check_prints_before_and_after(toy_checkpoint, toy_fp32, clip, capsys):
     from flowkit import KnockoutSpec
     from flowkit.data import read_video
 
-    assert run_check(toy_checkpoint, clip, "--answer", "B", "--cut", "question->last", "--layers", "1-2") == 0
+    assert run_cli_check(toy_checkpoint, clip, "--answer", "B", "--cut", "question->last", "--layers", "1-2") == 0
     out = capsys.readouterr().out
     assert "knockout: question->last (layers 1-2)" in out
     # the printed numbers are what the library computes, through the kit's one formatter
@@ -78,14 +54,14 @@ def test_check_prints_before_and_after(toy_checkpoint, toy_fp32, clip, capsys):
     ],
 )
 def test_check_bad_input_is_one_clear_line(toy_checkpoint, clip, capsys, extra, message):
-    assert run_check(toy_checkpoint, clip, *extra) == 2
+    assert run_cli_check(toy_checkpoint, clip, *extra) == 2
     err = capsys.readouterr().err
     last_line = err.strip().splitlines()[-1]
     assert last_line.startswith("error: ") and message in last_line and "Traceback" not in err
 
 
 def test_check_missing_video(toy_checkpoint, tmp_path, capsys):
-    assert run_check(toy_checkpoint, tmp_path / "nope.mp4", "--cut", "video->last", "--layers", "1") == 2
+    assert run_cli_check(toy_checkpoint, tmp_path / "nope.mp4", "--cut", "video->last", "--layers", "1") == 2
     assert "nope.mp4" in capsys.readouterr().err
 
 

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import OPTIONS, QUESTION, random_frames
+from conftest import OPTIONS, QUESTION, random_frames, run_cli_check
 from flowkit import KnockoutError, KnockoutSpec, ModelLoadError, load_videollm
 from flowkit.knockout_check import check
 from flowkit.models import checkpoint_config, config_num_layers
@@ -147,27 +147,6 @@ def clip(tmp_path_factory):
     return path
 
 
-def run_check(checkpoint, clip, *extra, options=("left", "right", "up", "down")):
-    from flowkit.cli import main
-
-    return main(
-        [
-            "check",
-            "--model",
-            str(checkpoint),
-            "--quant",
-            "fp32",
-            "--video",
-            str(clip),
-            "--question",
-            QUESTION,
-            "--options",
-            *options,
-            *extra,
-        ]
-    )
-
-
 @pytest.fixture
 def no_weights(monkeypatch):
     """Fail the test if the command loads model weights (every check below must come first)."""
@@ -219,18 +198,18 @@ def no_weights(monkeypatch):
 def test_check_refuses_bad_arguments_before_the_model_loads(
     toy_checkpoint, clip, capsys, no_weights, extra, options, wanted
 ):
-    assert run_check(toy_checkpoint, clip, *extra, options=options) == 2
+    assert run_cli_check(toy_checkpoint, clip, *extra, options=options) == 2
     err = capsys.readouterr().err
     assert err.startswith(wanted) and err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_check_with_a_missing_model_fails_before_reading_the_video(tmp_path, capsys, no_weights):
-    assert run_check(tmp_path / "missing", tmp_path / "missing.mp4", "--cut", "video->last", "--layers", "1") == 2
+    assert run_cli_check(tmp_path / "missing", tmp_path / "missing.mp4", "--cut", "video->last", "--layers", "1") == 2
     assert capsys.readouterr().err.startswith(f"error: the folder {tmp_path / 'missing'} does not exist")
 
 
 def test_check_with_a_missing_clip_says_the_file_does_not_exist(toy_checkpoint, tmp_path, capsys, no_weights):
-    assert run_check(toy_checkpoint, tmp_path / "holiday.mp4", "--cut", "video->last", "--layers", "1") == 2
+    assert run_cli_check(toy_checkpoint, tmp_path / "holiday.mp4", "--cut", "video->last", "--layers", "1") == 2
     err = capsys.readouterr().err
     assert err == (
         f"error: video file not found: {tmp_path / 'holiday.mp4'} does not exist; check the file name and folder\n"
