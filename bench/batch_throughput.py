@@ -45,7 +45,7 @@ GPU_LOGS = ROOT / "data" / "models" / "flowkit-smol-video" / "ab-gpu"
 
 
 def processor_for(frame_size: int):
-    from flowkit.checkpoints import CHATML_VIDEO_TEMPLATE, llava_next_video_processor
+    from flowkit.model.checkpoints import CHATML_VIDEO_TEMPLATE, llava_next_video_processor
     from flowkit.smol_video.assembly import PATCH_SIZE
     from flowkit.smol_video.smollm2 import video_tokenizer
 

@@ -10,7 +10,8 @@ import torch
 
 def smol_video_model(quant: str = "nf4", **load_options):
     """The shipped model if it is available, else the same architecture with an untrained vision side."""
-    from flowkit import load_videollm, named_models
+    from flowkit import load_videollm
+    from flowkit.model import named_models
     from flowkit.errors import ModelLoadError
     from flowkit.smol_video import NAME, assemble
     from flowkit.smol_video.smollm2 import cache_dir

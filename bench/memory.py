@@ -20,7 +20,7 @@ FRAMES, PER_FRAME, PREFIX, TEXT = 8, 144, 35, 88  # 35 + 1152 + 88 + 1 = 1276 to
 
 
 def spans():
-    from flowkit.spans import Spans
+    from flowkit.prompts.spans import Spans
 
     start = PREFIX
     frames = tuple((start + i * PER_FRAME, start + (i + 1) * PER_FRAME) for i in range(FRAMES))
@@ -55,9 +55,9 @@ def run(mode: str) -> dict:
 
     import torch
 
-    from flowkit.attention import apply_block_masks
-    from flowkit.masks import count_edges
-    from flowkit.pathways import paper_windows, pathway_masks, pathway_spec
+    from flowkit.intervention.attention import apply_block_masks
+    from flowkit.intervention.masks import count_edges
+    from flowkit.analysis.pathways import paper_windows, pathway_masks, pathway_spec
 
     lm, sp = model(), spans()
     embeds = torch.randn(1, sp.seq_len, HIDDEN)
@@ -104,7 +104,7 @@ def mask_bytes() -> dict:
     """Bytes of the effective-pathway masks at the geometry above, without running the model:
     flowkit's boolean ``(N, N)`` masks (one tensor per distinct layer mask) vs per-head float32
     additive masks for every layer (``(1, H, N, N)`` each, as the paper's code builds them)."""
-    from flowkit.pathways import paper_windows, pathway_masks
+    from flowkit.analysis.pathways import paper_windows, pathway_masks
 
     sp = spans()
     masks = pathway_masks(paper_windows(NUM_LAYERS), sp, NUM_LAYERS)

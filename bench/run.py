@@ -7,7 +7,7 @@ Prints, each beside its target:
 
 - the sweep (5 edge groups x every window centre): speed-up over one full forward per
   spec, session time / the plan's FLOP bound, max |Δp| session vs naive (``bench/sweep.py``);
-- clicks in the knockout grid's view-model (:class:`flowkit.view_models.AnswerExplorer`) as
+- clicks in the knockout grid's view-model (:class:`flowkit.views.view_models.AnswerExplorer`) as
   a fraction of one full forward on the same prompt: warm (clean run cached; a drag along one column, each
   click adding one cell, and independent windows) and cold (clean run + first click);
 - the fidelity run on a subset (``run_fidelity(per_task=2, sweep_per_task=1,
@@ -33,10 +33,10 @@ from memory import mask_bytes  # noqa: E402
 from sweep import BENCH_SEED, measure_sweep  # noqa: E402
 
 from flowkit.data import TASKS, generate  # noqa: E402
-from flowkit.view_models import AnswerExplorer  # noqa: E402
-from flowkit.edge_groups import PAPER_EDGE_GROUPS  # noqa: E402
-from flowkit.spec import KnockoutSpec, LayerSet, LayerWindow  # noqa: E402
-from flowkit.sweep import window_specs  # noqa: E402
+from flowkit.views.view_models import AnswerExplorer  # noqa: E402
+from flowkit.intervention.edge_groups import PAPER_EDGE_GROUPS  # noqa: E402
+from flowkit.intervention.spec import KnockoutSpec, LayerSet, LayerWindow  # noqa: E402
+from flowkit.analysis.sweep import window_specs  # noqa: E402
 
 #: issue 16's targets
 TARGETS = {

@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Timer, max_prob_diff, setup_torch, smol_video_model  # noqa: E402
 
 from flowkit.data import TASKS, generate  # noqa: E402
-from flowkit.session import Session  # noqa: E402
-from flowkit.edge_groups import PAPER_EDGE_GROUPS  # noqa: E402
-from flowkit.spec import KnockoutSpec, LayerWindow  # noqa: E402
-from flowkit.sweep import window_specs  # noqa: E402
+from flowkit.intervention.session import Session  # noqa: E402
+from flowkit.intervention.edge_groups import PAPER_EDGE_GROUPS  # noqa: E402
+from flowkit.intervention.spec import KnockoutSpec, LayerWindow  # noqa: E402
+from flowkit.analysis.sweep import window_specs  # noqa: E402
 
 BENCH_SEED = 90_001  # not the evaluation split's seed
 
@@ -141,7 +141,7 @@ def measure_sweep(vllm, prepared, specs) -> dict:
 
 def fast_path(args, prepared, specs, portable_logits, portable_seconds) -> None:
     """The same session workload with bitsandbytes' AVX512-BF16 kernel, where this CPU has it."""
-    from flowkit.nf4_cpu import cpu_has_avx512_bf16
+    from flowkit.model.nf4_cpu import cpu_has_avx512_bf16
 
     if args.quant != "nf4":
         return

@@ -7,17 +7,17 @@ The main entry points:
 
 - :func:`load_videollm` — load a VideoLLM (NF4 by default) as a :class:`VideoLLM`;
 - :class:`KnockoutSpec`, :class:`LayerWindow`, :func:`knockout` — which edges to cut, where;
-- :mod:`flowkit.readout` and :mod:`flowkit.lens` — read answers and hidden states.
+- :mod:`flowkit.prompts.readout` and :mod:`flowkit.analysis.lens` — read answers and hidden states.
 """
 
 from flowkit.errors import FlowkitError, KnockoutError, ModelLoadError, UnsupportedModelError, VideoError
-from flowkit.edge_groups import PAPER_EDGE_GROUPS
-from flowkit.spec import Cut, KnockoutSpec, LayerSet, LayerWindow, parse_layers
-from flowkit.masks import block_masks, count_edges
-from flowkit.attention import knockout
-from flowkit.models import VideoLLM, load_videollm
-from flowkit.readout import AnswerDistribution, accuracy, answer_distribution, percent_change
-from flowkit.spans import Spans
+from flowkit.intervention.edge_groups import PAPER_EDGE_GROUPS
+from flowkit.intervention.spec import Cut, KnockoutSpec, LayerSet, LayerWindow, parse_layers
+from flowkit.intervention.masks import block_masks, count_edges
+from flowkit.intervention.attention import knockout
+from flowkit.model.videollm import VideoLLM, load_videollm
+from flowkit.prompts.readout import AnswerDistribution, accuracy, answer_distribution, percent_change
+from flowkit.prompts.spans import Spans
 from flowkit.knockout_check import CheckResult, check
 
 __version__ = "0.1.0"

@@ -11,7 +11,7 @@ prints the answer distribution before and after the knockout.
         --executor local-ray:2 --out table.csv.gz
 
 knocks out each edge group in each 9-layer window on each question (here or on a Ray
-cluster, see :mod:`flowkit.distributed`) and writes the tidy table. ``python -m flowkit questions``
+cluster, see :mod:`flowkit.analysis.distributed`) and writes the tidy table. ``python -m flowkit questions``
 forwards to the data command line (``python -m flowkit.data``).
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from flowkit.atomic_files import atomic_path
 from flowkit.errors import FlowkitError
-from flowkit.named_models import KIT_MODEL
+from flowkit.model.named_models import KIT_MODEL
 
 DEFAULT_MODEL = KIT_MODEL
 
@@ -71,7 +71,7 @@ def _check_token_groups(spec, num_options: int, has_answer: bool) -> None:
     """
     from flowkit.data.sample import OPTION_LETTERS
     from flowkit.errors import KnockoutError
-    from flowkit.spans import TOKEN_GROUPS
+    from flowkit.prompts.spans import TOKEN_GROUPS
 
     for cut in spec.cuts:
         if cut.edges == "cross_frame":
@@ -101,7 +101,7 @@ def _checked_arguments(args):
     answer letter, and, from the checkpoint's config alone, the layer range."""
     from flowkit.data.sample import OPTION_LETTERS
     from flowkit.knockout_check import check_spec
-    from flowkit.models import checkpoint_config, config_num_layers
+    from flowkit.model.videollm import checkpoint_config, config_num_layers
 
     if not args.cut:
         raise FlowkitError("say what to cut with --cut, e.g. --cut 'video->question' --layers 5-14")
@@ -136,7 +136,7 @@ def _checked_arguments(args):
 def run_check(args) -> int:
     from flowkit.data import read_video
     from flowkit.knockout_check import check
-    from flowkit.models import load_videollm
+    from flowkit.model.videollm import load_videollm
 
     _checked_arguments(args)  # everything that can fail fails before the (slow) weights load
     frames = read_video(args.video, num_frames=args.frames)
@@ -252,11 +252,11 @@ def _sweep_samples(args) -> list:
 
 
 def run_sweep_command(args) -> int:
-    from flowkit.sweep import make_executor
-    from flowkit.sweep_work import LocalExecutor, ModelSource
-    from flowkit.edge_groups import PAPER_EDGE_GROUPS
-    from flowkit.spec import parse_layers
-    from flowkit.sweep import sweep
+    from flowkit.analysis.sweep import make_executor
+    from flowkit.analysis.sweep_work import LocalExecutor, ModelSource
+    from flowkit.intervention.edge_groups import PAPER_EDGE_GROUPS
+    from flowkit.intervention.spec import parse_layers
+    from flowkit.analysis.sweep import sweep
 
     out = _check_out_path(args.out)
     centers = list(parse_layers(args.centers).layers) if args.centers else None

@@ -13,8 +13,8 @@ import pandas as pd
 
 from flowkit.errors import FlowkitError
 from flowkit.formatting import format_pct_change, format_table
-from flowkit.spec import Cut, KnockoutSpec, LayerWindow, parse_layers
-from flowkit.readout import AnswerDistribution, percent_change
+from flowkit.intervention.spec import Cut, KnockoutSpec, LayerWindow, parse_layers
+from flowkit.prompts.readout import AnswerDistribution, percent_change
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,8 @@ class CheckResult:
         return ""
 
     def chart(self, scale: str = "options"):
-        """Bars of p(option) before and after (see :func:`flowkit.plots.answer_bars`)."""
-        from flowkit.plots import answer_bars
+        """Bars of p(option) before and after (see :func:`flowkit.views.plots.answer_bars`)."""
+        from flowkit.views.plots import answer_bars
 
         return answer_bars(self.before, self.after, scale=scale, options=list(self.options))
 
@@ -113,7 +113,7 @@ def check(
 
     ``prompt`` is a question set :class:`~flowkit.data.Sample` or a prepared prompt
     (``vllm.prepare(frames, question, options)``; then pass ``options`` to label them).
-    Both answers come from the prompt's :class:`~flowkit.session.Session` (one clean run, one replay).
+    Both answers come from the prompt's :class:`~flowkit.intervention.session.Session` (one clean run, one replay).
     """
     spec = check_spec(cut, layers, window, size)
     spec.layers_touched(vllm.num_layers)  # a clear error for layers past the model's depth

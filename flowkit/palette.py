@@ -1,6 +1,6 @@
 """The Okabe-Ito palette (Okabe & Ito 2008): colours that stay distinguishable for the
-common kinds of colour blindness. Figures (:mod:`flowkit.plots`), widgets and the edge-group
-registry (:mod:`flowkit.edge_groups`) take their colours from here."""
+common kinds of colour blindness. Figures (:mod:`flowkit.views.plots`), widgets and the edge-group
+registry (:mod:`flowkit.intervention.edge_groups`) take their colours from here."""
 
 from __future__ import annotations
 

@@ -244,8 +244,8 @@ def click_when_ready(wait, locator, what: str) -> None:
 
 def _pick_window(vllm, prepared, columns, size: int = 9):
     """The (centre layer, column) whose shift-click window moves the shown answer most, and by how much."""
-    from flowkit.session import Session
-    from flowkit.view_models import cells_to_spec, window_cells
+    from flowkit.intervention.session import Session
+    from flowkit.views.view_models import cells_to_spec, window_cells
 
     session = Session(vllm, prepared)
     clean = session.clean_answer
@@ -279,7 +279,7 @@ def test_chapter_01_grid_shows_the_answer_flowkit_computes(tmp_path):
     from selenium.webdriver.support import expected_conditions as EC
 
     from flowkit.course import chapters
-    from flowkit.view_models import cells_to_spec, grid_columns, window_cells
+    from flowkit.views.view_models import cells_to_spec, grid_columns, window_cells
 
     root = tmp_path / "notebooks"
     root.mkdir()

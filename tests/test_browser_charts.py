@@ -1,7 +1,7 @@
 """End to end: an offline interactive chart (widgets.interactive) in real JupyterLab.
 
 The test writes a one-cell notebook into a temporary folder that draws three tasks' lines with
-:func:`flowkit.plots.highlight_on_click` through :func:`widgets.interactive`,
+:func:`flowkit.views.plots.highlight_on_click` through :func:`widgets.interactive`,
 runs it in JupyterLab (started as in ``tests/test_browser.py``) with headless Chromium that
 cannot resolve any host but 127.0.0.1 and a kernel whose HTTP proxy goes nowhere, clicks one
 task's legend entry, and checks that the other tasks' lines fade in the page and that the kernel
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from flowkit.plots import DIMMED_OPACITY
+from flowkit.views.plots import DIMMED_OPACITY
 
 try:  # pytest puts tests/ on sys.path (rootdir-relative "tests." when run as a package)
     import test_browser as browser
@@ -44,7 +44,7 @@ import pandas as pd
 from IPython.display import display
 
 from widgets import interactive
-from flowkit.plots import highlight_on_click
+from flowkit.views.plots import highlight_on_click
 
 tasks = {list(TASKS)!r}
 color = alt.Color("task:N", sort=tasks, scale=alt.Scale(domain=tasks, range={list(COLORS)!r}))

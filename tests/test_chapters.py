@@ -145,7 +145,7 @@ def test_fidelity_writes_the_report_and_every_table(fidelity_run):
     assert len(stored["samples"]) == 6 and stored["random_seeds"] == [0, 1]
     for key in ("F1", "F2", "F3", "F4", "accuracy", "control_accuracy", "learned"):
         assert key in stored
-    from flowkit.learned import RULE, learned_tasks
+    from flowkit.analysis.learned import RULE, learned_tasks
 
     # the learned tasks follow the one rule, from this run's accuracy and control accuracy
     assert stored["learned"]["rule"] == RULE
@@ -293,8 +293,8 @@ def test_check_bad_input(toy_fp32, prepared_fp32, kwargs, message):
 # ---------------------------------------------------------------- pathways, sliders
 def test_pathway_summary_counts_exactly(toy_fp32):
     from flowkit.data import generate
-    from flowkit.experiments import pathway_summary
-    from flowkit.pathways import PathwayWindows, pathway_spec
+    from flowkit.analysis.experiments import pathway_summary
+    from flowkit.analysis.pathways import PathwayWindows, pathway_spec
 
     samples = generate("scene_transition", 2, seed=5, num_frames=8, size=32)
     windows = PathwayWindows((0, 1), (1, 2), (2, 3), 2, 3)
@@ -310,7 +310,7 @@ def test_pathway_summary_counts_exactly(toy_fp32):
 
 def test_pathway_sliders_hold_windows_and_measure(toy_fp32):
     from flowkit.data import generate
-    from flowkit.pathways import PathwayWindows
+    from flowkit.analysis.pathways import PathwayWindows
     from widgets import PathwaySliders
 
     windows = PathwayWindows((0, 1), (1, 2), (2, 3), 2, 3)
@@ -327,8 +327,8 @@ def test_pathway_sliders_hold_windows_and_measure(toy_fp32):
 # --------------------------------------------------------------- charts and clips
 def test_attention_edges_chart_marks_cut_kept_and_future():
     from flowkit.course.exercises import _spans_cases
-    from flowkit.masks import edge_block_mask
-    from flowkit.plots import attention_edges
+    from flowkit.intervention.masks import edge_block_mask
+    from flowkit.views.plots import attention_edges
 
     spans = _spans_cases()[0]
     chart = attention_edges(edge_block_mask("cross_frame", spans), spans).to_dict()
@@ -344,7 +344,7 @@ def test_attention_edges_chart_marks_cut_kept_and_future():
 def test_offline_charts_render_png_without_network():
     import altair as alt
 
-    from flowkit.plots import enable_offline_charts
+    from flowkit.views.plots import enable_offline_charts
 
     previous = alt.renderers.active
     try:

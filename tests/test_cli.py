@@ -28,7 +28,7 @@ def test_check_prints_before_and_after(toy_checkpoint, toy_fp32, clip, capsys):
     assert "knockout: question->last (layers 1-2)" in out
     # the printed numbers are what the library computes, through the kit's one formatter
     from flowkit.formatting import format_pct_change, format_prob
-    from flowkit.readout import percent_change
+    from flowkit.prompts.readout import percent_change
 
     prepared = toy_fp32.prepare(
         read_video(clip, num_frames=8), "Which way does the red square move?", ["left", "right", "up", "down"]

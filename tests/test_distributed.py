@@ -20,10 +20,10 @@ import time
 import pandas as pd
 import pytest
 
-from flowkit.distributed import RayExecutor, parse_address
-from flowkit.spec import KnockoutSpec
-from flowkit.sweep import make_executor, sweep, window_specs
-from flowkit.sweep_work import ExecutorAddressError, ExecutorError, LocalExecutor, ModelSource
+from flowkit.analysis.distributed import RayExecutor, parse_address
+from flowkit.intervention.spec import KnockoutSpec
+from flowkit.analysis.sweep import make_executor, sweep, window_specs
+from flowkit.analysis.sweep_work import ExecutorAddressError, ExecutorError, LocalExecutor, ModelSource
 
 EDGE_GROUPS = ["cross_frame", "question->last"]
 SIZE = 3  # windows of 3 layers on the 4-layer toy model: 2 edge groups x 4 centres = 8 specs per question
@@ -49,7 +49,7 @@ def ray_cluster():
     """A two-slot Ray cluster in this process (loopback only), shut down after the module."""
     import ray
 
-    from flowkit.distributed import start_local_ray
+    from flowkit.analysis.distributed import start_local_ray
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     start_local_ray(num_cpus=2, object_store_mb=80)
@@ -109,8 +109,8 @@ def test_local_is_the_default_and_needs_no_ray(toy_fp32, samples, local_table):
         pd.testing.assert_frame_equal(again, local_table.iloc[: len(again)], check_exact=True)
     else:  # Ray was imported by an earlier test: check in a fresh interpreter
         code = (
-            "import sys, flowkit.sweep, flowkit.cli, flowkit.distributed; "
-            "flowkit.sweep.make_executor('local'); print('ray' in sys.modules)"
+            "import sys, flowkit.analysis.sweep, flowkit.cli, flowkit.analysis.distributed; "
+            "flowkit.analysis.sweep.make_executor('local'); print('ray' in sys.modules)"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
         assert out.stdout.strip() == "False"
@@ -178,7 +178,7 @@ def test_cli_out_path_is_checked_first(tmp_path, capsys):
 
 
 def test_fault_hook_exits_once(tmp_path, monkeypatch):
-    import flowkit.distributed as distributed
+    import flowkit.analysis.distributed as distributed
 
     class Exited(Exception):
         pass

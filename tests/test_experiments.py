@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from flowkit import experiments
-from flowkit.masks import block_masks
-from flowkit.pathways import PathwayWindows, layer_matched_random_block_masks, paper_windows, pathway_spec
+from flowkit.analysis import experiments
+from flowkit.intervention.masks import block_masks
+from flowkit.analysis.pathways import PathwayWindows, layer_matched_random_block_masks, paper_windows, pathway_spec
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from flowkit.families import (
     Qwen3VLAdapter,
     VideoLlama3Adapter,
 )
-from flowkit.masks import edge_block_mask
+from flowkit.intervention.masks import edge_block_mask
 from flowkit.testing.tiny_models import TOY_BUILDERS
 
 from conftest import OPTIONS, QUESTION, random_frames
@@ -305,7 +305,7 @@ def test_decoder_and_attention_base_are_the_declared_ones(models, family):
     import operator
     import sys
 
-    from flowkit.attention import _base_attention
+    from flowkit.intervention.attention import _base_attention
     from flowkit.families import language_model_of
 
     vllm = models(family)

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from flowkit import KnockoutError, KnockoutSpec, LayerSet, LayerWindow, block_masks, count_edges, parse_layers
-from flowkit.spec import Cut
-from flowkit.masks import edge_block_mask
-from flowkit.edge_groups import normalize_edges
-from flowkit.spans import Spans
+from flowkit.intervention.spec import Cut
+from flowkit.intervention.masks import edge_block_mask
+from flowkit.intervention.edge_groups import normalize_edges
+from flowkit.prompts.spans import Spans
 
 # prefix 0-2, four frames of 3 tokens (3..14), question 15..17, newline 18, options 19-20, 21-22, 23-24, tail 25-27, last 28
 # (the paper's question span: 15..24, question sentence through the last option; the tail is template text)
@@ -161,8 +161,10 @@ def test_true_option_needs_answer():
 
 
 def test_a_token_group_and_an_edge_group_are_each_one_registry_entry(monkeypatch):
-    from flowkit import edge_groups, plots, spans as spans_module
-    from flowkit.view_models import grid_columns
+    from flowkit.intervention import edge_groups
+    from flowkit.views import plots
+    from flowkit.prompts import spans as spans_module
+    from flowkit.views.view_models import grid_columns
 
     assert edge_groups.PAPER_EDGE_GROUPS == (
         "cross_frame",

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flowkit.learned import ABOVE_CHANCE, ABOVE_CONTROL, chance, learned_table, learned_tasks
-from flowkit.stats import bootstrap_ci, mean_with_ci
+from flowkit.analysis.learned import ABOVE_CHANCE, ABOVE_CONTROL, chance, learned_table, learned_tasks
+from flowkit.analysis.stats import bootstrap_ci, mean_with_ci
 
 
 def test_chance_is_one_over_the_options_of_each_bench_task():
@@ -57,7 +57,7 @@ def test_bootstrap_interval_brackets_the_mean_narrows_with_more_questions_and_re
 
 
 def test_accuracy_by_is_the_share_correct_per_group():
-    from flowkit.stats import accuracy_by
+    from flowkit.analysis.stats import accuracy_by
 
     table = pd.DataFrame({"task": ["a", "a", "b", "b", "b"], "correct": [True, False, True, True, False]})
     assert accuracy_by(table) == {"a": 0.5, "b": 2 / 3}

@@ -19,7 +19,7 @@ import pytest
 from conftest import OPTIONS, QUESTION, random_frames, run_cli_check
 from flowkit import KnockoutError, KnockoutSpec, ModelLoadError, load_videollm
 from flowkit.knockout_check import check
-from flowkit.models import checkpoint_config, config_num_layers
+from flowkit.model.videollm import checkpoint_config, config_num_layers
 
 # ------------------------------------------------------------------------------ the model path
 
@@ -150,7 +150,7 @@ def clip(tmp_path_factory):
 @pytest.fixture
 def no_weights(monkeypatch):
     """Fail the test if the command loads model weights (every check below must come first)."""
-    monkeypatch.setattr("flowkit.models.load_videollm", lambda *a, **k: pytest.fail("the model loaded first"))
+    monkeypatch.setattr("flowkit.model.videollm.load_videollm", lambda *a, **k: pytest.fail("the model loaded first"))
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from flowkit import (
     load_videollm,
 )
 from flowkit.families.llava_next_video import LlavaNextVideoAdapter
-from flowkit.masks import edge_block_mask
+from flowkit.intervention.masks import edge_block_mask
 
 from conftest import OPTIONS, QUESTION, random_frames
 
@@ -296,7 +296,7 @@ def test_answer_distribution_and_metric(toy_fp32, prepared_fp32):
 
 
 def test_logit_lens_on_last_layer_reproduces_logits(toy_fp32, prepared_fp32):
-    from flowkit.lens import embedding_lens, logit_lens, residual_stream
+    from flowkit.analysis.lens import embedding_lens, logit_lens, residual_stream
 
     stream = residual_stream(toy_fp32, prepared_fp32)
     assert stream.shape == (toy_fp32.num_layers + 1, prepared_fp32.seq_len, 64)
@@ -310,7 +310,7 @@ def test_logit_lens_on_last_layer_reproduces_logits(toy_fp32, prepared_fp32):
 
 
 def test_residual_stream_under_knockout_changes_only_window_and_later(toy_fp32, prepared_fp32):
-    from flowkit.lens import residual_stream
+    from flowkit.analysis.lens import residual_stream
 
     spec = KnockoutSpec.single("question->last", LayerSet((2,)))
     clean, cut = residual_stream(toy_fp32, prepared_fp32), residual_stream(toy_fp32, prepared_fp32, spec)

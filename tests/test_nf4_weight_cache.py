@@ -7,8 +7,8 @@ import torch
 
 from flowkit import KnockoutSpec, LayerWindow
 from flowkit.data import generate
-from flowkit.session import Session
-from flowkit.nf4_cpu import cache_dequantized_weights, drop_dequantized_weights, four_bit_layers
+from flowkit.intervention.session import Session
+from flowkit.model.nf4_cpu import cache_dequantized_weights, drop_dequantized_weights, four_bit_layers
 
 
 def _max_dp(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -65,7 +65,7 @@ def test_the_cache_is_skipped_when_it_would_not_fit(toy_checkpoint):
 
 
 def test_the_transposed_product_is_linear_for_any_rows_and_bias():
-    from flowkit.nf4_cpu import _matmul_transposed
+    from flowkit.model.nf4_cpu import _matmul_transposed
 
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(48, 40, generator=generator)

@@ -16,7 +16,7 @@ import torch
 
 from flowkit import KnockoutSpec, LayerWindow, ModelLoadError, load_videollm
 from flowkit.errors import QuestionError
-from flowkit.nf4_cpu import cpu_has_avx512_bf16, fast_path_layers, four_bit_layers
+from flowkit.model.nf4_cpu import cpu_has_avx512_bf16, fast_path_layers, four_bit_layers
 
 from conftest import OPTIONS, QUESTION, random_frames
 
@@ -48,7 +48,7 @@ def test_the_fast_kernel_is_an_explicit_opt_in(toy_checkpoint, toy_nf4, monkeypa
     if not cpu_has_avx512_bf16():
         with pytest.raises(ModelLoadError, match="needs a CPU with AVX512-BF16"):
             load_videollm(toy_checkpoint, quant="nf4", nf4_cpu_kernel="avx512_bf16")
-        monkeypatch.setattr("flowkit.nf4_cpu.cpu_has_avx512_bf16", lambda: True)
+        monkeypatch.setattr("flowkit.model.nf4_cpu.cpu_has_avx512_bf16", lambda: True)
     fast = load_videollm(toy_checkpoint, quant="nf4", nf4_cpu_kernel="avx512_bf16")
     assert fast_path_layers(fast.model) == [name for name, _ in four_bit_layers(fast.model)]
     assert fast.numeric_path == "nf4/avx512-bf16/cpu" and fast.fingerprint != toy_nf4.fingerprint
@@ -77,7 +77,7 @@ def test_fingerprint_does_not_change_after_forwards(toy_checkpoint):
 
 
 def test_bitsandbytes_optional_kernel_notice_is_silenced_but_real_warnings_are_not(caplog):
-    from flowkit.nf4_cpu import import_bitsandbytes
+    from flowkit.model.nf4_cpu import import_bitsandbytes
 
     import_bitsandbytes()
     logger = logging.getLogger("bitsandbytes.backends.cpu.ops")

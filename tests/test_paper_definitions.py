@@ -50,10 +50,10 @@ import pytest
 import torch
 
 from flowkit import KnockoutError
-from flowkit.result_cache import DEFINITIONS_KEY, ResultCache, _checksum
-from flowkit.edge_groups import DEFINITIONS_VERSION
-from flowkit.masks import block_masks, count_edges, edge_block_mask
-from flowkit.pathways import (
+from flowkit.analysis.result_cache import DEFINITIONS_KEY, ResultCache, _checksum
+from flowkit.intervention.edge_groups import DEFINITIONS_VERSION
+from flowkit.intervention.masks import block_masks, count_edges, edge_block_mask
+from flowkit.analysis.pathways import (
     PAPER_PATHWAY_PRESETS,
     PathwayWindows,
     paper_pathway_preset,
@@ -65,7 +65,7 @@ from flowkit.pathways import (
     pathway_suppressed_fraction,
     scale_windows,
 )
-from flowkit.spans import Spans
+from flowkit.prompts.spans import Spans
 
 N = 1260
 VIDEO_START, FRAMES, PER_FRAME = 48, 8, 144

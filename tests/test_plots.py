@@ -1,12 +1,12 @@
-"""flowkit.plots: the chart specs (``chart.to_dict()``), not pixels."""
+"""flowkit.views.plots: the chart specs (``chart.to_dict()``), not pixels."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from flowkit import plots
-from flowkit.readout import AnswerDistribution
+from flowkit.views import plots
+from flowkit.prompts.readout import AnswerDistribution
 
 EDGE_GROUPS = ["cross_frame", "video->question", "question->last"]
 
@@ -152,8 +152,8 @@ def test_save_png_writes_a_png(tmp_path):
 def test_curves_with_band_and_question_strip_show_intervals_and_the_chosen_question():
     import pandas as pd
 
-    from flowkit.experiments import curves_with_ci, question_troughs
-    from flowkit.plots import curves_with_band, question_strip
+    from flowkit.analysis.experiments import curves_with_ci, question_troughs
+    from flowkit.views.plots import curves_with_band, question_strip
 
     rows = []
     for q in range(6):

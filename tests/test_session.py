@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from flowkit import KnockoutSpec, LayerSet, LayerWindow
-from flowkit.result_cache import CorruptCacheWarning, ResultCache
-from flowkit.session import Session
-from flowkit.spec import Cut
-from flowkit.sweep import COLUMNS, summarize, sweep
+from flowkit.analysis.result_cache import CorruptCacheWarning, ResultCache
+from flowkit.intervention.session import Session
+from flowkit.intervention.spec import Cut
+from flowkit.analysis.sweep import COLUMNS, summarize, sweep
 
 from conftest import OPTIONS, QUESTION, random_frames
 
@@ -130,17 +130,17 @@ def test_sweep_table_matches_naive(toy_fp32, samples):
 
 
 def test_sweep_cache_is_used_and_corruption_is_recomputed(toy_fp32, samples, tmp_path, monkeypatch):
-    import flowkit.session
+    import flowkit.intervention.session
 
     first = sweep(toy_fp32, samples[:1], edge_groups=["last->last"], size=3, cache=tmp_path, progress=False)
     files = list(tmp_path.rglob("*.json"))
     assert len(files) == 1
 
-    class Forbidden(flowkit.session.Session):
+    class Forbidden(flowkit.intervention.session.Session):
         def __init__(self, *a, **k):
             raise AssertionError("everything should come from the cache")
 
-    monkeypatch.setattr(flowkit.session, "Session", Forbidden)
+    monkeypatch.setattr(flowkit.intervention.session, "Session", Forbidden)
     again = sweep(toy_fp32, samples[:1], edge_groups=["last->last"], size=3, cache=tmp_path, progress=False)
     assert again.equals(first)
     monkeypatch.undo()

@@ -1,7 +1,7 @@
 """The session replays every supported family exactly, the paper's PLLaVA route included.
 
 For each family's tiny same-class model: the adapter declares ``supports_replay``,
-an :class:`~flowkit.session.Session` really replays (no fallback), and its answers under
+an :class:`~flowkit.intervention.session.Session` really replays (no fallback), and its answers under
 specs and under raw masks (pathway-like and the paper's random control) equal a full
 forward under the same masks to <= 1e-5 in p. Where a replay would be wrong if done
 naively, a test shows why: Qwen3-VL's deepstack features must be re-added after the same
@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from flowkit import KnockoutSpec, LayerSet, LayerWindow, load_videollm
-from flowkit.session import Session
-from flowkit.spec import Cut
-from flowkit.attention import apply_block_masks
-from flowkit.masks import block_masks
-from flowkit.pathways import paper_random_block_masks
+from flowkit.intervention.session import Session
+from flowkit.intervention.spec import Cut
+from flowkit.intervention.attention import apply_block_masks
+from flowkit.intervention.masks import block_masks
+from flowkit.analysis.pathways import paper_random_block_masks
 from flowkit.testing.tiny_models import TOY_BUILDERS
 
 from conftest import OPTIONS, QUESTION, random_frames

@@ -1,7 +1,7 @@
 """Any mask through the session: pathway masks, random controls and accuracy equal full forwards.
 
 :meth:`Session.last_logits` evaluates raw per-layer block masks with one clean run
-and batched replays; :func:`flowkit.experiments.effective_pathways` uses it. Both must equal
+and batched replays; :func:`flowkit.analysis.experiments.effective_pathways` uses it. Both must equal
 one full forward per mask to <= 1e-5 in p (fp32 and nf4), and the pathways table must keep
 its schema and values. The interactive view's resumed replays are exact too.
 """
@@ -11,13 +11,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowkit import KnockoutSpec, LayerSet, LayerWindow, experiments
-from flowkit.session import Session
+from flowkit import KnockoutSpec, LayerSet, LayerWindow
+from flowkit.analysis import experiments
+from flowkit.intervention.session import Session
 from flowkit.errors import KnockoutError
-from flowkit.view_models import AnswerExplorer
-from flowkit.attention import apply_block_masks
-from flowkit.masks import block_masks
-from flowkit.pathways import PathwayWindows, layer_matched_random_block_masks, paper_random_block_masks, pathway_masks
+from flowkit.views.view_models import AnswerExplorer
+from flowkit.intervention.attention import apply_block_masks
+from flowkit.intervention.masks import block_masks
+from flowkit.analysis.pathways import (
+    PathwayWindows,
+    layer_matched_random_block_masks,
+    paper_random_block_masks,
+    pathway_masks,
+)
 
 from conftest import OPTIONS, QUESTION, random_frames
 

@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 #: the shipped model's and control's fingerprints: content of the files they are assembled from,
-#: NF4 settings and the portable numeric path — the same on every machine (see flowkit.fingerprint)
+#: NF4 settings and the portable numeric path — the same on every machine (see flowkit.model.fingerprint)
 SHIPPED_FINGERPRINT = "b17bbc67e7e98d20"
 CONTROL_FINGERPRINT = "6e4d2432f10eff89"
 
@@ -37,7 +37,7 @@ def test_loads_in_nf4_as_a_llava_next_video_model(shipped):
 
 def test_fingerprint_is_the_committed_one_and_the_numeric_path_portable(shipped):
     from flowkit.course import chapters
-    from flowkit.nf4_cpu import fast_path_layers
+    from flowkit.model.nf4_cpu import fast_path_layers
 
     assert shipped.fingerprint == SHIPPED_FINGERPRINT
     assert chapters.model(chapters.CONTROL).fingerprint == CONTROL_FINGERPRINT
@@ -51,8 +51,8 @@ def test_session_replay_is_exact_on_the_default_nf4_path(shipped):
 
     from flowkit import KnockoutSpec, LayerWindow
     from flowkit.data import shipped_questions
-    from flowkit.session import Session
-    from flowkit.nf4_cpu import fast_path_layers
+    from flowkit.intervention.session import Session
+    from flowkit.model.nf4_cpu import fast_path_layers
 
     sample = next(s for s in shipped_questions() if s.task == "action_antonym")
     prepared = shipped.prepare_sample(sample)

@@ -53,7 +53,7 @@ def processor(toy_checkpoint):
 @pytest.fixture(scope="module")
 def processor64():
     """A v3 candidate: 64x64 input, 8x8 patches, stride-2 pooling (16 video tokens per frame)."""
-    from flowkit.checkpoints import CHATML_VIDEO_TEMPLATE, llava_next_video_processor
+    from flowkit.model.checkpoints import CHATML_VIDEO_TEMPLATE, llava_next_video_processor
     from flowkit.smol_video.smollm2 import video_tokenizer
 
     return llava_next_video_processor(video_tokenizer(), 64, 8, CHATML_VIDEO_TEMPLATE)

@@ -17,8 +17,8 @@ from PIL import Image
 
 from flowkit import KnockoutError, KnockoutSpec, LayerSet, LayerWindow, block_masks
 from flowkit.data import Sample
-from flowkit.thumbnails import frame_thumbnails
-from flowkit.view_models import (
+from flowkit.views.thumbnails import frame_thumbnails
+from flowkit.views.view_models import (
     AnswerExplorer,
     answer_view,
     cells_to_spec,
@@ -29,9 +29,9 @@ from flowkit.view_models import (
     spec_to_cells,
     window_cells,
 )
-from flowkit.edge_groups import PAPER_EDGE_GROUPS
-from flowkit.spec import Cut
-from flowkit.lens import (
+from flowkit.intervention.edge_groups import PAPER_EDGE_GROUPS
+from flowkit.intervention.spec import Cut
+from flowkit.analysis.lens import (
     activations,
     answer_by_layer,
     frame_top_words,
@@ -40,7 +40,7 @@ from flowkit.lens import (
     word_kind_of,
     word_shares,
 )
-from flowkit.readout import percent_change
+from flowkit.prompts.readout import percent_change
 from widgets import FlowCurves, KnockoutGrid, LensView
 
 from conftest import OPTIONS, QUESTION, random_frames
@@ -417,7 +417,7 @@ def _bundle_png(widget) -> Image.Image:
 
 def test_every_widget_saves_a_picture_of_what_it_shows(toy_fp32, prepared, grid):
     from flowkit.data import generate
-    from flowkit.pathways import PathwayWindows
+    from flowkit.analysis.pathways import PathwayWindows
     from widgets import PathwaySliders
 
     pictures = [
@@ -482,7 +482,7 @@ def test_static_setup_is_sent_once(grid):
 
 
 def test_lens_view_model_reads_both_lenses_once(toy_fp32, prepared):
-    from flowkit.view_models import applicable_spec, frame_labels, lens_setup, lens_tables
+    from flowkit.views.view_models import applicable_spec, frame_labels, lens_setup, lens_tables
 
     top_words, table = lens_tables(toy_fp32, prepared, k=3, top=2)
     assert set(top_words) == set(table) == {"embedding", "logit"}

@@ -1,10 +1,10 @@
-"""flowkit's Jupyter widgets (anywidget): thin views over :mod:`flowkit.view_models`.
+"""flowkit's Jupyter widgets (anywidget): thin views over :mod:`flowkit.views.view_models`.
 
 - :class:`KnockoutGrid` — layers x edge groups; click to cut, watch the answer move.
 - :class:`LensView` — per frame, the words its video tokens decode to after a layer.
 - :class:`FlowCurves` — the paper's % change vs window-centre curves, one task at a time.
 - :class:`PathwaySliders` — move the effective-pathway windows, measure edges kept and accuracy
-  (ipywidgets sliders; the computation is :func:`flowkit.experiments.pathway_summary`).
+  (ipywidgets sliders; the computation is :func:`flowkit.analysis.experiments.pathway_summary`).
 - :func:`interactive` / :class:`OfflineChart` — an altair chart you can hover and click, offline,
   with a PNG for saved notebooks.
 

@@ -8,9 +8,9 @@ import anywidget
 import pandas as pd
 import traitlets
 
-from flowkit.view_models import flow_curve_series
-from flowkit.plots import flow_curves
-from flowkit.sweep import summarize
+from flowkit.views.view_models import flow_curve_series
+from flowkit.views.plots import flow_curves
+from flowkit.analysis.sweep import summarize
 from widgets.snapshot import Snapshot
 
 HERE = Path(__file__).parent
@@ -19,17 +19,17 @@ HERE = Path(__file__).parent
 class FlowCurves(Snapshot, anywidget.AnyWidget):
     """The paper's knockout curves for one task; pick the task, click legend entries to hide edge groups.
 
-    >>> df = flowkit.sweep.sweep(vllm, samples)               # doctest: +SKIP
-    >>> FlowCurves(flowkit.sweep.summarize(df))               # doctest: +SKIP
+    >>> df = flowkit.analysis.sweep.sweep(vllm, samples)               # doctest: +SKIP
+    >>> FlowCurves(flowkit.analysis.sweep.summarize(df))               # doctest: +SKIP
 
     The shaded band is the first half of the layers; the dashed line is "no change".
-    :meth:`chart` gives the same view as an altair chart (:func:`flowkit.plots.flow_curves`)
+    :meth:`chart` gives the same view as an altair chart (:func:`flowkit.views.plots.flow_curves`)
     for saving or printing.
 
     State: ``task`` and ``hidden`` (edge groups not drawn).
 
     Args:
-        summary: :func:`flowkit.sweep.summarize` output; a raw :func:`flowkit.sweep.sweep`
+        summary: :func:`flowkit.analysis.sweep.summarize` output; a raw :func:`flowkit.analysis.sweep.sweep`
             DataFrame (one row per sample) is summarised first (correct samples only).
         num_layers: the model's depth (default: one more than the largest window centre).
         task: the task shown first (default: the first in ``summary``).

@@ -9,7 +9,7 @@ import anywidget
 import traitlets
 
 from flowkit.errors import FlowkitError
-from flowkit.view_models import (
+from flowkit.views.view_models import (
     AnswerExplorer,
     cells_to_spec,
     describe_cells,
@@ -20,8 +20,8 @@ from flowkit.view_models import (
     spec_to_cells,
     window_cells,
 )
-from flowkit.edge_groups import PAPER_EDGE_GROUPS
-from flowkit.spec import KnockoutSpec
+from flowkit.intervention.edge_groups import PAPER_EDGE_GROUPS
+from flowkit.intervention.spec import KnockoutSpec
 from widgets.snapshot import Snapshot
 
 HERE = Path(__file__).parent
@@ -40,12 +40,12 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
     after (blue) the knockout, ★ marks the correct option, and the line underneath the
     paper's % change of the clean run's predicted option.
 
-    State: ``spec_json`` (canonical :class:`~flowkit.spec.KnockoutSpec` JSON: one
+    State: ``spec_json`` (canonical :class:`~flowkit.intervention.spec.KnockoutSpec` JSON: one
     ``LayerSet`` cut per edge group, in column order). Set it — or pass ``spec=`` — to
     restore a saved grid; ``KnockoutSpec.from_json(grid.spec_json)`` reads it back.
     The view's own choices are ``scale`` and ``window_size``; ``view`` is what the grid
-    draws for the spec (:func:`~flowkit.view_models.grid_view`: cut cells, answer, error)
-    and ``setup`` what never changes (:func:`~flowkit.view_models.grid_setup`: layers,
+    draws for the spec (:func:`~flowkit.views.view_models.grid_view`: cut cells, answer, error)
+    and ``setup`` what never changes (:func:`~flowkit.views.view_models.grid_setup`: layers,
     columns, thumbnails, question, sample id).
 
     Args:
@@ -53,9 +53,9 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
         prompt: a :class:`flowkit.data.Sample` or a prepared prompt (``vllm.prepare(...)``).
         edge_groups: the columns: edge groups (``"video->question"``, ``"cross_frame"``, ...),
             ``"frame:i"`` (frame i's inputs from earlier frames) or ``"frames"`` (every
-            frame's); see :mod:`flowkit.view_models`.
+            frame's); see :mod:`flowkit.views.view_models`.
         spec: a spec to start from (default: nothing cut).
-        session: a :class:`~flowkit.session.Session` of this prompt to share (its clean run is reused).
+        session: a :class:`~flowkit.intervention.session.Session` of this prompt to share (its clean run is reused).
         frames: the video frames, for thumbnails over frame columns when ``prompt`` is prepared.
         options: option texts shown beside the letters when ``prompt`` is prepared.
         window_size: layers cut by shift-click (the paper's 9).
@@ -118,7 +118,7 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
 
     @property
     def answer(self) -> dict:
-        """What the bars show: :func:`~flowkit.view_models.answer_view` of the current spec."""
+        """What the bars show: :func:`~flowkit.views.view_models.answer_view` of the current spec."""
         return self.view.get("answer", {})
 
     @property
@@ -133,7 +133,7 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
 
     @property
     def columns(self) -> list[dict]:
-        """The grid's columns (:meth:`~flowkit.view_models.GridColumn.to_dict`)."""
+        """The grid's columns (:meth:`~flowkit.views.view_models.GridColumn.to_dict`)."""
         return self.setup["columns"]
 
     @property
@@ -148,7 +148,7 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
 
     @property
     def explorer(self) -> AnswerExplorer:
-        """The :class:`~flowkit.view_models.AnswerExplorer` that computes the answers."""
+        """The :class:`~flowkit.views.view_models.AnswerExplorer` that computes the answers."""
         return self._explorer
 
     @traitlets.validate("spec_json")
@@ -174,7 +174,7 @@ class KnockoutGrid(Snapshot, anywidget.AnyWidget):
 
     def snapshot_chart(self):
         """What the grid shows, as a chart: the answer before and after the current cut (saved outputs)."""
-        from flowkit.plots import answer_bars
+        from flowkit.views.plots import answer_bars
 
         spec = self.spec
         cut = describe_cells(self.cells, self._grid_columns) if self.cells else "nothing cut"

@@ -9,9 +9,9 @@ import anywidget
 import traitlets
 
 from flowkit.errors import FlowkitError
-from flowkit.lens import LENS_KINDS
-from flowkit.spec import KnockoutSpec
-from flowkit.view_models import applicable_spec, lens_setup, lens_tables, resolve_prompt
+from flowkit.analysis.lens import LENS_KINDS
+from flowkit.intervention.spec import KnockoutSpec
+from flowkit.views.view_models import applicable_spec, lens_setup, lens_tables, resolve_prompt
 from widgets.snapshot import Snapshot
 
 HERE = Path(__file__).parent
@@ -24,7 +24,7 @@ class LensView(Snapshot, anywidget.AnyWidget):
     >>> LensView(vllm, sample, kind="logit", layer=20)        # doctest: +SKIP
 
     The residual stream is computed once (under ``spec_json``, default: no knockout) and
-    read through both lenses (:func:`flowkit.lens.frame_top_words`): the **embedding
+    read through both lenses (:func:`flowkit.analysis.lens.frame_top_words`): the **embedding
     lens** (hidden · Eᵀ, no norm — the paper's lens for video tokens) and the **logit
     lens** (final norm + ``lm_head``). For each frame the view lists the words found most
     often among its tokens' top ``k`` words; "×n" says in how many of the frame's tokens.
@@ -32,10 +32,10 @@ class LensView(Snapshot, anywidget.AnyWidget):
     :mod:`flowkit.data.vocab`.
 
     State: ``kind`` ('embedding' | 'logit'), ``layer`` (0-indexed; the view shows that
-    layer's output) and ``spec_json`` (a :class:`~flowkit.spec.KnockoutSpec`, to look
+    layer's output) and ``spec_json`` (a :class:`~flowkit.intervention.spec.KnockoutSpec`, to look
     at the stream under a knockout). ``table`` is what the lenses read under the spec
-    (:func:`~flowkit.view_models.lens_tables`); ``setup`` what never changes
-    (:func:`~flowkit.view_models.lens_setup`: layers, frame labels, thumbnails, colours, question).
+    (:func:`~flowkit.views.view_models.lens_tables`); ``setup`` what never changes
+    (:func:`~flowkit.views.view_models.lens_setup`: layers, frame labels, thumbnails, colours, question).
 
     Args:
         vllm: a :class:`flowkit.VideoLLM`.
@@ -114,7 +114,7 @@ class LensView(Snapshot, anywidget.AnyWidget):
 
     def snapshot_chart(self):
         """What the view shows (current lens and layer) as a chart, for saved outputs."""
-        from flowkit.plots import lens_words
+        from flowkit.views.plots import lens_words
 
         return lens_words(
             self.words(),

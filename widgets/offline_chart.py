@@ -17,7 +17,7 @@ state (``nbclient`` saves it) holds the chart spec and the loader. A reopened no
 kernel no longer has the widget, shows the PNG.
 
 Outside a Jupyter kernel, or without anywidget/ipywidgets, :func:`interactive` returns the chart
-itself (drawn by the active altair renderer, e.g. :func:`flowkit.plots.enable_offline_charts`).
+itself (drawn by the active altair renderer, e.g. :func:`flowkit.views.plots.enable_offline_charts`).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class OfflineChart(alt.JupyterChart):
     """An :class:`altair.JupyterChart` that needs no network and shows a PNG where widgets do not run.
 
     Use :func:`interactive`. ``chart.selections`` / ``chart.params`` report what was clicked, as in
-    altair (e.g. ``chart.selections.highlight_task.value`` for :func:`flowkit.plots.highlight_on_click`).
+    altair (e.g. ``chart.selections.highlight_task.value`` for :func:`flowkit.views.plots.highlight_on_click`).
     """
 
     _esm = HERE / "offline_chart.js"

@@ -1,7 +1,7 @@
 """PathwaySliders: move the effective-pathway windows, then measure edges kept and accuracy.
 
-A thin ipywidgets view over :func:`flowkit.experiments.pathway_summary`: sliders hold a
-:class:`~flowkit.pathways.PathwayWindows`, "Measure" runs it on the given questions (a
+A thin ipywidgets view over :func:`flowkit.analysis.experiments.pathway_summary`: sliders hold a
+:class:`~flowkit.analysis.pathways.PathwayWindows`, "Measure" runs it on the given questions (a
 few seconds per question on a CPU) and shows the exact fraction of edges kept and the
 accuracy with all edges, with only the pathways, and with a random mask of the same size.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipywidgets as w
 
 from flowkit.errors import FlowkitError
-from flowkit.pathways import PathwayWindows
+from flowkit.analysis.pathways import PathwayWindows
 from widgets.snapshot import Snapshot
 
 _RANGES = (
@@ -32,7 +32,7 @@ class PathwaySliders(Snapshot, w.VBox):
     >>> sliders.windows                                      # the current PathwayWindows
     >>> sliders.measure()                                    # what the button does
 
-    ``sliders.result`` holds the last :func:`~flowkit.experiments.pathway_summary`.
+    ``sliders.result`` holds the last :func:`~flowkit.analysis.experiments.pathway_summary`.
     """
 
     def __init__(self, vllm, samples, windows: PathwayWindows, random_seeds=(0, 1, 2)):
@@ -64,7 +64,7 @@ class PathwaySliders(Snapshot, w.VBox):
 
     def snapshot_chart(self):
         """The windows the sliders hold, as bars over the layers (saved outputs)."""
-        from flowkit.plots import pathway_windows
+        from flowkit.views.plots import pathway_windows
 
         return pathway_windows(
             self.windows.to_dict(),
@@ -80,12 +80,12 @@ class PathwaySliders(Snapshot, w.VBox):
         )
 
     def measure(self) -> dict:
-        """Run :func:`~flowkit.experiments.pathway_summary` for the current windows and show it."""
+        """Run :func:`~flowkit.analysis.experiments.pathway_summary` for the current windows and show it."""
         import pandas as pd
         from IPython.display import display
 
-        from flowkit.experiments import pathway_summary
-        from flowkit.plots import accuracy_bars
+        from flowkit.analysis.experiments import pathway_summary
+        from flowkit.views.plots import accuracy_bars
 
         self.button.disabled = True
         self.status.value = f"measuring on {len(self._samples)} questions ..."

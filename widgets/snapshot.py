@@ -3,7 +3,7 @@
 JupyterLab renders the live widget (its view mimetype ranks first); a viewer without the
 widget's state — GitHub, nbviewer, a notebook opened untrusted — falls back to the PNG, so
 a saved chapter shows what the widget showed instead of ``<... object at 0x...>``. The
-picture is drawn by :mod:`flowkit.plots` and rendered locally by vl-convert; if that fails,
+picture is drawn by :mod:`flowkit.views.plots` and rendered locally by vl-convert; if that fails,
 the widget is displayed without it. :func:`png_of` is the one snapshot helper: the widgets'
 pictures and :class:`widgets.offline_chart.OfflineChart`'s.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import io
 
-from flowkit.plots import png_base64
+from flowkit.views.plots import png_base64
 
 
 def png_of(chart) -> str | None:

@@ -2,7 +2,7 @@
 
 - :mod:`flowkit.convert.pllava` — PLLaVA checkpoints (the paper's LLaVA-NeXT-7B/13B-Video-FT)
   into ``LlavaNextVideoForConditionalGeneration`` folders:
-  ``python -m flowkit.convert.pllava SRC DST``; :mod:`flowkit.convert.pllava_model` holds the
+  ``python -m flowkit.convert.pllava SRC DST``; :mod:`flowkit.families.model_classes.pllava` holds the
   model class those folders load as (PLLaVA's project-then-pool video path).
 """
 

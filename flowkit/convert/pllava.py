@@ -47,7 +47,7 @@ from pathlib import Path
 
 import torch
 
-from flowkit.checkpoints import merge_lora_weight
+from flowkit.model.checkpoints import merge_lora_weight
 
 from flowkit.convert import ConversionError
 from flowkit.families.pllava import PAPER_CHAT_TEMPLATE, PLLAVA_CONFIG_KEY
@@ -165,7 +165,7 @@ def collect_lora(files: list[Path]) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def merge_lora(weight: torch.Tensor, factors: dict[str, torch.Tensor], alpha: float) -> torch.Tensor:
-    """``W + (alpha / r) * B @ A`` in ``W``'s dtype (see :func:`flowkit.checkpoints.merge_lora_weight`)."""
+    """``W + (alpha / r) * B @ A`` in ``W``'s dtype (see :func:`flowkit.model.checkpoints.merge_lora_weight`)."""
     return merge_lora_weight(weight, factors["A"], factors["B"], alpha / factors["A"].shape[0])
 
 

@@ -19,9 +19,9 @@ import pandas as pd
 
 from flowkit.data.sample import first_per_task
 from flowkit.errors import FlowkitError
-from flowkit.named_models import KIT_CONTROL, KIT_MODEL
-from flowkit.thumbnails import clip_strip
-from flowkit.spans import OPTION_LETTERS
+from flowkit.model.named_models import KIT_CONTROL, KIT_MODEL
+from flowkit.views.thumbnails import clip_strip
+from flowkit.prompts.spans import OPTION_LETTERS
 
 MODEL, CONTROL = KIT_MODEL, KIT_CONTROL
 
@@ -42,7 +42,7 @@ def start(seed: int = 0) -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    from flowkit.plots import enable_offline_charts
+    from flowkit.views.plots import enable_offline_charts
 
     enable_offline_charts()
 
@@ -50,7 +50,7 @@ def start(seed: int = 0) -> None:
 @functools.lru_cache(maxsize=4)
 def model(name: str = MODEL, quant: str = "nf4"):
     """Load (once per kernel) a VideoLLM; by default the kit's shipped model in 4-bit NF4."""
-    from flowkit.models import load_videollm
+    from flowkit.model.videollm import load_videollm
 
     return load_videollm(name, quant=quant)
 
@@ -84,13 +84,13 @@ def samples_of(task: str, n: int | None = None) -> list:
 
 def learned_table() -> pd.DataFrame:
     """Per task: the stored accuracy, chance, the control's accuracy and whether the task is learned
-    (the one rule of :mod:`flowkit.learned`), from the precomputed tables in ``data/results``.
+    (the one rule of :mod:`flowkit.analysis.learned`), from the precomputed tables in ``data/results``.
 
     ``lo`` / ``hi`` are the accuracy's 95 % bootstrap interval over the task's questions: the fidelity
     report's ``accuracy_ci``, or computed here from the per-question table where the report lacks it."""
-    from flowkit.learned import learned_table as table_of
+    from flowkit.analysis.learned import learned_table as table_of
     from flowkit.course.results import load_report, load_table
-    from flowkit.stats import intervals_by
+    from flowkit.analysis.stats import intervals_by
 
     accuracy = load_table("accuracy")
     control = load_table("control_accuracy")
@@ -106,7 +106,7 @@ def learned_table() -> pd.DataFrame:
 
 
 def learned_tasks() -> list[str]:
-    """The tasks the shipped model has learned (:data:`flowkit.learned.RULE`), from the stored results."""
+    """The tasks the shipped model has learned (:data:`flowkit.analysis.learned.RULE`), from the stored results."""
     table = learned_table()
     return sorted(table.index[table["learned"]])
 
@@ -116,7 +116,7 @@ def telling_clip(edge_group: str):
     one whose answer moved most when ``edge_group`` was cut in the precomputed sweeps.
 
     It is the *most* moved question, not a typical one: show it beside its task's distribution
-    (:func:`flowkit.experiments.question_troughs`, :func:`flowkit.plots.question_strip`)."""
+    (:func:`flowkit.analysis.experiments.question_troughs`, :func:`flowkit.views.plots.question_strip`)."""
     from flowkit.course.results import load_table
 
     sweeps = load_table("sweeps")

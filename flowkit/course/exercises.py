@@ -19,7 +19,7 @@ import math
 import torch
 
 from flowkit.course import solutions
-from flowkit.spans import Spans
+from flowkit.prompts.spans import Spans
 
 
 def _spans_cases() -> list[Spans]:
@@ -78,7 +78,7 @@ def _check_option_probabilities(fn) -> int:
 
 
 def _check_cross_frame_mask(fn) -> int:
-    from flowkit.masks import edge_block_mask
+    from flowkit.intervention.masks import edge_block_mask
 
     cases = _spans_cases()
     for spans in cases:
@@ -103,7 +103,7 @@ def _check_cross_frame_mask(fn) -> int:
 
 
 def _check_percent_change(fn) -> int:
-    from flowkit.readout import percent_change
+    from flowkit.prompts.readout import percent_change
 
     cases = [(0.5, 0.25), (0.2, 0.3), (0.8, 0.8), (0.01, 0.0)]
     for p_base, p_new in cases:
@@ -173,8 +173,8 @@ def _check_deepest_window(fn) -> int:
 
 
 def _check_kept_fraction(fn) -> int:
-    from flowkit.spec import KnockoutSpec, LayerWindow
-    from flowkit.masks import block_masks, count_edges
+    from flowkit.intervention.spec import KnockoutSpec, LayerWindow
+    from flowkit.intervention.masks import block_masks, count_edges
 
     n = 0
     for spans in _spans_cases()[:2]:
@@ -212,10 +212,10 @@ def _pathway_rules(windows) -> dict:
 
 
 def _check_pathway_cuts(fn) -> int:
-    """Against :func:`flowkit.pathways.pathway_spec`: the same edges cut in every layer, on several prompts."""
-    from flowkit.masks import block_masks, edge_block_mask
-    from flowkit.pathways import PathwayWindows, pathway_spec
-    from flowkit.spec import KnockoutSpec
+    """Against :func:`flowkit.analysis.pathways.pathway_spec`: the same edges cut in every layer, on several prompts."""
+    from flowkit.intervention.masks import block_masks, edge_block_mask
+    from flowkit.analysis.pathways import PathwayWindows, pathway_spec
+    from flowkit.intervention.spec import KnockoutSpec
 
     cases = [
         (PathwayWindows((0, 1), (1, 2), (2, 3), 2, 3), 4),
@@ -254,7 +254,7 @@ def _check_pathway_cuts(fn) -> int:
 
 
 def _check_random_cut_like(fn) -> int:
-    from flowkit.masks import causal_mask, edge_block_mask
+    from flowkit.intervention.masks import causal_mask, edge_block_mask
 
     n = 0
     for spans in _spans_cases()[:2]:
@@ -286,8 +286,8 @@ def _check_random_cut_like(fn) -> int:
 
 
 def _check_hypothesis_spec(fn) -> int:
-    from flowkit.spec import KnockoutSpec
-    from flowkit.masks import block_masks
+    from flowkit.intervention.spec import KnockoutSpec
+    from flowkit.intervention.masks import block_masks
 
     got = fn()
     if not isinstance(got, KnockoutSpec):
@@ -324,9 +324,9 @@ def _check_trough_shift(fn) -> int:
 
 def _check_knockout_attention(fn) -> int:
     """Against flowkit's own path: the additive causal mask, the block mask applied by
-    ``flowkit.attention._with_block`` (what every knocked-out attention layer does), then softmax."""
-    from flowkit.attention import _with_block
-    from flowkit.masks import edge_block_mask
+    ``flowkit.intervention.attention._with_block`` (what every knocked-out attention layer does), then softmax."""
+    from flowkit.intervention.attention import _with_block
+    from flowkit.intervention.masks import edge_block_mask
 
     n = 0
     generator = torch.Generator().manual_seed(0)
@@ -408,7 +408,7 @@ def _check_bootstrap_interval(fn) -> int:
     and is within a quarter of its width of flowkit's (another random stream moves it a little)."""
     import numpy as np
 
-    from flowkit.stats import bootstrap_ci
+    from flowkit.analysis.stats import bootstrap_ci
 
     rng = np.random.default_rng(3)
     cases = {
@@ -457,7 +457,7 @@ def _toy_model():
         import tempfile
         from pathlib import Path
 
-        from flowkit.models import load_videollm
+        from flowkit.model.videollm import load_videollm
         from flowkit.testing.tiny_models import build_toy_llava_next_video
 
         folder = tempfile.TemporaryDirectory(prefix="flowkit-exercise-")
@@ -470,8 +470,8 @@ def _toy_model():
 
 def _window_sweep_hint(session, edge_group: str, size: int, center: int, got) -> str:
     """Name the likely slip when a student's % change at ``center`` matches a common wrong formula."""
-    from flowkit.readout import percent_change
-    from flowkit.spec import KnockoutSpec, LayerWindow
+    from flowkit.prompts.readout import percent_change
+    from flowkit.intervention.spec import KnockoutSpec, LayerWindow
 
     clean = session.clean_answer
     true = clean.true_option
@@ -514,10 +514,10 @@ def _plain_number(value, as_float: bool = False):
 
 
 def _check_window_sweep(fn) -> int:
-    """Against flowkit's own sweep (:func:`flowkit.sweep.sweep`) on a tiny random model, on questions it
+    """Against flowkit's own sweep (:func:`flowkit.analysis.sweep.sweep`) on a tiny random model, on questions it
     answers correctly (there p(true option) is the p(answer) the sweep follows)."""
     from flowkit.data import generate
-    from flowkit.sweep import sweep
+    from flowkit.analysis.sweep import sweep
 
     model = _toy_model()
     candidates = generate("scene_transition", 24, seed=5, num_frames=8, size=32)  # a random model: take enough

@@ -17,7 +17,7 @@ full forward F ≈ 0.22 s; 6 tasks x 60 questions):
   shared or batched.
 - **sweeps (F1-F3)**: 5 edge groups x 30 windows on up to 20 correctly answered questions per
   learned task and 6 per other task. Shared: one clean run per question
-  (:class:`~flowkit.session.Session`) feeds every window; layers before a window and positions
+  (:class:`~flowkit.intervention.session.Session`) feeds every window; layers before a window and positions
   before its first cut query are never recomputed. Batched: specs sharing a first cut row, up
   to ``row_budget`` rows per replay, each spec joining the batch at its first cut layer.
 - **control cross-frame**: 30 windows on the control's questions, as the sweeps.
@@ -26,7 +26,7 @@ full forward F ≈ 0.22 s; 6 tasks x 60 questions):
 - **pathways (F4)**: 1 + 1 + seeds masks per question (360 questions). Shared: the question's
   clean run is ``full``; the masks replay from the first video token, reusing the prefix's
   keys/values. Batched: the pathway mask and every random seed in one replay
-  (:meth:`Session.last_logits <flowkit.session.Session.last_logits>`).
+  (:meth:`Session.last_logits <flowkit.intervention.session.Session.last_logits>`).
 
 The pathway masks cut ``video->last`` from layer 0, so per question the replay still covers
 every layer from the first video token on; the saving is one clean run instead of
@@ -49,15 +49,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flowkit import experiments
+from flowkit.analysis import experiments
 from flowkit.atomic_files import atomic_paths, atomic_write_json
 from flowkit.locations import data_path
-from flowkit.named_models import KIT_CONTROL, KIT_MODEL
-from flowkit.edge_groups import DEFINITIONS_VERSION, PAPER_EDGE_GROUPS
-from flowkit.learned import RULE, learned_table
-from flowkit.pathways import PAPER_RANDOM_CONTROL
+from flowkit.model.named_models import KIT_CONTROL, KIT_MODEL
+from flowkit.intervention.edge_groups import DEFINITIONS_VERSION, PAPER_EDGE_GROUPS
+from flowkit.analysis.learned import RULE, learned_table
+from flowkit.analysis.pathways import PAPER_RANDOM_CONTROL
 from flowkit.data.sample import first_per_task
-from flowkit.stats import accuracy_by, bootstrap_ci, intervals_by, mean_with_ci
+from flowkit.analysis.stats import accuracy_by, bootstrap_ci, intervals_by, mean_with_ci
 
 PAPER_7B = {
     "F1 cross-frame trough (% change)": "-8 to -43 % (by task), layers ~4-13",
@@ -133,7 +133,7 @@ class _Run:
 
 def _accuracy_and_learned(run: _Run, control, quant: str):
     """Accuracy of the model and the control, and the learned tasks (the headline tasks)."""
-    from flowkit.models import load_videollm
+    from flowkit.model.videollm import load_videollm
 
     with run.part("accuracy (+ control)"):
         acc = run.tables["accuracy"] = experiments.answer_table(run.vllm, run.bench, progress=run.progress)
@@ -307,7 +307,7 @@ def run_fidelity(
     """Measure the four findings on ``model`` (and ``control``) and write the JSON report.
 
     Headline numbers (F1-F3 curves and troughs, F4 accuracy) are means over the *learned*
-    tasks (:mod:`flowkit.learned`: judged from this run's accuracy and the control's) with
+    tasks (:mod:`flowkit.analysis.learned`: judged from this run's accuracy and the control's) with
     95 % bootstrap intervals over questions; sweeps use up to ``sweep_per_task`` correctly
     answered questions of each learned task and ``other_per_task`` of the others (charted
     apart). With no learned task the headline falls back to all tasks, and says so.
@@ -320,7 +320,7 @@ def run_fidelity(
     float rounding, several times slower), kept for comparison (``python bench/run.py``).
     """
     from flowkit.data import load_question_set, shipped_questions_root
-    from flowkit.models import load_videollm
+    from flowkit.model.videollm import load_videollm
 
     started = time.time()
     seconds: dict[str, float] = {}
@@ -657,7 +657,7 @@ def add_command(sub) -> None:
         "--sweep-per-task",
         type=int,
         default=20,
-        help="correctly answered questions per learned task used in sweeps (flowkit.learned)",
+        help="correctly answered questions per learned task used in sweeps (flowkit.analysis.learned)",
     )
     p.add_argument(
         "--other-per-task",

@@ -96,9 +96,9 @@ def check_model(vllm, name: str = "sweeps", report: dict | None = None) -> None:
 
 def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None) -> pd.DataFrame:
     """Recompute ``rows`` of table ``name`` with the kit's experiment functions (same model)."""
-    from flowkit import experiments
+    from flowkit.analysis import experiments
     from flowkit.data import shipped_questions
-    from flowkit.pathways import PathwayWindows
+    from flowkit.analysis.pathways import PathwayWindows
 
     report = report if report is not None else load_report()
     ids = list(dict.fromkeys(rows["sample"]))

@@ -2,9 +2,9 @@
 
 A :class:`FamilyAdapter` knows, for one transformers model class, how to write a
 multiple-choice prompt for N frames, turn frames into model inputs, find the
-:class:`~flowkit.spans.Spans` in the real input ids, and which modules must stay
+:class:`~flowkit.prompts.spans.Spans` in the real input ids, and which modules must stay
 unquantized. It also declares what the family-agnostic knockout machinery
-(:mod:`flowkit.attention`, :mod:`flowkit.session`) needs to know about the model: where
+(:mod:`flowkit.intervention.attention`, :mod:`flowkit.intervention.session`) needs to know about the model: where
 its decoder stack is, which stock eager attention its decoder runs, and whether the
 session may replay its decoder layers.
 """
@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 from flowkit.errors import FlowkitError, KnockoutError
-from flowkit.spans import OPTION_LETTERS, Spans
+from flowkit.prompts.spans import OPTION_LETTERS, Spans
 
 #: The prompt ends so that the next token is the option letter, as in the paper.
 ANSWER_PREFIX = "Best option:("
 INSTRUCTION = "Only give the best option."
 #: where :func:`flowkit.families.language_model_of` puts the family's stock eager attention on
-#: each attention module (read by :mod:`flowkit.attention`)
+#: each attention module (read by :mod:`flowkit.intervention.attention`)
 EAGER_BASE_ATTR = "_flowkit_eager_attention"
 
 
@@ -37,7 +37,7 @@ class Prepared:
     The kit's words: a *prompt* is one of these (what ``vllm.prepare`` returns and
     ``vllm.session`` takes); ``prompt_text`` is its text; a question's *answer* is the correct
     option's letter (``Sample.answer``); what a model says is an *answer distribution*
-    (:class:`flowkit.readout.AnswerDistribution`) over the option letters (``letter_ids``).
+    (:class:`flowkit.prompts.readout.AnswerDistribution`) over the option letters (``letter_ids``).
     """
 
     inputs: dict
@@ -148,7 +148,7 @@ class FamilyAdapter:
     #: vision tower's); flowkit's knocked-out eager attention wraps that function. Knocked-out
     #: sdpa attention always wraps transformers' ``sdpa_attention_forward``.
     attention_base: ClassVar[str] = ""
-    #: whether :class:`flowkit.session.Session` may replay decoder layers directly (the language
+    #: whether :class:`flowkit.intervention.session.Session` may replay decoder layers directly (the language
     #: model is a plain loop of decoder layers with nothing injected between them); otherwise
     #: the session answers every spec with a full forward, which is exact by definition. The
     #: session reads it from the adapter (absent counts as ``False``); every registered family

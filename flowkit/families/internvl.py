@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from flowkit.families.placeholder_base import PlaceholderVideoAdapterBase
 from flowkit.families.registry import register_family
-from flowkit.spans import Span
+from flowkit.prompts.spans import Span
 
 
 @register_family

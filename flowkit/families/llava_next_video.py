@@ -13,7 +13,7 @@ import numpy as np
 
 from flowkit.families.placeholder_base import PlaceholderVideoAdapterBase
 from flowkit.families.registry import register_family
-from flowkit.spans import Span
+from flowkit.prompts.spans import Span
 
 #: The paper's prompt (Vicuna style), used when the processor has no chat template.
 FALLBACK_TEMPLATE = "USER: {video}\n{body} ASSISTANT: "

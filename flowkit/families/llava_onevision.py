@@ -14,7 +14,7 @@ import math
 
 from flowkit.families.placeholder_base import PlaceholderVideoAdapterBase
 from flowkit.families.registry import register_family
-from flowkit.spans import Span
+from flowkit.prompts.spans import Span
 
 
 @register_family

@@ -38,7 +38,7 @@ from flowkit.families.base import (
     question_body,
     question_start_char,
 )
-from flowkit.spans import Span, Spans
+from flowkit.prompts.spans import Span, Spans
 
 #: ChatML prompt used when a checkpoint ships no chat template ({video}: the placeholder).
 CHATML_FALLBACK = "<|im_start|>user\n{video}\n{body}<|im_end|>\n<|im_start|>assistant\n"

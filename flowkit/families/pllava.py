@@ -7,7 +7,7 @@ transformers' ``LlavaNextVideoForConditionalGeneration`` pools first and project
 pooled patches; because the projector has a GELU in the middle the two orders give
 different video tokens. :func:`flowkit.convert.pllava.convert_pllava` therefore writes a
 standard LLaVA-NeXT-Video folder plus a ``pllava`` entry in its config, and flowkit loads
-such a folder as :class:`~flowkit.convert.pllava_model.PllavaNextVideoForConditionalGeneration`:
+such a folder as :class:`~flowkit.families.model_classes.pllava.PllavaNextVideoForConditionalGeneration`:
 the transformers class with PLLaVA's project-then-pool order restored, weights and language
 model unchanged.
 (Loaded by plain transformers the same folder runs, with pool-then-project video tokens.)
@@ -89,8 +89,8 @@ class PllavaVideoAdapter(LlavaNextVideoAdapter):
         return cls(num_frames=int(getattr(config, PLLAVA_CONFIG_KEY)["pooling_shape"][0]))
 
     def model_class(self):
-        """:class:`~flowkit.convert.pllava_model.PllavaNextVideoForConditionalGeneration`."""
-        from flowkit.convert.pllava_model import PllavaNextVideoForConditionalGeneration
+        """:class:`~flowkit.families.model_classes.pllava.PllavaNextVideoForConditionalGeneration`."""
+        from flowkit.families.model_classes.pllava import PllavaNextVideoForConditionalGeneration
 
         return PllavaNextVideoForConditionalGeneration
 

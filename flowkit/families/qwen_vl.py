@@ -29,7 +29,7 @@ from __future__ import annotations
 from flowkit.errors import FlowkitError
 from flowkit.families.placeholder_base import PlaceholderVideoAdapterBase
 from flowkit.families.registry import register_family
-from flowkit.spans import Span
+from flowkit.prompts.spans import Span
 
 
 class QwenVLAdapterBase(PlaceholderVideoAdapterBase):

@@ -107,7 +107,7 @@ def adapter_for_config(config) -> FamilyAdapter:
 def language_model_of(model) -> torch.nn.Module:
     """The decoder stack (``.layers``, ``.config``) of a VideoLLM's language model.
 
-    ``model`` is a :class:`~flowkit.models.VideoLLM` (its adapter declares where the decoder
+    ``model`` is a :class:`~flowkit.model.videollm.VideoLLM` (its adapter declares where the decoder
     is) or a transformers VideoLLM (the adapter its config maps to declares it, see
     :func:`adapter_for_config`). Each attention module of the returned decoder
     is given the family's stock eager attention (``FamilyAdapter.attention_base``), which

@@ -31,7 +31,7 @@ from flowkit.smol_video.assembly import (
 
 def register() -> None:
     """Make the kit's model and its image-only control loadable by name."""
-    from flowkit import named_models
+    from flowkit.model import named_models
 
     for variant in VARIANTS:
         named_models.register(variant, lambda variant=variant: shipped_folder(variant))

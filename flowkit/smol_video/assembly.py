@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from flowkit.checkpoints import merge_lora_weight
+from flowkit.model.checkpoints import merge_lora_weight
 from flowkit.locations import data_path
-from flowkit.named_models import KIT_MODEL
+from flowkit.model.named_models import KIT_MODEL
 
 NAME = KIT_MODEL
 FRAME_SIZE = 32
@@ -77,7 +77,7 @@ def build_model(seed: int = 0):
     from transformers import LlavaNextVideoForConditionalGeneration
 
     from flowkit.smol_video import smollm2
-    from flowkit.checkpoints import CHATML_VIDEO_TEMPLATE, llava_next_video_processor
+    from flowkit.model.checkpoints import CHATML_VIDEO_TEMPLATE, llava_next_video_processor
     from flowkit.smol_video.smollm2 import video_tokenizer
 
     tokenizer = video_tokenizer()
@@ -116,7 +116,7 @@ def assemble(
         with torch.no_grad():
             for key, value in delta.items():
                 state[key].copy_(value.to(state[key].dtype))
-    from flowkit.checkpoints import save_checkpoint
+    from flowkit.model.checkpoints import save_checkpoint
 
     return save_checkpoint(
         model, processor, out_dir, {"flowkit.json": json.dumps({"name": NAME, **(metadata or {})}, indent=2)}
@@ -175,11 +175,11 @@ def folder_for_delta(delta_path: str | os.PathLike, name: str = NAME) -> Path:
 
     from safetensors.torch import load_file
 
-    from flowkit.fingerprint import file_sha256
+    from flowkit.model.fingerprint import file_sha256
     from flowkit.smol_video.smollm2 import GGUF_FILE, cache_dir, gguf_dir
 
     delta_sha = file_sha256(delta_path)
-    # what the checkpoint is made of: its fingerprint, the same on every machine (see flowkit.fingerprint)
+    # what the checkpoint is made of: its fingerprint, the same on every machine (see flowkit.model.fingerprint)
     sources = {"delta": delta_sha, "base": file_sha256(gguf_dir() / GGUF_FILE), "assembly": ASSEMBLY_VERSION}
     content = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()
     folder = cache_dir() / "models" / f"{name}-{content[:12]}"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from flowkit.checkpoints import CHATML_VIDEO_TEMPLATE, llava_next_video_processor, save_checkpoint
+from flowkit.model.checkpoints import CHATML_VIDEO_TEMPLATE, llava_next_video_processor, save_checkpoint
 from flowkit.smol_video.smollm2 import load_tokenizer, video_tokenizer
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from flowkit.data.render import COLOUR_RGB, COLOURS, SHAPES, Sprite, always, plain_background, render, still
 from flowkit.data.sample import Sample
 from flowkit.data.synthetic import _DIRECTIONS, OBJECT_RADIUS, _straight_track
-from flowkit.spans import OPTION_LETTERS
+from flowkit.prompts.spans import OPTION_LETTERS
 
 CURRICULUM_VIDEO_TASKS = ("lone_moving_direction",)
 CURRICULUM_FRAME_TASKS = ("lone_position", "lone_side", "lone_height", "named_side")

@@ -44,7 +44,7 @@ from flowkit.families.base import ANSWER_PREFIX, question_body
 from flowkit.families.llava_next_video import LlavaNextVideoAdapter
 from flowkit.smol_video.training import captions
 from flowkit.smol_video.training.frames import FRAME_TASKS, make_frame
-from flowkit.spans import OPTION_LETTERS
+from flowkit.prompts.spans import OPTION_LETTERS
 
 
 class DenseSupervisionError(FlowkitError, ValueError):

@@ -4,7 +4,7 @@ Each delta (a ``delta.safetensors`` from :mod:`flowkit.smol_video.training.expor
 ``.safetensors`` / run folder, exported on the fly) is assembled with SmolLM2, loaded in NF4 on
 the default numeric path, and asked every question of the shipped split (``data/questions``): the
 setting the kit's findings are measured in. Prints accuracy per task, chance, the control's
-accuracy and which tasks are learned (:mod:`flowkit.learned`); ``--json`` writes the table.
+accuracy and which tasks are learned (:mod:`flowkit.analysis.learned`); ``--json`` writes the table.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def delta_file(source: str) -> Path:
 def accuracy_of(source: str, progress: bool = True):
     """Per-question accuracy table of the model made from ``source`` on the shipped split (NF4, CPU)."""
     from flowkit.data import shipped_questions
-    from flowkit.experiments import accuracy
-    from flowkit.models import load_videollm
+    from flowkit.analysis.experiments import accuracy
+    from flowkit.model.videollm import load_videollm
     from flowkit.smol_video import folder_for_delta
 
     vllm = load_videollm(folder_for_delta(delta_file(source)), "nf4")
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     parser.add_argument("--control", default=None, help="the image-only control's delta (for the learned rule)")
     parser.add_argument("--json", default=None, help="write {source: {task: accuracy}} here")
     args = parser.parse_args(argv)
-    from flowkit.learned import RULE, learned_table
+    from flowkit.analysis.learned import RULE, learned_table
 
     control = accuracy_of(args.control) if args.control else None
     results = {}

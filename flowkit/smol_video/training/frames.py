@@ -14,7 +14,7 @@ import numpy as np
 from flowkit.data.render import COLOUR_RGB, COLOURS, SCENES, SHAPES, Sprite, plain_background, render, scene_image
 from flowkit.data.sample import Sample
 from flowkit.data.synthetic import OBJECT_RADIUS
-from flowkit.spans import OPTION_LETTERS
+from flowkit.prompts.spans import OPTION_LETTERS
 
 FRAME_TASKS = ("colour", "shape", "position", "scene", "count", "size")
 _QUADRANTS = ("top left", "top right", "bottom left", "bottom right")

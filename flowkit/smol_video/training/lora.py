@@ -3,7 +3,7 @@
 Kept dependency-free: a :class:`LoRALinear` wraps an ``nn.Linear`` and adds
 ``scale * B(A(x))`` with ``B`` initialised to zero, so training starts from the
 unchanged model. The kit ships the adapters' factors in its delta; assembly folds them into the weights
-(:func:`flowkit.checkpoints.merge_lora_weight`) and loads the result through ``from_pretrained``.
+(:func:`flowkit.model.checkpoints.merge_lora_weight`) and loads the result through ``from_pretrained``.
 """
 
 from __future__ import annotations

@@ -488,7 +488,7 @@ def default_processor(base: str | None = None):
         from transformers import AutoProcessor
 
         return AutoProcessor.from_pretrained(base)
-    from flowkit.checkpoints import CHATML_VIDEO_TEMPLATE, llava_next_video_processor
+    from flowkit.model.checkpoints import CHATML_VIDEO_TEMPLATE, llava_next_video_processor
     from flowkit.smol_video.assembly import FRAME_SIZE, PATCH_SIZE
     from flowkit.smol_video.smollm2 import video_tokenizer
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from flowkit.formatting import format_prob
-from flowkit.spans import OPTION_LETTERS
+from flowkit.prompts.spans import OPTION_LETTERS
 
 
 @dataclass(frozen=True)

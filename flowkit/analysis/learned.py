@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from flowkit.data.synthetic import NUM_OPTIONS
-from flowkit.stats import accuracy_by
+from flowkit.analysis.stats import accuracy_by
 
 #: points above chance a task's accuracy needs
 ABOVE_CHANCE = 0.20
@@ -55,7 +55,7 @@ def learned_table(accuracy, control=None, options: Mapping[str, int] | None = No
     """One row per task: accuracy, chance, control accuracy, the margins and whether it is learned.
 
     ``accuracy`` and ``control`` are mappings task -> accuracy, or per-question tables with
-    ``task`` and ``correct`` columns (as :func:`flowkit.experiments.answer_table` returns)."""
+    ``task`` and ``correct`` columns (as :func:`flowkit.analysis.experiments.answer_table` returns)."""
     model = _per_task(accuracy)
     ctrl = _per_task(control) if control is not None else {}
     # a per-question table knows each question's option count: chance is the mean of 1 / options

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from flowkit.edge_groups import normalize_edges
+from flowkit.intervention.edge_groups import normalize_edges
 from flowkit.errors import KnockoutError
-from flowkit.spec import KnockoutSpec
-from flowkit.spans import Spans
+from flowkit.intervention.spec import KnockoutSpec
+from flowkit.prompts.spans import Spans
 
 
 def edge_block_mask(edges: str, spans: Spans) -> torch.Tensor:

@@ -3,8 +3,8 @@
 >>> spec = KnockoutSpec.single("video->question", LayerWindow(center=10))
 >>> spec.to_json()                                                    # doctest: +SKIP
 
-A spec is data until :func:`flowkit.attention.knockout` (or a model's
-:meth:`~flowkit.models.VideoLLM.session`) applies it.
+A spec is data until :func:`flowkit.intervention.attention.knockout` (or a model's
+:meth:`~flowkit.model.videollm.VideoLLM.session`) applies it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import operator
 import re
 from dataclasses import dataclass
 
-from flowkit.edge_groups import normalize_edges
+from flowkit.intervention.edge_groups import normalize_edges
 from flowkit.errors import KnockoutError
 
 # ----------------------------------------------------------------------------- layers

@@ -10,7 +10,7 @@ whenever the numbers can differ. It hashes:
   hashes of the files it is assembled from), so rounding on the assembling machine cannot
   change it;
 - the quantization settings (type, compute dtype, which modules stay in full precision);
-- the numeric path (:func:`flowkit.nf4_cpu.numeric_path`): NF4's portable CPU arithmetic,
+- the numeric path (:func:`flowkit.model.nf4_cpu.numeric_path`): NF4's portable CPU arithmetic,
   its AVX512-BF16 kernel, bf16, fp32, CPU or GPU.
 
 Hashing a 7B checkpoint reads about 15 GB once per process (tens of seconds); it happens only

@@ -1,8 +1,8 @@
 """The work of a sweep: one question (:class:`QuestionJob`, :func:`evaluate_question`), the
 model a worker loads (:class:`ModelSource`) and the local executor (:class:`LocalExecutor`).
 
-:func:`flowkit.sweep.sweep` hands its questions to an executor: the local one here (this
-process, no Ray, the default) or :class:`flowkit.distributed.RayExecutor`. Both evaluate a
+:func:`flowkit.analysis.sweep.sweep` hands its questions to an executor: the local one here (this
+process, no Ray, the default) or :class:`flowkit.analysis.distributed.RayExecutor`. Both evaluate a
 question with :func:`evaluate_question`, so the table is the same, number for number.
 An executor's ``session(model)`` gives an object with ``num_layers``, ``fingerprint`` and
 ``run(jobs, finished, replay)``, which calls ``finished(job, payloads)`` as each question is done.
@@ -16,7 +16,7 @@ from pathlib import Path
 from collections.abc import Callable, Iterator, Sequence
 
 from flowkit.errors import FlowkitError
-from flowkit.spec import KnockoutSpec
+from flowkit.intervention.spec import KnockoutSpec
 
 
 class ExecutorError(FlowkitError, RuntimeError):
@@ -80,7 +80,7 @@ class ModelSource:
 
     def load(self):
         """Load the model (:func:`flowkit.load_videollm`)."""
-        from flowkit.models import load_videollm
+        from flowkit.model.videollm import load_videollm
 
         return load_videollm(
             self.name_or_path,

@@ -4,7 +4,7 @@
 - **embedding lens** (what *Map the Flow*'s code does for video tokens): the hidden state
   multiplied by the transposed *input* embedding matrix, no final norm.
 
-Activations come from the prompt's :class:`~flowkit.session.Session`: :func:`activations`
+Activations come from the prompt's :class:`~flowkit.intervention.session.Session`: :func:`activations`
 gives the named cache (``resid_pre(l)``, ``resid_post(l)``: no index offsets);
 :func:`residual_stream` stacks it as one tensor (index 0 the language model's input, index
 ``l + 1`` the output of layer ``l``, before the final norm).
@@ -16,11 +16,11 @@ from collections.abc import Sequence
 
 import torch
 
-from flowkit.spec import KnockoutSpec
+from flowkit.intervention.spec import KnockoutSpec
 
 
 def activations(vllm, prepared, spec: KnockoutSpec | None = None):
-    """The named activations (:class:`~flowkit.session.ActivationCache`) of one prompt, clean or under ``spec``."""
+    """The named activations (:class:`~flowkit.intervention.session.ActivationCache`) of one prompt, clean or under ``spec``."""
     return vllm.session(prepared).run_with_cache(spec)
 
 
@@ -195,7 +195,7 @@ def word_shares(top_words, spatial: Sequence[str] | None = None, temporal: Seque
 
     Returns a DataFrame with ``layer``, ``kind`` (``"spatial"`` / ``"temporal"``), ``share``
     (of all (token, rank) entries in that layer) and ``count`` — the input of
-    :func:`flowkit.plots.lens_shares`.
+    :func:`flowkit.views.plots.lens_shares`.
     """
     import pandas as pd
 
@@ -252,7 +252,7 @@ def answer_by_layer(vllm, prepared, spec: KnockoutSpec | None = None, cache=None
 
     Returns a DataFrame with ``layer`` (0-indexed), ``letter``, ``prob`` and ``true``
     (whether the letter is the correct option; needs a prompt prepared with its answer)
-    — the input of :func:`flowkit.plots.prob_by_layer`.
+    — the input of :func:`flowkit.views.plots.prob_by_layer`.
     """
     import pandas as pd
 

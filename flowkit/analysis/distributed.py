@@ -1,5 +1,5 @@
 """Sweeps on a Ray cluster: :class:`RayExecutor` (the local executor and the work unit are in
-:mod:`flowkit.sweep_work`).
+:mod:`flowkit.analysis.sweep_work`).
 
 >>> sweep(vllm, samples, cache="results-cache")                                  # doctest: +SKIP
 >>> sweep(vllm, samples, cache="/shared/results-cache", executor="auto")         # doctest: +SKIP
@@ -9,8 +9,8 @@
 The unit of work is one whole question. On Ray, each worker (an actor) loads the model
 once, from a :class:`ModelSource` (the checkpoint and its load options, never the loaded
 weights); for each question it runs the clean forward once and evaluates every missing spec
-of that question through its :class:`flowkit.session.Session` — the same function, batching and
-torch thread count as a local sweep (:func:`flowkit.sweep_work.evaluate_question`), so the table
+of that question through its :class:`flowkit.intervention.session.Session` — the same function, batching and
+torch thread count as a local sweep (:func:`flowkit.analysis.sweep_work.evaluate_question`), so the table
 is the same, number for number. Before any question is evaluated, every worker's model
 fingerprint is checked against the driver's.
 
@@ -21,9 +21,9 @@ lost node, a question past ``question_timeout_s`` — loses only the question it
 evaluating: that question goes back in the queue, a fresh worker replaces the dead one, and
 the next free worker takes it (at most ``max_attempts`` tries per question).
 
-Executor addresses (:func:`flowkit.sweep.make_executor`):
+Executor addresses (:func:`flowkit.analysis.sweep.make_executor`):
 
-``"local"``            this process, no Ray (the default; :class:`flowkit.sweep_work.LocalExecutor`)
+``"local"``            this process, no Ray (the default; :class:`flowkit.analysis.sweep_work.LocalExecutor`)
 ``"auto"``             the Ray cluster this machine belongs to (``ray start`` was run here, or
                        ``RAY_ADDRESS`` is set), or the Ray connection this process already has
 ``"HOST:PORT"``        a cluster's head (GCS address, e.g. ``10.0.0.5:6379``); this machine
@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable, Iterator
 
-from flowkit.sweep_work import ExecutorAddressError, ExecutorError, ModelSource, evaluate_question
+from flowkit.analysis.sweep_work import ExecutorAddressError, ExecutorError, ModelSource, evaluate_question
 
 #: environment variable: sample ids (comma-separated) at which a Ray worker exits, once each
 FAULT_EXIT_AT_ENV = "FLOWKIT_FAULT_EXIT_AT"

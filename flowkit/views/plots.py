@@ -8,17 +8,17 @@ alone would carry meaning.
 
 =====================  ==========================================================
 :func:`flow_curves`    % change vs window centre, one line per edge group,
-                       one panel per task (:func:`flowkit.sweep.summarize` output)
+                       one panel per task (:func:`flowkit.analysis.sweep.summarize` output)
 :func:`answer_bars`    p(option) before and after a knockout
 :func:`prob_by_layer`  p(true option) vs p(false options) at the last position, per
-                       layer (:func:`flowkit.lens.answer_by_layer` output)
+                       layer (:func:`flowkit.analysis.lens.answer_by_layer` output)
 :func:`lens_shares`    share of spatial vs temporal words among the lens's top words
-                       of video tokens, per layer (:func:`flowkit.lens.word_shares`)
+                       of video tokens, per layer (:func:`flowkit.analysis.lens.word_shares`)
 :func:`accuracy_bars`  accuracy per condition (e.g. full model / pathways / random)
 :func:`curves_with_band` mean % change per window over learned tasks' questions, with
-                       the 95 % bootstrap band (:func:`flowkit.experiments.curves_with_ci`)
+                       the 95 % bootstrap band (:func:`flowkit.analysis.experiments.curves_with_ci`)
 :func:`question_strip` every question's deepest % change in one task, the chosen one marked
-                       (:func:`flowkit.experiments.question_troughs`)
+                       (:func:`flowkit.analysis.experiments.question_troughs`)
 :func:`save_png`       write any chart as a PNG (through vl-convert, no browser)
 :func:`highlight_on_click` click a task (a mark, or its legend entry) to dim the others
 =====================  ==========================================================
@@ -39,14 +39,14 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from flowkit.edge_groups import EDGE_GROUPS, edge_group_label
+from flowkit.intervention.edge_groups import EDGE_GROUPS, edge_group_label
 from flowkit.palette import OKABE_ITO
-from flowkit.readout import AnswerDistribution
+from flowkit.prompts.readout import AnswerDistribution
 
 if TYPE_CHECKING:
     import torch
 
-#: One fixed colour per named edge group (:data:`flowkit.edge_groups.EDGE_GROUPS`), so an
+#: One fixed colour per named edge group (:data:`flowkit.intervention.edge_groups.EDGE_GROUPS`), so an
 #: edge group looks the same in every figure and widget.
 EDGE_GROUP_COLORS = {name: group.color for name, group in EDGE_GROUPS.items()}
 _SPARE_COLORS = (
@@ -225,14 +225,14 @@ def flow_curves(
     """% change vs layer-window centre, one line per edge group, one panel per task.
 
     Args:
-        summary: :func:`flowkit.sweep.summarize` output (``task``, ``edge_group``, ``center``,
+        summary: :func:`flowkit.analysis.sweep.summarize` output (``task``, ``edge_group``, ``center``,
             ``pct_change``; ``n`` is shown in tooltips when present), or
-            :func:`flowkit.experiments.task_curves_with_ci` output, whose ``lo`` / ``hi`` are
+            :func:`flowkit.analysis.experiments.task_curves_with_ci` output, whose ``lo`` / ``hi`` are
             drawn as a band around each line (95 % bootstrap interval over questions).
         num_layers: the model's depth; the first half of the layers is shaded. Default:
             one more than the largest window centre.
         columns: panels per row.
-        learned: the tasks the model has learned (:mod:`flowkit.learned`). Panels of the other
+        learned: the tasks the model has learned (:mod:`flowkit.analysis.learned`). Panels of the other
             tasks come last, titled "not learned", with faint lines: their curves average questions
             answered near chance, so they show noise.
     """
@@ -240,7 +240,7 @@ def flow_curves(
         summary,
         ["task", "edge_group", "center", "pct_change"],
         "flow_curves",
-        "Pass flowkit.sweep.summarize(sweep(...)).",
+        "Pass flowkit.analysis.sweep.summarize(sweep(...)).",
     )
     depth = int(num_layers if num_layers is not None else summary["center"].max() + 1)
     data, labels, color = _by_edge_group(summary)
@@ -332,7 +332,7 @@ def curves_with_band(
     """Mean % change vs window centre with its 95 % bootstrap band, one line per edge group.
 
     Args:
-        table: :func:`flowkit.experiments.curves_with_ci` output (``edge_group``, ``center``,
+        table: :func:`flowkit.analysis.experiments.curves_with_ci` output (``edge_group``, ``center``,
             ``pct_change``, ``lo``, ``hi``, ``n``).
         num_layers: the model's depth (the first half of the layers is shaded).
         title: says which tasks and how many questions the curve rests on.
@@ -341,7 +341,7 @@ def curves_with_band(
         table,
         ["edge_group", "center", "pct_change", "lo", "hi", "n"],
         "curves_with_band",
-        "Pass flowkit.experiments.curves_with_ci(...) output.",
+        "Pass flowkit.analysis.experiments.curves_with_ci(...) output.",
     )
     data, labels, color = _by_edge_group(table)
     x = alt.X("center:Q", title="window centre (layer)", scale=alt.Scale(domain=[0, num_layers - 1], nice=False))
@@ -383,13 +383,13 @@ def question_strip(troughs: pd.DataFrame, highlight: str | None = None, width: i
     (a sample id) is drawn large, so a chosen example is seen beside its task's distribution.
 
     Args:
-        troughs: :func:`flowkit.experiments.question_troughs` output.
+        troughs: :func:`flowkit.analysis.experiments.question_troughs` output.
     """
     _require(
         troughs,
         ["sample", "task", "pct_change"],
         "question_strip",
-        "Pass flowkit.experiments.question_troughs(...) output.",
+        "Pass flowkit.analysis.experiments.question_troughs(...) output.",
     )
     data = troughs.assign(chosen=troughs["sample"] == highlight)
     y = alt.Y("task:N", title=None)
@@ -550,7 +550,7 @@ def attention_edges(block: torch.Tensor, spans, title: str = "Attention edges (q
 
     Args:
         block: an ``(N, N)`` boolean mask, True where an edge is cut (e.g.
-            :func:`flowkit.masks.edge_block_mask` or one layer of ``block_masks``).
+            :func:`flowkit.intervention.masks.edge_block_mask` or one layer of ``block_masks``).
         spans: the prompt's :class:`~flowkit.Spans`; their groups label the axes.
     """
     import torch
@@ -604,11 +604,11 @@ def prob_by_layer(df: pd.DataFrame) -> alt.LayerChart:
     """p(true option) vs p(false options) at the last position, read through the logit lens, per layer.
 
     Args:
-        df: :func:`flowkit.lens.answer_by_layer` output (``layer``, ``prob``, ``true``),
+        df: :func:`flowkit.analysis.lens.answer_by_layer` output (``layer``, ``prob``, ``true``),
             one frame or several concatenated (e.g. with a ``sample`` column). The lines
             are means over samples (and over false options); the band is their 95 % CI.
     """
-    _require(df, ["layer", "prob", "true"], "prob_by_layer", "Pass flowkit.lens.answer_by_layer(...) output.")
+    _require(df, ["layer", "prob", "true"], "prob_by_layer", "Pass flowkit.analysis.lens.answer_by_layer(...) output.")
     data = df.assign(option=df["true"].map({True: "true option", False: "false options"}))
     domain = ["true option", "false options"]
     color = alt.Color(
@@ -644,13 +644,13 @@ def lens_shares(df: pd.DataFrame, bag_temporal_share: float | None = None) -> al
     """Share of spatial vs temporal words among the top lens words of video tokens, per layer.
 
     Args:
-        df: :func:`flowkit.lens.word_shares` output (``layer``, ``kind``, ``share``); a
+        df: :func:`flowkit.analysis.lens.word_shares` output (``layer``, ``kind``, ``share``); a
             ``sample`` column (several samples concatenated) is averaged over.
         bag_temporal_share: the temporal words' share of the word list itself
-            (:func:`flowkit.experiments.lens_bag_temporal_share`), drawn as a dashed line: the
+            (:func:`flowkit.analysis.experiments.lens_bag_temporal_share`), drawn as a dashed line: the
             temporal share a lens picking words at random would show.
     """
-    _require(df, ["layer", "kind", "share"], "lens_shares", "Pass flowkit.lens.word_shares(...) output.")
+    _require(df, ["layer", "kind", "share"], "lens_shares", "Pass flowkit.analysis.lens.word_shares(...) output.")
     kinds = [k for k in WORD_KIND_COLORS if k in set(df["kind"])]
     color = alt.Color(
         "kind:N", title="words", sort=kinds, scale=alt.Scale(domain=kinds, range=[WORD_KIND_COLORS[k] for k in kinds])

@@ -2,7 +2,7 @@
 
 Edge groups are written ``"source->target"``: information flows from the *source*
 (key) tokens to the *target* (query) tokens, so ``"video->question"`` blocks question
-tokens from reading video tokens. Any token group of :mod:`flowkit.spans` can be used on
+tokens from reading video tokens. Any token group of :mod:`flowkit.prompts.spans` can be used on
 either side; ``"cross_frame"`` is special (frame i <- every earlier frame j < i; with
 Qwen's temporal patches a "frame" is a block of two frames, see ``Spans.frames_per_span``).
 
@@ -15,10 +15,10 @@ numbers computed under older definitions are never reused.
 :data:`EDGE_GROUPS` is the registry of named edge groups: for each, the label and colour
 figures and widgets show, the sentence the knockout grid shows, and whether it is one of the
 paper's groups. :data:`PAPER_EDGE_GROUPS`, :data:`OPTION_EDGE_GROUPS`, the colours of
-:mod:`flowkit.plots` and the grid's titles are all read from it.
+:mod:`flowkit.views.plots` and the grid's titles are all read from it.
 
 Adding an edge group is one :class:`EdgeGroup` entry in :data:`EDGE_GROUPS`: its name
-(``"source->target"`` over token groups of :data:`flowkit.spans.TOKEN_GROUPS`; a new token
+(``"source->target"`` over token groups of :data:`flowkit.prompts.spans.TOKEN_GROUPS`; a new token
 group is one entry there), its colour, and ``paper=True`` if it is one of the paper's. Its
 label (``"source ↛ target"``) and title (``"target cannot read source"``) follow from the name
 unless given. Any ``"source->target"`` works without an entry; an entry fixes how it is shown.
@@ -30,11 +30,11 @@ from dataclasses import dataclass
 
 from flowkit.errors import KnockoutError
 from flowkit.palette import OKABE_ITO
-from flowkit.spans import TOKEN_GROUPS
+from flowkit.prompts.spans import TOKEN_GROUPS
 
 #: Version of the knockout definitions (what each token group and edge group means, the
 #: random control, the accuracy after knockout). Bump it whenever a definition changes
-#: what a stored number means; :class:`flowkit.result_cache.ResultCache` never returns a record
+#: what a stored number means; :class:`flowkit.analysis.result_cache.ResultCache` never returns a record
 #: computed under another version.
 #: 1: ``question`` was every token between the video and the last position.
 #: 2: ``question`` is the paper's question span (header / question sentence through the

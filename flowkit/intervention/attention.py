@@ -20,9 +20,9 @@ import torch
 
 from flowkit.errors import KnockoutError
 from flowkit.families import EAGER_BASE_ATTR, attention_modules, language_model_of
-from flowkit.masks import block_masks
-from flowkit.spec import KnockoutSpec
-from flowkit.spans import Spans
+from flowkit.intervention.masks import block_masks
+from flowkit.intervention.spec import KnockoutSpec
+from flowkit.prompts.spans import Spans
 
 
 # ------------------------------------------------------------------ attention function
@@ -144,7 +144,7 @@ def knockout(model, spec: KnockoutSpec, spans: Spans) -> Iterator[dict[int, torc
 def apply_block_masks(language_model: torch.nn.Module, masks: dict[int, torch.Tensor]) -> Iterator[None]:
     """Low level: cut the edges of ready-made block masks ``{layer: (N, N) or (B, N, N) bool}``.
 
-    :func:`knockout` builds and checks the masks from a spec; :class:`flowkit.session.Session` uses
+    :func:`knockout` builds and checks the masks from a spec; :class:`flowkit.intervention.session.Session` uses
     this directly to evaluate a batch of specs at once (one ``(N, N)`` mask per batch row).
     """
     modules = attention_modules(language_model)

@@ -1,7 +1,7 @@
 """What the kit's Jupyter widgets show, computed in plain Python (and tested without a browser).
 
 The widgets in the top-level ``widgets`` package are thin views over this module: they
-hold their state in synced traitlets (the :class:`~flowkit.spec.KnockoutSpec` JSON
+hold their state in synced traitlets (the :class:`~flowkit.intervention.spec.KnockoutSpec` JSON
 is the state of a knockout grid) and ask this module for everything they draw.
 
 Knockout grid
@@ -17,16 +17,16 @@ Knockout grid
       every frame column in a layer cuts exactly what ``cross_frame`` cuts there;
     - ``"frames"``: shorthand for ``"frame:1"`` ... ``"frame:{N-1}"``.
 
-    :class:`AnswerExplorer` answers a spec with one cached :class:`~flowkit.session.Session`
+    :class:`AnswerExplorer` answers a spec with one cached :class:`~flowkit.intervention.session.Session`
     (one clean forward pass per prompt) and :func:`answer_view` packs before/after
     distributions into the JSON the widget draws.
 
 Lens view
-    :func:`lens_view_table` turns :func:`flowkit.lens.frame_top_words` output into
-    per-layer, per-frame word lists (frame pictures come from :mod:`flowkit.thumbnails`).
+    :func:`lens_view_table` turns :func:`flowkit.analysis.lens.frame_top_words` output into
+    per-layer, per-frame word lists (frame pictures come from :mod:`flowkit.views.thumbnails`).
 
 Flow curves
-    :func:`flow_curve_series` turns :func:`flowkit.sweep.summarize` output into one
+    :func:`flow_curve_series` turns :func:`flowkit.analysis.sweep.summarize` output into one
     series per task and edge group, with the axes' extent.
 """
 
@@ -41,10 +41,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from flowkit.errors import KnockoutError
-from flowkit.spec import Cut, KnockoutSpec, LayerSet, LayerWindow, _compact
-from flowkit.edge_groups import edge_group_label, edge_group_title, normalize_edges
-from flowkit.readout import AnswerDistribution, percent_change
-from flowkit.spans import Spans
+from flowkit.intervention.spec import Cut, KnockoutSpec, LayerSet, LayerWindow, _compact
+from flowkit.intervention.edge_groups import edge_group_label, edge_group_title, normalize_edges
+from flowkit.prompts.readout import AnswerDistribution, percent_change
+from flowkit.prompts.spans import Spans
 
 #: Column shorthand for "one column per frame's cross-frame inputs".
 FRAMES = "frames"
@@ -233,7 +233,7 @@ def resolve_prompt(vllm, prompt, frames=None, options: Sequence[str] | None = No
 
 def span_thumbnails(frames, spans: Spans, size: int = 112) -> list[str]:
     """PNG data URLs, one per frame position of ``spans`` (the first frame of each span); [] without frames."""
-    from flowkit.thumbnails import frame_thumbnails
+    from flowkit.views.thumbnails import frame_thumbnails
 
     if frames is None:
         return []
@@ -269,11 +269,11 @@ def grid_setup(
 class AnswerExplorer:
     """Answer distributions under knockout specs for one prompt, fast enough to click.
 
-    The first call runs the clean forward once (in the prompt's :class:`~flowkit.session.Session`);
+    The first call runs the clean forward once (in the prompt's :class:`~flowkit.intervention.session.Session`);
     every spec after that replays only what it can change: from the first cut layer on,
     or — when the spec equals a recent one in its first layers, as a click that adds or
     removes one cell does — from the first layer where the two differ, starting from the
-    residual stream that replay computed (:meth:`~flowkit.session.Session.last_logits_resuming`).
+    residual stream that replay computed (:meth:`~flowkit.intervention.session.Session.last_logits_resuming`).
     Answers are memoised by spec (the ``maxsize`` most recent); the ``traces`` most recent
     replays are kept for resuming (each holds the stream of the layers it replayed).
     """
@@ -288,7 +288,7 @@ class AnswerExplorer:
 
     @property
     def session(self):
-        """The prompt's :class:`~flowkit.session.Session` (its clean run happens on first use)."""
+        """The prompt's :class:`~flowkit.intervention.session.Session` (its clean run happens on first use)."""
         if self._session is None:
             self._session = self.vllm.session(self.prepared)
         return self._session
@@ -300,8 +300,8 @@ class AnswerExplorer:
 
     def answer(self, spec: KnockoutSpec) -> AnswerDistribution:
         """The answer under ``spec`` (memoised)."""
-        from flowkit.masks import block_masks
-        from flowkit.readout import answer_distribution
+        from flowkit.intervention.masks import block_masks
+        from flowkit.prompts.readout import answer_distribution
 
         key = spec.to_json()
         if key in self._memo:
@@ -388,9 +388,9 @@ def lens_view_table(top_words, num_layers: int, num_frames: int, top: int = 5) -
 
     Each word is ``{"word", "tokens", "share", "kind"}``: how many of the frame's tokens
     have it among their top lens words, that as a share of the frame's tokens, and
-    ``"spatial"`` / ``"temporal"`` / ``"other"`` (:func:`flowkit.lens.word_kind_of`).
+    ``"spatial"`` / ``"temporal"`` / ``"other"`` (:func:`flowkit.analysis.lens.word_kind_of`).
     """
-    from flowkit.lens import frame_word_summary, word_kind_of
+    from flowkit.analysis.lens import frame_word_summary, word_kind_of
 
     table: list[list[list[dict]]] = [[[] for _ in range(num_frames)] for _ in range(num_layers)]
     for row in frame_word_summary(top_words, top).itertuples(index=False):
@@ -408,7 +408,7 @@ def lens_view_table(top_words, num_layers: int, num_frames: int, top: int = 5) -
 def applicable_spec(spec_json: str, spans: Spans, num_layers: int) -> KnockoutSpec:
     """The spec in ``spec_json``; raises :class:`~flowkit.errors.FlowkitError` when it is not JSON or cannot be applied
     (e.g. it leaves a token nothing to attend to)."""
-    from flowkit.masks import block_masks
+    from flowkit.intervention.masks import block_masks
 
     spec = KnockoutSpec.from_json(spec_json)
     block_masks(spec, spans, num_layers)
@@ -417,7 +417,7 @@ def applicable_spec(spec_json: str, spans: Spans, num_layers: int) -> KnockoutSp
 
 def lens_setup(spans: Spans, num_layers: int, frames=None, question: str = "") -> dict:
     """What a lens view needs once: ``{"num_layers", "frame_labels", "thumbnails", "kind_colors", "question"}``."""
-    from flowkit.plots import WORD_KIND_COLORS
+    from flowkit.views.plots import WORD_KIND_COLORS
 
     return {
         "num_layers": int(num_layers),
@@ -431,10 +431,10 @@ def lens_setup(spans: Spans, num_layers: int, frames=None, question: str = "") -
 def lens_tables(vllm, prepared, spec: KnockoutSpec | None = None, k: int = 5, top: int = 5) -> tuple[dict, dict]:
     """``(top_words, table)`` per lens kind: one forward pass under ``spec``, read through every lens.
 
-    ``top_words[kind]`` is :func:`flowkit.lens.frame_top_words` output, ``table[kind]`` its
+    ``top_words[kind]`` is :func:`flowkit.analysis.lens.frame_top_words` output, ``table[kind]`` its
     :func:`lens_view_table` (``table[kind][layer][frame]`` = words).
     """
-    from flowkit.lens import LENS_KINDS, activations, frame_top_words
+    from flowkit.analysis.lens import LENS_KINDS, activations, frame_top_words
 
     cache = activations(vllm, prepared, spec)
     spans = prepared.spans
@@ -447,19 +447,19 @@ def lens_tables(vllm, prepared, spec: KnockoutSpec | None = None, k: int = 5, to
 
 
 def flow_curve_series(summary, num_layers: int | None = None) -> dict:
-    """Series for the flow-curves widget from :func:`flowkit.sweep.summarize` output.
+    """Series for the flow-curves widget from :func:`flowkit.analysis.sweep.summarize` output.
 
     Returns ``{"tasks", "edge_groups", "labels", "colors", "num_layers", "y_domain", "curves"}``
     where ``curves[task][edge_group]`` is a list of ``[centre, pct_change, n]`` sorted by centre
     and ``y_domain`` spans every value and 0 (rounded out to multiples of 5 %).
     """
-    from flowkit.plots import edge_group_colors
+    from flowkit.views.plots import edge_group_colors
 
     needed = ["task", "edge_group", "center", "pct_change"]
     missing = [c for c in needed if c not in summary.columns]
     if missing:
         raise ValueError(
-            f"flow curves need columns {needed}; missing {missing}. Pass flowkit.sweep.summarize(sweep(...))."
+            f"flow curves need columns {needed}; missing {missing}. Pass flowkit.analysis.sweep.summarize(sweep(...))."
         )
     if summary.empty:
         raise ValueError("flow curves got an empty summary: run a sweep first.")

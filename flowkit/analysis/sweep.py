@@ -1,8 +1,8 @@
 """Sweeps: many edge groups x layer windows x samples, as one tidy DataFrame.
 
 A sweep runs here (the default) or on a Ray cluster (``executor=``, see
-:func:`make_executor` and :mod:`flowkit.distributed`); either way the work unit is one whole
-question (:mod:`flowkit.sweep_work`) and the numbers are the same.
+:func:`make_executor` and :mod:`flowkit.analysis.distributed`); either way the work unit is one whole
+question (:mod:`flowkit.analysis.sweep_work`) and the numbers are the same.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from flowkit.distributed import ADDRESS_FORMS, RayExecutor
-from flowkit.result_cache import ResultCache
-from flowkit.sweep_work import ExecutorAddressError, LocalExecutor, QuestionJob
-from flowkit.edge_groups import PAPER_EDGE_GROUPS
-from flowkit.spec import KnockoutSpec, LayerWindow
-from flowkit.readout import percent_change
-from flowkit.spans import OPTION_LETTERS
+from flowkit.analysis.distributed import ADDRESS_FORMS, RayExecutor
+from flowkit.analysis.result_cache import ResultCache
+from flowkit.analysis.sweep_work import ExecutorAddressError, LocalExecutor, QuestionJob
+from flowkit.intervention.edge_groups import PAPER_EDGE_GROUPS
+from flowkit.intervention.spec import KnockoutSpec, LayerWindow
+from flowkit.prompts.readout import percent_change
+from flowkit.prompts.spans import OPTION_LETTERS
 
 COLUMNS = [
     "sample",
@@ -52,7 +52,7 @@ def window_specs(
 
 
 def make_executor(executor="local", num_workers: int | None = None, **options):
-    """An executor from its address (see :mod:`flowkit.distributed`), or ``executor`` itself if it is one.
+    """An executor from its address (see :mod:`flowkit.analysis.distributed`), or ``executor`` itself if it is one.
 
     ``num_workers`` and ``options`` go to :class:`RayExecutor` (``torch_threads``,
     ``max_attempts``, ``question_timeout_s``, ``start_timeout_s``, ``log_to_driver``); the
@@ -91,7 +91,7 @@ def sweep(
     ``pct_change`` over rows with ``correct_base`` to follow the paper.
 
     Args:
-        vllm: a :class:`flowkit.VideoLLM`, or a :class:`flowkit.sweep_work.ModelSource`
+        vllm: a :class:`flowkit.VideoLLM`, or a :class:`flowkit.analysis.sweep_work.ModelSource`
             (what to load: a Ray sweep then never loads the model on the driver).
         samples: :class:`flowkit.data.Sample` objects (they must know their answer).
         edge_groups: edge groups to cut (default: the paper's five).
@@ -100,7 +100,7 @@ def sweep(
         cache: a folder or :class:`ResultCache`; results found there are not recomputed,
             and each question's results are written there (atomically) as soon as it is done,
             so a sweep stopped for any reason resumes where it stopped.
-        replay: each question's :class:`flowkit.session.Session` replays only what a spec
+        replay: each question's :class:`flowkit.intervention.session.Session` replays only what a spec
             changes (exact to float rounding, faster); ``False``: one full forward per spec.
         executor: where questions are evaluated: ``"local"`` (default: this process, no Ray)
             or a Ray cluster — ``"auto"``, ``"ray://HOST:PORT"``, ``"HOST:PORT"`` or

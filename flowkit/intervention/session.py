@@ -7,7 +7,7 @@
 
 Everything flowkit computes on a prompt goes through a :class:`Session`: ``VideoLLM.answer``,
 sweeps, the pathway experiment, the lens, the widgets' view-models and the command line.
-A knockout is a :class:`~flowkit.spec.KnockoutSpec` or ready-made per-layer block masks
+A knockout is a :class:`~flowkit.intervention.spec.KnockoutSpec` or ready-made per-layer block masks
 (``{layer: (N, N) bool}``); ``None`` is the clean run.
 
 Evaluating many knockouts on one prompt recomputes only what a knockout can change.
@@ -55,10 +55,10 @@ from tqdm.auto import tqdm
 
 from flowkit.families import Prepared
 from flowkit.errors import KnockoutError
-from flowkit.spec import KnockoutSpec
-from flowkit.masks import refuse_empty_rows, block_masks
-from flowkit.attention import apply_block_masks
-from flowkit.readout import AnswerDistribution, answer_distribution
+from flowkit.intervention.spec import KnockoutSpec
+from flowkit.intervention.masks import refuse_empty_rows, block_masks
+from flowkit.intervention.attention import apply_block_masks
+from flowkit.prompts.readout import AnswerDistribution, answer_distribution
 
 #: replay batches hold at most this many recomputed positions (rows) at once
 DEFAULT_ROW_BUDGET = 1024
@@ -316,9 +316,9 @@ class Session:
     def last_logits(self, knockouts: Sequence, progress: bool = False) -> list[torch.Tensor]:
         """Logits at the last position under each knockout (float32, ``(vocab,)`` each).
 
-        Each knockout is a :class:`~flowkit.spec.KnockoutSpec`, ready-made per-layer block masks
+        Each knockout is a :class:`~flowkit.intervention.spec.KnockoutSpec`, ready-made per-layer block masks
         ``{layer: (N, N) bool}`` (True = the query (row) <- key (column) edge is cut, as
-        :func:`flowkit.masks.block_masks` or :mod:`flowkit.pathways` make them), or ``None`` /
+        :func:`flowkit.intervention.masks.block_masks` or :mod:`flowkit.analysis.pathways` make them), or ``None`` /
         ``{}`` for the clean run. Knockouts that share a first cut row are replayed together as
         one batch, so many knockouts on one prompt cost one clean forward plus batched replays
         (exact to float rounding, see the module docstring). Without replay, one full forward each.

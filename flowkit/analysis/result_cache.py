@@ -4,13 +4,13 @@ One JSON file per (model, sample) holds a record per spec. Every record carries 
 checksum of its own content; a file or record that does not parse or does not match
 its checksum is reported and recomputed, never trusted. Every record also carries the
 version of the knockout definitions it was computed under
-(:data:`flowkit.edge_groups.DEFINITIONS_VERSION`); a record of another version is a miss
+(:data:`flowkit.intervention.edge_groups.DEFINITIONS_VERSION`); a record of another version is a miss
 (recomputed and overwritten, without a warning), so numbers computed under an older
 meaning of a token group are never reused.
 
 The folder may sit on a filesystem shared by several machines (NFS and the like): every
 write goes to a temporary file in the target folder and is renamed into place, which such
-filesystems do atomically. A distributed sweep (:mod:`flowkit.distributed`) writes from its
+filesystems do atomically. A distributed sweep (:mod:`flowkit.analysis.distributed`) writes from its
 driver only, one question's file at a time, as each question finishes.
 """
 
@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 
 from flowkit.atomic_files import atomic_write_json
-from flowkit.edge_groups import DEFINITIONS_VERSION
+from flowkit.intervention.edge_groups import DEFINITIONS_VERSION
 
 #: payload key holding the definitions version a record was computed under
 DEFINITIONS_KEY = "definitions_version"

@@ -278,7 +278,7 @@ class TokenGroup:
 
 #: Every named token group, in the order prompts list them. Add a token group here (and
 #: nowhere else): :meth:`Spans.positions`, :meth:`Spans.group_names`, the unknown-group
-#: errors and :func:`flowkit.edge_groups.normalize_edges`' help all read this table.
+#: errors and :func:`flowkit.intervention.edge_groups.normalize_edges`' help all read this table.
 TOKEN_GROUPS: tuple[TokenGroup, ...] = (
     TokenGroup(
         "video",

@@ -20,14 +20,14 @@ from collections.abc import Sequence
 
 import torch
 
-from flowkit import named_models
+from flowkit.model import named_models
 from flowkit.errors import ModelLoadError, QuestionError
 from flowkit.families import FamilyAdapter, Prepared, adapter_for_config, language_model_of
-from flowkit.fingerprint import checkpoint_folder, model_fingerprint
+from flowkit.model.fingerprint import checkpoint_folder, model_fingerprint
 from flowkit.errors import KnockoutError
-from flowkit.spec import KnockoutSpec
+from flowkit.intervention.spec import KnockoutSpec
 from flowkit.data.video import frames_identical
-from flowkit.nf4_cpu import (
+from flowkit.model.nf4_cpu import (
     NF4_CPU_KERNELS,
     cache_dequantized_weights,
     import_bitsandbytes,
@@ -67,7 +67,7 @@ class VideoLLM:
 
     @property
     def numeric_path(self) -> str:
-        """The arithmetic this model runs, e.g. ``"nf4/fp32-dequant/cpu"`` (see :mod:`flowkit.nf4_cpu`)."""
+        """The arithmetic this model runs, e.g. ``"nf4/fp32-dequant/cpu"`` (see :mod:`flowkit.model.nf4_cpu`)."""
         return self.extra.get("numeric_path", f"{self.quant}/cpu")
 
     @property
@@ -75,7 +75,7 @@ class VideoLLM:
         """Identifies the checkpoint's content, its quantization and its numeric path (part of every cache key).
 
         The same checkpoint gives the same fingerprint on every machine and under any path or
-        name; see :mod:`flowkit.fingerprint`.
+        name; see :mod:`flowkit.model.fingerprint`.
         """
         if "fingerprint" not in self.extra:
             folder = self.extra.get("checkpoint_folder")
@@ -98,7 +98,7 @@ class VideoLLM:
         1-frame clip sampled to 8 frames), which :func:`flowkit.check` reports next to a ``cross_frame`` cut.
         """
         if isinstance(answer, str):
-            from flowkit.spans import OPTION_LETTERS
+            from flowkit.prompts.spans import OPTION_LETTERS
 
             valid = OPTION_LETTERS[: len(candidates)]
             if answer.strip().upper() not in valid:
@@ -117,10 +117,10 @@ class VideoLLM:
         return self.prepare(sample.frames, sample.question, sample.candidates, answer=sample.answer)
 
     def session(self, prompt, *, replay: bool = True, row_budget: int | None = None):
-        """The one entry point for a prompt: a :class:`~flowkit.session.Session` (clean run, named
+        """The one entry point for a prompt: a :class:`~flowkit.intervention.session.Session` (clean run, named
         activation cache, answers under specs or masks). ``prompt``: a :class:`Prepared` prompt or a
         :class:`flowkit.data.Sample`."""
-        from flowkit.session import DEFAULT_ROW_BUDGET, Session
+        from flowkit.intervention.session import DEFAULT_ROW_BUDGET, Session
 
         prepared = prompt if isinstance(prompt, Prepared) else self.prepare_sample(prompt)
         return Session(self, prepared, row_budget=row_budget or DEFAULT_ROW_BUDGET, replay=replay)
@@ -137,10 +137,10 @@ class VideoLLM:
         return self.session(prepared).full_forward_logits(spec if masks is None else masks)
 
     def answer(self, prepared: Prepared, spec: KnockoutSpec | None = None):
-        """The answer distribution over the option letters of one full forward (see :mod:`flowkit.readout`).
+        """The answer distribution over the option letters of one full forward (see :mod:`flowkit.prompts.readout`).
 
         For several knockouts on one prompt use :meth:`session` (one clean run, batched replays)."""
-        from flowkit.readout import answer_distribution
+        from flowkit.prompts.readout import answer_distribution
 
         return answer_distribution(
             self.last_logits(prepared, spec), prepared.letter_ids, true_option=prepared.spans.true_option
@@ -282,7 +282,7 @@ def load_videollm(
 
     Args:
         name_or_path: a local checkpoint folder, a Hugging Face hub id (needs internet), or
-            the name of a model the kit ships (see :func:`flowkit.named_models.available`).
+            the name of a model the kit ships (see :func:`flowkit.model.named_models.available`).
         quant: ``"nf4"`` (4-bit NormalFloat via bitsandbytes; runs on CPU), ``"bf16"`` or ``"fp32"``.
         attn_implementation: ``"sdpa"`` (fast) or ``"eager"`` (needed to read attention weights).
         trust_remote_code: passed to transformers; never enabled unless you ask.
@@ -291,7 +291,7 @@ def load_videollm(
             to float32 and gives the same numbers on every CPU; ``"avx512_bf16"`` opts into
             bitsandbytes' bfloat16 kernel for CPUs with AVX512-BF16 — faster there, but p(answer)
             moves by up to about 1e-2, so its results (and fingerprint) differ from every other
-            CPU's. See :mod:`flowkit.nf4_cpu`.
+            CPU's. See :mod:`flowkit.model.nf4_cpu`.
         bf16_cpu_arithmetic: how ``quant="bf16"`` computes on the CPU. ``"float32"`` (default)
             rounds the weights to bfloat16 as loaded, then computes in float32: the same numbers on
             every CPU (the bf16-weights reference beside NF4). ``"bfloat16"`` computes in bfloat16
@@ -340,7 +340,7 @@ def load_videollm(
     if quant == "nf4":
         set_cpu_kernel(model, nf4_cpu_kernel)
         if nf4_cpu_kernel == "portable" and not (device and torch.device(device).type != "cpu"):
-            # same numbers, no dequantization per forward (flowkit.nf4_cpu.cache_dequantized_weights)
+            # same numbers, no dequantization per forward (flowkit.model.nf4_cpu.cache_dequantized_weights)
             weight_cache = cache_dequantized_weights(model)
         qconfig = model.config.quantization_config
         qconfig = qconfig.to_dict() if hasattr(qconfig, "to_dict") else dict(qconfig)

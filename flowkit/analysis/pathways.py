@@ -4,7 +4,7 @@ The paper keeps, for LLaVA-NeXT-7B (32 layers, 1-indexed): cross-frame edges in 
 video->question in L6-20, question->last in L16-25; it cuts video->last and last->last
 everywhere, all video->video attention after L20 and question->question after L25.
 :class:`PathwayWindows` holds such windows (0-indexed, inclusive) and
-:func:`pathway_spec` turns them into a :class:`~flowkit.spec.KnockoutSpec`.
+:func:`pathway_spec` turns them into a :class:`~flowkit.intervention.spec.KnockoutSpec`.
 
 **Presets.** :data:`PAPER_PATHWAY_PRESETS` holds the windows of each of the paper's four
 models as its official code (``byminji/map-the-flow``, ``analysis/effective_pathway_analysis*.py``)
@@ -36,9 +36,9 @@ from collections.abc import Sequence
 import torch
 
 from flowkit.errors import KnockoutError
-from flowkit.spec import Cut, KnockoutSpec, LayerSet
-from flowkit.masks import block_masks, causal_mask, count_edges
-from flowkit.spans import Spans
+from flowkit.intervention.spec import Cut, KnockoutSpec, LayerSet
+from flowkit.intervention.masks import block_masks, causal_mask, count_edges
+from flowkit.prompts.spans import Spans
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ import torch
 from tqdm.auto import tqdm
 
 from flowkit.errors import FlowkitError
-from flowkit.edge_groups import PAPER_EDGE_GROUPS
-from flowkit.masks import block_masks, count_edges
-from flowkit.lens import activations, bag_temporal_share, logit_lens, word_bag
-from flowkit.pathways import (
+from flowkit.intervention.edge_groups import PAPER_EDGE_GROUPS
+from flowkit.intervention.masks import block_masks, count_edges
+from flowkit.analysis.lens import activations, bag_temporal_share, logit_lens, word_bag
+from flowkit.analysis.pathways import (
     LAYER_MATCHED_RANDOM_CONTROL,
     PAPER_RANDOM_CONTROL,
     RANDOM_CONTROLS,
@@ -32,9 +32,9 @@ from flowkit.pathways import (
     pathway_spec,
     random_control_masks,
 )
-from flowkit.readout import answer_distribution
-from flowkit.stats import accuracy_by, intervals_by, mean_with_ci
-from flowkit.sweep import summarize, sweep
+from flowkit.prompts.readout import answer_distribution
+from flowkit.analysis.stats import accuracy_by, intervals_by, mean_with_ci
+from flowkit.analysis.sweep import summarize, sweep
 
 
 def cross_frame_sweep(
@@ -84,7 +84,7 @@ def flow_sweep(
 
 def answer_table(vllm, samples, progress: bool = True) -> pd.DataFrame:
     """One row per sample: predicted and true option, ``correct`` and p(answer)
-    (accuracies per task: :func:`flowkit.stats.accuracy_by`)."""
+    (accuracies per task: :func:`flowkit.analysis.stats.accuracy_by`)."""
     rows = []
     for sample in tqdm(list(samples), desc="accuracy", disable=not progress):
         dist = vllm.answer(vllm.prepare_sample(sample))  # one plain forward: no knockout to replay
@@ -170,9 +170,9 @@ def video_token_lens(vllm, samples, kind: str = "embedding", k: int = 10, progre
 
 def curves_with_ci(flows: pd.DataFrame, tasks=None, level: float = 0.95) -> pd.DataFrame:
     """Mean % change per (edge group, centre) over the correctly answered questions of ``tasks``
-    (default all), pooled, with a bootstrap interval over those questions (:mod:`flowkit.stats`).
+    (default all), pooled, with a bootstrap interval over those questions (:mod:`flowkit.analysis.stats`).
 
-    ``flows`` is per-question sweep output (:func:`flowkit.sweep.sweep`, the stored ``sweeps``
+    ``flows`` is per-question sweep output (:func:`flowkit.analysis.sweep.sweep`, the stored ``sweeps``
     table). Columns: ``edge_group``, ``center``, ``pct_change``, ``lo``, ``hi``, ``n`` (questions).
     """
     rows = flows[flows["correct_base"]]
@@ -186,7 +186,7 @@ def curves_with_ci(flows: pd.DataFrame, tasks=None, level: float = 0.95) -> pd.D
 def task_curves_with_ci(flows: pd.DataFrame, edge_groups=None, level: float = 0.95) -> pd.DataFrame:
     """Per task, edge group and window centre: the mean % change over the task's correctly answered
     questions with a bootstrap interval over those questions (``lo``, ``hi``, ``n``); what
-    :func:`flowkit.plots.flow_curves` draws as a line with a band."""
+    :func:`flowkit.views.plots.flow_curves` draws as a line with a band."""
     rows = flows[flows["correct_base"]]
     if edge_groups is not None:
         rows = rows[rows["edge_group"].isin(list(edge_groups))]
@@ -252,7 +252,7 @@ def _resolve_pathways(
     if preset.num_layers != vllm.num_layers:
         raise FlowkitError(
             f"the preset {preset.name!r} is for {preset.num_layers} layers, this model has {vllm.num_layers}. "
-            f"Scale it with flowkit.pathways.paper_windows({vllm.num_layers}, {preset.name!r}) and pass those "
+            f"Scale it with flowkit.analysis.pathways.paper_windows({vllm.num_layers}, {preset.name!r}) and pass those "
             "windows (f is then this model's own suppressed share)."
         )
     if random_fraction is None:
@@ -274,21 +274,21 @@ def effective_pathways(
     """Finding 4: accuracy with all edges, with only the pathways, and with random masks.
 
     One row per sample and condition: ``full``, ``pathways``, and per seed ``random`` (the
-    paper's control, see :func:`flowkit.pathways.paper_random_block_masks`) and/or
-    ``random_layer_matched`` (flowkit's, :func:`flowkit.pathways.layer_matched_random_block_masks`),
+    paper's control, see :func:`flowkit.analysis.pathways.paper_random_block_masks`) and/or
+    ``random_layer_matched`` (flowkit's, :func:`flowkit.analysis.pathways.layer_matched_random_block_masks`),
     as asked by ``random_controls``. Accuracy per condition is plain accuracy (the paper's).
     ``kept_fraction`` is the question's exact share of causal edges the pathway mask keeps
     (prompts differ in length, so it differs a little from question to question).
 
     Args:
         windows: :class:`PathwayWindows`, or the name of one of the paper's models
-            (:data:`flowkit.pathways.PAPER_PATHWAY_PRESETS`; the model must have its depth).
+            (:data:`flowkit.analysis.pathways.PAPER_PATHWAY_PRESETS`; the model must have its depth).
         random_fraction: f, the share of edges the paper's control cuts in every layer. By
             default the paper's value for a preset, else the mean over ``samples`` of the share
             this model's pathway mask suppresses (one extra pass that only prepares prompts).
-        replay: per question, one :class:`~flowkit.session.Session` (one clean forward:
+        replay: per question, one :class:`~flowkit.intervention.session.Session` (one clean forward:
             ``full``) replays the pathway mask and every random mask as batches
-            (:meth:`~flowkit.session.Session.last_logits`; equal to full forwards to
+            (:meth:`~flowkit.intervention.session.Session.last_logits`; equal to full forwards to
             float rounding, <= 1e-5 in p). ``False``: one full forward per condition (the
             former path, kept for comparison).
 

@@ -1,0 +1,1 @@
+"""Model classes a family declares that transformers does not ship (PLLaVA's)."""
