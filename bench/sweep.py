@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Timer, max_prob_diff, setup_torch, smol_video_model  # noqa: E402
 
 from flowkit.data import TASKS, generate  # noqa: E402
-from flowkit.intervention.session import Session  # noqa: E402
 from flowkit.intervention.edge_groups import PAPER_EDGE_GROUPS  # noqa: E402
 from flowkit.intervention.spec import KnockoutSpec, LayerWindow  # noqa: E402
 from flowkit.analysis.sweep import window_specs  # noqa: E402
@@ -93,7 +92,7 @@ def measure_sweep(vllm, prepared, specs) -> dict:
     """
     # price of one layer-position: a clean language-model forward over the whole prompt
     lm = vllm.language_model
-    session0 = Session(vllm, prepared[0])
+    session0 = vllm.session(prepared[0])
     _ = session0.clean_logits  # the clean run (on first use) records the stream entering every layer
     with torch.inference_mode(), Timer() as t_lm:
         for _ in range(3):
@@ -105,7 +104,7 @@ def measure_sweep(vllm, prepared, specs) -> dict:
     with Timer() as t_session:
         fast, bound_units = [], 0
         for p in prepared:
-            session = Session(vllm, p)
+            session = vllm.session(p)
             bound_units += vllm.num_layers * p.seq_len  # the one clean forward
             bound_units += sum(session.plan(spec).layer_positions for spec in specs)
             fast.append(session.last_logits(specs))
@@ -115,7 +114,7 @@ def measure_sweep(vllm, prepared, specs) -> dict:
     # the widget's click: one spec on one sample, with and without the sample's clean run cached
     spec = KnockoutSpec.single("cross_frame", LayerWindow(vllm.num_layers // 3))
     with Timer() as t_cold:
-        session = Session(vllm, prepared[0])
+        session = vllm.session(prepared[0])
         session.answer(spec)
     clicks = []
     for centre in range(0, vllm.num_layers, 3):
@@ -150,7 +149,7 @@ def fast_path(args, prepared, specs, portable_logits, portable_seconds) -> None:
         return
     vllm, _ = smol_video_model("nf4", nf4_cpu_kernel="avx512_bf16")
     with Timer() as t_fast:
-        fast = [Session(vllm, p).last_logits(specs) for p in prepared]
+        fast = [vllm.session(p).last_logits(specs) for p in prepared]
     max_dp = max_prob_diff(portable_logits, fast)
     print(
         f"AVX512-BF16 fast path ({vllm.numeric_path}): session {t_fast.seconds:.1f} s = "

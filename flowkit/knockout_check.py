@@ -117,10 +117,10 @@ def check(
     """
     spec = check_spec(cut, layers, window, size)
     spec.layers_touched(vllm.num_layers)  # a clear error for layers past the model's depth
-    if hasattr(prompt, "frames") and hasattr(prompt, "candidates"):
-        options = tuple(prompt.candidates)
-        prompt = vllm.prepare_sample(prompt)
-    elif options is None:
+    if options is None:
+        options = getattr(prompt, "candidates", None)  # a sample brings its option texts
+    prompt = vllm.prepare_prompt(prompt)
+    if options is None:
         options = tuple(f"option {letter}" for letter in prompt.spans.letters)
     before, after = vllm.session(prompt).answers([None, spec])
     return CheckResult(

@@ -244,10 +244,9 @@ def click_when_ready(wait, locator, what: str) -> None:
 
 def _pick_window(vllm, prepared, columns, size: int = 9):
     """The (centre layer, column) whose shift-click window moves the shown answer most, and by how much."""
-    from flowkit.intervention.session import Session
     from flowkit.views.view_models import cells_to_spec, window_cells
 
-    session = Session(vllm, prepared)
+    session = vllm.session(prepared)
     clean = session.clean_answer
     places = [(center, column) for column in range(len(columns)) for center in range(vllm.num_layers)]
     answers = session.answers(

@@ -7,7 +7,6 @@ import torch
 
 from flowkit import KnockoutSpec, LayerWindow
 from flowkit.data import generate
-from flowkit.intervention.session import Session
 from flowkit.model.nf4_cpu import cache_dequantized_weights, drop_dequantized_weights, four_bit_layers
 
 
@@ -35,13 +34,13 @@ def test_cached_weights_give_bit_identical_logits_and_session_replays(toy_checkp
         KnockoutSpec.single("video->last", LayerWindow(2)),
     ]
     plain = _logits(vllm, prepared, specs)
-    plain_replay = Session(vllm, prepared).last_logits([{}, {1: torch.ones(1, 1, dtype=torch.bool)}][:1])
+    plain_replay = vllm.session(prepared).last_logits([{}, {1: torch.ones(1, 1, dtype=torch.bool)}][:1])
     try:
         changed = cache_dequantized_weights(vllm.model)
         assert changed == len(four_bit_layers(vllm.model)) > 0
         cached = _logits(vllm, prepared, specs)
         again = _logits(vllm, prepared, specs)  # second call: from the cache
-        cached_replay = Session(vllm, prepared).last_logits([{}])
+        cached_replay = vllm.session(prepared).last_logits([{}])
         # the same product with the weight stored transposed: the same bits on the CPUs measured,
         # float rounding at most elsewhere (the kit's portable-path promise: <= 1e-5 in p)
         assert max(_max_dp(a, b) for a, b in zip(plain, cached)) <= 1e-5

@@ -10,7 +10,6 @@ import torch
 
 from flowkit import KnockoutSpec, LayerSet, LayerWindow
 from flowkit.analysis.result_cache import CorruptCacheWarning, ResultCache
-from flowkit.intervention.session import Session
 from flowkit.intervention.spec import Cut
 from flowkit.analysis.sweep import COLUMNS, summarize, sweep
 
@@ -39,7 +38,7 @@ def all_specs(num_layers):
 def test_session_matches_full_forward_for_every_edge_group(model, request):
     vllm = request.getfixturevalue(model)
     prepared = vllm.prepare(random_frames(seed=11), QUESTION, OPTIONS, answer="D")
-    session = Session(vllm, prepared)
+    session = vllm.session(prepared)
     specs = all_specs(vllm.num_layers)
     fast = session.last_logits(specs)
     worst = 0.0
@@ -51,7 +50,7 @@ def test_session_matches_full_forward_for_every_edge_group(model, request):
 
 
 def test_plans_pick_the_cheapest_exact_path(toy_fp32, prepared_fp32):
-    session = Session(toy_fp32, prepared_fp32)
+    session = toy_fp32.session(prepared_fp32)
     spans, layers = prepared_fp32.spans, toy_fp32.num_layers
     last = session.plan(KnockoutSpec.single("question->last", LayerSet((2, 3))))
     assert (last.first_layer, last.first_position) == (2, spans.last)
@@ -67,8 +66,8 @@ def test_plans_pick_the_cheapest_exact_path(toy_fp32, prepared_fp32):
 
 def test_batches_of_any_size_agree(toy_fp32, prepared_fp32):
     specs = all_specs(toy_fp32.num_layers)
-    one_by_one = Session(toy_fp32, prepared_fp32, row_budget=1).last_logits(specs)
-    batched = Session(toy_fp32, prepared_fp32, row_budget=4096).last_logits(specs)
+    one_by_one = toy_fp32.session(prepared_fp32, row_budget=1).last_logits(specs)
+    batched = toy_fp32.session(prepared_fp32, row_budget=4096).last_logits(specs)
     for a, b in zip(one_by_one, batched):
         assert torch.allclose(torch.softmax(a, -1), torch.softmax(b, -1), atol=1e-6)
 
@@ -77,7 +76,7 @@ def test_a_batch_grows_as_the_replay_reaches_each_specs_first_layer(toy_fp32, pr
     """No layer is recomputed for a spec before its first cut layer, even inside a batch."""
     layers = toy_fp32.num_layers
     specs = [KnockoutSpec.single("question->last", LayerSet((first,))) for first in range(layers)]
-    session = Session(toy_fp32, prepared_fp32)
+    session = toy_fp32.session(prepared_fp32)
     _ = session.clean_logits  # the clean run, on first use
     seen = {}
     handles = [
@@ -102,7 +101,7 @@ def test_a_batch_grows_as_the_replay_reaches_each_specs_first_layer(toy_fp32, pr
 
 def test_session_clean_answer_is_the_stock_answer(toy_nf4):
     prepared = toy_nf4.prepare(random_frames(seed=12), QUESTION, OPTIONS, answer="A")
-    assert Session(toy_nf4, prepared).clean_answer == toy_nf4.answer(prepared)
+    assert toy_nf4.session(prepared).clean_answer == toy_nf4.answer(prepared)
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +171,6 @@ def test_fingerprint_separates_quantizations(toy_fp32, toy_nf4):
 
 def test_families_without_replay_fall_back_to_full_forwards(toy_fp32, prepared_fp32, monkeypatch):
     monkeypatch.setattr(type(toy_fp32.adapter), "supports_replay", False)
-    session = Session(toy_fp32, prepared_fp32)
+    session = toy_fp32.session(prepared_fp32)
     spec = KnockoutSpec.single("video->question", LayerSet((1, 2)))
     assert torch.equal(session.last_logits([spec])[0], toy_fp32.last_logits(prepared_fp32, spec))

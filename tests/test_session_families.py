@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from flowkit import KnockoutSpec, LayerSet, LayerWindow, load_videollm
-from flowkit.intervention.session import Session
 from flowkit.intervention.spec import Cut
 from flowkit.intervention.attention import apply_block_masks
 from flowkit.intervention.masks import block_masks
@@ -81,7 +80,7 @@ def test_every_family_replays_exactly(family_model, family):
     vllm = family_model(family)
     assert vllm.adapter.supports_replay
     prepared = prepare(vllm)
-    session = Session(vllm, prepared)
+    session = vllm.session(prepared)
     assert session.replay, session.fallback_reason
     specs = family_specs(vllm.num_layers)
     for spec, fast in zip(specs, session.last_logits(specs)):
@@ -108,7 +107,7 @@ def test_qwen3_deepstack_is_re_added_by_the_replay(family_model):
     layers. A replay from layer 0 that skipped them would be wrong; the session re-adds them."""
     vllm = family_model("qwen3_vl")
     prepared = prepare(vllm)
-    session = Session(vllm, prepared)
+    session = vllm.session(prepared)
     _ = session.clean_logits  # the clean run (on first use) records the deepstack features
     assert session.deepstack, "the toy Qwen3-VL should inject deepstack features"
     spec = KnockoutSpec.single("video->last", LayerSet((0,)))  # replays from layer 0, the video rows included
@@ -130,7 +129,7 @@ def test_sliding_window_layers_fall_back_to_full_forwards(family_model, monkeypa
     monkeypatch.setattr(config, "layer_types", ["sliding_attention"] * vllm.num_layers, raising=False)
     monkeypatch.setattr(config, "sliding_window", 4, raising=False)
     monkeypatch.setattr(vllm.language_model, "has_sliding_layers", True, raising=False)
-    session = Session(vllm, prepared)
+    session = vllm.session(prepared)
     assert not session.replay and "sliding" in session.fallback_reason
     masks = block_masks(KnockoutSpec.single("video->question", LayerSet((1,))), prepared.spans, vllm.num_layers)
     assert torch.equal(session.last_logits([masks])[0], full_forward(vllm, prepared, masks))

@@ -13,7 +13,6 @@ import torch
 
 from flowkit import KnockoutSpec, LayerSet, LayerWindow
 from flowkit.analysis import experiments
-from flowkit.intervention.session import Session
 from flowkit.errors import KnockoutError
 from flowkit.views.view_models import AnswerExplorer
 from flowkit.intervention.attention import apply_block_masks
@@ -65,7 +64,7 @@ def test_masks_match_full_forwards(model, row_budget, request):
     masks += [paper_random_block_masks(spans.seq_len, spans.video[0], layers, 0.3, seed=s) for s in range(3)]
     masks += [layer_matched_random_block_masks(path, spans.seq_len, layers, seed=s) for s in range(2)]
     masks.append(block_masks(KnockoutSpec.single("question->last", LayerSet((3,))), spans, layers))
-    session = Session(vllm, prepared, row_budget=row_budget)
+    session = vllm.session(prepared, row_budget=row_budget)
     fast = session.last_logits(masks)
     assert torch.equal(fast[1], session.clean_logits) and torch.equal(fast[2], session.clean_logits)
     worst = max(max_dp(logits, full_forward(vllm, prepared, m or {})) for m, logits in zip(masks, fast))
@@ -80,7 +79,7 @@ def test_masks_match_full_forwards(model, row_budget, request):
 
 
 def test_bad_masks_are_refused_with_the_reason(toy_fp32, prepared_fp32):
-    session = Session(toy_fp32, prepared_fp32)
+    session = toy_fp32.session(prepared_fp32)
     n = prepared_fp32.seq_len
     with pytest.raises(KnockoutError, match=rf"\({n}, {n}\) bool tensor"):
         session.last_logits([{0: torch.zeros(n, n + 1, dtype=torch.bool)}])

@@ -51,7 +51,6 @@ def test_session_replay_is_exact_on_the_default_nf4_path(shipped):
 
     from flowkit import KnockoutSpec, LayerWindow
     from flowkit.data import shipped_questions
-    from flowkit.intervention.session import Session
     from flowkit.model.nf4_cpu import fast_path_layers
 
     sample = next(s for s in shipped_questions() if s.task == "action_antonym")
@@ -61,7 +60,7 @@ def test_session_replay_is_exact_on_the_default_nf4_path(shipped):
         for group in ("cross_frame", "video->question", "question->last", "video->last", "last->last")
         for centre in (3, 14, 26)
     ]
-    fast = Session(shipped, prepared).last_logits(specs)
+    fast = shipped.session(prepared).last_logits(specs)
     worst = max(
         float((torch.softmax(shipped.last_logits(prepared, spec), -1) - torch.softmax(logits, -1)).abs().max())
         for spec, logits in zip(specs, fast)

@@ -32,7 +32,6 @@ from flowkit.analysis.pathways import (
     pathway_spec,
     random_control_masks,
 )
-from flowkit.prompts.readout import answer_distribution
 from flowkit.analysis.stats import accuracy_by, intervals_by, mean_with_ci
 from flowkit.analysis.sweep import summarize, sweep
 
@@ -332,9 +331,8 @@ def effective_pathways(
                 for seed in random_seeds
             ]
         # one clean run, every mask replayed in batches (exact to float rounding); or full forwards
-        all_logits = vllm.session(prepared, replay=replay).last_logits([m for _, _, m in conditions])
-        for (name, seed, _), logits in zip(conditions, all_logits):
-            dist = answer_distribution(logits, prepared.letter_ids, spans.true_option)
+        answers = vllm.session(prepared, replay=replay).answers([m for _, _, m in conditions])
+        for (name, seed, _), dist in zip(conditions, answers):
             rows.append(
                 {
                     "sample": sample.id,

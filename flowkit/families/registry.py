@@ -104,16 +104,17 @@ def adapter_for_config(config) -> FamilyAdapter:
     )
 
 
-def language_model_of(model) -> torch.nn.Module:
+def language_model_of(model, adapter: FamilyAdapter | None = None) -> torch.nn.Module:
     """The decoder stack (``.layers``, ``.config``) of a VideoLLM's language model.
 
     ``model`` is a :class:`~flowkit.model.videollm.VideoLLM` (its adapter declares where the decoder
     is) or a transformers VideoLLM (the adapter its config maps to declares it, see
     :func:`adapter_for_config`). Each attention module of the returned decoder
     is given the family's stock eager attention (``FamilyAdapter.attention_base``), which
-    knocked-out eager attention wraps.
+    knocked-out eager attention wraps. ``adapter`` says which family a transformers model is
+    when the caller knows it already (a :class:`~flowkit.intervention.session.Session` is given it).
     """
-    adapter = getattr(model, "adapter", None)
+    adapter = adapter if adapter is not None else getattr(model, "adapter", None)
     hf_model = model.model if hasattr(model, "adapter") else model  # a VideoLLM's transformers model
     if not isinstance(adapter, FamilyAdapter):
         config = getattr(hf_model, "config", None)

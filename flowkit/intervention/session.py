@@ -53,7 +53,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from flowkit.families import Prepared
+from flowkit.families import Prepared, language_model_of
 from flowkit.errors import KnockoutError
 from flowkit.intervention.spec import KnockoutSpec
 from flowkit.intervention.masks import refuse_empty_rows, block_masks
@@ -179,21 +179,21 @@ class Session:
     The clean run happens on first use (``clean_logits``, ``cache``, or a replay).
     """
 
-    def __init__(self, vllm, prepared: Prepared, row_budget: int = DEFAULT_ROW_BUDGET, replay: bool = True):
-        self.vllm, self.prepared, self.row_budget = vllm, prepared, row_budget
-        self.lm = vllm.language_model
+    def __init__(self, model, adapter, prepared: Prepared, row_budget: int = DEFAULT_ROW_BUDGET, replay: bool = True):
+        #: the transformers model and its family adapter: all a session needs of the loaded VideoLLM
+        self.model, self.adapter = model, adapter
+        self.prepared, self.row_budget = prepared, row_budget
+        self.lm = language_model_of(model, adapter)
         self.layers = list(self.lm.layers)
         self.num_layers = len(self.layers)
         self.spans = prepared.spans
-        self.replay = bool(replay) and bool(getattr(vllm.adapter, "supports_replay", False))
+        self.replay = bool(replay) and bool(getattr(adapter, "supports_replay", False))
         #: why this session answers with full forwards (None when it replays)
         self.fallback_reason: str | None = None
         if not replay:
             self.fallback_reason = "asked for full forwards (replay=False)"
         elif not self.replay:
-            self.fallback_reason = (
-                f"the {getattr(vllm.adapter, 'family', '?')} adapter does not declare supports_replay"
-            )
+            self.fallback_reason = f"the {getattr(adapter, 'family', '?')} adapter does not declare supports_replay"
         sliding = [t for t in getattr(self.lm.config, "layer_types", None) or () if t != "full_attention"]
         if (
             self.replay
@@ -255,7 +255,7 @@ class Session:
         handles.append(self.lm.register_forward_pre_hook(grab_lm, with_kwargs=True))
         try:
             with apply_block_masks(self.lm, masks) if masks else contextlib.nullcontext():
-                out = self.vllm.model(**self.prepared.inputs, use_cache=use_cache, logits_to_keep=1)
+                out = self.model(**self.prepared.inputs, use_cache=use_cache, logits_to_keep=1)
         finally:
             for handle in handles:
                 handle.remove()
@@ -294,7 +294,7 @@ class Session:
         """
         masks = self._masks(knockout, 0)
         with apply_block_masks(self.lm, masks) if masks else contextlib.nullcontext():
-            out = self.vllm.model(**self.prepared.inputs, logits_to_keep=1)
+            out = self.model(**self.prepared.inputs, logits_to_keep=1)
         return out.logits[0, -1].float()
 
     # ---------------------------------------------------------------------- plans
@@ -343,6 +343,10 @@ class Session:
     def answer(self, knockout=None) -> AnswerDistribution:
         """The answer distribution under one knockout (None: the clean run)."""
         return self.answers([knockout])[0]
+
+    def full_forward_answer(self, knockout=None) -> AnswerDistribution:
+        """The answer distribution of one plain forward under ``knockout`` (the reference path, no replay)."""
+        return answer_distribution(self.full_forward_logits(knockout), self.prepared.letter_ids, self.spans.true_option)
 
     @property
     def clean_answer(self) -> AnswerDistribution:
@@ -520,7 +524,7 @@ class Session:
                     features = self.deepstack[index][skipped:].repeat(hidden.shape[0], 1)
                     hidden = self.lm._deepstack_process(hidden, visual.expand(hidden.shape[0], -1), features)
         hidden = self.lm.norm(hidden)[:, -1:]
-        return self.vllm.model.lm_head(hidden)[:, 0].float()
+        return self.model.lm_head(hidden)[:, 0].float()
 
     def _causal_mask(self, q: int, n: int, dtype: torch.dtype) -> torch.Tensor:
         allowed = torch.ones(q, n, dtype=torch.bool).tril(n - q)[None, None]

@@ -116,14 +116,32 @@ class VideoLLM:
         """Inputs and spans for a :class:`flowkit.data.Sample`."""
         return self.prepare(sample.frames, sample.question, sample.candidates, answer=sample.answer)
 
+    def prepare_prompt(self, prompt) -> Prepared:
+        """The one place a prompt in any form becomes a :class:`Prepared` prompt: a prepared prompt is
+        returned as it is, a :class:`flowkit.data.Sample` (frames, question, candidates, answer) is prepared."""
+        if isinstance(prompt, Prepared):
+            return prompt
+        if all(hasattr(prompt, a) for a in ("frames", "question", "candidates", "answer")):
+            return self.prepare_sample(prompt)
+        raise TypeError(
+            f"expected a flowkit.data.Sample or a prepared prompt (vllm.prepare(frames, question, options)), "
+            f"got {type(prompt).__name__}"
+        )
+
     def session(self, prompt, *, replay: bool = True, row_budget: int | None = None):
         """The one entry point for a prompt: a :class:`~flowkit.intervention.session.Session` (clean run, named
         activation cache, answers under specs or masks). ``prompt``: a :class:`Prepared` prompt or a
-        :class:`flowkit.data.Sample`."""
+        :class:`flowkit.data.Sample`. The session is given the transformers model and the family adapter;
+        it never calls back into this object."""
         from flowkit.intervention.session import DEFAULT_ROW_BUDGET, Session
 
-        prepared = prompt if isinstance(prompt, Prepared) else self.prepare_sample(prompt)
-        return Session(self, prepared, row_budget=row_budget or DEFAULT_ROW_BUDGET, replay=replay)
+        return Session(
+            self.model,
+            self.adapter,
+            self.prepare_prompt(prompt),
+            row_budget=row_budget or DEFAULT_ROW_BUDGET,
+            replay=replay,
+        )
 
     def last_logits(
         self, prepared: Prepared, spec: KnockoutSpec | None = None, *, masks: dict[int, torch.Tensor] | None = None
@@ -140,11 +158,7 @@ class VideoLLM:
         """The answer distribution over the option letters of one full forward (see :mod:`flowkit.prompts.readout`).
 
         For several knockouts on one prompt use :meth:`session` (one clean run, batched replays)."""
-        from flowkit.prompts.readout import answer_distribution
-
-        return answer_distribution(
-            self.last_logits(prepared, spec), prepared.letter_ids, true_option=prepared.spans.true_option
-        )
+        return self.session(prepared).full_forward_answer(spec)
 
 
 def quantization_config(adapter: FamilyAdapter, config):

@@ -217,17 +217,14 @@ def resolve_prompt(vllm, prompt, frames=None, options: Sequence[str] | None = No
     (``vllm.prepare(...)``) pass ``frames`` and ``options`` to show them (else None, and
     the question is ``""``).
     """
-    if hasattr(prompt, "inputs") and hasattr(prompt, "spans"):
-        return prompt, (None if frames is None else np.asarray(frames)), options, ""
-    if all(hasattr(prompt, a) for a in ("frames", "question", "candidates", "answer")):
-        return (
-            vllm.prepare_sample(prompt),
-            np.asarray(prompt.frames if frames is None else frames),
-            list(prompt.candidates if options is None else options),
-            str(prompt.question),
-        )
-    raise TypeError(
-        f"expected a flowkit.data.Sample or a prepared prompt (vllm.prepare(...)), got {type(prompt).__name__}"
+    prepared = vllm.prepare_prompt(prompt)
+    if prepared is prompt:
+        return prepared, (None if frames is None else np.asarray(frames)), options, ""
+    return (
+        prepared,
+        np.asarray(prompt.frames if frames is None else frames),
+        list(prompt.candidates if options is None else options),
+        str(prompt.question),
     )
 
 
