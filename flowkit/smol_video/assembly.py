@@ -10,6 +10,13 @@ Architecture (transformers' ``LlavaNextVideoForConditionalGeneration``, loaded t
   the language model — the thing *Map the Flow* studies;
 - 2x2 average pooling and the usual two-layer projector: 4 tokens per frame.
 
+A :class:`Layout` (frame size, patch size, pooling stride) names how many video tokens a
+frame becomes; :data:`SHIPPED_LAYOUT` is the shipped model's (32x32, 8x8 patches, stride 2:
+4 tokens per frame) and :data:`LAYOUTS` the reachable ones (issue 26, version 3). A trained
+vision tower moves to a larger frame by interpolating its position embeddings
+(:func:`interpolate_position_embeddings`, bicubic, as ViTs do); the patch embedding, the
+transformer layers, the projector and the language model's LoRA factors carry over as they are.
+
 :func:`assemble` builds a checkpoint folder from the base weights and an optional
 trained *delta* (vision tower, projector, merged LM adapters) — the small part the kit
 ships in ``data/models``.
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,20 +39,136 @@ NAME = KIT_MODEL
 FRAME_SIZE = 32
 PATCH_SIZE = 8
 NUM_FRAMES = 8
+POOL_STRIDE = 2
 
 
-def vision_config_kwargs() -> dict:
+@dataclass(frozen=True)
+class Layout:
+    """How a frame becomes video tokens: ``frame_size`` pixels square, ``patch_size`` patches,
+    average pooling by ``pool_stride``.
+
+    transformers' ``LlavaNextVideoProcessor`` writes ``(H / patch)^2 // 4`` video tokens per
+    frame whatever the model pools by (its ``// 4`` is written for stride 2), so only stride 2
+    gives prompts whose video tokens match the model's features: a layout "without pooling"
+    (e.g. 32x32 at stride 1, 16 tokens) would be refused by the model's forward (features and
+    placeholders differ in number). The larger frames reach the same counts at stride 2.
+    """
+
+    frame_size: int = FRAME_SIZE
+    patch_size: int = PATCH_SIZE
+    pool_stride: int = POOL_STRIDE
+
+    def __post_init__(self):
+        if self.frame_size % self.patch_size:
+            raise ValueError(f"frame size {self.frame_size} is not a multiple of the patch size {self.patch_size}")
+        if self.pool_stride != 2:
+            raise ValueError(
+                f"pooling stride {self.pool_stride}: LlavaNextVideoProcessor counts video tokens for stride 2 "
+                "(patches // 4), so only stride-2 layouts give matching prompts; use a larger frame instead"
+            )
+        if self.grid % self.pool_stride:
+            raise ValueError(f"a {self.grid}x{self.grid} patch grid does not pool evenly by {self.pool_stride}")
+
+    @property
+    def grid(self) -> int:
+        """Patches per side."""
+        return self.frame_size // self.patch_size
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return (self.grid // self.pool_stride) ** 2
+
+    @property
+    def name(self) -> str:
+        return f"{self.tokens_per_frame}"
+
+    def describe(self) -> str:
+        return (
+            f"{self.tokens_per_frame} tokens per frame ({self.frame_size}x{self.frame_size} frames, "
+            f"{self.patch_size}x{self.patch_size} patches, {self.pool_stride}x{self.pool_stride} pooling)"
+        )
+
+
+#: the shipped model's layout (versions 1 and 2)
+SHIPPED_LAYOUT = Layout()
+#: the layouts reachable with 8x8 patches and the processor's stride 2, by tokens per frame
+LAYOUTS: dict[int, Layout] = {
+    n: Layout(frame_size=16 * side) for n, side in ((4, 2), (9, 3), (16, 4), (36, 6), (64, 8))
+}
+#: issue 26's default for version 3
+V3_LAYOUT = LAYOUTS[16]
+
+
+def layout_named(name: str | int | Layout | None) -> Layout:
+    """A layout by tokens per frame (``16``, ``"16"``), by frame size (``"64x64"``), or as given."""
+    if name is None:
+        return SHIPPED_LAYOUT
+    if isinstance(name, Layout):
+        return name
+    text = str(name).strip().lower()
+    if "x" in text:
+        side, _, other = text.partition("x")
+        if side != other or not side.isdigit():
+            raise ValueError(f"a layout's frames are square, got {name!r}")
+        return Layout(frame_size=int(side))
+    if text.isdigit() and int(text) in LAYOUTS:
+        return LAYOUTS[int(text)]
+    raise ValueError(
+        f"unknown layout {name!r}: give tokens per frame ({', '.join(str(n) for n in LAYOUTS)}) or a frame size like 64x64"
+    )
+
+
+POSITION_KEY = "embeddings.position_embedding.weight"  # the vision tower's (the language model has none)
+
+
+def interpolate_position_embeddings(weight: torch.Tensor, grid: int) -> torch.Tensor:
+    """CLIP position embeddings ``(1 + g*g, d)`` carried to a ``grid x grid`` patch grid.
+
+    The class position stays; the patch positions are resized as an image, bicubic
+    (``align_corners=False``, as transformers' ``interpolate_pos_encoding`` and timm do), in
+    float32 and returned in ``weight``'s dtype. At the same grid the embeddings come back unchanged."""
+    old = round((weight.shape[0] - 1) ** 0.5)
+    if old * old + 1 != weight.shape[0]:
+        raise ValueError(f"position embeddings of {weight.shape[0]} rows are not 1 + a square grid")
+    if old == grid:
+        return weight.clone()
+    patches = weight[1:].float().reshape(1, old, old, -1).permute(0, 3, 1, 2)
+    resized = torch.nn.functional.interpolate(patches, size=(grid, grid), mode="bicubic", align_corners=False)
+    resized = resized.permute(0, 2, 3, 1).reshape(grid * grid, -1)
+    return torch.cat([weight[:1].float(), resized]).to(weight.dtype)
+
+
+def layout_of(state: dict[str, torch.Tensor]) -> Layout | None:
+    """The layout a vision tower's weights were trained for (read off its position embeddings), if any."""
+    key = next((k for k in state if k.endswith(POSITION_KEY)), None)
+    if key is None:
+        return None
+    grid = round((state[key].shape[0] - 1) ** 0.5)
+    patch = next((v.shape[-1] for k, v in state.items() if k.endswith("embeddings.patch_embedding.weight")), PATCH_SIZE)
+    return Layout(frame_size=grid * patch, patch_size=patch)
+
+
+def adapt_to_layout(state: dict[str, torch.Tensor], layout: Layout) -> dict[str, torch.Tensor]:
+    """``state`` (a delta or a trainable state) with its position embeddings interpolated to ``layout``'s grid."""
+    out = dict(state)
+    for key, value in state.items():
+        if key.endswith(POSITION_KEY):
+            out[key] = interpolate_position_embeddings(value, layout.grid)
+    return out
+
+
+def vision_config_kwargs(layout: Layout = SHIPPED_LAYOUT) -> dict:
     return dict(
         hidden_size=256,
         intermediate_size=1024,
         num_hidden_layers=4,
         num_attention_heads=4,
-        image_size=FRAME_SIZE,
-        patch_size=PATCH_SIZE,
+        image_size=layout.frame_size,
+        patch_size=layout.patch_size,
     )
 
 
-def build_config(tokenizer, text_config):
+def build_config(tokenizer, text_config, layout: Layout = SHIPPED_LAYOUT):
     """The LlavaNextVideo config around SmolLM2's text config."""
     from transformers import CLIPVisionConfig, LlavaNextVideoConfig
 
@@ -56,23 +180,24 @@ def build_config(tokenizer, text_config):
     from transformers import LlamaConfig
 
     return LlavaNextVideoConfig(
-        vision_config=CLIPVisionConfig(**vision_config_kwargs()),
+        vision_config=CLIPVisionConfig(**vision_config_kwargs(layout)),
         text_config=LlamaConfig(**text),
         video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
-        spatial_pool_stride=2,
+        spatial_pool_stride=layout.pool_stride,
         spatial_pool_mode="average",
-        image_grid_pinpoints=[[FRAME_SIZE, FRAME_SIZE]],
+        image_grid_pinpoints=[[layout.frame_size, layout.frame_size]],
         tie_word_embeddings=True,
     )
 
 
-def build_model(seed: int = 0):
+def build_model(seed: int = 0, layout: Layout = SHIPPED_LAYOUT):
     """A LlavaNextVideo model with SmolLM2's weights and a freshly initialised vision side.
 
     Returns ``(model, processor)``. The two placeholder tokens get the mean embedding.
+    ``layout`` sets the frame size and pooling (default: the shipped model's).
     """
     from transformers import LlavaNextVideoForConditionalGeneration
 
@@ -82,7 +207,7 @@ def build_model(seed: int = 0):
 
     tokenizer = video_tokenizer()
     lm = smollm2.load_language_model(torch.float32)
-    config = build_config(tokenizer, lm.config)
+    config = build_config(tokenizer, lm.config, layout)
     torch.manual_seed(seed)
     model = LlavaNextVideoForConditionalGeneration(config)
     base = lm.model.state_dict()
@@ -95,7 +220,7 @@ def build_model(seed: int = 0):
     if unexpected or [k for k in missing if "rotary" not in k]:
         raise RuntimeError(f"SmolLM2 weights do not fit: missing {missing}, unexpected {unexpected}")
     model.tie_weights()
-    processor = llava_next_video_processor(tokenizer, FRAME_SIZE, PATCH_SIZE, CHATML_VIDEO_TEMPLATE)
+    processor = llava_next_video_processor(tokenizer, layout.frame_size, layout.patch_size, CHATML_VIDEO_TEMPLATE)
     return model.eval(), processor
 
 
@@ -104,10 +229,17 @@ def assemble(
     delta: dict[str, torch.Tensor] | None = None,
     seed: int = 0,
     metadata: dict | None = None,
+    layout: Layout | None = None,
 ) -> Path:
-    """Write a full checkpoint folder (atomically): base weights + ``delta`` (a partial state dict)."""
-    model, processor = build_model(seed)
+    """Write a full checkpoint folder (atomically): base weights + ``delta`` (a partial state dict).
+
+    ``layout`` defaults to the one the delta's vision tower was trained for (read off its
+    position embeddings), else the shipped one; a delta of another grid is interpolated to it.
+    """
+    layout = layout or (layout_of(delta) if delta else None) or SHIPPED_LAYOUT
+    model, processor = build_model(seed, layout)
     if delta:
+        delta = adapt_to_layout(delta, layout)
         delta = merge_lora_delta(delta, model.state_dict())
         state = model.state_dict()
         unknown = [k for k in delta if k not in state]
@@ -118,8 +250,9 @@ def assemble(
                 state[key].copy_(value.to(state[key].dtype))
     from flowkit.model.checkpoints import save_checkpoint
 
+    extra = {} if layout == SHIPPED_LAYOUT else {"layout": layout.describe()}
     return save_checkpoint(
-        model, processor, out_dir, {"flowkit.json": json.dumps({"name": NAME, **(metadata or {})}, indent=2)}
+        model, processor, out_dir, {"flowkit.json": json.dumps({"name": NAME, **extra, **(metadata or {})}, indent=2)}
     )
 
 

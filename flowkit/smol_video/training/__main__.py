@@ -88,6 +88,12 @@ def main(argv=None) -> int:
         help="dense: draw batches from a pre-rendered training pool folder "
         "(build it with python -m flowkit.smol_video.training.pool)",
     )
+    parser.add_argument(
+        "--layout",
+        default=None,
+        help="video tokens per frame (4, 9, 16, 36, 64) or a frame size (64x64); default: the shipped "
+        "model's 4 (32x32). A warm start from another layout interpolates the vision tower's position embeddings",
+    )
     args = parser.parse_args(argv)
     try:
         config = TrainConfig(
@@ -113,6 +119,7 @@ def main(argv=None) -> int:
             workers=args.workers,
             minutes=args.minutes,
             pool=args.pool,
+            layout=args.layout,
             **({"video_tasks": tuple(args.tasks)} if args.tasks else {}),
             **({"frame_tasks": tuple(args.frame_tasks)} if args.frame_tasks else {}),
         )

@@ -81,6 +81,7 @@ class TrainConfig:
     workers: int = 0  # processes that build batches ahead of the model (0: in the training process)
     minutes: float | None = None  # wall-clock budget: fit the schedule into it (see train())
     pool: str | None = None  # dense: a pre-rendered training pool folder to draw batches from (pool.py)
+    layout: str | None = None  # video tokens per frame ("16") or frame size ("64x64"); None: the shipped 4
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -105,6 +106,10 @@ class TrainConfig:
                 f"eval_seed {self.eval_seed} must differ from the shipped split's seed {EVAL_SEED} "
                 f"and from the training seed {self.seed}"
             )
+        if self.layout is not None:
+            from flowkit.smol_video.assembly import layout_named
+
+            layout_named(self.layout)  # refuses an unknown layout now, not after the model is built
         self.video_tasks = tuple(self.video_tasks)
         self.frame_tasks = tuple(self.frame_tasks)
         from flowkit.smol_video.training.curriculum import CURRICULUM_FRAME_TASKS, CURRICULUM_VIDEO_TASKS
@@ -170,14 +175,24 @@ class Trainable(nn.Module):
         return self.model.lm_head(hidden[torch.arange(hidden.shape[0]), last])
 
 
-def base_checkpoint() -> Path:
-    """The untrained assembly (SmolLM2 + fresh vision side), built once into the cache."""
+def base_checkpoint(layout=None) -> Path:
+    """The untrained assembly (SmolLM2 + fresh vision side), built once into the cache.
+
+    ``layout`` (a :class:`~flowkit.smol_video.assembly.Layout` or its name) sets the frame size
+    and pooling; the shipped layout's folder is ``smol-video-base``, another's is named by it."""
     from flowkit.smol_video import assemble
+    from flowkit.smol_video.assembly import SHIPPED_LAYOUT, layout_named
     from flowkit.smol_video.smollm2 import cache_dir
 
-    folder = cache_dir() / "smol-video-base"
+    layout = layout_named(layout)
+    name = (
+        "smol-video-base"
+        if layout == SHIPPED_LAYOUT
+        else f"smol-video-base-{layout.frame_size}px-s{layout.pool_stride}"
+    )
+    folder = cache_dir() / name
     if not (folder / "config.json").exists():
-        assemble(folder, seed=0, metadata={"stage": "base (untrained vision side)"})
+        assemble(folder, seed=0, metadata={"stage": "base (untrained vision side)"}, layout=layout)
     return folder
 
 
@@ -332,12 +347,27 @@ def iter_batches(config: TrainConfig, processor, first: int, last: int):
 def build(config: TrainConfig):
     from transformers import AutoProcessor, LlavaNextVideoForConditionalGeneration
 
-    folder = Path(config.base) if config.base else base_checkpoint()
+    folder = Path(config.base) if config.base else base_checkpoint(config.layout)
     model = LlavaNextVideoForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(folder)
     for p in model.parameters():
         p.requires_grad_(False)
     init_state = load_trainable_state(config.init_from) if config.init_from else {}
+    if init_state:  # a warm start from another layout: its position embeddings interpolated to this grid
+        from flowkit.smol_video.assembly import Layout, adapt_to_layout
+
+        vision = model.config.vision_config
+        init_state = adapt_to_layout(init_state, Layout(frame_size=vision.image_size, patch_size=vision.patch_size))
+    if config.layout is not None and config.base:
+        from flowkit.smol_video.assembly import layout_named
+
+        wanted = layout_named(config.layout)
+        vision = model.config.vision_config
+        if (vision.image_size, vision.patch_size) != (wanted.frame_size, wanted.patch_size):
+            raise ValueError(
+                f"--layout {config.layout} asks for {wanted.describe()}, but the base checkpoint {folder} has "
+                f"{vision.image_size}x{vision.image_size} frames and {vision.patch_size}x{vision.patch_size} patches"
+            )
     # stage 0 never runs the language model: it adds no adapters, but keeps those it starts from
     with_lora = config.stage != "embed" or any("lora_" in k for k in init_state)
     trainable = Trainable(model, config.lora_rank if with_lora and config.lora_rank else None)
@@ -417,6 +447,14 @@ def train(
             raise ValueError(
                 f"{run_dir} holds a run with --supervision {earlier}; resume it with the same "
                 f"supervision, or start {config.supervision} in another folder"
+            )
+        from flowkit.smol_video.assembly import layout_named
+
+        earlier_layout = ckpt.get("config", {}).get("layout")
+        if layout_named(earlier_layout) != layout_named(config.layout):
+            raise ValueError(
+                f"{run_dir} holds a run with --layout {earlier_layout or 'the shipped one'}; resume it with the "
+                f"same layout, or start --layout {config.layout or 'the shipped one'} in another folder"
             )
         trainable.load_state_dict(ckpt["trainable"], strict=False)
         optimizer.load_state_dict(ckpt["optimizer"])
