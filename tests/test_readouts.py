@@ -1,0 +1,262 @@
+"""The named readouts (flowkit.prompts.readout): the paper's rules pinned beside flowkit's own.
+
+Prediction rules on synthetic logits and on a tiny model whose top token is sometimes not a
+letter; emergence with and without the final norm; the lens's layer numbering; the word bags;
+the random control's overflow option.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from flowkit.analysis import experiments
+from flowkit.analysis.lens import answer_by_layer, lens_layers, paper_lens_layer
+from flowkit.analysis.pathways import paper_random_block_masks, paper_random_pool
+from flowkit.analysis.sweep import correct_columns, question_rows, summarize, window_specs
+from flowkit.data.vocab import (
+    PAPER_ACTION_SEQUENCE_SPATIAL,
+    PAPER_ACTION_SEQUENCE_TEMPORAL,
+    SPATIAL_WORDS,
+    TEMPORAL_WORDS,
+    WORD_BAGS,
+)
+from flowkit.errors import KnockoutError
+from flowkit.intervention.spec import KnockoutSpec
+from flowkit.prompts.readout import (
+    EMERGENCE_READOUTS,
+    accuracy,
+    answer_distribution,
+    emergence_readout,
+    non_letter_share,
+    register_emergence_readout,
+)
+
+LETTERS = [3, 4]  # token ids of "A" and "B" in a 10-token vocabulary
+
+
+def _logits(values: dict[int, float]) -> torch.Tensor:
+    logits = torch.zeros(10)
+    for token, value in values.items():
+        logits[token] = value
+    return logits
+
+
+# three questions, true option A: a letter wins (A); a non-letter (token 7) wins with A the best
+# letter; a non-letter wins with B the best letter
+CASES = [_logits({3: 5.0, 4: 1.0}), _logits({7: 6.0, 3: 5.0, 4: 1.0}), _logits({7: 6.0, 3: 1.0, 4: 5.0})]
+
+
+def test_the_two_prediction_rules_on_synthetic_logits():
+    dists = [answer_distribution(logits, LETTERS, true_option=0) for logits in CASES]
+    assert [d.top_token_id for d in dists] == [3, 7, 7]
+    assert [d.top_option for d in dists] == [0, None, None]
+    assert [d.top_is_letter for d in dists] == [True, False, False]
+    assert [d.predicted for d in dists] == [0, 0, 1]  # the option-letter rule's answer
+    assert [d.prediction("vocabulary") for d in dists] == [0, None, None]
+    assert [d.is_correct("options") for d in dists] == [True, True, False]
+    assert [d.is_correct("vocabulary") for d in dists] == [True, False, False]
+    assert [d.correct for d in dists] == [True, False, False]  # the paper's rule by default
+    assert accuracy(dists) == pytest.approx(1 / 3)
+    assert accuracy(dists, prediction="options") == pytest.approx(2 / 3)
+    assert non_letter_share(dists) == pytest.approx(2 / 3)
+    assert "top token not a letter" in str(dists[1])
+    with pytest.raises(ValueError, match="unknown prediction rule"):
+        accuracy(dists, prediction="letters")
+
+
+def test_a_letter_of_another_prompt_is_not_a_letter():
+    # token 5 is "C": a letter of a 4-way question, not of this 2-way one
+    dist = answer_distribution(_logits({5: 9.0, 3: 5.0}), LETTERS, true_option=0)
+    assert dist.top_token_id == 5 and dist.top_option is None and dist.correct is False
+
+
+def test_a_distribution_without_its_top_token_says_so():
+    from flowkit.prompts.readout import AnswerDistribution
+
+    dist = AnswerDistribution((0.1, 0.3), (0.25, 0.75), 1, true_option=1)
+    assert dist.correct is True  # only the options rule can be read
+    with pytest.raises(ValueError, match="prediction='options'"):
+        dist.is_correct("vocabulary")
+
+
+def test_sweep_rows_and_summary_follow_the_rule():
+    class _Sample:
+        def __init__(self, sid):
+            self.id, self.task, self.answer = sid, "t", "A"
+
+    specs = window_specs(["video->last"], [0], size=1)
+    jsons = [spec.to_json() for _, _, spec in specs]
+    clean_json = KnockoutSpec().to_json()
+    rows = []
+    for sid, logits in enumerate(CASES):
+        clean = answer_distribution(logits, LETTERS, 0).to_dict()
+        after = answer_distribution(logits * 0.5, LETTERS, 0).to_dict()
+        rows += question_rows(_Sample(sid), specs, jsons, {clean_json: clean, jsons[0]: after}, 4)
+    df = pd.DataFrame(rows)
+    assert df["correct_base"].tolist() == [True, False, False]
+    assert df["letter_base"].tolist() == [True, False, False]
+    assert df["correct_base_options"].tolist() == [True, True, False]
+    assert correct_columns("options") == ("correct_base_options", "correct_after_options")
+    paper = summarize(df).iloc[0]
+    options = summarize(df, prediction="options").iloc[0]
+    assert paper["n"] == 1 and options["n"] == 2  # the non-letter question is left out of the paper's average
+    assert paper["pct_change"] == pytest.approx(df["pct_change"].iloc[0])
+    assert options["pct_change"] == pytest.approx(df["pct_change"].iloc[:2].mean())
+    assert paper["accuracy_before"] == pytest.approx(1 / 3) and options["accuracy_before"] == pytest.approx(2 / 3)
+
+
+@pytest.fixture(scope="module")
+def letter_sometimes(toy_checkpoint):
+    """The tiny model with "B"'s output row set just above (x 1.001) the row of the token that most often wins,
+    so that on some questions the top token is a letter and on others it is not."""
+    from flowkit import load_videollm
+    from flowkit.data import generate
+
+    vllm = load_videollm(toy_checkpoint, quant="fp32")
+    samples = generate("action_antonym", 4, seed=3, num_frames=8, size=32) + generate(
+        "moving_direction", 4, seed=3, num_frames=8, size=32
+    )
+    tops = [vllm.answer(vllm.prepare_sample(s)).top_token_id for s in samples]
+    winner = max(set(tops), key=tops.count)
+    letter_b = vllm.prepare_sample(samples[0]).letter_ids[1]
+    head = vllm.model.get_output_embeddings().weight
+    with torch.no_grad():
+        head[letter_b] = head[winner] * 1.001
+    return vllm, samples
+
+
+def test_a_tiny_model_whose_top_token_is_sometimes_not_a_letter(letter_sometimes):
+    vllm, samples = letter_sometimes
+    table = experiments.answer_table(vllm, samples, progress=False)
+    assert 0 < table["top_is_letter"].mean() < 1  # sometimes a letter wins, sometimes not
+    assert (table["correct"] <= table["correct_options"]).all()  # the paper's rule is never kinder
+    assert table["correct"].sum() < table["correct_options"].sum()  # ... and here stricter
+    assert not table.loc[~table["top_is_letter"], "correct"].any()
+    dists = [vllm.answer(vllm.prepare_sample(s)) for s in samples]
+    assert accuracy(dists) == pytest.approx(table["correct"].mean())
+    assert accuracy(dists, "options") == pytest.approx(table["correct_options"].mean())
+    assert non_letter_share(dists) == pytest.approx(1 - table["top_is_letter"].mean())
+
+
+# ------------------------------------------------------------------ emergence
+
+
+def test_emergence_readouts_on_synthetic_states():
+    torch.manual_seed(0)
+    hidden, head = torch.randn(4, 6) * 3, torch.randn(10, 6)
+
+    def norm(h):
+        return h / h.norm(dim=-1, keepdim=True)
+
+    paper = emergence_readout("paper")(hidden, norm, head, LETTERS)
+    lens = emergence_readout("logit_lens")(hidden, norm, head, LETTERS)
+    options = emergence_readout("options")(hidden, norm, head, LETTERS)
+    raw = torch.softmax(hidden @ head.T, -1)[:, LETTERS]
+    normed = torch.softmax(norm(hidden) @ head.T, -1)[:, LETTERS]
+    assert torch.allclose(paper[:-1], raw[:-1]) and torch.allclose(paper[-1], normed[-1])  # norm only at the last
+    assert torch.allclose(lens, normed)
+    assert not torch.allclose(paper[:-1], lens[:-1])
+    assert torch.allclose(options.sum(-1), torch.ones(4))
+    assert torch.allclose(options, torch.softmax((norm(hidden) @ head.T)[:, LETTERS], -1))
+    with pytest.raises(ValueError, match="unknown emergence readout"):
+        emergence_readout("tuned")
+
+
+def test_a_readout_is_registered_by_name():
+    def doubled(hidden, norm, head, letter_ids):
+        return EMERGENCE_READOUTS["logit_lens"](hidden * 2, norm, head, letter_ids)
+
+    register_emergence_readout("test_doubled", doubled)
+    try:
+        assert emergence_readout("test_doubled") is doubled
+        with pytest.raises(ValueError, match="already exists"):
+            register_emergence_readout("test_doubled", lambda *a: None)
+    finally:
+        del EMERGENCE_READOUTS["test_doubled"]
+
+
+def test_emergence_on_the_tiny_model(toy_fp32, prepared_fp32):
+    paper = answer_by_layer(toy_fp32, prepared_fp32)
+    lens = answer_by_layer(toy_fp32, prepared_fp32, readout="logit_lens")
+    last = toy_fp32.num_layers - 1
+    dist = toy_fp32.answer(prepared_fp32)
+    for table in (paper, lens):  # both end at the model's own answer
+        assert table[table["layer"] == last]["prob"].tolist() == pytest.approx(list(dist.probs), rel=1e-4)
+    early = paper["layer"] < last
+    assert not np.allclose(paper[early]["prob"], lens[early]["prob"])  # no final norm before the last layer
+    options = answer_by_layer(toy_fp32, prepared_fp32, readout="options")
+    assert options.groupby("layer")["prob"].sum().tolist() == pytest.approx([1.0] * toy_fp32.num_layers)
+
+
+# ------------------------------------------------------------------ the lens's layers
+
+
+def test_the_paper_lens_layer_mapping():
+    L = 28
+    assert paper_lens_layer(0, L) == (-1, False)  # the embeddings
+    assert paper_lens_layer(5, L) == (4, False)  # the input of layer 5 = the output of layer 4
+    assert paper_lens_layer(L - 2, L) == (L - 3, False)
+    assert paper_lens_layer(L - 1, L) == (L - 1, True)  # the final norm's output
+    read = {resid_post for _, resid_post, _ in lens_layers(L, "paper")}
+    assert read == set(range(-1, L)) - {L - 2}  # resid_post(L - 2) has no paper counterpart
+    assert [row[0] for row in lens_layers(L, "resid_post")] == list(range(-1, L))
+    with pytest.raises(ValueError):
+        paper_lens_layer(L, L)
+
+
+def test_video_token_lens_in_both_numberings(toy_fp32):
+    from flowkit.data import generate
+
+    sample = generate("action_antonym", 1, seed=3, num_frames=8, size=32)
+    L = toy_fp32.num_layers
+    paper = experiments.video_token_lens(toy_fp32, sample, k=5, progress=False).set_index("layer")
+    ours = experiments.video_token_lens(toy_fp32, sample, k=5, progress=False, layers="resid_post").set_index("layer")
+    assert list(paper.index) == list(range(L)) and list(ours.index) == list(range(-1, L))
+    for i in range(L - 1):
+        assert paper.loc[i, "resid_post"] == i - 1
+        assert paper.loc[i, "temporal_share"] == ours.loc[i - 1, "temporal_share"]
+    assert paper.loc[L - 1, "resid_post"] == L - 1
+
+
+# ------------------------------------------------------------------ word bags
+
+
+def test_word_bags_are_the_papers_lists_and_the_kits():
+    assert WORD_BAGS["kit"] == (SPATIAL_WORDS, TEMPORAL_WORDS)
+    assert (len(SPATIAL_WORDS), len(TEMPORAL_WORDS)) == (27, 23)
+    spatial, temporal = WORD_BAGS["paper_action_sequence"]
+    assert (spatial, temporal) == (PAPER_ACTION_SEQUENCE_SPATIAL, PAPER_ACTION_SEQUENCE_TEMPORAL)
+    assert len(spatial) == 22 and spatial.count("glass") == 2 and len(set(spatial)) == 21
+    assert len(temporal) == 14 and len(set(temporal)) == 14
+    assert {"sandwich", "laptop", "person"} <= set(spatial) and {"tidy", "throw", "up", "on"} <= set(temporal)
+    assert not set(spatial) & set(temporal)
+
+
+def test_the_paper_bag_matches_first_tokens(toy_fp32):
+    from flowkit.analysis.lens import word_bag
+
+    ids, temporal = word_bag(toy_fp32, "paper_action_sequence")
+    first = {
+        toy_fp32.tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in PAPER_ACTION_SEQUENCE_TEMPORAL
+    }
+    assert first <= set(ids[temporal].tolist())
+    with pytest.raises(KeyError, match="unknown word bag"):
+        word_bag(toy_fp32, "nope")
+
+
+# ------------------------------------------------------------------ random control overflow
+
+
+def test_random_control_overflow_refuses_or_cuts_the_whole_pool():
+    with pytest.raises(KnockoutError, match="cut_pool"):
+        paper_random_block_masks(20, 15, 2, 0.58, seed=0)
+    masks = paper_random_block_masks(20, 15, 2, 0.58, seed=0, on_overflow="cut_pool")
+    pool = paper_random_pool(20, 15)
+    for mask in masks.values():
+        assert int(mask.sum()) == len(pool) == 15
+        assert torch.equal(mask.flatten().nonzero().flatten().sort().values, pool.sort().values)
+    with pytest.raises(KnockoutError, match="on_overflow"):
+        paper_random_block_masks(20, 15, 2, 0.58, seed=0, on_overflow="wrap")
