@@ -260,3 +260,25 @@ def test_random_control_overflow_refuses_or_cuts_the_whole_pool():
         assert torch.equal(mask.flatten().nonzero().flatten().sort().values, pool.sort().values)
     with pytest.raises(KnockoutError, match="on_overflow"):
         paper_random_block_masks(20, 15, 2, 0.58, seed=0, on_overflow="wrap")
+
+
+def test_the_fidelity_report_shows_the_non_letter_share_and_the_other_rule():
+    import json
+
+    from flowkit.course.fidelity import _non_letter_share, format_report
+    from flowkit.locations import data_path
+
+    table = pd.DataFrame({"task": ["a", "a", "b"], "top_is_letter": [True, False, True]})
+    assert _non_letter_share(table) == {"a": 0.5, "b": 0.0}
+    report = json.loads(data_path("results", "fidelity.json").read_text())
+    task = sorted(report["accuracy"])[0]
+    report["non_letter_share"] = {task: 0.25}
+    report["accuracy_options"] = {t: a + (0.1 if t == task else 0.0) for t, a in report["accuracy"].items()}
+    lines = format_report(report).splitlines()
+    assert "non-letter" in lines[2] and "options rule" in lines[2]
+    row = next(line for line in lines if line.startswith(task))
+    assert "25.0%" in row and f"{100 * report['accuracy_options'][task]:.1f}%" in row
+    other = next(
+        line for line in lines[3:] if line.split() and line.split()[0] in report["accuracy"] and line.split()[0] != task
+    )
+    assert len(other.split()) == 3  # accuracy and control only: the rules agree, no non-letter share recorded
