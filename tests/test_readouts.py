@@ -282,3 +282,70 @@ def test_the_fidelity_report_shows_the_non_letter_share_and_the_other_rule():
         line for line in lines[3:] if line.split() and line.split()[0] in report["accuracy"] and line.split()[0] != task
     )
     assert len(other.split()) == 3  # accuracy and control only: the rules agree, no non-letter share recorded
+
+
+# ------------------------------------------------------------------ VideoLLaMA3's spans as the paper counts them
+
+
+def _video_llama3_layout(merged: bool):
+    """Token texts of a VideoLLaMA3 prompt (two frames of 4 tokens) and the kit's spans of it.
+
+    ``merged``: the question's "?" and the newline after it are one token, as a real Qwen2
+    tokenizer writes them (its pre-tokenizer joins punctuation with following newlines).
+    """
+    from flowkit.prompts.spans import Spans
+
+    texts = ["<|im_start|>", "user", "\n"]
+    video_start = len(texts)
+    frames = []
+    for i in range(2):
+        texts += ([","] if i else []) + ["Time", " ", str(i), ".", "0", "s", ":"]
+        frames.append((len(texts), len(texts) + 4))
+        texts += ["<|video_pad|>"] * 4
+    video_end = len(texts)
+    texts += ["\n"]
+    question_start = len(texts)
+    texts += ["Which", " way", "?\n"] if merged else ["Which", " way", "?", "\n"]
+    question_end = question_start + 3
+    texts += ["Options", ":", "\n"]
+    options = []
+    for letter, word in (("A", " left"), ("B", " right")):
+        options.append((len(texts), len(texts) + 4))
+        texts += ["(", letter, ")", word, "\n"]
+    texts += ["Answer", " with", "<|im_end|>", "\n", "Best", " option", ":("]
+    kit = Spans(
+        seq_len=len(texts),
+        frame_spans=tuple(frames),
+        question_text=(question_start, question_end),
+        option_spans=tuple(options),
+        last=len(texts) - 1,
+        video_span=(video_start, video_end),
+    )
+    return texts, kit
+
+
+@pytest.mark.parametrize("merged", [False, True])
+def test_video_llama3_paper_spans_on_a_built_layout(merged):
+    from flowkit.families.video_llama3 import paper_spans
+
+    texts, kit = _video_llama3_layout(merged)
+    paper = paper_spans(kit, texts)
+    text = lambda span: "".join(texts[span[0] : span[1]])  # noqa: E731
+    # each frame's leading timestamp, and the comma before it, belong to that frame: frames tile the video
+    assert [text(f) for f in paper.frame_spans] == [
+        "Time 0.0s:" + "<|video_pad|>" * 4,
+        ",Time 1.0s:" + "<|video_pad|>" * 4,
+    ]
+    assert paper.video == kit.video and paper.video_span is None
+    # the newline after the question sentence and after each option belongs to the span
+    assert text(paper.question_text) == "Which way?\n"
+    assert [text(o) for o in paper.option_spans] == ["(A) left\n", "(B) right\n"]
+    assert paper.question == (kit.question_text[0], paper.option_spans[-1][1])
+    assert text(paper.question).endswith("(B) right\n")
+    if merged:  # the newline is already inside the question's last token: nothing added
+        assert paper.question_text == kit.question_text
+    else:
+        assert paper.question_text == (kit.question_text[0], kit.question_text[1] + 1)
+    # the kit's own convention is unchanged: separators in no frame, newlines outside
+    assert [text(f) for f in kit.frame_spans] == ["<|video_pad|>" * 4] * 2
+    assert text(kit.option_spans[0]) == "(A) left"
