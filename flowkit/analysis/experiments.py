@@ -133,7 +133,8 @@ def answer_emergence(vllm, samples, progress: bool = True, readout: str = PAPER_
                     "true_is_top": int(np.argmax(p)) == true,
                 }
             )
-    return pd.DataFrame(rows)
+    columns = ["sample", "task", "layer", "p_true", "p_false_max", "p_false_mean", "true_is_top"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def lens_bag_temporal_share(vllm, bag: str = "kit") -> float:
@@ -186,7 +187,8 @@ def video_token_lens(
                     "spatial_share": 1 - share,
                 }
             )
-    return pd.DataFrame(rows)
+    columns = ["sample", "task", "layer", "resid_post", "kind", "temporal_share", "spatial_share"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def curves_with_ci(flows: pd.DataFrame, tasks=None, level: float = 0.95) -> pd.DataFrame:
@@ -238,7 +240,9 @@ def windows_from_sweeps(summary: pd.DataFrame, num_layers: int, fraction: float 
     curves = summary.groupby(["edge_group", "center"])["pct_change"].mean()
 
     def window(edge_group: str) -> tuple[int, int]:
-        curve = curves.loc[edge_group].reindex(range(num_layers)).fillna(0.0).to_numpy()
+        swept = edge_group in curves.index.get_level_values(0)  # no row: no question was answered correctly
+        curve = (curves.loc[edge_group] if swept else pd.Series(dtype=float)).reindex(range(num_layers))
+        curve = curve.fillna(0.0).to_numpy()
         low = int(np.argmin(curve))
         if curve[low] >= 0:
             return (low, low)

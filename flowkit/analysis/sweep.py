@@ -44,6 +44,17 @@ COLUMNS = [
 ]
 
 
+#: The true/false columns (typed even when no question was swept, so they always work as masks).
+BOOL_COLUMNS = (
+    "correct_base",
+    "correct_after",
+    "letter_base",
+    "letter_after",
+    "correct_base_options",
+    "correct_after_options",
+)
+
+
 def correct_columns(prediction: str = PAPER_PREDICTION) -> tuple[str, str]:
     """The sweep table's ``(correct before, correct after)`` columns under a prediction rule
     (:data:`flowkit.prompts.readout.PREDICTION_RULES`): ``"vocabulary"`` (the paper's, default)
@@ -174,7 +185,7 @@ def sweep(
         for index, sample in enumerate(samples)
         for row in question_rows(sample, specs, jsons, results[index], num_layers)
     ]
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS).astype({column: bool for column in BOOL_COLUMNS})
     table.attrs["sweep"] = {
         "questions": len(samples),
         "computed": len(jobs),
@@ -239,6 +250,7 @@ def summarize(df: pd.DataFrame, only_correct: bool = True, prediction: str = PAP
     """
     before, after = correct_columns(prediction)
     keys = ["task", "edge_group", "center"]
+    df = df.astype({before: bool, after: bool})  # an empty table's columns are objects: masks, not labels
     averaged = df[df[before]] if only_correct else df
     out = averaged.groupby(keys, as_index=False).agg(pct_change=("pct_change", "mean"), n=("pct_change", "size"))
     kept_correct = df.assign(correct_before_and_after=df[before] & df[after])
