@@ -349,3 +349,13 @@ def test_video_llama3_paper_spans_on_a_built_layout(merged):
     # the kit's own convention is unchanged: separators in no frame, newlines outside
     assert [text(f) for f in kit.frame_spans] == ["<|video_pad|>" * 4] * 2
     assert text(kit.option_spans[0]) == "(A) left"
+
+
+def test_the_knockout_grid_view_says_whether_a_letter_won():
+    from flowkit.views.view_models import answer_view
+
+    letter, other = (answer_distribution(logits, LETTERS, true_option=0) for logits in CASES[:2])
+    view = answer_view(letter, other, KnockoutSpec())
+    assert (view["before"]["top_is_letter"], view["before"]["correct"]) == (True, True)
+    assert (view["after"]["top_is_letter"], view["after"]["correct"]) == (False, False)
+    assert view["after"]["predicted_letter"] == "A"  # the most likely letter is still shown
