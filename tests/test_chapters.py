@@ -160,6 +160,7 @@ def test_fidelity_writes_the_report_and_every_table(fidelity_run):
     for task, share in stored["non_letter_share"].items():
         assert 0 <= share <= 1 and stored["accuracy"][task] <= stored["accuracy_options"][task]
     assert stored["sweep_samples"]  # this toy answers some questions with the true letter
+    assert isinstance(stored["learned"]["tasks_options_rule"], list)
     for centre, (lo, hi) in stored["F1"].get("curve_ci", {}).items():
         assert lo - 1e-9 <= stored["F1"]["curve"][centre] <= hi + 1e-9
     produced = {p.name for p in folder.iterdir()}
