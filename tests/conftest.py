@@ -20,6 +20,22 @@ def toy_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def letters_checkpoint(tmp_path_factory):
+    """The toy checkpoint with an ``lm_head`` that keeps only the option letters' rows: its top token
+    is a letter on most questions, so the paper's rule finds correctly answered ones to sweep."""
+    from flowkit.testing.tiny_models import build_toy_llava_next_video
+
+    return build_toy_llava_next_video(tmp_path_factory.mktemp("ckpt") / "toy-letters", seed=0, letters_head=True)
+
+
+@pytest.fixture(scope="session")
+def letters_fp32(letters_checkpoint):
+    from flowkit import load_videollm
+
+    return load_videollm(letters_checkpoint, quant="fp32")
+
+
+@pytest.fixture(scope="session")
 def toy_fp32(toy_checkpoint):
     from flowkit import load_videollm
 

@@ -118,14 +118,15 @@ def test_show_solution_prints_the_one_copy_and_checks_it(capsys):
 
 # ---------------------------------------------------------------- fidelity + results
 @pytest.fixture(scope="module")
-def fidelity_run(toy_checkpoint, tmp_path_factory):
-    """The fidelity command's code path on the toy model: 1 question per task, a few windows."""
+def fidelity_run(letters_checkpoint, tmp_path_factory):
+    """The fidelity command's code path on the toy model whose top token is mostly a letter (the
+    paper's rule then finds correct answers to sweep): 1 question per task, a few windows."""
     from flowkit.course.fidelity import TABLES, run_fidelity
 
     out = tmp_path_factory.mktemp("results") / "fidelity.json"
     report = run_fidelity(
-        model=str(toy_checkpoint),
-        control=str(toy_checkpoint),
+        model=str(letters_checkpoint),
+        control=str(letters_checkpoint),
         quant="fp32",
         per_task=1,
         sweep_per_task=1,
@@ -153,6 +154,13 @@ def test_fidelity_writes_the_report_and_every_table(fidelity_run):
     assert stored["learned"]["headline_tasks"] == (stored["learned"]["tasks"] or sorted(stored["accuracy"]))
     for task, (lo, hi) in stored["accuracy_ci"].items():
         assert lo <= stored["accuracy"][task] <= hi
+    # the paper's readouts, with the non-letter share and the option-letter rule beside them
+    assert stored["readouts"] == {"prediction": "vocabulary", "emergence": "paper", "lens_layers": "paper"}
+    assert set(stored["non_letter_share"]) == set(stored["accuracy_options"]) == set(stored["accuracy"])
+    for task, share in stored["non_letter_share"].items():
+        assert 0 <= share <= 1 and stored["accuracy"][task] <= stored["accuracy_options"][task]
+    assert stored["sweep_samples"]  # this toy answers some questions with the true letter
+    assert isinstance(stored["learned"]["tasks_options_rule"], list)
     for centre, (lo, hi) in stored["F1"].get("curve_ci", {}).items():
         assert lo - 1e-9 <= stored["F1"]["curve"][centre] <= hi + 1e-9
     produced = {p.name for p in folder.iterdir()}
@@ -175,17 +183,17 @@ def test_tables_are_byte_reproducible(fidelity_run, tmp_path):
 
 
 @pytest.mark.parametrize("table", ["accuracy", "emergence", "pathways", "lens", "sweeps"])
-def test_verify_recomputes_stored_rows(fidelity_run, toy_fp32, table):
+def test_verify_recomputes_stored_rows(fidelity_run, letters_fp32, table):
     from flowkit.course.results import load_report, verify
 
     report, folder, _ = fidelity_run
     if table in ("sweeps", "lens", "emergence") and not load_report(folder)["sweep_samples"]:
         pytest.skip("the toy model answered no question correctly, so nothing was swept")
-    checked = verify(toy_fp32, table, n=1, folder=folder)
+    checked = verify(letters_fp32, table, n=1, folder=folder)
     assert len(checked) >= 1 and checked["max_abs_diff"].max() <= 1e-4
 
 
-def test_verify_catches_a_tampered_table(fidelity_run, toy_fp32, tmp_path):
+def test_verify_catches_a_tampered_table(fidelity_run, letters_fp32, tmp_path):
     from flowkit.course.fidelity import _atomic_write_tables
     from flowkit.course.results import load_table, verify
 
@@ -195,7 +203,7 @@ def test_verify_catches_a_tampered_table(fidelity_run, toy_fp32, tmp_path):
     table["p_answer"] = table["p_answer"] * 0.9 + 0.05
     _atomic_write_tables(tmp_path, {"accuracy": table})
     with pytest.raises(FlowkitError, match="does not match what the kit computes now"):
-        verify(toy_fp32, "accuracy", n=6, folder=tmp_path)
+        verify(letters_fp32, "accuracy", n=6, folder=tmp_path)
 
 
 def test_verify_refuses_another_model(fidelity_run, toy_nf4):
@@ -206,7 +214,7 @@ def test_verify_refuses_another_model(fidelity_run, toy_nf4):
         verify(toy_nf4, "accuracy", n=1, folder=folder)
 
 
-def test_a_chapter_goes_on_after_a_mismatch_with_one_note(fidelity_run, toy_nf4, toy_fp32, tmp_path, capsys):
+def test_a_chapter_goes_on_after_a_mismatch_with_one_note(fidelity_run, toy_nf4, letters_fp32, tmp_path, capsys):
     """What a chapter meets on another model, numeric path or a stale table: one note, no exception."""
     from flowkit.course.fidelity import _atomic_write_tables
     from flowkit.course.results import load_table, verify
@@ -220,7 +228,7 @@ def test_a_chapter_goes_on_after_a_mismatch_with_one_note(fidelity_run, toy_nf4,
     table = load_table("accuracy", folder)
     table["p_answer"] = table["p_answer"] * 0.9 + 0.05
     _atomic_write_tables(tmp_path, {"accuracy": table})
-    assert verify(toy_fp32, "accuracy", n=6, folder=tmp_path, on_mismatch="note") is None
+    assert verify(letters_fp32, "accuracy", n=6, folder=tmp_path, on_mismatch="note") is None
     assert "does not match what the kit computes now" in capsys.readouterr().out
 
 

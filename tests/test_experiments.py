@@ -31,6 +31,8 @@ def test_answer_emergence_last_layer_is_the_answer(toy_fp32, samples):
 @pytest.mark.parametrize("kind", ["embedding", "logit"])
 def test_video_token_lens_shares(toy_fp32, samples, kind):
     df = experiments.video_token_lens(toy_fp32, samples[:1], kind=kind, k=5, progress=False)
+    assert sorted(df["layer"].unique()) == list(range(toy_fp32.num_layers))  # the paper's numbering
+    df = experiments.video_token_lens(toy_fp32, samples[:1], kind=kind, k=5, progress=False, layers="resid_post")
     assert sorted(df["layer"].unique()) == list(range(-1, toy_fp32.num_layers))
     assert np.allclose(df["temporal_share"] + df["spatial_share"], 1.0)
     assert df["temporal_share"].between(0, 1).all()

@@ -350,3 +350,25 @@ def test_registration_refuses_undeclared_or_clashing_families():
     with pytest.raises(FlowkitError, match="'internvl' is registered twice"):
         register_family(type("Twin", (InternVLAdapter,), {"supports_replay": True}))
     assert ADAPTERS == before
+
+
+def test_video_llama3_paper_span_convention(models):
+    vllm = models("video_llama_3")
+    kit = vllm.prepare(random_frames(3), QUESTION, OPTIONS)
+    vllm.adapter.span_convention = "paper"
+    try:
+        paper = vllm.prepare(random_frames(3), QUESTION, OPTIONS)
+        vllm.adapter.span_convention = "neither"
+        with pytest.raises(FlowkitError, match="span_convention"):
+            vllm.prepare(random_frames(3), QUESTION, OPTIONS)
+    finally:
+        vllm.adapter.span_convention = "kit"
+    ids = paper.inputs["input_ids"][0]
+    decode = vllm.tokenizer.decode
+    assert paper.spans.video == kit.spans.video
+    assert decode(ids[slice(*paper.spans.frame_spans[0])]).startswith("Time 0.0s:")
+    assert decode(ids[slice(*paper.spans.frame_spans[1])]).startswith(",Time 1.0s:")
+    assert [e for _, e in paper.spans.frame_spans] == [e for _, e in kit.spans.frame_spans]
+    assert decode(ids[slice(*paper.spans.question_text)]).endswith("?\n")
+    assert all(decode(ids[slice(*o)]).endswith("\n") for o in paper.spans.option_spans)
+    assert paper.spans.question[1] == paper.spans.option_spans[-1][1]

@@ -288,8 +288,11 @@ def test_answer_distribution_and_metric(toy_fp32, prepared_fp32):
     assert np.allclose(dist.probs, full.numpy(), rtol=1e-6)
     assert abs(sum(dist.option_probs) - 1) < 1e-6
     assert dist.predicted == int(np.argmax(dist.probs)) and dist.true_option == 1
-    assert dist.correct == (dist.predicted == 1)
+    assert dist.top_token_id == int(torch.argmax(logits))
+    assert dist.correct == (dist.top_option == 1)  # the paper's rule: the whole vocabulary's top token
+    assert dist.is_correct("options") == (dist.predicted == 1)
     assert accuracy([dist]) == float(dist.correct)
+    assert accuracy([dist], "options") == float(dist.is_correct("options"))
     assert percent_change(0.5, 0.25) == -50.0
     with pytest.raises(ValueError):
         percent_change(0.0, 0.1)

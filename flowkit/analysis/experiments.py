@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 from flowkit.errors import FlowkitError
 from flowkit.intervention.edge_groups import PAPER_EDGE_GROUPS
 from flowkit.intervention.masks import block_masks, count_edges
-from flowkit.analysis.lens import activations, bag_temporal_share, logit_lens, word_bag
+from flowkit.prompts.readout import PAPER_EMERGENCE
+from flowkit.analysis.lens import activations, bag_temporal_share, emergence_probs, lens_hidden, lens_layers, word_bag
 from flowkit.analysis.pathways import (
     LAYER_MATCHED_RANDOM_CONTROL,
     PAPER_RANDOM_CONTROL,
@@ -82,8 +83,9 @@ def flow_sweep(
 
 
 def answer_table(vllm, samples, progress: bool = True) -> pd.DataFrame:
-    """One row per sample: predicted and true option, ``correct`` and p(answer)
-    (accuracies per task: :func:`flowkit.analysis.stats.accuracy_by`)."""
+    """One row per sample: predicted and true option, ``correct`` (the paper's rule: the whole
+    vocabulary's top token is the true letter), ``top_is_letter``, ``correct_options`` (the
+    option-letter rule) and p(answer) (accuracies per task: :func:`flowkit.analysis.stats.accuracy_by`)."""
     rows = []
     for sample in tqdm(list(samples), desc="accuracy", disable=not progress):
         dist = vllm.answer(vllm.prepare_sample(sample))  # one plain forward: no knockout to replay
@@ -94,24 +96,29 @@ def answer_table(vllm, samples, progress: bool = True) -> pd.DataFrame:
                 "answer": sample.answer,
                 "options": len(sample.candidates),
                 "predicted": dist.predicted_letter,
-                "correct": bool(dist.correct),
+                "correct": bool(dist.is_correct("vocabulary")),
+                "top_is_letter": dist.top_is_letter,
+                "correct_options": bool(dist.is_correct("options")),
                 "p_answer": dist.p(sample.answer),
             }
         )
     return pd.DataFrame(rows)
 
 
-def answer_emergence(vllm, samples, progress: bool = True) -> pd.DataFrame:
+def answer_emergence(vllm, samples, progress: bool = True, readout: str = PAPER_EMERGENCE) -> pd.DataFrame:
     """Finding 3: p(true option) and p(false options) at the last position after every layer.
 
-    The last position's hidden state after layer l goes through the final norm and
-    ``lm_head`` (the logit lens); probabilities are over the whole vocabulary.
+    ``readout`` names the rule (:data:`flowkit.prompts.readout.EMERGENCE_READOUTS`): ``"paper"``
+    (default: ``hidden · lm_headᵀ`` with no final norm except at the last layer, probabilities
+    over the whole vocabulary), ``"logit_lens"`` (final norm at every layer), ``"options"``
+    (renormalised over the option letters). ``layer`` is the ``resid_post`` index (the paper's
+    ``hidden_states`` index is ``layer + 1``).
     """
     rows = []
     for sample in tqdm(list(samples), desc="answer emergence", disable=not progress):
         prepared = vllm.prepare_sample(sample)
-        logits = logit_lens(vllm, activations(vllm, prepared).resid_posts(-1))  # (layers, vocab)
-        probs = torch.softmax(logits, -1)[:, list(prepared.letter_ids)]
+        hidden = activations(vllm, prepared).resid_posts(prepared.spans.last)  # (layers, d_model)
+        probs = emergence_probs(vllm, hidden, list(prepared.letter_ids), readout)
         true = prepared.spans.true_option
         for layer, p in enumerate(probs.tolist()):
             false = [x for i, x in enumerate(p) if i != true]
@@ -126,45 +133,62 @@ def answer_emergence(vllm, samples, progress: bool = True) -> pd.DataFrame:
                     "true_is_top": int(np.argmax(p)) == true,
                 }
             )
-    return pd.DataFrame(rows)
+    columns = ["sample", "task", "layer", "p_true", "p_false_max", "p_false_mean", "true_is_top"]
+    return pd.DataFrame(rows, columns=columns)
 
 
-def lens_bag_temporal_share(vllm) -> float:
+def lens_bag_temporal_share(vllm, bag: str = "kit") -> float:
     """The share of temporal words in the bag :func:`video_token_lens` ranks (token ids of the
-    question set's spatial and temporal words): what ``temporal_share`` would be if the lens picked
+    bag's spatial and temporal words): what ``temporal_share`` would be if the lens picked
     its top words at random. A share at video tokens means something only against this."""
-    return float(word_bag(vllm)[1].float().mean())
+    return float(word_bag(vllm, bag)[1].float().mean())
 
 
-def video_token_lens(vllm, samples, kind: str = "embedding", k: int = 10, progress: bool = True) -> pd.DataFrame:
-    """Finding 2 (lens): which question-set words the video tokens align with, after every layer.
+def video_token_lens(
+    vllm,
+    samples,
+    kind: str = "embedding",
+    k: int = 10,
+    progress: bool = True,
+    layers: str = "paper",
+    bag: str = "kit",
+) -> pd.DataFrame:
+    """Finding 2 (lens): which words of a bag the video tokens align with, after every layer.
 
-    Each video token's hidden state is scored against the question set's spatial and temporal
-    words (``flowkit.data.vocab``); the top ``k`` words per token are counted.
-    ``kind="embedding"`` is the paper's lens (hidden @ input embeddingsᵀ, no norm);
-    ``"logit"`` the usual logit lens. One row per (sample, layer) with the share of
-    temporal words among the top words (``temporal_share``).
+    Each video token's hidden state is scored against the bag's spatial and temporal words
+    (``bag``: a name of :data:`flowkit.data.vocab.WORD_BAGS`, default the question set's); the top
+    ``k`` words per token are counted. ``kind="embedding"`` is the paper's lens (hidden @ input
+    embeddingsᵀ); ``"logit"`` the usual logit lens (final norm + ``lm_head`` at every layer).
+    ``layers="paper"`` (default) numbers layers as the paper's lens script does: layer i reads the
+    input of layer i (0: the embeddings) and the last layer the final norm's output
+    (:func:`flowkit.analysis.lens.paper_lens_layer`); ``"resid_post"``: layer l is the output of
+    layer l (-1: the input), no norm. One row per (sample, layer) with ``resid_post`` (the stream
+    read), the share of temporal words among the top words (``temporal_share``) and ``spatial_share``.
     """
-    bag = word_bag(vllm)
+    word_ids = word_bag(vllm, bag)
+    plan = lens_layers(vllm.num_layers, layers)
     rows = []
     for sample in tqdm(list(samples), desc=f"{kind} lens", disable=not progress):
         prepared = vllm.prepare_sample(sample)
         cache = activations(vllm, prepared)
         video = slice(*prepared.spans.video)
-        for layer in range(-1, cache.num_layers):  # -1: the input (embeddings), l: the output of layer l
-            hidden = cache.resid_pre(0, video) if layer < 0 else cache.resid_post(layer, video)
-            share = bag_temporal_share(vllm, hidden, bag, kind, k)
+        for layer, resid_post, normed in plan:
+            # the logit lens applies the final norm itself
+            hidden = lens_hidden(vllm, cache, resid_post, normed and kind == "embedding", video)
+            share = bag_temporal_share(vllm, hidden, word_ids, kind, k)
             rows.append(
                 {
                     "sample": sample.id,
                     "task": sample.task,
                     "layer": layer,
+                    "resid_post": resid_post,
                     "kind": kind,
                     "temporal_share": share,
                     "spatial_share": 1 - share,
                 }
             )
-    return pd.DataFrame(rows)  # layer -1 is the input (embeddings), layer l the output of layer l
+    columns = ["sample", "task", "layer", "resid_post", "kind", "temporal_share", "spatial_share"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def curves_with_ci(flows: pd.DataFrame, tasks=None, level: float = 0.95) -> pd.DataFrame:
@@ -216,7 +240,9 @@ def windows_from_sweeps(summary: pd.DataFrame, num_layers: int, fraction: float 
     curves = summary.groupby(["edge_group", "center"])["pct_change"].mean()
 
     def window(edge_group: str) -> tuple[int, int]:
-        curve = curves.loc[edge_group].reindex(range(num_layers)).fillna(0.0).to_numpy()
+        swept = edge_group in curves.index.get_level_values(0)  # no row: no question was answered correctly
+        curve = (curves.loc[edge_group] if swept else pd.Series(dtype=float)).reindex(range(num_layers))
+        curve = curve.fillna(0.0).to_numpy()
         low = int(np.argmin(curve))
         if curve[low] >= 0:
             return (low, low)
@@ -269,8 +295,14 @@ def effective_pathways(
     random_fraction: float | None = None,
     progress: bool = True,
     replay: bool = True,
+    random_overflow: str = "refuse",
 ) -> tuple[pd.DataFrame, dict]:
     """Finding 4: accuracy with all edges, with only the pathways, and with random masks.
+
+    ``correct`` follows the paper's rule (the whole vocabulary's top token is the true letter),
+    ``correct_options`` the option-letter rule. ``random_overflow="cut_pool"`` lets the paper's
+    random control cut its whole pool on a prompt too short for its count, as the paper's code
+    does (default ``"refuse"``: raise).
 
     One row per sample and condition: ``full``, ``pathways``, and per seed ``random`` (the
     paper's control, see :func:`flowkit.analysis.pathways.paper_random_block_masks`) and/or
@@ -325,7 +357,13 @@ def effective_pathways(
                     RANDOM_CONDITIONS[control],
                     seed,
                     random_control_masks(
-                        control, spans, num_layers, seed, suppressed_fraction=random_fraction, reference=masks
+                        control,
+                        spans,
+                        num_layers,
+                        seed,
+                        suppressed_fraction=random_fraction,
+                        reference=masks,
+                        on_overflow=random_overflow,
                     ),
                 )
                 for seed in random_seeds
@@ -339,7 +377,8 @@ def effective_pathways(
                     "task": sample.task,
                     "condition": name,
                     "seed": seed,
-                    "correct": bool(dist.correct),
+                    "correct": bool(dist.is_correct("vocabulary")),
+                    "correct_options": bool(dist.is_correct("options")),
                     "p_answer": dist.p(sample.answer),
                     "kept_fraction": sample_counts["kept_fraction"],
                 }

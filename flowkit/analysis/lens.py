@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from flowkit.intervention.spec import KnockoutSpec
+from flowkit.prompts.readout import PAPER_EMERGENCE, emergence_readout
 
 
 def activations(vllm, prepared, spec: KnockoutSpec | None = None):
@@ -47,12 +48,26 @@ def _dense_weight(module) -> torch.Tensor:
     return weight.detach().float()
 
 
+def final_norm(vllm):
+    """The language model's final norm as a function of float hidden states (float32 out)."""
+    norm = vllm.language_model.norm
+    dtype = next(norm.parameters()).dtype
+    return lambda hidden: norm(hidden.to(dtype)).float()
+
+
 @torch.inference_mode()
 def logit_lens(vllm, hidden: torch.Tensor) -> torch.Tensor:
     """Logits (``..., vocab``) of hidden states through the final norm and ``lm_head``."""
-    norm = vllm.language_model.norm
-    normed = norm(hidden.to(next(norm.parameters()).dtype)).float()
-    return normed @ _lm_head_weight(vllm).T
+    return final_norm(vllm)(hidden) @ _lm_head_weight(vllm).T
+
+
+@torch.inference_mode()
+def emergence_probs(vllm, hidden: torch.Tensor, letter_ids, readout: str = PAPER_EMERGENCE) -> torch.Tensor:
+    """p(each option letter) ``(num_layers, options)`` from the last position's stream leaving every
+    layer (``hidden``: ``(num_layers, d_model)``), through the named emergence readout
+    (:data:`flowkit.prompts.readout.EMERGENCE_READOUTS`; default the paper's, no final norm before
+    the last layer)."""
+    return emergence_readout(readout)(hidden.float(), final_norm(vllm), _lm_head_weight(vllm), letter_ids)
 
 
 @torch.inference_mode()
@@ -85,6 +100,51 @@ def lens_at(
     hidden = activations(vllm, prepared, spec).resid_post(layer, list(positions))
     scores = logit_lens(vllm, hidden) if kind == "logit" else embedding_lens(vllm, hidden)
     return top_tokens(vllm, scores, k)
+
+
+# ----------------------------------------------------------------- which layer a lens reads
+
+#: How a lens table numbers its layers: ``"paper"`` (the paper's lens script: its "layer i" is the
+#: *input* of decoder layer i, i.e. flowkit's ``resid_post(i - 1)`` (i = 0: the embeddings), and its
+#: last entry, i = L - 1, the final norm's output; flowkit's ``resid_post(L - 2)`` is never read) or
+#: ``"resid_post"`` (flowkit's: layer l = the output of layer l, before the final norm; -1 = the input).
+LENS_LAYERINGS = ("paper", "resid_post")
+
+
+def paper_lens_layer(layer: int, num_layers: int) -> tuple[int, bool]:
+    """The one mapping from the paper's lens "layer i" to flowkit's stream: ``(l, normed)`` where
+    ``l`` is the ``resid_post`` index read (-1: the language model's input, ``resid_pre(0)``) and
+    ``normed`` whether the final norm is applied first.
+
+    Paper layer i < L - 1 reads ``resid_post(i - 1)`` without the norm; paper layer L - 1 reads
+    ``resid_post(L - 1)`` through the final norm.
+    """
+    if not 0 <= layer < num_layers:
+        raise ValueError(f"the paper's lens layers are 0..{num_layers - 1}, got {layer}")
+    return (num_layers - 1, True) if layer == num_layers - 1 else (layer - 1, False)
+
+
+def _check_layering(layers: str) -> str:
+    if layers not in LENS_LAYERINGS:
+        raise ValueError(
+            f"unknown lens layering {layers!r}: choose 'paper' (the paper's layer i = the input of layer i; "
+            "the final norm at the last) or 'resid_post' (layer l = the output of layer l)."
+        )
+    return layers
+
+
+def lens_layers(num_layers: int, layers: str = "paper") -> list[tuple[int, int, bool]]:
+    """``(table layer, resid_post index, final norm)`` for every layer a lens table has."""
+    if _check_layering(layers) == "paper":
+        return [(i, *paper_lens_layer(i, num_layers)) for i in range(num_layers)]
+    return [(layer, layer, False) for layer in range(-1, num_layers)]
+
+
+def lens_hidden(vllm, cache, resid_post: int, normed: bool, positions) -> torch.Tensor:
+    """The hidden states a lens reads: ``resid_post(resid_post)`` (-1: ``resid_pre(0)``), through the
+    final norm when ``normed``."""
+    hidden = cache.resid_pre(0, positions) if resid_post < 0 else cache.resid_post(resid_post, positions)
+    return final_norm(vllm)(hidden) if normed else hidden
 
 
 # ----------------------------------------------------------------- tidy lens tables
@@ -210,24 +270,29 @@ def word_shares(top_words, spatial: Sequence[str] | None = None, temporal: Seque
     return pd.DataFrame(rows, columns=["layer", "kind", "share", "count"])
 
 
-def _word_token_ids(tokenizer, words: Sequence[str]) -> dict[int, str]:
-    """Token ids that spell a whole word (with or without a leading space)."""
+def _word_token_ids(tokenizer, words: Sequence[str], match: str = "whole_word") -> dict[int, str]:
+    """Token ids of ``words`` (with or without a leading space): ``match="whole_word"`` keeps a word
+    only where it is one token; ``"first_token"`` (the paper's) takes the word's first token."""
     ids = {}
     for word in words:
         for text in (word, " " + word):
             tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
-            if len(tokens) == 1:
+            if len(tokens) == 1 or (match == "first_token" and tokens):
                 ids[tokens[0]] = word
     return ids
 
 
-def word_bag(vllm) -> tuple[torch.Tensor, torch.Tensor]:
-    """The bag of word tokens a restricted lens ranks: the token ids of the question set's spatial
-    and temporal words (:mod:`flowkit.data.vocab`), and which of them are temporal."""
-    from flowkit.data.vocab import SPATIAL_WORDS, TEMPORAL_WORDS
+def word_bag(vllm, bag: str = "kit") -> tuple[torch.Tensor, torch.Tensor]:
+    """The bag of word tokens a restricted lens ranks: the token ids of a named bag's spatial and
+    temporal words (:data:`flowkit.data.vocab.WORD_BAGS`: ``"kit"``, the question set's balanced
+    lists, or ``"paper_action_sequence"``, the paper's), matched as that bag says
+    (:data:`flowkit.data.vocab.WORD_BAG_MATCH`), and which of them are temporal."""
+    from flowkit.data.vocab import WORD_BAG_MATCH, word_bag_words
 
-    spatial = _word_token_ids(vllm.tokenizer, SPATIAL_WORDS)
-    temporal = _word_token_ids(vllm.tokenizer, TEMPORAL_WORDS)
+    spatial_words, temporal_words = word_bag_words(bag)
+    match = WORD_BAG_MATCH[bag]
+    spatial = _word_token_ids(vllm.tokenizer, spatial_words, match)
+    temporal = _word_token_ids(vllm.tokenizer, temporal_words, match)
     vocab_ids = torch.tensor(sorted(set(spatial) | set(temporal)))
     return vocab_ids, torch.tensor([i in temporal for i in vocab_ids.tolist()])
 
@@ -243,14 +308,16 @@ def bag_temporal_share(vllm, hidden: torch.Tensor, bag, kind: str = "embedding",
     return float(is_temporal[top].float().mean())
 
 
-@torch.inference_mode()
-def answer_by_layer(vllm, prepared, spec: KnockoutSpec | None = None, cache=None):
-    """p(each option letter) at the last position after every layer, through the logit lens.
+def answer_by_layer(vllm, prepared, spec: KnockoutSpec | None = None, cache=None, readout: str = PAPER_EMERGENCE):
+    """p(each option letter) at the last position after every layer (finding 3's answer emergence).
 
-    The paper's answer-emergence readout: the last position's hidden state after layer
-    ``l`` through the final norm and ``lm_head``, softmax over the whole vocabulary.
+    ``readout`` names the rule (:data:`flowkit.prompts.readout.EMERGENCE_READOUTS`): ``"paper"``
+    (default; ``hidden · lm_headᵀ`` with no final norm except at the last layer, softmax over the
+    whole vocabulary, as the paper's script runs), ``"logit_lens"`` (final norm at every layer),
+    ``"options"`` (the logit lens renormalised over the option letters).
 
-    Returns a DataFrame with ``layer`` (0-indexed), ``letter``, ``prob`` and ``true``
+    Returns a DataFrame with ``layer`` (0-indexed: the output of layer ``layer``, ``resid_post``;
+    the paper's ``hidden_states`` index is ``layer + 1``), ``letter``, ``prob`` and ``true``
     (whether the letter is the correct option; needs a prompt prepared with its answer)
     — the input of :func:`flowkit.views.plots.prob_by_layer`.
     """
@@ -261,7 +328,7 @@ def answer_by_layer(vllm, prepared, spec: KnockoutSpec | None = None, cache=None
         raise ValueError("answer_by_layer needs to know the correct option: prepare the prompt with answer=...")
     if cache is None:
         cache = activations(vllm, prepared, spec)
-    probs = torch.softmax(logit_lens(vllm, cache.resid_posts(spans.last)), dim=-1)[:, list(prepared.letter_ids)]
+    probs = emergence_probs(vllm, cache.resid_posts(spans.last), list(prepared.letter_ids), readout)
     rows = [
         (layer, letter, float(probs[layer, i]), i == spans.true_option)
         for layer in range(probs.shape[0])

@@ -281,8 +281,19 @@ def paper_random_pool(seq_len: int, pool_start: int) -> torch.Tensor:
     return (rows + pool_start) * seq_len + (cols + pool_start)
 
 
+#: What the paper's random control does when its count exceeds its pool (a short prompt):
+#: ``"refuse"`` (flowkit's default: a ``KnockoutError`` gives the count and the pool) or
+#: ``"cut_pool"`` (the paper's code: ``randperm(pool)[:count]`` silently cuts the whole pool).
+RANDOM_OVERFLOW_RULES = ("refuse", "cut_pool")
+
+
 def paper_random_block_masks(
-    seq_len: int, pool_start: int, num_layers: int, suppressed_fraction: float, seed: int
+    seq_len: int,
+    pool_start: int,
+    num_layers: int,
+    suppressed_fraction: float,
+    seed: int,
+    on_overflow: str = "refuse",
 ) -> dict[int, torch.Tensor]:
     """The paper's random control: in every layer, ``int(f · N(N+1)/2)`` random edges cut.
 
@@ -291,7 +302,13 @@ def paper_random_block_masks(
     first video token: nothing before the video, BOS and system prompt included, is ever
     cut, so every query keeps a key). One ``torch.Generator`` seeded with ``seed`` draws the
     layers in order: the same seed gives the same masks.
+
+    When the count exceeds the pool (a prompt short beside its video), ``on_overflow="refuse"``
+    (default) raises; ``"cut_pool"`` reproduces the paper's code, which then cuts the whole pool
+    in every layer (:data:`RANDOM_OVERFLOW_RULES`).
     """
+    if on_overflow not in RANDOM_OVERFLOW_RULES:
+        raise KnockoutError(f"on_overflow must be one of {', '.join(RANDOM_OVERFLOW_RULES)}, got {on_overflow!r}")
     if pool_start < 1:
         raise KnockoutError(
             "the paper's random control keeps every edge into the tokens before the first video token, so a "
@@ -300,11 +317,14 @@ def paper_random_block_masks(
     count = paper_random_edge_count(seq_len, suppressed_fraction)
     pool = paper_random_pool(seq_len, pool_start)
     if count > len(pool):
-        raise KnockoutError(
-            f"the paper's random control would cut {count} edges per layer (f={suppressed_fraction:g} of "
-            f"{seq_len * (seq_len + 1) // 2}), but only {len(pool)} causal pairs lie at or after the first "
-            f"video token (position {pool_start}); this prompt is too short for that share."
-        )
+        if on_overflow == "refuse":
+            raise KnockoutError(
+                f"the paper's random control would cut {count} edges per layer (f={suppressed_fraction:g} of "
+                f"{seq_len * (seq_len + 1) // 2}), but only {len(pool)} causal pairs lie at or after the first "
+                f"video token (position {pool_start}); this prompt is too short for that share "
+                "(on_overflow='cut_pool' cuts the whole pool, as the paper's code does)."
+            )
+        count = len(pool)
     generator = torch.Generator().manual_seed(int(seed))
     masks = {}
     if count == 0:
@@ -350,16 +370,20 @@ def random_control_masks(
     *,
     suppressed_fraction: float | None = None,
     reference: dict[int, torch.Tensor] | None = None,
+    on_overflow: str = "refuse",
 ) -> dict[int, torch.Tensor]:
     """Masks of a named random control (:data:`RANDOM_CONTROLS`) on one prompt.
 
-    ``"paper"`` needs ``suppressed_fraction`` (f) and draws from the first video token on;
+    ``"paper"`` needs ``suppressed_fraction`` (f) and draws from the first video token on
+    (``on_overflow``: see :func:`paper_random_block_masks`);
     ``"layer_matched"`` needs the pathway masks as ``reference``.
     """
     if control == PAPER_RANDOM_CONTROL:
         if suppressed_fraction is None:
             raise KnockoutError("the paper's random control needs the suppressed share f (suppressed_fraction)")
-        return paper_random_block_masks(spans.seq_len, spans.video[0], num_layers, suppressed_fraction, seed)
+        return paper_random_block_masks(
+            spans.seq_len, spans.video[0], num_layers, suppressed_fraction, seed, on_overflow=on_overflow
+        )
     if control == LAYER_MATCHED_RANDOM_CONTROL:
         if reference is None:
             raise KnockoutError("the layer-matched random control needs the pathway masks it matches (reference)")
@@ -368,6 +392,7 @@ def random_control_masks(
 
 
 __all__ = [
+    "RANDOM_OVERFLOW_RULES",
     "DEFAULT_PRESET",
     "LAYER_MATCHED_RANDOM_CONTROL",
     "PAPER_PATHWAY_PRESETS",

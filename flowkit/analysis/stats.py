@@ -53,7 +53,7 @@ def mean_with_ci(frame: pd.DataFrame, by, value: str, level: float = 0.95) -> pd
                 "n": int(group[value].notna().sum()),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=[*([by] if isinstance(by, str) else by), value, "lo", "hi", "n"])
 
 
 def accuracy_by(frame: pd.DataFrame, by: str = "task", value: str = "correct") -> dict:

@@ -19,7 +19,7 @@ from flowkit.analysis.result_cache import ResultCache
 from flowkit.analysis.sweep_work import ExecutorAddressError, LocalExecutor, QuestionJob
 from flowkit.intervention.edge_groups import PAPER_EDGE_GROUPS
 from flowkit.intervention.spec import KnockoutSpec, LayerWindow
-from flowkit.prompts.readout import percent_change
+from flowkit.prompts.readout import PAPER_PREDICTION, check_prediction_rule, percent_change
 from flowkit.prompts.spans import OPTION_LETTERS
 
 COLUMNS = [
@@ -37,7 +37,31 @@ COLUMNS = [
     "predicted_after",
     "correct_base",
     "correct_after",
+    "letter_base",
+    "letter_after",
+    "correct_base_options",
+    "correct_after_options",
 ]
+
+
+#: The true/false columns (typed even when no question was swept, so they always work as masks).
+BOOL_COLUMNS = (
+    "correct_base",
+    "correct_after",
+    "letter_base",
+    "letter_after",
+    "correct_base_options",
+    "correct_after_options",
+)
+
+
+def correct_columns(prediction: str = PAPER_PREDICTION) -> tuple[str, str]:
+    """The sweep table's ``(correct before, correct after)`` columns under a prediction rule
+    (:data:`flowkit.prompts.readout.PREDICTION_RULES`): ``"vocabulary"`` (the paper's, default)
+    ``correct_base`` / ``correct_after``; ``"options"`` ``correct_base_options`` / ``correct_after_options``."""
+    if check_prediction_rule(prediction) == "vocabulary":
+        return "correct_base", "correct_after"
+    return "correct_base_options", "correct_after_options"
 
 
 def window_specs(
@@ -87,8 +111,11 @@ def sweep(
 
     Returns one row per (sample, edge group, window centre) with the probability of the
     baseline's predicted option before (``p_base``) and after (``p_new``), the paper's
-    ``pct_change``, and whether the answer is correct before and after. Average
-    ``pct_change`` over rows with ``correct_base`` to follow the paper.
+    ``pct_change``, and whether the answer is correct before and after: ``correct_base`` /
+    ``correct_after`` under the paper's rule (the whole vocabulary's top token is the true
+    letter), ``letter_base`` / ``letter_after`` whether that top token is a letter at all, and
+    ``correct_base_options`` / ``correct_after_options`` under the option-letter rule. Average
+    ``pct_change`` over rows with ``correct_base`` to follow the paper (:func:`summarize`).
 
     Args:
         vllm: a :class:`flowkit.VideoLLM`, or a :class:`flowkit.analysis.sweep_work.ModelSource`
@@ -158,7 +185,7 @@ def sweep(
         for index, sample in enumerate(samples)
         for row in question_rows(sample, specs, jsons, results[index], num_layers)
     ]
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS).astype({column: bool for column in BOOL_COLUMNS})
     table.attrs["sweep"] = {
         "questions": len(samples),
         "computed": len(jobs),
@@ -193,15 +220,24 @@ def question_rows(sample, specs, jsons: Sequence[str], results: dict[str, dict],
                 "p_new": p_new,
                 "pct_change": percent_change(p_base, p_new),
                 "predicted_after": OPTION_LETTERS[new["predicted"]],
-                "correct_base": base_pred == true,
-                "correct_after": new["predicted"] == true,
+                "correct_base": clean["top_option"] == true,
+                "correct_after": new["top_option"] == true,
+                "letter_base": clean["top_option"] is not None,
+                "letter_after": new["top_option"] is not None,
+                "correct_base_options": base_pred == true,
+                "correct_after_options": new["predicted"] == true,
             }
         )
     return rows
 
 
-def summarize(df: pd.DataFrame, only_correct: bool = True) -> pd.DataFrame:
+def summarize(df: pd.DataFrame, only_correct: bool = True, prediction: str = PAPER_PREDICTION) -> pd.DataFrame:
     """Mean % change per (task, edge group, centre), over correctly answered samples by default.
+
+    "Correctly answered" and every accuracy follow ``prediction`` (:func:`correct_columns`):
+    ``"vocabulary"`` (default, the paper's: the whole vocabulary's top token is the true letter; a
+    question whose top token is not a letter is wrong and left out of the average) or
+    ``"options"`` (the most likely option letter).
 
     Columns: ``pct_change`` (mean over the rows averaged), ``n`` (those rows), and, over
     *every* question of the group: ``questions``, ``accuracy_before`` and ``accuracy_after``
@@ -212,20 +248,22 @@ def summarize(df: pd.DataFrame, only_correct: bool = True) -> pd.DataFrame:
     ``still_correct_share`` (flowkit's former ``accuracy_after``: the share of the correctly
     answered questions that stay correct; NaN where none was correct).
     """
+    before, after = correct_columns(prediction)
     keys = ["task", "edge_group", "center"]
-    averaged = df[df["correct_base"]] if only_correct else df
+    df = df.astype({before: bool, after: bool})  # an empty table's columns are objects: masks, not labels
+    averaged = df[df[before]] if only_correct else df
     out = averaged.groupby(keys, as_index=False).agg(pct_change=("pct_change", "mean"), n=("pct_change", "size"))
-    kept_correct = df.assign(correct_before_and_after=df["correct_base"] & df["correct_after"])
+    kept_correct = df.assign(correct_before_and_after=df[before] & df[after])
     accuracy = kept_correct.groupby(keys, as_index=False).agg(
-        questions=("correct_after", "size"),
-        accuracy_before=("correct_base", "mean"),
+        questions=(after, "size"),
+        accuracy_before=(before, "mean"),
         accuracy_after=("correct_before_and_after", "mean"),
     )
-    still = df[df["correct_base"]].groupby(keys, as_index=False).agg(still_correct_share=("correct_after", "mean"))
+    still = df[df[before]].groupby(keys, as_index=False).agg(still_correct_share=(after, "mean"))
     out = out.merge(accuracy, on=keys, how="left").merge(still, on=keys, how="left")
     for column in ("accuracy_before", "accuracy_after"):
         out[column] = out[column].astype(float)
     return out
 
 
-__all__ = ["COLUMNS", "make_executor", "question_rows", "summarize", "sweep", "window_specs"]
+__all__ = ["COLUMNS", "correct_columns", "make_executor", "question_rows", "summarize", "sweep", "window_specs"]

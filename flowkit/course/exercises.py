@@ -521,7 +521,9 @@ def _check_window_sweep(fn) -> int:
 
     model = _toy_model()
     candidates = generate("scene_transition", 24, seed=5, num_frames=8, size=32)  # a random model: take enough
-    questions = [s for s in candidates if model.answer(model.prepare_sample(s)).correct][:2]
+    # the option-letter rule: the random model's top token is rarely a letter, and what the check needs
+    # is a question whose most likely letter is the true one (p(true option) is then what the sweep follows)
+    questions = [s for s in candidates if model.answer(model.prepare_sample(s)).is_correct("options")][:2]
     if not questions:
         raise RuntimeError(
             "window_sweep's check found no question its tiny model answers correctly; "

@@ -8,7 +8,13 @@ for the trained model and the image-only control; F1 (cross-frame knockout), F2
 tokens), F3 (where p(true option) passes 0.5) and F4 (effective pathways vs the paper's
 random control, and flowkit's layer-matched one). Token groups, the random control and
 accuracy after knockout follow the paper's definitions (``definitions_version`` in the
-report). Goals are reported beside the paper's LLaVA-NeXT-7B numbers, never forced.
+report), and so do the readouts (``readouts`` in the report, :mod:`flowkit.prompts.readout`): a
+question is correct when the whole vocabulary's top token is its true letter; ``non_letter_share``
+per task says how often that top token is no option letter at all, and ``accuracy_options``
+(also per condition in F4) gives the option-letter rule's accuracy beside it. Emergence (F3) reads
+``hidden · lm_headᵀ`` without the final norm before the last layer; the lens (F2) numbers layers as
+the paper's script (layer i = the input of layer i). Goals are reported beside the paper's
+LLaVA-NeXT-7B numbers, never forced.
 
 Plan of the whole run (2 CPU cores, shipped model: 30 layers, 83 tokens per prompt; one
 full forward F ≈ 0.22 s; 6 tasks x 60 questions):
@@ -58,6 +64,7 @@ from flowkit.analysis.learned import RULE, learned_table
 from flowkit.analysis.pathways import PAPER_RANDOM_CONTROL
 from flowkit.data.sample import first_per_task
 from flowkit.analysis.stats import accuracy_by, bootstrap_ci, intervals_by, mean_with_ci
+from flowkit.prompts.readout import PAPER_EMERGENCE, PAPER_PREDICTION
 
 PAPER_7B = {
     "F1 cross-frame trough (% change)": "-8 to -43 % (by task), layers ~4-13",
@@ -72,6 +79,8 @@ PAPER_7B = {
 
 #: The tidy tables written beside the JSON (``<name>.csv.gz``); chapters read them with
 #: :func:`flowkit.course.results.load_table` and recompute a few rows live.
+#: The readouts every number of the report is read with (the paper's, :mod:`flowkit.prompts.readout`).
+READOUTS = {"prediction": PAPER_PREDICTION, "emergence": PAPER_EMERGENCE, "lens_layers": "paper"}
 TABLES = ("accuracy", "control_accuracy", "sweeps", "control_cross_frame", "lens", "emergence", "pathways")
 
 
@@ -131,14 +140,32 @@ class _Run:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - begun
 
 
+def _non_letter_share(table: pd.DataFrame) -> dict:
+    """Per task: the share of questions whose whole-vocabulary top token is not an option letter
+    (wrong under the paper's rule whatever the option probabilities say)."""
+    return {task: 1.0 - share for task, share in accuracy_by(table, "task", "top_is_letter").items()}
+
+
+def _learned_by_options_rule(acc: pd.DataFrame, cacc: pd.DataFrame | None) -> list[str]:
+    """The learned tasks if accuracy followed the option-letter rule instead of the paper's."""
+
+    def by_options(table):
+        return None if table is None else table.assign(correct=table["correct_options"])
+
+    by_rule = learned_table(by_options(acc), by_options(cacc))
+    return sorted(by_rule.index[by_rule["learned"]])
+
+
 def _accuracy_and_learned(run: _Run, control, quant: str):
     """Accuracy of the model and the control, and the learned tasks (the headline tasks)."""
     from flowkit.model.videollm import load_videollm
 
     with run.part("accuracy (+ control)"):
         acc = run.tables["accuracy"] = experiments.answer_table(run.vllm, run.bench, progress=run.progress)
-    run.report["accuracy"] = accuracy_by(acc, "task")
+    run.report["accuracy"] = accuracy_by(acc, "task")  # the paper's rule: top vocabulary token
     run.report["accuracy_ci"] = intervals_by(acc, "task")
+    run.report["accuracy_options"] = accuracy_by(acc, "task", "correct_options")  # the option-letter rule
+    run.report["non_letter_share"] = _non_letter_share(acc)
     cvllm = cacc = None
     if control:
         with run.part("loading models"):
@@ -147,6 +174,8 @@ def _accuracy_and_learned(run: _Run, control, quant: str):
             cacc = run.tables["control_accuracy"] = experiments.answer_table(cvllm, run.bench, progress=run.progress)
         run.report["control"], run.report["control_fingerprint"] = control, cvllm.fingerprint
         run.report["control_accuracy"] = accuracy_by(cacc, "task")
+        run.report["control_accuracy_options"] = accuracy_by(cacc, "task", "correct_options")
+        run.report["control_non_letter_share"] = _non_letter_share(cacc)
     by_rule = learned_table(acc, cacc)
     learned = sorted(by_rule.index[by_rule["learned"]])
     run.headline = learned or run.tasks
@@ -155,6 +184,8 @@ def _accuracy_and_learned(run: _Run, control, quant: str):
         "tasks": learned,
         "headline_tasks": run.headline,
         "note": "" if learned else "no task passes the rule: headline numbers are over all tasks",
+        # the same rule on accuracies by the option-letter rule (differs only where a non-letter wins)
+        "tasks_options_rule": _learned_by_options_rule(acc, cacc),
         "table": {
             t: {k: (None if pd.isna(v) else (bool(v) if k == "learned" else float(v))) for k, v in row.items()}
             for t, row in by_rule.iterrows()
@@ -278,6 +309,7 @@ def _finding_4(run: _Run, summary, random_seeds) -> None:
         "edges": counts,
         "accuracy": accuracy_by(pathways, "condition"),
         "accuracy_ci": intervals_by(pathways, "condition"),
+        "accuracy_options": accuracy_by(pathways, "condition", "correct_options"),
         "accuracy_headline_tasks": accuracy_by(on_learned, "condition"),
         "accuracy_headline_tasks_ci": intervals_by(on_learned, "condition"),
         "random_control": "paper",
@@ -376,6 +408,7 @@ def run_fidelity(
     _finding_4(run, summary, random_seeds)
     report = run.report
     report["definitions_version"] = DEFINITIONS_VERSION
+    report["readouts"] = dict(READOUTS)
     report["seconds"] = time.time() - started
     report["seconds_by_part"] = run.seconds
     if out == "default":
@@ -596,11 +629,18 @@ def format_report(report: dict) -> str:
             else ""
         ),
         "",
-        f"{'task':<20}{'accuracy':>10}{'control':>10}",
+        f"{'task':<20}{'accuracy':>10}{'control':>10}{'non-letter':>12}{'options rule':>14}",
     ]
     for task, a in acc.items():
         c = report.get("control_accuracy", {}).get(task)
-        lines.append(f"{task:<20}{100 * a:>9.1f}%{'' if c is None else f'{100 * c:>9.1f}%':>10}")
+        other = report.get("accuracy_options", {}).get(task)
+        non_letter = report.get("non_letter_share", {}).get(task)
+        lines.append(
+            f"{task:<20}{100 * a:>9.1f}%{'' if c is None else f'{100 * c:>9.1f}%':>10}"
+            f"{'' if non_letter is None else f'{100 * non_letter:>11.1f}%':>12}"
+            # the option-letter rule's accuracy, shown where it differs from the paper's
+            f"{f'{100 * other:>13.1f}%' if other is not None and abs(other - a) > 1e-12 else '':>14}"
+        )
     learned = bool(report.get("learned", {}).get("tasks"))
     headline_label = " (learned)" if learned else ""  # F1-F3 are on the learned tasks already
     kept = (f4.get("edges_kept_headline") or {}).get(

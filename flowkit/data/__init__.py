@@ -24,7 +24,7 @@ from flowkit.data.sample import QuestionSetError, Sample, ShortClipWarning, firs
 from flowkit.data.synthetic import EVAL_SEED, NUM_OPTIONS, TASKS, generate, iter_samples, make_sample
 from flowkit.errors import VideoError
 from flowkit.data.video import read_video, uniform_frame_indices, write_video
-from flowkit.data.vocab import SPATIAL_WORDS, TEMPORAL_WORDS
+from flowkit.data.vocab import SPATIAL_WORDS, TEMPORAL_WORDS, WORD_BAGS
 
 __all__ = [
     "QuestionSet",
@@ -34,6 +34,7 @@ __all__ = [
     "SPATIAL_WORDS",
     "TASKS",
     "TEMPORAL_WORDS",
+    "WORD_BAGS",
     "QuestionSetError",
     "Sample",
     "ShortClipWarning",

@@ -131,3 +131,69 @@ def word_kind(word: str) -> str:
     if normalized in OTHER_WORDS:
         return "other"
     raise KeyError(f"{word!r} is not in the flowkit.data vocabulary")
+
+
+# ------------------------------------------------------------------ named word bags
+
+#: The paper's lens word lists for TVBench's Action Sequence (the only task its lens script has
+#: lists for), entry for entry as its script writes them: 22 spatial entries ("glass" twice) and
+#: 14 temporal ones. Its script matches each word by its *first token*.
+PAPER_ACTION_SEQUENCE_SPATIAL: tuple[str, ...] = (
+    "bag",
+    "bed",
+    "blanket",
+    "book",
+    "box",
+    "cabinet",
+    "camera",
+    "clothes",
+    "cup",
+    "glass",
+    "bottle",
+    "dish",
+    "door",
+    "floor",
+    "food",
+    "glass",
+    "laptop",
+    "paper",
+    "person",
+    "phone",
+    "sandwich",
+    "table",
+)
+PAPER_ACTION_SEQUENCE_TEMPORAL: tuple[str, ...] = (
+    "eat",
+    "close",
+    "do",
+    "down",
+    "drink",
+    "hold",
+    "on",
+    "open",
+    "put",
+    "sit",
+    "throw",
+    "tidy",
+    "take",
+    "up",
+)
+
+#: Named word bags for the lens on video tokens: ``name -> (spatial, temporal)``. ``"kit"`` is the
+#: synthetic question set's balanced lists (every spatial and temporal word its generators use);
+#: ``"paper_action_sequence"`` the paper's per-task lists.
+WORD_BAGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "kit": (SPATIAL_WORDS, TEMPORAL_WORDS),
+    "paper_action_sequence": (PAPER_ACTION_SEQUENCE_SPATIAL, PAPER_ACTION_SEQUENCE_TEMPORAL),
+}
+#: How each bag's words are matched to token ids: ``"whole_word"`` (a word that is one token, with
+#: or without a leading space) or ``"first_token"`` (the paper's: the word's first token).
+WORD_BAG_MATCH: dict[str, str] = {"kit": "whole_word", "paper_action_sequence": "first_token"}
+
+
+def word_bag_words(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(spatial, temporal)`` of the named bag (a ``KeyError`` lists the names)."""
+    try:
+        return WORD_BAGS[name]
+    except KeyError:
+        raise KeyError(f"unknown word bag {name!r}: choose one of {sorted(WORD_BAGS)}") from None

@@ -40,7 +40,11 @@ from flowkit.prompts.spans import TOKEN_GROUPS
 #: 2: ``question`` is the paper's question span (header / question sentence through the
 #:    last option); the wide group is ``prompt_after_video``; the paper's random control;
 #:    the paper's accuracy after knockout; the paper's PLLaVA prompt byte for byte.
-DEFINITIONS_VERSION = 2
+#: 3: the paper's readouts (:mod:`flowkit.prompts.readout`): a question is correct when the
+#:    whole vocabulary's top token is its true letter (a non-letter top token is wrong); stored
+#:    answers record that top token; answer emergence without the final norm before the last
+#:    layer; the lens numbered as the paper's script reads it.
+DEFINITIONS_VERSION = 3
 
 
 def _notation(name: str) -> str:

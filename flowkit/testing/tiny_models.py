@@ -81,9 +81,15 @@ def build_toy_llava_next_video(
     frame_size: int = 32,
     patch_size: int = 8,
     chat_template: str | None = CHATML_VIDEO_TEMPLATE,
+    letters_head: bool = False,
     **config_kwargs,
 ) -> Path:
-    """Write a tiny random ``LlavaNextVideoForConditionalGeneration`` checkpoint to ``out_dir``."""
+    """Write a tiny random ``LlavaNextVideoForConditionalGeneration`` checkpoint to ``out_dir``.
+
+    ``letters_head=True`` zeroes every row of ``lm_head`` but the option letters' (A-D after
+    'Best option:('): every other token's logit is 0, so the top token is a letter unless every
+    letter's logit is negative — a model that answers with a letter most of the time, not always.
+    """
     from transformers import LlavaNextVideoForConditionalGeneration
 
     tokenizer = video_tokenizer()
@@ -98,6 +104,15 @@ def build_toy_llava_next_video(
         **config_kwargs,
     )
     model = _random_model(LlavaNextVideoForConditionalGeneration, config, seed)
+    if letters_head:
+        from flowkit.families.base import FamilyAdapter
+
+        letters = list(FamilyAdapter.letter_token_ids(tokenizer, 4))
+        head = model.get_output_embeddings().weight
+        with torch.no_grad():
+            kept = head[letters].clone()
+            head.zero_()
+            head[letters] = kept
     processor = llava_next_video_processor(tokenizer, frame_size, patch_size, chat_template)
     return save_checkpoint(model, processor, out_dir)
 

@@ -323,6 +323,9 @@ def _side(dist: AnswerDistribution) -> dict:
         "option_probs": list(dist.option_probs),
         "predicted": dist.predicted,
         "predicted_letter": dist.predicted_letter,
+        # the paper's rule (flowkit.prompts.readout): is the whole vocabulary's top token a letter at all?
+        "top_is_letter": None if dist.top_token_id is None else dist.top_is_letter,
+        "correct": dist.correct,
     }
 
 
@@ -339,7 +342,8 @@ def answer_view(
     ``str(spec)``), ``letters``, ``options``
     (texts, or empty strings), ``true_option`` (index or None), ``before`` / ``after``
     (``probs`` over the whole vocabulary, ``option_probs`` renormalised over the options,
-    ``predicted``, ``predicted_letter``), ``pct_change`` (the paper's metric: change of the
+    ``predicted``, ``predicted_letter``, ``top_is_letter`` and ``correct`` under the paper's
+    rule, :mod:`flowkit.prompts.readout`), ``pct_change`` (the paper's metric: change of the
     full-vocabulary probability of the clean run's predicted option, in %) and
     ``pct_change_letter`` (that option's letter).
     """
