@@ -105,36 +105,42 @@ def answer_table(vllm, samples, progress: bool = True) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def answer_emergence(vllm, samples, progress: bool = True, readout: str = PAPER_EMERGENCE) -> pd.DataFrame:
+def answer_emergence(vllm, samples, progress: bool = True, readout=PAPER_EMERGENCE, readouts=None) -> pd.DataFrame:
     """Finding 3: p(true option) and p(false options) at the last position after every layer.
 
     ``readout`` names the rule (:data:`flowkit.prompts.readout.EMERGENCE_READOUTS`): ``"paper"``
     (default: ``hidden · lm_headᵀ`` with no final norm except at the last layer, probabilities
     over the whole vocabulary), ``"logit_lens"`` (final norm at every layer), ``"options"``
-    (renormalised over the option letters). ``layer`` is the ``resid_post`` index (the paper's
+    (renormalised over the option letters), or a readout function (a tuned lens:
+    :func:`flowkit.analysis.tuned_lens.tuned_lens_readout`). ``readouts`` (a mapping name -> rule
+    name or function) reads every question's one forward through several readouts at once; the
+    table then has a ``readout`` column. ``layer`` is the ``resid_post`` index (the paper's
     ``hidden_states`` index is ``layer + 1``).
     """
+    named = dict(readouts) if readouts is not None else {None: readout}
     rows = []
     for sample in tqdm(list(samples), desc="answer emergence", disable=not progress):
         prepared = vllm.prepare_sample(sample)
         hidden = activations(vllm, prepared).resid_posts(prepared.spans.last)  # (layers, d_model)
-        probs = emergence_probs(vllm, hidden, list(prepared.letter_ids), readout)
         true = prepared.spans.true_option
-        for layer, p in enumerate(probs.tolist()):
-            false = [x for i, x in enumerate(p) if i != true]
-            rows.append(
-                {
-                    "sample": sample.id,
-                    "task": sample.task,
-                    "layer": layer,
-                    "p_true": p[true],
-                    "p_false_max": max(false),
-                    "p_false_mean": float(np.mean(false)),
-                    "true_is_top": int(np.argmax(p)) == true,
-                }
-            )
+        for name, rule in named.items():
+            probs = emergence_probs(vllm, hidden, list(prepared.letter_ids), rule)
+            for layer, p in enumerate(probs.tolist()):
+                false = [x for i, x in enumerate(p) if i != true]
+                rows.append(
+                    {
+                        **({} if name is None else {"readout": name}),
+                        "sample": sample.id,
+                        "task": sample.task,
+                        "layer": layer,
+                        "p_true": p[true],
+                        "p_false_max": max(false),
+                        "p_false_mean": float(np.mean(false)),
+                        "true_is_top": int(np.argmax(p)) == true,
+                    }
+                )
     columns = ["sample", "task", "layer", "p_true", "p_false_max", "p_false_mean", "true_is_top"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=columns if readouts is None else ["readout", *columns])
 
 
 def lens_bag_temporal_share(vllm, bag: str = "kit") -> float:

@@ -62,12 +62,14 @@ def logit_lens(vllm, hidden: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def emergence_probs(vllm, hidden: torch.Tensor, letter_ids, readout: str = PAPER_EMERGENCE) -> torch.Tensor:
+def emergence_probs(vllm, hidden: torch.Tensor, letter_ids, readout=PAPER_EMERGENCE) -> torch.Tensor:
     """p(each option letter) ``(num_layers, options)`` from the last position's stream leaving every
     layer (``hidden``: ``(num_layers, d_model)``), through the named emergence readout
     (:data:`flowkit.prompts.readout.EMERGENCE_READOUTS`; default the paper's, no final norm before
-    the last layer)."""
-    return emergence_readout(readout)(hidden.float(), final_norm(vllm), _lm_head_weight(vllm), letter_ids)
+    the last layer), or a readout function of the same signature (e.g.
+    :func:`flowkit.analysis.tuned_lens.tuned_lens_readout`)."""
+    fn = readout if callable(readout) else emergence_readout(readout)
+    return fn(hidden.float(), final_norm(vllm), _lm_head_weight(vllm), letter_ids)
 
 
 @torch.inference_mode()

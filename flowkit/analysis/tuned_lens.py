@@ -161,6 +161,19 @@ def tuned_lens_logits(vllm, lens: TunedLens, hidden_by_layer: torch.Tensor) -> t
     return logit_lens(vllm, translated)
 
 
+def tuned_lens_readout(lens: TunedLens):
+    """An emergence readout (:data:`flowkit.prompts.readout.EMERGENCE_READOUTS`' signature) that reads
+    every layer's stream through ``lens``'s translator, the final norm and ``lm_head``; whole vocabulary.
+    Pass it to :func:`flowkit.analysis.experiments.answer_emergence` (``readouts={"tuned_lens": ...}``)."""
+
+    def readout(hidden, norm, head, letter_ids):
+        with torch.no_grad():
+            translated = lens.translate(hidden.float())
+        return torch.softmax(norm(translated).float() @ head.float().T, dim=-1)[:, list(letter_ids)]
+
+    return readout
+
+
 def _check_lens_fits(vllm, lens: TunedLens) -> None:
     d_model = vllm.language_model.norm.weight.shape[-1]
     if (lens.num_layers, lens.d_model) != (vllm.num_layers, d_model):
@@ -644,6 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = [
+    "tuned_lens_readout",
     "FORMAT",
     "LensData",
     "MAX_FILE_BYTES",

@@ -79,6 +79,12 @@ PAPER_7B = {
 
 #: The tidy tables written beside the JSON (``<name>.csv.gz``); chapters read them with
 #: :func:`flowkit.course.results.load_table` and recompute a few rows live.
+#: The word bags the lens on video tokens is read with: the kit's balanced bags and the paper's lists.
+LENS_BAGS = ("kit", "paper_action_sequence")
+
+#: The emergence readouts F3 reports beside each other (plus the kit's tuned lens, see :func:`emergence_readouts`).
+REPORTED_EMERGENCE_READOUTS = ("paper", "logit_lens", "options")
+
 #: The readouts every number of the report is read with (the paper's, :mod:`flowkit.prompts.readout`).
 READOUTS = {"prediction": PAPER_PREDICTION, "emergence": PAPER_EMERGENCE, "lens_layers": "paper"}
 TABLES = ("accuracy", "control_accuracy", "sweeps", "control_cross_frame", "lens", "emergence", "pathways")
@@ -251,31 +257,77 @@ def _finding_2(run: _Run, curves, sweep_samples) -> None:
         "max_abs_last_to_last": max((abs(v) for v in _curve(curves, "last->last").values()), default=None),
     }
     lens_samples = first_per_task(sweep_samples, 1, tasks=run.headline)  # one per headline task
-    for kind in ("embedding", "logit"):
-        with run.part("lens, emergence"):
-            lens = experiments.video_token_lens(run.vllm, lens_samples, kind=kind, progress=run.progress)
-        run.tables["lens"] = pd.concat([run.tables.get("lens"), lens], ignore_index=True)
-        run.report["F2"][f"lens_temporal_share_{kind}"] = lens.groupby("layer")["temporal_share"].mean().to_dict()
-    # what a lens picking words at random would show: the temporal words' share of the list
-    run.report["F2"]["lens_bag_temporal_share"] = experiments.lens_bag_temporal_share(run.vllm)
+    # the kit's balanced word bags and the paper's Action Sequence lists (flowkit.data.vocab.WORD_BAGS)
+    for bag in LENS_BAGS:
+        suffix = "" if bag == "kit" else f"_{bag}"
+        for kind in ("embedding", "logit"):
+            with run.part("lens, emergence"):
+                lens = experiments.video_token_lens(run.vllm, lens_samples, kind=kind, bag=bag, progress=run.progress)
+            lens = lens.assign(bag=bag)
+            run.tables["lens"] = pd.concat([run.tables.get("lens"), lens], ignore_index=True)
+            run.report["F2"][f"lens_temporal_share_{kind}{suffix}"] = (
+                lens.groupby("layer")["temporal_share"].mean().to_dict()
+            )
+        # what a lens picking words at random would show: the temporal words' share of the list
+        run.report["F2"][f"lens_bag_temporal_share{suffix}"] = experiments.lens_bag_temporal_share(run.vllm, bag)
 
 
-def _finding_3(run: _Run, sweep_samples) -> None:
-    """F3: p(true option) and the largest p(false option) at the last position, layer by layer."""
-    with run.part("lens, emergence"):
-        emergence = run.tables["emergence"] = experiments.answer_emergence(
-            run.vllm, sweep_samples, progress=run.progress
-        )
-    on_headline = emergence[emergence["task"].isin(run.headline)]
-    per_layer = on_headline.groupby("layer")[["p_true", "p_false_max"]].mean()
-    p_true_ci = mean_with_ci(on_headline, "layer", "p_true").set_index("layer")
+def kit_tuned_lens(vllm):
+    """The kit's shipped tuned lens (``data/models/flowkit-smol-video/tuned_lens.safetensors``) when it
+    was fit on this very model (same fingerprint), else ``None``."""
+    from flowkit.analysis.tuned_lens import load_tuned_lens
+    from flowkit.smol_video import shipped_dir
+
+    path = shipped_dir() / "tuned_lens.safetensors"
+    if not path.is_file():
+        return None
+    lens = load_tuned_lens(path)
+    return lens if lens.config.get("fingerprint") == vllm.fingerprint else None
+
+
+def emergence_readouts(vllm) -> dict:
+    """The readouts F3 is measured with: the paper's (the headline), the logit lens, the logit lens
+    renormalised over the option letters and, for the kit's model, its tuned lens."""
+    from flowkit.analysis.tuned_lens import tuned_lens_readout
+
+    readouts = {name: name for name in REPORTED_EMERGENCE_READOUTS}
+    lens = kit_tuned_lens(vllm)
+    if lens is not None:
+        readouts["tuned_lens"] = tuned_lens_readout(lens)
+    return readouts
+
+
+def _emergence_summary(table: pd.DataFrame) -> dict:
+    """Mean p(true) and p(false max) per layer, p(true)'s 95 % interval, the first layer where the mean
+    passes 0.5 and the first layers the intervals allow (the interval's top above 0.5; its bottom above 0.5)."""
+    per_layer = table.groupby("layer")[["p_true", "p_false_max"]].mean()
+    p_true_ci = mean_with_ci(table, "layer", "p_true").set_index("layer")
     above = per_layer.index[per_layer["p_true"] > 0.5]
-    run.report["F3"] = {
+    could = p_true_ci.index[p_true_ci["hi"] > 0.5]
+    surely = p_true_ci.index[p_true_ci["lo"] > 0.5]
+    return {
         "p_true": per_layer["p_true"].to_dict(),
         "p_false_max": per_layer["p_false_max"].to_dict(),
         "p_true_ci": {int(l): [float(r.lo), float(r.hi)] for l, r in p_true_ci.iterrows()},
-        "tasks": run.headline,
         "first_layer_p_true_above_half": int(above[0]) if len(above) else None,
+        "first_layer_interval": [int(could[0]) if len(could) else None, int(surely[0]) if len(surely) else None],
+    }
+
+
+def _finding_3(run: _Run, sweep_samples) -> None:
+    """F3: p(true option) and the largest p(false option) at the last position, layer by layer, under
+    each readout (:func:`emergence_readouts`); the headline is the paper's readout."""
+    with run.part("lens, emergence"):
+        emergence = run.tables["emergence"] = experiments.answer_emergence(
+            run.vllm, sweep_samples, progress=run.progress, readouts=emergence_readouts(run.vllm)
+        )
+    on_headline = emergence[emergence["task"].isin(run.headline)]
+    by_readout = {name: _emergence_summary(table) for name, table in on_headline.groupby("readout", sort=False)}
+    run.report["F3"] = {
+        **by_readout[PAPER_EMERGENCE],
+        "tasks": run.headline,
+        "readout": PAPER_EMERGENCE,
+        "by_readout": by_readout,
     }
 
 

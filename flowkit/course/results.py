@@ -31,8 +31,8 @@ _CHECKED = {
     "control_cross_frame": (["sample", "edge_group", "center"], ["p_base", "p_new", "pct_change"]),
     "accuracy": (["sample"], ["p_answer"]),
     "control_accuracy": (["sample"], ["p_answer"]),
-    "emergence": (["sample", "layer"], ["p_true", "p_false_max"]),
-    "lens": (["sample", "kind", "layer"], ["temporal_share"]),
+    "emergence": (["readout", "sample", "layer"], ["p_true", "p_false_max"]),
+    "lens": (["bag", "sample", "kind", "layer"], ["temporal_share"]),
     "pathways": (["sample", "condition", "seed"], ["p_answer"]),
 }
 
@@ -120,11 +120,14 @@ def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None) -
     if name in ("accuracy", "control_accuracy"):
         return experiments.answer_table(vllm, chosen, progress=False)
     if name == "emergence":
-        return experiments.answer_emergence(vllm, chosen, progress=False)
+        from flowkit.course.fidelity import emergence_readouts
+
+        return experiments.answer_emergence(vllm, chosen, progress=False, readouts=emergence_readouts(vllm))
     if name == "lens":
         return pd.concat(
             [
-                experiments.video_token_lens(vllm, chosen, kind=kind, progress=False)
+                experiments.video_token_lens(vllm, chosen, kind=kind, bag=bag, progress=False).assign(bag=bag)
+                for bag in sorted(set(rows["bag"]))
                 for kind in sorted(set(rows["kind"]))
             ],
             ignore_index=True,
