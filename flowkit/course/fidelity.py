@@ -82,6 +82,13 @@ PAPER_7B = {
 #: The word bags the lens on video tokens is read with: the kit's balanced bags and the paper's lists.
 LENS_BAGS = ("kit", "paper_action_sequence")
 
+#: How the report names each emergence readout.
+READOUT_NAMES = {
+    "logit_lens": "logit lens",
+    "options": "logit lens renormalised over the options",
+    "tuned_lens": "tuned lens",
+}
+
 #: The emergence readouts F3 reports beside each other (plus the kit's tuned lens, see :func:`emergence_readouts`).
 REPORTED_EMERGENCE_READOUTS = ("paper", "logit_lens", "options")
 
@@ -630,6 +637,21 @@ def paper_comparison(
             # only at the very last layer is "late", not "middle-to-late": partly
             _verdict(first is not None and L / 2 <= first < L - 1, first is not None),
         )
+        for name, other in f3.get("by_readout", {}).items():
+            if name == f3.get("readout", "paper"):
+                continue
+            at = other.get("first_layer_p_true_above_half")
+            could, surely = other.get("first_layer_interval", [None, None])
+            text = f"layer {at} of {L}" if at is not None else "never (mean over questions)"
+            if could != surely or at is None:
+                text += f" (95 % intervals: from layer {could if could is not None else '-'} at the earliest, "
+                text += f"{surely if surely is not None else 'never'} at the latest)"
+            row(
+                f"F3 the same, read through the {READOUT_NAMES.get(name, name)}",
+                "(the paper reads without final norm)",
+                text,
+                _verdict(at is not None and L / 2 <= at < L - 1, at is not None),
+            )
     if "F4" in findings:
         f4 = report["F4"]
         acc = f4["accuracy"]

@@ -640,6 +640,66 @@ def prob_by_layer(df: pd.DataFrame) -> alt.LayerChart:
     )
 
 
+#: How each emergence readout is named in charts and tables.
+READOUT_TITLES = {
+    "paper": "paper's readout (no final norm before the last layer)",
+    "logit_lens": "logit lens (final norm at every layer)",
+    "options": "logit lens, renormalised over the options",
+    "tuned_lens": "tuned lens",
+}
+
+
+def emergence_by_readout(df: pd.DataFrame, threshold: float = 0.5) -> alt.LayerChart:
+    """Mean p(true option) at the last position per layer under each readout, with 95 % bootstrap
+    bands over questions (computed here, so the picture is the same on every run) and the 0.5 line.
+
+    Args:
+        df: the stored ``emergence`` table (:func:`flowkit.analysis.experiments.answer_emergence` with
+            ``readouts=``): ``readout``, ``layer``, ``p_true``, one row per question and layer.
+    """
+    from flowkit.analysis.stats import mean_with_ci
+
+    _require(
+        df, ["readout", "layer", "p_true"], "emergence_by_readout", "Pass answer_emergence(..., readouts=...) output."
+    )
+    data = mean_with_ci(df, ["readout", "layer"], "p_true")
+    data["readout"] = data["readout"].map(lambda r: READOUT_TITLES.get(r, r))
+    domain = [READOUT_TITLES.get(r, r) for r in dict.fromkeys(df["readout"])]
+    palette = [OKABE_ITO[c] for c in ("bluish_green", "vermillion", "blue", "reddish_purple", "orange", "sky_blue")]
+    color = alt.Color(
+        "readout:N",
+        title="readout",
+        sort=domain,
+        scale=alt.Scale(domain=domain, range=palette[: len(domain)]),
+        legend=alt.Legend(orient="bottom", columns=1, labelLimit=400),
+    )
+    x = alt.X("layer:Q", title="layer (the stream leaving it)")
+    y_title = "mean p(true option)"
+    band = alt.Chart(data).mark_area(opacity=0.15).encode(x=x, y=alt.Y("lo:Q", title=y_title), y2="hi:Q", color=color)
+    line = (
+        alt.Chart(data)
+        .mark_line(point=True, strokeWidth=2.5)
+        .encode(
+            x=x,
+            y=alt.Y("p_true:Q", title=y_title, scale=alt.Scale(domain=[0, 1])),
+            color=color,
+            tooltip=[
+                "readout:N",
+                "layer:Q",
+                alt.Tooltip("p_true:Q", format=".3f"),
+                alt.Tooltip("lo:Q", format=".3f"),
+                alt.Tooltip("hi:Q", format=".3f"),
+            ],
+        )
+    )
+    rule = alt.Chart(pd.DataFrame({"y": [threshold]})).mark_rule(strokeDash=[4, 4], color="gray").encode(y="y:Q")
+    return projector(
+        alt.layer(band, line, rule).properties(
+            width=560, height=320, title="When is the answer ready? The same questions, four readouts (bands: 95 % CI)"
+        )
+    )
+
+
 def lens_shares(df: pd.DataFrame, bag_temporal_share: float | None = None) -> alt.Chart:
     """Share of spatial vs temporal words among the top lens words of video tokens, per layer.
 
