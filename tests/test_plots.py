@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -312,3 +313,22 @@ def test_offline_esm_references_no_cdn():
     widget = OfflineChart(alt.Chart(pd.DataFrame({"x": [1]})).mark_point().encode(x="x:Q"))
     reply, buffers = OfflineChart.vega_bundle(widget, {"id": widget._bundle_id}, [])
     assert reply == {"id": widget._bundle_id} and buffers[0].decode() == bundle
+
+
+def test_emergence_by_readout_draws_each_readout_with_its_band_and_the_threshold():
+    from flowkit.views.plots import READOUT_TITLES, emergence_by_readout
+
+    rng = np.random.default_rng(0)
+    rows = [
+        {"readout": r, "sample": f"q{q}", "task": "t", "layer": layer, "p_true": float(rng.uniform(0, 1))}
+        for r in ("paper", "tuned_lens")
+        for q in range(5)
+        for layer in range(4)
+    ]
+    spec = emergence_by_readout(pd.DataFrame(rows)).to_dict()
+    assert spec == emergence_by_readout(pd.DataFrame(rows)).to_dict()  # bands computed here: the same every time
+    names = {v["readout"] for d in spec["datasets"].values() for v in d if "readout" in v}
+    assert names == {READOUT_TITLES["paper"], READOUT_TITLES["tuned_lens"]}
+    assert any(v.get("y") == 0.5 for d in spec["datasets"].values() for v in d)
+    with pytest.raises(Exception, match="emergence_by_readout"):
+        emergence_by_readout(pd.DataFrame({"layer": [0], "p_true": [0.1]}))
