@@ -74,7 +74,7 @@ def _check_token_groups(spec, num_options: int, has_answer: bool) -> None:
     from flowkit.prompts.spans import TOKEN_GROUPS
 
     for cut in spec.cuts:
-        if cut.edges == "cross_frame":
+        if cut.edges in ("cross_frame", "within_frame"):
             continue
         for group in cut.edges.split("->"):
             stem, colon, index = group.partition(":")
