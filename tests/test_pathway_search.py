@@ -168,3 +168,24 @@ def test_held_out_report_refuses_search_questions_and_reports_each_condition(toy
     row = summary.set_index("condition")
     assert row.loc["random", "seeds"] == 5
     assert row.loc["found", "edges_kept"] < row.loc["full", "edges_kept"]
+
+
+def test_check_accepts_a_saved_spec(toy_fp32, prepared_fp32, tmp_path, capsys):
+    from flowkit.cli import main
+    from flowkit.knockout_check import check
+
+    spec = spec_of([Gate("question->last", 1), Gate("within_frame", 0)])
+    path = tmp_path / "found.json"
+    path.write_text(spec.to_json())
+    result = check(toy_fp32, prepared_fp32, spec=KnockoutSpec.from_json(path.read_text()))
+    assert result.spec == spec
+    assert result.after.probs != result.before.probs
+    with pytest.raises(Exception, match="not both"):
+        check(toy_fp32, prepared_fp32, "video->last", layers="1", spec=spec)
+    code = main(
+        ["check", "--video", "clip.mp4", "--question", "q", "--options", "a", "b", "--spec", str(path)]
+        + ["--cut", "video->last"]
+    )
+    assert code == 2 and "drop --cut" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["pathways", "search", "--help"])
