@@ -189,3 +189,22 @@ def test_check_accepts_a_saved_spec(toy_fp32, prepared_fp32, tmp_path, capsys):
     assert code == 2 and "drop --cut" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["pathways", "search", "--help"])
+
+
+def test_faithfulness_curve_table_and_chart(toy_fp32):
+    from flowkit.analysis.pathway_search import faithfulness_curve
+    from flowkit.views import plots
+
+    samples = planted_samples()[:1]
+    table = faithfulness_curve(
+        toy_fp32,
+        samples,
+        presets=("llava-next-7b-video-ft",),
+        random_fractions=(0.5,),
+        random_seeds=(0,),
+        progress=False,
+    )
+    assert set(table["family"]) == {"full", "paper windows", "random"}
+    assert table.set_index("family").loc["full", "suppressed_share"] == 0
+    spec = plots.faithfulness_curve(table).to_dict()
+    assert spec["title"].startswith("Faithfulness")
