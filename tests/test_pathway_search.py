@@ -208,3 +208,13 @@ def test_faithfulness_curve_table_and_chart(toy_fp32):
     assert table.set_index("family").loc["full", "suppressed_share"] == 0
     spec = plots.faithfulness_curve(table).to_dict()
     assert spec["title"].startswith("Faithfulness")
+
+
+def test_the_pathway_experiment_accepts_a_found_spec(toy_fp32):
+    from flowkit.analysis.experiments import pathway_summary
+
+    samples = planted_samples()[:1]
+    spec = spec_of([Gate("last->last", layer) for layer in range(toy_fp32.num_layers)])
+    summary = pathway_summary(toy_fp32, samples, spec)
+    assert summary["windows"] == spec.to_dict()
+    assert 0 < summary["random_fraction"] < 0.05
