@@ -26,11 +26,12 @@ share of questions whose own score has the mean's sign (signed effects can cance
 predicted to hurt least), ties broken by the fixed order of :func:`gate_grid` after rounding
 scores to :data:`SCORE_DECIMALS` decimals, so CPUs whose float sums differ by ~1e-6 give the same
 order. Each candidate mask is verified with an *exact* knockout through each question's
-:class:`~flowkit.intervention.session.Session` (the candidates of one step in one batched replay):
-a step tries the current cut set plus the next 1, 2, 4, ... candidates (up to a run that doubles
-after a step that keeps something and falls back to 1 after one that keeps nothing, at most
-``max_run``), keeps the longest run that passes :class:`AccuracyRule`, or rejects the next
-candidate for good when no run passes. The rule (:class:`AccuracyRule`): the lower end of the
+:class:`~flowkit.intervention.session.Session` (all questions' replays of a step batched per question):
+a step tries the current cut set plus a run of the next candidates; a run that passes
+:class:`AccuracyRule` is kept and the next run is twice as long (at most ``max_run``), a run that
+fails is retried at half its length from the same candidate, and a single candidate that fails
+is rejected for good. Every kept mask has passed an exact check; ``patience`` stops the search
+after that many rejections in a row. The rule (:class:`AccuracyRule`): the lower end of the
 95 % paired-bootstrap interval of (accuracy under the mask - full accuracy) on the search
 questions is at least ``-margin`` (3 points by default). With few questions that allows no net
 lost question.
@@ -424,14 +425,16 @@ def search_pathways(
     samples,
     groups: Sequence[str] = PARTITION_EDGE_GROUPS,
     rule: AccuracyRule = AccuracyRule(),
-    max_run: int = 16,
+    max_run: int = 32,
+    patience: int | None = None,
     cache=None,
     progress: bool = True,
 ) -> PathwaySearchResult:
     """Score every gate by attribution, then cut greedily in score order, each cut verified by exact knockouts.
 
     ``samples``: the search questions (:class:`flowkit.data.Sample` or prepared prompts with an
-    answer). ``cache`` (a folder or :class:`ResultCache`) keeps every score and every exact check
+    answer). ``patience``: stop after this many candidates rejected in a row (the rest are kept;
+    later candidates are the ones the scores predict to hurt most); None tries every gate. ``cache`` (a folder or :class:`ResultCache`) keeps every score and every exact check
     per question, so a stopped search resumes and a finished one is replayed from disk. The same
     questions give the same mask on any CPU up to scores within 1e-6 of a rounding boundary and
     answers within float rounding of a tie (see the module docstring).
@@ -454,27 +457,27 @@ def search_pathways(
     full = questions.full
     cut: list[Gate] = []
     path = []
-    position, run, checks = 0, 1, 0
+    position, run, checks, rejected_in_a_row = 0, 1, 0, 0
     bar = tqdm(total=len(order), desc="pruning", disable=not progress)
-    while position < len(order):
-        sizes = [k for k in _run_sizes(run) if position + k <= len(order)] or [1]
-        specs = [spec_of(cut + order[position : position + k]) for k in sizes]
-        results = questions.check(specs)
-        checks += len(specs) * len(questions.items)
-        passing = [(k, r) for k, r in zip(sizes, results) if rule.passes([x["correct"] for x in r], full)]
-        if passing:
-            k, r = passing[-1]
-            cut += order[position : position + k]
-            run = min(max_run, 2 * run)
+    while position < len(order) and (patience is None or rejected_in_a_row < patience):
+        k = min(run, len(order) - position)
+        tried = order[position : position + k]
+        (result,) = questions.check([spec_of(cut + tried)])
+        checks += len(questions.items)
+        correct = [x["correct"] for x in result]
+        kept = rule.passes(correct, full)
+        if kept:
+            cut += tried
+            run, rejected_in_a_row = min(max_run, 2 * run), 0
+        elif k > 1:
+            run = k // 2  # retry a shorter run from the same candidate
         else:
-            k, r = 1, results[0]
-            run = 1
-        correct = [x["correct"] for x in r]
+            rejected_in_a_row += 1
         path.append(
             {
                 "step": len(path),
-                "tried": json.dumps([[g.edges, g.layer] for g in order[position : position + max(sizes)]]),
-                "kept": bool(passing),
+                "tried": json.dumps([[g.edges, g.layer] for g in tried]),
+                "kept": kept,
                 "gates_cut": len(cut),
                 "suppressed_share": questions.suppressed_share(gate_index, cut),
                 "accuracy": float(np.mean(correct)),
@@ -482,8 +485,9 @@ def search_pathways(
                 "cut_after": json.dumps([[g.edges, g.layer] for g in cut]),
             }
         )
-        position += k
-        bar.update(k)
+        if kept or k == 1:
+            position += k
+            bar.update(k)
     bar.close()
     cut_set = set(cut)
     return PathwaySearchResult(
@@ -504,15 +508,6 @@ def search_pathways(
             "exact_checks": checks,
         },
     )
-
-
-def _run_sizes(run: int) -> list[int]:
-    """1, 2, 4, ... up to ``run`` (and ``run`` itself)."""
-    sizes, k = [], 1
-    while k < run:
-        sizes.append(k)
-        k *= 2
-    return sizes + [run]
 
 
 # ----------------------------------------------------------------------------- report
