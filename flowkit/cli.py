@@ -55,6 +55,12 @@ def _check_parser(sub) -> None:
         metavar="EDGES",
         help="edge group to cut, e.g. 'video->question', 'cross_frame' (repeatable)",
     )
+    p.add_argument(
+        "--spec",
+        default=None,
+        metavar="FILE",
+        help="a KnockoutSpec JSON file to apply (e.g. the mask `pathways search` saved), instead of --cut/--layers",
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument("--layers", default=None, help="0-indexed layers to cut in, e.g. '5-14' or '3,4,9-12'")
     where.add_argument(
@@ -74,7 +80,7 @@ def _check_token_groups(spec, num_options: int, has_answer: bool) -> None:
     from flowkit.prompts.spans import TOKEN_GROUPS
 
     for cut in spec.cuts:
-        if cut.edges == "cross_frame":
+        if cut.edges in ("cross_frame", "within_frame"):
             continue
         for group in cut.edges.split("->"):
             stem, colon, index = group.partition(":")
@@ -103,11 +109,16 @@ def _checked_arguments(args):
     from flowkit.knockout_check import check_spec
     from flowkit.model.videollm import checkpoint_config, config_num_layers
 
-    if not args.cut:
-        raise FlowkitError("say what to cut with --cut, e.g. --cut 'video->question' --layers 5-14")
-    if args.layers is None and args.window is None:
-        raise FlowkitError("say where to cut with --layers (e.g. 5-14) or --window CENTRE")
-    spec = check_spec(args.cut, args.layers, args.window)  # a bad edge group or --layers fails here
+    if getattr(args, "spec", None) is not None:
+        if args.cut or args.layers is not None or args.window is not None:
+            raise FlowkitError("--spec FILE gives the whole knockout: drop --cut, --layers and --window")
+        spec = read_spec_file(args.spec)
+    else:
+        if not args.cut:
+            raise FlowkitError("say what to cut with --cut, e.g. --cut 'video->question' --layers 5-14")
+        if args.layers is None and args.window is None:
+            raise FlowkitError("say where to cut with --layers (e.g. 5-14) or --window CENTRE")
+        spec = check_spec(args.cut, args.layers, args.window)  # a bad edge group or --layers fails here
     if not args.question.strip():
         raise FlowkitError("--question is empty: give the question to ask about the video.")
     if len(args.options) < 2:
@@ -133,16 +144,29 @@ def _checked_arguments(args):
     return spec
 
 
+def read_spec_file(path: str):
+    """The :class:`KnockoutSpec` in a JSON file, or a clear error."""
+    from flowkit.intervention.spec import KnockoutSpec
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FlowkitError(f"--spec {path}: no such file")
+    return KnockoutSpec.from_json(file.read_text())
+
+
 def run_check(args) -> int:
     from flowkit.data import read_video
     from flowkit.knockout_check import check
     from flowkit.model.videollm import load_videollm
 
-    _checked_arguments(args)  # everything that can fail fails before the (slow) weights load
+    spec = _checked_arguments(args)  # everything that can fail fails before the (slow) weights load
     frames = read_video(args.video, num_frames=args.frames)
     vllm = load_videollm(args.model, quant=args.quant)
     prepared = vllm.prepare(frames, args.question, args.options, answer=args.answer)
-    result = check(vllm, prepared, args.cut, layers=args.layers, window=args.window, options=args.options)
+    if args.spec is not None:
+        result = check(vllm, prepared, spec=spec, options=args.options)
+    else:
+        result = check(vllm, prepared, args.cut, layers=args.layers, window=args.window, options=args.options)
     before, after = result.before, result.after
     print(
         f"model: {args.model} ({args.quant}, {vllm.num_layers} layers); {prepared.seq_len} tokens, "
@@ -215,6 +239,75 @@ def _sweep_parser(sub) -> None:
     p.add_argument("--out", required=True, help="table to write: .csv or .csv.gz (written atomically)")
     p.set_defaults(run=run_sweep_command)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _pathways_parser(sub) -> None:
+    p = sub.add_parser(
+        "pathways",
+        help="find the pathways automatically: the smallest set of attention edges that keeps the answers",
+    )
+    psub = p.add_subparsers(dest="pathways_command", required=True)
+    s = psub.add_parser(
+        "search",
+        help="score every (edge group, layer) gate by attribution, then cut greedily with exact knockouts",
+        description="Score every gate (edge group x layer) by d log p(answer)/dg, cut gates in score order while "
+        "accuracy on the search questions stays within the rule, and save the found mask as KnockoutSpec JSON. "
+        "With --cache a stopped search resumes; a finished one is replayed from the cache.",
+    )
+    s.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint or shipped model (default: {DEFAULT_MODEL})")
+    s.add_argument("--quant", default="nf4", choices=("nf4", "bf16", "fp32"))
+    s.add_argument("--questions", default=None, metavar="DIR", help="question set folder (default: the shipped split)")
+    s.add_argument("--tasks", nargs="+", default=None, help="tasks of the question set (default: every task)")
+    s.add_argument("--per-task", type=int, default=None, metavar="N", help="the first N questions of each task")
+    s.add_argument("--skip", type=int, default=0, metavar="K", help="skip the first K questions of each task")
+    s.add_argument("--frames", type=int, default=8, help="frames sampled per question (default 8)")
+    s.add_argument("--margin", type=float, default=0.03, help="accuracy drop the rule allows (default 0.03)")
+    s.add_argument("--max-run", type=int, default=16, help="most candidates tried together in one step")
+    s.add_argument("--cache", default=None, metavar="DIR", help="result cache folder (resumable)")
+    s.add_argument("--out", required=True, help="where to write the found mask (KnockoutSpec JSON)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(run=run_pathways_search)
+
+
+def run_pathways_search(args) -> int:
+    import json
+
+    from flowkit.analysis.pathway_search import AccuracyRule, search_pathways
+    from flowkit.model.videollm import load_videollm
+
+    out = Path(args.out).expanduser()
+    if not out.parent.is_dir():
+        raise FlowkitError(f"--out {args.out}: the folder {out.parent} does not exist; create it first")
+    if args.skip < 0:
+        raise FlowkitError(f"--skip must be at least 0, got {args.skip}")
+    per_task = None if args.per_task is None else args.per_task + args.skip
+    samples = _sweep_samples(argparse.Namespace(**{**vars(args), "per_task": per_task}))
+    if args.skip:
+        by_task: dict[str, list] = {}
+        for sample in samples:
+            by_task.setdefault(sample.task, []).append(sample)
+        samples = [s for task in by_task.values() for s in task[args.skip :]]
+    if not samples:
+        raise FlowkitError("no questions to search on: check --tasks, --per-task and --skip")
+    vllm = load_videollm(args.model, quant=args.quant)
+    started = time.perf_counter()
+    result = search_pathways(
+        vllm,
+        samples,
+        rule=AccuracyRule(margin=args.margin),
+        max_run=args.max_run,
+        cache=args.cache,
+        progress=not args.no_progress,
+    )
+    result.save_spec(out)
+    summary = result.summary()
+    print(
+        f"{summary['gates_cut']} of {summary['gates']} gates cut ({100 * summary['suppressed_share']:.1f} % of edges "
+        f"suppressed); accuracy on the {summary['questions']} search questions {summary['search_accuracy']:.3f} "
+        f"(full {summary['full_accuracy']:.3f}) in {time.perf_counter() - started:.1f} s -> {out}"
+    )
+    print(json.dumps(summary["timings"]))
+    return 0
 
 
 TABLE_SUFFIXES = (".csv", ".csv.gz")
@@ -310,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _check_parser(sub)
     _sweep_parser(sub)
+    _pathways_parser(sub)
     for entry in sorted(entry_points(group=COMMAND_ENTRY_POINTS), key=lambda e: e.name):
         entry.load()(sub)
     sub.add_parser(

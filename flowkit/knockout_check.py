@@ -102,11 +102,12 @@ def check_spec(
 def check(
     vllm,
     prompt,
-    cut: str | Sequence[str],
+    cut: str | Sequence[str] | None = None,
     layers: str | None = None,
     window: int | None = None,
     size: int = 9,
     options: Sequence[str] | None = None,
+    spec: KnockoutSpec | None = None,
 ) -> CheckResult:
     """Cut ``cut`` (one edge group or several) in ``layers`` (e.g. ``"12-20"``) or in the paper's
     ``size``-layer window centred on ``window``, and return the answer before and after.
@@ -114,8 +115,14 @@ def check(
     ``prompt`` is a question set :class:`~flowkit.data.Sample` or a prepared prompt
     (``vllm.prepare(frames, question, options)``; then pass ``options`` to label them).
     Both answers come from the prompt's :class:`~flowkit.intervention.session.Session` (one clean run, one replay).
+    ``spec``: a whole :class:`KnockoutSpec` instead of ``cut`` and ``layers``/``window`` (e.g. the mask
+    :func:`flowkit.analysis.pathway_search.search_pathways` found, read with ``KnockoutSpec.from_json``).
     """
-    spec = check_spec(cut, layers, window, size)
+    if spec is not None:
+        if cut is not None or layers is not None or window is not None:
+            raise FlowkitError("give either spec= or cut= with layers=/window=, not both.")
+    else:
+        spec = check_spec(cut, layers, window, size)
     spec.layers_touched(vllm.num_layers)  # a clear error for layers past the model's depth
     if options is None:
         options = getattr(prompt, "candidates", None)  # a sample brings its option texts

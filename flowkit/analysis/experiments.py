@@ -23,6 +23,7 @@ from flowkit.errors import FlowkitError
 from flowkit.intervention.edge_groups import PAPER_EDGE_GROUPS
 from flowkit.intervention.masks import block_masks, count_edges
 from flowkit.prompts.readout import PAPER_EMERGENCE
+from flowkit.intervention.spec import KnockoutSpec
 from flowkit.analysis.lens import activations, bag_temporal_share, emergence_probs, lens_hidden, lens_layers, word_bag
 from flowkit.analysis.pathways import (
     LAYER_MATCHED_RANDOM_CONTROL,
@@ -274,10 +275,13 @@ RANDOM_CONDITIONS = {PAPER_RANDOM_CONTROL: "random", LAYER_MATCHED_RANDOM_CONTRO
 
 
 def _resolve_pathways(
-    vllm, windows: PathwayWindows | str, random_fraction: float | None
+    vllm, windows: PathwayWindows | KnockoutSpec | str, random_fraction: float | None
 ) -> tuple[PathwayWindows, float | None, str | None]:
-    """Windows, the paper control's f, and where f comes from (a preset name gives the paper's f)."""
-    if isinstance(windows, PathwayWindows):
+    """Windows, the paper control's f, and where f comes from (a preset name gives the paper's f).
+
+    A :class:`KnockoutSpec` (e.g. the mask :func:`flowkit.analysis.pathway_search.search_pathways`
+    found) passes through as the mask itself."""
+    if isinstance(windows, (PathwayWindows, KnockoutSpec)):
         return windows, random_fraction, None if random_fraction is None else "given"
     preset = paper_pathway_preset(windows)
     if preset.num_layers != vllm.num_layers:
@@ -295,7 +299,7 @@ def _resolve_pathways(
 def effective_pathways(
     vllm,
     samples,
-    windows: PathwayWindows | str,
+    windows: PathwayWindows | KnockoutSpec | str,
     random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
     random_controls: Sequence[str] = (PAPER_RANDOM_CONTROL,),
     random_fraction: float | None = None,
@@ -319,7 +323,9 @@ def effective_pathways(
 
     Args:
         windows: :class:`PathwayWindows`, or the name of one of the paper's models
-            (:data:`flowkit.analysis.pathways.PAPER_PATHWAY_PRESETS`; the model must have its depth).
+            (:data:`flowkit.analysis.pathways.PAPER_PATHWAY_PRESETS`; the model must have its depth),
+            or a :class:`KnockoutSpec` used as the pathway mask itself (e.g. a mask the pathway
+            search found and saved; f is then that mask's own suppressed share).
         random_fraction: f, the share of edges the paper's control cuts in every layer. By
             default the paper's value for a preset, else the mean over ``samples`` of the share
             this model's pathway mask suppresses (one extra pass that only prepares prompts).
@@ -339,7 +345,7 @@ def effective_pathways(
         raise FlowkitError(f"unknown random control(s) {unknown}; the controls are {', '.join(RANDOM_CONTROLS)}.")
     samples = list(samples)
     num_layers = vllm.num_layers
-    spec = pathway_spec(windows, num_layers)
+    spec = windows if isinstance(windows, KnockoutSpec) else pathway_spec(windows, num_layers)
     edge_counts: dict[str, dict] = {}  # per question; prompts are prepared again below, not kept in memory
     if PAPER_RANDOM_CONTROL in random_controls and random_fraction is None:
         for sample in tqdm(samples, desc="pathway edge counts", disable=not progress):
@@ -402,7 +408,7 @@ def effective_pathways(
 def pathway_summary(
     vllm,
     samples,
-    windows: PathwayWindows | str,
+    windows: PathwayWindows | KnockoutSpec | str,
     random_seeds: Sequence[int] = (0,),
     random_controls: Sequence[str] = (PAPER_RANDOM_CONTROL,),
     random_fraction: float | None = None,
@@ -429,7 +435,10 @@ def pathway_summary(
     )
     windows, _, _ = _resolve_pathways(vllm, windows, random_fraction)
     accuracy = accuracy_by(table, "condition")
-    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in windows.to_dict().items()}
+    if isinstance(windows, KnockoutSpec):
+        plain = windows.to_dict()
+    else:
+        plain = {k: list(v) if isinstance(v, tuple) else v for k, v in windows.to_dict().items()}
     conditions = [c for c in ("full", "pathways", *RANDOM_CONDITIONS.values()) if c in accuracy]
     accuracy_ci = intervals_by(table, "condition")
     return {

@@ -70,16 +70,57 @@ def _with_block(attention_mask, block: torch.Tensor, query: torch.Tensor, key: t
     return attention_mask[..., :k_len].masked_fill(blk, float("-inf"))
 
 
+_BIAS_ATTR = "_flowkit_bias_stack"
+
+
+def _bias_for(module: torch.nn.Module) -> torch.Tensor | None:
+    """The sum of the float biases pushed onto ``module`` for its layer (``(N, N)``), or None."""
+    stack = getattr(module, _BIAS_ATTR, None)
+    if not stack:
+        return None
+    layer = getattr(module, "layer_idx", None)
+    found = [biases[layer] for biases in stack if layer in biases]
+    if not found:
+        return None
+    total = found[0]
+    for extra in found[1:]:
+        total = total + extra
+    return total
+
+
+def _with_bias(attention_mask, bias: torch.Tensor, query: torch.Tensor, key: torch.Tensor):
+    """``attention_mask`` as a float additive mask plus ``bias`` on the current queries' rows
+    (differentiable in ``bias``). Positions beyond the ``(N, N)`` bias get none."""
+    q_len, k_len = query.shape[2], key.shape[2]
+    n = bias.shape[-1]
+    bias = bias.to(device=query.device, dtype=query.dtype)
+    if k_len > n:
+        bias = torch.nn.functional.pad(bias, (0, k_len - n, 0, k_len - n))
+    bias = bias[k_len - q_len : k_len, :k_len][None, None]
+    if attention_mask is None:
+        allowed = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)[None, None]
+    elif attention_mask.dtype == torch.bool:
+        allowed = attention_mask[..., :k_len]
+    else:
+        return attention_mask[..., :k_len].to(query.dtype) + bias
+    floor = torch.zeros(allowed.shape, dtype=query.dtype, device=query.device).masked_fill(~allowed, float("-inf"))
+    return floor + bias
+
+
 def _make_attention(base: str):
     """The ``flowkit_<base>`` attention function: the stock ``base`` attention of the module's
-    family (:func:`_base_attention`), with the module's block masks cut out of its mask."""
+    family (:func:`_base_attention`), with the module's block masks cut out of its mask and its
+    float biases (:func:`apply_attention_biases`) added to it."""
 
     def knockout_attention(module, query, key, value, attention_mask, **kwargs):
         base_fn = _base_attention(base, module)
         block = _blocked_for(module)
-        if block is None:
-            return base_fn(module, query, key, value, attention_mask, **kwargs)
-        return base_fn(module, query, key, value, _with_block(attention_mask, block, query, key), **kwargs)
+        if block is not None:
+            attention_mask = _with_block(attention_mask, block, query, key)
+        bias = _bias_for(module)
+        if bias is not None:
+            attention_mask = _with_bias(attention_mask, bias, query, key)
+        return base_fn(module, query, key, value, attention_mask, **kwargs)
 
     knockout_attention.__name__ = f"flowkit_{base}_attention"
     return knockout_attention
@@ -147,6 +188,28 @@ def apply_block_masks(language_model: torch.nn.Module, masks: dict[int, torch.Te
     :func:`knockout` builds and checks the masks from a spec; :class:`flowkit.intervention.session.Session` uses
     this directly to evaluate a batch of specs at once (one ``(N, N)`` mask per batch row).
     """
+    with _pushed(language_model, _KNOCKOUT_ATTR, masks):
+        yield
+
+
+@contextlib.contextmanager
+def apply_attention_biases(language_model: torch.nn.Module, biases: dict[int, torch.Tensor]) -> Iterator[None]:
+    """Add float biases ``{layer: (N, N) float}`` to the attention scores (before the softmax) while inside.
+
+    The gated attention of the pathway search (:mod:`flowkit.analysis.pathway_search`): a gate
+    ``g`` on an edge adds ``log g`` to that edge's score in every head, so ``g = 1`` (bias 0) is
+    the clean model and ``g -> 0`` (bias ``-> -inf``) the knockout. The biases stay in the autograd
+    graph: the gradient of an output with respect to them is the gradient with respect to
+    ``log g``. They add up with nested contexts and with :func:`apply_block_masks`' cuts; only
+    the analysed prompt's ``N`` positions get a bias. The model is always restored on exit.
+    """
+    with _pushed(language_model, _BIAS_ATTR, biases):
+        yield
+
+
+@contextlib.contextmanager
+def _pushed(language_model: torch.nn.Module, attr: str, item: dict) -> Iterator[None]:
+    """Push ``item`` onto every attention module's ``attr`` stack and select flowkit's attention while inside."""
     modules = attention_modules(language_model)
     config = language_model.config
     current = config._attn_implementation
@@ -157,19 +220,19 @@ def apply_block_masks(language_model: torch.nn.Module, masks: dict[int, torch.Te
             "Load the model with attn_implementation='sdpa' (or 'eager' to read attention weights)."
         )
     for m in modules:
-        if not hasattr(m, _KNOCKOUT_ATTR):
-            setattr(m, _KNOCKOUT_ATTR, [])
-        getattr(m, _KNOCKOUT_ATTR).append(masks)
+        if not hasattr(m, attr):
+            setattr(m, attr, [])
+        getattr(m, attr).append(item)
     if outermost:
         config._attn_implementation = f"flowkit_{current}"
     try:
         yield
     finally:
         for m in modules:
-            stack = getattr(m, _KNOCKOUT_ATTR, [])
-            if stack and stack[-1] is masks:
+            stack = getattr(m, attr, [])
+            if stack and stack[-1] is item:
                 stack.pop()
-            if not stack and hasattr(m, _KNOCKOUT_ATTR):
-                delattr(m, _KNOCKOUT_ATTR)
+            if not stack and hasattr(m, attr):
+                delattr(m, attr)
         if outermost:
             config._attn_implementation = current

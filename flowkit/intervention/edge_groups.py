@@ -4,7 +4,8 @@ Edge groups are written ``"source->target"``: information flows from the *source
 (key) tokens to the *target* (query) tokens, so ``"video->question"`` blocks question
 tokens from reading video tokens. Any token group of :mod:`flowkit.prompts.spans` can be used on
 either side; ``"cross_frame"`` is special (frame i <- every earlier frame j < i; with
-Qwen's temporal patches a "frame" is a block of two frames, see ``Spans.frames_per_span``).
+Qwen's temporal patches a "frame" is a block of two frames, see ``Spans.frames_per_span``), and
+so is ``"within_frame"``: every ``video->video`` edge that is not ``cross_frame``.
 
 The groups follow the paper's official analysis code (``byminji/map-the-flow``):
 ``question`` is the paper's question span (header through the last option),
@@ -103,6 +104,15 @@ EDGE_GROUPS: dict[str, EdgeGroup] = {
         EdgeGroup("video->last", OKABE_ITO["bluish_green"], paper=True),
         EdgeGroup("question->last", OKABE_ITO["vermillion"], paper=True),
         EdgeGroup("last->last", OKABE_ITO["reddish_purple"], paper=True),
+        EdgeGroup(
+            "within_frame",
+            OKABE_ITO["yellow"],
+            label="within-frame",
+            title="video tokens cannot read video tokens other than earlier frames",
+        ),
+        EdgeGroup("video->other_text", OKABE_ITO["sky_blue"]),
+        EdgeGroup("question->question", OKABE_ITO["black"]),
+        EdgeGroup("other_text->last", OKABE_ITO["orange"]),
         EdgeGroup("question_text->last", OKABE_ITO["sky_blue"], option_analysis=True),
         EdgeGroup("true_option->last", OKABE_ITO["black"], option_analysis=True),
         EdgeGroup("false_options->last", OKABE_ITO["yellow"], option_analysis=True),
@@ -113,6 +123,28 @@ EDGE_GROUPS: dict[str, EdgeGroup] = {
 PAPER_EDGE_GROUPS = tuple(name for name, group in EDGE_GROUPS.items() if group.paper)
 #: Finer groups of the paper's answer analysis.
 OPTION_EDGE_GROUPS = tuple(name for name, group in EDGE_GROUPS.items() if group.option_analysis)
+
+
+#: A partition of every causal edge the paper's pathway mask can cut (its ``video->video``,
+#: ``question->question``, ``video->question``, ``question->last``, ``video->last``, ``last->last``)
+#: plus ``video->other_text`` and ``other_text->last``: every such (query, key) pair lies in exactly
+#: one of these groups. ``cross_frame`` and ``within_frame`` split ``video->video`` (``within_frame``
+#: is every ``video->video`` edge that is not ``cross_frame``: a frame reading itself, and the
+#: separators' edges). Edges out of the prefix, and text -> text edges other than
+#: ``question->question``, are in no group: no mask here cuts them. The pathway search
+#: (:mod:`flowkit.analysis.pathway_search`) gates one group in one layer at a time, so its
+#: "edges kept" is exact and counted as :func:`flowkit.intervention.masks.count_edges` counts.
+PARTITION_EDGE_GROUPS = (
+    "cross_frame",
+    "within_frame",
+    "video->question",
+    "video->other_text",
+    "question->question",
+    "question->last",
+    "other_text->last",
+    "video->last",
+    "last->last",
+)
 
 
 def edge_group_label(edges: str) -> str:
@@ -137,6 +169,8 @@ def normalize_edges(edges: str) -> str:
     text = edges.strip().lower().replace(" ", "")
     if text in ("cross_frame", "cross-frame", "crossframe"):
         return "cross_frame"
+    if text in ("within_frame", "within-frame", "withinframe"):
+        return "within_frame"
     for arrow in _ARROWS:
         if arrow in text:
             parts = text.split(arrow)
@@ -145,6 +179,6 @@ def normalize_edges(edges: str) -> str:
             return f"{parts[0]}->{parts[1]}"
     raise KnockoutError(
         f"unknown edge group {edges!r}. Write 'source->target' with token groups such as "
-        f"{', '.join(group.name for group in TOKEN_GROUPS)} — or 'cross_frame'. "
+        f"{', '.join(group.name for group in TOKEN_GROUPS)} — or 'cross_frame' / 'within_frame'. "
         f"The paper's groups: {', '.join(PAPER_EDGE_GROUPS)}."
     )

@@ -27,6 +27,8 @@ def edge_block_mask(edges: str, spans: Spans) -> torch.Tensor:
             for ks, ke in spans.frame_spans[:i]:
                 block[qs:qe, ks:ke] = True
         return block
+    if edges == "within_frame":  # video->video minus cross_frame
+        return edge_block_mask("video->video", spans) & ~edge_block_mask("cross_frame", spans)
     source, target = edges.split("->")
     keys = torch.tensor(spans.positions(source), dtype=torch.long)
     queries = torch.tensor(spans.positions(target), dtype=torch.long)

@@ -302,6 +302,15 @@ TOKEN_GROUPS: tuple[TokenGroup, ...] = (
         lambda spans: _positions(spans.prompt_after_video),
     ),
     TokenGroup(
+        "other_text",
+        "the tokens after the video region and before the last position that are not in the question "
+        "span: the template's turn markers, instruction and assistant prefix (``prompt_after_video`` "
+        "minus ``question``)",
+        lambda spans: [
+            p for p in _positions(spans.prompt_after_video) if not spans.question[0] <= p < spans.question[1]
+        ],
+    ),
+    TokenGroup(
         "question_text", "the tokens of the question sentence only", lambda spans: _positions(spans.question_text)
     ),
     TokenGroup(

@@ -793,6 +793,47 @@ def accuracy_bars(df: pd.DataFrame) -> alt.Chart:
     return projector(chart.properties(title=title))
 
 
+def faithfulness_curve(df: pd.DataFrame) -> alt.LayerChart:
+    """Accuracy (with intervals) against the share of edges suppressed, one chart for every kind of mask.
+
+    Args:
+        df: :func:`flowkit.analysis.pathway_search.faithfulness_curve`'s table: ``family``
+            (``search``, ``window rule``, ``paper windows``, ``random``, ``full``), ``label``,
+            ``suppressed_share`` and ``accuracy`` (0..1), ``lo`` / ``hi`` (the 95 % interval).
+            The search's path and the random masks are drawn as lines, every mask as a point
+            with its interval.
+    """
+    _require(
+        df,
+        ["family", "label", "suppressed_share", "accuracy", "lo", "hi"],
+        "faithfulness_curve",
+        "Use flowkit.analysis.pathway_search.faithfulness_curve(...) to build the table.",
+    )
+    families = list(dict.fromkeys(df["family"]))
+    colors = [_SPARE_COLORS[i % len(_SPARE_COLORS)] for i in range(len(families))]
+    color = alt.Color("family:N", title="masks", sort=families, scale=alt.Scale(domain=families, range=colors))
+    x = alt.X("suppressed_share:Q", title="edges suppressed", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"))
+    y = alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"))
+    tooltip = [
+        "family:N",
+        "label:N",
+        alt.Tooltip("suppressed_share:Q", format=".1%", title="suppressed"),
+        alt.Tooltip("accuracy:Q", format=".1%"),
+        alt.Tooltip("lo:Q", format=".1%", title="95 % low"),
+        alt.Tooltip("hi:Q", format=".1%", title="95 % high"),
+    ]
+    base = alt.Chart(df).encode(x=x, color=color)
+    points = base.mark_point(filled=True, size=60).encode(y=y, tooltip=tooltip)
+    intervals = base.mark_rule().encode(y="lo:Q", y2="hi:Q")
+    lines = (
+        base.transform_filter(alt.FieldOneOfPredicate(field="family", oneOf=["search", "random"]))
+        .mark_line(opacity=0.6)
+        .encode(y=y, detail="family:N")
+    )
+    chart = alt.layer(lines, intervals, points).properties(width=520, height=300)
+    return projector(chart.properties(title="Faithfulness: accuracy against edges suppressed (95 % intervals)"))
+
+
 # -------------------------------------------------------------------------- export
 
 

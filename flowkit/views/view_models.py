@@ -105,7 +105,7 @@ def grid_columns(edge_groups: str | Sequence[str], spans: Spans) -> tuple[GridCo
             columns.append(_frame_column(key, spans))
         else:
             edges = normalize_edges(key)
-            if edges != "cross_frame":
+            if edges not in ("cross_frame", "within_frame"):
                 spans.positions(edges.split("->")[0])  # fail now on a group this prompt lacks
                 spans.positions(edges.split("->")[1])
             columns.append(

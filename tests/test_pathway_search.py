@@ -1,0 +1,220 @@
+"""The pathway search (flowkit.analysis.pathway_search): the edge partition, gated attention,
+attribution scores, greedy exact pruning on a planted pathway, determinism and the saved spec."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import pytest
+import torch
+
+from flowkit.analysis.pathway_search import (
+    AccuracyRule,
+    Gate,
+    gate_bias,
+    gate_grid,
+    gate_masks,
+    gates_of,
+    held_out_report,
+    question_gate_scores,
+    rank_correlation,
+    search_pathways,
+    spec_of,
+)
+from flowkit.analysis.pathways import paper_windows, pathway_spec
+from flowkit.data import Sample
+from flowkit.errors import KnockoutError
+from flowkit.intervention.attention import apply_attention_biases, apply_block_masks
+from flowkit.intervention.edge_groups import PARTITION_EDGE_GROUPS
+from flowkit.intervention.masks import block_masks, causal_mask, count_edges, edge_block_mask
+from flowkit.intervention.spec import KnockoutSpec
+
+from conftest import OPTIONS, QUESTION, random_frames
+
+#: the planted route: question tokens read the video in layer 0, the last position reads the question in layer 1
+ROUTE = (Gate("video->question", 0), Gate("question->last", 1))
+#: frame seeds whose answer (D) the toy model gives only through the route (cutting either gate flips it)
+PLANTED_SEEDS = (1, 2, 3, 11)
+
+
+def test_partition_edge_groups_are_disjoint_and_cover_every_edge_the_window_mask_can_cut(prepared_fp32):
+    spans, layers = prepared_fp32.spans, 30
+    masks = gate_masks(spans)
+    assert masks.sum(dim=0).max() == 1  # disjoint
+    union = masks.any(dim=0)
+    window = block_masks(pathway_spec(paper_windows(layers), layers), spans, layers)
+    for mask in window.values():
+        assert not (mask & ~union).any()  # every edge the paper's mask cuts is in one group
+    video_video = edge_block_mask("video->video", spans)
+    assert torch.equal(edge_block_mask("within_frame", spans) | edge_block_mask("cross_frame", spans), video_video)
+    assert not (edge_block_mask("within_frame", spans) & edge_block_mask("cross_frame", spans)).any()
+    other = spans.positions("other_text")
+    assert set(other) | set(spans.positions("question")) == set(spans.positions("prompt_after_video"))
+    # "edges kept" of a set of gates is exact: the spec's count equals the gates' sizes
+    gates = [Gate("within_frame", 1), Gate("video->other_text", 2), Gate("last->last", 0)]
+    cut = count_edges(spec_of(gates), spans, 4)["cut"]
+    sizes = {g: int(m.sum()) for g, m in zip(PARTITION_EDGE_GROUPS, masks)}
+    assert cut == sum(sizes[g.edges] for g in gates)
+    assert gates_of(spec_of(gates), 4) == sorted(gates)
+    assert KnockoutSpec.from_json(spec_of(gates).to_json()) == spec_of(gates)
+
+
+def test_a_gate_covering_all_of_a_query_keys_is_refused(prepared_fp32):
+    from dataclasses import replace
+
+    spans = replace(prepared_fp32.spans, video_span=(0, prepared_fp32.spans.video[1]))  # no prefix
+    with pytest.raises(KnockoutError, match="no-op"):
+        gate_masks(spans)
+    assert causal_mask(3).sum() == 6
+
+
+def test_gates_at_one_are_the_clean_model_and_near_zero_the_knockout(toy_fp32, prepared_fp32):
+    session = toy_fp32.session(prepared_fp32)
+    masks = gate_masks(prepared_fp32.spans)
+    values = torch.ones(len(PARTITION_EDGE_GROUPS), toy_fp32.num_layers)
+    with torch.no_grad(), apply_attention_biases(session.lm, gate_bias(values, masks)):
+        clean = toy_fp32.model(**prepared_fp32.inputs, logits_to_keep=1).logits[0, -1]
+    assert torch.allclose(clean, session.clean_logits, atol=1e-5)
+    values[2, 1] = 0.0  # video->question in layer 1, clamped to EPSILON
+    with torch.no_grad(), apply_attention_biases(session.lm, gate_bias(values, masks)):
+        gated = toy_fp32.model(**prepared_fp32.inputs, logits_to_keep=1).logits[0, -1].softmax(-1)
+    exact = session.last_logits([spec_of([Gate("video->question", 1)])])[0].softmax(-1)
+    assert (gated - exact).abs().max() < 1e-4
+
+
+def test_scores_are_the_gradient_of_log_p_answer(toy_fp32, prepared_fp32):
+    session = toy_fp32.session(prepared_fp32)
+    scores = question_gate_scores(session)
+    assert scores.shape == (len(PARTITION_EDGE_GROUPS), toy_fp32.num_layers)
+    masks = gate_masks(prepared_fp32.spans)
+    theta = torch.zeros_like(scores)
+    step = 1e-2
+    theta[5, 2] = step  # question->last in layer 2, log g moved by +step (central difference)
+    logp = []
+    for sign in (1, -1):
+        with torch.no_grad(), apply_attention_biases(session.lm, gate_bias(sign * theta, masks, log_space=True)):
+            logits = toy_fp32.model(**prepared_fp32.inputs, logits_to_keep=1).logits[0, -1].double()
+        logp.append(float(logits.log_softmax(-1)[prepared_fp32.letter_ids[1]]))
+    assert math.isclose((logp[0] - logp[1]) / (2 * step), float(scores[5, 2]), rel_tol=0.05, abs_tol=1e-5)
+
+
+def test_rank_correlation_and_the_rule():
+    assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert rank_correlation([1, 1, 2], [1, 1, 2]) == pytest.approx(1.0)
+    rule = AccuracyRule()
+    assert rule.passes([True] * 12, [True] * 12)
+    assert not rule.passes([True] * 11 + [False], [True] * 12)  # one lost question of 12 is > 3 points
+    assert rule.passes([True] * 400 + [False] * 2, [True] * 402)
+
+
+def planted_samples():
+    return [
+        Sample(f"planted/{seed}", "planted", random_frames(seed=seed), QUESTION, tuple(OPTIONS), "D", "down")
+        for seed in PLANTED_SEEDS
+    ]
+
+
+@contextlib.contextmanager
+def planted(vllm):
+    """The toy model with every gate but the route's knocked out: the answer can only flow through the route."""
+    spans = vllm.prepare_sample(planted_samples()[0]).spans  # every planted prompt has the same layout
+    rest = [g for g in gate_grid(vllm.num_layers) if g not in ROUTE]
+    with apply_block_masks(vllm.language_model, block_masks(spec_of(rest), spans, vllm.num_layers)):
+        yield
+
+
+def test_the_search_recovers_a_planted_pathway_and_cuts_the_rest(toy_fp32, tmp_path):
+    samples = planted_samples()
+    with planted(toy_fp32):
+        result = search_pathways(toy_fp32, samples, cache=tmp_path / "cache", progress=False)
+        for gate in ROUTE:  # each route gate alone carries the answer
+            session = toy_fp32.session(toy_fp32.prepare_sample(samples[0]))
+            assert session.clean_answer.predicted_letter == "D"
+            assert session.answer(spec_of([gate])).predicted_letter != "D"
+        again = search_pathways(toy_fp32, samples, cache=tmp_path / "cache", progress=False)  # from the cache
+    assert set(result.kept) == set(ROUTE)
+    assert len(result.cut) == len(gate_grid(toy_fp32.num_layers)) - 2
+    off_route = result.scores[~result.scores.apply(lambda r: Gate(r.edges, r.layer) in ROUTE, axis=1)]
+    assert (off_route["score"] == 0).all()  # already cut: no gradient
+    assert result.full_accuracy == 1.0 and result.path["kept"].any()
+    assert again.spec == result.spec and again.path.equals(result.path)
+    saved = result.save_spec(tmp_path / "found.json")
+    assert KnockoutSpec.from_json(saved.read_text()) == result.spec
+
+
+def test_the_search_is_deterministic(toy_fp32):
+    samples = []
+    for seed in (0, 1):  # the unplanted toy model, its own answers taken as correct
+        letter = toy_fp32.answer(toy_fp32.prepare(random_frames(seed=seed), QUESTION, OPTIONS)).predicted_letter
+        text = OPTIONS["ABCD".index(letter)]
+        samples.append(Sample(f"toy/{seed}", "toy", random_frames(seed=seed), QUESTION, tuple(OPTIONS), letter, text))
+    groups = ("cross_frame", "video->question", "question->last", "last->last")
+    first = search_pathways(toy_fp32, samples[:2], groups=groups, progress=False, max_run=4)
+    second = search_pathways(toy_fp32, samples[:2], groups=groups, progress=False, max_run=4)
+    assert first.spec == second.spec
+    assert first.path.equals(second.path)
+    assert first.scores["rank"].tolist() == second.scores["rank"].tolist()
+
+
+def test_held_out_report_refuses_search_questions_and_reports_each_condition(toy_fp32):
+    samples = planted_samples()
+    found = spec_of([Gate("last->last", layer) for layer in range(toy_fp32.num_layers)])
+    with pytest.raises(Exception, match="search questions"):
+        held_out_report(toy_fp32, samples[:1], found, search_samples=[samples[0].id], progress=False)
+    table, summary = held_out_report(toy_fp32, samples[:2], found, progress=False)
+    assert list(summary["condition"]) == ["full", "found", "window", "random"]
+    row = summary.set_index("condition")
+    assert row.loc["random", "seeds"] == 5
+    assert row.loc["found", "edges_kept"] < row.loc["full", "edges_kept"]
+
+
+def test_check_accepts_a_saved_spec(toy_fp32, prepared_fp32, tmp_path, capsys):
+    from flowkit.cli import main
+    from flowkit.knockout_check import check
+
+    spec = spec_of([Gate("question->last", 1), Gate("within_frame", 0)])
+    path = tmp_path / "found.json"
+    path.write_text(spec.to_json())
+    result = check(toy_fp32, prepared_fp32, spec=KnockoutSpec.from_json(path.read_text()))
+    assert result.spec == spec
+    assert result.after.probs != result.before.probs
+    with pytest.raises(Exception, match="not both"):
+        check(toy_fp32, prepared_fp32, "video->last", layers="1", spec=spec)
+    code = main(
+        ["check", "--video", "clip.mp4", "--question", "q", "--options", "a", "b", "--spec", str(path)]
+        + ["--cut", "video->last"]
+    )
+    assert code == 2 and "drop --cut" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["pathways", "search", "--help"])
+
+
+def test_faithfulness_curve_table_and_chart(toy_fp32):
+    from flowkit.analysis.pathway_search import faithfulness_curve
+    from flowkit.views import plots
+
+    samples = planted_samples()[:1]
+    table = faithfulness_curve(
+        toy_fp32,
+        samples,
+        presets=("llava-next-7b-video-ft",),
+        random_fractions=(0.5,),
+        random_seeds=(0,),
+        progress=False,
+    )
+    assert set(table["family"]) == {"full", "paper windows", "random"}
+    assert table.set_index("family").loc["full", "suppressed_share"] == 0
+    spec = plots.faithfulness_curve(table).to_dict()
+    assert spec["title"].startswith("Faithfulness")
+
+
+def test_the_pathway_experiment_accepts_a_found_spec(toy_fp32):
+    from flowkit.analysis.experiments import pathway_summary
+
+    samples = planted_samples()[:1]
+    spec = spec_of([Gate("last->last", layer) for layer in range(toy_fp32.num_layers)])
+    summary = pathway_summary(toy_fp32, samples, spec)
+    assert summary["windows"] == spec.to_dict()
+    assert 0 < summary["random_fraction"] < 0.05
