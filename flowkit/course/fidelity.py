@@ -534,7 +534,7 @@ def paper_comparison(
     rows = []
 
     def row(finding, paper, ours, verdict):
-        rows.append((finding, paper, ours, verdict, RULES[finding]))
+        rows.append((finding, paper, ours, verdict, RULES[finding.split(" — ")[0]]))
 
     if "accuracy" in findings:
         acc, control = report["accuracy"], report.get("control_accuracy", {})
@@ -647,8 +647,8 @@ def paper_comparison(
                 text += f" (95 % intervals: from layer {could if could is not None else '-'} at the earliest, "
                 text += f"{surely if surely is not None else 'never'} at the latest)"
             row(
-                f"F3 the same, read through the {READOUT_NAMES.get(name, name)}",
-                "(the paper reads without final norm)",
+                f"F3 p(true option) > 0.5 from layer — {READOUT_NAMES.get(name, name)}",
+                PAPER_7B["F3 p(true) > 0.5 from layer"] + " (its own readout)",
                 text,
                 _verdict(at is not None and L / 2 <= at < L - 1, at is not None),
             )
