@@ -39,6 +39,7 @@ From the shell (the kit's shipped lens was made with the command in
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import contextlib
 import json
 import math
@@ -250,17 +251,7 @@ def training_samples(
     for task in tasks:
         for sample in list(iter_samples(task, start + per_task, seed, num_frames=16, size=64))[start:]:
             index = uniform_frame_indices(sample.frames.shape[0], num_frames)
-            chosen.append(
-                type(sample)(
-                    id=sample.id,
-                    task=sample.task,
-                    frames=sample.frames[index],
-                    question=sample.question,
-                    candidates=sample.candidates,
-                    answer=sample.answer,
-                    answer_text=sample.answer_text,
-                )
-            )
+            chosen.append(dataclasses.replace(sample, frames=sample.frames[index]))
     return chosen
 
 
