@@ -242,12 +242,16 @@ def test_missing_results_say_how_to_make_them(tmp_path):
 
 
 def test_paper_comparison_applies_the_targets(fidelity_run):
-    from flowkit.course.fidelity import paper_comparison
+    from flowkit.course.fidelity import READOUT_NAMES, paper_comparison
 
     report, _, _ = fidelity_run
     rows = paper_comparison(report)
     names = [r[0] for r in rows]
-    assert names[0] == "accuracy" and "F4 edges kept" in names and len(rows) == 9
+    others = [name for name in report["F3"]["by_readout"] if name != "paper"]  # F3 again under each other readout
+    assert names[0] == "accuracy" and "F4 edges kept" in names and len(rows) == 9 + len(others)
+    assert [n for n in names if n.startswith("F3 p(true option) > 0.5 from layer — ")] == [
+        f"F3 p(true option) > 0.5 from layer — {READOUT_NAMES[name]}" for name in others
+    ]
     assert all(r[3] in ("reproduced", "partly", "not reproduced", "not measured") for r in rows)
     good = {"full": 0.9, "pathways": 0.9, "random": 0.5}
     fake = {
