@@ -263,6 +263,12 @@ def _pathways_parser(sub) -> None:
     s.add_argument("--frames", type=int, default=8, help="frames sampled per question (default 8)")
     s.add_argument("--margin", type=float, default=0.03, help="accuracy drop the rule allows (default 0.03)")
     s.add_argument("--max-run", type=int, default=16, help="most candidates tried together in one step")
+    s.add_argument(
+        "--prediction",
+        choices=("vocabulary", "options"),
+        default="vocabulary",
+        help="which answers count as correct: the whole vocabulary's top token (the paper's, default) or the top option letter",
+    )
     s.add_argument("--cache", default=None, metavar="DIR", help="result cache folder (resumable)")
     s.add_argument("--out", required=True, help="where to write the found mask (KnockoutSpec JSON)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -298,6 +304,7 @@ def run_pathways_search(args) -> int:
         max_run=args.max_run,
         cache=args.cache,
         progress=not args.no_progress,
+        prediction=args.prediction,
     )
     result.save_spec(out)
     summary = result.summary()

@@ -102,9 +102,9 @@ def test_effective_pathways_session_equals_full_forwards(toy_fp32, samples, cont
     assert (
         list(fast.columns)
         == list(slow.columns)
-        == ["sample", "task", "condition", "seed", "correct", "p_answer", "kept_fraction"]
+        == ["sample", "task", "condition", "seed", "correct", "correct_options", "p_answer", "kept_fraction"]
     )
-    keys = ["sample", "task", "condition", "seed", "correct", "kept_fraction"]
+    keys = ["sample", "task", "condition", "seed", "correct", "correct_options", "kept_fraction"]
     assert fast[keys].astype(str).equals(slow[keys].astype(str))
     assert (fast["p_answer"] - slow["p_answer"]).abs().max() <= 1e-5
     assert fast_counts == slow_counts

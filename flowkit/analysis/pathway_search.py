@@ -64,7 +64,7 @@ from flowkit.intervention.spec import Cut, KnockoutSpec, LayerSet
 from flowkit.analysis.pathways import PathwayWindows, paper_windows, pathway_spec, random_control_masks
 from flowkit.analysis.result_cache import ResultCache
 from flowkit.analysis.stats import bootstrap_ci
-from flowkit.prompts.readout import percent_change
+from flowkit.prompts.readout import PAPER_PREDICTION, percent_change
 
 #: smallest gate value whose log is taken (log 1e-6 = -13.8: the softmax weight of such an edge is ~0)
 EPSILON = 1e-6
@@ -180,7 +180,12 @@ def question_gate_scores(session, groups: Sequence[str] = PARTITION_EDGE_GROUPS)
 
 
 def gate_scores(
-    vllm, samples, groups: Sequence[str] = PARTITION_EDGE_GROUPS, cache=None, progress: bool = True
+    vllm,
+    samples,
+    groups: Sequence[str] = PARTITION_EDGE_GROUPS,
+    cache=None,
+    progress: bool = True,
+    prediction: str = PAPER_PREDICTION,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Attribution scores of every gate (see the module docstring for the sign).
 
@@ -191,14 +196,14 @@ def gate_scores(
     """
     cache = _cache(cache)
     fingerprint = vllm.fingerprint if cache is not None else None
-    key = f"pathway-search/scores/v{SEARCH_VERSION}/" + json.dumps(list(groups))
+    key = f"pathway-search/scores/v{SEARCH_VERSION}/{prediction}/" + json.dumps(list(groups))
     gates = gate_grid(vllm.num_layers, groups)
     rows = []
     for sample_id, sample in tqdm(_prompts(vllm, samples), desc="gate scores", disable=not progress):
         found = cache.get(fingerprint, sample_id, key) if cache is not None else None
         if found is None:
             session = vllm.session(vllm.prepare_prompt(sample))
-            correct = bool(session.clean_answer.correct)
+            correct = bool(session.clean_answer.is_correct(prediction))
             scores = question_gate_scores(session, groups).flatten().tolist() if correct else None
             found = {"correct": correct, "scores": scores}
             if cache is not None:
@@ -253,7 +258,13 @@ def rank_correlation(x, y) -> float:
     return float((rx * ry).sum() / denominator) if denominator else float("nan")
 
 
-def single_gate_effects(vllm, samples, groups: Sequence[str] = PARTITION_EDGE_GROUPS, progress: bool = True):
+def single_gate_effects(
+    vllm,
+    samples,
+    groups: Sequence[str] = PARTITION_EDGE_GROUPS,
+    progress: bool = True,
+    prediction: str = PAPER_PREDICTION,
+):
     """Exact single-gate knockouts: one row per (question, gate) with ``delta_log_p`` (log p(answer)
     under the knockout minus the clean run's), for comparison with the gradient scores. Questions
     answered wrongly are skipped, as in :func:`gate_scores`."""
@@ -262,7 +273,7 @@ def single_gate_effects(vllm, samples, groups: Sequence[str] = PARTITION_EDGE_GR
     for sample_id, sample in tqdm(_prompts(vllm, samples), desc="single-gate knockouts", disable=not progress):
         prepared = vllm.prepare_prompt(sample)
         session = vllm.session(prepared)
-        if not session.clean_answer.correct:
+        if not session.clean_answer.is_correct(prediction):
             continue
         clean = float(_log_p_answer(session.clean_logits, prepared))
         logits = session.last_logits([spec_of([g]) for g in gates])
@@ -312,8 +323,8 @@ class AccuracyRule:
 class _Questions:
     """The search questions: a session each, the full model's answers, cached exact checks."""
 
-    def __init__(self, vllm, samples, cache, progress):
-        self.vllm, self.cache = vllm, _cache(cache)
+    def __init__(self, vllm, samples, cache, progress, prediction: str = PAPER_PREDICTION):
+        self.vllm, self.cache, self.prediction = vllm, _cache(cache), prediction
         self.fingerprint = vllm.fingerprint if self.cache is not None else None
         self.items = []
         for sample_id, sample in tqdm(_prompts(vllm, samples), desc="search questions", disable=not progress):
@@ -325,7 +336,7 @@ class _Questions:
         self.full = [bool(self._check(item, [KnockoutSpec()])[0]["correct"]) for item in self.items]
 
     def _check(self, item, specs: list[KnockoutSpec]) -> list[dict]:
-        keys = [f"pathway-search/check/v{SEARCH_VERSION}/" + s.to_json() for s in specs]
+        keys = [f"pathway-search/check/v{SEARCH_VERSION}/{self.prediction}/" + s.to_json() for s in specs]
         found = self.cache.get_many(self.fingerprint, item["id"], keys) if self.cache is not None else {}
         todo = [i for i, k in enumerate(keys) if found.get(k) is None]
         results = {k: found[k] for k in keys if found.get(k) is not None}
@@ -342,7 +353,7 @@ class _Questions:
             answers = session.answers([specs[i] for i in runnable])
             for i, dist in zip(runnable, answers):
                 p = float(dist.probs[session.spans.true_option])
-                fresh[keys[i]] = {"correct": bool(dist.correct), "p_answer": p, "refused": False}
+                fresh[keys[i]] = {"correct": bool(dist.is_correct(self.prediction)), "p_answer": p, "refused": False}
         if fresh and self.cache is not None:
             self.cache.put_many(self.fingerprint, item["id"], {k: v for k, v in fresh.items() if k not in refused})
         results.update(fresh)
@@ -429,12 +440,15 @@ def search_pathways(
     patience: int | None = None,
     cache=None,
     progress: bool = True,
+    prediction: str = PAPER_PREDICTION,
 ) -> PathwaySearchResult:
     """Score every gate by attribution, then cut greedily in score order, each cut verified by exact knockouts.
 
     ``samples``: the search questions (:class:`flowkit.data.Sample` or prepared prompts with an
     answer). ``patience``: stop after this many candidates rejected in a row (the rest are kept;
-    later candidates are the ones the scores predict to hurt most); None tries every gate. ``cache`` (a folder or :class:`ResultCache`) keeps every score and every exact check
+    later candidates are the ones the scores predict to hurt most); None tries every gate.
+    ``prediction``: which answers count as correct (:data:`flowkit.prompts.readout.PREDICTION_RULES`;
+    the paper's whole-vocabulary rule by default). ``cache`` (a folder or :class:`ResultCache`) keeps every score and every exact check
     per question, so a stopped search resumes and a finished one is replayed from disk. The same
     questions give the same mask on any CPU up to scores within 1e-6 of a rounding boundary and
     answers within float rounding of a tie (see the module docstring).
@@ -446,13 +460,13 @@ def search_pathways(
     if not samples:
         raise FlowkitError("the pathway search needs at least one question")
     started = time.perf_counter()
-    per_question, scores = gate_scores(vllm, samples, groups, cache=cache, progress=progress)
+    per_question, scores = gate_scores(vllm, samples, groups, cache=cache, progress=progress, prediction=prediction)
     if per_question.empty:
         raise FlowkitError("no search question is answered correctly: there is nothing to keep")
     scored = time.perf_counter()
     gates = gate_grid(vllm.num_layers, groups)
     order = [gates[i] for i in scores.sort_values("rank")["order"]]
-    questions = _Questions(vllm, samples, cache, progress)
+    questions = _Questions(vllm, samples, cache, progress, prediction)
     gate_index = {g: i for i, g in enumerate(groups)}
     full = questions.full
     cut: list[Gate] = []
@@ -513,7 +527,9 @@ def search_pathways(
 # ----------------------------------------------------------------------------- report
 
 
-def _conditions_table(vllm, samples, conditions, progress: bool, desc: str) -> pd.DataFrame:
+def _conditions_table(
+    vllm, samples, conditions, progress: bool, desc: str, prediction: str = PAPER_PREDICTION
+) -> pd.DataFrame:
     """One row per (question, condition): ``correct``, ``p_answer``, ``pct_change`` and the exact
     share of edges the condition suppresses. ``conditions``: ``(name, seed, masks_of(spans))``."""
     rows = []
@@ -536,9 +552,13 @@ def _conditions_table(vllm, samples, conditions, progress: bool, desc: str) -> p
                     "task": getattr(sample, "task", ""),
                     "condition": name,
                     "seed": seed,
-                    "correct": bool(dist.correct),
+                    "correct": bool(dist.is_correct(prediction)),
                     "p_answer": float(dist.probs[truth]),
-                    "pct_change": percent_change(clean.probs[truth], dist.probs[truth]) if clean.correct else np.nan,
+                    "pct_change": (
+                        percent_change(clean.probs[truth], dist.probs[truth])
+                        if clean.is_correct(prediction)
+                        else np.nan
+                    ),
                     "edges_total": total_of[sample_id],
                     "edges_kept": total_of[sample_id] - cut,
                     "suppressed_share": cut / total_of[sample_id],
@@ -583,6 +603,7 @@ def held_out_report(
     random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
     search_samples: Sequence[str] = (),
     progress: bool = True,
+    prediction: str = PAPER_PREDICTION,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The found mask on held-out questions, beside the window mask and the paper's random control.
 
@@ -614,7 +635,7 @@ def held_out_report(
         ("window", None, _spec_masks(window_spec, num_layers)),
     ]
     conditions += [("random", seed, random_masks(seed)) for seed in random_seeds]
-    table = _conditions_table(vllm, samples, conditions, progress, "held-out report")
+    table = _conditions_table(vllm, samples, conditions, progress, "held-out report", prediction)
     return table, summarize_conditions(table)
 
 
@@ -633,6 +654,7 @@ def faithfulness_curve(
     random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
     max_path_points: int = 8,
     progress: bool = True,
+    prediction: str = PAPER_PREDICTION,
 ) -> pd.DataFrame:
     """Accuracy (with a 95 % interval) against the share of edges suppressed, one row per mask.
 
@@ -664,7 +686,7 @@ def faithfulness_curve(
             )
             conditions.append(("random", f"random f={f:g}", make))
     named = [(f"{family}|{label}", None, make) for family, label, make in conditions]
-    table = _conditions_table(vllm, samples, named, progress, "faithfulness curve")
+    table = _conditions_table(vllm, samples, named, progress, "faithfulness curve", prediction)
     summary = summarize_conditions(table)
     summary[["family", "label"]] = summary["condition"].str.split("|", n=1, expand=True).fillna("full")
     summary.loc[summary["condition"] == "full", ["family", "label"]] = ["full", "full"]
