@@ -84,3 +84,22 @@ def run_cli_check(checkpoint, clip, *extra, options=tuple(OPTIONS)):
         ["check", "--model", str(checkpoint), "--quant", "fp32", "--video", str(clip), "--question", QUESTION]
         + ["--options", *options, *extra]
     )
+
+
+def tiny_train_config(base, **overrides):
+    """A two-step training config on a tiny checkpoint (one video task, one frame task): the training tests' base."""
+    from flowkit.smol_video.training.trainer import TrainConfig
+
+    settings = dict(
+        steps=2,
+        batch_size=2,
+        eval_every=2,
+        eval_per_task=1,
+        log_every=1,
+        warmup=1,
+        lora_rank=2,
+        base=str(base),
+        video_tasks=("scene_transition",),
+        frame_tasks=("colour",),
+    )
+    return TrainConfig(**{**settings, **overrides})

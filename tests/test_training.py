@@ -9,21 +9,11 @@ import torch
 
 from flowkit.smol_video.training.trainer import TrainConfig, batch_samples, export_delta, train
 
+from conftest import tiny_train_config
+
 
 def config(toy_checkpoint, **kw):
-    base = dict(
-        steps=2,
-        batch_size=2,
-        eval_every=2,
-        eval_per_task=1,
-        log_every=1,
-        warmup=1,
-        lora_rank=2,
-        base=str(toy_checkpoint),
-        video_tasks=("scene_transition",),
-        frame_tasks=("colour",),
-    )
-    return TrainConfig(**{**base, **kw})
+    return tiny_train_config(toy_checkpoint, **kw)
 
 
 def test_training_seed_must_not_be_the_eval_seed(toy_checkpoint):

@@ -28,21 +28,11 @@ from flowkit.smol_video.training.dense import (
 from flowkit.smol_video.training.encoding import collate_conversations
 from flowkit.smol_video.training.trainer import TrainConfig, batch_samples, train
 
+from conftest import tiny_train_config
+
 
 def config(toy_checkpoint, **kw):
-    base = dict(
-        steps=2,
-        batch_size=2,
-        eval_every=2,
-        eval_per_task=1,
-        log_every=1,
-        warmup=1,
-        lora_rank=2,
-        base=str(toy_checkpoint),
-        video_tasks=("scene_transition",),
-        frame_tasks=("colour",),
-    )
-    return TrainConfig(**{**base, **kw})
+    return tiny_train_config(toy_checkpoint, **kw)
 
 
 @pytest.fixture(scope="module")

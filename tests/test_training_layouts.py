@@ -17,7 +17,9 @@ from flowkit.smol_video.assembly import (
     shipped_dir,
     vision_config_kwargs,
 )
-from flowkit.smol_video.training.trainer import TrainConfig, export_delta, load_trainable_state, train
+from flowkit.smol_video.training.trainer import export_delta, load_trainable_state, train
+
+from conftest import tiny_train_config
 
 
 def test_layouts_count_their_tokens_and_refuse_what_the_processor_cannot_write():
@@ -88,21 +90,7 @@ def toy_v3_checkpoint(tmp_path_factory):
 
 
 def config(base, **kw):
-    settings = dict(
-        stage="video",
-        steps=2,
-        batch_size=2,
-        eval_every=2,
-        eval_per_task=1,
-        log_every=1,
-        warmup=1,
-        lora_rank=2,
-        base=str(base),
-        video_tasks=("scene_transition",),
-        frame_tasks=("colour",),
-        supervision="dense",
-    )
-    return TrainConfig(**{**settings, **kw})
+    return tiny_train_config(base, **{"stage": "video", "supervision": "dense", **kw})
 
 
 def test_a_v3_run_warm_starts_from_the_shipped_layout_resumes_and_runs_a_forward(

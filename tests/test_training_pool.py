@@ -25,22 +25,15 @@ from flowkit.smol_video.training.pool import (
 )
 from flowkit.smol_video.training.trainer import TrainConfig, step_batch, train
 
+from conftest import tiny_train_config
+
 
 def config(toy_checkpoint, **kw):
-    base = dict(
-        steps=2,
-        batch_size=4,
-        eval_every=2,
-        eval_per_task=1,
-        log_every=1,
-        warmup=1,
-        lora_rank=2,
-        base=str(toy_checkpoint),
-        stage="video",
-        supervision="dense",
-        frame_batch_every=2,
+    every_task = {"video_tasks": TASKS, "frame_tasks": FRAME_TASKS}  # the pool's tests draw from every task
+    return tiny_train_config(
+        toy_checkpoint,
+        **{"batch_size": 4, "stage": "video", "supervision": "dense", "frame_batch_every": 2, **every_task, **kw},
     )
-    return TrainConfig(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")
