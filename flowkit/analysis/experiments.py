@@ -159,6 +159,8 @@ def video_token_lens(
     progress: bool = True,
     layers: str = "paper",
     bag: str = "kit",
+    kinds: Sequence[str] | None = None,
+    bags: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Finding 2 (lens): which words of a bag the video tokens align with, after every layer.
 
@@ -171,31 +173,37 @@ def video_token_lens(
     (:func:`flowkit.analysis.lens.paper_lens_layer`); ``"resid_post"``: layer l is the output of
     layer l (-1: the input), no norm. One row per (sample, layer) with ``resid_post`` (the stream
     read), the share of temporal words among the top words (``temporal_share``) and ``spatial_share``.
+    ``kinds`` and ``bags`` read every question's one forward through several lenses and word bags at
+    once (with ``bags``, the table has a ``bag`` column).
     """
-    word_ids = word_bag(vllm, bag)
+    kinds = (kind,) if kinds is None else tuple(kinds)
+    word_ids = {name: word_bag(vllm, name) for name in ((bag,) if bags is None else bags)}
     plan = lens_layers(vllm.num_layers, layers)
     rows = []
-    for sample in tqdm(list(samples), desc=f"{kind} lens", disable=not progress):
+    for sample in tqdm(list(samples), desc=f"{', '.join(kinds)} lens", disable=not progress):
         prepared = vllm.prepare_sample(sample)
-        cache = activations(vllm, prepared)
+        cache = activations(vllm, prepared)  # one forward for every lens and bag
         video = slice(*prepared.spans.video)
-        for layer, resid_post, normed in plan:
-            # the logit lens applies the final norm itself
-            hidden = lens_hidden(vllm, cache, resid_post, normed and kind == "embedding", video)
-            share = bag_temporal_share(vllm, hidden, word_ids, kind, k)
-            rows.append(
-                {
-                    "sample": sample.id,
-                    "task": sample.task,
-                    "layer": layer,
-                    "resid_post": resid_post,
-                    "kind": kind,
-                    "temporal_share": share,
-                    "spatial_share": 1 - share,
-                }
-            )
+        for name, ids in word_ids.items():
+            for lens_kind in kinds:
+                for layer, resid_post, normed in plan:
+                    # the logit lens applies the final norm itself
+                    hidden = lens_hidden(vllm, cache, resid_post, normed and lens_kind == "embedding", video)
+                    share = bag_temporal_share(vllm, hidden, ids, lens_kind, k)
+                    rows.append(
+                        {
+                            **({} if bags is None else {"bag": name}),
+                            "sample": sample.id,
+                            "task": sample.task,
+                            "layer": layer,
+                            "resid_post": resid_post,
+                            "kind": lens_kind,
+                            "temporal_share": share,
+                            "spatial_share": 1 - share,
+                        }
+                    )
     columns = ["sample", "task", "layer", "resid_post", "kind", "temporal_share", "spatial_share"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=columns if bags is None else ["bag", *columns])
 
 
 def curves_with_ci(flows: pd.DataFrame, tasks=None, level: float = 0.95) -> pd.DataFrame:

@@ -56,6 +56,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from flowkit.atomic_files import atomic_write_json
 from flowkit.errors import FlowkitError, KnockoutError
 from flowkit.intervention.attention import apply_attention_biases
 from flowkit.intervention.edge_groups import PARTITION_EDGE_GROUPS
@@ -412,7 +413,7 @@ class PathwaySearchResult:
     def save_spec(self, path) -> Path:
         """Write the found mask as ``KnockoutSpec`` JSON (``check --spec FILE`` reads it)."""
         path = Path(path)
-        path.write_text(json.dumps(self.spec.to_dict(), indent=1, sort_keys=True) + "\n")
+        atomic_write_json(path, self.spec.to_dict(), indent=1, sort_keys=True)
         return path
 
     def summary(self) -> dict:

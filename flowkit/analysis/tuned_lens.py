@@ -57,6 +57,7 @@ from flowkit.analysis.lens import _lm_head_weight, activations, logit_lens
 from flowkit.atomic_files import atomic_paths
 from flowkit.data.synthetic import EVAL_SEED
 from flowkit.errors import FlowkitError
+from flowkit.prompts.readout import logit_lens_emergence
 
 #: the file format's name and version (in every saved file's metadata)
 FORMAT = "flowkit-tuned-lens/1"
@@ -170,7 +171,7 @@ def tuned_lens_readout(lens: TunedLens):
     def readout(hidden, norm, head, letter_ids):
         with torch.no_grad():
             translated = lens.translate(hidden.float())
-        return torch.softmax(norm(translated).float() @ head.float().T, dim=-1)[:, list(letter_ids)]
+        return logit_lens_emergence(translated, norm, head, letter_ids)  # the logit lens on translated states
 
     return readout
 

@@ -265,15 +265,16 @@ def _finding_2(run: _Run, curves, sweep_samples) -> None:
     }
     lens_samples = first_per_task(sweep_samples, 1, tasks=run.headline)  # one per headline task
     # the kit's balanced word bags and the paper's Action Sequence lists (flowkit.data.vocab.WORD_BAGS)
+    with run.part("lens, emergence"):
+        lens = run.tables["lens"] = experiments.video_token_lens(
+            run.vllm, lens_samples, kinds=("embedding", "logit"), bags=LENS_BAGS, progress=run.progress
+        )
     for bag in LENS_BAGS:
         suffix = "" if bag == "kit" else f"_{bag}"
         for kind in ("embedding", "logit"):
-            with run.part("lens, emergence"):
-                lens = experiments.video_token_lens(run.vllm, lens_samples, kind=kind, bag=bag, progress=run.progress)
-            lens = lens.assign(bag=bag)
-            run.tables["lens"] = pd.concat([run.tables.get("lens"), lens], ignore_index=True)
+            chosen = lens[(lens["bag"] == bag) & (lens["kind"] == kind)]
             run.report["F2"][f"lens_temporal_share_{kind}{suffix}"] = (
-                lens.groupby("layer")["temporal_share"].mean().to_dict()
+                chosen.groupby("layer")["temporal_share"].mean().to_dict()
             )
         # what a lens picking words at random would show: the temporal words' share of the list
         run.report["F2"][f"lens_bag_temporal_share{suffix}"] = experiments.lens_bag_temporal_share(run.vllm, bag)

@@ -124,13 +124,8 @@ def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None) -
 
         return experiments.answer_emergence(vllm, chosen, progress=False, readouts=emergence_readouts(vllm))
     if name == "lens":
-        return pd.concat(
-            [
-                experiments.video_token_lens(vllm, chosen, kind=kind, bag=bag, progress=False).assign(bag=bag)
-                for bag in sorted(set(rows["bag"]))
-                for kind in sorted(set(rows["kind"]))
-            ],
-            ignore_index=True,
+        return experiments.video_token_lens(
+            vllm, chosen, kinds=sorted(set(rows["kind"])), bags=sorted(set(rows["bag"])), progress=False
         )
     if name == "pathways":
         windows = PathwayWindows.from_dict(report["F4"]["windows"])
