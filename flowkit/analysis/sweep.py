@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from collections.abc import Iterable, Sequence
 
 import pandas as pd
@@ -19,7 +20,7 @@ from flowkit.analysis.result_cache import ResultCache
 from flowkit.analysis.sweep_work import ExecutorAddressError, LocalExecutor, QuestionJob
 from flowkit.intervention.edge_groups import PAPER_EDGE_GROUPS
 from flowkit.intervention.spec import KnockoutSpec, LayerWindow
-from flowkit.prompts.readout import PAPER_PREDICTION, check_prediction_rule, percent_change
+from flowkit.prompts.readout import PAPER_PREDICTION, AnswerDistribution, check_prediction_rule, percent_change
 from flowkit.prompts.spans import OPTION_LETTERS
 
 COLUMNS = [
@@ -198,14 +199,14 @@ def sweep(
 
 def question_rows(sample, specs, jsons: Sequence[str], results: dict[str, dict], num_layers: int) -> list[dict]:
     """The table rows of one question from its payloads (clean run included)."""
-    clean = results[KnockoutSpec().to_json()]
-    base_pred = clean["predicted"]
     true = OPTION_LETTERS.index(sample.answer)
+    clean = replace(AnswerDistribution.from_dict(results[KnockoutSpec().to_json()]), true_option=true)
+    base_pred = clean.predicted
     rows = []
     for (edge_group, center, spec), j in zip(specs, jsons):
-        new = results[j]
+        new = replace(AnswerDistribution.from_dict(results[j]), true_option=true)
         touched = spec.layers_touched(num_layers)
-        p_base, p_new = clean["probs"][base_pred], new["probs"][base_pred]
+        p_base, p_new = clean.probs[base_pred], new.probs[base_pred]
         rows.append(
             {
                 "sample": sample.id,
@@ -219,13 +220,13 @@ def question_rows(sample, specs, jsons: Sequence[str], results: dict[str, dict],
                 "p_base": p_base,
                 "p_new": p_new,
                 "pct_change": percent_change(p_base, p_new),
-                "predicted_after": OPTION_LETTERS[new["predicted"]],
-                "correct_base": clean["top_option"] == true,
-                "correct_after": new["top_option"] == true,
-                "letter_base": clean["top_option"] is not None,
-                "letter_after": new["top_option"] is not None,
-                "correct_base_options": base_pred == true,
-                "correct_after_options": new["predicted"] == true,
+                "predicted_after": new.predicted_letter,
+                "correct_base": clean.is_correct("vocabulary"),
+                "correct_after": new.is_correct("vocabulary"),
+                "letter_base": clean.top_is_letter,
+                "letter_after": new.top_is_letter,
+                "correct_base_options": clean.is_correct("options"),
+                "correct_after_options": new.is_correct("options"),
             }
         )
     return rows

@@ -126,6 +126,18 @@ class AnswerDistribution:
             "top_option": self.top_option,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict) -> AnswerDistribution:
+        """The distribution :meth:`to_dict` wrote (e.g. a sweep's cached payload)."""
+        return cls(
+            probs=tuple(data["probs"]),
+            option_probs=tuple(data["option_probs"]),
+            predicted=data["predicted"],
+            true_option=data.get("true_option"),
+            top_token_id=data.get("top_token_id"),
+            top_option=data.get("top_option"),
+        )
+
     def __str__(self) -> str:
         cells = [
             f"{l}: {format_prob(p)}" + ("*" if i == self.true_option else "")
