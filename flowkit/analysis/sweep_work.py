@@ -70,8 +70,7 @@ class ModelSource:
             quant=vllm.quant,
             device=device,
             attn_implementation=getattr(vllm.model.config, "_attn_implementation", None) or "sdpa",
-            nf4_cpu_kernel="avx512_bf16" if "avx512-bf16" in vllm.numeric_path else "portable",
-            bf16_cpu_arithmetic="bfloat16" if vllm.numeric_path == "bf16/bf16-compute/cpu" else "float32",
+            **vllm.extra.get("load_options", {}),
         )
 
     @property

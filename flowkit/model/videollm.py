@@ -380,5 +380,7 @@ def load_videollm(
         "quantization": quantization,
         "nf4_layers_keeping_dequantized_weights": weight_cache,
         "checkpoint_folder": checkpoint_folder(source),
+        # how its arithmetic was chosen, so a worker can load the same (flowkit.analysis.sweep_work.ModelSource.of)
+        "load_options": {"nf4_cpu_kernel": nf4_cpu_kernel, "bf16_cpu_arithmetic": bf16_cpu_arithmetic},
     }
     return VideoLLM(model=model, processor=processor, adapter=adapter, name=str(name_or_path), quant=quant, extra=extra)
