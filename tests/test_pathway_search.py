@@ -4,6 +4,7 @@ attribution scores, greedy exact pruning on a planted pathway, determinism and t
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 
 import pytest
@@ -147,18 +148,50 @@ def test_the_search_recovers_a_planted_pathway_and_cuts_the_rest(toy_fp32, tmp_p
     assert KnockoutSpec.from_json(saved.read_text()) == result.spec
 
 
-def test_the_search_is_deterministic(toy_fp32):
+def own_answer_samples(vllm, seeds):
+    """Questions on the unplanted toy model whose correct answer is the toy's own (option-letter rule)."""
     samples = []
-    for seed in (0, 1):  # the unplanted toy model, its own answers taken as correct
-        letter = toy_fp32.answer(toy_fp32.prepare(random_frames(seed=seed), QUESTION, OPTIONS)).predicted_letter
+    for seed in seeds:
+        letter = vllm.answer(vllm.prepare(random_frames(seed=seed), QUESTION, OPTIONS)).predicted_letter
         text = OPTIONS["ABCD".index(letter)]
         samples.append(Sample(f"toy/{seed}", "toy", random_frames(seed=seed), QUESTION, tuple(OPTIONS), letter, text))
+    return samples
+
+
+def test_the_search_is_deterministic(toy_fp32):
+    samples = own_answer_samples(toy_fp32, (0, 1))
     groups = ("cross_frame", "video->question", "question->last", "last->last")
     first = search_pathways(toy_fp32, samples[:2], groups=groups, progress=False, max_run=4, prediction="options")
     second = search_pathways(toy_fp32, samples[:2], groups=groups, progress=False, max_run=4, prediction="options")
     assert first.spec == second.spec
     assert first.path.equals(second.path)
     assert first.scores["rank"].tolist() == second.scores["rank"].tolist()
+
+
+def test_every_step_decides_as_the_rule_does_on_plain_knockouts_of_every_question(toy_fp32):
+    """Checks resume from earlier replays and stop early on a certain rejection: each step's verdict
+    must still be the rule's verdict on plain (full-forward) knockouts of all the search questions."""
+    samples = planted_samples()
+    rule = AccuracyRule()
+    with planted(toy_fp32):
+        result = search_pathways(toy_fp32, samples, rule=rule, progress=False, max_run=8, prediction="options")
+        sessions = [toy_fp32.session(toy_fp32.prepare_sample(s)) for s in samples]
+        full = [session.clean_answer.is_correct("options") for session in sessions]
+        before: list[Gate] = []
+        for row in result.path.itertuples():
+            spec = spec_of(before + [Gate(e, l) for e, l in json.loads(row.tried)])
+            correct = []
+            for session in sessions:
+                try:
+                    correct.append(session.full_forward_answer(spec).is_correct("options"))
+                except KnockoutError:  # a cut that empties a row: refused, counted wrong
+                    correct.append(False)
+            assert rule.passes(correct, full) == row.kept, row
+            if row.checked == len(samples):
+                assert row.accuracy == pytest.approx(sum(correct) / len(correct))
+            before = [Gate(e, l) for e, l in json.loads(row.cut_after)]
+    assert (result.path["checked"] < len(samples)).any()  # some rejections stopped early
+    assert result.path["kept"].any() and (~result.path["kept"]).any()
 
 
 def test_held_out_report_refuses_search_questions_and_reports_each_condition(toy_fp32):
@@ -221,3 +254,41 @@ def test_the_pathway_experiment_accepts_a_found_spec(toy_fp32):
     summary = pathway_summary(toy_fp32, samples, spec)
     assert summary["windows"] == spec.to_dict()
     assert 0 < summary["random_fraction"] < 0.05
+
+
+def test_a_random_control_interval_resamples_questions_not_seed_rows():
+    import pandas as pd
+
+    from flowkit.analysis.pathway_search import summarize_conditions
+
+    rows = []  # 10 questions x 5 seeds: question i is right under seeds < i // 2
+    for i in range(10):
+        for seed in range(5):
+            correct = seed < i // 2
+            rows.append(
+                {"sample": f"q{i}", "family": "random", "condition": "random", "seed": seed, "correct": correct}
+            )
+    table = pd.DataFrame(rows).assign(pct_change=0.0, edges_kept=1, suppressed_share=0.5)
+    (row,) = summarize_conditions(table).to_dict("records")
+    per_question = [min(i // 2, 5) / 5 for i in range(10)]
+    assert row["accuracy"] == pytest.approx(sum(per_question) / 10)
+    assert row["questions"] == 10 and row["seeds"] == 5
+    pooled = summarize_conditions(table.assign(sample=[f"r{i}" for i in range(50)], seed=None))
+    width = row["hi"] - row["lo"]
+    assert width > 1.2 * (pooled["hi"][0] - pooled["lo"][0])  # 50 rows as if independent: too narrow
+    assert row["seed_min"] < row["accuracy"] < row["seed_max"]
+
+
+def test_a_mask_condition_is_data(toy_fp32, prepared_fp32):
+    from flowkit.analysis.pathway_search import MaskCondition
+
+    found = spec_of([Gate("question->last", 1)])
+    for condition in (
+        MaskCondition("found", "found", spec=found),
+        MaskCondition("random", "random", random_like=found, seed=3),
+        MaskCondition("random", "random f=0.5", random_fraction=0.5, seed=1),
+    ):
+        again = MaskCondition.from_dict(json.loads(json.dumps(condition.to_dict())))
+        assert again == condition
+        a, b = condition.masks(prepared_fp32.spans, 2), again.masks(prepared_fp32.spans, 2)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

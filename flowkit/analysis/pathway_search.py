@@ -26,8 +26,10 @@ share of questions whose own score has the mean's sign (signed effects can cance
 predicted to hurt least), ties broken by the fixed order of :func:`gate_grid` after rounding
 scores to :data:`SCORE_DECIMALS` decimals, so CPUs whose float sums differ by ~1e-6 give the same
 order. Each candidate mask is verified with an *exact* knockout through each question's
-:class:`~flowkit.intervention.session.Session` (all questions' replays of a step batched per question):
-a step tries the current cut set plus a run of the next candidates; a run that passes
+:class:`~flowkit.intervention.session.Session`, resumed from that question's replay of the last
+accepted mask (only the layers from the first one the candidate changes are recomputed); the
+questions likeliest to fail are checked first and a check stops as soon as the rule fails whatever
+the unchecked questions give (so a rejection usually costs one or two replays). A step tries the current cut set plus a run of the next candidates; a run that passes
 :class:`AccuracyRule` is kept and the next run is twice as long (at most ``max_run``), a run that
 fails is retried at half its length from the same candidate, and a single candidate that fails
 is rejected for good. Every kept mask has passed an exact check; ``patience`` stops the search
@@ -65,7 +67,7 @@ from flowkit.intervention.spec import Cut, KnockoutSpec, LayerSet
 from flowkit.analysis.pathways import PathwayWindows, paper_windows, pathway_spec, random_control_masks
 from flowkit.analysis.result_cache import ResultCache
 from flowkit.analysis.stats import bootstrap_ci
-from flowkit.prompts.readout import PAPER_PREDICTION, percent_change
+from flowkit.prompts.readout import PAPER_PREDICTION, answer_distribution, percent_change
 
 #: smallest gate value whose log is taken (log 1e-6 = -13.8: the softmax weight of such an edge is ~0)
 EPSILON = 1e-6
@@ -195,15 +197,28 @@ def gate_scores(
     share of questions whose score has the mean's sign), ``n`` and ``rank`` (0 = cut first).
     Results are cached per question (``cache``: a folder or :class:`ResultCache`).
     """
-    cache = _cache(cache)
+    samples = list(samples)
+    return _scores_of(
+        vllm,
+        ((sid, lambda s=sample: vllm.session(vllm.prepare_prompt(s))) for sid, sample in _prompts(vllm, samples)),
+        len(samples),
+        groups,
+        _cache(cache),
+        progress,
+        prediction,
+    )
+
+
+def _scores_of(vllm, sessions, total: int, groups, cache, progress: bool, prediction: str):
+    """:func:`gate_scores` over ``(id, open_session)`` pairs (a session is opened only when a score is not cached)."""
     fingerprint = vllm.fingerprint if cache is not None else None
     key = f"pathway-search/scores/v{SEARCH_VERSION}/{prediction}/" + json.dumps(list(groups))
     gates = gate_grid(vllm.num_layers, groups)
     rows = []
-    for sample_id, sample in tqdm(_prompts(vllm, samples), desc="gate scores", disable=not progress):
+    for sample_id, open_session in tqdm(sessions, total=total, desc="gate scores", disable=not progress):
         found = cache.get(fingerprint, sample_id, key) if cache is not None else None
         if found is None:
-            session = vllm.session(vllm.prepare_prompt(sample))
+            session = open_session()
             correct = bool(session.clean_answer.is_correct(prediction))
             scores = question_gate_scores(session, groups).flatten().tolist() if correct else None
             found = {"correct": correct, "scores": scores}
@@ -322,48 +337,91 @@ class AccuracyRule:
 
 
 class _Questions:
-    """The search questions: a session each, the full model's answers, cached exact checks."""
+    """The search questions: one session each (scoring and checks share it), the full model's
+    answers, and exact checks that resume from each question's last accepted replay.
 
-    def __init__(self, vllm, samples, cache, progress, prediction: str = PAPER_PREDICTION):
+    A check of a candidate mask visits the questions most likely to fail first (most earlier
+    failures, then smallest clean margin of the answer, then the given order) and stops as soon as
+    the rule fails even if every question not yet checked came out in the mask's favour: the
+    bootstrap's lower bound only rises when an entry of (masked - full) rises, so such a rejection
+    is the one a full check would give. A passing check visits every question.
+    """
+
+    def __init__(
+        self, vllm, samples, cache, progress, prediction: str = PAPER_PREDICTION, groups=PARTITION_EDGE_GROUPS
+    ):
         self.vllm, self.cache, self.prediction = vllm, _cache(cache), prediction
         self.fingerprint = vllm.fingerprint if self.cache is not None else None
         self.items = []
         for sample_id, sample in tqdm(_prompts(vllm, samples), desc="search questions", disable=not progress):
             prepared = vllm.prepare_prompt(sample)
             session = vllm.session(prepared)
-            sizes = gate_masks(prepared.spans).sum(dim=(1, 2)).tolist()
+            sizes = gate_masks(prepared.spans, groups).sum(dim=(1, 2)).tolist()
             total = count_edges(KnockoutSpec(), prepared.spans, vllm.num_layers)["total"]
-            self.items.append({"id": sample_id, "session": session, "sizes": sizes, "total": total})
-        self.full = [bool(self._check(item, [KnockoutSpec()])[0]["correct"]) for item in self.items]
+            clean = session.clean_answer
+            truth = prepared.spans.true_option
+            others = [float(p) for i, p in enumerate(clean.probs) if i != truth]
+            margin = float(clean.probs[truth]) - max(others) if truth is not None and others else 0.0
+            self.items.append(
+                {"id": sample_id, "session": session, "sizes": sizes, "total": total, "margin": margin, "trace": None}
+            )
+        self.full = [bool(item["session"].clean_answer.is_correct(prediction)) for item in self.items]
+        self.failures = [0] * len(self.items)
+        self.replays = 0
 
-    def _check(self, item, specs: list[KnockoutSpec]) -> list[dict]:
-        keys = [f"pathway-search/check/v{SEARCH_VERSION}/{self.prediction}/" + s.to_json() for s in specs]
-        found = self.cache.get_many(self.fingerprint, item["id"], keys) if self.cache is not None else {}
-        todo = [i for i, k in enumerate(keys) if found.get(k) is None]
-        results = {k: found[k] for k in keys if found.get(k) is not None}
+    def _key(self, spec: KnockoutSpec) -> str:
+        return f"pathway-search/check/v{SEARCH_VERSION}/{self.prediction}/" + spec.to_json()
+
+    def _check_one(self, index: int, spec: KnockoutSpec) -> tuple[dict, object]:
+        """One question under one mask: ``({"correct", "p_answer", "refused"}, new trace or None)``."""
+        item, key = self.items[index], self._key(spec)
+        if self.cache is not None:
+            found = self.cache.get(self.fingerprint, item["id"], key)
+            if found is not None:
+                return found, None
         session = item["session"]
-        runnable, masks, refused = [], [], {}
-        for i in todo:
-            try:  # built once: a spec that leaves a query with no key is refused here, else replayed
-                masks.append(block_masks(specs[i], session.spans, session.num_layers) if specs[i].cuts else {})
-                runnable.append(i)
-            except KnockoutError:
-                refused[keys[i]] = {"correct": False, "p_answer": float("nan"), "refused": True}
-        fresh = dict(refused)
-        if runnable:
-            answers = session.answers(masks)
-            for i, dist in zip(runnable, answers):
-                p = float(dist.probs[session.spans.true_option])
-                fresh[keys[i]] = {"correct": bool(dist.is_correct(self.prediction)), "p_answer": p, "refused": False}
-        if fresh and self.cache is not None:
-            self.cache.put_many(self.fingerprint, item["id"], {k: v for k, v in fresh.items() if k not in refused})
-        results.update(fresh)
-        return [results[k] for k in keys]
+        try:  # a spec that leaves a query with no key is refused here, else replayed
+            masks = block_masks(spec, session.spans, session.num_layers) if spec.cuts else {}
+        except KnockoutError:
+            return {"correct": False, "p_answer": float("nan"), "refused": True}, None
+        traces = [item["trace"]] if item["trace"] is not None else []
+        logits, trace = session.last_logits_resuming(masks, traces)
+        self.replays += 1
+        dist = answer_distribution(logits, session.prepared.letter_ids, session.spans.true_option)
+        result = {
+            "correct": bool(dist.is_correct(self.prediction)),
+            "p_answer": float(dist.probs[session.spans.true_option]),
+            "refused": False,
+        }
+        if self.cache is not None:
+            self.cache.put_many(self.fingerprint, item["id"], {key: result})
+        return result, trace
 
-    def check(self, specs: list[KnockoutSpec]) -> list[list[dict]]:
-        """Per spec, per question: ``{"correct", "p_answer", "refused"}``."""
-        per_question = [self._check(item, specs) for item in self.items]
-        return [[per_question[q][s] for q in range(len(self.items))] for s in range(len(specs))]
+    def check(self, spec: KnockoutSpec, rule: AccuracyRule) -> dict:
+        """Whether ``spec`` passes ``rule``: ``kept``, ``correct`` (None where not checked),
+        ``checked`` (questions visited) and ``lower_bound`` (for an early rejection: the bound had
+        every unchecked question come out in the mask's favour, already below the margin)."""
+        order = sorted(range(len(self.items)), key=lambda i: (-self.failures[i], round(self.items[i]["margin"], 6), i))
+        correct: list[bool | None] = [None] * len(self.items)
+        traces = {}
+        for visited, index in enumerate(order, start=1):
+            result, trace = self._check_one(index, spec)
+            correct[index] = bool(result["correct"])
+            traces[index] = trace
+            if self.full[index] and not correct[index]:
+                self.failures[index] += 1
+            if visited < len(order):
+                best = [c if c is not None else True for c in correct]
+                bound = rule.lower_bound(best, self.full)
+                if bound < -rule.margin - 1e-12:
+                    return {"kept": False, "correct": correct, "checked": visited, "lower_bound": bound}
+        bound = rule.lower_bound(correct, self.full)
+        kept = bound >= -rule.margin - 1e-12
+        if kept:  # later checks resume from this mask's replays
+            for index, trace in traces.items():
+                if trace is not None:
+                    self.items[index]["trace"] = trace
+        return {"kept": kept, "correct": correct, "checked": len(order), "lower_bound": bound}
 
     def suppressed_share(self, gate_index: dict, gates) -> float:
         """Mean over questions of the share of causal edges (all layers) the gates cut."""
@@ -461,13 +519,21 @@ def search_pathways(
     if not samples:
         raise FlowkitError("the pathway search needs at least one question")
     started = time.perf_counter()
-    per_question, scores = gate_scores(vllm, samples, groups, cache=cache, progress=progress, prediction=prediction)
+    questions = _Questions(vllm, samples, cache, progress, prediction, groups)
+    per_question, scores = _scores_of(
+        vllm,
+        ((item["id"], lambda item=item: item["session"]) for item in questions.items),
+        len(questions.items),
+        groups,
+        questions.cache,
+        progress,
+        prediction,
+    )
     if per_question.empty:
         raise FlowkitError("no search question is answered correctly: there is nothing to keep")
     scored = time.perf_counter()
     gates = gate_grid(vllm.num_layers, groups)
     order = [gates[i] for i in scores.sort_values("rank")["order"]]
-    questions = _Questions(vllm, samples, cache, progress, prediction)
     gate_index = {g: i for i, g in enumerate(groups)}
     full = questions.full
     cut: list[Gate] = []
@@ -477,10 +543,9 @@ def search_pathways(
     while position < len(order) and (patience is None or rejected_in_a_row < patience):
         k = min(run, len(order) - position)
         tried = order[position : position + k]
-        (result,) = questions.check([spec_of(cut + tried)])
-        checks += len(questions.items)
-        correct = [x["correct"] for x in result]
-        kept = rule.passes(correct, full)
+        outcome = questions.check(spec_of(cut + tried), rule)
+        checks += outcome["checked"]
+        kept = outcome["kept"]
         if kept:
             cut += tried
             run, rejected_in_a_row = min(max_run, 2 * run), 0
@@ -488,6 +553,7 @@ def search_pathways(
             run = k // 2  # retry a shorter run from the same candidate
         else:
             rejected_in_a_row += 1
+        complete = outcome["checked"] == len(questions.items)
         path.append(
             {
                 "step": len(path),
@@ -495,8 +561,9 @@ def search_pathways(
                 "kept": kept,
                 "gates_cut": len(cut),
                 "suppressed_share": questions.suppressed_share(gate_index, cut),
-                "accuracy": float(np.mean(correct)),
-                "lower_bound": rule.lower_bound(correct, full),
+                "checked": outcome["checked"],
+                "accuracy": float(np.mean(outcome["correct"])) if complete else float("nan"),
+                "lower_bound": outcome["lower_bound"],
                 "cut_after": json.dumps([[g.edges, g.layer] for g in cut]),
             }
         )
@@ -521,6 +588,7 @@ def search_pathways(
             "pruning_s": time.perf_counter() - scored,
             "steps": len(path),
             "exact_checks": checks,
+            "replays": questions.replays,
         },
     )
 
@@ -528,31 +596,82 @@ def search_pathways(
 # ----------------------------------------------------------------------------- report
 
 
-def _conditions_table(
-    vllm, samples, conditions, progress: bool, desc: str, prediction: str = PAPER_PREDICTION
+@dataclass(frozen=True)
+class MaskCondition:
+    """One mask of a report, as data (JSON round trip with :meth:`to_dict` / :meth:`from_dict`).
+
+    ``spec`` (a knockout; None with no random fraction: the full model), or the paper's random
+    control with ``seed`` and either a fixed suppressed share ``random_fraction`` or, with
+    ``random_like``, the share that spec suppresses on each question (the control "sized to" it).
+    ``family`` groups conditions in the charts (``full``, ``found``, ``search``, ``window rule``,
+    ``paper windows``, ``random``); ``label`` names one (unique within a report).
+    """
+
+    family: str
+    label: str
+    spec: KnockoutSpec | None = None
+    random_fraction: float | None = None
+    random_like: KnockoutSpec | None = None
+    seed: int | None = None
+
+    def masks(self, spans, num_layers: int) -> dict:
+        if self.random_fraction is not None or self.random_like is not None:
+            if self.random_like is not None:
+                f = (
+                    1 - count_edges(self.random_like, spans, num_layers)["kept_fraction"]
+                    if self.random_like.cuts
+                    else 0
+                )
+            else:
+                f = self.random_fraction
+            return random_control_masks("paper", spans, num_layers, self.seed, suppressed_fraction=f)
+        return block_masks(self.spec, spans, num_layers) if self.spec is not None and self.spec.cuts else {}
+
+    def to_dict(self) -> dict:
+        out = {"family": self.family, "label": self.label, "seed": self.seed, "random_fraction": self.random_fraction}
+        out["spec"] = self.spec.to_dict() if self.spec is not None else None
+        out["random_like"] = self.random_like.to_dict() if self.random_like is not None else None
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MaskCondition:
+        spec = KnockoutSpec.from_dict(d["spec"]) if d.get("spec") is not None else None
+        like = KnockoutSpec.from_dict(d["random_like"]) if d.get("random_like") is not None else None
+        return cls(d["family"], d["label"], spec, d.get("random_fraction"), like, d.get("seed"))
+
+
+FULL = MaskCondition("full", "full")
+
+
+def conditions_table(
+    vllm, samples, conditions: Sequence[MaskCondition], progress: bool = True, prediction: str = PAPER_PREDICTION
 ) -> pd.DataFrame:
-    """One row per (question, condition): ``correct``, ``p_answer``, ``pct_change`` and the exact
-    share of edges the condition suppresses. ``conditions``: ``(name, seed, masks_of(spans))``."""
-    rows = []
-    total_of = {}
-    for sample_id, sample in tqdm(_prompts(vllm, samples), desc=desc, disable=not progress):
+    """One row per (question, condition): ``family``, ``condition`` (the label), ``seed``, ``correct``,
+    ``p_answer``, ``pct_change`` (over questions the full model answers correctly) and the exact
+    count and share of causal edges (all layers) the condition suppresses. The full model is always
+    the first condition; every question's masks run in one batched replay."""
+    conditions = [FULL] + [c for c in conditions if c != FULL]
+    labels = [(c.label, c.seed) for c in conditions]
+    if len(set(labels)) != len(labels):
+        raise FlowkitError("two conditions share a label and seed: give each mask its own label")
+    num_layers, rows = vllm.num_layers, []
+    for sample_id, sample in tqdm(_prompts(vllm, samples), desc="conditions", disable=not progress):
         prepared = vllm.prepare_prompt(sample)
         spans = prepared.spans
-        session = vllm.session(prepared)
-        masks = [make(spans) for _, _, make in conditions]
-        answers = session.answers([None] + masks)
-        clean = answers[0]
-        truth = spans.true_option
+        masks = [c.masks(spans, num_layers) for c in conditions]
+        answers = vllm.session(prepared).answers(masks)
+        clean, truth = answers[0], spans.true_option
         n = spans.seq_len
-        total_of[sample_id] = n * (n + 1) // 2 * vllm.num_layers
-        for (name, seed, _), m, dist in zip([("full", None, None)] + list(conditions), [None] + masks, answers):
+        total = n * (n + 1) // 2 * num_layers
+        for condition, m, dist in zip(conditions, masks, answers):
             cut = sum(int(x.sum()) for x in m.values()) if m else 0
             rows.append(
                 {
                     "sample": sample_id,
                     "task": getattr(sample, "task", ""),
-                    "condition": name,
-                    "seed": seed,
+                    "family": condition.family,
+                    "condition": condition.label,
+                    "seed": condition.seed,
                     "correct": bool(dist.is_correct(prediction)),
                     "p_answer": float(dist.probs[truth]),
                     "pct_change": (
@@ -560,84 +679,129 @@ def _conditions_table(
                         if clean.is_correct(prediction)
                         else np.nan
                     ),
-                    "edges_total": total_of[sample_id],
-                    "edges_kept": total_of[sample_id] - cut,
-                    "suppressed_share": cut / total_of[sample_id],
+                    "edges_total": total,
+                    "edges_kept": total - cut,
+                    "suppressed_share": cut / total,
                 }
             )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table["seed"] = table["seed"].astype("Int64")
+    return table
 
 
 def summarize_conditions(table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """Per condition: edges kept (mean exact count and share), accuracy with its bootstrap interval
-    (over questions, and seeds where there are several), mean % change in p(answer) over the
-    questions the full model answers correctly."""
+    """Per condition (in the table's order): edges kept (mean exact count and share), accuracy with
+    its bootstrap interval over questions, mean % change in p(answer) over the questions the full
+    model answers correctly. A condition with several seeds (a random control) averages each
+    question's correctness over its seeds first, so the interval resamples questions, not rows;
+    ``seed_min`` / ``seed_max`` are the accuracies of its worst and best seed."""
     rows = []
-    for name, group in table.groupby("condition", sort=False):
-        lo, hi = bootstrap_ci(group["correct"].astype(float), level)
+    for (family, name), group in table.groupby(["family", "condition"], sort=False):
+        per_question = group.groupby("sample", sort=False)["correct"].mean()
+        lo, hi = bootstrap_ci(per_question.to_numpy(float), level)
+        seeds = group["seed"].dropna().nunique()
+        by_seed = group.groupby("seed")["correct"].mean() if seeds else pd.Series([group["correct"].mean()])
         rows.append(
             {
+                "family": family,
                 "condition": name,
                 "edges_kept": float(group["edges_kept"].mean()),
                 "kept_share": float(1 - group["suppressed_share"].mean()),
                 "suppressed_share": float(group["suppressed_share"].mean()),
-                "accuracy": float(group["correct"].mean()),
+                "accuracy": float(per_question.mean()),
                 "lo": lo,
                 "hi": hi,
+                "seed_min": float(by_seed.min()),
+                "seed_max": float(by_seed.max()),
                 "pct_change": float(group["pct_change"].mean()),
-                "questions": int(group["sample"].nunique()),
-                "seeds": int(group["seed"].nunique()) if group["seed"].notna().any() else 0,
+                "questions": int(per_question.size),
+                "seeds": int(seeds),
             }
         )
     return pd.DataFrame(rows)
 
 
-def _spec_masks(spec: KnockoutSpec, num_layers: int):
-    return lambda spans: block_masks(spec, spans, num_layers) if spec.cuts else {}
+def held_out_conditions(
+    found: KnockoutSpec,
+    num_layers: int,
+    windows: PathwayWindows | dict[str, PathwayWindows] | None = None,
+    random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
+) -> list[MaskCondition]:
+    """The held-out report's masks: ``found``, each window mask (``windows``: one, or label -> windows;
+    default the paper's 7B windows scaled to this depth) and the paper's random control sized to
+    the found mask on each question (one condition per seed)."""
+    if len(random_seeds) < 5:
+        raise FlowkitError("the random control needs at least 5 seeds")
+    if windows is None:
+        windows = {"window": paper_windows(num_layers)}
+    elif isinstance(windows, PathwayWindows):
+        windows = {"window": windows}
+    out = [MaskCondition("found", "found", spec=found)]
+    out += [MaskCondition("window", label, spec=pathway_spec(w, num_layers)) for label, w in windows.items()]
+    out += [MaskCondition("random", "random", random_like=found, seed=seed) for seed in random_seeds]
+    return out
 
 
 def held_out_report(
     vllm,
     samples,
     found: KnockoutSpec,
-    windows: PathwayWindows | None = None,
+    windows: PathwayWindows | dict[str, PathwayWindows] | None = None,
     random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
     search_samples: Sequence[str] = (),
     progress: bool = True,
     prediction: str = PAPER_PREDICTION,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The found mask on held-out questions, beside the window mask and the paper's random control.
+    """The found mask on held-out questions, beside window masks and the paper's random control.
 
-    Conditions: ``full``, ``found``, ``window`` (:func:`~flowkit.analysis.pathways.pathway_spec` of
-    ``windows``, default the paper's 7B windows scaled to this depth) and ``random`` (the paper's
-    control with ``f`` = the found mask's suppressed share on each question, one row per seed).
-    Refuses any question the search saw (``search_samples``: ids). Returns the per-question table
-    and :func:`summarize_conditions`' summary.
+    Conditions: :func:`held_out_conditions`. Refuses any question the search saw
+    (``search_samples``: ids). Returns the per-question table (:func:`conditions_table`) and
+    :func:`summarize_conditions`' summary.
     """
     samples = list(samples)
     seen = set(search_samples) & {sid for sid, _ in _prompts(vllm, samples)}
     if seen:
         raise FlowkitError(f"{len(seen)} held-out question(s) were search questions (e.g. {sorted(seen)[0]})")
-    if len(random_seeds) < 5:
-        raise FlowkitError("the random control needs at least 5 seeds")
-    num_layers = vllm.num_layers
-    windows = windows or paper_windows(num_layers)
-    window_spec = pathway_spec(windows, num_layers)
-
-    def random_masks(seed):
-        def make(spans):
-            f = 1 - count_edges(found, spans, num_layers)["kept_fraction"] if found.cuts else 0.0
-            return random_control_masks("paper", spans, num_layers, seed, suppressed_fraction=f)
-
-        return make
-
-    conditions = [
-        ("found", None, _spec_masks(found, num_layers)),
-        ("window", None, _spec_masks(window_spec, num_layers)),
-    ]
-    conditions += [("random", seed, random_masks(seed)) for seed in random_seeds]
-    table = _conditions_table(vllm, samples, conditions, progress, "held-out report", prediction)
+    conditions = held_out_conditions(found, vllm.num_layers, windows, random_seeds)
+    table = conditions_table(vllm, samples, conditions, progress, prediction)
     return table, summarize_conditions(table)
+
+
+PAPER_PRESETS = (
+    "llava-next-7b-video-ft",
+    "llava-next-13b-video-ft",
+    "mini-internvl-4b-video-ft",
+    "videollama3-7b",
+)
+
+
+def curve_conditions(
+    num_layers: int,
+    result: PathwaySearchResult | None = None,
+    window_rule: dict[str, PathwayWindows] | None = None,
+    presets: Sequence[str] = PAPER_PRESETS,
+    random_fractions: Sequence[float] = (0.2, 0.4, 0.6, 0.8),
+    random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    max_path_points: int = 8,
+) -> list[MaskCondition]:
+    """The faithfulness curve's masks: the search's path (at most ``max_path_points`` evenly spaced
+    along it, the found mask last), ``window_rule`` (label -> windows, e.g.
+    :func:`flowkit.analysis.experiments.windows_from_sweeps` at several fractions), each paper
+    preset's windows scaled to this depth, and the paper's random control at each fraction."""
+    out = []
+    if result is not None:
+        path = result.path_specs()
+        if len(path) > max_path_points:
+            picks = np.unique(np.linspace(0, len(path) - 1, max_path_points).round().astype(int))
+            path = [path[i] for i in picks]
+        out += [MaskCondition("search", f"search step {i}", spec=spec) for i, (_, spec) in enumerate(path)]
+    for label, windows in (window_rule or {}).items():
+        out.append(MaskCondition("window rule", label, spec=pathway_spec(windows, num_layers)))
+    for name in presets:
+        out.append(MaskCondition("paper windows", name, spec=pathway_spec(paper_windows(num_layers, name), num_layers)))
+    for f in random_fractions:
+        out += [MaskCondition("random", f"random f={f:g}", random_fraction=f, seed=seed) for seed in random_seeds]
+    return out
 
 
 def faithfulness_curve(
@@ -645,53 +809,26 @@ def faithfulness_curve(
     samples,
     result: PathwaySearchResult | None = None,
     window_rule: dict[str, PathwayWindows] | None = None,
-    presets: Sequence[str] = (
-        "llava-next-7b-video-ft",
-        "llava-next-13b-video-ft",
-        "mini-internvl-4b-video-ft",
-        "videollama3-7b",
-    ),
+    presets: Sequence[str] = PAPER_PRESETS,
     random_fractions: Sequence[float] = (0.2, 0.4, 0.6, 0.8),
     random_seeds: Sequence[int] = (0, 1, 2, 3, 4),
     max_path_points: int = 8,
     progress: bool = True,
     prediction: str = PAPER_PREDICTION,
 ) -> pd.DataFrame:
-    """Accuracy (with a 95 % interval) against the share of edges suppressed, one row per mask.
+    """Accuracy (with a 95 % interval) against the share of edges suppressed, one row per mask
+    (:func:`curve_conditions`; random seeds averaged per question). Evaluate on held-out questions."""
+    conditions = curve_conditions(
+        vllm.num_layers, result, window_rule, presets, random_fractions, random_seeds, max_path_points
+    )
+    table = conditions_table(vllm, samples, conditions, progress, prediction)
+    return curve_summary(table)
 
-    ``family``: ``"search"`` (the search's path of masks, at most ``max_path_points`` evenly
-    spaced along it, the found mask last), ``"window rule"`` (``window_rule``: label -> windows,
-    e.g. :func:`flowkit.analysis.experiments.windows_from_sweeps` at several fractions),
-    ``"paper windows"`` (each preset's windows scaled to this depth) and ``"random"`` (the
-    paper's control at each fraction, seeds pooled). Evaluate on held-out questions.
-    """
-    num_layers = vllm.num_layers
-    conditions = []
-    if result is not None:
-        path = result.path_specs()
-        if len(path) > max_path_points:
-            picks = np.unique(np.linspace(0, len(path) - 1, max_path_points).round().astype(int))
-            path = [path[i] for i in picks]
-        conditions += [
-            ("search", f"search step {i}", _spec_masks(spec, num_layers)) for i, (_, spec) in enumerate(path)
-        ]
-    for label, windows in (window_rule or {}).items():
-        conditions.append(("window rule", label, _spec_masks(pathway_spec(windows, num_layers), num_layers)))
-    for name in presets:
-        spec = pathway_spec(paper_windows(num_layers, name), num_layers)
-        conditions.append(("paper windows", name, _spec_masks(spec, num_layers)))
-    for f in random_fractions:
-        for seed in random_seeds:
-            make = lambda spans, f=f, seed=seed: random_control_masks(  # noqa: E731
-                "paper", spans, num_layers, seed, suppressed_fraction=f
-            )
-            conditions.append(("random", f"random f={f:g}", make))
-    named = [(f"{family}|{label}", None, make) for family, label, make in conditions]
-    table = _conditions_table(vllm, samples, named, progress, "faithfulness curve", prediction)
+
+def curve_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`summarize_conditions` with the ``label`` column the faithfulness chart reads."""
     summary = summarize_conditions(table)
-    summary[["family", "label"]] = summary["condition"].str.split("|", n=1, expand=True).fillna("full")
-    summary.loc[summary["condition"] == "full", ["family", "label"]] = ["full", "full"]
-    return summary.drop(columns=["condition"])
+    return summary.rename(columns={"condition": "label"})
 
 
 __all__ = [
@@ -699,7 +836,14 @@ __all__ = [
     "AccuracyRule",
     "Gate",
     "PathwaySearchResult",
+    "FULL",
+    "MaskCondition",
+    "PAPER_PRESETS",
+    "conditions_table",
+    "curve_conditions",
+    "curve_summary",
     "faithfulness_curve",
+    "held_out_conditions",
     "gate_bias",
     "gate_grid",
     "gate_masks",
