@@ -193,6 +193,44 @@ def test_verify_recomputes_stored_rows(fidelity_run, letters_fp32, table):
     assert len(checked) >= 1 and checked["max_abs_diff"].max() <= 1e-4
 
 
+def test_the_pathway_study_writes_its_tables_and_verify_recomputes_them(
+    fidelity_run, letters_checkpoint, letters_fp32, tmp_path
+):
+    import shutil
+
+    from flowkit.course.pathway_study import STUDY_JSON, format_study, load_study, run_pathway_study
+    from flowkit.course.results import load_table, verify
+
+    _, folder, _ = fidelity_run
+    results = tmp_path / "results"
+    shutil.copytree(folder, results)
+    report = json.loads((results / "fidelity.json").read_text())
+    tasks = sorted({sample.split("/")[0] for sample in report["sweep_samples"]})
+    if not tasks:
+        pytest.skip("the toy model answered no question correctly: nothing to search on")
+    report["learned"]["headline_tasks"] = tasks  # the toy learns no task: search where it answers correctly
+    (results / "fidelity.json").write_text(json.dumps(report))
+    study = run_pathway_study(
+        model=str(letters_checkpoint),
+        quant="fp32",
+        search_per_task=1,
+        held_out_per_task=1,
+        results=results,
+        progress=False,
+    )
+    assert load_study(results) == json.loads((results / STUDY_JSON).read_text())
+    assert study["search_samples"] == [f"{task}/0000" for task in tasks]
+    table = load_table("pathway_search", results)
+    assert set(table["sample"]).isdisjoint(study["search_samples"]) and table["sample"].nunique() == len(tasks)
+    held = {row["condition"]: row for row in study["held_out"]}
+    assert list(held) == ["full", "found", "window rule f=0.5", "llava-next-7b-video-ft", "random (found size)"]
+    assert held["random (found size)"]["seeds"] == 5
+    assert study["gradient_vs_exact"]["gates"] == 9 * letters_fp32.num_layers and study["seconds"]["search_to_exhaustive"] > 0
+    assert "searched on" in format_study(study)
+    checked = verify(letters_fp32, "pathway_search", n=1, folder=results)
+    assert len(checked) >= 30 and checked["max_abs_diff"].max() <= 1e-4
+
+
 def test_verify_catches_a_tampered_table(fidelity_run, letters_fp32, tmp_path):
     from flowkit.course.fidelity import _atomic_write_tables
     from flowkit.course.results import load_table, verify

@@ -34,7 +34,15 @@ _CHECKED = {
     "emergence": (["readout", "sample", "layer"], ["p_true", "p_false_max"]),
     "lens": (["bag", "sample", "kind", "layer"], ["temporal_share"]),
     "pathways": (["sample", "condition", "seed"], ["p_answer"]),
+    "pathway_search": (["sample", "condition", "seed"], ["p_answer"]),
 }
+#: the command that writes each table, where it is not the fidelity run
+_WRITTEN_BY = {"pathway_search": "python -m flowkit pathway-study"}
+
+
+def regenerate_command(name: str) -> str:
+    """The command that regenerates table ``name``."""
+    return _WRITTEN_BY.get(name, REGENERATE)
 
 
 def _folder(folder: str | os.PathLike | None) -> Path:
@@ -58,7 +66,7 @@ def load_table(name: str, folder: str | os.PathLike | None = None) -> pd.DataFra
         raise FlowkitError(f"unknown results table {name!r}; the tables are {', '.join(sorted(_CHECKED))}.")
     path = _folder(folder) / f"{name}.csv.gz"
     if not path.is_file():
-        raise FlowkitError(f"no precomputed table {path.name}; produce it with `{REGENERATE}`.")
+        raise FlowkitError(f"no precomputed table {path.name}; produce it with `{regenerate_command(name)}`.")
     table = pd.read_csv(path)
     if "seed" in table:
         table["seed"] = table["seed"].astype("Int64")
@@ -90,11 +98,11 @@ def check_model(vllm, name: str = "sweeps", report: dict | None = None) -> None:
         raise StoredResultsMismatch(
             f"the table {name!r} was computed with a model whose fingerprint is {expected}, but this one is "
             f"{vllm.fingerprint}: {why}. Load the model the report names ({model}, {report.get('quant')}, "
-            f"default numeric path) or regenerate the results with `{REGENERATE}`."
+            f"default numeric path) or regenerate the results with `{regenerate_command(name)}`."
         )
 
 
-def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None) -> pd.DataFrame:
+def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None, folder=None) -> pd.DataFrame:
     """Recompute ``rows`` of table ``name`` with the kit's experiment functions (same model)."""
     from flowkit.analysis import experiments
     from flowkit.data import shipped_questions
@@ -142,6 +150,14 @@ def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None) -
         )
         table["seed"] = table["seed"].astype("Int64")
         return table
+    if name == "pathway_search":
+        from flowkit.analysis.pathway_search import MaskCondition, conditions_table
+        from flowkit.course.pathway_study import load_study
+
+        study = load_study(folder)
+        wanted = set(rows["condition"])
+        conditions = [MaskCondition.from_dict(c) for c in study["conditions"]]
+        return conditions_table(vllm, chosen, [c for c in conditions if c.label in wanted], progress=False)
     raise FlowkitError(f"unknown results table {name!r}; the tables are {', '.join(sorted(_CHECKED))}.")
 
 
@@ -177,6 +193,14 @@ def verify(
 def _verify(vllm, name: str, n: int, seed: int, atol: float, folder) -> pd.DataFrame:
     report = load_report(folder)
     check_model(vllm, name, report)
+    if name == "pathway_search":
+        from flowkit.course.pathway_study import load_study
+
+        if load_study(folder).get("fingerprint") != vllm.fingerprint:
+            raise StoredResultsMismatch(
+                f"the stored pathway study was computed with another model than this one ({vllm.fingerprint}); "
+                f"regenerate it with `{regenerate_command(name)}`."
+            )
     table = load_table(name, folder)
     keys, values = _CHECKED[name]
     rng = np.random.default_rng(seed)
@@ -186,11 +210,11 @@ def _verify(vllm, name: str, n: int, seed: int, atol: float, folder) -> pd.DataF
         ids = sorted(set(table["sample"]))
         picked = set(rng.choice(ids, size=min(n, len(ids)), replace=False).tolist())
         stored = table[table["sample"].isin(picked)]
-    fresh = recompute(vllm, name, stored, report)
+    fresh = recompute(vllm, name, stored, report, folder)
     merged = stored[keys + values].merge(fresh[keys + values], on=keys, suffixes=("_stored", "_now"), how="left")
     if merged[[f"{v}_now" for v in values]].isna().any().any():
         raise StoredResultsMismatch(
-            f"recomputing {name!r} did not produce every stored row; regenerate with `{REGENERATE}`."
+            f"recomputing {name!r} did not produce every stored row; regenerate with `{regenerate_command(name)}`."
         )
     diffs = [(merged[f"{v}_stored"] - merged[f"{v}_now"]).abs() for v in values]
     # pct_change is in percent: compare it on the probability scale (divide by 100)
@@ -200,7 +224,7 @@ def _verify(vllm, name: str, n: int, seed: int, atol: float, folder) -> pd.DataF
     if worst > atol:
         raise StoredResultsMismatch(
             f"the precomputed {name!r} table does not match what the kit computes now (largest difference "
-            f"{worst:.2g} > {atol:g} on the rows checked); regenerate it with `{REGENERATE}`."
+            f"{worst:.2g} > {atol:g} on the rows checked); regenerate it with `{regenerate_command(name)}`."
         )
     return merged
 

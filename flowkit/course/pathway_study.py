@@ -1,0 +1,307 @@
+"""``python -m flowkit pathway-study``: find the kit model's pathways automatically, then test them on questions the search never saw.
+
+The study behind chapter 04's "find the pathways" section, stored beside the fidelity report:
+
+1. **Search** (:func:`flowkit.analysis.pathway_search.search_pathways`) on the first
+   ``search_per_task`` questions of each learned task of the shipped split (the fidelity
+   report's learned tasks), timed.
+2. **Gradient vs exact**: every gate knocked out alone on the same questions
+   (:func:`~flowkit.analysis.pathway_search.single_gate_effects`, the exhaustive alternative to the
+   attribution scores), timed: the rank correlation between ``-score`` and the exact change in
+   log p(answer), and the cost ratio of the search to that exhaustive sweep.
+3. **Held out**: every other question of those tasks under the found mask, the window masks
+   (the window rule read off the stored sweeps at several fractions; the F4 mask is the rule at
+   0.5), the paper's four presets' windows scaled to this depth, the paper's random control
+   sized to the found mask on each question and at fixed fractions (5 seeds each), and points
+   along the search's path: one table, from which the held-out report and the faithfulness
+   curve are both summaries.
+
+Writes ``pathway_search.json`` (the found mask, the search's path and scores, the masks as
+data, the correlation, the timings, the summaries) and ``pathway_search.csv.gz`` (one row per
+held-out question and mask) into ``data/results``. ``flowkit.course.results.verify(vllm,
+"pathway_search")`` recomputes a sample of the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flowkit.analysis import experiments
+from flowkit.analysis.pathway_search import (
+    FULL,
+    PAPER_PRESETS,
+    MaskCondition,
+    conditions_table,
+    curve_conditions,
+    rank_correlation,
+    search_pathways,
+    single_gate_effects,
+    summarize_conditions,
+)
+from flowkit.atomic_files import atomic_paths, atomic_write_json
+from flowkit.data.sample import first_per_task
+from flowkit.errors import FlowkitError
+from flowkit.locations import data_path
+from flowkit.model.named_models import KIT_MODEL
+
+STUDY_JSON = "pathway_search.json"
+STUDY_TABLE = "pathway_search"
+REGENERATE_STUDY = "python -m flowkit pathway-study"
+#: what a stored study means (bump when a definition changes)
+STUDY_VERSION = 1
+SEARCH_PER_TASK = 10
+WINDOW_FRACTIONS = (0.25, 0.5, 0.75)
+RANDOM_FRACTIONS = (0.25, 0.5, 0.75)
+#: the F4 mask: the window rule at fraction 0.5 (flowkit.analysis.experiments.windows_from_sweeps)
+F4_LABEL = "window rule f=0.5"
+#: the paper's 7B windows scaled to the model's depth
+PAPER_7B_LABEL = "llava-next-7b-video-ft"
+#: a gate whose exact knockout lowers log p(answer) by more than this is "large" when counting misses
+LARGE_EFFECT = 0.5
+
+
+def split_questions(samples, tasks, search_per_task: int = SEARCH_PER_TASK, held_out_per_task: int | None = None):
+    """``(search, held_out)``: the first ``search_per_task`` questions of each task, and the rest of
+    those tasks (the next ``held_out_per_task`` of each; None: all)."""
+    search = first_per_task(samples, search_per_task, tasks=tasks)
+    chosen = {s.id for s in search}
+    rest = [s for s in first_per_task(samples, None, tasks=tasks) if s.id not in chosen]
+    held = first_per_task(rest, held_out_per_task, tasks=tasks)
+    if not search or not held:
+        raise FlowkitError(f"the tasks {list(tasks)} leave no search or no held-out questions")
+    return search, held
+
+
+def gradient_vs_exact(per_question_scores: pd.DataFrame, effects: pd.DataFrame) -> dict:
+    """How well the attribution scores rank the exact single-gate knockouts.
+
+    ``-score`` (the first-order prediction of what cutting does to log p) against the exact
+    ``delta_log_p``: Spearman's rank correlation pooled over (question, gate) and its median over
+    questions; ``misses``: gates whose exact knockout lowers log p by more than
+    :data:`LARGE_EFFECT` while the gradient predicts no harm (score <= 0), as a count and a share
+    of all large effects (attribution misses saturated effects; the search's exact checks catch them).
+    """
+    merged = per_question_scores.merge(effects, on=["sample", "edges", "layer"], how="inner")
+    if merged.empty:
+        raise FlowkitError("no question has both gradient scores and exact knockouts")
+    per_question = [
+        rank_correlation(-g["score"], g["delta_log_p"])
+        for _, g in merged.groupby("sample", sort=True)
+        if g["delta_log_p"].nunique() > 1
+    ]
+    large = merged["delta_log_p"] < -LARGE_EFFECT
+    missed = large & (merged["score"] <= 0)
+    return {
+        "spearman_pooled": rank_correlation(-merged["score"], merged["delta_log_p"]),
+        "spearman_median_per_question": float(np.median(per_question)) if per_question else float("nan"),
+        "spearman_per_question_range": [float(min(per_question)), float(max(per_question))] if per_question else [],
+        "questions": int(merged["sample"].nunique()),
+        "gates": int(merged.groupby("sample").size().iloc[0]),
+        "large_effects": int(large.sum()),
+        "large_effects_missed": int(missed.sum()),
+        "large_effect_threshold": LARGE_EFFECT,
+    }
+
+
+def study_conditions(num_layers: int, result, sweep_summary: pd.DataFrame, random_seeds) -> list[MaskCondition]:
+    """Every mask the study evaluates on the held-out questions (see the module docstring)."""
+    found = result.spec
+    rule = {
+        f"window rule f={f:g}": experiments.windows_from_sweeps(sweep_summary, num_layers, fraction=f)
+        for f in WINDOW_FRACTIONS
+    }
+    conditions = [MaskCondition("found", "found", spec=found)]
+    conditions += [MaskCondition("random", "random (found size)", random_like=found, seed=s) for s in random_seeds]
+    conditions += [
+        c
+        for c in curve_conditions(num_layers, result, rule, PAPER_PRESETS, RANDOM_FRACTIONS, random_seeds)
+        if not (c.family == "search" and c.spec == found)  # the path's last point is the found mask
+    ]
+    return conditions
+
+
+def held_out_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """The held-out report: the full model, the found mask, the F4 window mask, the paper's 7B windows
+    and the paper's random control sized to the found mask (5 seeds, averaged per question)."""
+    picked = ["full", "found", F4_LABEL, PAPER_7B_LABEL, "random (found size)"]
+    summary = summarize_conditions(table[table["condition"].isin(picked)])
+    return summary.set_index("condition").loc[[p for p in picked if p in set(summary["condition"])]].reset_index()
+
+
+def held_out_by_task(table: pd.DataFrame) -> pd.DataFrame:
+    """The held-out report per task (same conditions as :func:`held_out_summary`)."""
+    parts = []
+    for task, group in table.groupby("task", sort=True):
+        part = held_out_summary(group)
+        part.insert(0, "task", task)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def run_pathway_study(
+    model: str = KIT_MODEL,
+    quant: str = "nf4",
+    search_per_task: int = SEARCH_PER_TASK,
+    random_seeds=(0, 1, 2, 3, 4),
+    exhaustive: bool = True,
+    out: str | os.PathLike | None = "default",
+    progress: bool = True,
+    held_out_per_task: int | None = None,
+    results: str | os.PathLike | None = None,
+) -> dict:
+    """Run the study (see the module docstring) and write it beside the fidelity report.
+
+    ``results``: the folder of the fidelity report whose learned tasks and sweeps the study reads
+    (default ``data/results``); ``out="default"`` writes ``pathway_search.json`` there."""
+    from flowkit.course.results import check_model, load_report, load_table
+    from flowkit.data import shipped_questions
+    from flowkit.model.videollm import load_videollm
+
+    if len(random_seeds) < 5:
+        raise FlowkitError("the random control needs at least 5 seeds")
+    started = time.time()
+    vllm = load_videollm(model, quant=quant)
+    report = load_report(results)
+    check_model(vllm, "sweeps", report)  # the window rule reads the stored sweeps of this model
+    tasks = report["learned"]["headline_tasks"]
+    search, held = split_questions(shipped_questions(), tasks, search_per_task, held_out_per_task)
+    t0 = time.perf_counter()
+    result = search_pathways(vllm, search, progress=progress)
+    search_s = time.perf_counter() - t0
+    correlation, exhaustive_s = None, None
+    if exhaustive:
+        t0 = time.perf_counter()
+        effects = single_gate_effects(vllm, search, progress=progress)
+        exhaustive_s = time.perf_counter() - t0
+        correlation = gradient_vs_exact(result.per_question_scores, effects)
+    sweeps = load_table("sweeps", results)
+    sweep_summary = experiments.summarize(sweeps[sweeps["task"].isin(tasks)])
+    conditions = study_conditions(vllm.num_layers, result, sweep_summary, random_seeds)
+    t0 = time.perf_counter()
+    table = conditions_table(vllm, held, conditions, progress=progress)
+    held_out_s = time.perf_counter() - t0
+    study = {
+        "version": STUDY_VERSION,
+        "model": model,
+        "quant": vllm.quant,
+        "numeric_path": vllm.numeric_path,
+        "fingerprint": vllm.fingerprint,
+        "tasks": tasks,
+        "search_samples": [s.id for s in search],
+        "held_out_questions": len(held),
+        "found": result.spec.to_dict(),
+        "search": result.summary(),
+        "path": result.path.to_dict("records"),
+        "scores": result.scores.to_dict("records"),
+        "conditions": [FULL.to_dict()] + [c.to_dict() for c in conditions],
+        "random_seeds": list(random_seeds),
+        "gradient_vs_exact": correlation,
+        "seconds": {
+            "search": search_s,
+            "exhaustive_single_gates": exhaustive_s,
+            "search_to_exhaustive": (search_s / exhaustive_s) if exhaustive_s else None,
+            "held_out": held_out_s,
+            "total": time.time() - started,
+        },
+        "held_out": held_out_summary(table).to_dict("records"),
+        "held_out_by_task": held_out_by_task(table).to_dict("records"),
+        "curve": summarize_conditions(table).to_dict("records"),
+    }
+    if out == "default":
+        out = (Path(results) if results is not None else data_path("results")) / STUDY_JSON
+    if out is not None:
+        write_study(Path(out), study, table)
+    return study
+
+
+def write_study(path: Path, study: dict, table: pd.DataFrame) -> None:
+    """The JSON and, beside it, the table (byte-reproducible gzip), all or nothing."""
+    import gzip
+
+    csv = path.parent / f"{STUDY_TABLE}.csv.gz"
+    with atomic_paths([csv]) as (tmp,):
+        text = table.to_csv(index=False, float_format="%.9g", lineterminator="\n").encode()
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+            packed.write(text)
+        atomic_write_json(path, study, indent=1, sort_keys=True, default=float)
+
+
+def load_study(folder: str | os.PathLike | None = None) -> dict:
+    """The stored study (``pathway_search.json``) as a dict."""
+    path = (Path(folder) if folder is not None else data_path("results")) / STUDY_JSON
+    if not path.is_file():
+        raise FlowkitError(f"no stored pathway study ({path.name}); produce it with `{REGENERATE_STUDY}`.")
+    return json.loads(path.read_text())
+
+
+def format_study(study: dict) -> str:
+    """A few lines: the found mask's size and accuracy on held-out questions beside the window masks and random."""
+    rows = {r["condition"]: r for r in study["held_out"]}
+    lines = [
+        f"searched on {len(study['search_samples'])} questions in {study['seconds']['search']:.0f} s; "
+        f"held out: {study['held_out_questions']} questions"
+    ]
+    for name, row in rows.items():
+        lines.append(
+            f"  {name:<24} edges kept {100 * row['kept_share']:5.1f} %   accuracy {100 * row['accuracy']:5.1f} % "
+            f"[{100 * row['lo']:.1f}, {100 * row['hi']:.1f}]"
+        )
+    corr = study.get("gradient_vs_exact")
+    if corr:
+        lines.append(
+            f"gradient vs exact single-gate knockouts: Spearman {corr['spearman_pooled']:.2f} pooled, "
+            f"median {corr['spearman_median_per_question']:.2f} per question; search / exhaustive time "
+            f"{study['seconds']['search_to_exhaustive']:.2f}"
+        )
+    return "\n".join(lines)
+
+
+def add_command(sub) -> None:
+    """``python -m flowkit pathway-study``: registered through the ``flowkit.commands`` entry point."""
+    p = sub.add_parser(
+        "pathway-study",
+        help="search the kit model's pathways and test them on held-out questions (writes data/results/pathway_search.*)",
+    )
+    p.add_argument("--model", default=KIT_MODEL)
+    p.add_argument("--quant", default="nf4", choices=("nf4", "bf16", "fp32"))
+    p.add_argument("--search-per-task", type=int, default=SEARCH_PER_TASK)
+    p.add_argument("--random-seeds", type=int, default=5)
+    p.add_argument("--no-exhaustive", action="store_true", help="skip the exact single-gate sweep (no correlation)")
+    p.add_argument("--out", default=None, help="JSON path (default data/results/pathway_search.json)")
+    p.set_defaults(run=_run_command)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    if args.search_per_task < 1:
+        raise FlowkitError(f"--search-per-task must be at least 1, got {args.search_per_task}")
+    study = run_pathway_study(
+        model=args.model,
+        quant=args.quant,
+        search_per_task=args.search_per_task,
+        random_seeds=tuple(range(args.random_seeds)),
+        exhaustive=not args.no_exhaustive,
+        out=args.out or "default",
+    )
+    print(format_study(study))
+    return 0
+
+
+__all__ = [
+    "F4_LABEL",
+    "PAPER_7B_LABEL",
+    "format_study",
+    "gradient_vs_exact",
+    "held_out_by_task",
+    "held_out_summary",
+    "load_study",
+    "run_pathway_study",
+    "split_questions",
+    "study_conditions",
+]
