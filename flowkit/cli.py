@@ -262,6 +262,12 @@ def _pathways_parser(sub) -> None:
     s.add_argument("--skip", type=int, default=0, metavar="K", help="skip the first K questions of each task")
     s.add_argument("--frames", type=int, default=8, help="frames sampled per question (default 8)")
     s.add_argument("--margin", type=float, default=0.03, help="accuracy drop the rule allows (default 0.03)")
+    s.add_argument(
+        "--p-margin",
+        type=float,
+        default=5.0,
+        help="drop in the mean %% change of p(answer) the rule allows, in percent (default 5; a negative number: no such bound)",
+    )
     s.add_argument("--max-run", type=int, default=16, help="most candidates tried together in one step")
     s.add_argument(
         "--prediction",
@@ -300,7 +306,7 @@ def run_pathways_search(args) -> int:
     result = search_pathways(
         vllm,
         samples,
-        rule=AccuracyRule(margin=args.margin),
+        rule=AccuracyRule(margin=args.margin, p_margin=args.p_margin if args.p_margin >= 0 else None),
         max_run=args.max_run,
         cache=args.cache,
         progress=not args.no_progress,

@@ -66,6 +66,8 @@ WRONG = {
         float(values.mean() - values.std()),
         float(values.mean() + values.std()),
     ),
+    # the gate value itself added, not its log: g = 1 would move every score
+    "gate_bias": lambda values, masks: (values[:, None, None] * masks).sum(0),
 }
 
 
@@ -225,7 +227,10 @@ def test_the_pathway_study_writes_its_tables_and_verify_recomputes_them(
     held = {row["condition"]: row for row in study["held_out"]}
     assert list(held) == ["full", "found", "window rule f=0.5", "llava-next-7b-video-ft", "random (found size)"]
     assert held["random (found size)"]["seeds"] == 5
-    assert study["gradient_vs_exact"]["gates"] == 9 * letters_fp32.num_layers and study["seconds"]["search_to_exhaustive"] > 0
+    assert (
+        study["gradient_vs_exact"]["gates"] == 9 * letters_fp32.num_layers
+        and study["seconds"]["search_to_exhaustive"] > 0
+    )
     assert "searched on" in format_study(study)
     checked = verify(letters_fp32, "pathway_search", n=1, folder=results)
     assert len(checked) >= 30 and checked["max_abs_diff"].max() <= 1e-4
@@ -442,3 +447,21 @@ def test_chapters_use_the_learned_tasks_of_the_stored_report():
     assert ((table["lo"] <= table["accuracy"] + 1e-9) & (table["accuracy"] <= table["hi"] + 1e-9)).all()
     for task, (lo, hi) in report.get("accuracy_ci", {}).items():
         assert (table.loc[task, "lo"], table.loc[task, "hi"]) == pytest.approx((lo, hi))
+
+
+def test_later_cells_use_the_students_function_once_it_passes(capsys):
+    from flowkit.course.exercises import yours_or_reference
+
+    def blank(values, masks):
+        raise NotImplementedError("Exercise 4.5")
+
+    assert yours_or_reference("gate_bias", blank) is solutions.gate_bias
+    assert "not written yet" in capsys.readouterr().out
+    assert yours_or_reference("gate_bias", WRONG["gate_bias"]) is solutions.gate_bias
+    assert "does not pass" in capsys.readouterr().out
+
+    def mine(values, masks):
+        return solutions.gate_bias(values, masks)
+
+    assert yours_or_reference("gate_bias", mine) is mine
+    assert capsys.readouterr().out.strip() == "using your gate_bias below"

@@ -108,6 +108,9 @@ def test_rank_correlation_and_the_rule():
     assert rule.passes([True] * 12, [True] * 12)
     assert not rule.passes([True] * 11 + [False], [True] * 12)  # one lost question of 12 is > 3 points
     assert rule.passes([True] * 400 + [False] * 2, [True] * 402)
+    assert rule.passes([True] * 12, [True] * 12, [-1.0] * 12)
+    assert not rule.passes([True] * 12, [True] * 12, [-10.0] * 12)  # every answer kept, p(answer) -10 %
+    assert AccuracyRule(p_margin=None).passes([True] * 12, [True] * 12, [-90.0] * 12)
 
 
 def planted_samples():
@@ -172,7 +175,7 @@ def test_every_step_decides_as_the_rule_does_on_plain_knockouts_of_every_questio
     """Checks resume from earlier replays and stop early on a certain rejection: each step's verdict
     must still be the rule's verdict on plain (full-forward) knockouts of all the search questions."""
     samples = planted_samples()
-    rule = AccuracyRule()
+    rule = AccuracyRule(p_margin=20.0)
     with planted(toy_fp32):
         result = search_pathways(toy_fp32, samples, rule=rule, progress=False, max_run=8, prediction="options")
         sessions = [toy_fp32.session(toy_fp32.prepare_sample(s)) for s in samples]
@@ -180,13 +183,20 @@ def test_every_step_decides_as_the_rule_does_on_plain_knockouts_of_every_questio
         before: list[Gate] = []
         for row in result.path.itertuples():
             spec = spec_of(before + [Gate(e, l) for e, l in json.loads(row.tried)])
-            correct = []
-            for session in sessions:
+            correct, pct = [], []
+            for session, right in zip(sessions, full):
+                clean = session.clean_answer
                 try:
-                    correct.append(session.full_forward_answer(spec).is_correct("options"))
-                except KnockoutError:  # a cut that empties a row: refused, counted wrong
+                    after = session.full_forward_answer(spec)
+                    correct.append(after.is_correct("options"))
+                    change = 100 * (after.probs[clean.true_option] - clean.probs[clean.true_option])
+                    change /= clean.probs[clean.true_option]
+                except KnockoutError:  # a cut that empties a row: refused, counted wrong and -100 %
                     correct.append(False)
-            assert rule.passes(correct, full) == row.kept, row
+                    change = -100.0
+                if right:
+                    pct.append(change)
+            assert rule.passes(correct, full, pct) == row.kept, row
             if row.checked == len(samples):
                 assert row.accuracy == pytest.approx(sum(correct) / len(correct))
             before = [Gate(e, l) for e, l in json.loads(row.cut_after)]
@@ -292,3 +302,65 @@ def test_a_mask_condition_is_data(toy_fp32, prepared_fp32):
         assert again == condition
         a, b = condition.masks(prepared_fp32.spans, 2), again.masks(prepared_fp32.spans, 2)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_gate_swept_from_open_to_shut_goes_from_the_clean_run_to_the_knockout(toy_fp32, prepared_fp32):
+    from flowkit.analysis.pathway_search import gate_sweep, gate_table
+    from flowkit.views import plots
+
+    session = toy_fp32.session(prepared_fp32)
+    table = gate_sweep(session, Gate("question->last", 1), values=(1.0, 0.5, 0.0))
+    assert table["p_answer"][0] == pytest.approx(table["clean"][0], abs=1e-5)
+    assert table["p_answer"].iloc[-1] == pytest.approx(table["knockout"][0], abs=1e-5)
+    assert table["p_answer"][1] != pytest.approx(table["clean"][0], abs=1e-7)
+    with pytest.raises(Exception, match="not one of the search's edge groups"):
+        gate_sweep(session, Gate("video->video", 1))
+    with pytest.raises(Exception, match="not a layer"):
+        gate_sweep(session, Gate("question->last", 99))
+    found = spec_of([Gate("question->last", 1), Gate("cross_frame", 0)])
+    gates = gate_table(found, toy_fp32.num_layers)
+    assert len(gates) == len(PARTITION_EDGE_GROUPS) * toy_fp32.num_layers and (~gates["kept"]).sum() == 2
+    chart = plots.gate_map(gates).to_dict()
+    assert chart["title"] == "Which gates the search kept"
+
+
+SEARCH_IN_ANOTHER_KERNEL = """
+import sys
+sys.path[:0] = [{tests!r}]
+from flowkit import load_videollm
+from test_pathway_search import planted, planted_samples
+from flowkit.analysis.pathway_search import search_pathways
+vllm = load_videollm({checkpoint!r}, quant="fp32")
+with planted(vllm):
+    result = search_pathways(vllm, planted_samples(), progress=False, prediction="options", max_run=8)
+print(result.spec.to_json())
+print(result.path[["tried", "kept"]].to_json())
+"""
+
+
+def test_the_search_finds_the_same_mask_under_another_cpus_arithmetic(toy_checkpoint, toy_fp32):
+    """The same questions give the same mask and the same path with PyTorch's non-SIMD kernels."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with planted(toy_fp32):
+        here = search_pathways(toy_fp32, planted_samples(), progress=False, prediction="options", max_run=8)
+    script = SEARCH_IN_ANOTHER_KERNEL.format(tests=str(Path(__file__).parent), checkpoint=str(toy_checkpoint))
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    spec, path = run.stdout.strip().splitlines()[-2:]
+    assert KnockoutSpec.from_json(spec) == here.spec
+    assert path == here.path[["tried", "kept"]].to_json()
+
+
+def test_the_look_ahead_decides_as_trying_candidates_one_by_one(toy_fp32):
+    samples = planted_samples()
+    with planted(toy_fp32):
+        one = search_pathways(toy_fp32, samples, progress=False, prediction="options", lookahead=1)
+        ahead = search_pathways(toy_fp32, samples, progress=False, prediction="options", lookahead=8)
+    assert ahead.spec == one.spec
+    assert ahead.path[["tried", "kept", "cut_after"]].equals(one.path[["tried", "kept", "cut_after"]])
+    assert ahead.timings["replays"] != one.timings["replays"]  # the batches really differ

@@ -29,14 +29,19 @@ order. Each candidate mask is verified with an *exact* knockout through each que
 :class:`~flowkit.intervention.session.Session`, resumed from that question's replay of the last
 accepted mask (only the layers from the first one the candidate changes are recomputed); the
 questions likeliest to fail are checked first and a check stops as soon as the rule fails whatever
-the unchecked questions give (so a rejection usually costs one or two replays). A step tries the current cut set plus a run of the next candidates; a run that passes
+the unchecked questions give. While single candidates are tried, ``lookahead`` of them are checked
+together, each against the current mask, in one batched replay per question; they are decided in
+order, and those after the first one kept are tried again on the new mask. A step tries the current cut set plus a run of the next candidates; a run that passes
 :class:`AccuracyRule` is kept and the next run is twice as long (at most ``max_run``), a run that
 fails is retried at half its length from the same candidate, and a single candidate that fails
 is rejected for good. Every kept mask has passed an exact check; ``patience`` stops the search
-after that many rejections in a row. The rule (:class:`AccuracyRule`): the lower end of the
-95 % paired-bootstrap interval of (accuracy under the mask - full accuracy) on the search
-questions is at least ``-margin`` (3 points by default). With few questions that allows no net
-lost question.
+after that many rejections in a row. The rule (:class:`AccuracyRule`): on the search questions,
+the lower end of the 95 % paired-bootstrap interval of (accuracy under the mask - full accuracy)
+is at least ``-margin`` (3 points by default; with tens of questions that allows no net lost
+question), and the lower end of the 95 % bootstrap interval of the mean % change in p(answer) over
+the correctly answered ones is at least ``-p_margin`` (5 % by default). The second bound matters:
+with the accuracy bound alone, the search cut gates whose losses in p(answer) stayed below the
+flipping point on 40 questions and flipped held-out answers (its held-out accuracy fell 10 points).
 
 **3. Report.** :func:`held_out_report` evaluates the found mask on questions the search never
 saw, beside the paper's window mask and the paper's random control sized to the found mask.
@@ -310,27 +315,49 @@ def single_gate_effects(
 
 @dataclass(frozen=True)
 class AccuracyRule:
-    """Keep a cut while the paired bootstrap says accuracy has not dropped by more than ``margin``.
+    """Keep a cut while paired bootstraps say neither accuracy nor p(answer) has dropped too far.
 
-    Passes when the lower end of the ``level`` two-sided percentile interval of the mean over
-    questions of (correct under the mask - correct in the full model) is ``>= -margin``;
-    ``resamples`` resamples of the questions drawn with ``seed`` (the same for every mask).
+    Two bounds, both the lower end of a ``level`` two-sided percentile bootstrap interval over the
+    search questions (``resamples`` resamples drawn with ``seed``, the same for every mask):
+
+    - **accuracy**: the mean of (correct under the mask - correct in the full model) must be
+      ``>= -margin`` (a share: 0.03 is 3 points);
+    - **p(answer)**: the mean % change in p(answer) over the questions the full model answers
+      correctly must be ``>= -p_margin`` (in percent; None: no such bound). Answers flip only
+      after p(answer) has fallen, so with tens of questions the accuracy bound alone lets many
+      small losses through that other questions then pay for; a refused mask counts as -100 %.
     """
 
     margin: float = 0.03
     level: float = 0.95
     resamples: int = 2000
     seed: int = 0
+    p_margin: float | None = 5.0
 
     def lower_bound(self, masked: Sequence[bool], full: Sequence[bool]) -> float:
         diff = np.asarray(masked, float) - np.asarray(full, float)
         return bootstrap_ci(diff, self.level, self.resamples, self.seed)[0]
 
-    def passes(self, masked: Sequence[bool], full: Sequence[bool]) -> bool:
-        return self.lower_bound(masked, full) >= -self.margin - 1e-12
+    def p_lower_bound(self, pct_changes: Sequence[float]) -> float:
+        """Lower bound of the mean % change in p(answer) (NaN without questions)."""
+        values = np.asarray(pct_changes, float)
+        return bootstrap_ci(values, self.level, self.resamples, self.seed)[0] if values.size else float("nan")
+
+    def verdict(self, masked: Sequence[bool], full: Sequence[bool], pct_changes: Sequence[float] | None = None):
+        """``(passes, accuracy bound, p bound or None)``."""
+        accuracy = self.lower_bound(masked, full)
+        ok = accuracy >= -self.margin - 1e-12
+        p_bound = None
+        if self.p_margin is not None and pct_changes is not None and len(pct_changes):
+            p_bound = self.p_lower_bound(pct_changes)
+            ok = ok and p_bound >= -self.p_margin - 1e-9
+        return ok, accuracy, p_bound
+
+    def passes(self, masked: Sequence[bool], full: Sequence[bool], pct_changes: Sequence[float] | None = None) -> bool:
+        return self.verdict(masked, full, pct_changes)[0]
 
     def to_dict(self) -> dict:
-        return {"rule": "paired_bootstrap_lower_bound", **self.__dict__}
+        return {"rule": "paired_bootstrap_lower_bounds", **self.__dict__}
 
 
 # ----------------------------------------------------------------------------- search
@@ -362,10 +389,21 @@ class _Questions:
             truth = prepared.spans.true_option
             others = [float(p) for i, p in enumerate(clean.probs) if i != truth]
             margin = float(clean.probs[truth]) - max(others) if truth is not None and others else 0.0
+            p_clean = float(clean.probs[truth]) if truth is not None else float("nan")
             self.items.append(
-                {"id": sample_id, "session": session, "sizes": sizes, "total": total, "margin": margin, "trace": None}
+                {
+                    "id": sample_id,
+                    "session": session,
+                    "sizes": sizes,
+                    "total": total,
+                    "margin": margin,
+                    "p_clean": p_clean,
+                    "trace": None,
+                }
             )
         self.full = [bool(item["session"].clean_answer.is_correct(prediction)) for item in self.items]
+        #: the questions whose % change in p(answer) the rule bounds (the full model answers them correctly)
+        self.scored = [i for i, ok in enumerate(self.full) if ok]
         self.failures = [0] * len(self.items)
         self.replays = 0
 
@@ -397,31 +435,120 @@ class _Questions:
             self.cache.put_many(self.fingerprint, item["id"], {key: result})
         return result, trace
 
+    def _order(self) -> list[int]:
+        return sorted(range(len(self.items)), key=lambda i: (-self.failures[i], round(self.items[i]["margin"], 6), i))
+
+    def _check_batch(self, index: int, specs: list[KnockoutSpec]) -> list[dict]:
+        """One question under several masks: cached results, refusals, and one batched replay for the rest."""
+        item = self.items[index]
+        keys = [self._key(spec) for spec in specs]
+        found = self.cache.get_many(self.fingerprint, item["id"], keys) if self.cache is not None else {}
+        results: list[dict | None] = [found.get(k) for k in keys]
+        session, runnable, masks = item["session"], [], []
+        for j, spec in enumerate(specs):
+            if results[j] is not None:
+                continue
+            try:
+                masks.append(block_masks(spec, session.spans, session.num_layers) if spec.cuts else {})
+                runnable.append(j)
+            except KnockoutError:
+                results[j] = {"correct": False, "p_answer": float("nan"), "refused": True}
+        if runnable:
+            self.replays += len(runnable)
+            fresh = {}
+            for j, dist in zip(runnable, session.answers(masks)):
+                results[j] = {
+                    "correct": bool(dist.is_correct(self.prediction)),
+                    "p_answer": float(dist.probs[session.spans.true_option]),
+                    "refused": False,
+                }
+                fresh[keys[j]] = results[j]
+            if self.cache is not None:
+                self.cache.put_many(self.fingerprint, item["id"], fresh)
+        return results
+
+    def _pct(self, index: int, result: dict) -> float:
+        """% change in p(answer) of a question the full model answers correctly (a refusal: -100)."""
+        if result.get("refused"):
+            return -100.0
+        return percent_change(self.items[index]["p_clean"], result["p_answer"])
+
+    def _bounds(self, rule: AccuracyRule, correct: list, pct: list, complete: bool):
+        """The rule on the questions checked so far; unless ``complete``, every unchecked question is
+        taken at its best: right, and at the largest % change it could reach (p(answer) = 1)."""
+        if complete:
+            return rule.verdict(correct, self.full, [pct[i] for i in self.scored])
+        best_pct = [
+            pct[i] if pct[i] is not None else 100.0 * (1 - self.items[i]["p_clean"]) / self.items[i]["p_clean"]
+            for i in self.scored
+        ]
+        return rule.verdict([c if c is not None else True for c in correct], self.full, best_pct)
+
+    def check_many(self, specs: list[KnockoutSpec], rule: AccuracyRule) -> list[dict]:
+        """Several candidate masks on the same base, each decided as :meth:`check` decides it, with one
+        batched replay per question for the candidates not yet rejected (the search's look-ahead)."""
+        n, k = len(self.items), len(specs)
+        correct = [[None] * n for _ in range(k)]
+        pct = [[None] * n for _ in range(k)]
+        rejected: list[tuple | None] = [None] * k
+        visited = [0] * k
+        for index in self._order():
+            live = [j for j in range(k) if rejected[j] is None]
+            if not live:
+                break
+            for j, result in zip(live, self._check_batch(index, [specs[j] for j in live])):
+                self._record(index, result, correct[j], pct[j])
+                visited[j] += 1
+                if visited[j] < n:
+                    ok, accuracy, p_bound = self._bounds(rule, correct[j], pct[j], complete=False)
+                    if not ok:
+                        rejected[j] = (accuracy, p_bound)
+        outcomes = []
+        for j in range(k):
+            if rejected[j] is not None:
+                accuracy, p_bound = rejected[j]
+                outcomes.append(self._outcome(False, correct[j], visited[j], accuracy, p_bound))
+            else:
+                outcomes.append(self._outcome(*self._verdict_complete(rule, correct[j], pct[j])))
+        return outcomes
+
+    def _record(self, index: int, result: dict, correct: list, pct: list) -> None:
+        correct[index] = bool(result["correct"])
+        if self.full[index]:
+            pct[index] = self._pct(index, result)
+            if not correct[index]:
+                self.failures[index] += 1
+
+    def _verdict_complete(self, rule, correct, pct):
+        ok, accuracy, p_bound = self._bounds(rule, correct, pct, complete=True)
+        return ok, correct, len(self.items), accuracy, p_bound
+
+    @staticmethod
+    def _outcome(kept, correct, checked, accuracy, p_bound) -> dict:
+        return {"kept": kept, "correct": correct, "checked": checked, "lower_bound": accuracy, "p_lower_bound": p_bound}
+
     def check(self, spec: KnockoutSpec, rule: AccuracyRule) -> dict:
         """Whether ``spec`` passes ``rule``: ``kept``, ``correct`` (None where not checked),
-        ``checked`` (questions visited) and ``lower_bound`` (for an early rejection: the bound had
-        every unchecked question come out in the mask's favour, already below the margin)."""
-        order = sorted(range(len(self.items)), key=lambda i: (-self.failures[i], round(self.items[i]["margin"], 6), i))
-        correct: list[bool | None] = [None] * len(self.items)
+        ``checked`` (questions visited), ``lower_bound`` and ``p_lower_bound`` (for an early
+        rejection: the bounds had every unchecked question come out at its best, already failing)."""
+        n = len(self.items)
+        correct: list[bool | None] = [None] * n
+        pct: list[float | None] = [None] * n
         traces = {}
-        for visited, index in enumerate(order, start=1):
+        for visited, index in enumerate(self._order(), start=1):
             result, trace = self._check_one(index, spec)
-            correct[index] = bool(result["correct"])
+            self._record(index, result, correct, pct)
             traces[index] = trace
-            if self.full[index] and not correct[index]:
-                self.failures[index] += 1
-            if visited < len(order):
-                best = [c if c is not None else True for c in correct]
-                bound = rule.lower_bound(best, self.full)
-                if bound < -rule.margin - 1e-12:
-                    return {"kept": False, "correct": correct, "checked": visited, "lower_bound": bound}
-        bound = rule.lower_bound(correct, self.full)
-        kept = bound >= -rule.margin - 1e-12
-        if kept:  # later checks resume from this mask's replays
+            if visited < n:
+                ok, accuracy, p_bound = self._bounds(rule, correct, pct, complete=False)
+                if not ok:
+                    return self._outcome(False, correct, visited, accuracy, p_bound)
+        outcome = self._outcome(*self._verdict_complete(rule, correct, pct))
+        if outcome["kept"]:  # later checks resume from this mask's replays
             for index, trace in traces.items():
                 if trace is not None:
                     self.items[index]["trace"] = trace
-        return {"kept": kept, "correct": correct, "checked": len(order), "lower_bound": bound}
+        return outcome
 
     def suppressed_share(self, gate_index: dict, gates) -> float:
         """Mean over questions of the share of causal edges (all layers) the gates cut."""
@@ -500,6 +627,7 @@ def search_pathways(
     cache=None,
     progress: bool = True,
     prediction: str = PAPER_PREDICTION,
+    lookahead: int = 8,
 ) -> PathwaySearchResult:
     """Score every gate by attribution, then cut greedily in score order, each cut verified by exact knockouts.
 
@@ -510,11 +638,16 @@ def search_pathways(
     the paper's whole-vocabulary rule by default). ``cache`` (a folder or :class:`ResultCache`) keeps every score and every exact check
     per question, so a stopped search resumes and a finished one is replayed from disk. The same
     questions give the same mask on any CPU up to scores within 1e-6 of a rounding boundary and
-    answers within float rounding of a tie (see the module docstring).
+    answers within float rounding of a tie (see the module docstring). ``lookahead``: while single
+    candidates are tried, this many are checked together, each against the current mask (one
+    batched replay per question); the first that passes is kept and those after it are tried
+    again on the new mask, so the decisions are those of trying them one by one.
     """
     groups = tuple(groups)
     if max_run < 1:
         raise FlowkitError(f"max_run must be at least 1, got {max_run}")
+    if lookahead < 1:
+        raise FlowkitError(f"lookahead must be at least 1, got {lookahead}")
     samples = list(samples)
     if not samples:
         raise FlowkitError("the pathway search needs at least one question")
@@ -540,7 +673,41 @@ def search_pathways(
     path = []
     position, run, checks, rejected_in_a_row = 0, 1, 0, 0
     bar = tqdm(total=len(order), desc="pruning", disable=not progress)
+
+    def record(tried, outcome):
+        complete = outcome["checked"] == len(questions.items)
+        path.append(
+            {
+                "step": len(path),
+                "tried": json.dumps([[g.edges, g.layer] for g in tried]),
+                "kept": outcome["kept"],
+                "gates_cut": len(cut),
+                "suppressed_share": questions.suppressed_share(gate_index, cut),
+                "checked": outcome["checked"],
+                "accuracy": float(np.mean(outcome["correct"])) if complete else float("nan"),
+                "lower_bound": outcome["lower_bound"],
+                "p_lower_bound": outcome["p_lower_bound"],
+                "cut_after": json.dumps([[g.edges, g.layer] for g in cut]),
+            }
+        )
+
     while position < len(order) and (patience is None or rejected_in_a_row < patience):
+        if run == 1 and lookahead > 1:  # single candidates: several at once, decided in order
+            batch = order[position : position + lookahead]
+            outcomes = questions.check_many([spec_of(cut + [gate]) for gate in batch], rule)
+            for gate, outcome in zip(batch, outcomes):
+                checks += outcome["checked"]
+                if outcome["kept"]:
+                    cut.append(gate)
+                    run, rejected_in_a_row = 2, 0
+                else:
+                    rejected_in_a_row += 1
+                record([gate], outcome)
+                position += 1
+                bar.update(1)
+                if outcome["kept"] or (patience is not None and rejected_in_a_row >= patience):
+                    break
+            continue
         k = min(run, len(order) - position)
         tried = order[position : position + k]
         outcome = questions.check(spec_of(cut + tried), rule)
@@ -553,20 +720,7 @@ def search_pathways(
             run = k // 2  # retry a shorter run from the same candidate
         else:
             rejected_in_a_row += 1
-        complete = outcome["checked"] == len(questions.items)
-        path.append(
-            {
-                "step": len(path),
-                "tried": json.dumps([[g.edges, g.layer] for g in tried]),
-                "kept": kept,
-                "gates_cut": len(cut),
-                "suppressed_share": questions.suppressed_share(gate_index, cut),
-                "checked": outcome["checked"],
-                "accuracy": float(np.mean(outcome["correct"])) if complete else float("nan"),
-                "lower_bound": outcome["lower_bound"],
-                "cut_after": json.dumps([[g.edges, g.layer] for g in cut]),
-            }
-        )
+        record(tried, outcome)
         if kept or k == 1:
             position += k
             bar.update(k)
@@ -591,6 +745,55 @@ def search_pathways(
             "replays": questions.replays,
         },
     )
+
+
+def gate_table(found: KnockoutSpec, num_layers: int, scores: pd.DataFrame | None = None, groups=PARTITION_EDGE_GROUPS):
+    """One row per gate: ``edges``, ``layer``, ``kept`` (False where ``found`` cuts it) and, with
+    ``scores`` (:func:`gate_scores`' per-gate table), its ``score`` and ``agree``: what
+    :func:`flowkit.views.plots.gate_map` draws."""
+    cut = set(gates_of(found, num_layers))
+    table = pd.DataFrame(
+        [{"edges": g.edges, "layer": g.layer, "kept": g not in cut} for g in gate_grid(num_layers, groups)]
+    )
+    if scores is not None:
+        table = table.merge(
+            pd.DataFrame(scores)[["edges", "layer", "score", "agree"]], on=["edges", "layer"], how="left"
+        )
+    return table
+
+
+def gate_sweep(
+    session, gate: Gate, values: Sequence[float] = (1.0, 0.3, 0.1, 0.01, 0.0), layer_bias=None
+) -> pd.DataFrame:
+    """p(answer) with one gate set to each of ``values`` (every other gate open), beside the exact knockout of that gate.
+
+    ``layer_bias(gate_values, group_masks) -> (N, N)`` builds one layer's additive bias from the
+    ``(G,)`` gate values and ``(G, N, N)`` group masks (default: flowkit's :func:`gate_bias`; a
+    chapter passes the student's). At ``g = 1`` the row must equal the clean run and at ``g = 0``
+    (clamped to :data:`EPSILON`) the knockout, up to ~1e-5."""
+    prepared = session.prepared
+    groups = PARTITION_EDGE_GROUPS
+    if gate.edges not in groups:
+        raise FlowkitError(f"{gate.edges!r} is not one of the search's edge groups ({', '.join(groups)})")
+    if not 0 <= gate.layer < session.num_layers:
+        raise FlowkitError(f"layer {gate.layer} is not a layer of this model (0..{session.num_layers - 1})")
+    masks = gate_masks(prepared.spans, groups)
+    layer_bias = layer_bias or (lambda v, m: gate_bias(v[:, None], m)[0])
+    truth = prepared.spans.true_option
+    knocked = float(session.answer(spec_of([gate])).probs[truth])
+    rows = []
+    for value in values:
+        gates = torch.ones(len(groups))
+        gates[groups.index(gate.edges)] = value
+        bias = layer_bias(gates, masks).float()
+        with torch.no_grad(), apply_attention_biases(session.lm, {gate.layer: bias}):
+            logits = session.model(**prepared.inputs, logits_to_keep=1).logits[0, -1]
+        dist = answer_distribution(logits.float(), prepared.letter_ids, truth)
+        rows.append({"gate_value": float(value), "p_answer": float(dist.probs[truth])})
+    table = pd.DataFrame(rows)
+    table["clean"] = float(session.clean_answer.probs[truth])
+    table["knockout"] = knocked
+    return table
 
 
 # ----------------------------------------------------------------------------- report
@@ -848,6 +1051,8 @@ __all__ = [
     "gate_grid",
     "gate_masks",
     "gate_scores",
+    "gate_sweep",
+    "gate_table",
     "gates_of",
     "held_out_report",
     "question_gate_scores",

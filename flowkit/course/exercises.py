@@ -445,6 +445,54 @@ def _check_bootstrap_interval(fn) -> int:
     return len(cases)
 
 
+def _check_gate_bias(fn) -> int:
+    """The gate of the pathway search on several prompts: log g on each group's edges, g clamped at
+    1e-6, 0 elsewhere, and the gradient must reach the gate values."""
+    from flowkit.analysis.pathway_search import EPSILON
+    from flowkit.analysis.pathway_search import gate_bias as kit_gate_bias
+    from flowkit.analysis.pathway_search import gate_masks
+
+    groups = ("cross_frame", "within_frame", "video->question", "question->last", "other_text->last", "last->last")
+    generator = torch.Generator().manual_seed(0)
+    n = 0
+    for spans in _spans_cases()[:2]:
+        masks = gate_masks(spans, groups)
+        for name, values in (
+            ("every gate open (g = 1)", torch.ones(len(groups))),
+            ("every gate shut (g = 0)", torch.zeros(len(groups))),
+            ("random gates", torch.rand(len(groups), generator=generator, dtype=torch.float64).float()),
+        ):
+            expected = kit_gate_bias(values[:, None], masks)[0]
+            got = fn(values.clone(), masks.clone())
+            if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(expected.shape):
+                _fail(
+                    "gate_bias", f"{name}, {spans.seq_len} tokens: the bias is one (N, N) tensor", expected.shape, got
+                )
+            if not torch.allclose(got.float(), expected, atol=1e-5):
+                where = (got.float() - expected).abs().argmax()
+                q, k = divmod(int(where), spans.seq_len)
+                _fail(
+                    "gate_bias",
+                    f"{name}, {spans.seq_len} tokens, edge query {q} <- key {k} "
+                    f"(log g on the group's edges, at least log {EPSILON:g}; 0 on other edges)",
+                    float(expected[q, k]),
+                    float(got[q, k]),
+                )
+            n += 1
+        values = torch.full((len(groups),), 0.5, requires_grad=True)
+        got = fn(values, masks)
+        if not got.requires_grad:
+            _fail(
+                "gate_bias", "gate values that require grad (the search differentiates through the bias)", True, False
+            )
+        (grad,) = torch.autograd.grad(got.sum(), values)
+        expected = masks.sum(dim=(1, 2)).float() / 0.5  # d/dg of log g summed over the group's edges
+        if not torch.allclose(grad, expected, atol=1e-4):
+            _fail("gate_bias", "the gradient of the bias's sum with respect to each gate", expected, grad)
+        n += 1
+    return n
+
+
 _TOY_MODEL: dict = {}
 
 
@@ -572,6 +620,23 @@ def check(name: str, fn) -> None:
     _done(name, _CHECKS[name](fn))
 
 
+def yours_or_reference(name: str, fn):
+    """The function later cells should use: ``fn`` (the student's) if it passes exercise ``name``'s
+    check, else the reference solution; prints one line saying which."""
+    import contextlib
+    import io
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            check(name, fn)
+    except (AssertionError, NotImplementedError) as why:
+        reason = "it is not written yet" if isinstance(why, NotImplementedError) else "it does not pass its check yet"
+        print(f"using the reference {name} below ({reason}); once yours passes, rerun this cell to use yours")
+        return getattr(solutions, name)
+    print(f"using your {name} below")
+    return fn
+
+
 def solution_source(name: str) -> str:
     """The reference solution's source code."""
     if name not in _CHECKS:
@@ -585,4 +650,4 @@ def show_solution(name: str) -> None:
     check(name, getattr(solutions, name))
 
 
-__all__ = ["check", "show_solution", "solution_source"]
+__all__ = ["check", "show_solution", "solution_source", "yours_or_reference"]

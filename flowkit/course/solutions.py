@@ -159,6 +159,15 @@ def bootstrap_interval(values, seed: int = 0, resamples: int = 2000, level: floa
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
+# ---------------------------------------------------------------- chapter 04 (pathway search)
+def gate_bias(gate_values: torch.Tensor, group_masks: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """One layer's additive attention bias: each edge group's edges get log(gate value), at least log(eps)."""
+    bias = torch.zeros(group_masks.shape[1:], dtype=gate_values.dtype)
+    for value, mask in zip(gate_values, group_masks):
+        bias = bias + torch.log(torch.clamp(value, min=eps)) * mask.to(gate_values.dtype)
+    return bias
+
+
 EXERCISES = (
     "frame_positions",
     "option_probabilities",
@@ -177,4 +186,5 @@ EXERCISES = (
     "knockout_attention",
     "logit_lens_probs",
     "bootstrap_interval",
+    "gate_bias",
 )

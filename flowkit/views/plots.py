@@ -834,6 +834,48 @@ def faithfulness_curve(df: pd.DataFrame) -> alt.LayerChart:
     return projector(chart.properties(title="Faithfulness: accuracy against edges suppressed (95 % intervals)"))
 
 
+def gate_map(df: pd.DataFrame, title: str = "Which gates the search kept") -> alt.Chart:
+    """One cell per gate (edge group x layer): kept or cut, with the attribution score in the tooltip.
+
+    Args:
+        df: :func:`flowkit.analysis.pathway_search.gate_table`'s table: ``edges``, ``layer``,
+            ``kept`` and optionally ``score`` / ``agree``.
+    """
+    _require(
+        df,
+        ["edges", "layer", "kept"],
+        "gate_map",
+        "Use flowkit.analysis.pathway_search.gate_table(found_spec, num_layers, scores) to build the table.",
+    )
+    data = df.assign(
+        status=np.where(df["kept"], "kept", "cut"),
+        group=[e.replace("->", " → ").replace("_", " ") for e in df["edges"]],
+    )
+    order = list(dict.fromkeys(data["group"]))
+    tooltip = ["group:N", "layer:O", "status:N"]
+    if "score" in data:
+        tooltip += [
+            alt.Tooltip("score:Q", format=".3g"),
+            alt.Tooltip("agree:Q", format=".0%", title="questions agreeing"),
+        ]
+    chart = (
+        alt.Chart(data)
+        .mark_rect(stroke="white", strokeWidth=0.5)
+        .encode(
+            x=alt.X("layer:O", title="layer"),
+            y=alt.Y("group:N", title=None, sort=order),
+            color=alt.Color(
+                "status:N",
+                title="gate",
+                scale=alt.Scale(domain=["kept", "cut"], range=[OKABE_ITO["blue"], "#e6e6e6"]),
+            ),
+            tooltip=tooltip,
+        )
+        .properties(width=560, height=22 * len(order), title=title)
+    )
+    return projector(chart)
+
+
 # -------------------------------------------------------------------------- export
 
 
