@@ -268,7 +268,9 @@ def _pathways_parser(sub) -> None:
         default=5.0,
         help="drop in the mean %% change of p(answer) the rule allows, in percent (default 5; a negative number: no such bound)",
     )
-    s.add_argument("--max-run", type=int, default=16, help="most candidates tried together in one step")
+    s.add_argument(
+        "--lookahead", type=int, default=8, help="candidates decided per batched replay of each question (default 8)"
+    )
     s.add_argument(
         "--prediction",
         choices=("vocabulary", "options"),
@@ -307,7 +309,7 @@ def run_pathways_search(args) -> int:
         vllm,
         samples,
         rule=AccuracyRule(margin=args.margin, p_margin=args.p_margin if args.p_margin >= 0 else None),
-        max_run=args.max_run,
+        lookahead=args.lookahead,
         cache=args.cache,
         progress=not args.no_progress,
         prediction=args.prediction,

@@ -237,3 +237,36 @@ def test_a_snapshot_exports_the_same_delta_as_its_run(toy_checkpoint, tmp_path):
     assert delta_file(str(exported)) == exported  # a delta is used as it is
     with pytest.raises(FileNotFoundError, match="does not exist"):
         delta_file(str(tmp_path / "nothing.safetensors"))
+
+
+def test_a_stop_signal_checkpoints_after_the_current_step_and_resuming_finishes_the_run(
+    toy_checkpoint, tmp_path, monkeypatch
+):
+    import os
+    import signal
+
+    from flowkit.smol_video.training import trainer
+    from flowkit.smol_video.training.trainer import load_trainable_state
+
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train(config(toy_checkpoint, stage="align", steps=4, eval_every=4), whole, progress=False)
+    cfg = config(toy_checkpoint, stage="align", steps=4, eval_every=4, checkpoint_minutes=1e-9)
+    previous = signal.getsignal(signal.SIGTERM)
+    to_device, calls = trainer.to_device, []
+
+    def signal_during_the_second_step(batch, device):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # what `kill PID` does to a background run
+        return to_device(batch, device)
+
+    monkeypatch.setattr(trainer, "to_device", signal_during_the_second_step)
+    train(cfg, split, progress=False)
+    assert signal.getsignal(signal.SIGTERM) is previous  # the handler is given back
+    events = [json.loads(line) for line in (split / "log.jsonl").read_text().splitlines()]
+    stopped = [e for e in events if e.get("event") == "stopped on request, checkpoint saved"]
+    assert [e["step"] for e in stopped] == [2]
+    monkeypatch.setattr(trainer, "to_device", to_device)
+    train(cfg, split, progress=False)  # resumes from the checkpoint and finishes
+    a, b = load_trainable_state(whole), load_trainable_state(split)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -82,6 +83,7 @@ class TrainConfig:
     minutes: float | None = None  # wall-clock budget: fit the schedule into it (see train())
     pool: str | None = None  # dense: a pre-rendered training pool folder to draw batches from (pool.py)
     layout: str | None = None  # video tokens per frame ("16") or frame size ("64x64"); None: the shipped 4
+    checkpoint_minutes: float | None = 45.0  # also checkpoint after this much wall time (None: at evaluations only)
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -483,84 +485,99 @@ def train(
     deadline = started + 60 * config.minutes if config.minutes else None
     batches = iter_batches(config, processor, step, last_step)
     timed_from, last_eval_step = None, None
-    while step < last_step:
-        if deadline is not None and time.time() > deadline:
-            log.write(json.dumps({"step": step, "event": "stopped: --minutes budget spent"}) + "\n")
-            last_step = step
-            break
-        batch = to_device(next(batches), device)
-        step_started = time.time()
-        scale = min(1.0, (step + 1) / config.warmup) * 0.5 * (1 + math.cos(math.pi * step / config.steps))
-        for group, lr in zip(optimizer.param_groups, base_lrs):
-            group["lr"] = lr * max(scale, 0.05)
-        if config.supervision == "dense":
-            from flowkit.smol_video.training.dense import dense_loss
+    stop_requested, last_saved = [], time.time()
+    previous_handlers = _stop_on_signals(stop_requested)
+    try:
+        while step < last_step:
+            if deadline is not None and time.time() > deadline:
+                log.write(json.dumps({"step": step, "event": "stopped: --minutes budget spent"}) + "\n")
+                last_step = step
+                break
+            batch = to_device(next(batches), device)
+            step_started = time.time()
+            scale = min(1.0, (step + 1) / config.warmup) * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+            for group, lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = lr * max(scale, 0.05)
+            if config.supervision == "dense":
+                from flowkit.smol_video.training.dense import dense_loss
 
-            loss, step_parts = dense_loss(trainable, batch, config.caption_weight)
-            for name, value in step_parts.items():
-                parts.setdefault(name, []).append(value)
-        else:
-            logits = trainable.last_logits(batch)
-            loss = nn.functional.cross_entropy(logits.float(), batch["targets"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
-        optimizer.step()
-        step += 1
-        losses.append(float(loss.detach()))
-        elapsed = time.time() - step_started
-        train_seconds += elapsed
-        window_seconds += elapsed
-        bar.update(1)
-        if fit_at is not None and step == fit_at - 5:
-            timed_from = time.time()
-        if fit_at is not None and step == fit_at:
-            per_step = (time.time() - timed_from) / 5 if timed_from else elapsed
-            overhead = 1.05  # evaluations and checkpoints: about 5 % on top of the steps (measured on a GPU)
-            fitted = step + int(max(0.0, deadline - time.time()) / (per_step * overhead))
-            config.steps = max(step + 1, min(config.steps, fitted))
-            last_step = config.steps if stop_after is None else min(config.steps, stop_after)
-            bar.total = config.steps
-            (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
-            log.write(
-                json.dumps(
-                    {
-                        "step": step,
-                        "event": "schedule fitted to --minutes",
-                        "steps": config.steps,
-                        "seconds_per_step": round(per_step, 4),
-                    }
+                loss, step_parts = dense_loss(trainable, batch, config.caption_weight)
+                for name, value in step_parts.items():
+                    parts.setdefault(name, []).append(value)
+            else:
+                logits = trainable.last_logits(batch)
+                loss = nn.functional.cross_entropy(logits.float(), batch["targets"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+            optimizer.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            elapsed = time.time() - step_started
+            train_seconds += elapsed
+            window_seconds += elapsed
+            bar.update(1)
+            if fit_at is not None and step == fit_at - 5:
+                timed_from = time.time()
+            if fit_at is not None and step == fit_at:
+                per_step = (time.time() - timed_from) / 5 if timed_from else elapsed
+                overhead = 1.05  # evaluations and checkpoints: about 5 % on top of the steps (measured on a GPU)
+                fitted = step + int(max(0.0, deadline - time.time()) / (per_step * overhead))
+                config.steps = max(step + 1, min(config.steps, fitted))
+                last_step = config.steps if stop_after is None else min(config.steps, stop_after)
+                bar.total = config.steps
+                (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+                log.write(
+                    json.dumps(
+                        {
+                            "step": step,
+                            "event": "schedule fitted to --minutes",
+                            "steps": config.steps,
+                            "seconds_per_step": round(per_step, 4),
+                        }
+                    )
+                    + "\n"
                 )
-                + "\n"
-            )
-        if step % config.log_every == 0:
-            seen, seen_before = samples_seen(config, step), samples_seen(config, window_start)
-            window = sum(seen.values()) - sum(seen_before.values())
-            record = {
-                "step": step,
-                "loss": sum(losses) / len(losses),
-                "seconds": time.time() - started,
-                "train_seconds": round(train_seconds, 3),
-                **seen,
-                "seconds_per_step": round(window_seconds / max(1, step - window_start), 4),
-                "samples_per_second": round(window / max(window_seconds, 1e-9), 4),
-            }
-            if parts:
-                record["loss_parts"] = {name: sum(v) / len(v) for name, v in parts.items()}
-            losses, parts, window_seconds, window_start = [], {}, 0.0, step
-            if step % config.eval_every == 0 or step == last_step:
-                eval_started = time.time()
-                last_eval = evaluate(trainable, processor, sets, batches=eval_batches)
-                last_eval_step = step
-                record["eval"] = last_eval
-                record["eval_seconds"] = round(time.time() - eval_started, 2)
+            if step % config.log_every == 0:
+                seen, seen_before = samples_seen(config, step), samples_seen(config, window_start)
+                window = sum(seen.values()) - sum(seen_before.values())
+                record = {
+                    "step": step,
+                    "loss": sum(losses) / len(losses),
+                    "seconds": time.time() - started,
+                    "train_seconds": round(train_seconds, 3),
+                    **seen,
+                    "seconds_per_step": round(window_seconds / max(1, step - window_start), 4),
+                    "samples_per_second": round(window / max(window_seconds, 1e-9), 4),
+                }
+                if parts:
+                    record["loss_parts"] = {name: sum(v) / len(v) for name, v in parts.items()}
+                losses, parts, window_seconds, window_start = [], {}, 0.0, step
+                if step % config.eval_every == 0 or step == last_step:
+                    eval_started = time.time()
+                    last_eval = evaluate(trainable, processor, sets, batches=eval_batches)
+                    last_eval_step = step
+                    record["eval"] = last_eval
+                    record["eval_seconds"] = round(time.time() - eval_started, 2)
+                    _save(ckpt_path, trainable, optimizer, step, config, train_seconds)
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{record['loss']:.3f}")
+            if stop_requested or (
+                config.checkpoint_minutes and time.time() - last_saved > 60 * config.checkpoint_minutes
+            ):
                 _save(ckpt_path, trainable, optimizer, step, config, train_seconds)
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            bar.set_postfix(loss=f"{record['loss']:.3f}")
+                last_saved = time.time()
+                if stop_requested:
+                    log.write(json.dumps({"step": step, "event": "stopped on request, checkpoint saved"}) + "\n")
+                    log.flush()
+                    break
+    finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
     batches.close()
     bar.close()
-    if deadline is not None and last_eval_step != step:
+    if deadline is not None and last_eval_step != step and not stop_requested:
         last_eval = evaluate(trainable, processor, sets, batches=eval_batches)  # the stopping point's
         log.write(
             json.dumps(
@@ -576,6 +593,22 @@ def train(
     log.close()
     _save(ckpt_path, trainable, optimizer, step, config, train_seconds)
     return last_eval
+
+
+def _stop_on_signals(flag: list) -> dict:
+    """SIGTERM / SIGINT ask a run to stop after its current step, with a checkpoint (main thread only).
+    Returns the handlers they replaced."""
+    previous = {}
+
+    def request(signum, _frame):
+        flag.append(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[signum] = signal.signal(signum, request)
+        except ValueError:  # not the main thread: no handlers, a signal stops the run as before
+            pass
+    return previous
 
 
 def _train_embed(config: TrainConfig, run_dir: Path, trainable, processor, progress: bool) -> dict:
