@@ -265,12 +265,10 @@ def _pathways_parser(sub) -> None:
     s.add_argument(
         "--p-margin",
         type=float,
-        default=5.0,
-        help="drop in the mean %% change of p(answer) the rule allows, in percent (default 5; a negative number: no such bound)",
+        default=None,
+        help="also bound the mean %% change of p(answer): the drop the rule allows, in percent (default: no such bound)",
     )
-    s.add_argument(
-        "--lookahead", type=int, default=8, help="candidates decided per batched replay of each question (default 8)"
-    )
+    s.add_argument("--max-run", type=int, default=32, help="most candidates tried together in one step")
     s.add_argument(
         "--prediction",
         choices=("vocabulary", "options"),
@@ -308,8 +306,8 @@ def run_pathways_search(args) -> int:
     result = search_pathways(
         vllm,
         samples,
-        rule=AccuracyRule(margin=args.margin, p_margin=args.p_margin if args.p_margin >= 0 else None),
-        lookahead=args.lookahead,
+        rule=AccuracyRule(margin=args.margin, p_margin=args.p_margin),
+        max_run=args.max_run,
         cache=args.cache,
         progress=not args.no_progress,
         prediction=args.prediction,

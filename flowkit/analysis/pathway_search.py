@@ -25,24 +25,27 @@ share of questions whose own score has the mean's sign (signed effects can cance
 **2. Prune.** Gates are tried in ascending order of score (the most negative first: the cuts
 predicted to hurt least), ties broken by the fixed order of :func:`gate_grid` after rounding
 scores to :data:`SCORE_DECIMALS` decimals, so CPUs whose float sums differ by ~1e-6 give the same
-order. Candidates are tried one by one: a candidate is cut if the current mask plus it passes
-:class:`AccuracyRule` on *exact* knockouts of every search question (each question's
-:class:`~flowkit.intervention.session.Session`), and is kept (rejected for good) otherwise. To make
-this cheap, ``lookahead`` candidates are decided per batched replay of each question: after a kept
-cut the batch holds the current mask plus the next 1, 2, ... candidates (each extends the one
-before; the first that fails ends the batch), after a rejection each next candidate alone on the
-current mask (the first that passes ends the batch). The questions likeliest to fail are
-checked first, and a mask is rejected as soon as the rule fails whatever the unchecked questions
-give (the bootstrap bounds only rise when an entry rises; an unchecked question is taken as right
-and at the largest % change it could reach); a mask that is cut was checked on every question.
-So the decisions are those of trying the candidates one by one. ``patience`` stops the search
+order. Each candidate mask is verified with an *exact* knockout through each question's
+:class:`~flowkit.intervention.session.Session`, resumed from that question's replay of the last
+kept mask (only the layers from the first one the candidate changes are recomputed); the
+questions likeliest to fail are checked first, and a check stops as soon as the rule fails
+whatever the unchecked questions give (the bootstrap bounds only rise when an entry rises; an
+unchecked question is taken as right, and at the largest % change it could reach). A step tries
+the current cut set plus a run of the next candidates; a run that passes :class:`AccuracyRule`
+is kept and the next run is twice as long (at most ``max_run``), a run that fails is retried at
+half its length from the same candidate, and a single candidate that fails is rejected for good.
+Every kept mask has passed an exact check on every question; ``patience`` stops the search
 after that many rejections in a row. The rule (:class:`AccuracyRule`): on the search questions,
 the lower end of the 95 % paired-bootstrap interval of (accuracy under the mask - full accuracy)
 is at least ``-margin`` (3 points by default; with tens of questions that allows no net lost
-question), and the lower end of the 95 % bootstrap interval of the mean % change in p(answer) over
-the correctly answered ones is at least ``-p_margin`` (5 % by default). The second bound matters:
-with the accuracy bound alone, the search cut gates whose losses in p(answer) stayed below the
-flipping point on 40 questions and flipped held-out answers (its held-out accuracy fell 10 points).
+question). Optionally (``p_margin``, off by default) the lower end of the 95 % bootstrap interval
+of the mean % change in p(answer) over the correctly answered questions must also stay above
+``-p_margin`` %. Measured on the kit's model (40 search questions, 200 held out): with the
+accuracy bound alone the found mask keeps 46.9 % of edges and loses 10.5 points of held-out
+accuracy, because answers flip only after p(answer) has fallen and 40 questions cannot see many
+small losses; the p(answer) bound is meant to catch them, but it rejects most runs of candidates:
+with ``p_margin=5`` the same search had tried 76 of 270 candidates after 12.5 minutes of pruning
+on 2 cores (without it: all 270 in about 15 minutes).
 
 **3. Report.** :func:`held_out_report` evaluates the found mask on questions the search never
 saw, beside the paper's window mask and the paper's random control sized to the found mask.
@@ -324,16 +327,16 @@ class AccuracyRule:
     - **accuracy**: the mean of (correct under the mask - correct in the full model) must be
       ``>= -margin`` (a share: 0.03 is 3 points);
     - **p(answer)**: the mean % change in p(answer) over the questions the full model answers
-      correctly must be ``>= -p_margin`` (in percent; None: no such bound). Answers flip only
-      after p(answer) has fallen, so with tens of questions the accuracy bound alone lets many
-      small losses through that other questions then pay for; a refused mask counts as -100 %.
+      correctly must be ``>= -p_margin`` (in percent; None, the default: no such bound). Answers
+      flip only after p(answer) has fallen, so with tens of questions the accuracy bound alone lets
+      many small losses through that held-out questions then pay for; a refused mask counts as -100 %.
     """
 
     margin: float = 0.03
     level: float = 0.95
     resamples: int = 2000
     seed: int = 0
-    p_margin: float | None = 5.0
+    p_margin: float | None = None
 
     def lower_bound(self, masked: Sequence[bool], full: Sequence[bool]) -> float:
         diff = np.asarray(masked, float) - np.asarray(full, float)
@@ -366,7 +369,7 @@ class AccuracyRule:
 
 class _Questions:
     """The search questions: one session each (scoring and checks share it), the full model's
-    answers, and exact checks of candidate masks (:meth:`check_many`), visiting the questions most
+    answers, and exact checks of candidate masks (:meth:`check`), visiting the questions most
     likely to fail first (most earlier failures, then smallest clean margin, then the given order).
     """
 
@@ -394,6 +397,7 @@ class _Questions:
                     "total": total,
                     "margin": margin,
                     "p_clean": p_clean,
+                    "trace": None,
                 }
             )
         self.full = [bool(item["session"].clean_answer.is_correct(prediction)) for item in self.items]
@@ -408,34 +412,30 @@ class _Questions:
     def _order(self) -> list[int]:
         return sorted(range(len(self.items)), key=lambda i: (-self.failures[i], round(self.items[i]["margin"], 6), i))
 
-    def _check_batch(self, index: int, specs: list[KnockoutSpec]) -> list[dict]:
-        """One question under several masks: cached results, refusals, and one batched replay for the rest."""
-        item = self.items[index]
-        keys = [self._key(spec) for spec in specs]
-        found = self.cache.get_many(self.fingerprint, item["id"], keys) if self.cache is not None else {}
-        results: list[dict | None] = [found.get(k) for k in keys]
-        session, runnable, masks = item["session"], [], []
-        for j, spec in enumerate(specs):
-            if results[j] is not None:
-                continue
-            try:
-                masks.append(block_masks(spec, session.spans, session.num_layers) if spec.cuts else {})
-                runnable.append(j)
-            except KnockoutError:
-                results[j] = {"correct": False, "p_answer": float("nan"), "refused": True}
-        if runnable:
-            self.replays += len(runnable)
-            fresh = {}
-            for j, dist in zip(runnable, session.answers(masks)):
-                results[j] = {
-                    "correct": bool(dist.is_correct(self.prediction)),
-                    "p_answer": float(dist.probs[session.spans.true_option]),
-                    "refused": False,
-                }
-                fresh[keys[j]] = results[j]
-            if self.cache is not None:
-                self.cache.put_many(self.fingerprint, item["id"], fresh)
-        return results
+    def _check_one(self, index: int, spec: KnockoutSpec) -> tuple[dict, object]:
+        """One question under one mask: ``({"correct", "p_answer", "refused"}, new trace or None)``."""
+        item, key = self.items[index], self._key(spec)
+        if self.cache is not None:
+            found = self.cache.get(self.fingerprint, item["id"], key)
+            if found is not None:
+                return found, None
+        session = item["session"]
+        try:  # a spec that leaves a query with no key is refused here, else replayed
+            masks = block_masks(spec, session.spans, session.num_layers) if spec.cuts else {}
+        except KnockoutError:
+            return {"correct": False, "p_answer": float("nan"), "refused": True}, None
+        traces = [item["trace"]] if item["trace"] is not None else []
+        logits, trace = session.last_logits_resuming(masks, traces)
+        self.replays += 1
+        dist = answer_distribution(logits, session.prepared.letter_ids, session.spans.true_option)
+        result = {
+            "correct": bool(dist.is_correct(self.prediction)),
+            "p_answer": float(dist.probs[session.spans.true_option]),
+            "refused": False,
+        }
+        if self.cache is not None:
+            self.cache.put_many(self.fingerprint, item["id"], {key: result})
+        return result, trace
 
     def _pct(self, index: int, result: dict) -> float:
         """% change in p(answer) of a question the full model answers correctly (a refusal: -100)."""
@@ -454,49 +454,6 @@ class _Questions:
         ]
         return rule.verdict([c if c is not None else True for c in correct], self.full, best_pct)
 
-    def check_many(self, specs: list[KnockoutSpec], rule: AccuracyRule, cumulative: bool = False) -> list[dict | None]:
-        """Decide several candidate masks with one batched replay per question.
-
-        Each mask is visited question by question (most fragile first) and rejected as soon as the
-        rule fails whatever the unchecked questions give; a mask that is never rejected has been
-        checked on every question. ``cumulative``: each mask extends the one before it (the search's
-        next candidates added one at a time), so once mask ``j`` is rejected the masks after it are
-        not needed: they are dropped (``None`` in the result)."""
-        n, k = len(self.items), len(specs)
-        correct = [[None] * n for _ in range(k)]
-        pct = [[None] * n for _ in range(k)]
-        rejected: list[tuple | None] = [None] * k
-        dropped = [False] * k
-        visited = [0] * k
-        for index in self._order():
-            live = [j for j in range(k) if rejected[j] is None and not dropped[j]]
-            if not live:
-                break
-            for j, result in zip(live, self._check_batch(index, [specs[j] for j in live])):
-                if dropped[j]:
-                    continue
-                self._record(index, result, correct[j], pct[j])
-                visited[j] += 1
-                if visited[j] < n:
-                    ok, accuracy, p_bound = self._bounds(rule, correct[j], pct[j], complete=False)
-                    if not ok:
-                        rejected[j] = (accuracy, p_bound)
-                        if cumulative:
-                            dropped[j + 1 :] = [True] * (k - j - 1)
-        outcomes: list[dict | None] = []
-        for j in range(k):
-            if dropped[j]:
-                outcomes.append(None)
-            elif rejected[j] is not None:
-                accuracy, p_bound = rejected[j]
-                outcomes.append(self._outcome(False, correct[j], visited[j], accuracy, p_bound))
-            else:
-                outcomes.append(self._outcome(*self._verdict_complete(rule, correct[j], pct[j])))
-                if cumulative and not outcomes[-1]["kept"]:  # failed on the last question: later masks unneeded
-                    outcomes += [None] * (k - j - 1)
-                    break
-        return outcomes
-
     def _record(self, index: int, result: dict, correct: list, pct: list) -> None:
         correct[index] = bool(result["correct"])
         if self.full[index]:
@@ -511,6 +468,30 @@ class _Questions:
     @staticmethod
     def _outcome(kept, correct, checked, accuracy, p_bound) -> dict:
         return {"kept": kept, "correct": correct, "checked": checked, "lower_bound": accuracy, "p_lower_bound": p_bound}
+
+    def check(self, spec: KnockoutSpec, rule: AccuracyRule) -> dict:
+        """Whether ``spec`` passes ``rule``: ``kept``, ``correct`` (None where not checked),
+        ``checked`` (questions visited), ``lower_bound`` and ``p_lower_bound`` (for an early
+        rejection: the bounds had every unchecked question come out at its best, already failing).
+        A kept mask's replays become the ones later checks resume from."""
+        n = len(self.items)
+        correct: list[bool | None] = [None] * n
+        pct: list[float | None] = [None] * n
+        traces = {}
+        for visited, index in enumerate(self._order(), start=1):
+            result, trace = self._check_one(index, spec)
+            self._record(index, result, correct, pct)
+            traces[index] = trace
+            if visited < n:
+                ok, accuracy, p_bound = self._bounds(rule, correct, pct, complete=False)
+                if not ok:
+                    return self._outcome(False, correct, visited, accuracy, p_bound)
+        outcome = self._outcome(*self._verdict_complete(rule, correct, pct))
+        if outcome["kept"]:
+            for index, trace in traces.items():
+                if trace is not None:
+                    self.items[index]["trace"] = trace
+        return outcome
 
     def suppressed_share(self, gate_index: dict, gates) -> float:
         """Mean over questions of the share of causal edges (all layers) the gates cut."""
@@ -584,11 +565,11 @@ def search_pathways(
     samples,
     groups: Sequence[str] = PARTITION_EDGE_GROUPS,
     rule: AccuracyRule = AccuracyRule(),
+    max_run: int = 32,
     patience: int | None = None,
     cache=None,
     progress: bool = True,
     prediction: str = PAPER_PREDICTION,
-    lookahead: int = 8,
 ) -> PathwaySearchResult:
     """Score every gate by attribution, then cut greedily in score order, each cut verified by exact knockouts.
 
@@ -599,13 +580,11 @@ def search_pathways(
     the paper's whole-vocabulary rule by default). ``cache`` (a folder or :class:`ResultCache`) keeps every score and every exact check
     per question, so a stopped search resumes and a finished one is replayed from disk. The same
     questions give the same mask on any CPU up to scores within 1e-6 of a rounding boundary and
-    answers within float rounding of a tie (see the module docstring). ``lookahead``: how many
-    candidates one batched replay per question decides (see the module docstring); the decisions
-    are those of trying the candidates one by one, whatever its value.
+    answers within float rounding of a tie (see the module docstring).
     """
     groups = tuple(groups)
-    if lookahead < 1:
-        raise FlowkitError(f"lookahead must be at least 1, got {lookahead}")
+    if max_run < 1:
+        raise FlowkitError(f"max_run must be at least 1, got {max_run}")
     samples = list(samples)
     if not samples:
         raise FlowkitError("the pathway search needs at least one question")
@@ -629,7 +608,7 @@ def search_pathways(
     full = questions.full
     cut: list[Gate] = []
     path = []
-    position, checks, rejected_in_a_row, cumulative = 0, 0, 0, True
+    position, run, checks, rejected_in_a_row = 0, 1, 0, 0
     bar = tqdm(total=len(order), desc="pruning", disable=not progress)
 
     def record(tried, outcome):
@@ -650,27 +629,22 @@ def search_pathways(
         )
 
     while position < len(order) and (patience is None or rejected_in_a_row < patience):
-        batch = order[position : position + lookahead]
-        if cumulative:  # after a kept cut: the next candidates added one at a time
-            specs = [spec_of(cut + batch[: j + 1]) for j in range(len(batch))]
-        else:  # after a rejection: each next candidate alone on the current mask
-            specs = [spec_of(cut + [gate]) for gate in batch]
-        outcomes = questions.check_many(specs, rule, cumulative=cumulative)
-        for gate, outcome in zip(batch, outcomes):
-            if outcome is None:
-                break
-            checks += outcome["checked"]
-            if outcome["kept"]:
-                cut.append(gate)
-                rejected_in_a_row = 0
-            else:
-                rejected_in_a_row += 1
-            record([gate], outcome)
-            position += 1
-            bar.update(1)
-            if outcome["kept"] != cumulative or (patience is not None and rejected_in_a_row >= patience):
-                cumulative = outcome["kept"]  # a rejection ends a cumulative batch, a kept cut an independent one
-                break
+        k = min(run, len(order) - position)
+        tried = order[position : position + k]
+        outcome = questions.check(spec_of(cut + tried), rule)
+        checks += outcome["checked"]
+        kept = outcome["kept"]
+        if kept:
+            cut += tried
+            run, rejected_in_a_row = min(max_run, 2 * run), 0
+        elif k > 1:
+            run = k // 2  # retry a shorter run from the same candidate
+        else:
+            rejected_in_a_row += 1
+        record(tried, outcome)
+        if kept or k == 1:
+            position += k
+            bar.update(k)
     bar.close()
     cut_set = set(cut)
     return PathwaySearchResult(
