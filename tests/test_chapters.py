@@ -200,8 +200,8 @@ def test_the_pathway_study_writes_its_tables_and_verify_recomputes_them(
 ):
     import shutil
 
-    from flowkit.course.pathway_study import STUDY_JSON, format_study, load_study, run_pathway_study
-    from flowkit.course.results import load_table, verify
+    from flowkit.course.pathway_study import format_study, run_pathway_study
+    from flowkit.course.results import STUDY_JSON, load_study, load_table, verify
 
     _, folder, _ = fidelity_run
     results = tmp_path / "results"

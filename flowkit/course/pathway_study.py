@@ -25,7 +25,6 @@ held-out question and mask) into ``data/results``. ``flowkit.course.results.veri
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -50,10 +49,9 @@ from flowkit.data.sample import first_per_task
 from flowkit.errors import FlowkitError
 from flowkit.locations import data_path
 from flowkit.model.named_models import KIT_MODEL
+from flowkit.course.results import STUDY_JSON, check_model, load_report, load_table
 
-STUDY_JSON = "pathway_search.json"
 STUDY_TABLE = "pathway_search"
-REGENERATE_STUDY = "python -m flowkit pathway-study"
 #: what a stored study means (bump when a definition changes)
 STUDY_VERSION = 1
 SEARCH_PER_TASK = 10
@@ -160,7 +158,6 @@ def run_pathway_study(
 
     ``results``: the folder of the fidelity report whose learned tasks and sweeps the study reads
     (default ``data/results``); ``out="default"`` writes ``pathway_search.json`` there."""
-    from flowkit.course.results import check_model, load_report, load_table
     from flowkit.data import shipped_questions
     from flowkit.model.videollm import load_videollm
 
@@ -233,14 +230,6 @@ def write_study(path: Path, study: dict, table: pd.DataFrame) -> None:
         atomic_write_json(path, study, indent=1, sort_keys=True, default=float)
 
 
-def load_study(folder: str | os.PathLike | None = None) -> dict:
-    """The stored study (``pathway_search.json``) as a dict."""
-    path = (Path(folder) if folder is not None else data_path("results")) / STUDY_JSON
-    if not path.is_file():
-        raise FlowkitError(f"no stored pathway study ({path.name}); produce it with `{REGENERATE_STUDY}`.")
-    return json.loads(path.read_text())
-
-
 def format_study(study: dict) -> str:
     """A few lines: the found mask's size and accuracy on held-out questions beside the window masks and random."""
     rows = {r["condition"]: r for r in study["held_out"]}
@@ -300,7 +289,6 @@ __all__ = [
     "gradient_vs_exact",
     "held_out_by_task",
     "held_out_summary",
-    "load_study",
     "run_pathway_study",
     "split_questions",
     "study_conditions",

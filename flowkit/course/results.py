@@ -38,6 +38,8 @@ _CHECKED = {
 }
 #: the command that writes each table, where it is not the fidelity run
 _WRITTEN_BY = {"pathway_search": "python -m flowkit pathway-study"}
+#: the pathway study's report (flowkit.course.pathway_study), beside its table
+STUDY_JSON = "pathway_search.json"
 
 
 def regenerate_command(name: str) -> str:
@@ -56,6 +58,16 @@ def load_report(folder: str | os.PathLike | None = None) -> dict:
         raise FlowkitError(
             f"no precomputed results at {path.name} in {path.parent.name}/; "
             f"produce them with `{REGENERATE}` (about half an hour on 2 CPU cores)."
+        )
+    return json.loads(path.read_text())
+
+
+def load_study(folder: str | os.PathLike | None = None) -> dict:
+    """The stored pathway study (``pathway_search.json``, :mod:`flowkit.course.pathway_study`) as a dict."""
+    path = _folder(folder) / STUDY_JSON
+    if not path.is_file():
+        raise FlowkitError(
+            f"no stored pathway study ({path.name}); produce it with `{regenerate_command('pathway_search')}`."
         )
     return json.loads(path.read_text())
 
@@ -152,7 +164,6 @@ def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None, f
         return table
     if name == "pathway_search":
         from flowkit.analysis.pathway_search import MaskCondition, conditions_table
-        from flowkit.course.pathway_study import load_study
 
         study = load_study(folder)
         wanted = set(rows["condition"])
@@ -194,8 +205,6 @@ def _verify(vllm, name: str, n: int, seed: int, atol: float, folder) -> pd.DataF
     report = load_report(folder)
     check_model(vllm, name, report)
     if name == "pathway_search":
-        from flowkit.course.pathway_study import load_study
-
         if load_study(folder).get("fingerprint") != vllm.fingerprint:
             raise StoredResultsMismatch(
                 f"the stored pathway study was computed with another model than this one ({vllm.fingerprint}); "
@@ -229,4 +238,4 @@ def _verify(vllm, name: str, n: int, seed: int, atol: float, folder) -> pd.DataF
     return merged
 
 
-__all__ = ["StoredResultsMismatch", "check_model", "load_report", "load_table", "recompute", "verify"]
+__all__ = ["StoredResultsMismatch", "check_model", "load_report", "load_study", "load_table", "recompute", "verify"]
