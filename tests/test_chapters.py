@@ -458,6 +458,8 @@ def test_later_cells_use_the_students_function_once_it_passes(capsys):
     assert yours_or_reference("gate_bias", blank) is solutions.gate_bias
     assert "not written yet" in capsys.readouterr().out
     assert yours_or_reference("gate_bias", WRONG["gate_bias"]) is solutions.gate_bias
+    assert "does not pass its check yet: gate_bias: wrong on" in capsys.readouterr().out
+    assert yours_or_reference("gate_bias", lambda values, masks: values @ masks) is solutions.gate_bias  # crashes
     assert "does not pass" in capsys.readouterr().out
 
     def mine(values, masks):

@@ -355,3 +355,21 @@ def test_the_search_finds_the_same_mask_under_another_cpus_arithmetic(toy_checkp
     spec, path = run.stdout.strip().splitlines()[-2:]
     assert KnockoutSpec.from_json(spec) == here.spec
     assert path == here.path[["tried", "kept"]].to_json()
+
+
+def test_a_report_counts_a_mask_refused_on_a_prompt_as_wrong_instead_of_failing(toy_fp32):
+    from flowkit.analysis.pathway_search import MaskCondition, conditions_table, summarize_conditions
+
+    from flowkit.intervention.spec import Cut, LayerSet
+
+    into_last = [Gate(g, 0) for g in ("question->last", "other_text->last", "video->last", "last->last")]
+    everything = KnockoutSpec(spec_of(into_last).cuts + (Cut("prefix->last", LayerSet((0,))),))  # last reads nothing
+    table = conditions_table(
+        toy_fp32, planted_samples()[:2], [MaskCondition("found", "all cut", spec=everything)], progress=False
+    )
+    refused = table[table["condition"] == "all cut"]
+    assert refused["refused"].all() and not refused["correct"].any() and refused["p_answer"].isna().all()
+    assert not table[table["condition"] == "full"]["refused"].any()
+    assert summarize_conditions(table).set_index("condition").loc["all cut", "accuracy"] == 0
+    with pytest.raises(Exception, match="pass the % changes"):
+        AccuracyRule(p_margin=5.0).passes([True], [True])

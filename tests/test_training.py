@@ -261,7 +261,8 @@ def test_a_stop_signal_checkpoints_after_the_current_step_and_resuming_finishes_
         return to_device(batch, device)
 
     monkeypatch.setattr(trainer, "to_device", signal_during_the_second_step)
-    train(cfg, split, progress=False)
+    with pytest.raises(trainer.TrainingStopped, match="stopped after step 2"):  # a caller (ab.py) stops too
+        train(cfg, split, progress=False)
     assert signal.getsignal(signal.SIGTERM) is previous  # the handler is given back
     events = [json.loads(line) for line in (split / "log.jsonl").read_text().splitlines()]
     stopped = [e for e in events if e.get("event") == "stopped on request, checkpoint saved"]

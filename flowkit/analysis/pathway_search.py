@@ -352,7 +352,9 @@ class AccuracyRule:
         accuracy = self.lower_bound(masked, full)
         ok = accuracy >= -self.margin - 1e-12
         p_bound = None
-        if self.p_margin is not None and pct_changes is not None and len(pct_changes):
+        if self.p_margin is not None and pct_changes is None:
+            raise FlowkitError("this rule bounds p(answer) (p_margin is set): pass the % changes of p(answer) too")
+        if self.p_margin is not None and len(pct_changes):
             p_bound = self.p_lower_bound(pct_changes)
             ok = ok and p_bound >= -self.p_margin - 1e-9
         return ok, accuracy, p_bound
@@ -511,8 +513,10 @@ class PathwaySearchResult:
         cut: the gates cut, in the order they were accepted; ``kept`` the others.
         scores: one row per gate (:func:`gate_scores`): ``score``, ``agree``, ``n``, ``rank``.
         per_question_scores: one row per (question, gate).
-        path: one row per candidate tried: the gate, whether it was cut, the number of gates cut, the
-            share of edges suppressed (mean over search questions), accuracy and the rule's bound.
+        path: one row per step: ``tried`` (the run of gates tried, JSON), ``kept``, ``gates_cut``,
+            ``suppressed_share`` (mean over search questions), ``checked`` (questions visited: fewer
+            for an early rejection), ``accuracy`` (NaN for an early rejection), the rule's
+            ``lower_bound`` and ``p_lower_bound`` (None without a p(answer) bound) and ``cut_after``.
         rule: the :class:`AccuracyRule`; ``search_samples`` the ids the search saw (never report on them).
         timings: wall seconds of scoring and pruning, and the replays run.
     """
@@ -773,7 +777,9 @@ def conditions_table(
     """One row per (question, condition): ``family``, ``condition`` (the label), ``seed``, ``correct``,
     ``p_answer``, ``pct_change`` (over questions the full model answers correctly) and the exact
     count and share of causal edges (all layers) the condition suppresses. The full model is always
-    the first condition; every question's masks run in one batched replay."""
+    the first condition; every question's masks run in one batched replay. A mask that would leave
+    some query of a prompt with no key is not run there: its row says ``refused``, counts as a wrong
+    answer (-100 %) and has no edge count."""
     conditions = [FULL] + [c for c in conditions if c != FULL]
     labels = [(c.label, c.seed) for c in conditions]
     if len(set(labels)) != len(labels):
@@ -782,12 +788,37 @@ def conditions_table(
     for sample_id, sample in tqdm(_prompts(vllm, samples), desc="conditions", disable=not progress):
         prepared = vllm.prepare_prompt(sample)
         spans = prepared.spans
-        masks = [c.masks(spans, num_layers) for c in conditions]
-        answers = vllm.session(prepared).answers(masks)
+        masks = []
+        for c in conditions:
+            try:
+                masks.append(c.masks(spans, num_layers))
+            except KnockoutError:  # e.g. a found mask that leaves a query of this prompt no key
+                masks.append(None)
+        runnable = [m for m in masks if m is not None]
+        answers = iter(vllm.session(prepared).answers(runnable))
+        answers = [next(answers) if m is not None else None for m in masks]
         clean, truth = answers[0], spans.true_option
         n = spans.seq_len
         total = n * (n + 1) // 2 * num_layers
         for condition, m, dist in zip(conditions, masks, answers):
+            if dist is None:
+                rows.append(
+                    {
+                        "sample": sample_id,
+                        "task": getattr(sample, "task", ""),
+                        "family": condition.family,
+                        "condition": condition.label,
+                        "seed": condition.seed,
+                        "correct": False,
+                        "p_answer": float("nan"),
+                        "pct_change": -100.0 if clean.is_correct(prediction) else np.nan,
+                        "edges_total": total,
+                        "edges_kept": np.nan,
+                        "suppressed_share": np.nan,
+                        "refused": True,
+                    }
+                )
+                continue
             cut = sum(int(x.sum()) for x in m.values()) if m else 0
             rows.append(
                 {
@@ -806,6 +837,7 @@ def conditions_table(
                     "edges_total": total,
                     "edges_kept": total - cut,
                     "suppressed_share": cut / total,
+                    "refused": False,
                 }
             )
     table = pd.DataFrame(rows)

@@ -25,6 +25,7 @@ held-out question and mask) into ``data/results``. ``flowkit.course.results.veri
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ from flowkit.analysis.pathway_search import (
     single_gate_effects,
     summarize_conditions,
 )
-from flowkit.atomic_files import atomic_paths, atomic_write_json
+from flowkit.atomic_files import atomic_paths
 from flowkit.data.sample import first_per_task
 from flowkit.errors import FlowkitError
 from flowkit.locations import data_path
@@ -223,11 +224,11 @@ def write_study(path: Path, study: dict, table: pd.DataFrame) -> None:
     import gzip
 
     csv = path.parent / f"{STUDY_TABLE}.csv.gz"
-    with atomic_paths([csv]) as (tmp,):
+    with atomic_paths([csv, path]) as (tmp_csv, tmp_json):
         text = table.to_csv(index=False, float_format="%.9g", lineterminator="\n").encode()
-        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+        with open(tmp_csv, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
             packed.write(text)
-        atomic_write_json(path, study, indent=1, sort_keys=True, default=float)
+        Path(tmp_json).write_text(json.dumps(study, indent=1, sort_keys=True, default=float))
 
 
 def format_study(study: dict) -> str:

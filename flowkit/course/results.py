@@ -126,7 +126,7 @@ def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None, f
     missing = [i for i in ids if i not in samples]
     if missing:
         raise StoredResultsMismatch(
-            f"samples {missing} are not in the question set; regenerate the results with `{REGENERATE}`."
+            f"samples {missing} are not in the question set; regenerate the results with `{regenerate_command(name)}`."
         )
     chosen = [samples[i] for i in ids]
     if name in ("sweeps", "control_cross_frame"):

@@ -125,7 +125,13 @@ def main(argv=None) -> int:
         )
     except ValueError as error:
         parser.error(str(error))
-    result = train(config, args.run_dir, stop_after=args.stop_after)
+    from flowkit.smol_video.training.trainer import TrainingStopped
+
+    try:
+        result = train(config, args.run_dir, stop_after=args.stop_after)
+    except TrainingStopped as stopped:
+        print(stopped)
+        return 130
     print(json.dumps(result, indent=2))
     return 0
 

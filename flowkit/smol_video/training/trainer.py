@@ -560,6 +560,7 @@ def train(
                     record["eval"] = last_eval
                     record["eval_seconds"] = round(time.time() - eval_started, 2)
                     _save(ckpt_path, trainable, optimizer, step, config, train_seconds)
+                    last_saved = time.time()
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{record['loss']:.3f}")
@@ -592,7 +593,17 @@ def train(
         )
     log.close()
     _save(ckpt_path, trainable, optimizer, step, config, train_seconds)
+    if stop_requested:
+        raise TrainingStopped(step, run_dir)
     return last_eval
+
+
+class TrainingStopped(RuntimeError):
+    """A run stopped on request (SIGTERM / SIGINT) after a step, with its checkpoint saved."""
+
+    def __init__(self, step: int, run_dir):
+        super().__init__(f"stopped after step {step} with a checkpoint in {run_dir}; run the same command to resume")
+        self.step = step
 
 
 def _stop_on_signals(flag: list) -> dict:
