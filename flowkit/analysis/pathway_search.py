@@ -801,45 +801,25 @@ def conditions_table(
         n = spans.seq_len
         total = n * (n + 1) // 2 * num_layers
         for condition, m, dist in zip(conditions, masks, answers):
-            if dist is None:
-                rows.append(
-                    {
-                        "sample": sample_id,
-                        "task": getattr(sample, "task", ""),
-                        "family": condition.family,
-                        "condition": condition.label,
-                        "seed": condition.seed,
-                        "correct": False,
-                        "p_answer": float("nan"),
-                        "pct_change": -100.0 if clean.is_correct(prediction) else np.nan,
-                        "edges_total": total,
-                        "edges_kept": np.nan,
-                        "suppressed_share": np.nan,
-                        "refused": True,
-                    }
+            row = {
+                "sample": sample_id,
+                "task": getattr(sample, "task", ""),
+                "family": condition.family,
+                "condition": condition.label,
+                "seed": condition.seed,
+                "edges_total": total,
+            }
+            if dist is None:  # refused on this prompt: a wrong answer, -100 %, no edge count
+                row.update(correct=False, p_answer=float("nan"), edges_kept=np.nan, suppressed_share=np.nan)
+                row.update(pct_change=-100.0 if clean.is_correct(prediction) else np.nan, refused=True)
+            else:
+                cut = sum(int(x.sum()) for x in m.values()) if m else 0
+                change = (
+                    percent_change(clean.probs[truth], dist.probs[truth]) if clean.is_correct(prediction) else np.nan
                 )
-                continue
-            cut = sum(int(x.sum()) for x in m.values()) if m else 0
-            rows.append(
-                {
-                    "sample": sample_id,
-                    "task": getattr(sample, "task", ""),
-                    "family": condition.family,
-                    "condition": condition.label,
-                    "seed": condition.seed,
-                    "correct": bool(dist.is_correct(prediction)),
-                    "p_answer": float(dist.probs[truth]),
-                    "pct_change": (
-                        percent_change(clean.probs[truth], dist.probs[truth])
-                        if clean.is_correct(prediction)
-                        else np.nan
-                    ),
-                    "edges_total": total,
-                    "edges_kept": total - cut,
-                    "suppressed_share": cut / total,
-                    "refused": False,
-                }
-            )
+                row.update(correct=bool(dist.is_correct(prediction)), p_answer=float(dist.probs[truth]))
+                row.update(pct_change=change, edges_kept=total - cut, suppressed_share=cut / total, refused=False)
+            rows.append(row)
     table = pd.DataFrame(rows)
     table["seed"] = table["seed"].astype("Int64")
     return table
