@@ -1,10 +1,12 @@
-"""End to end: chapter 01's KnockoutGrid in real JupyterLab, driven by headless Chromium.
+"""End to end: chapter 01's KnockoutGrid and PredictReveal in real JupyterLab, driven by headless Chromium.
 
 The test copies ``notebooks/01_cross_frame.ipynb`` (outputs cleared) into a temporary
 folder, starts JupyterLab on loopback with a token, runs the whole chapter from the Run
 menu, reads which bench question the grid shows, shift-clicks the grid cell whose 9-layer
 window knockout moves that answer most, and checks that the answer the page SHOWS equals, to the displayed
-precision, what flowkit computes in this process for the same spec, model and question.
+precision, what flowkit computes in this process for the same spec, model and question. Then it
+clicks a guess onto the chapter's predict-then-reveal chart, presses Reveal, and checks that the page
+shows the curve and the verdict flowkit computes for that guess.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package; skipped
 (with the install line) when they are missing. A screenshot goes to ``$FLOWKIT_ARTIFACTS``
@@ -364,6 +366,24 @@ def test_chapter_01_grid_shows_the_answer_flowkit_computes(tmp_path):
         artifacts = _artifacts()
         grid.screenshot(str(artifacts / "knockout_grid.png"))
         driver.save_screenshot(str(artifacts / "knockout_grid_jupyterlab.png"))
+
+        # predict, then reveal: a click on the empty axes places a guess, Reveal shows the curve and the verdict
+        predict = wait(EC.presence_of_element_located((By.CSS_SELECTOR, ".fk-predict")), "the PredictReveal widget")
+        plot = predict.find_element(By.CSS_SELECTOR, "svg.fk-svg")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", plot)
+        assert not predict.find_elements(By.CSS_SELECTOR, "[data-role='curve']"), "the curve shows before the reveal"
+        ActionChains(driver).move_to_element_with_offset(
+            plot, -plot.size["width"] // 5, plot.size["height"] // 6
+        ).click().perform()
+        guess_mark = wait(
+            EC.presence_of_element_located((By.CSS_SELECTOR, ".fk-predict [data-role='guess']")), "the guess mark"
+        )
+        guess = (float(guess_mark.get_attribute("data-x")), float(guess_mark.get_attribute("data-y")))
+        click((By.CSS_SELECTOR, ".fk-predict [data-role='reveal']"), "the Reveal button")
+        wait(lambda d: d.find_element(By.CSS_SELECTOR, ".fk-predict [data-role='verdict']").text.strip(), "the verdict")
+        verdict = driver.find_element(By.CSS_SELECTOR, ".fk-predict [data-role='verdict']").text.strip()
+        revealed_curve = bool(predict.find_elements(By.CSS_SELECTOR, "[data-role='curve']"))
+        predict.screenshot(str(artifacts / "predict_reveal.png"))
     finally:
         if driver is not None:
             driver.quit()
@@ -383,6 +403,13 @@ def test_chapter_01_grid_shows_the_answer_flowkit_computes(tmp_path):
         assert abs(before[letter] - 100 * clean.option_probs[i]) <= DISPLAY_TOLERANCE, (letter, before, clean)
         assert abs(after[letter] - 100 * expected.option_probs[i]) <= DISPLAY_TOLERANCE, (letter, after, expected)
     assert after != before, "the shown answer did not change after the click"
+    from flowkit.analysis import experiments
+    from flowkit.course.predictions import CurveQuestion
+    from flowkit.course.results import load_table
+
+    sweeps = load_table("sweeps")
+    pooled = experiments.curves_with_ci(sweeps[sweeps["edge_group"] == "cross_frame"], chapters.learned_tasks())
+    assert revealed_curve and verdict == CurveQuestion.deepest(pooled).reveal(*guess)["verdict"], (guess, verdict)
     base = clean.predicted
     pct = 100 * (expected.probs[base] - clean.probs[base]) / clean.probs[base]
     match = re.fullmatch(r"p\((\w)\) ([+−±])(\d+\.\d)\s*%", pct_text)

@@ -51,3 +51,32 @@ def test_saved_widgets_are_pictures(chapter):
             data = output.get("data", {})
             if "application/vnd.jupyter.widget-view+json" in data:
                 assert "image/png" in data, f"{chapter.name}: a widget output without its PNG snapshot"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda path: path.stem)
+def test_run_all_goes_through_and_no_solution_is_saved(chapter):
+    """No cell is expected to raise (an exercise left blank says so and later cells use the reference),
+    every exercise is used by a later cell, and no saved output shows a reference solution's body."""
+    import inspect
+    import re
+
+    from flowkit.course import solutions
+
+    cells = json.loads(chapter.read_text())["cells"]
+    code = ["".join(cell["source"]) for cell in cells if cell["cell_type"] == "code"]
+    assert not any("raises-exception" in cell.get("metadata", {}).get("tags", []) for cell in cells), chapter.name
+    assert not any(re.search(r"^\s*show_solution\(", source, re.M) for source in code), (
+        f"{chapter.name}: a solution is printed by a cell (a markdown hint says how to show it)"
+    )
+    exercises = re.findall(r'^exercise\("(\w+)"', "\n".join(code), re.M)
+    assert exercises, chapter.name
+    for name in exercises:
+        position = next(i for i, source in enumerate(code) if f'exercise("{name}"' in source)
+        assert any(f'use("{name}")' in source for source in code[position + 1 :]), (
+            f"{chapter.name}: no later cell uses the student's {name}"
+        )
+        body = inspect.getsource(getattr(solutions, name)).split('"""')[-1].strip().splitlines()[0].strip()
+        for cell in cells:
+            for output in cell.get("outputs", []):
+                text = "".join(output.get("text", "")) + "".join(output.get("data", {}).get("text/plain", ""))
+                assert body not in text, f"{chapter.name}: a saved output shows the solution of {name}"

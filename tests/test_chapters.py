@@ -263,6 +263,10 @@ def test_a_chapter_goes_on_after_a_mismatch_with_one_note(fidelity_run, toy_nf4,
     from flowkit.course.results import load_table, verify
 
     _, folder, _ = fidelity_run
+    checked = verify(letters_fp32, "accuracy", n=1, folder=folder, on_mismatch="note")
+    line = capsys.readouterr().out
+    assert line.startswith(f"verify 'accuracy': {len(checked)} stored row") and line.count("\n") == 1
+    assert "recomputed now; largest difference" in line
     assert verify(toy_nf4, "accuracy", n=1, folder=folder, on_mismatch="note") is None
     note = capsys.readouterr().out
     assert note.startswith("Note: the table 'accuracy' was computed with a model whose fingerprint is")
@@ -449,21 +453,31 @@ def test_chapters_use_the_learned_tasks_of_the_stored_report():
         assert (table.loc[task, "lo"], table.loc[task, "hi"]) == pytest.approx((lo, hi))
 
 
-def test_later_cells_use_the_students_function_once_it_passes(capsys):
-    from flowkit.course.exercises import yours_or_reference
+def test_an_exercise_cell_never_raises_and_later_cells_use_what_passed(capsys):
+    from flowkit.course.exercises import exercise, use
 
-    def blank(values, masks):
-        raise NotImplementedError("Exercise 4.5")
+    def blank(p_base, p_new):
+        raise NotImplementedError("Exercise 1.2")
 
-    assert yours_or_reference("gate_bias", blank) is solutions.gate_bias
-    assert "not written yet" in capsys.readouterr().out
-    assert yours_or_reference("gate_bias", WRONG["gate_bias"]) is solutions.gate_bias
-    assert "does not pass its check yet: gate_bias: wrong on" in capsys.readouterr().out
-    assert yours_or_reference("gate_bias", lambda values, masks: values @ masks) is solutions.gate_bias  # crashes
-    assert "does not pass" in capsys.readouterr().out
+    exercise("percent_change", blank)
+    out = capsys.readouterr().out
+    assert out.startswith("✗ percent_change: not written yet") and "reference percent_change" in out
+    assert use("percent_change") is solutions.percent_change
+    assert "the reference percent_change" in capsys.readouterr().out
+    exercise("percent_change", WRONG["percent_change"])
+    out = capsys.readouterr().out
+    assert out.startswith("✗ percent_change: wrong on") and "expected:" in out
+    exercise("percent_change", lambda p_base, p_new: [][1])  # crashes: said, not raised
+    assert "it raised IndexError" in capsys.readouterr().out
 
-    def mine(values, masks):
-        return solutions.gate_bias(values, masks)
+    def mine(p_base, p_new):
+        return 100.0 * (p_new - p_base) / p_base
 
-    assert yours_or_reference("gate_bias", mine) is mine
-    assert capsys.readouterr().out.strip() == "using your gate_bias below"
+    exercise("percent_change", mine)
+    assert capsys.readouterr().out.startswith("✓ percent_change: ")
+    assert use("percent_change") is mine
+    assert capsys.readouterr().out.strip() == "(your percent_change)"
+    exercise("percent_change", blank)  # a later failing attempt goes back to the reference
+    assert use("percent_change") is solutions.percent_change
+    with pytest.raises(KeyError, match="no exercise called"):
+        use("nope")

@@ -15,7 +15,7 @@ import anywidget
 import traitlets
 from PIL import Image
 
-from flowkit import KnockoutError, KnockoutSpec, LayerSet, LayerWindow, block_masks
+from flowkit import FlowkitError, KnockoutError, KnockoutSpec, LayerSet, LayerWindow, block_masks
 from flowkit.data import Sample
 from flowkit.views.thumbnails import frame_thumbnails
 from flowkit.views.view_models import (
@@ -456,7 +456,14 @@ def test_views_are_files_anywidget_can_watch_and_sync_only_what_changes():
 
     from widgets import OfflineChart
 
-    for widget_class, stem in ((KnockoutGrid, "knockout_grid"), (LensView, "lens_view"), (FlowCurves, "flow_curves")):
+    from widgets import PredictReveal
+
+    for widget_class, stem in (
+        (KnockoutGrid, "knockout_grid"),
+        (LensView, "lens_view"),
+        (FlowCurves, "flow_curves"),
+        (PredictReveal, "predict_reveal"),
+    ):
         for key, suffix in (("_esm", "js"), ("_css", "css")):
             contents = getattr(widget_class, key)
             assert isinstance(contents, FileContents) and contents._path.name == f"{stem}.{suffix}", (widget_class, key)
@@ -468,6 +475,7 @@ def test_views_are_files_anywidget_can_watch_and_sync_only_what_changes():
     assert _synced(KnockoutGrid) == {"spec_json", "scale", "window_size", "view", "setup"}
     assert _synced(LensView) == {"kind", "layer", "spec_json", "table", "setup"}
     assert _synced(FlowCurves) == {"series", "task", "hidden"}
+    assert _synced(PredictReveal) == {"guess", "revealed", "result", "setup"}
 
 
 def test_static_setup_is_sent_once(grid):
@@ -492,3 +500,67 @@ def test_lens_view_model_reads_both_lenses_once(toy_fp32, prepared):
     assert setup["thumbnails"] == [] and set(setup["kind_colors"]) == {"spatial", "temporal"}
     with pytest.raises(KnockoutError, match="no key to attend to"):
         applicable_spec(KnockoutSpec.single("prefix->prefix", "0").to_json(), prepared.spans, 4)
+
+
+# ------------------------------------------------------------------- predict, then reveal
+
+
+def trough_curve() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "center": range(8),
+            "pct_change": [-5.0, -12.0, -31.0, -28.0, -9.0, -2.0, 0.5, 1.0],
+            "lo": [-9.0, -18.0, -41.0, -37.0, -15.0, -5.0, -1.0, -1.0],
+            "hi": [-1.0, -6.0, -21.0, -19.0, -3.0, 1.0, 2.0, 3.0],
+        }
+    )
+
+
+def test_a_prediction_sees_no_data_before_the_reveal_and_says_how_far_off_it_was():
+    from flowkit.course.predictions import CurveQuestion
+    from widgets import PredictReveal
+
+    question = CurveQuestion.deepest(trough_curve())
+    setup = question.setup()
+    sent = json.dumps(setup)
+    assert "-31" not in sent and "-28" not in sent  # the axes only: no value of the curve
+    assert setup["x_values"] == [float(c) for c in range(8)] and setup["y_domain"][0] < -41
+    widget = PredictReveal(question)
+    widget.revealed = True  # nothing to reveal without a guess
+    assert not widget.revealed and widget.result == {}
+    widget.guess = {"x": 4.4, "y": -20}
+    assert widget.guess == {"x": 4.0, "y": -20.0} and widget.result == {}  # snapped to a window centre, still hidden
+    widget.revealed = True
+    result = widget.result
+    assert result["truth"] == {"x": 2.0, "y": -31.0, "lo": -41.0, "hi": -21.0}
+    assert result["dx"] == 2.0 and result["dy"] == pytest.approx(11.0)
+    assert "2 layers later" in result["verdict"] and "11.0 % too high" in result["verdict"]
+    assert "2, 3 (a tie" in result["verdict"]  # window 3's interval reaches the lowest mean
+    assert len(result["points"]) == 8
+    widget.revealed = False
+    assert widget.result == {}
+    again = widget.reveal(2, -35)
+    assert again["inside_interval"] and "the same place" in again["verdict"]
+    assert _bundle_png(widget).size[0] > 300
+
+
+def test_a_value_question_and_bad_questions():
+    from flowkit.course.predictions import CurveQuestion
+
+    curve = pd.DataFrame(
+        {"kept": [25.0, 50.0, 75.0], "accuracy": [0.49, 0.35, 0.34], "lo": [0.45, 0.31, 0.30], "hi": [0.53, 0.40, 0.39]}
+    )
+    question = CurveQuestion.value_at(
+        curve, at=50, x="kept", y="accuracy", y_scale=100, x_title="kept (%)", y_title="accuracy (%)"
+    )
+    result = question.reveal(None, 60)
+    assert result["truth"]["y"] == pytest.approx(35.0) and result["guess"] == {"x": 50.0, "y": 60.0}
+    assert "25.0 % too high" in result["verdict"]
+    with pytest.raises(FlowkitError, match="no point at kept = 40"):
+        CurveQuestion.value_at(curve, at=40, x="kept", y="accuracy", x_title="", y_title="")
+    with pytest.raises(FlowkitError, match="no column 'pct'"):
+        CurveQuestion.deepest(curve, x="kept", y="pct")
+    with pytest.raises(FlowkitError, match="no points"):
+        CurveQuestion.deepest(trough_curve().iloc[:0])
+    with pytest.raises(FlowkitError, match="finite number"):
+        CurveQuestion.deepest(trough_curve()).reveal(2, float("nan"))

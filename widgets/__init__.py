@@ -5,6 +5,8 @@
 - :class:`FlowCurves` — the paper's % change vs window-centre curves, one task at a time.
 - :class:`PathwaySliders` — move the effective-pathway windows, measure edges kept and accuracy
   (ipywidgets sliders; the computation is :func:`flowkit.analysis.experiments.pathway_summary`).
+- :class:`PredictReveal` — place a guess on empty axes, then reveal the curve and how far off it was
+  (the computation is :class:`flowkit.course.predictions.CurveQuestion`).
 - :func:`interactive` / :class:`OfflineChart` — an altair chart you can hover and click, offline,
   with a PNG for saved notebooks.
 
@@ -19,5 +21,15 @@ from widgets.knockout_grid import KnockoutGrid
 from widgets.lens_view import LensView
 from widgets.offline_chart import OfflineChart, interactive, show
 from widgets.pathway_sliders import PathwaySliders
+from widgets.predict_reveal import PredictReveal
 
-__all__ = ["FlowCurves", "KnockoutGrid", "LensView", "OfflineChart", "PathwaySliders", "interactive", "show"]
+__all__ = [
+    "FlowCurves",
+    "KnockoutGrid",
+    "LensView",
+    "OfflineChart",
+    "PathwaySliders",
+    "PredictReveal",
+    "interactive",
+    "show",
+]

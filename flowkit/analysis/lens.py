@@ -56,6 +56,13 @@ def final_norm(vllm):
 
 
 @torch.inference_mode()
+def lm_head(vllm):
+    """The language model's output head (``lm_head``) as a function of float hidden states: logits
+    ``(..., vocab)`` in float32 (4-bit weights dequantized once)."""
+    weight = _lm_head_weight(vllm)
+    return lambda hidden: hidden.float() @ weight.T
+
+
 def logit_lens(vllm, hidden: torch.Tensor) -> torch.Tensor:
     """Logits (``..., vocab``) of hidden states through the final norm and ``lm_head``."""
     return final_norm(vllm)(hidden) @ _lm_head_weight(vllm).T

@@ -6,6 +6,10 @@ cases and compares it with the kit's own implementation, raising an ``AssertionE
 that says what differed; ``show_solution(name)`` prints the reference solution (kept once,
 in :mod:`flowkit.course.solutions`) and checks it.
 
+In a chapter, ``exercise(name, fn)`` runs the same check but never raises (✓, or ✗ and what
+differed), so Run All goes through; later cells call ``use(name)``: the student's function once
+it has passed, the reference until then, and a line saying which.
+
 >>> from flowkit.course.exercises import check, show_solution
 >>> check("percent_change", lambda p_base, p_new: 100 * (p_new - p_base) / p_base)
 ✓ percent_change: 4 cases passed
@@ -620,25 +624,57 @@ def check(name: str, fn) -> None:
     _done(name, _CHECKS[name](fn))
 
 
-def yours_or_reference(name: str, fn):
-    """The function later cells should use: ``fn`` (the student's) if it passes exercise ``name``'s
-    check, else the reference solution; prints one line saying which."""
+def _outcome(name: str, fn) -> tuple[bool, str]:
+    """``(passed, what to print)``: exercise ``name``'s check on ``fn``, never raising."""
     import contextlib
     import io
 
+    out = io.StringIO()
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(out):
             check(name, fn)
+    except NotImplementedError:
+        return False, "not written yet"
+    except AssertionError as why:
+        message = str(why).strip() or "it does not pass its check"
+        return False, message.removeprefix(f"{name}: ")
     except Exception as why:  # noqa: BLE001 - a student's function may fail in any way
-        if isinstance(why, NotImplementedError):
-            reason = "it is not written yet"
-        else:
-            first = (str(why).strip().splitlines() or [type(why).__name__])[0]
-            reason = f"it does not pass its check yet: {first}"
-        print(f"using the reference {name} below ({reason}); once yours passes, rerun this cell to use yours")
-        return getattr(solutions, name)
-    print(f"using your {name} below")
-    return fn
+        return False, f"it raised {type(why).__name__}: {why}".strip()
+    return True, out.getvalue().strip()
+
+
+#: exercise name -> the student's function, once it has passed (filled by :func:`exercise`)
+_PASSED: dict = {}
+
+
+def exercise(name: str, fn) -> None:
+    """A chapter's exercise cell: check the student's ``fn`` and say how it went, never raising.
+
+    ✓ and the cases passed, or ✗ and what differed (or "not written yet"), then which function
+    later cells get from :func:`use` -- yours once it passes, the reference until then -- so Run
+    All goes through a chapter whether or not its exercises are done.
+    """
+    passed, message = _outcome(name, fn)
+    if passed:
+        _PASSED[name] = fn
+        print(f"{message}\nlater cells use your {name}")
+        return
+    _PASSED.pop(name, None)
+    first, *rest = message.splitlines()
+    print("\n".join([f"✗ {name}: {first}", *rest]))
+    print(f"later cells use the reference {name} until yours passes (show_solution({name!r}) prints it)")
+
+
+def use(name: str):
+    """The function a later cell should call for exercise ``name``: the student's once
+    :func:`exercise` has passed it, else the reference solution; prints one line saying which."""
+    if name not in _CHECKS:
+        raise KeyError(f"no exercise called {name!r}; the exercises are {', '.join(sorted(_CHECKS))}")
+    if name in _PASSED:
+        print(f"(your {name})")
+        return _PASSED[name]
+    print(f"(the reference {name}: yours has not passed exercise {name!r} yet)")
+    return getattr(solutions, name)
 
 
 def solution_source(name: str) -> str:
@@ -654,4 +690,4 @@ def show_solution(name: str) -> None:
     check(name, getattr(solutions, name))
 
 
-__all__ = ["check", "show_solution", "solution_source", "yours_or_reference"]
+__all__ = ["check", "exercise", "show_solution", "solution_source", "use"]

@@ -185,12 +185,21 @@ def verify(
     ``atol``: ``on_mismatch="raise"`` (default) raises :class:`StoredResultsMismatch`, saying
     how to regenerate; ``on_mismatch="note"`` (what the chapters use) prints that in one
     paragraph instead and returns ``None``, so the chapter goes on — with stored numbers
-    that are labelled as another model's, and live cells computed with yours.
+    that are labelled as another model's, and live cells computed with yours; when the entries
+    match it prints one line saying what was recomputed and the largest difference.
     """
     if on_mismatch not in ("raise", "note"):
         raise FlowkitError(f"on_mismatch must be 'raise' or 'note', got {on_mismatch!r}")
     try:
-        return _verify(vllm, name, n, seed, atol, folder)
+        checked = _verify(vllm, name, n, seed, atol, folder)
+        if on_mismatch == "note":
+            questions = checked["sample"].nunique() if "sample" in checked.columns else len(checked)
+            print(
+                f"verify {name!r}: {len(checked)} stored row{'s' if len(checked) != 1 else ''} "
+                f"({questions} question{'s' if questions != 1 else ''}) recomputed now; largest difference "
+                f"{float(checked['max_abs_diff'].max()):.1e} (tolerance {atol:g}): the stored table is this model's"
+            )
+        return checked
     except StoredResultsMismatch as mismatch:
         if on_mismatch == "raise":
             raise

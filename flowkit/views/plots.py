@@ -834,6 +834,43 @@ def faithfulness_curve(df: pd.DataFrame) -> alt.LayerChart:
     return projector(chart.properties(title="Faithfulness: accuracy against edges suppressed (95 % intervals)"))
 
 
+def prediction(setup: dict, guess: dict | None = None, result: dict | None = None, title: str = "") -> alt.LayerChart:
+    """A predict-then-reveal picture: the axes, the student's guess (an orange cross) and, once revealed,
+    the curve with its 95 % band and the point asked about (a black ring).
+
+    Args:
+        setup: :meth:`flowkit.course.predictions.CurveQuestion.setup`.
+        guess: ``{"x", "y"}`` (None: no guess yet).
+        result: :meth:`~flowkit.course.predictions.CurveQuestion.reveal` (None: not revealed; the
+            picture then shows no data).
+    """
+    x = alt.X("x:Q", title=setup["x_title"], scale=alt.Scale(domain=setup["x_domain"], nice=False))
+    y = alt.Y("y:Q", title=setup["y_title"], scale=alt.Scale(domain=setup["y_domain"], nice=False))
+    frame = pd.DataFrame({"x": setup["x_domain"], "y": setup["y_domain"]})
+    layers = [alt.Chart(frame).mark_point(opacity=0).encode(x=x, y=y)]
+    if setup.get("at") is not None:
+        layers.append(
+            alt.Chart(pd.DataFrame({"x": [setup["at"]]})).mark_rule(strokeDash=[6, 4], color="#555").encode(x=x)
+        )
+    if result is not None:
+        points = pd.DataFrame(result["points"])
+        if {"lo", "hi"} <= set(points.columns):
+            layers.append(alt.Chart(points).mark_area(opacity=0.2, color=AFTER_COLOR).encode(x=x, y="lo:Q", y2="hi:Q"))
+        layers.append(alt.Chart(points).mark_line(point=True, color=AFTER_COLOR).encode(x=x, y=y))
+        truth = pd.DataFrame([result["truth"]])
+        layers.append(alt.Chart(truth).mark_point(size=400, color="black", strokeWidth=3).encode(x=x, y=y))
+        guess = result["guess"]
+    if guess is not None:
+        layers.append(
+            alt.Chart(pd.DataFrame([guess]))
+            .mark_point(shape="cross", size=400, filled=True, color=OKABE_ITO["orange"])
+            .encode(x=x, y=y)
+        )
+    if not title:
+        title = "revealed: the curve (blue), your guess (orange cross)" if result else setup["prompt"]
+    return projector(alt.layer(*layers).properties(width=520, height=300, title=title))
+
+
 def gate_map(df: pd.DataFrame, title: str = "Which gates the search kept") -> alt.Chart:
     """One cell per gate (edge group x layer): kept or cut, with the attribution score in the tooltip.
 
