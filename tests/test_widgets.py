@@ -17,6 +17,7 @@ from PIL import Image
 
 from flowkit import FlowkitError, KnockoutError, KnockoutSpec, LayerSet, LayerWindow, block_masks
 from flowkit.data import Sample
+from flowkit.data.vocab import word_bag_words
 from flowkit.views.thumbnails import frame_thumbnails
 from flowkit.views.view_models import (
     AnswerExplorer,
@@ -340,7 +341,15 @@ def test_lens_view_state_and_words(toy_fp32, prepared):
     view = LensView(toy_fp32, prepared, frames=frames, k=3, top=2)
     assert view.num_layers == 4 and len(view.setup["thumbnails"]) == len(view.frame_labels) == 8
     assert set(view.table) == {"embedding", "logit"} and len(view.table["logit"]) == 4
-    expected = lens_view_table(frame_top_words(toy_fp32, prepared, "logit", k=3), 4, 8, top=2)
+    assert view.setup["ranked"].startswith("words ranked within the closed list 'kit'")
+    spatial, temporal = word_bag_words("kit")
+    closed = {w.lower() for w in spatial + temporal}
+    assert set(frame_top_words(toy_fp32, prepared, "logit", k=3, bag="kit")["token"].str.lower()) <= closed
+    whole = LensView(toy_fp32, prepared, k=3, top=2, bag=None)
+    assert whole.table["logit"] == lens_view_table(frame_top_words(toy_fp32, prepared, "logit", k=3), 4, 8, top=2)
+    with pytest.raises(FlowkitError, match="unknown word list 'nope'"):
+        LensView(toy_fp32, prepared, bag="nope")
+    expected = lens_view_table(frame_top_words(toy_fp32, prepared, "logit", k=3, bag="kit"), 4, 8, top=2)
     view.kind, view.layer = "logit", 2
     assert view.words() == expected[2]
     with pytest.raises(traitlets.TraitError, match="0..3"):

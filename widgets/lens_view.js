@@ -32,14 +32,16 @@ function render({ model, el }) {
     h("button", { class: "fk-button", type: "button", "data-kind": kind, title: tip, text: label }));
   const slider = h("input", { class: "fk-slider", type: "range", min: "0", step: "1", "aria-label": "layer" });
   const layerLabel = h("span", { class: "fk-layer-label", "data-role": "layer" });
-  const setup = model.get("setup"); // sent once: num_layers, frame_labels, thumbnails, kind_colors, question
+  const setup = model.get("setup"); // sent once: num_layers, frame_labels, thumbnails, kind_colors, question, ranked
   const colors = setup.kind_colors;
   const legend = h("div", { class: "fk-legend" }, [
     badge("spatial", colors), " spatial word  ", badge("temporal", colors), " temporal word",
   ]);
   const frames = h("div", { class: "fk-frames", "data-role": "frames" });
+  const ranked = h("div", { class: "fk-ranked", "data-role": "ranked", text: setup.ranked || "" });
   root.append(
     title,
+    ranked,
     h("div", { class: "fk-toolbar" }, [...lensButtons, h("label", { class: "fk-label" }, [slider, layerLabel])]),
     frames,
     legend,

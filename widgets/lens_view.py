@@ -27,7 +27,10 @@ class LensView(Snapshot, anywidget.AnyWidget):
     read through both lenses (:func:`flowkit.analysis.lens.frame_top_words`): the **embedding
     lens** (hidden · Eᵀ, no norm — the paper's lens for video tokens) and the **logit
     lens** (final norm + ``lm_head``). For each frame the view lists the words found most
-    often among its tokens' top ``k`` words; "×n" says in how many of the frame's tokens.
+    often among its tokens' top ``k`` words; "×n" says in how many of the frame's tokens. By default
+    the lenses rank only the closed word list ``bag="kit"`` (the question set's spatial and temporal
+    words, :data:`flowkit.data.vocab.WORD_BAGS`), so the view answers "spatial or temporal?";
+    ``bag=None`` ranks the whole vocabulary, where rare word pieces come first.
     Spatial words are marked S (blue), temporal words T (orange), as listed in
     :mod:`flowkit.data.vocab`.
 
@@ -67,12 +70,19 @@ class LensView(Snapshot, anywidget.AnyWidget):
         k: int = 5,
         top: int = 5,
         frames=None,
+        bag: str | None = "kit",
         **kwargs,
     ):
+        from flowkit.data.vocab import WORD_BAGS
+
+        if bag is not None and bag not in WORD_BAGS:
+            raise FlowkitError(
+                f"unknown word list {bag!r}: choose one of {sorted(WORD_BAGS)}, or None for the whole vocabulary"
+            )
         prepared, frames, _options, question = resolve_prompt(vllm, prompt, frames)
-        self._vllm, self._prepared, self._k, self._top = vllm, prepared, k, top
+        self._vllm, self._prepared, self._k, self._top, self._bag = vllm, prepared, k, top, bag
         self.top_words: dict = {}
-        super().__init__(setup=lens_setup(prepared.spans, vllm.num_layers, frames, question), kind=kind, **kwargs)
+        super().__init__(setup=lens_setup(prepared.spans, vllm.num_layers, frames, question, bag), kind=kind, **kwargs)
         self.layer = layer
         self.spec_json = (spec if spec is not None else KnockoutSpec()).to_json()
         self._compute()  # also when ``spec`` equals the default and no change was observed
@@ -109,7 +119,7 @@ class LensView(Snapshot, anywidget.AnyWidget):
     def _compute(self) -> None:
         """One forward pass under the spec, read through both lenses."""
         self.top_words, self.table = lens_tables(
-            self._vllm, self._prepared, KnockoutSpec.from_json(self.spec_json), self._k, self._top
+            self._vllm, self._prepared, KnockoutSpec.from_json(self.spec_json), self._k, self._top, self._bag
         )
 
     def snapshot_chart(self):
@@ -118,7 +128,7 @@ class LensView(Snapshot, anywidget.AnyWidget):
 
         return lens_words(
             self.words(),
-            f"LensView: {self.kind} lens after layer {self.layer} "
+            f"LensView: {self.kind} lens after layer {self.layer}, {self.setup['ranked'].split(':')[0]} "
             "(a static picture: run the notebook to move the slider)",
             list(self.frame_labels) or None,
         )

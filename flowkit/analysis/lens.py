@@ -169,7 +169,15 @@ def _check_kind(kind: str) -> str:
     return kind
 
 
-def frame_top_words(vllm, prepared, kind: str = "embedding", k: int = 5, spec: KnockoutSpec | None = None, cache=None):
+def frame_top_words(
+    vllm,
+    prepared,
+    kind: str = "embedding",
+    k: int = 5,
+    spec: KnockoutSpec | None = None,
+    cache=None,
+    bag: str | None = None,
+):
     """The ``k`` top decoded tokens of every video token, after every layer, as a tidy DataFrame.
 
     Columns: ``layer`` (0-indexed layer whose output is read, as in :func:`lens_at`),
@@ -182,6 +190,9 @@ def frame_top_words(vllm, prepared, kind: str = "embedding", k: int = 5, spec: K
         spec: read the residual stream under this knockout (default: the clean run).
         cache: the :func:`activations` already computed for this prompt (and spec), to
             read several lenses off one forward pass.
+        bag: rank only the words of this closed list (a name of :data:`flowkit.data.vocab.WORD_BAGS`,
+            e.g. ``"kit"``: the question set's spatial and temporal words; :func:`word_bag`) instead of
+            the whole vocabulary, where a video token's nearest tokens are rare word pieces.
     """
     import pandas as pd
 
@@ -190,6 +201,7 @@ def frame_top_words(vllm, prepared, kind: str = "embedding", k: int = 5, spec: K
         raise ValueError(f"k must be at least 1, got {k}")
     if cache is None:
         cache = activations(vllm, prepared, spec)
+    vocab_ids = word_bag(vllm, bag)[0] if bag is not None else None
     frame_of = {p: i for i, (s, e) in enumerate(prepared.spans.frame_spans) for p in range(s, e)}
     positions = sorted(frame_of)
     lens = embedding_lens if kind == "embedding" else logit_lens
@@ -197,8 +209,14 @@ def frame_top_words(vllm, prepared, kind: str = "embedding", k: int = 5, spec: K
     decoded: dict[int, str] = {}
     rows = []
     for layer in range(cache.num_layers):
-        top = lens(vllm, cache.resid_post(layer, positions)).topk(k, dim=-1)
-        for position, scores, ids in zip(positions, top.values.tolist(), top.indices.tolist()):
+        scores_all = lens(vllm, cache.resid_post(layer, positions))
+        if vocab_ids is None:
+            top = scores_all.topk(k, dim=-1)
+            values, indices = top.values.tolist(), top.indices.tolist()
+        else:
+            top = scores_all[:, vocab_ids].topk(min(k, len(vocab_ids)), dim=-1)
+            values, indices = top.values.tolist(), vocab_ids[top.indices].tolist()
+        for position, scores, ids in zip(positions, values, indices):
             for rank, (score, token_id) in enumerate(zip(scores, ids)):
                 if token_id not in decoded:
                     decoded[token_id] = tokenizer.decode([token_id]).strip()

@@ -416,8 +416,9 @@ def applicable_spec(spec_json: str, spans: Spans, num_layers: int) -> KnockoutSp
     return spec
 
 
-def lens_setup(spans: Spans, num_layers: int, frames=None, question: str = "") -> dict:
-    """What a lens view needs once: ``{"num_layers", "frame_labels", "thumbnails", "kind_colors", "question"}``."""
+def lens_setup(spans: Spans, num_layers: int, frames=None, question: str = "", bag: str | None = None) -> dict:
+    """What a lens view needs once: ``{"num_layers", "frame_labels", "thumbnails", "kind_colors", "question",
+    "ranked"}`` (``ranked``: which words the lens ranks, in words)."""
     from flowkit.views.plots import WORD_KIND_COLORS
 
     return {
@@ -426,11 +427,25 @@ def lens_setup(spans: Spans, num_layers: int, frames=None, question: str = "") -
         "thumbnails": span_thumbnails(frames, spans),
         "kind_colors": dict(WORD_KIND_COLORS),
         "question": str(question),
+        "ranked": ranked_words(bag),
     }
 
 
-def lens_tables(vllm, prepared, spec: KnockoutSpec | None = None, k: int = 5, top: int = 5) -> tuple[dict, dict]:
-    """``(top_words, table)`` per lens kind: one forward pass under ``spec``, read through every lens.
+def ranked_words(bag: str | None) -> str:
+    """Which words a lens ranks, in words: a closed word list, or the whole vocabulary."""
+    if bag is None:
+        return "words ranked over the whole vocabulary (rare word pieces come first)"
+    from flowkit.data.vocab import word_bag_words
+
+    spatial, temporal = word_bag_words(bag)
+    return f"words ranked within the closed list {bag!r}: {len(spatial)} spatial and {len(temporal)} temporal words"
+
+
+def lens_tables(
+    vllm, prepared, spec: KnockoutSpec | None = None, k: int = 5, top: int = 5, bag: str | None = None
+) -> tuple[dict, dict]:
+    """``(top_words, table)`` per lens kind: one forward pass under ``spec``, read through every lens
+    (ranking only the words of the closed list ``bag`` when given).
 
     ``top_words[kind]`` is :func:`flowkit.analysis.lens.frame_top_words` output, ``table[kind]`` its
     :func:`lens_view_table` (``table[kind][layer][frame]`` = words).
@@ -439,7 +454,7 @@ def lens_tables(vllm, prepared, spec: KnockoutSpec | None = None, k: int = 5, to
 
     cache = activations(vllm, prepared, spec)
     spans = prepared.spans
-    top_words = {kind: frame_top_words(vllm, prepared, kind, k, cache=cache) for kind in LENS_KINDS}
+    top_words = {kind: frame_top_words(vllm, prepared, kind, k, cache=cache, bag=bag) for kind in LENS_KINDS}
     table = {kind: lens_view_table(words, vllm.num_layers, spans.num_frames, top) for kind, words in top_words.items()}
     return top_words, table
 
