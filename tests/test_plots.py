@@ -332,3 +332,29 @@ def test_emergence_by_readout_draws_each_readout_with_its_band_and_the_threshold
     assert any(v.get("y") == 0.5 for d in spec["datasets"].values() for v in d)
     with pytest.raises(Exception, match="emergence_by_readout"):
         emergence_by_readout(pd.DataFrame({"layer": [0], "p_true": [0.1]}))
+
+
+def test_pictures_draw_every_character_and_label_the_mask_axes():
+    """The PNG renderer's fonts lack "↛": PNGs write it "-/->" (the live chart keeps it); mask axes name
+    the frames, the question and the last position."""
+    from flowkit.intervention.masks import edge_block_mask
+    from flowkit.prompts.spans import Spans
+    from flowkit.views.plots import _drawable_text, attention_edges
+
+    assert _drawable_text({"title": "video ↛ question", "data": [{"g": "a ↛ b"}, 3]}) == {
+        "title": "video -/-> question",
+        "data": [{"g": "a -/-> b"}, 3],
+    }
+    spans = Spans(
+        seq_len=30,
+        frame_spans=((3, 7), (7, 11), (11, 15)),
+        question_text=(16, 22),
+        option_spans=((23, 25), (25, 27)),
+        last=29,
+        true_option=0,
+    )
+    spec = attention_edges(edge_block_mask("cross_frame", spans), spans).to_dict()
+    x_axis, y_axis = spec["encoding"]["x"]["axis"], spec["encoding"]["y"]["axis"]
+    assert x_axis["values"] == y_axis["values"] == [3, 7, 11, 16, 29]
+    assert "'f1'" in x_axis["labelExpr"] and "'last'" in x_axis["labelExpr"]
+    assert "'frame 2 · 11'" in y_axis["labelExpr"] and "'question · 16'" in y_axis["labelExpr"]

@@ -545,13 +545,23 @@ def answer_bars(
     )
 
 
+def _lookup_expr(labels: dict) -> str:
+    """A Vega expression giving ``labels[datum.value]`` (the tick's own value where none is given)."""
+    expr = "datum.label"
+    for value, label in sorted(labels.items(), reverse=True):
+        text = str(label).replace("\\", "\\\\").replace("'", "\\'")
+        expr = f"datum.value == {int(value)} ? '{text}' : ({expr})"
+    return expr
+
+
 def attention_edges(block: torch.Tensor, spans, title: str = "Attention edges (query ← key)") -> alt.Chart:
     """Every attention edge (causal query, key pair) of one prompt: kept, or cut by ``block``.
 
     Args:
         block: an ``(N, N)`` boolean mask, True where an edge is cut (e.g.
             :func:`flowkit.intervention.masks.edge_block_mask` or one layer of ``block_masks``).
-        spans: the prompt's :class:`~flowkit.Spans`; their groups label the axes.
+        spans: the prompt's :class:`~flowkit.Spans`; the first position of each frame, the question
+            and the last position label the axes (``f0`` ... on the keys, ``frame 0 · 3`` ... on the queries).
     """
     import torch
 
@@ -567,7 +577,11 @@ def attention_edges(block: torch.Tensor, spans, title: str = "Attention edges (q
     query, key = torch.ones(n, n, dtype=torch.bool).tril().nonzero().T  # causal pairs only: the rest are no edges
     cut = block[query, key]
     data = pd.DataFrame({"query": query.numpy(), "key": key.numpy(), "edge": np.where(cut.numpy(), "cut", "kept")})
-    ticks = sorted({s for s, _ in spans.frame_spans} | {spans.question_text[0], spans.last})
+    names = {start: i for i, (start, _) in enumerate(spans.frame_spans)}
+    short = {start: f"f{i}" for start, i in names.items()} | {spans.question_text[0]: "question", spans.last: "last"}
+    long = {start: f"frame {i} · {start}" for start, i in names.items()}
+    long |= {spans.question_text[0]: f"question · {spans.question_text[0]}", spans.last: f"last · {spans.last}"}
+    ticks = sorted(short)
     domain = ["kept", "cut"]
     chart = (
         alt.Chart(data)
@@ -577,13 +591,13 @@ def attention_edges(block: torch.Tensor, spans, title: str = "Attention edges (q
                 "key:O",
                 title="key position (what is read)",
                 scale=alt.Scale(domain=list(range(n))),
-                axis=alt.Axis(values=ticks, labelAngle=0),
+                axis=alt.Axis(values=ticks, labelAngle=-45, labelExpr=_lookup_expr(short)),
             ),
             y=alt.Y(
                 "query:O",
                 title="query position (who reads)",
                 scale=alt.Scale(domain=list(range(n))),
-                axis=alt.Axis(values=ticks),
+                axis=alt.Axis(values=ticks, labelExpr=_lookup_expr(long)),
             ),
             color=alt.Color(
                 "edge:N",
@@ -707,8 +721,8 @@ def lens_shares(df: pd.DataFrame, bag_temporal_share: float | None = None) -> al
         df: :func:`flowkit.analysis.lens.word_shares` output (``layer``, ``kind``, ``share``); a
             ``sample`` column (several samples concatenated) is averaged over.
         bag_temporal_share: the temporal words' share of the word list itself
-            (:func:`flowkit.analysis.experiments.lens_bag_temporal_share`), drawn as a dashed line: the
-            temporal share a lens picking words at random would show.
+            (:func:`flowkit.analysis.experiments.lens_bag_temporal_share`), drawn as a grey dashed line
+            labelled on the chart (not a series): the temporal share a lens picking words at random would show.
     """
     _require(df, ["layer", "kind", "share"], "lens_shares", "Pass flowkit.analysis.lens.word_shares(...) output.")
     kinds = [k for k in WORD_KIND_COLORS if k in set(df["kind"])]
@@ -727,19 +741,18 @@ def lens_shares(df: pd.DataFrame, bag_temporal_share: float | None = None) -> al
         )
     )
     if bag_temporal_share is not None:
+        label = f"baseline (words picked at random): {bag_temporal_share:.0%}"
         reference = alt.Chart(
-            pd.DataFrame(
-                {
-                    "share": [bag_temporal_share],
-                    "label": [f"temporal words' share of the list ({bag_temporal_share:.0%})"],
-                }
-            )
+            pd.DataFrame({"share": [bag_temporal_share], "label": [label], "layer": [float(df["layer"].min())]})
         )
         chart = alt.layer(
             chart,
-            reference.mark_rule(color=WORD_KIND_COLORS["temporal"], strokeDash=[2, 2], strokeWidth=2).encode(
+            reference.mark_rule(color="#555555", strokeDash=[2, 2], strokeWidth=2).encode(
                 y="share:Q", tooltip=["label:N"]
             ),
+            reference.mark_text(
+                align="left", baseline="bottom", dy=-4, fontSize=FONT["label"] - 2, color="#555555"
+            ).encode(x="layer:Q", y="share:Q", text="label:N"),
         )
     return projector(chart.properties(width=520, height=300, title="What do video tokens say? (lens)"))
 
@@ -923,7 +936,24 @@ def png_base64(chart, scale: float = 1.0) -> str:
     import vl_convert as vlc
 
     spec = chart if isinstance(chart, dict) else chart.to_dict()
-    return base64.b64encode(vlc.vegalite_to_png(spec, scale=scale)).decode("ascii")
+    return base64.b64encode(vlc.vegalite_to_png(_drawable_text(spec), scale=scale)).decode("ascii")
+
+
+#: characters the PNG renderer's fonts lack, written with ones they have ("↛" came out as "→/")
+PNG_TEXT = {"↛": "-/->"}
+
+
+def _drawable_text(value):
+    """``value`` (a chart spec, with its data) with every string's :data:`PNG_TEXT` characters replaced."""
+    if isinstance(value, str):
+        for missing, drawable in PNG_TEXT.items():
+            value = value.replace(missing, drawable)
+        return value
+    if isinstance(value, dict):
+        return {key: _drawable_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_drawable_text(item) for item in value]
+    return value
 
 
 def _png_renderer(spec: dict, scale: float = 1.0, **_metadata) -> dict:
@@ -944,9 +974,15 @@ def enable_offline_charts(scale: float = 1.0) -> None:
 
 def save_png(chart: alt.TopLevelMixin, path: str | os.PathLike, scale: float = 2.0) -> Path:
     """Write ``chart`` as a PNG (rendered by vl-convert, no browser or network needed)."""
+    import base64
+
+    from flowkit.atomic_files import atomic_path
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    chart.save(str(path), format="png", scale_factor=scale)
+    png = base64.b64decode(png_base64(chart, scale=scale))
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(png)
     return path
 
 
