@@ -263,10 +263,11 @@ def _pathways_parser(sub) -> None:
     s.add_argument("--frames", type=int, default=8, help="frames sampled per question (default 8)")
     s.add_argument("--margin", type=float, default=0.03, help="accuracy drop the rule allows (default 0.03)")
     s.add_argument(
-        "--p-margin",
+        "--loss-margin",
         type=float,
         default=None,
-        help="also bound the mean %% change of p(answer): the drop the rule allows, in percent (default: no such bound)",
+        help="also bound the mean loss in p(answer) (a question's %% change, gains counted as 0): "
+        "the loss the rule allows, in percent (default: no such bound)",
     )
     s.add_argument("--max-run", type=int, default=32, help="most candidates tried together in one step")
     s.add_argument(
@@ -306,7 +307,7 @@ def run_pathways_search(args) -> int:
     result = search_pathways(
         vllm,
         samples,
-        rule=AccuracyRule(margin=args.margin, p_margin=args.p_margin),
+        rule=AccuracyRule(margin=args.margin, loss_margin=args.loss_margin),
         max_run=args.max_run,
         cache=args.cache,
         progress=not args.no_progress,

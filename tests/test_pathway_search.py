@@ -108,10 +108,13 @@ def test_rank_correlation_and_the_rule():
     assert rule.passes([True] * 12, [True] * 12)
     assert not rule.passes([True] * 11 + [False], [True] * 12)  # one lost question of 12 is > 3 points
     assert rule.passes([True] * 400 + [False] * 2, [True] * 402)
-    bounded = AccuracyRule(p_margin=5.0)
+    bounded = AccuracyRule(loss_margin=5.0)
     assert bounded.passes([True] * 12, [True] * 12, [-1.0] * 12)
     assert not bounded.passes([True] * 12, [True] * 12, [-10.0] * 12)  # every answer kept, p(answer) -10 %
-    assert AccuracyRule().passes([True] * 12, [True] * 12, [-90.0] * 12)  # no p bound by default
+    # a gain never hides a loss: half the questions +40 %, half -20 % (mean change +10 %, mean loss -10 %)
+    assert not bounded.passes([True] * 12, [True] * 12, [40.0, -20.0] * 6)
+    assert bounded.loss_lower_bound([40.0, 0.0, 25.0]) == 0.0
+    assert AccuracyRule().passes([True] * 12, [True] * 12, [-90.0] * 12)  # no loss bound by default
 
 
 def planted_samples():
@@ -176,7 +179,7 @@ def test_every_step_decides_as_the_rule_does_on_plain_knockouts_of_every_questio
     """Checks resume from earlier replays and stop early on a certain rejection: each step's verdict
     must still be the rule's verdict on plain (full-forward) knockouts of all the search questions."""
     samples = planted_samples()
-    rule = AccuracyRule(p_margin=20.0)
+    rule = AccuracyRule(loss_margin=20.0)
     with planted(toy_fp32):
         result = search_pathways(toy_fp32, samples, rule=rule, progress=False, max_run=8, prediction="options")
         sessions = [toy_fp32.session(toy_fp32.prepare_sample(s)) for s in samples]
@@ -372,4 +375,4 @@ def test_a_report_counts_a_mask_refused_on_a_prompt_as_wrong_instead_of_failing(
     assert not table[table["condition"] == "full"]["refused"].any()
     assert summarize_conditions(table).set_index("condition").loc["all cut", "accuracy"] == 0
     with pytest.raises(Exception, match="pass the % changes"):
-        AccuracyRule(p_margin=5.0).passes([True], [True])
+        AccuracyRule(loss_margin=5.0).passes([True], [True])

@@ -30,7 +30,7 @@ order. Each candidate mask is verified with an *exact* knockout through each que
 kept mask (only the layers from the first one the candidate changes are recomputed); the
 questions likeliest to fail are checked first, and a check stops as soon as the rule fails
 whatever the unchecked questions give (the bootstrap bounds only rise when an entry rises; an
-unchecked question is taken as right, and at the largest % change it could reach). A step tries
+unchecked question is taken as right, and with no loss in p(answer)). A step tries
 the current cut set plus a run of the next candidates; a run that passes :class:`AccuracyRule`
 is kept and the next run is twice as long (at most ``max_run``), a run that fails is retried at
 half its length from the same candidate, and a single candidate that fails is rejected for good.
@@ -38,14 +38,17 @@ Every kept mask has passed an exact check on every question; ``patience`` stops 
 after that many rejections in a row. The rule (:class:`AccuracyRule`): on the search questions,
 the lower end of the 95 % paired-bootstrap interval of (accuracy under the mask - full accuracy)
 is at least ``-margin`` (3 points by default; with tens of questions that allows no net lost
-question). Optionally (``p_margin``, off by default) the lower end of the 95 % bootstrap interval
-of the mean % change in p(answer) over the correctly answered questions must also stay above
-``-p_margin`` %. Measured on the kit's model (40 search questions, 200 held out): with the
-accuracy bound alone the found mask keeps 46.9 % of edges and loses 10.5 points of held-out
-accuracy, because answers flip only after p(answer) has fallen and 40 questions cannot see many
-small losses; the p(answer) bound is meant to catch them, but it rejects most runs of candidates:
-with ``p_margin=5`` the same search had tried 76 of 270 candidates after 12.5 minutes of pruning
-on 2 cores (without it: all 270 in about 15 minutes).
+question). Optionally (``loss_margin``, off by default) the lower end of the 95 % bootstrap interval
+of the mean *loss* in p(answer) over the correctly answered questions (a question's % change,
+a gain counted as 0, so no question's gain hides another's loss) must stay above ``-loss_margin``
+%; an unchecked question is at best 0, so this bound also rejects early. Measured on the kit's
+model (40 search questions, the first 10 of each learned task; 200 held out): with the accuracy
+bound alone the found mask suppresses 53.1 % of edges and loses 10.5 points of held-out accuracy
+(74.5 -> 64.0 %); with ``loss_margin=5`` it suppresses 45.8 % and loses 7.0 points (-> 67.5 %).
+Both lose most of it in the first large step (about 12 % of edges suppressed: action antonym 98
+-> 72 % held out), on questions whose answer is a word none of the search questions answers
+("shrinks"): ten questions a task do not show a cut that shifts the model towards one option
+text, whatever the rule.
 
 **3. Report.** :func:`held_out_report` evaluates the found mask on questions the search never
 saw, beside the paper's window mask and the paper's random control sized to the found mask.
@@ -326,38 +329,43 @@ class AccuracyRule:
 
     - **accuracy**: the mean of (correct under the mask - correct in the full model) must be
       ``>= -margin`` (a share: 0.03 is 3 points);
-    - **p(answer)**: the mean % change in p(answer) over the questions the full model answers
-      correctly must be ``>= -p_margin`` (in percent; None, the default: no such bound). Answers
-      flip only after p(answer) has fallen, so with tens of questions the accuracy bound alone lets
-      many small losses through that held-out questions then pay for; a refused mask counts as -100 %.
+    - **loss in p(answer)**: over the questions the full model answers correctly, the mean of
+      ``min(0, % change in p(answer))`` (a question's loss; a gain counts as no loss, so one
+      question's gain never hides another's loss) must be ``>= -loss_margin`` (in percent; None: no
+      such bound). Answers flip only after p(answer) has fallen, so with tens of questions the
+      accuracy bound alone lets many small losses through that held-out questions then pay for; a
+      refused mask counts as -100 %. A loss is at most 0, so a question not yet checked is at best
+      0: a check can stop as soon as the bound fails with the rest at 0 (exact early rejection).
     """
 
     margin: float = 0.03
     level: float = 0.95
     resamples: int = 2000
     seed: int = 0
-    p_margin: float | None = None
+    loss_margin: float | None = None
 
     def lower_bound(self, masked: Sequence[bool], full: Sequence[bool]) -> float:
         diff = np.asarray(masked, float) - np.asarray(full, float)
         return bootstrap_ci(diff, self.level, self.resamples, self.seed)[0]
 
-    def p_lower_bound(self, pct_changes: Sequence[float]) -> float:
-        """Lower bound of the mean % change in p(answer) (NaN without questions)."""
-        values = np.asarray(pct_changes, float)
+    def loss_lower_bound(self, pct_changes: Sequence[float]) -> float:
+        """Lower bound of the mean loss ``min(0, % change)`` in p(answer) (NaN without questions)."""
+        values = np.minimum(np.asarray(pct_changes, float), 0.0)
         return bootstrap_ci(values, self.level, self.resamples, self.seed)[0] if values.size else float("nan")
 
     def verdict(self, masked: Sequence[bool], full: Sequence[bool], pct_changes: Sequence[float] | None = None):
-        """``(passes, accuracy bound, p bound or None)``."""
+        """``(passes, accuracy bound, loss bound or None)``."""
         accuracy = self.lower_bound(masked, full)
         ok = accuracy >= -self.margin - 1e-12
-        p_bound = None
-        if self.p_margin is not None and pct_changes is None:
-            raise FlowkitError("this rule bounds p(answer) (p_margin is set): pass the % changes of p(answer) too")
-        if self.p_margin is not None and len(pct_changes):
-            p_bound = self.p_lower_bound(pct_changes)
-            ok = ok and p_bound >= -self.p_margin - 1e-9
-        return ok, accuracy, p_bound
+        loss_bound = None
+        if self.loss_margin is not None and pct_changes is None:
+            raise FlowkitError(
+                "this rule bounds the loss in p(answer) (loss_margin is set): pass the % changes of p(answer) too"
+            )
+        if self.loss_margin is not None and len(pct_changes):
+            loss_bound = self.loss_lower_bound(pct_changes)
+            ok = ok and loss_bound >= -self.loss_margin - 1e-9
+        return ok, accuracy, loss_bound
 
     def passes(self, masked: Sequence[bool], full: Sequence[bool], pct_changes: Sequence[float] | None = None) -> bool:
         return self.verdict(masked, full, pct_changes)[0]
@@ -406,13 +414,18 @@ class _Questions:
         #: the questions whose % change in p(answer) the rule bounds (the full model answers them correctly)
         self.scored = [i for i, ok in enumerate(self.full) if ok]
         self.failures = [0] * len(self.items)
+        #: each question's summed loss in p(answer) (percent) over earlier checks: the order's tie-break
+        self.losses = [0.0] * len(self.items)
         self.replays = 0
 
     def _key(self, spec: KnockoutSpec) -> str:
         return f"pathway-search/check/v{SEARCH_VERSION}/{self.prediction}/" + spec.to_json()
 
     def _order(self) -> list[int]:
-        return sorted(range(len(self.items)), key=lambda i: (-self.failures[i], round(self.items[i]["margin"], 6), i))
+        return sorted(
+            range(len(self.items)),
+            key=lambda i: (-self.failures[i], -round(self.losses[i], 3), round(self.items[i]["margin"], 6), i),
+        )
 
     def _check_one(self, index: int, spec: KnockoutSpec) -> tuple[dict, object]:
         """One question under one mask: ``({"correct", "p_answer", "refused"}, new trace or None)``."""
@@ -447,33 +460,37 @@ class _Questions:
 
     def _bounds(self, rule: AccuracyRule, correct: list, pct: list, complete: bool):
         """The rule on the questions checked so far; unless ``complete``, every unchecked question is
-        taken at its best: right, and at the largest % change it could reach (p(answer) = 1)."""
+        taken at its best: right, and with no loss in p(answer)."""
         if complete:
             return rule.verdict(correct, self.full, [pct[i] for i in self.scored])
-        best_pct = [
-            pct[i] if pct[i] is not None else 100.0 * (1 - self.items[i]["p_clean"]) / self.items[i]["p_clean"]
-            for i in self.scored
-        ]
+        best_pct = [pct[i] if pct[i] is not None else 0.0 for i in self.scored]
         return rule.verdict([c if c is not None else True for c in correct], self.full, best_pct)
 
     def _record(self, index: int, result: dict, correct: list, pct: list) -> None:
         correct[index] = bool(result["correct"])
         if self.full[index]:
             pct[index] = self._pct(index, result)
+            self.losses[index] -= min(0.0, pct[index])
             if not correct[index]:
                 self.failures[index] += 1
 
     def _verdict_complete(self, rule, correct, pct):
-        ok, accuracy, p_bound = self._bounds(rule, correct, pct, complete=True)
-        return ok, correct, len(self.items), accuracy, p_bound
+        ok, accuracy, loss_bound = self._bounds(rule, correct, pct, complete=True)
+        return ok, correct, len(self.items), accuracy, loss_bound
 
     @staticmethod
-    def _outcome(kept, correct, checked, accuracy, p_bound) -> dict:
-        return {"kept": kept, "correct": correct, "checked": checked, "lower_bound": accuracy, "p_lower_bound": p_bound}
+    def _outcome(kept, correct, checked, accuracy, loss_bound) -> dict:
+        return {
+            "kept": kept,
+            "correct": correct,
+            "checked": checked,
+            "lower_bound": accuracy,
+            "loss_lower_bound": loss_bound,
+        }
 
     def check(self, spec: KnockoutSpec, rule: AccuracyRule) -> dict:
         """Whether ``spec`` passes ``rule``: ``kept``, ``correct`` (None where not checked),
-        ``checked`` (questions visited), ``lower_bound`` and ``p_lower_bound`` (for an early
+        ``checked`` (questions visited), ``lower_bound`` and ``loss_lower_bound`` (for an early
         rejection: the bounds had every unchecked question come out at its best, already failing).
         A kept mask's replays become the ones later checks resume from."""
         n = len(self.items)
@@ -485,9 +502,9 @@ class _Questions:
             self._record(index, result, correct, pct)
             traces[index] = trace
             if visited < n:
-                ok, accuracy, p_bound = self._bounds(rule, correct, pct, complete=False)
+                ok, accuracy, loss_bound = self._bounds(rule, correct, pct, complete=False)
                 if not ok:
-                    return self._outcome(False, correct, visited, accuracy, p_bound)
+                    return self._outcome(False, correct, visited, accuracy, loss_bound)
         outcome = self._outcome(*self._verdict_complete(rule, correct, pct))
         if outcome["kept"]:
             for index, trace in traces.items():
@@ -516,7 +533,7 @@ class PathwaySearchResult:
         path: one row per step: ``tried`` (the run of gates tried, JSON), ``kept``, ``gates_cut``,
             ``suppressed_share`` (mean over search questions), ``checked`` (questions visited: fewer
             for an early rejection), ``accuracy`` (NaN for an early rejection), the rule's
-            ``lower_bound`` and ``p_lower_bound`` (None without a p(answer) bound) and ``cut_after``.
+            ``lower_bound`` and ``loss_lower_bound`` (None without a bound on the loss in p(answer)) and ``cut_after``.
         rule: the :class:`AccuracyRule`; ``search_samples`` the ids the search saw (never report on them).
         timings: wall seconds of scoring and pruning, and the replays run.
     """
@@ -627,7 +644,7 @@ def search_pathways(
                 "checked": outcome["checked"],
                 "accuracy": float(np.mean(outcome["correct"])) if complete else float("nan"),
                 "lower_bound": outcome["lower_bound"],
-                "p_lower_bound": outcome["p_lower_bound"],
+                "loss_lower_bound": outcome["loss_lower_bound"],
                 "cut_after": json.dumps([[g.edges, g.layer] for g in cut]),
             }
         )
