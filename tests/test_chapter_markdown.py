@@ -80,3 +80,17 @@ def test_run_all_goes_through_and_no_solution_is_saved(chapter):
             for output in cell.get("outputs", []):
                 text = "".join(output.get("text", "")) + "".join(output.get("data", {}).get("text/plain", ""))
                 assert body not in text, f"{chapter.name}: a saved output shows the solution of {name}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda path: path.stem)
+def test_the_stated_time_is_the_chapters_reading_time(chapter):
+    """Each chapter states the time :func:`flowkit.course.chapters.reading_minutes` gives (prose at 150 words
+    a minute, 8 minutes an exercise, 2 a prediction): a chapter that grows says so."""
+    import re
+
+    from flowkit.course.chapters import reading_minutes
+
+    intro = "".join(json.loads(chapter.read_text())["cells"][0]["source"])
+    stated = re.search(r"\*\*Time:\*\* about (\d+) minutes to read and do", intro)
+    assert stated, f"{chapter.name}: no '**Time:** about N minutes to read and do' line in the introduction"
+    assert abs(int(stated.group(1)) - reading_minutes(chapter)) <= 5, (chapter.name, reading_minutes(chapter))

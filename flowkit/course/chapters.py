@@ -146,6 +146,28 @@ def show_clip(clip, size: int = 96) -> None:
     )
 
 
+#: reading speed for a chapter's prose (technical text, with its charts), words a minute
+READING_WORDS_PER_MINUTE = 150
+#: minutes a student spends on one exercise (write, run the check, fix) and on one prediction
+EXERCISE_MINUTES, PREDICTION_MINUTES = 8, 2
+
+
+def reading_minutes(notebook) -> int:
+    """A realistic time for a chapter (a path or an nbformat notebook): its prose at
+    :data:`READING_WORDS_PER_MINUTE`, plus :data:`EXERCISE_MINUTES` per exercise and
+    :data:`PREDICTION_MINUTES` per predict-then-reveal chart, rounded to 5 minutes."""
+    import nbformat
+
+    if not hasattr(notebook, "cells"):
+        notebook = nbformat.read(str(notebook), as_version=4)
+    words = sum(len(cell.source.split()) for cell in notebook.cells if cell.cell_type == "markdown")
+    code = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    exercises = sum(source.count('exercise("') for source in code)
+    predictions = sum(source.count("PredictReveal(") for source in code)
+    minutes = words / READING_WORDS_PER_MINUTE + EXERCISE_MINUTES * exercises + PREDICTION_MINUTES * predictions
+    return int(5 * round(minutes / 5))
+
+
 def paper_table(rows) -> pd.DataFrame:
     """A "compare with the paper" table from ``(finding, paper's 7B models, this model, verdict, rule)`` rows."""
     return pd.DataFrame(
