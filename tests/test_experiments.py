@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
+from flowkit.errors import FlowkitError
 import torch
 
 from flowkit.analysis import experiments
@@ -151,3 +153,34 @@ def test_summarize_accuracy_after_is_the_papers():
     df.loc[1, "correct_after"] = True
     row = experiments.summarize(df).iloc[0]
     assert row["accuracy_after"] == pytest.approx(0.5) and row["still_correct_share"] == pytest.approx(1.0)
+
+
+def test_pathway_accuracy_averages_seeds_per_question_before_the_interval():
+    import pandas as pd
+
+    from flowkit.analysis.experiments import pathway_accuracy
+
+    rows = []
+    for q in range(6):
+        rows.append({"sample": f"q{q}", "condition": "full", "seed": None, "correct": True})
+        rows.append({"sample": f"q{q}", "condition": "pathways", "seed": None, "correct": q != 0})
+        for seed in range(4):  # question q is right under seeds < q: seed accuracies differ
+            rows.append({"sample": f"q{q}", "condition": "random", "seed": seed, "correct": seed < q})
+    table = pd.DataFrame(rows)
+    calls = []
+
+    def interval(values, seed=0):
+        calls.append(len(values))
+        return float(min(values)), float(max(values))
+
+    out = {r["condition"]: r for r in pathway_accuracy(table, interval, task="toy")}
+    assert set(calls) == {6}  # one value per question, never one per seed row
+    assert out["pathways"]["accuracy"] == pytest.approx(5 / 6) and out["pathways"]["minus full"] == pytest.approx(
+        -1 / 6
+    )
+    assert out["random"]["accuracy"] == pytest.approx(sum(min(q, 4) / 4 for q in range(6)) / 6)
+    assert (out["random"]["lo"], out["random"]["hi"]) == (0.0, 1.0)
+    assert out["random"]["seed range"] == "33.3-83.3 %" and out["full"]["seed range"] == ""
+    assert out["full"]["task"] == "toy" and out["full"]["questions"] == 6
+    with pytest.raises(FlowkitError, match="no rows for"):
+        pathway_accuracy(table[table["condition"] != "random"])

@@ -34,7 +34,7 @@ from flowkit.analysis.pathways import (
     pathway_spec,
     random_control_masks,
 )
-from flowkit.analysis.stats import accuracy_by, intervals_by, mean_with_ci
+from flowkit.analysis.stats import accuracy_by, bootstrap_ci, intervals_by, mean_with_ci
 from flowkit.analysis.sweep import summarize, sweep
 
 
@@ -462,7 +462,55 @@ def pathway_summary(
     }
 
 
+def pathway_accuracy(
+    table: pd.DataFrame, interval=None, conditions=("full", "pathways", "random"), **labels
+) -> list[dict]:
+    """Accuracy of each mask of a pathways table, with 95 % intervals over *questions*.
+
+    ``table``: one row per (question, mask, seed) with ``sample``, ``condition``, ``correct`` and, for
+    the random control, ``seed`` (:func:`effective_pathways`' table, the stored ``pathways``). Each
+    question's correctness under a mask is first averaged over that mask's seeds, so seeds never
+    count as more questions. Per mask: ``accuracy`` with ``lo`` / ``hi``; ``minus full`` (the mean
+    question-by-question difference from ``full``, paired) with its interval; ``seed range`` (the
+    lowest and highest single-seed accuracy, or "" without seeds). ``interval(values, seed=0)`` gives
+    the ``(lo, hi)`` (default :func:`flowkit.analysis.stats.bootstrap_ci`: a chapter passes the
+    student's); ``labels`` are copied into every row (``task=...``, ``scope=...``).
+    """
+    if interval is None:
+
+        def interval(values, seed=0):
+            return bootstrap_ci(values, seed=seed)
+
+    missing = [c for c in conditions if c not in set(table["condition"])]
+    if missing:
+        raise FlowkitError(f"the table has no rows for {missing}; its masks are {sorted(set(table['condition']))}")
+    per_question = table.groupby(["sample", "condition"])["correct"].mean().unstack()[list(conditions)]
+    rows = []
+    for condition in conditions:
+        seeded = table[(table["condition"] == condition) & table["seed"].notna()] if "seed" in table else table.iloc[:0]
+        seeds = seeded.groupby("seed")["correct"].mean()
+        difference = per_question[condition] - per_question[conditions[0]]
+        lo, hi = interval(per_question[condition], seed=0)
+        d_lo, d_hi = interval(difference, seed=0)
+        rows.append(
+            {
+                **labels,
+                "condition": condition,
+                "questions": len(per_question),
+                "accuracy": float(per_question[condition].mean()),
+                "lo": float(lo),
+                "hi": float(hi),
+                "minus full": float(difference.mean()),
+                "minus full lo": float(d_lo),
+                "minus full hi": float(d_hi),
+                "seed range": f"{100 * seeds.min():.1f}-{100 * seeds.max():.1f} %" if len(seeds) > 1 else "",
+            }
+        )
+    return rows
+
+
 __all__ = [
+    "pathway_accuracy",
     "RANDOM_CONDITIONS",
     "answer_emergence",
     "answer_table",
