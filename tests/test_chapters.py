@@ -481,3 +481,25 @@ def test_an_exercise_cell_never_raises_and_later_cells_use_what_passed(capsys):
     assert use("percent_change") is solutions.percent_change
     with pytest.raises(KeyError, match="no exercise called"):
         use("nope")
+
+
+def test_the_model_cards_findings_are_the_chapters(tmp_path):
+    """One source: the shipped card's findings block is what card_findings writes from the stored report,
+    whose rows and verdicts are the chapters' comparison tables."""
+    from flowkit.course.fidelity import CARD_FINDINGS, card_findings, paper_comparison, write_card_findings
+    from flowkit.course.results import load_report
+    from flowkit.locations import data_path
+    from flowkit.model.named_models import KIT_MODEL
+
+    report = load_report()
+    card = (data_path("models") / KIT_MODEL / "README.md").read_text()
+    block = card.split(CARD_FINDINGS[0], 1)[1].split(CARD_FINDINGS[1], 1)[0].strip()
+    assert block == card_findings(report), "the model card is stale: python -m flowkit fidelity --card-only"
+    for finding, _paper, _ours, verdict, _rule in paper_comparison(report):
+        assert f"| {finding} |" in block and f"| {verdict} |" in block
+    copy = tmp_path / "README.md"
+    copy.write_text(card)
+    assert write_card_findings(copy, report) is False  # already current
+    copy.write_text("# a card\n")
+    with pytest.raises(FlowkitError, match="no findings block"):
+        write_card_findings(copy, report)

@@ -57,6 +57,7 @@ import pandas as pd
 
 from flowkit.analysis import experiments
 from flowkit.atomic_files import atomic_paths, atomic_write_json
+from flowkit.errors import FlowkitError
 from flowkit.locations import data_path
 from flowkit.model.named_models import KIT_CONTROL, KIT_MODEL
 from flowkit.intervention.edge_groups import DEFINITIONS_VERSION, PAPER_EDGE_GROUPS
@@ -783,10 +784,67 @@ def add_command(sub) -> None:
     p.add_argument("--centers-step", type=int, default=1, help="sweep every n-th window centre")
     p.add_argument("--random-seeds", type=int, default=5)
     p.add_argument("--out", default=None, help="JSON path (default data/results/fidelity.json)")
+    p.add_argument(
+        "--card-only",
+        action="store_true",
+        help="run nothing: rewrite the shipped model card's findings table from the stored report",
+    )
     p.set_defaults(run=_run_command)
 
 
+#: the model card's block that :func:`write_card_findings` rewrites from the stored report
+CARD_FINDINGS = ("<!-- findings: written by `python -m flowkit fidelity --card-only` -->", "<!-- end of findings -->")
+
+
+def card_findings(report: dict) -> str:
+    """The model card's findings (markdown): the same rows, numbers and verdicts as the chapters'
+    comparison tables (:func:`paper_comparison`), and the run the report describes."""
+
+    def cell(text) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| finding | paper (7B) | this model | verdict | rule |", "|---|---|---|---|---|"]
+    lines += [f"| {' | '.join(cell(v) for v in row)} |" for row in paper_comparison(report)]
+    learned = ", ".join(report["learned"]["headline_tasks"])
+    lines += [
+        "",
+        f"Computed by `python -m flowkit fidelity` (`data/results/`): fingerprint {report['fingerprint']} "
+        f"({report['quant']} on the `{report['numeric_path']}` numeric path), {len(report['samples'])} questions; "
+        f"headline numbers over the learned tasks ({learned}); random-mask seeds {report['random_seeds']}; "
+        f"the run took {report['seconds'] / 60:.0f} min on 2 CPU cores.",
+    ]
+    return "\n".join(lines)
+
+
+def write_card_findings(card: str | os.PathLike, report: dict) -> bool:
+    """Rewrite the findings block of a model card (between the :data:`CARD_FINDINGS` markers) from
+    ``report``; True when the file changed. Refuses a card without the markers, saying how to add them."""
+    from flowkit.atomic_files import atomic_write_text
+
+    path = Path(card)
+    text = path.read_text()
+    start, end = CARD_FINDINGS
+    if start not in text or end not in text:
+        raise FlowkitError(f"{path} has no findings block: add the lines {start!r} and {end!r} where it goes")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{start}\n{card_findings(report)}\n{end}{tail}"
+    if new != text:
+        atomic_write_text(path, new)
+    return new != text
+
+
 def _run_command(args) -> int:
+    if args.card_only:
+        import json
+
+        stored = data_path("results") / "fidelity.json"
+        if not stored.is_file():
+            raise FlowkitError(f"no stored report ({stored.name}): run `python -m flowkit fidelity` first")
+        card = data_path("models") / KIT_MODEL / "README.md"
+        changed = write_card_findings(card, json.loads(stored.read_text()))
+        print(f"{card.name}: findings {'rewritten' if changed else 'already'} from the stored report")
+        return 0
     report = run_fidelity(
         model=args.model,
         control=args.control or None,
