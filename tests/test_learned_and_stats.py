@@ -77,3 +77,13 @@ def test_first_per_task_takes_the_first_n_of_each_task_in_task_order():
         "b/1",
         "b/2",
     ]
+
+
+def test_a_flat_stretch_is_a_tie():
+    from flowkit.analysis.stats import tied_with_minimum
+
+    values = {0: -2.0, 1: -15.0, 2: -19.5, 3: -17.0, 4: -3.0}
+    intervals = {0: (-4, 0), 1: (-22, -8), 2: (-27, -12), 3: (-25, -9), 4: (-6, 0)}
+    assert tied_with_minimum(values, intervals) == [1, 2, 3]
+    assert tied_with_minimum(values, {k: (v - 1, v + 1) for k, v in values.items()}) == [2]  # a clear minimum
+    assert tied_with_minimum(values, None) == [2] and tied_with_minimum({}, None) == []

@@ -16,6 +16,23 @@ RESAMPLES = 2000
 SEED = 0
 
 
+def tied_with_minimum(values: dict, intervals: dict | None) -> list:
+    """The keys (e.g. window centres) whose 95 % interval reaches down to the lowest value: where a curve's
+    lowest point lies, as far as its intervals can tell. One key when the minimum stands clear (or
+    without intervals); several on a flat stretch, where "the trough is at x" is a tie, not a finding."""
+    if not values:
+        return []
+    lowest_key = min(values, key=values.get)
+    lowest = values[lowest_key]
+    intervals = intervals or {}
+    tied = [
+        key
+        for key in values
+        if key in intervals and intervals[key][0] is not None and intervals[key][0] <= lowest + 1e-9
+    ]
+    return sorted(set(tied) | {lowest_key})
+
+
 def bootstrap_ci(values, level: float = 0.95, resamples: int = RESAMPLES, seed: int = SEED) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (NaNs dropped).
 

@@ -64,7 +64,7 @@ from flowkit.intervention.edge_groups import DEFINITIONS_VERSION, PAPER_EDGE_GRO
 from flowkit.analysis.learned import RULE, learned_table
 from flowkit.analysis.pathways import PAPER_RANDOM_CONTROL
 from flowkit.data.sample import first_per_task
-from flowkit.analysis.stats import accuracy_by, bootstrap_ci, intervals_by, mean_with_ci
+from flowkit.analysis.stats import accuracy_by, bootstrap_ci, intervals_by, mean_with_ci, tied_with_minimum
 from flowkit.prompts.readout import PAPER_EMERGENCE, PAPER_PREDICTION
 
 PAPER_7B = {
@@ -495,7 +495,10 @@ RULES = {
     ),
     "F1 late windows (last third)": "reproduced: every change <= 5 % (absolute)",
     "F1 image-only control": "reproduced: control trough within a third of the trained model's",
-    "F2 video->question before question->last": "reproduced: the v->q trough at an earlier window centre than q->last",
+    "F2 video->question before question->last": (
+        "reproduced: every window tied with the v->q trough (its interval reaches the trough) lies before every "
+        "window tied with the q->last trough; partly: the v->q trough itself lies earlier"
+    ),
     "F2 video->last, last->last": "reproduced: both <= 5 % (absolute); partly: one of them",
     "F3 p(true option) > 0.5 from layer": (
         "reproduced: mean p(true) > 0.5 from a layer in the second half, before the last; partly: only at the last"
@@ -514,6 +517,19 @@ def _ci_text(ci, scale: float = 1.0, signed: bool = False, digits: int = 1) -> s
         return ""
     fmt = "{:" + ("+" if signed else "") + f".{digits}f" + "}"
     return f" [95 % CI {fmt.format(scale * ci[0])}, {fmt.format(scale * ci[1])}]"
+
+
+def _tie(curve: dict, ci: dict | None) -> list[int]:
+    """The window centres tied with a stored curve's trough (:func:`flowkit.analysis.stats.tied_with_minimum`)."""
+    values = {int(k): v for k, v in curve.items()}
+    intervals = {int(k): v for k, v in (ci or {}).items()}
+    return tied_with_minimum(values, intervals)
+
+
+def _tie_text(tied: list[int]) -> str:
+    if len(tied) <= 1:
+        return ""
+    return f"; tied with centres {tied[0]}-{tied[-1]} (their intervals reach the trough)"
 
 
 def _trough(curve: dict, ci: dict | None) -> str:
@@ -566,12 +582,20 @@ def paper_comparison(
         trough, centre = f1.get("trough"), f1.get("trough_center")
         first_half = centre is not None and centre < L / 2
         upper = (f1.get("trough_ci") or [None, trough])[1]  # the interval's end nearest zero
+        tied = _tie(f1["curve"], f1.get("curve_ci")) if f1.get("curve") else []
+        per_task = ", ".join(
+            f"{t['task']} {t['pct_change']:+.0f} % at {t['center']}"
+            for t in f1.get("per_task", [])
+            if t["task"] in set(f1.get("tasks", []))
+        )
         row(
             "F1 cross-frame trough",
             PAPER_7B["F1 cross-frame trough (% change)"],
             "n/a"
             if trough is None
-            else f"{trough:+.1f} %{_ci_text(f1.get('trough_ci'), signed=True)} at window centre {centre} of {L}",
+            else f"{trough:+.1f} %{_ci_text(f1.get('trough_ci'), signed=True)} at window centre {centre} of {L}"
+            + _tie_text(tied)
+            + (f"; per learned task: {per_task}" if per_task else ""),
             _verdict(
                 None if trough is None else (upper is not None and upper <= -20 and first_half),
                 trough is not None and trough <= -5 and first_half,
@@ -596,17 +620,21 @@ def paper_comparison(
     if "F2" in findings:
         f2 = report["F2"]
         vq, ql = f2.get("video_to_question_trough_center"), f2.get("question_to_last_trough_center")
-        ours = "n/a"
+        ours, order = "n/a", None
         if vq is not None and f2.get("video_to_question") and f2.get("question_to_last"):
+            vq_tied = _tie(f2["video_to_question"], f2.get("video_to_question_ci"))
+            ql_tied = _tie(f2["question_to_last"], f2.get("question_to_last_ci"))
             ours = (
-                f"v->q trough at {vq} ({_trough(f2['video_to_question'], f2.get('video_to_question_ci'))}), "
-                f"q->last at {ql} ({_trough(f2['question_to_last'], f2.get('question_to_last_ci'))})"
+                f"v->q trough at {vq} ({_trough(f2['video_to_question'], f2.get('video_to_question_ci'))}"
+                f"{_tie_text(vq_tied)}), "
+                f"q->last at {ql} ({_trough(f2['question_to_last'], f2.get('question_to_last_ci'))}{_tie_text(ql_tied)})"
             )
+            order = max(vq_tied) < min(ql_tied)
         row(
             "F2 video->question before question->last",
             "v->q trough ~7-16, q->last ~16-25",
             ours,
-            _verdict(None if vq is None or ql is None else vq < ql),
+            _verdict(order, vq is not None and ql is not None and vq < ql),
         )
         vl, ll = f2.get("max_abs_video_to_last"), f2.get("max_abs_last_to_last")
         row(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from flowkit.analysis.stats import tied_with_minimum
 from flowkit.errors import FlowkitError
 
 KINDS = ("deepest", "value_at")
@@ -191,12 +192,11 @@ class CurveQuestion:
         }
 
     def _near_minimum(self) -> list[float]:
-        """The x values whose interval reaches down to the lowest mean (all x with an interval)."""
+        """The x values tied with the lowest point (:func:`flowkit.analysis.stats.tied_with_minimum`)."""
         points = self._points()
-        if "lo" not in points.columns:
-            return [float(points.loc[points["y"].idxmin(), "x"])]
-        lowest = points["y"].min()
-        return [float(x) for x, lo in zip(points["x"], points["lo"]) if pd.notna(lo) and lo <= lowest + 1e-9]
+        values = dict(zip(points["x"], points["y"]))
+        intervals = dict(zip(points["x"], zip(points["lo"], points["hi"]))) if "lo" in points.columns else None
+        return [float(x) for x in tied_with_minimum(values, intervals)]
 
 
 __all__ = ["KINDS", "CurveQuestion"]
