@@ -813,6 +813,12 @@ def add_command(sub) -> None:
     p.add_argument("--random-seeds", type=int, default=5)
     p.add_argument("--out", default=None, help="JSON path (default data/results/fidelity.json)")
     p.add_argument(
+        "--quantization-only",
+        action="store_true",
+        help="run only the NF4 vs bf16 comparison (writes quantization.csv.gz and the report's 'quantization')",
+    )
+    p.add_argument("--quantization-per-task", type=int, default=QUANTIZATION_PER_TASK, metavar="N")
+    p.add_argument(
         "--card-only",
         action="store_true",
         help="run nothing: rewrite the shipped model card's findings table from the stored report",
@@ -862,7 +868,59 @@ def write_card_findings(card: str | os.PathLike, report: dict) -> bool:
     return new != text
 
 
+#: questions per learned task in the NF4 vs bf16 comparison (the first swept ones)
+QUANTIZATION_PER_TASK = 10
+
+
+def run_quantization(
+    model: str = KIT_MODEL, per_task: int = QUANTIZATION_PER_TASK, folder=None, progress: bool = True
+) -> dict:
+    """NF4 vs bf16 with power: the cross-frame sweep of the first ``per_task`` swept questions of each
+    learned task (stored report) under both formats (:mod:`flowkit.analysis.quantization`). Writes
+    ``quantization.csv.gz`` and the agreement into the report's ``"quantization"`` entry, all or nothing."""
+    import json
+
+    from flowkit.analysis.quantization import quantization_agreement, quantization_sweeps
+    from flowkit.data import shipped_questions
+    from flowkit.model.videollm import load_videollm
+
+    if per_task < 1:
+        raise FlowkitError(f"per_task must be at least 1, got {per_task}")
+    folder = Path(folder) if folder is not None else data_path("results")
+    report_path = folder / "fidelity.json"
+    if not report_path.is_file():
+        raise FlowkitError(f"no stored report in {folder.name}/: run `python -m flowkit fidelity` first")
+    report = json.loads(report_path.read_text())
+    started = time.time()
+    nf4 = load_videollm(model, quant="nf4")
+    if nf4.fingerprint != report["fingerprint"]:
+        raise FlowkitError(
+            f"the stored report is another model's ({report['fingerprint']}, this one {nf4.fingerprint}): "
+            "rerun `python -m flowkit fidelity` first"
+        )
+    bf16 = load_videollm(model, quant="bf16")
+    swept = set(report["sweep_samples"])
+    samples = first_per_task(
+        [s for s in shipped_questions() if s.id in swept], per_task, tasks=report["learned"]["headline_tasks"]
+    )
+    table = quantization_sweeps({"nf4": nf4, "bf16": bf16}, samples, progress=progress)
+    summary = quantization_agreement(table)
+    summary.update(seconds=time.time() - started, model=model, per_task=per_task)
+    report["quantization"] = summary
+    with atomic_paths([folder / "quantization.csv.gz", report_path]) as (tmp_table, tmp_report):
+        text = table.to_csv(index=False, float_format="%.9g", lineterminator="\n").encode()
+        with open(tmp_table, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+            packed.write(text)
+        Path(tmp_report).write_text(json.dumps(report, indent=2, sort_keys=True, default=float))
+    return summary
+
+
 def _run_command(args) -> int:
+    if args.quantization_only:
+        from flowkit.analysis.quantization import format_agreement
+
+        print(format_agreement(run_quantization(model=args.model, per_task=args.quantization_per_task)))
+        return 0
     if args.card_only:
         import json
 

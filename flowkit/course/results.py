@@ -35,9 +35,13 @@ _CHECKED = {
     "lens": (["bag", "sample", "kind", "layer"], ["temporal_share"]),
     "pathways": (["sample", "condition", "seed"], ["p_answer"]),
     "pathway_search": (["sample", "condition", "seed"], ["p_answer"]),
+    "quantization": (["sample", "quant", "center"], ["p_base", "p_new", "pct_change"]),
 }
 #: the command that writes each table, where it is not the fidelity run
-_WRITTEN_BY = {"pathway_search": "python -m flowkit pathway-study"}
+_WRITTEN_BY = {
+    "pathway_search": "python -m flowkit pathway-study",
+    "quantization": "python -m flowkit fidelity --quantization-only",
+}
 #: the pathway study's report (flowkit.course.pathway_study), beside its table
 STUDY_JSON = "pathway_search.json"
 
@@ -162,6 +166,14 @@ def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None, f
         )
         table["seed"] = table["seed"].astype("Int64")
         return table
+    if name == "quantization":  # the rows of this model's own format: another format is another model
+        parts = [
+            experiments.flow_sweep(
+                vllm, [samples[sample]], edge_groups=["cross_frame"], centers=sorted(group["center"]), progress=False
+            ).assign(quant=vllm.quant)
+            for sample, group in rows.groupby("sample", sort=False)
+        ]
+        return pd.concat(parts, ignore_index=True)
     if name == "pathway_search":
         from flowkit.analysis.pathway_search import MaskCondition, conditions_table
 
@@ -220,9 +232,13 @@ def _verify(vllm, name: str, n: int, seed: int, atol: float, folder) -> pd.DataF
                 f"regenerate it with `{regenerate_command(name)}`."
             )
     table = load_table(name, folder)
+    if name == "quantization":
+        table = table[table["quant"] == vllm.quant]  # a bf16 row needs the bf16 model: check this format's
+        if table.empty:
+            raise StoredResultsMismatch(f"the stored {name!r} table has no {vllm.quant} rows to recompute")
     keys, values = _CHECKED[name]
     rng = np.random.default_rng(seed)
-    if name in ("sweeps", "control_cross_frame"):
+    if name in ("sweeps", "control_cross_frame", "quantization"):
         stored = table.iloc[np.sort(rng.choice(len(table), size=min(n, len(table)), replace=False))]
     else:
         ids = sorted(set(table["sample"]))
