@@ -413,7 +413,7 @@ def question_strip(troughs: pd.DataFrame, highlight: str | None = None, width: i
     if troughs["task"].nunique() > 1:  # click a dot: its task's row stays, the others fade
         pick = task_selection()
         dots, chosen = highlight_on_click(dots, selection=pick), highlight_on_click(chosen, selection=pick)
-    title = "every correctly answered question, one dot each" + (f" (circled: {highlight})" if highlight else "")
+    title = "every swept question, one dot each" + (f" (circled: {highlight})" if highlight else "")
     return projector(alt.layer(dots, chosen).properties(width=width, title=title))
 
 
