@@ -166,6 +166,26 @@ def _check_first_layer_above(fn) -> int:
     return len(cases)
 
 
+def _check_window_layers(fn) -> int:
+    """Against :class:`flowkit.LayerWindow`: centres at both ends and in the middle, odd and even sizes."""
+    from flowkit.intervention.spec import LayerWindow
+
+    n = 0
+    for num_layers, size in ((30, 9), (32, 9), (12, 4), (5, 9), (8, 1)):
+        for center in sorted({0, 1, num_layers // 2, num_layers - 2, num_layers - 1}):
+            expected = list(LayerWindow(center, size).resolve(num_layers))
+            got = [int(layer) for layer in fn(center, num_layers, size)]
+            if got != expected:
+                hint = ""
+                if got and (got[0] < 0 or got[-1] >= num_layers):
+                    hint = " (clip the window at the model's ends: layers are 0..num_layers-1)"
+                elif len(got) == size + 1:
+                    hint = " (one layer too many: the window has `size` layers)"
+                _fail("window_layers", f"centre {center}, size {size}, {num_layers} layers{hint}", expected, got)
+            n += 1
+    return n
+
+
 def _check_deepest_window(fn) -> int:
     cases = [{0: -1.0, 1: -12.5, 2: -3.0}, {4: 2.0, 5: 1.0, 6: 3.0}, {10: -40.0}]
     for curve in cases:

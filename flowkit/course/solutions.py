@@ -33,6 +33,12 @@ def cross_frame_mask(spans) -> torch.Tensor:
     return mask
 
 
+def window_layers(center: int, num_layers: int, size: int = 9) -> list[int]:
+    """The layers a ``size``-layer window centred on ``center`` covers, clipped at the model's ends."""
+    start = center - size // 2
+    return [layer for layer in range(start, start + size) if 0 <= layer < num_layers]
+
+
 def percent_change(p_base: float, p_new: float) -> float:
     """The paper's metric: the relative change of p(answer), in percent."""
     return 100.0 * (p_new - p_base) / p_base
@@ -173,6 +179,7 @@ EXERCISES = (
     "option_probabilities",
     "cross_frame_mask",
     "percent_change",
+    "window_layers",
     "embedding_lens_scores",
     "temporal_share",
     "first_layer_above",
