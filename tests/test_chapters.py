@@ -50,6 +50,11 @@ WRONG = {
     "temporal_share": lambda top_words, temporal: 0.5,
     "first_layer_above": lambda probs, threshold=0.5: next((i for i, p in enumerate(probs) if p >= threshold), None),
     "deepest_window": lambda curve: max(curve.items(), key=lambda kv: kv[1]),
+    # forgets the half-window: the centres only
+    "window_from_curve": lambda curve, fraction=0.5: (
+        min(i for i, v in enumerate(curve) if v <= fraction * min(curve)),
+        max(i for i, v in enumerate(curve) if v <= fraction * min(curve)),
+    ),
     "kept_fraction": lambda masks, n, layers: 1 - sum(int(m.sum()) for m in masks.values()) / (n * n * layers),
     "random_cut_like": lambda block, seed: block.clone(),
     # forgets that last->last has no window (cut in every layer)

@@ -249,24 +249,38 @@ def troughs(summary: pd.DataFrame) -> pd.DataFrame:
     return summary.loc[idx, ["task", "edge_group", "center", "pct_change"]].reset_index(drop=True)
 
 
-def windows_from_sweeps(summary: pd.DataFrame, num_layers: int, fraction: float = 0.5) -> PathwayWindows:
+def window_from_curve(curve, fraction: float = 0.5, half_window: int = 4) -> tuple[int, int]:
+    """The window rule on one sweep curve (its % change at window centres 0, 1, 2, ...): from the
+    trough, extend to every neighbouring centre whose change is still at least ``fraction`` of the
+    trough's, then widen by the sweep's half-window (a 9-layer window reaches 4 layers either side of
+    its centre), clipped at the model's ends. A curve that never falls below 0 gives ``(t, t)`` at its
+    lowest point."""
+    curve = [float(v) for v in curve]
+    low = min(range(len(curve)), key=curve.__getitem__)
+    if curve[low] >= 0:
+        return (low, low)
+    lo = hi = low
+    while lo > 0 and curve[lo - 1] <= fraction * curve[low]:
+        lo -= 1
+    while hi < len(curve) - 1 and curve[hi + 1] <= fraction * curve[low]:
+        hi += 1
+    return (max(0, lo - half_window), min(len(curve) - 1, hi + half_window))
+
+
+def windows_from_sweeps(
+    summary: pd.DataFrame, num_layers: int, fraction: float = 0.5, window_rule=None
+) -> PathwayWindows:
     """Pathway windows read off sweep curves: where the mean % change (over tasks) is at least
-    ``fraction`` of its trough, as one contiguous range around the trough."""
+    ``fraction`` of its trough, as one contiguous range around the trough (:func:`window_from_curve`;
+    ``window_rule(curve, fraction)`` replaces it, e.g. a student's own)."""
     curves = summary.groupby(["edge_group", "center"])["pct_change"].mean()
+    rule = window_rule if window_rule is not None else window_from_curve
 
     def window(edge_group: str) -> tuple[int, int]:
         swept = edge_group in curves.index.get_level_values(0)  # no row: no question was answered correctly
         curve = (curves.loc[edge_group] if swept else pd.Series(dtype=float)).reindex(range(num_layers))
-        curve = curve.fillna(0.0).to_numpy()
-        low = int(np.argmin(curve))
-        if curve[low] >= 0:
-            return (low, low)
-        lo = hi = low
-        while lo > 0 and curve[lo - 1] <= fraction * curve[low]:
-            lo -= 1
-        while hi < num_layers - 1 and curve[hi + 1] <= fraction * curve[low]:
-            hi += 1
-        return (max(0, lo - 4), min(num_layers - 1, hi + 4))  # the windows were 9 layers wide
+        first, last = rule(curve.fillna(0.0).tolist(), fraction)
+        return (int(first), int(last))
 
     cross, vq, ql = window("cross_frame"), window("video->question"), window("question->last")
     return PathwayWindows(
@@ -510,6 +524,7 @@ def pathway_accuracy(
 
 
 __all__ = [
+    "window_from_curve",
     "pathway_accuracy",
     "RANDOM_CONDITIONS",
     "answer_emergence",

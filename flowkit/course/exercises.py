@@ -186,6 +186,29 @@ def _check_window_layers(fn) -> int:
     return n
 
 
+def _check_window_from_curve(fn) -> int:
+    """Against :func:`flowkit.analysis.experiments.window_from_curve` on troughs in the middle and at both
+    ends, a curve with two dips, a flat one, and the fractions 0.25 / 0.5 / 0.75."""
+    from flowkit.analysis.experiments import window_from_curve
+
+    cases = [
+        [0.0, -2.0, -8.0, -20.0, -12.0, -9.0, -3.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        [-30.0, -25.0, -10.0, -2.0] + [0.0] * 12,
+        [0.0] * 12 + [-1.0, -6.0, -40.0],
+        [-12.0, -3.0, -12.5, -11.0, -2.0] + [0.0] * 8,
+        [1.0, 0.5, 2.0, 0.0] * 3,
+    ]
+    n = 0
+    for curve in cases:
+        for fraction in (0.25, 0.5, 0.75):
+            expected = tuple(window_from_curve(curve, fraction))
+            got = tuple(int(v) for v in fn(list(curve), fraction))
+            if got != expected:
+                _fail("window_from_curve", f"curve {curve}, fraction {fraction}", expected, got)
+            n += 1
+    return n
+
+
 def _check_deepest_window(fn) -> int:
     cases = [{0: -1.0, 1: -12.5, 2: -3.0}, {4: 2.0, 5: 1.0, 6: 3.0}, {10: -40.0}]
     for curve in cases:

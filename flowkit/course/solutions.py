@@ -75,6 +75,19 @@ def deepest_window(curve: dict) -> tuple:
 
 
 # ---------------------------------------------------------------- chapter 04
+def window_from_curve(curve, fraction: float = 0.5) -> tuple[int, int]:
+    """The window rule: grow from the trough while the change stays >= ``fraction`` of it, then widen by 4."""
+    low = min(range(len(curve)), key=lambda i: curve[i])
+    if curve[low] >= 0:
+        return (low, low)
+    first = last = low
+    while first > 0 and curve[first - 1] <= fraction * curve[low]:
+        first -= 1
+    while last < len(curve) - 1 and curve[last + 1] <= fraction * curve[low]:
+        last += 1
+    return (max(0, first - 4), min(len(curve) - 1, last + 4))
+
+
 def kept_fraction(masks: dict, seq_len: int, num_layers: int) -> float:
     """Fraction of causal attention edges (over all layers) that the block masks keep."""
     per_layer = seq_len * (seq_len + 1) // 2
@@ -184,6 +197,7 @@ EXERCISES = (
     "temporal_share",
     "first_layer_above",
     "deepest_window",
+    "window_from_curve",
     "pathway_cuts",
     "kept_fraction",
     "random_cut_like",
