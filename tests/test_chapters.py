@@ -44,6 +44,8 @@ WRONG = {
     "option_probabilities": lambda logits: torch.softmax(logits, -1).flip(0),
     "cross_frame_mask": lambda spans: solutions.cross_frame_mask(spans).T,
     "percent_change": lambda p_base, p_new: 100 * (p_new - p_base),
+    # averages every question, not only the correctly answered ones
+    "sweep_curve": lambda rows, seed=0: solutions.sweep_curve(rows.assign(correct_base=True), seed),
     # forgets to clip at the model's ends
     "window_layers": lambda center, num_layers, size=9: list(range(center - size // 2, center - size // 2 + size)),
     "embedding_lens_scores": lambda hidden, embedding: hidden @ embedding.T / 2,

@@ -209,6 +209,68 @@ def _check_window_from_curve(fn) -> int:
     return n
 
 
+def _check_sweep_curve(fn) -> int:
+    """Against :func:`flowkit.analysis.experiments.curves_with_ci`: the same means over the correctly
+    answered questions; intervals that bracket them and match the kit's bootstrap to within a quarter
+    of its width (any correct percentile bootstrap does), one ``n`` per question."""
+    import numpy as np
+    import pandas as pd
+
+    from flowkit.analysis.experiments import curves_with_ci
+
+    rng = np.random.default_rng(3)
+    n = 0
+    for questions, centers in ((12, 5), (30, 3), (7, 8)):
+        rows = pd.DataFrame(
+            [
+                {
+                    "sample": f"q{q}",
+                    "task": "t",
+                    "edge_group": "cross_frame",
+                    "center": c,
+                    "pct_change": float(rng.normal(-10 * (c == 1), 6)),
+                    "correct_base": q % 5 != 4,
+                }
+                for q in range(questions)
+                for c in range(centers)
+            ]
+        )
+        expected = curves_with_ci(rows).set_index("center")
+        got = pd.DataFrame(fn(rows.copy()))
+        missing = [c for c in ("center", "pct_change", "lo", "hi") if c not in got.columns]
+        if missing:
+            _fail(
+                "sweep_curve", f"{questions} questions", "columns center, pct_change, lo, hi (and n)", list(got.columns)
+            )
+        got = got.set_index("center")
+        for center, row in expected.iterrows():
+            if center not in got.index:
+                _fail("sweep_curve", f"{questions} questions", f"a row for centre {center}", sorted(got.index))
+            mine = got.loc[center]
+            if not math.isclose(float(mine["pct_change"]), row["pct_change"], rel_tol=1e-9, abs_tol=1e-9):
+                hint = (
+                    " (average only the questions answered correctly: correct_base)"
+                    if math.isclose(
+                        float(mine["pct_change"]), rows[rows["center"] == center]["pct_change"].mean(), abs_tol=1e-9
+                    )
+                    else ""
+                )
+                _fail("sweep_curve", f"the mean at centre {center}{hint}", row["pct_change"], float(mine["pct_change"]))
+            width = row["hi"] - row["lo"]
+            if (
+                not (float(mine["lo"]) <= float(mine["pct_change"]) <= float(mine["hi"]))
+                or max(abs(float(mine["lo"]) - row["lo"]), abs(float(mine["hi"]) - row["hi"])) > 0.25 * width + 1e-9
+            ):
+                _fail(
+                    "sweep_curve",
+                    f"the 95 % interval at centre {center} (resample the questions, then take the 2.5th and 97.5th percentiles of the means)",
+                    (round(row["lo"], 2), round(row["hi"], 2)),
+                    (round(float(mine["lo"]), 2), round(float(mine["hi"]), 2)),
+                )
+            n += 1
+    return n
+
+
 def _check_deepest_window(fn) -> int:
     cases = [{0: -1.0, 1: -12.5, 2: -3.0}, {4: 2.0, 5: 1.0, 6: 3.0}, {10: -40.0}]
     for curve in cases:

@@ -33,6 +33,30 @@ def cross_frame_mask(spans) -> torch.Tensor:
     return mask
 
 
+def sweep_curve(rows, seed: int = 0):
+    """One sweep curve with 95 % bootstrap bands: per window centre, the mean % change over the correctly
+    answered questions, and the interval from resampling those questions."""
+    import numpy as np
+    import pandas as pd
+
+    kept = rows[rows["correct_base"]]
+    out = []
+    for center, group in kept.groupby("center"):
+        values = group["pct_change"].to_numpy(dtype=float)
+        rng = np.random.default_rng(seed)
+        means = values[rng.integers(0, len(values), size=(2000, len(values)))].mean(axis=1)
+        out.append(
+            {
+                "center": center,
+                "pct_change": values.mean(),
+                "lo": np.quantile(means, 0.025),
+                "hi": np.quantile(means, 0.975),
+                "n": len(values),
+            }
+        )
+    return pd.DataFrame(out)
+
+
 def window_layers(center: int, num_layers: int, size: int = 9) -> list[int]:
     """The layers a ``size``-layer window centred on ``center`` covers, clipped at the model's ends."""
     start = center - size // 2
@@ -193,6 +217,7 @@ EXERCISES = (
     "cross_frame_mask",
     "percent_change",
     "window_layers",
+    "sweep_curve",
     "embedding_lens_scores",
     "temporal_share",
     "first_layer_above",
