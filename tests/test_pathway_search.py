@@ -376,3 +376,25 @@ def test_a_report_counts_a_mask_refused_on_a_prompt_as_wrong_instead_of_failing(
     assert summarize_conditions(table).set_index("condition").loc["all cut", "accuracy"] == 0
     with pytest.raises(Exception, match="pass the % changes"):
         AccuracyRule(loss_margin=5.0).passes([True], [True])
+
+
+def test_search_questions_first_or_a_seeded_sample_never_held_out():
+    from flowkit.course.pathway_study import split_questions
+
+    frames = random_frames(seed=0)
+    samples = [
+        Sample(f"{task}/{i:04d}", task, frames, "q", ("a", "b"), "A", "a") for task in ("t1", "t2") for i in range(12)
+    ]
+    first, held = split_questions(samples, ["t1", "t2"], 3)
+    assert [s.id for s in first] == ["t1/0000", "t1/0001", "t1/0002", "t2/0000", "t2/0001", "t2/0002"]
+    drawn, rest = split_questions(samples, ["t1", "t2"], 3, how="random", seed=5)
+    again, _ = split_questions(samples, ["t1", "t2"], 3, how="random", seed=5)
+    assert [s.id for s in drawn] == [s.id for s in again] and len(drawn) == 6
+    assert [s.id for s in drawn] != [s.id for s in first]
+    assert not {s.id for s in drawn} & {s.id for s in rest} and len(rest) == 18
+    held_two = split_questions(samples, ["t1", "t2"], 3, held_out_per_task=2, how="random", seed=5)[1]
+    assert [s.id for s in held_two] == [s.id for s in rest if s.task == "t1"][:2] + [
+        s.id for s in rest if s.task == "t2"
+    ][:2]
+    with pytest.raises(Exception, match="how must be one of"):
+        split_questions(samples, ["t1"], 3, how="best")

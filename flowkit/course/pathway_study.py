@@ -36,6 +36,7 @@ import pandas as pd
 from flowkit.analysis import experiments
 from flowkit.analysis.pathway_search import (
     FULL,
+    AccuracyRule,
     PAPER_PRESETS,
     MaskCondition,
     conditions_table,
@@ -66,10 +67,39 @@ PAPER_7B_LABEL = "llava-next-7b-video-ft"
 LARGE_EFFECT = 0.5
 
 
-def split_questions(samples, tasks, search_per_task: int = SEARCH_PER_TASK, held_out_per_task: int | None = None):
-    """``(search, held_out)``: the first ``search_per_task`` questions of each task, and the rest of
-    those tasks (the next ``held_out_per_task`` of each; None: all)."""
-    search = first_per_task(samples, search_per_task, tasks=tasks)
+#: how the search questions are picked from each task: its first ones, or a seeded random sample
+SEARCH_SPLITS = ("first", "random")
+
+
+def split_questions(
+    samples,
+    tasks,
+    search_per_task: int = SEARCH_PER_TASK,
+    held_out_per_task: int | None = None,
+    how: str = "first",
+    seed: int = 0,
+):
+    """``(search, held_out)``: ``search_per_task`` questions of each task -- its first ones
+    (``how="first"``) or a random sample drawn with ``seed`` (``how="random"``, in question order) --
+    and the rest of those tasks (the first ``held_out_per_task`` of each; None: all).
+
+    Measured on the kit's model (10 search questions a task, 200 held out, ``AccuracyRule(loss_margin=5)``):
+    the first ten action-antonym questions answer with no "shrinks", and a cut that tilts the model
+    towards one option text passed them (found mask: 54.2 % of edges kept, held-out accuracy 74.5 ->
+    67.5 %); a random sample of the same size caught it (56.4 % kept, 75.0 -> 68.0 %, action antonym
+    98 -> 90 % instead of 98 -> 70 %)."""
+    import random
+
+    if how not in SEARCH_SPLITS:
+        raise FlowkitError(f"how must be one of {', '.join(SEARCH_SPLITS)}, got {how!r}")
+    if how == "first":
+        search = first_per_task(samples, search_per_task, tasks=tasks)
+    else:
+        search = []
+        for task in tasks:
+            of_task = first_per_task(samples, None, tasks=[task])
+            picked = {s.id for s in random.Random(seed).sample(of_task, min(search_per_task, len(of_task)))}
+            search += [s for s in of_task if s.id in picked]
     chosen = {s.id for s in search}
     rest = [s for s in first_per_task(samples, None, tasks=tasks) if s.id not in chosen]
     held = first_per_task(rest, held_out_per_task, tasks=tasks)
@@ -154,11 +184,15 @@ def run_pathway_study(
     progress: bool = True,
     held_out_per_task: int | None = None,
     results: str | os.PathLike | None = None,
+    search_split: str = "first",
+    rule=None,
 ) -> dict:
     """Run the study (see the module docstring) and write it beside the fidelity report.
 
     ``results``: the folder of the fidelity report whose learned tasks and sweeps the study reads
-    (default ``data/results``); ``out="default"`` writes ``pathway_search.json`` there."""
+    (default ``data/results``); ``out="default"`` writes ``pathway_search.json`` there. ``search_split``:
+    how the search questions are picked (:func:`split_questions`); ``rule``: the search's
+    :class:`~flowkit.analysis.pathway_search.AccuracyRule` (default: accuracy bound only)."""
     from flowkit.data import shipped_questions
     from flowkit.model.videollm import load_videollm
 
@@ -169,9 +203,9 @@ def run_pathway_study(
     report = load_report(results)
     check_model(vllm, "sweeps", report)  # the window rule reads the stored sweeps of this model
     tasks = report["learned"]["headline_tasks"]
-    search, held = split_questions(shipped_questions(), tasks, search_per_task, held_out_per_task)
+    search, held = split_questions(shipped_questions(), tasks, search_per_task, held_out_per_task, how=search_split)
     t0 = time.perf_counter()
-    result = search_pathways(vllm, search, progress=progress)
+    result = search_pathways(vllm, search, progress=progress, **({"rule": rule} if rule is not None else {}))
     search_s = time.perf_counter() - t0
     correlation, exhaustive_s = None, None
     if exhaustive:
@@ -193,6 +227,7 @@ def run_pathway_study(
         "fingerprint": vllm.fingerprint,
         "tasks": tasks,
         "search_samples": [s.id for s in search],
+        "search_split": search_split,
         "held_out_questions": len(held),
         "found": result.spec.to_dict(),
         "search": result.summary(),
@@ -262,6 +297,18 @@ def add_command(sub) -> None:
     p.add_argument("--model", default=KIT_MODEL)
     p.add_argument("--quant", default="nf4", choices=("nf4", "bf16", "fp32"))
     p.add_argument("--search-per-task", type=int, default=SEARCH_PER_TASK)
+    p.add_argument(
+        "--search-split",
+        choices=SEARCH_SPLITS,
+        default="first",
+        help="search on each task's first questions (default) or on a seeded random sample of them",
+    )
+    p.add_argument(
+        "--loss-margin",
+        type=float,
+        default=None,
+        help="also bound the mean loss in p(answer) during the search, in percent (default: no such bound)",
+    )
     p.add_argument("--random-seeds", type=int, default=5)
     p.add_argument("--no-exhaustive", action="store_true", help="skip the exact single-gate sweep (no correlation)")
     p.add_argument("--out", default=None, help="JSON path (default data/results/pathway_search.json)")
@@ -278,6 +325,8 @@ def _run_command(args: argparse.Namespace) -> int:
         random_seeds=tuple(range(args.random_seeds)),
         exhaustive=not args.no_exhaustive,
         out=args.out or "default",
+        search_split=args.search_split,
+        rule=None if args.loss_margin is None else AccuracyRule(loss_margin=args.loss_margin),
     )
     print(format_study(study))
     return 0
@@ -286,6 +335,7 @@ def _run_command(args: argparse.Namespace) -> int:
 __all__ = [
     "F4_LABEL",
     "PAPER_7B_LABEL",
+    "SEARCH_SPLITS",
     "format_study",
     "gradient_vs_exact",
     "held_out_by_task",
