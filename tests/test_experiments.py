@@ -184,3 +184,28 @@ def test_pathway_accuracy_averages_seeds_per_question_before_the_interval():
     assert out["full"]["task"] == "toy" and out["full"]["questions"] == 6
     with pytest.raises(FlowkitError, match="no rows for"):
         pathway_accuracy(table[table["condition"] != "random"])
+
+
+def test_leave_one_task_out_shows_which_task_carries_the_headline():
+    import pandas as pd
+
+    from flowkit.analysis.experiments import leave_one_task_out
+
+    rows = [
+        {
+            "sample": f"{task}/{q}",
+            "task": task,
+            "edge_group": "cross_frame",
+            "center": c,
+            "pct_change": (-60.0 if task == "deep" else -5.0) * (c == 2) - q,
+            "correct_base": True,
+        }
+        for task in ("deep", "flat1", "flat2")
+        for q in range(4)
+        for c in range(4)
+    ]
+    table = leave_one_task_out(pd.DataFrame(rows), ["deep", "flat1", "flat2"]).set_index("left_out")
+    assert list(table.index) == ["none", "deep", "flat1", "flat2"]
+    assert table.loc["none", "n"] == 12 and table.loc["deep", "n"] == 8
+    assert table.loc["deep", "pct_change"] == pytest.approx(-5.0 - 1.5)  # the flat tasks alone
+    assert table.loc["none", "pct_change"] < table.loc["deep", "pct_change"] and table.loc["none", "center"] == 2

@@ -221,6 +221,34 @@ def curves_with_ci(flows: pd.DataFrame, tasks=None, level: float = 0.95) -> pd.D
     return mean_with_ci(rows, ["edge_group", "center"], "pct_change", level)
 
 
+def leave_one_task_out(
+    flows: pd.DataFrame, tasks, edge_group: str = "cross_frame", level: float = 0.95
+) -> pd.DataFrame:
+    """Does one task carry the pooled headline? The pooled trough of ``edge_group`` over ``tasks``,
+    then with each task left out in turn: one row each with ``left_out`` ("none" for all of them),
+    the trough's ``center``, ``pct_change``, ``lo`` / ``hi`` (its 95 % interval over questions) and
+    ``n`` (questions)."""
+    tasks = list(tasks)
+    rows = []
+    for left_out in ["none", *tasks]:
+        kept = [t for t in tasks if t != left_out]
+        curve = curves_with_ci(flows[flows["edge_group"] == edge_group], kept, level)
+        if curve.empty:
+            continue
+        trough = curve.loc[curve["pct_change"].idxmin()]
+        rows.append(
+            {
+                "left_out": left_out,
+                "center": int(trough["center"]),
+                "pct_change": float(trough["pct_change"]),
+                "lo": float(trough["lo"]),
+                "hi": float(trough["hi"]),
+                "n": int(trough["n"]),
+            }
+        )
+    return pd.DataFrame(rows, columns=["left_out", "center", "pct_change", "lo", "hi", "n"])
+
+
 def task_curves_with_ci(flows: pd.DataFrame, edge_groups=None, level: float = 0.95) -> pd.DataFrame:
     """Per task, edge group and window centre: the mean % change over the task's correctly answered
     questions with a bootstrap interval over those questions (``lo``, ``hi``, ``n``); what
@@ -524,6 +552,7 @@ def pathway_accuracy(
 
 
 __all__ = [
+    "leave_one_task_out",
     "window_from_curve",
     "pathway_accuracy",
     "RANDOM_CONDITIONS",
