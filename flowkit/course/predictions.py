@@ -110,10 +110,16 @@ class CurveQuestion:
         return out.reset_index(drop=True)
 
     def setup(self) -> dict:
-        """What the page needs before any data: axes, titles, the guessable x values. No y value."""
+        """What the page needs before any data: axes, titles, the guessable x values. No y value, and for a
+        "deepest" question a y range that does not hint at the depth (-105 to at least +15)."""
         points = self._points()
         ys = pd.concat([points[c] for c in ("y", "lo", "hi") if c in points.columns])
-        y_domain = list(self.y_domain) if self.y_domain is not None else _padded(min(0.0, ys.min()), max(0.0, ys.max()))
+        if self.y_domain is not None:
+            y_domain = list(self.y_domain)
+        elif self.kind == "deepest":  # never hint at the depth asked for: % change reaches down to -100 at most
+            y_domain = [-105.0, max(15.0, float(ys.max()) + 5.0)]
+        else:
+            y_domain = _padded(min(0.0, ys.min()), max(0.0, ys.max()))
         return {
             "kind": self.kind,
             "prompt": self.prompt,
