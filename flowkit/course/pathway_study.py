@@ -2,9 +2,10 @@
 
 The study behind chapter 04's "find the pathways" section, stored beside the fidelity report:
 
-1. **Search** (:func:`flowkit.analysis.pathway_search.search_pathways`) on the first
-   ``search_per_task`` questions of each learned task of the shipped split (the fidelity
-   report's learned tasks), timed.
+1. **Search** (:func:`flowkit.analysis.pathway_search.search_pathways`) on ``search_per_task``
+   questions of each learned task of the shipped split (the fidelity report's learned tasks): the
+   first ones, or a seeded random sample (``search_split="random"``, :func:`split_questions`; the
+   stored study uses it, with ``AccuracyRule(loss_margin=5)``), timed.
 2. **Gradient vs exact**: every gate knocked out alone on the same questions
    (:func:`~flowkit.analysis.pathway_search.single_gate_effects`, the exhaustive alternative to the
    attribution scores), timed: the rank correlation between ``-score`` and the exact change in
