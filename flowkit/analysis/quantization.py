@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from flowkit.analysis.stats import bootstrap_ci
+from flowkit.analysis.stats import mean_with_interval
 from flowkit.analysis.sweep import sweep
 from flowkit.errors import FlowkitError
 
@@ -43,12 +43,6 @@ def quantization_sweeps(models: Mapping[str, object], samples, step: int = 3, pr
         for quant, model in models.items()
     ]
     return pd.concat(parts, ignore_index=True)
-
-
-def _interval(values) -> dict:
-    values = pd.Series(values, dtype=float).dropna()
-    lo, hi = bootstrap_ci(values)
-    return {"mean": float(values.mean()), "ci": [float(lo), float(hi)], "questions": int(len(values))}
 
 
 def quantization_agreement(table: pd.DataFrame, a: str = "nf4", b: str = "bf16", flat: float = FLAT) -> dict:
@@ -79,11 +73,11 @@ def quantization_agreement(table: pd.DataFrame, a: str = "nf4", b: str = "bf16",
         "formats": [a, b],
         "step": step,
         "flat": flat,
-        "trough_agree": _interval(agree),
-        "mean_abs_gap": _interval(gaps),
-        "p_answer_gap": _interval(clean[a] - clean[b]),
-        "p_answer": {q: _interval(clean[q]) for q in (a, b)},
-        "bf16_correct": _interval(correct[b].astype(float)),
+        "trough_agree": mean_with_interval(agree),
+        "mean_abs_gap": mean_with_interval(gaps),
+        "p_answer_gap": mean_with_interval(clean[a] - clean[b]),
+        "p_answer": {q: mean_with_interval(clean[q]) for q in (a, b)},
+        "bf16_correct": mean_with_interval(correct[b].astype(float)),
     }
 
 

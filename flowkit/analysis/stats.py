@@ -16,6 +16,18 @@ RESAMPLES = 2000
 SEED = 0
 
 
+def mean_with_interval(values, **extra) -> dict:
+    """``{"mean", "ci": [lo, hi], "questions"}`` of one value per question (95 % bootstrap; NaNs dropped),
+    plus ``extra``."""
+    values = pd.Series(values, dtype=float).dropna()
+    return {
+        "mean": float(values.mean()),
+        "ci": [float(x) for x in bootstrap_ci(values)],
+        "questions": int(len(values)),
+        **extra,
+    }
+
+
 def tied_with_minimum(values: dict, intervals: dict | None) -> list:
     """The keys (e.g. window centres) whose 95 % interval reaches down to the lowest value: where a curve's
     lowest point lies, as far as its intervals can tell. One key when the minimum stands clear (or

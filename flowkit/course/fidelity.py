@@ -64,7 +64,13 @@ from flowkit.intervention.edge_groups import DEFINITIONS_VERSION, PAPER_EDGE_GRO
 from flowkit.analysis.learned import RULE, learned_table
 from flowkit.analysis.pathways import PAPER_RANDOM_CONTROL
 from flowkit.data.sample import first_per_task
-from flowkit.analysis.stats import accuracy_by, bootstrap_ci, intervals_by, mean_with_ci, tied_with_minimum
+from flowkit.analysis.stats import (
+    accuracy_by,
+    intervals_by,
+    mean_with_ci,
+    mean_with_interval,
+    tied_with_minimum,
+)
 from flowkit.prompts.readout import PAPER_EMERGENCE, PAPER_PREDICTION
 
 PAPER_7B = {
@@ -118,16 +124,6 @@ def _curves_with_ci(flows: pd.DataFrame, tasks) -> dict[str, dict]:
             "questions": int(table["n"].max()),
         }  # every question is swept at every centre
     return out
-
-
-def _mean_with_interval(values: pd.Series, **extra) -> dict:
-    """``{"mean", "ci": [lo, hi], "questions"}`` of one value per question (95 % bootstrap), plus ``extra``."""
-    return {
-        "mean": float(values.mean()),
-        "ci": [float(x) for x in bootstrap_ci(values)],
-        "questions": int(len(values)),
-        **extra,
-    }
 
 
 @dataclass
@@ -206,7 +202,7 @@ def _accuracy_and_learned(run: _Run, control, quant: str):
         },
     }
     on_headline_tasks = acc[acc["task"].isin(run.headline)]["correct"].astype(float)
-    run.report["accuracy_headline"] = _mean_with_interval(on_headline_tasks, tasks=run.headline)
+    run.report["accuracy_headline"] = mean_with_interval(on_headline_tasks, tasks=run.headline)
     return acc, cvllm, cacc
 
 
@@ -360,7 +356,7 @@ def _finding_4(run: _Run, summary, random_seeds) -> None:
     on_learned = pathways[pathways["task"].isin(run.headline)]
     kept_per_question = on_learned[on_learned["condition"] == "pathways"]["kept_fraction"]
     run.report["F4"] = {
-        "edges_kept_headline": _mean_with_interval(
+        "edges_kept_headline": mean_with_interval(
             kept_per_question,
             tasks=run.headline,
             min=float(kept_per_question.min()),
