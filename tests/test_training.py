@@ -271,3 +271,16 @@ def test_a_stop_signal_checkpoints_after_the_current_step_and_resuming_finishes_
     train(cfg, split, progress=False)  # resumes from the checkpoint and finishes
     a, b = load_trainable_state(whole), load_trainable_state(split)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_evaluation_asks_another_split_when_given_one_and_says_how_to_make_one(tmp_path):
+    from flowkit.data.question_sets import write_split
+    from flowkit.smol_video.training.evaluate import main, questions_of
+
+    assert questions_of(None) is None  # the shipped split
+    write_split(tmp_path / "fresh", seed=60221, per_task=2, tasks=["object_count"], num_frames=8)
+    samples = questions_of(str(tmp_path / "fresh"))
+    assert [s.id for s in samples] == ["object_count/0000", "object_count/0001"]
+    assert all(len(s.frames) == 8 for s in samples)
+    with pytest.raises(SystemExit, match="python -m flowkit.data generate"):
+        main([str(tmp_path / "delta.safetensors"), "--questions", str(tmp_path / "missing")])
