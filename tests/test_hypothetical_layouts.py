@@ -86,3 +86,29 @@ def test_relayout_moves_a_real_prompt_to_another_layout(real_prompts):
     assert relayout(real_prompts[32], 16) == real_prompts[64]
     assert relayout(real_prompts[64], 4) == real_prompts[32]
     assert relayout(paper_prompt_spans(), 4) == paper_prompt_spans(4)
+
+
+def test_kept_share_by_layout_walks_one_prompt_through_the_layouts_the_chapter_draws():
+    from flowkit.analysis.pathways import LAYOUT_TOKENS, kept_share_by_layout, paper_prompt_kept_share
+
+    prompt = hypothetical_spans(4)  # the issue's prompt shape at the shipped layout
+    table = kept_share_by_layout(prompt, 30)
+    assert table["tokens_per_frame"].tolist() == list(LAYOUT_TOKENS)
+    for row in table.itertuples():  # each row is the same prompt laid out again, counted exactly
+        again = hypothetical_spans(row.tokens_per_frame)
+        assert row.prompt_len == again.seq_len
+        assert row.kept_share == pytest.approx(kept_percent(again) / 100, abs=1e-12)
+        assert row.video_share == pytest.approx(8 * row.tokens_per_frame / again.seq_len)
+    assert table["kept_share"].is_monotonic_decreasing  # more video, more of the prompt cut
+    assert round(100 * paper_prompt_kept_share(), 2) == 42.25
+    with pytest.raises(KnockoutError, match="back to back"):
+        kept_share_by_layout(_with_separators(), 30)
+
+
+def _with_separators() -> Spans:
+    """A prompt whose frames are not back to back (a separator token between them)."""
+    from dataclasses import replace
+
+    spans = hypothetical_spans(4)
+    frames = tuple((12 + 5 * i, 12 + 5 * i + 4) for i in range(8))
+    return replace(spans, frame_spans=frames, frames_per_span=1, video_span=(12, 52))

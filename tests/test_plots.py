@@ -358,3 +358,19 @@ def test_pictures_draw_every_character_and_label_the_mask_axes():
     assert x_axis["values"] == y_axis["values"] == [3, 7, 11, 16, 29]
     assert "'f1'" in x_axis["labelExpr"] and "'last'" in x_axis["labelExpr"]
     assert "'frame 2 · 11'" in y_axis["labelExpr"] and "'question · 16'" in y_axis["labelExpr"]
+
+
+def test_kept_by_layout_draws_the_line_rings_this_model_and_marks_the_papers_prompt():
+    from flowkit.analysis.pathways import kept_share_by_layout, paper_prompt_kept_share
+    from flowkit.prompts.hypothetical import hypothetical_spans
+
+    table = kept_share_by_layout(hypothetical_spans(4), 30)
+    spec = plots.kept_by_layout(table, current=16, paper_kept=paper_prompt_kept_share()).to_dict()
+    assert spec["layer"][0]["encoding"]["x"]["scale"]["type"] == "log"
+    labels = {row.get("label") for row in rows_of(spec)}
+    assert "this model: 16 per frame" in labels and "paper's own prompt: 42.2%" in labels
+    assert len(spec["layer"]) == 6  # line, its labels, the ring and its label, the diamond and its label
+    bare = plots.kept_by_layout(table).to_dict()
+    assert len(bare["layer"]) == 2
+    with pytest.raises(ValueError, match="kept_share_by_layout"):
+        plots.kept_by_layout(table.drop(columns="kept_share"))

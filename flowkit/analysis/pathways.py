@@ -256,6 +256,54 @@ def pathway_suppressed_fraction(windows: PathwayWindows, spans: Spans | Sequence
     return sum(1.0 - count_edges(spec, s, num_layers)["kept_fraction"] for s in many) / len(many)
 
 
+#: the layouts :func:`kept_share_by_layout` walks through: LLaVA-NeXT-Video's reachable ones
+#: (8x8 patches, integer pooling: 4, 9, 16, 36, 64 tokens per frame), one token, and the paper's 144
+LAYOUT_TOKENS = (1, 4, 9, 16, 36, 64, 144)
+
+
+def kept_share_by_layout(
+    spans: Spans,
+    num_layers: int,
+    tokens_per_frame: Sequence[int] = LAYOUT_TOKENS,
+    windows: PathwayWindows | None = None,
+):
+    """How much of a prompt a pathway mask keeps, had its frames held other numbers of tokens.
+
+    The same prompt (``spans``: its template, question and options; frames back to back, as
+    LLaVA-NeXT-Video lays them out) with each frame re-laid to ``t`` tokens
+    (:func:`flowkit.prompts.hypothetical.relayout`), and the share of causal edges (all layers)
+    that ``windows`` (default: the paper's 7B windows scaled to ``num_layers``) keep on it. The
+    share is set by the share of video tokens: the mask cuts mostly video -> video edges, whose
+    number grows with the square of the video's length. A DataFrame: ``tokens_per_frame``,
+    ``prompt_len``, ``video_share`` (video tokens / prompt), ``kept_share``."""
+    import pandas as pd
+
+    from flowkit.prompts.hypothetical import relayout
+
+    windows = paper_windows(num_layers) if windows is None else windows
+    rows = []
+    for t in tokens_per_frame:
+        laid = relayout(spans, int(t))
+        rows.append(
+            {
+                "tokens_per_frame": int(t),
+                "prompt_len": laid.seq_len,
+                "video_share": laid.num_frames * int(t) / laid.seq_len,
+                "kept_share": 1.0 - pathway_suppressed_fraction(windows, laid, num_layers),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def paper_prompt_kept_share(num_layers: int = 32) -> float:
+    """The share of edges the paper's 7B pathway mask keeps on the paper's own prompt (N = 1,260,
+    8 x 144 video tokens; :func:`flowkit.prompts.hypothetical.paper_prompt_spans`) at its 32 layers:
+    0.4225, the paper's "58 % suppressed"."""
+    from flowkit.prompts.hypothetical import paper_prompt_spans
+
+    return 1.0 - pathway_suppressed_fraction(paper_windows(num_layers), paper_prompt_spans(), num_layers)
+
+
 # ------------------------------------------------------------------------ random controls
 
 #: The paper's random control (the default wherever a number is compared with the paper).
@@ -394,14 +442,17 @@ def random_control_masks(
 __all__ = [
     "RANDOM_OVERFLOW_RULES",
     "DEFAULT_PRESET",
+    "LAYOUT_TOKENS",
     "LAYER_MATCHED_RANDOM_CONTROL",
     "PAPER_PATHWAY_PRESETS",
     "PAPER_RANDOM_CONTROL",
     "RANDOM_CONTROLS",
     "PaperPathwayPreset",
     "PathwayWindows",
+    "kept_share_by_layout",
     "layer_matched_random_block_masks",
     "paper_pathway_preset",
+    "paper_prompt_kept_share",
     "paper_random_block_masks",
     "paper_random_edge_count",
     "paper_random_pool",

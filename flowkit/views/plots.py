@@ -847,6 +847,70 @@ def faithfulness_curve(df: pd.DataFrame) -> alt.LayerChart:
     return projector(chart.properties(title="Faithfulness: accuracy against edges suppressed (95 % intervals)"))
 
 
+def kept_by_layout(df: pd.DataFrame, current: int | None = None, paper_kept: float | None = None) -> alt.LayerChart:
+    """Share of edges a pathway mask keeps against video tokens per frame, one prompt re-laid out.
+
+    Args:
+        df: :func:`flowkit.analysis.pathways.kept_share_by_layout`'s table (``tokens_per_frame``,
+            ``prompt_len``, ``kept_share``): the paper's windows on this kit's prompt at each layout.
+        current: this model's tokens per frame, ringed and labelled on the line.
+        paper_kept: the share the paper's mask keeps on the paper's own prompt (8 x 144 video tokens
+            and its long system prompt, 32 layers; :func:`flowkit.analysis.pathways.paper_prompt_kept_share`),
+            drawn as a separate labelled diamond at 144.
+    """
+    _require(
+        df,
+        ["tokens_per_frame", "prompt_len", "kept_share"],
+        "kept_by_layout",
+        "Use flowkit.analysis.pathways.kept_share_by_layout(spans, num_layers) to build the table.",
+    )
+    ticks = sorted(int(t) for t in df["tokens_per_frame"])
+    x = alt.X(
+        "tokens_per_frame:Q",
+        title="video tokens per frame (log scale)",
+        scale=alt.Scale(type="log", domain=[min(ticks) * 0.8, max(ticks) * 1.25], nice=False),
+        axis=alt.Axis(values=ticks, format="d"),
+    )
+    y = alt.Y("kept_share:Q", title="edges kept", scale=alt.Scale(domain=[0.3, 1]), axis=alt.Axis(format="%"))
+    tooltip = [
+        alt.Tooltip("tokens_per_frame:Q", title="tokens per frame"),
+        alt.Tooltip("prompt_len:Q", title="prompt tokens"),
+        alt.Tooltip("kept_share:Q", format=".1%", title="edges kept"),
+    ]
+    blue = OKABE_ITO["blue"]
+    line = alt.Chart(df).mark_line(point=True, strokeWidth=3, color=blue).encode(x=x, y=y, tooltip=tooltip)
+    labels = (
+        alt.Chart(df)
+        .mark_text(dy=-12, fontSize=FONT["label"] - 3, color=blue)
+        .encode(x=x, y=y, text=alt.Text("kept_share:Q", format=".0%"))
+    )
+    layers = [line, labels]
+    if current is not None and current in ticks:
+        here = df[df["tokens_per_frame"] == current].assign(label=f"this model: {current} per frame")
+        ring = alt.Chart(here).mark_point(size=400, strokeWidth=2.5, color="#212121").encode(x=x, y=y)
+        text = (
+            alt.Chart(here)
+            .mark_text(align="left", dx=20, dy=-22, fontSize=FONT["label"] - 2, color="#212121")
+            .encode(x=x, y=y, text="label:N")
+        )
+        layers += [ring, text]
+    if paper_kept is not None:
+        paper = pd.DataFrame(
+            {"tokens_per_frame": [144], "kept_share": [paper_kept], "label": [f"paper's own prompt: {paper_kept:.1%}"]}
+        )
+        vermillion = OKABE_ITO["vermillion"]
+        layers += [
+            alt.Chart(paper).mark_point(shape="diamond", filled=True, size=220, color=vermillion).encode(x=x, y=y),
+            alt.Chart(paper)
+            .mark_text(align="right", dx=8, dy=-36, fontSize=FONT["label"] - 2, color=vermillion)
+            .encode(x=x, y=y, text="label:N"),
+        ]
+    chart = alt.layer(*layers).properties(width=520, height=300)
+    return projector(
+        chart.properties(title="The paper's pathway mask on this prompt: edges kept vs video tokens per frame")
+    )
+
+
 def prediction(setup: dict, guess: dict | None = None, result: dict | None = None, title: str = "") -> alt.LayerChart:
     """A predict-then-reveal picture: the axes, the student's guess (an orange cross) and, once revealed,
     the curve with its 95 % band and the point asked about (a black ring).
@@ -1003,6 +1067,7 @@ __all__ = [
     "edge_group_colors",
     "edge_group_label",
     "flow_curves",
+    "kept_by_layout",
     "lens_shares",
     "prob_by_layer",
     "projector",
