@@ -228,6 +228,8 @@ def test_the_pathway_study_writes_its_tables_and_verify_recomputes_them(
         held_out_per_task=1,
         results=results,
         progress=False,
+        test_seed=60227,
+        test_per_task=1,
     )
     assert load_study(results) == json.loads((results / STUDY_JSON).read_text())
     assert study["search_samples"] == [f"{task}/0000" for task in tasks]
@@ -243,6 +245,14 @@ def test_the_pathway_study_writes_its_tables_and_verify_recomputes_them(
     assert "searched on" in format_study(study)
     checked = verify(letters_fp32, "pathway_search", n=1, folder=results)
     assert len(checked) >= 30 and checked["max_abs_diff"].max() <= 1e-4
+    # the fresh test split: one question per task, the held-out report's masks, recomputed from its seed
+    assert study["test_split"]["seed"] == 60227 and study["test_split"]["questions"] == len(tasks)
+    assert [row["condition"] for row in study["test"]] == list(held)
+    test = load_table("pathway_search_test", results)
+    assert sorted(test["sample"].unique()) == sorted(f"{task}/0000" for task in tasks)
+    assert "never used to choose anything" in format_study(study)
+    checked = verify(letters_fp32, "pathway_search_test", n=1, folder=results)
+    assert len(checked) == 9 and checked["max_abs_diff"].max() <= 1e-4  # full, found, F4, paper 7B, 5 random seeds
 
 
 def test_verify_catches_a_tampered_table(fidelity_run, letters_fp32, tmp_path):

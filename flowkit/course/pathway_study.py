@@ -16,11 +16,16 @@ The study behind chapter 04's "find the pathways" section, stored beside the fid
    sized to the found mask on each question and at fixed fractions (5 seeds each), and points
    along the search's path: one table, from which the held-out report and the faithfulness
    curve are both summaries.
+4. **Test** (unless ``test_seed=None``): a fresh split rendered with ``test_seed`` (never used by
+   any training, search or selection: :data:`TEST_SEED`), ``test_per_task`` questions of each
+   learned task, under the masks of the held-out report. The held-out questions have chosen
+   between search rules; these have chosen nothing.
 
 Writes ``pathway_search.json`` (the found mask, the search's path and scores, the masks as
-data, the correlation, the timings, the summaries) and ``pathway_search.csv.gz`` (one row per
-held-out question and mask) into ``data/results``. ``flowkit.course.results.verify(vllm,
-"pathway_search")`` recomputes a sample of the table.
+data, the correlation, the timings, the summaries), ``pathway_search.csv.gz`` (one row per
+held-out question and mask) and ``pathway_search_test.csv.gz`` (one row per test question and
+mask) into ``data/results``. ``flowkit.course.results.verify(vllm, "pathway_search")`` (and
+``"pathway_search_test"``) recomputes a sample of each table.
 """
 
 from __future__ import annotations
@@ -55,6 +60,12 @@ from flowkit.model.named_models import KIT_MODEL
 from flowkit.course.results import STUDY_JSON, check_model, load_report, load_table
 
 STUDY_TABLE = "pathway_search"
+TEST_TABLE = "pathway_search_test"
+#: the fresh test split's seed: no training run, search, evaluation or selection used it before
+#: the study did (the shipped split is 1234; training 1-5; evaluation during training 4321; the
+#: tuned lens 4242; the model comparison's fresh split 60221)
+TEST_SEED = 60227
+TEST_PER_TASK = 50
 #: what a stored study means (bump when a definition changes)
 STUDY_VERSION = 1
 SEARCH_PER_TASK = 10
@@ -157,10 +168,14 @@ def study_conditions(num_layers: int, result, sweep_summary: pd.DataFrame, rando
     return conditions
 
 
+#: the masks of the held-out report (and of the test)
+REPORTED = ("full", "found", F4_LABEL, PAPER_7B_LABEL, "random (found size)")
+
+
 def held_out_summary(table: pd.DataFrame) -> pd.DataFrame:
     """The held-out report: the full model, the found mask, the F4 window mask, the paper's 7B windows
     and the paper's random control sized to the found mask (5 seeds, averaged per question)."""
-    picked = ["full", "found", F4_LABEL, PAPER_7B_LABEL, "random (found size)"]
+    picked = list(REPORTED)
     summary = summarize_conditions(table[table["condition"].isin(picked)])
     return summary.set_index("condition").loc[[p for p in picked if p in set(summary["condition"])]].reset_index()
 
@@ -187,13 +202,16 @@ def run_pathway_study(
     results: str | os.PathLike | None = None,
     search_split: str = "first",
     rule=None,
+    test_seed: int | None = TEST_SEED,
+    test_per_task: int = TEST_PER_TASK,
 ) -> dict:
     """Run the study (see the module docstring) and write it beside the fidelity report.
 
     ``results``: the folder of the fidelity report whose learned tasks and sweeps the study reads
     (default ``data/results``); ``out="default"`` writes ``pathway_search.json`` there. ``search_split``:
     how the search questions are picked (:func:`split_questions`); ``rule``: the search's
-    :class:`~flowkit.analysis.pathway_search.AccuracyRule` (default: accuracy bound only)."""
+    :class:`~flowkit.analysis.pathway_search.AccuracyRule` (default: accuracy bound only);
+    ``test_seed``: the fresh test split's seed (None: no test)."""
     from flowkit.data import shipped_questions
     from flowkit.model.videollm import load_videollm
 
@@ -220,6 +238,15 @@ def run_pathway_study(
     t0 = time.perf_counter()
     table = conditions_table(vllm, held, conditions, progress=progress)
     held_out_s = time.perf_counter() - t0
+    test_table, test_s = None, None
+    if test_seed is not None:
+        from flowkit.data import rendered_questions
+
+        t0 = time.perf_counter()
+        test = rendered_questions(test_seed, test_per_task, tasks)
+        reported = [c for c in conditions if c.label in REPORTED]
+        test_table = conditions_table(vllm, test, reported, progress=progress)
+        test_s = time.perf_counter() - t0
     study = {
         "version": STUDY_VERSION,
         "model": model,
@@ -242,29 +269,48 @@ def run_pathway_study(
             "exhaustive_single_gates": exhaustive_s,
             "search_to_exhaustive": (search_s / exhaustive_s) if exhaustive_s else None,
             "held_out": held_out_s,
+            "test": test_s,
             "total": time.time() - started,
         },
         "held_out": held_out_summary(table).to_dict("records"),
         "held_out_by_task": held_out_by_task(table).to_dict("records"),
         "curve": summarize_conditions(table).to_dict("records"),
     }
+    if test_table is not None:
+        study["test_split"] = {
+            "seed": test_seed,
+            "per_task": test_per_task,
+            "tasks": tasks,
+            "questions": int(test_table["sample"].nunique()),
+            "render": f"python -m flowkit.data generate --out DIR --seed {test_seed} --per-task {test_per_task} "
+            f"--tasks {' '.join(tasks)}",
+        }
+        study["test"] = held_out_summary(test_table).to_dict("records")
+        study["test_by_task"] = held_out_by_task(test_table).to_dict("records")
     if out == "default":
         out = (Path(results) if results is not None else data_path("results")) / STUDY_JSON
     if out is not None:
-        write_study(Path(out), study, table)
+        write_study(Path(out), study, table, test_table)
     return study
 
 
-def write_study(path: Path, study: dict, table: pd.DataFrame) -> None:
-    """The JSON and, beside it, the table (byte-reproducible gzip), all or nothing."""
+def write_study(path: Path, study: dict, table: pd.DataFrame, test_table: pd.DataFrame | None = None) -> None:
+    """The JSON and, beside it, the tables (byte-reproducible gzip), all or nothing. Without a test
+    table a stale test table beside it is removed, so the folder never mixes two studies."""
     import gzip
 
-    csv = path.parent / f"{STUDY_TABLE}.csv.gz"
-    with atomic_paths([csv, path]) as (tmp_csv, tmp_json):
-        text = table.to_csv(index=False, float_format="%.9g", lineterminator="\n").encode()
-        with open(tmp_csv, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
-            packed.write(text)
-        Path(tmp_json).write_text(json.dumps(study, indent=1, sort_keys=True, default=float))
+    tables = [(path.parent / f"{STUDY_TABLE}.csv.gz", table)]
+    stale = path.parent / f"{TEST_TABLE}.csv.gz"
+    if test_table is not None:
+        tables.append((stale, test_table))
+    with atomic_paths([p for p, _ in tables] + [path]) as tmp:
+        for (_, frame), tmp_csv in zip(tables, tmp[:-1]):
+            text = frame.to_csv(index=False, float_format="%.9g", lineterminator="\n").encode()
+            with open(tmp_csv, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+                packed.write(text)
+        Path(tmp[-1]).write_text(json.dumps(study, indent=1, sort_keys=True, default=float))
+    if test_table is None and stale.exists():
+        stale.unlink()
 
 
 def format_study(study: dict) -> str:
@@ -279,6 +325,16 @@ def format_study(study: dict) -> str:
             f"  {name:<24} edges kept {100 * row['kept_share']:5.1f} %   accuracy {100 * row['accuracy']:5.1f} % "
             f"[{100 * row['lo']:.1f}, {100 * row['hi']:.1f}]"
         )
+    if study.get("test"):
+        split = study["test_split"]
+        lines.append(
+            f"test: {split['questions']} fresh questions (seed {split['seed']}), never used to choose anything"
+        )
+        for row in study["test"]:
+            lines.append(
+                f"  {row['condition']:<24} edges kept {100 * row['kept_share']:5.1f} %   accuracy "
+                f"{100 * row['accuracy']:5.1f} % [{100 * row['lo']:.1f}, {100 * row['hi']:.1f}]"
+            )
     corr = study.get("gradient_vs_exact")
     if corr:
         lines.append(
@@ -311,12 +367,23 @@ def add_command(sub) -> None:
         help="also bound the mean loss in p(answer) during the search, in percent (default: no such bound)",
     )
     p.add_argument("--random-seeds", type=int, default=5)
+    p.add_argument(
+        "--test-seed",
+        type=int,
+        default=TEST_SEED,
+        help=f"seed of the fresh test split (default {TEST_SEED}, used by nothing else); "
+        "pick one no training or selection used",
+    )
+    p.add_argument("--test-per-task", type=int, default=TEST_PER_TASK, help="test questions per learned task")
+    p.add_argument("--no-test", action="store_true", help="no fresh test split")
     p.add_argument("--no-exhaustive", action="store_true", help="skip the exact single-gate sweep (no correlation)")
     p.add_argument("--out", default=None, help="JSON path (default data/results/pathway_search.json)")
     p.set_defaults(run=_run_command)
 
 
 def _run_command(args: argparse.Namespace) -> int:
+    if args.test_per_task < 1:
+        raise FlowkitError(f"--test-per-task must be at least 1, got {args.test_per_task}")
     if args.search_per_task < 1:
         raise FlowkitError(f"--search-per-task must be at least 1, got {args.search_per_task}")
     study = run_pathway_study(
@@ -328,6 +395,8 @@ def _run_command(args: argparse.Namespace) -> int:
         out=args.out or "default",
         search_split=args.search_split,
         rule=None if args.loss_margin is None else AccuracyRule(loss_margin=args.loss_margin),
+        test_seed=None if args.no_test else args.test_seed,
+        test_per_task=args.test_per_task,
     )
     print(format_study(study))
     return 0
@@ -335,6 +404,8 @@ def _run_command(args: argparse.Namespace) -> int:
 
 __all__ = [
     "F4_LABEL",
+    "REPORTED",
+    "TEST_SEED",
     "PAPER_7B_LABEL",
     "SEARCH_SPLITS",
     "format_study",

@@ -35,11 +35,13 @@ _CHECKED = {
     "lens": (["bag", "sample", "kind", "layer"], ["temporal_share"]),
     "pathways": (["sample", "condition", "seed"], ["p_answer"]),
     "pathway_search": (["sample", "condition", "seed"], ["p_answer"]),
+    "pathway_search_test": (["sample", "condition", "seed"], ["p_answer"]),
     "quantization": (["sample", "quant", "center"], ["p_base", "p_new", "pct_change"]),
 }
 #: the command that writes each table, where it is not the fidelity run
 _WRITTEN_BY = {
     "pathway_search": "python -m flowkit pathway-study",
+    "pathway_search_test": "python -m flowkit pathway-study",
     "quantization": "python -m flowkit fidelity --quantization-only",
 }
 #: the pathway study's report (flowkit.course.pathway_study), beside its table
@@ -126,7 +128,14 @@ def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None, f
 
     report = report if report is not None else load_report()
     ids = list(dict.fromkeys(rows["sample"]))
-    samples = {s.id: s for s in shipped_questions() if s.id in set(ids)}
+    if name == "pathway_search_test":  # the study's fresh split, rendered again from its seed
+        from flowkit.data import rendered_questions
+
+        split = load_study(folder)["test_split"]
+        pool = rendered_questions(split["seed"], split["per_task"], split["tasks"])
+    else:
+        pool = shipped_questions()
+    samples = {s.id: s for s in pool if s.id in set(ids)}
     missing = [i for i in ids if i not in samples]
     if missing:
         raise StoredResultsMismatch(
@@ -174,7 +183,7 @@ def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None, f
             for sample, group in rows.groupby("sample", sort=False)
         ]
         return pd.concat(parts, ignore_index=True)
-    if name == "pathway_search":
+    if name in ("pathway_search", "pathway_search_test"):
         from flowkit.analysis.pathway_search import MaskCondition, conditions_table
 
         study = load_study(folder)
@@ -225,7 +234,7 @@ def verify(
 def _verify(vllm, name: str, n: int, seed: int, atol: float, folder) -> pd.DataFrame:
     report = load_report(folder)
     check_model(vllm, name, report)
-    if name == "pathway_search":
+    if name in ("pathway_search", "pathway_search_test"):
         if load_study(folder).get("fingerprint") != vllm.fingerprint:
             raise StoredResultsMismatch(
                 f"the stored pathway study was computed with another model than this one ({vllm.fingerprint}); "

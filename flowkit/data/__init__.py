@@ -17,6 +17,7 @@ from flowkit.data.question_sets import (
     available_tasks,
     shipped_questions_root,
     load_question_set,
+    rendered_questions,
     shipped_questions,
     write_split,
 )
@@ -27,6 +28,7 @@ from flowkit.data.video import read_video, uniform_frame_indices, write_video
 from flowkit.data.vocab import SPATIAL_WORDS, TEMPORAL_WORDS, WORD_BAGS
 
 __all__ = [
+    "rendered_questions",
     "QuestionSet",
     "SkippedEntriesWarning",
     "EVAL_SEED",

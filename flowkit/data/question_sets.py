@@ -369,6 +369,20 @@ def write_split(
     return SplitSummary(out_dir, counts, num_bytes, time.perf_counter() - started)
 
 
+def rendered_questions(
+    seed: int, per_task: int, tasks: Iterable[str] | None = None, num_frames: int = 8
+) -> tuple[Sample, ...]:
+    """A fresh split, read exactly as the shipped one is read: rendered with ``seed``
+    (:func:`write_split`, clips of 16 frames at 64x64), written as video in a temporary folder,
+    decoded (``num_frames`` per question) and the folder removed. The same seed gives the same
+    questions and frames on any machine with the same video encoder build. For a test that no
+    training, search or selection has seen: pick a seed none of them used."""
+    with tempfile.TemporaryDirectory(prefix="flowkit-split-") as folder:
+        root = Path(folder) / f"seed-{seed}"
+        write_split(root, seed=seed, per_task=per_task, tasks=tasks)
+        return tuple(load_question_set(root, num_frames=num_frames))
+
+
 def _write_task(split: Path, task: str, seed: int, per_task: int, num_frames: int, size: int, bar: tqdm) -> None:
     video_dir = split / "video" / task
     video_dir.mkdir(parents=True)
