@@ -226,6 +226,7 @@ def test_the_pathway_study_writes_its_tables_and_verify_recomputes_them(
         quant="fp32",
         search_per_task=1,
         held_out_per_task=1,
+        search_split="first",
         results=results,
         progress=False,
         test_seed=60227,

@@ -33,7 +33,16 @@ ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SETTINGS = {"aten-default": {"ATEN_CPU_CAPABILITY": "default"}, "mkl-compatible": {"MKL_CBWR": "COMPATIBLE"}}
 #: the tables whose stored rows are recomputed under each setting (one entry each)
-VERIFIED_TABLES = ("sweeps", "accuracy", "emergence", "lens", "pathways", "pathway_search", "quantization")
+VERIFIED_TABLES = (
+    "sweeps",
+    "accuracy",
+    "emergence",
+    "lens",
+    "pathways",
+    "pathway_search",
+    "pathway_search_test",
+    "quantization",
+)
 #: how many times the spread across kernels a printed number must keep from its rounding boundary
 SAFETY = 4
 #: the least distance of a printed probability from its rounding boundary: the kit's promise across CPUs

@@ -182,6 +182,10 @@ def test_pathway_accuracy_averages_seeds_per_question_before_the_interval():
     assert (out["random"]["lo"], out["random"]["hi"]) == (0.0, 1.0)
     assert out["random"]["seed range"] == "33.3-83.3 %" and out["full"]["seed range"] == ""
     assert out["full"]["task"] == "toy" and out["full"]["questions"] == 6
+    # answers changed: pathways loses question 0; random is below full on every question but q4, q5
+    assert (out["pathways"]["worse"], out["pathways"]["better"]) == (1, 0)
+    assert (out["random"]["worse"], out["random"]["better"]) == (4, 0)
+    assert (out["full"]["worse"], out["full"]["better"]) == (0, 0)
     with pytest.raises(FlowkitError, match="no rows for"):
         pathway_accuracy(table[table["condition"] != "random"])
 

@@ -74,7 +74,7 @@ def test_the_precomputed_results_are_this_models(shipped):
 
     report = load_report()
     assert report["fingerprint"] == shipped.fingerprint and report["quant"] == "nf4"
-    for table in ("sweeps", "accuracy", "pathway_search", "quantization"):
+    for table in ("sweeps", "accuracy", "pathway_search", "pathway_search_test", "quantization"):
         checked = verify(shipped, table, n=2, seed=11)
         assert checked["max_abs_diff"].max() <= 1e-4
 

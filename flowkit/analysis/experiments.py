@@ -514,7 +514,9 @@ def pathway_accuracy(
     question's correctness under a mask is first averaged over that mask's seeds, so seeds never
     count as more questions. Per mask: ``accuracy`` with ``lo`` / ``hi``; ``minus full`` (the mean
     question-by-question difference from ``full``, paired) with its interval; ``seed range`` (the
-    lowest and highest single-seed accuracy, or "" without seeds). ``interval(values, seed=0)`` gives
+    lowest and highest single-seed accuracy, or "" without seeds); ``worse`` / ``better``: how many
+    questions the mask answers less / more often correctly than ``full`` (a net accuracy near zero can
+    hide many answers changed both ways). ``interval(values, seed=0)`` gives
     the ``(lo, hi)`` (default :func:`flowkit.analysis.stats.bootstrap_ci`: a chapter passes the
     student's); ``labels`` are copied into every row (``task=...``, ``scope=...``).
     """
@@ -546,6 +548,8 @@ def pathway_accuracy(
                 "minus full lo": float(d_lo),
                 "minus full hi": float(d_hi),
                 "seed range": f"{100 * seeds.min():.1f}-{100 * seeds.max():.1f} %" if len(seeds) > 1 else "",
+                "worse": int((difference < 0).sum()),
+                "better": int((difference > 0).sum()),
             }
         )
     return rows
