@@ -135,3 +135,20 @@ def test_the_committed_resume_point_reads_where_a_lone_object_is():
     trainable, processor = build(config)
     accuracy = evaluate(trainable, processor, evaluation_sets(config))
     assert accuracy["frame_lone_side"] >= 0.9 and accuracy["frame_lone_height"] >= 0.85, accuracy
+
+
+def test_the_evaluation_command_asks_another_split_with_the_shipped_delta(shipped, tmp_path):
+    """``python -m flowkit.smol_video.training.evaluate DELTA --questions DIR``: the model it assembles
+    from the shipped delta answers a fresh split exactly as the shipped model does."""
+    from flowkit.analysis.experiments import answer_table
+    from flowkit.data import load_question_set, write_split
+    from flowkit.locations import data_path
+    from flowkit.smol_video.training.evaluate import main
+
+    write_split(tmp_path / "fresh", seed=60221, per_task=1, tasks=["object_count", "scene_transition"])
+    out = tmp_path / "accuracy.json"
+    delta = data_path("models") / "flowkit-smol-video" / "delta.safetensors"
+    assert main([str(delta), "--questions", str(tmp_path / "fresh"), "--json", str(out)]) == 0
+    measured = json.loads(out.read_text())[str(delta)]
+    expected = answer_table(shipped, load_question_set(tmp_path / "fresh"), progress=False)
+    assert measured == expected.groupby("task")["correct"].mean().to_dict()

@@ -40,12 +40,12 @@ def accuracy_of(source: str, progress: bool = True, questions=None):
     """Per-question accuracy table of the model made from ``source`` (NF4, CPU) on ``questions``
     (samples; default: the shipped split)."""
     from flowkit.data import shipped_questions
-    from flowkit.analysis.experiments import accuracy
+    from flowkit.analysis.experiments import answer_table
     from flowkit.model.videollm import load_videollm
     from flowkit.smol_video import folder_for_delta
 
     vllm = load_videollm(folder_for_delta(delta_file(source)), "nf4")
-    return accuracy(vllm, shipped_questions() if questions is None else questions, progress=progress)
+    return answer_table(vllm, shipped_questions() if questions is None else questions, progress=progress)
 
 
 def questions_of(folder: str | None):
