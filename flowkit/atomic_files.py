@@ -78,4 +78,15 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-__all__ = ["atomic_folder", "atomic_path", "atomic_paths", "atomic_write_json", "atomic_write_text"]
+def write_csv_gz(path: str | os.PathLike, table) -> None:
+    """Write a DataFrame to ``path`` as gzip-compressed CSV, byte-reproducible: floats as ``%.9g``, ``\n``
+    line ends, no file name or time in the gzip header (same table, same bytes). Not atomic by itself:
+    write to a temporary path of :func:`atomic_paths` and let it rename."""
+    import gzip
+
+    text = table.to_csv(index=False, float_format="%.9g", lineterminator="\n").encode()
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+        packed.write(text)
+
+
+__all__ = ["atomic_folder", "atomic_path", "atomic_paths", "atomic_write_json", "atomic_write_text", "write_csv_gz"]

@@ -46,7 +46,6 @@ same numbers.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
 import time
 from dataclasses import dataclass, field
@@ -56,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from flowkit.analysis import experiments
-from flowkit.atomic_files import atomic_paths, atomic_write_json
+from flowkit.atomic_files import atomic_paths, atomic_write_json, write_csv_gz
 from flowkit.errors import FlowkitError
 from flowkit.locations import data_path
 from flowkit.model.named_models import KIT_CONTROL, KIT_MODEL
@@ -108,9 +107,7 @@ def _atomic_write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
     """Write every table as ``<name>.csv.gz`` (byte-reproducible: gzip mtime 0), all or nothing."""
     with atomic_paths([folder / f"{name}.csv.gz" for name in tables]) as temps:
         for tmp, table in zip(temps, tables.values()):
-            text = table.to_csv(index=False, float_format="%.9g", lineterminator="\n").encode()
-            with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
-                packed.write(text)  # no file name or time in the gzip header: same table, same bytes
+            write_csv_gz(tmp, table)
 
 
 def _curves_with_ci(flows: pd.DataFrame, tasks) -> dict[str, dict]:
@@ -904,9 +901,7 @@ def run_quantization(
     summary.update(seconds=time.time() - started, model=model, per_task=per_task)
     report["quantization"] = summary
     with atomic_paths([folder / "quantization.csv.gz", report_path]) as (tmp_table, tmp_report):
-        text = table.to_csv(index=False, float_format="%.9g", lineterminator="\n").encode()
-        with open(tmp_table, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
-            packed.write(text)
+        write_csv_gz(tmp_table, table)
         Path(tmp_report).write_text(json.dumps(report, indent=2, sort_keys=True, default=float))
     return summary
 

@@ -52,7 +52,7 @@ from flowkit.analysis.pathway_search import (
     single_gate_effects,
     summarize_conditions,
 )
-from flowkit.atomic_files import atomic_paths
+from flowkit.atomic_files import atomic_paths, write_csv_gz
 from flowkit.data.sample import first_per_task
 from flowkit.errors import FlowkitError
 from flowkit.locations import data_path
@@ -297,44 +297,38 @@ def run_pathway_study(
 def write_study(path: Path, study: dict, table: pd.DataFrame, test_table: pd.DataFrame | None = None) -> None:
     """The JSON and, beside it, the tables (byte-reproducible gzip), all or nothing. Without a test
     table a stale test table beside it is removed, so the folder never mixes two studies."""
-    import gzip
-
     tables = [(path.parent / f"{STUDY_TABLE}.csv.gz", table)]
     stale = path.parent / f"{TEST_TABLE}.csv.gz"
     if test_table is not None:
         tables.append((stale, test_table))
     with atomic_paths([p for p, _ in tables] + [path]) as tmp:
         for (_, frame), tmp_csv in zip(tables, tmp[:-1]):
-            text = frame.to_csv(index=False, float_format="%.9g", lineterminator="\n").encode()
-            with open(tmp_csv, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
-                packed.write(text)
+            write_csv_gz(tmp_csv, frame)
         Path(tmp[-1]).write_text(json.dumps(study, indent=1, sort_keys=True, default=float))
     if test_table is None and stale.exists():
         stale.unlink()
 
 
+def _mask_line(row: dict) -> str:
+    return (
+        f"  {row['condition']:<24} edges kept {100 * row['kept_share']:5.1f} %   accuracy {100 * row['accuracy']:5.1f} % "
+        f"[{100 * row['lo']:.1f}, {100 * row['hi']:.1f}]"
+    )
+
+
 def format_study(study: dict) -> str:
     """A few lines: the found mask's size and accuracy on held-out questions beside the window masks and random."""
-    rows = {r["condition"]: r for r in study["held_out"]}
     lines = [
         f"searched on {len(study['search_samples'])} questions in {study['seconds']['search']:.0f} s; "
         f"held out: {study['held_out_questions']} questions"
     ]
-    for name, row in rows.items():
-        lines.append(
-            f"  {name:<24} edges kept {100 * row['kept_share']:5.1f} %   accuracy {100 * row['accuracy']:5.1f} % "
-            f"[{100 * row['lo']:.1f}, {100 * row['hi']:.1f}]"
-        )
+    lines += [_mask_line(row) for row in study["held_out"]]
     if study.get("test"):
         split = study["test_split"]
         lines.append(
             f"test: {split['questions']} fresh questions (seed {split['seed']}), never used to choose anything"
         )
-        for row in study["test"]:
-            lines.append(
-                f"  {row['condition']:<24} edges kept {100 * row['kept_share']:5.1f} %   accuracy "
-                f"{100 * row['accuracy']:5.1f} % [{100 * row['lo']:.1f}, {100 * row['hi']:.1f}]"
-            )
+        lines += [_mask_line(row) for row in study["test"]]
     corr = study.get("gradient_vs_exact")
     if corr:
         lines.append(

@@ -44,6 +44,8 @@ _WRITTEN_BY = {
     "pathway_search_test": "python -m flowkit pathway-study",
     "quantization": "python -m flowkit fidelity --quantization-only",
 }
+#: the pathway study's tables (held out, fresh test): both belong to the stored study's model
+_STUDY_TABLES = ("pathway_search", "pathway_search_test")
 #: the pathway study's report (flowkit.course.pathway_study), beside its table
 STUDY_JSON = "pathway_search.json"
 
@@ -183,7 +185,7 @@ def recompute(vllm, name: str, rows: pd.DataFrame, report: dict | None = None, f
             for sample, group in rows.groupby("sample", sort=False)
         ]
         return pd.concat(parts, ignore_index=True)
-    if name in ("pathway_search", "pathway_search_test"):
+    if name in _STUDY_TABLES:
         from flowkit.analysis.pathway_search import MaskCondition, conditions_table
 
         study = load_study(folder)
@@ -234,7 +236,7 @@ def verify(
 def _verify(vllm, name: str, n: int, seed: int, atol: float, folder) -> pd.DataFrame:
     report = load_report(folder)
     check_model(vllm, name, report)
-    if name in ("pathway_search", "pathway_search_test"):
+    if name in _STUDY_TABLES:
         if load_study(folder).get("fingerprint") != vllm.fingerprint:
             raise StoredResultsMismatch(
                 f"the stored pathway study was computed with another model than this one ({vllm.fingerprint}); "
