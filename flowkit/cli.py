@@ -269,6 +269,12 @@ def _pathways_parser(sub) -> None:
         help="also bound the mean loss in p(answer) (a question's %% change, gains counted as 0): "
         "the loss the rule allows, in percent (default: no such bound)",
     )
+    s.add_argument(
+        "--losses-only",
+        action="store_true",
+        help="the accuracy bound counts answers lost only: a question the mask gets right where the full "
+        "model did not never pays for one it gets wrong",
+    )
     s.add_argument("--max-run", type=int, default=32, help="most candidates tried together in one step")
     s.add_argument(
         "--prediction",
@@ -307,7 +313,7 @@ def run_pathways_search(args) -> int:
     result = search_pathways(
         vllm,
         samples,
-        rule=AccuracyRule(margin=args.margin, loss_margin=args.loss_margin),
+        rule=AccuracyRule(margin=args.margin, loss_margin=args.loss_margin, count_gains=not args.losses_only),
         max_run=args.max_run,
         cache=args.cache,
         progress=not args.no_progress,

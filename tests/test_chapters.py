@@ -209,6 +209,7 @@ def test_the_pathway_study_writes_its_tables_and_verify_recomputes_them(
 ):
     import shutil
 
+    from flowkit.analysis.pathway_search import AccuracyRule
     from flowkit.course.pathway_study import format_study, run_pathway_study
     from flowkit.course.results import STUDY_JSON, load_study, load_table, verify
 
@@ -231,7 +232,9 @@ def test_the_pathway_study_writes_its_tables_and_verify_recomputes_them(
         progress=False,
         test_seed=60227,
         test_per_task=1,
+        rule=AccuracyRule(count_gains=False),
     )
+    assert study["search"]["rule"]["count_gains"] is False  # the stored study says which rule chose the mask
     assert load_study(results) == json.loads((results / STUDY_JSON).read_text())
     assert study["search_samples"] == [f"{task}/0000" for task in tasks]
     table = load_table("pathway_search", results)

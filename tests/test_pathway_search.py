@@ -115,6 +115,15 @@ def test_rank_correlation_and_the_rule():
     assert not bounded.passes([True] * 12, [True] * 12, [40.0, -20.0] * 6)
     assert bounded.loss_lower_bound([40.0, 0.0, 25.0]) == 0.0
     assert AccuracyRule().passes([True] * 12, [True] * 12, [-90.0] * 12)  # no loss bound by default
+    # one answer lost, four gained on 40 questions: the net rule passes; counting losses only it does not
+    full = [True] * 20 + [False] * 20
+    masked = [False] * 1 + [True] * 19 + [True] * 4 + [False] * 16
+    assert AccuracyRule().passes(masked, full)
+    losses_only = AccuracyRule(count_gains=False)
+    assert not losses_only.passes(masked, full)
+    assert losses_only.lower_bound(masked, full) < AccuracyRule().lower_bound(masked, full)
+    assert losses_only.passes([True] * 40, full)  # gains alone are no loss
+    assert losses_only.to_dict()["count_gains"] is False
 
 
 def planted_samples():

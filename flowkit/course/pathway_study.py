@@ -360,6 +360,11 @@ def add_command(sub) -> None:
         default=None,
         help="also bound the mean loss in p(answer) during the search, in percent (default: no such bound)",
     )
+    p.add_argument(
+        "--losses-only",
+        action="store_true",
+        help="the search's accuracy bound counts answers lost only (gains never pay for losses)",
+    )
     p.add_argument("--random-seeds", type=int, default=5)
     p.add_argument(
         "--test-seed",
@@ -388,7 +393,7 @@ def _run_command(args: argparse.Namespace) -> int:
         exhaustive=not args.no_exhaustive,
         out=args.out or "default",
         search_split=args.search_split,
-        rule=None if args.loss_margin is None else AccuracyRule(loss_margin=args.loss_margin),
+        rule=AccuracyRule(loss_margin=args.loss_margin, count_gains=not args.losses_only),
         test_seed=None if args.no_test else args.test_seed,
         test_per_task=args.test_per_task,
     )
