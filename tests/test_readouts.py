@@ -13,7 +13,13 @@ import pytest
 import torch
 
 from flowkit.analysis import experiments
-from flowkit.analysis.lens import answer_by_layer, lens_layers, paper_lens_layer
+from flowkit.analysis.lens import (
+    answer_by_layer,
+    layer_regions,
+    lens_layers,
+    paper_lens_layer,
+    temporal_share_by_region,
+)
 from flowkit.analysis.pathways import paper_random_block_masks, paper_random_pool
 from flowkit.analysis.sweep import correct_columns, question_rows, summarize, window_specs
 from flowkit.data.vocab import (
@@ -205,6 +211,32 @@ def test_the_paper_lens_layer_mapping():
     assert [row[0] for row in lens_layers(L, "resid_post")] == list(range(-1, L))
     with pytest.raises(ValueError):
         paper_lens_layer(L, L)
+
+
+def test_layer_regions_and_the_temporal_share_by_region():
+    import pandas as pd
+
+    L = 30
+    regions = list(layer_regions(range(L), L))
+    assert regions[0] == "input (embeddings, layer 0)" and regions[L - 1] == "last (29, after the final norm)"
+    assert regions[1] == regions[10] == "early: layers 1-10" and regions[11] == "middle: layers 11-20"
+    assert regions[21] == regions[28] == "late: layers 21-28"
+    # two questions, one lens: question a reads 0.2 everywhere, b 0.6; the region's mean is 0.4, its spread 0.2-0.6
+    shares = pd.DataFrame(
+        [
+            {"sample": s, "layer": l, "kind": "embedding", "temporal_share": v}
+            for s, v in (("a", 0.2), ("b", 0.6))
+            for l in range(L)
+        ]
+    )
+    table = temporal_share_by_region(shares, L)
+    row = table.loc[("early: layers 1-10", "embedding")]
+    assert (
+        row["mean"] == pytest.approx(0.4) and row["lowest"] == 0.2 and row["highest"] == 0.6 and row["questions"] == 2
+    )
+    assert list(table.index.get_level_values(0).unique()) == list(dict.fromkeys(regions))
+    with pytest.raises(ValueError, match="at least 4 layers"):
+        layer_regions([0, 1], 2)
 
 
 def test_video_token_lens_in_both_numberings(toy_fp32):

@@ -149,6 +149,39 @@ def lens_layers(num_layers: int, layers: str = "paper") -> list[tuple[int, int, 
     return [(layer, layer, False) for layer in range(-1, num_layers)]
 
 
+def layer_regions(layers, num_layers: int):
+    """Each lens-table layer's region in the paper's numbering (a pandas Categorical in layer order):
+    the input (layer 0, the embeddings), early (1 to L/3), middle (to 2L/3), late (to L - 2) and the
+    last layer (L - 1, read after the final norm)."""
+    import pandas as pd
+
+    if num_layers < 4:
+        raise ValueError(f"layer regions need at least 4 layers, got {num_layers}")
+    L = num_layers
+    cuts = [-1, 0, L // 3, 2 * L // 3, L - 2, L - 1]
+    labels = [
+        "input (embeddings, layer 0)",
+        f"early: layers 1-{cuts[2]}",
+        f"middle: layers {cuts[2] + 1}-{cuts[3]}",
+        f"late: layers {cuts[3] + 1}-{cuts[4]}",
+        f"last ({L - 1}, after the final norm)",
+    ]
+    return pd.cut(pd.Series(layers), cuts, labels=labels).values
+
+
+def temporal_share_by_region(shares, num_layers: int):
+    """The lens table's temporal share by layer region (:func:`layer_regions`) and lens kind:
+    ``mean`` over questions (each question's mean over the region's layers) and the ``lowest`` and
+    ``highest`` question, with the number of ``questions``."""
+    per_question = (
+        shares.assign(region=layer_regions(shares["layer"], num_layers))
+        .groupby(["region", "kind", "sample"], observed=True)["temporal_share"]
+        .mean()
+    )
+    out = per_question.groupby(["region", "kind"], observed=True).agg(["mean", "min", "max", "count"])
+    return out.rename(columns={"min": "lowest", "max": "highest", "count": "questions"})
+
+
 def lens_hidden(vllm, cache, resid_post: int, normed: bool, positions) -> torch.Tensor:
     """The hidden states a lens reads: ``resid_post(resid_post)`` (-1: ``resid_pre(0)``), through the
     final norm when ``normed``."""
