@@ -239,6 +239,39 @@ def test_a_snapshot_exports_the_same_delta_as_its_run(toy_checkpoint, tmp_path):
         delta_file(str(tmp_path / "nothing.safetensors"))
 
 
+def test_export_replaces_the_model_keeps_the_control_and_the_history(toy_checkpoint, tmp_path, monkeypatch, capsys):
+    from flowkit.locations import DATA_ENV
+    from flowkit.smol_video.training.export import main as export_main
+
+    run = tmp_path / "v3"
+    train(config(toy_checkpoint, stage="video", lora_rank=2), run, progress=False)
+    shipped = tmp_path / "data" / "models" / "flowkit-smol-video"
+    shipped.mkdir(parents=True)
+    (shipped / "control.safetensors").write_bytes(b"the old control")
+    old = {
+        "files_bytes": {"control.safetensors": 15},
+        "runs": [{"name": "gpu-continue-B", "config": {}, "last_eval": {}}],
+    }
+    (shipped / "meta.json").write_text(json.dumps(old))
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "data"))
+    with pytest.raises(SystemExit):  # neither a control run nor --keep-control
+        export_main([str(run)])
+    assert "--keep-control" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        export_main([str(tmp_path / "nowhere"), "--keep-control"])
+    assert "not a training run folder" in capsys.readouterr().err
+    assert export_main([str(run), "--keep-control", "--keep-history"]) == 0
+    meta = json.loads((shipped / "meta.json").read_text())
+    assert [r["name"] for r in meta["runs"]] == ["gpu-continue-B", "v3"] and meta["runs"][1]["config"][
+        "stage"
+    ] == "video"
+    assert (shipped / "control.safetensors").read_bytes() == b"the old control"
+    assert meta["files_bytes"]["delta.safetensors"] == (shipped / "delta.safetensors").stat().st_size > 0
+    assert export_main([str(run), "--keep-control", "--keep-history"]) == 0  # again: the run is recorded once
+    assert [r["name"] for r in json.loads((shipped / "meta.json").read_text())["runs"]] == ["gpu-continue-B", "v3"]
+    assert sorted(p.name for p in shipped.iterdir()) == ["control.safetensors", "delta.safetensors", "meta.json"]
+
+
 def test_a_stop_signal_checkpoints_after_the_current_step_and_resuming_finishes_the_run(
     toy_checkpoint, tmp_path, monkeypatch
 ):
