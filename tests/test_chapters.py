@@ -232,9 +232,12 @@ def test_the_pathway_study_writes_its_tables_and_verify_recomputes_them(
         progress=False,
         test_seed=60227,
         test_per_task=1,
-        rule=AccuracyRule(count_gains=False),
+        rules=[AccuracyRule(), AccuracyRule(count_gains=False)],
     )
-    assert study["search"]["rule"]["count_gains"] is False  # the stored study says which rule chose the mask
+    choice = study["rule_choice"]  # both rules searched; the held-out questions chose, and the study says so
+    assert [c["rule"]["count_gains"] for c in choice["candidates"]] == [True, False]
+    assert study["search"]["rule"] == choice["candidates"][choice["chosen"]]["rule"]
+    assert "<- chosen" in format_study(study)
     assert load_study(results) == json.loads((results / STUDY_JSON).read_text())
     assert study["search_samples"] == [f"{task}/0000" for task in tasks]
     table = load_table("pathway_search", results)

@@ -25,7 +25,7 @@ from flowkit.analysis.pathway_search import (
 )
 from flowkit.analysis.pathways import paper_windows, pathway_spec
 from flowkit.data import Sample
-from flowkit.errors import KnockoutError
+from flowkit.errors import FlowkitError, KnockoutError
 from flowkit.intervention.attention import apply_attention_biases, apply_block_masks
 from flowkit.intervention.edge_groups import PARTITION_EDGE_GROUPS
 from flowkit.intervention.masks import block_masks, causal_mask, count_edges, edge_block_mask
@@ -124,6 +124,20 @@ def test_rank_correlation_and_the_rule():
     assert losses_only.lower_bound(masked, full) < AccuracyRule().lower_bound(masked, full)
     assert losses_only.passes([True] * 40, full)  # gains alone are no loss
     assert losses_only.to_dict()["count_gains"] is False
+
+
+def test_the_study_chooses_the_smallest_mask_that_keeps_97_percent_then_the_most_accurate():
+    import pandas as pd
+
+    from flowkit.course.pathway_study import choose_rule
+
+    rows = pd.DataFrame({"accuracy": [0.74, 0.70, 0.75], "kept_share": [0.50, 0.40, 0.60]})
+    assert choose_rule(rows, full_accuracy=0.75) == 0  # 0.74 >= 0.97 x 0.75; 0.70 is not; 0.50 < 0.60
+    assert choose_rule(rows, full_accuracy=0.80) == 2  # none keeps 97 %: the most accurate
+    tied = pd.DataFrame({"accuracy": [0.6, 0.6], "kept_share": [0.7, 0.5]})
+    assert choose_rule(tied, full_accuracy=0.9) == 1  # equally accurate: fewer edges kept
+    with pytest.raises(FlowkitError, match="no candidate"):
+        choose_rule(rows.iloc[:0], 0.75)
 
 
 def planted_samples():

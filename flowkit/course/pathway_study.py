@@ -5,7 +5,10 @@ The study behind chapter 04's "find the pathways" section, stored beside the fid
 1. **Search** (:func:`flowkit.analysis.pathway_search.search_pathways`) on ``search_per_task``
    questions of each learned task of the shipped split (the fidelity report's learned tasks): a
    seeded random sample (the default, ``search_split="random"``, :func:`split_questions`) or the
-   first ones; the stored study's rule is in its ``search["rule"]``; timed.
+   first ones; the stored study's rule is in its ``search["rule"]``; timed. With several candidate
+   rules (``rules``, ``--choose-rule``) each one searches, and the held-out questions choose between
+   their masks (:func:`choose_rule`, recorded in ``rule_choice``); the rest of the study uses the
+   chosen mask, so the held-out questions are validation and only the test split chose nothing.
 2. **Gradient vs exact**: every gate knocked out alone on the same questions
    (:func:`~flowkit.analysis.pathway_search.single_gate_effects`, the exhaustive alternative to the
    attribution scores), timed: the rank correlation between ``-score`` and the exact change in
@@ -190,6 +193,63 @@ def held_out_by_task(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+#: the share of the full model's held-out accuracy a candidate rule's mask must keep to be chosen by size
+CHOICE_SHARE = 0.97
+
+
+def choose_rule(candidates: pd.DataFrame, full_accuracy: float, share: float = CHOICE_SHARE) -> int:
+    """Which candidate rule's mask the study keeps (an index into ``candidates``: one row per
+    candidate with ``accuracy`` and ``kept_share`` on the held-out questions): among the masks
+    whose accuracy is at least ``share`` of the full model's, the one that keeps fewest edges;
+    when none is, the most accurate (ties: fewer edges kept, then the earlier candidate)."""
+    if candidates.empty:
+        raise FlowkitError("no candidate rule to choose from")
+    ok = candidates[candidates["accuracy"] >= share * full_accuracy - 1e-12]
+    if not ok.empty:
+        return int(ok.sort_values(["kept_share"], kind="stable").index[0])
+    ranked = candidates.assign(neg=-candidates["accuracy"]).sort_values(["neg", "kept_share"], kind="stable")
+    return int(ranked.index[0])
+
+
+def _search_with_choice(vllm, search, held, rules, progress: bool):
+    """Search with each rule; with more than one, the held-out questions choose (:func:`choose_rule`).
+    Returns ``(result, search seconds, rule_choice or None)``."""
+    runs = []
+    for rule in rules:
+        t0 = time.perf_counter()
+        result = search_pathways(vllm, search, progress=progress, rule=rule)
+        runs.append((rule, result, time.perf_counter() - t0))
+    if len(runs) == 1:
+        return runs[0][1], runs[0][2], None
+    conditions = [MaskCondition("found", f"found, rule {i}", spec=r.spec) for i, (_, r, _) in enumerate(runs)]
+    table = conditions_table(vllm, held, conditions, progress=progress)
+    summary = summarize_conditions(table).set_index("condition")
+    full_accuracy = float(summary.loc["full", "accuracy"])
+    rows = pd.DataFrame(
+        [
+            {
+                "rule": rule.to_dict(),
+                "search_seconds": seconds,
+                "kept_share": float(summary.loc[c.label, "kept_share"]),
+                "accuracy": float(summary.loc[c.label, "accuracy"]),
+                "lo": float(summary.loc[c.label, "lo"]),
+                "hi": float(summary.loc[c.label, "hi"]),
+                "search_accuracy": result.summary()["search_accuracy"],
+            }
+            for (rule, result, seconds), c in zip(runs, conditions)
+        ]
+    )
+    chosen = choose_rule(rows, full_accuracy)
+    choice = {
+        "criterion": f"fewest edges kept among the masks with held-out accuracy >= {CHOICE_SHARE:g} x full's; "
+        "else the most accurate",
+        "full_accuracy": full_accuracy,
+        "candidates": rows.to_dict("records"),
+        "chosen": chosen,
+    }
+    return runs[chosen][1], runs[chosen][2], choice
+
+
 def run_pathway_study(
     model: str = KIT_MODEL,
     quant: str = "nf4",
@@ -203,6 +263,7 @@ def run_pathway_study(
     search_split: str = "random",
     rule=None,
     test_seed: int | None = TEST_SEED,
+    rules=None,
     test_per_task: int = TEST_PER_TASK,
 ) -> dict:
     """Run the study (see the module docstring) and write it beside the fidelity report.
@@ -210,7 +271,8 @@ def run_pathway_study(
     ``results``: the folder of the fidelity report whose learned tasks and sweeps the study reads
     (default ``data/results``); ``out="default"`` writes ``pathway_search.json`` there. ``search_split``:
     how the search questions are picked (:func:`split_questions`); ``rule``: the search's
-    :class:`~flowkit.analysis.pathway_search.AccuracyRule` (default: accuracy bound only);
+    :class:`~flowkit.analysis.pathway_search.AccuracyRule` (default: accuracy bound only); ``rules``:
+    several candidate rules instead, the held-out questions choosing between them (:func:`choose_rule`);
     ``test_seed``: the fresh test split's seed (None: no test)."""
     from flowkit.data import shipped_questions
     from flowkit.model.videollm import load_videollm
@@ -223,9 +285,12 @@ def run_pathway_study(
     check_model(vllm, "sweeps", report)  # the window rule reads the stored sweeps of this model
     tasks = report["learned"]["headline_tasks"]
     search, held = split_questions(shipped_questions(), tasks, search_per_task, held_out_per_task, how=search_split)
-    t0 = time.perf_counter()
-    result = search_pathways(vllm, search, progress=progress, **({"rule": rule} if rule is not None else {}))
-    search_s = time.perf_counter() - t0
+    if rules is not None and rule is not None:
+        raise FlowkitError("give one rule or several candidate rules, not both")
+    rules = list(rules) if rules is not None else [rule if rule is not None else AccuracyRule()]
+    if not rules:
+        raise FlowkitError("give at least one candidate rule")
+    result, search_s, rule_choice = _search_with_choice(vllm, search, held, rules, progress)
     correlation, exhaustive_s = None, None
     if exhaustive:
         t0 = time.perf_counter()
@@ -259,6 +324,7 @@ def run_pathway_study(
         "held_out_questions": len(held),
         "found": result.spec.to_dict(),
         "search": result.summary(),
+        "rule_choice": rule_choice,
         "path": result.path.to_dict("records"),
         "scores": result.scores.to_dict("records"),
         "conditions": [FULL.to_dict()] + [c.to_dict() for c in conditions],
@@ -322,6 +388,15 @@ def format_study(study: dict) -> str:
         f"searched on {len(study['search_samples'])} questions in {study['seconds']['search']:.0f} s; "
         f"held out: {study['held_out_questions']} questions"
     ]
+    choice = study.get("rule_choice")
+    if choice:
+        for i, row in enumerate(choice["candidates"]):
+            rule = row["rule"]
+            name = "losses only" if rule.get("count_gains") is False else "net"
+            lines.append(
+                f"  rule {i} ({name}, loss bound {rule.get('loss_margin')}): edges kept {100 * row['kept_share']:5.1f} %   "
+                f"held-out accuracy {100 * row['accuracy']:5.1f} %" + ("   <- chosen" if i == choice["chosen"] else "")
+            )
     lines += [_mask_line(row) for row in study["held_out"]]
     if study.get("test"):
         split = study["test_split"]
@@ -365,6 +440,12 @@ def add_command(sub) -> None:
         action="store_true",
         help="the search's accuracy bound counts answers lost only (gains never pay for losses)",
     )
+    p.add_argument(
+        "--choose-rule",
+        action="store_true",
+        help="search with both accuracy bounds (net, and losses only; the same --loss-margin) and keep the mask "
+        "the held-out questions prefer (fewest edges at >= 97 %% of full accuracy); the test split still chooses nothing",
+    )
     p.add_argument("--random-seeds", type=int, default=5)
     p.add_argument(
         "--test-seed",
@@ -385,6 +466,8 @@ def _run_command(args: argparse.Namespace) -> int:
         raise FlowkitError(f"--test-per-task must be at least 1, got {args.test_per_task}")
     if args.search_per_task < 1:
         raise FlowkitError(f"--search-per-task must be at least 1, got {args.search_per_task}")
+    if args.choose_rule and args.losses_only:
+        raise FlowkitError("--choose-rule already tries the losses-only bound beside the net one: drop --losses-only")
     study = run_pathway_study(
         model=args.model,
         quant=args.quant,
@@ -393,7 +476,10 @@ def _run_command(args: argparse.Namespace) -> int:
         exhaustive=not args.no_exhaustive,
         out=args.out or "default",
         search_split=args.search_split,
-        rule=AccuracyRule(loss_margin=args.loss_margin, count_gains=not args.losses_only),
+        rule=None if args.choose_rule else AccuracyRule(loss_margin=args.loss_margin, count_gains=not args.losses_only),
+        rules=[AccuracyRule(loss_margin=args.loss_margin, count_gains=g) for g in (True, False)]
+        if args.choose_rule
+        else None,
         test_seed=None if args.no_test else args.test_seed,
         test_per_task=args.test_per_task,
     )
@@ -407,6 +493,7 @@ __all__ = [
     "TEST_SEED",
     "PAPER_7B_LABEL",
     "SEARCH_SPLITS",
+    "choose_rule",
     "format_study",
     "gradient_vs_exact",
     "held_out_by_task",
