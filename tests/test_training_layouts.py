@@ -142,6 +142,22 @@ def test_a_v3_run_warm_starts_from_the_shipped_layout_resumes_and_runs_a_forward
     assert logits.shape[1] == prepared.spans.seq_len and torch.isfinite(logits).all()
 
 
+def test_a_warm_start_from_another_layout_must_name_its_layout():
+    from flowkit.smol_video.training.trainer import TrainConfig, check_init_layout
+
+    def state(grid):  # a vision tower's position and patch embeddings for a grid x grid frame of 8x8 patches
+        return {
+            "model.model.vision_tower.embeddings.position_embedding.weight": torch.zeros(grid * grid + 1, 4),
+            "model.model.vision_tower.embeddings.patch_embedding.weight": torch.zeros(4, 3, 8, 8),
+        }
+
+    with pytest.raises(ValueError, match="give --layout 16 to keep its layout"):
+        check_init_layout(TrainConfig(init_from="v3.safetensors"), state(8))
+    check_init_layout(TrainConfig(init_from="v3.safetensors", layout="16"), state(8))  # named: fine
+    check_init_layout(TrainConfig(init_from="v2.safetensors"), state(4))  # the shipped layout: fine
+    check_init_layout(TrainConfig(), {})
+
+
 @pytest.mark.slow
 def test_the_shipped_delta_assembles_into_a_v3_checkpoint(tmp_path):
     """The real assembly (SmolLM2 + the shipped delta, interpolated) at 16 tokens per frame."""

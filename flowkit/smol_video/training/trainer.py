@@ -346,6 +346,24 @@ def iter_batches(config: TrainConfig, processor, first: int, last: int):
     yield from loader
 
 
+def check_init_layout(config: TrainConfig, init_state: dict) -> None:
+    """Refuse a warm start whose weights were trained for another layout than the one the run will
+    build, when the run names no layout (and no base): it would be interpolated to the shipped grid
+    without anyone asking for it."""
+    if not init_state or config.layout is not None or config.base:
+        return
+    from flowkit.smol_video.assembly import SHIPPED_LAYOUT, layout_of
+
+    trained_for = layout_of(init_state)
+    if trained_for is not None and trained_for != SHIPPED_LAYOUT:
+        raise ValueError(
+            f"--init-from {config.init_from} was trained for {trained_for.describe()}, but no --layout was given, "
+            f"which means the shipped layout ({SHIPPED_LAYOUT.describe()}): give --layout "
+            f"{trained_for.tokens_per_frame} to keep its layout, or --layout {SHIPPED_LAYOUT.tokens_per_frame} "
+            "to interpolate its position embeddings to the shipped grid"
+        )
+
+
 def build(config: TrainConfig):
     from transformers import AutoProcessor, LlavaNextVideoForConditionalGeneration
 
@@ -355,6 +373,7 @@ def build(config: TrainConfig):
     for p in model.parameters():
         p.requires_grad_(False)
     init_state = load_trainable_state(config.init_from) if config.init_from else {}
+    check_init_layout(config, init_state)
     if init_state:  # a warm start from another layout: its position embeddings interpolated to this grid
         from flowkit.smol_video.assembly import Layout, adapt_to_layout
 
