@@ -168,3 +168,19 @@ def test_the_shipped_lens_fits_its_budget():
     assert path.stat().st_size <= tl.MAX_FILE_BYTES and report["file_bytes"] == path.stat().st_size
     assert (lens.num_layers, lens.d_model) == (30, 576) and lens.rank == report["config"]["rank"]
     assert lens.config["training_seed"] != EVAL_SEED and lens.config == report["config"]
+
+
+def test_a_stale_shipped_lens_is_said_not_silently_dropped():
+    from types import SimpleNamespace
+
+    from flowkit.analysis.tuned_lens import load_tuned_lens
+    from flowkit.course.fidelity import stale_tuned_lens_note
+    from flowkit.model.named_models import KIT_MODEL
+    from flowkit.smol_video import shipped_dir
+
+    shipped = load_tuned_lens(shipped_dir() / "tuned_lens.safetensors")
+    fitted_on = SimpleNamespace(fingerprint=shipped.config["fingerprint"])
+    assert stale_tuned_lens_note(KIT_MODEL, fitted_on) is None
+    note = stale_tuned_lens_note(KIT_MODEL, SimpleNamespace(fingerprint="another version"))
+    assert note and "refit" in note
+    assert stale_tuned_lens_note("some/other-checkpoint", SimpleNamespace(fingerprint="x")) is None

@@ -287,6 +287,22 @@ def kit_tuned_lens(vllm):
     return lens if lens.config.get("fingerprint") == vllm.fingerprint else None
 
 
+def stale_tuned_lens_note(model: str | None, vllm) -> str | None:
+    """One line when the kit's model runs while the shipped tuned lens was fit on another version of
+    it (F3 then goes without that readout: said, not silently dropped); None otherwise."""
+    from flowkit.smol_video import shipped_dir
+
+    if model != KIT_MODEL or not (shipped_dir() / "tuned_lens.safetensors").is_file():
+        return None
+    if kit_tuned_lens(vllm) is not None:
+        return None
+    return (
+        "note: F3 runs without the tuned lens: the shipped tuned_lens.safetensors was fit on another version "
+        "of the kit's model; refit it (python -m flowkit.analysis.tuned_lens fit ..., see the README) and run "
+        "the fidelity command again to measure F3 under it"
+    )
+
+
 def emergence_readouts(vllm) -> dict:
     """The readouts F3 is measured with: the paper's (the headline), the logit lens, the logit lens
     renormalised over the option letters and, for the kit's model, its tuned lens."""
@@ -319,9 +335,13 @@ def _emergence_summary(table: pd.DataFrame) -> dict:
 def _finding_3(run: _Run, sweep_samples) -> None:
     """F3: p(true option) and the largest p(false option) at the last position, layer by layer, under
     each readout (:func:`emergence_readouts`); the headline is the paper's readout."""
+    readouts = emergence_readouts(run.vllm)
+    note = stale_tuned_lens_note(run.report.get("model"), run.vllm)
+    if note:
+        print(note)
     with run.part("lens, emergence"):
         emergence = run.tables["emergence"] = experiments.answer_emergence(
-            run.vllm, sweep_samples, progress=run.progress, readouts=emergence_readouts(run.vllm)
+            run.vllm, sweep_samples, progress=run.progress, readouts=readouts
         )
     on_headline = emergence[emergence["task"].isin(run.headline)]
     by_readout = {name: _emergence_summary(table) for name, table in on_headline.groupby("readout", sort=False)}
