@@ -239,6 +239,40 @@ def test_a_snapshot_exports_the_same_delta_as_its_run(toy_checkpoint, tmp_path):
         delta_file(str(tmp_path / "nothing.safetensors"))
 
 
+def test_a_shipped_delta_warm_starts_a_run_with_a_frozen_projector_norm(toy_checkpoint, tmp_path):
+    from safetensors.torch import load_file
+
+    from flowkit.smol_video.training.export import _save
+    from flowkit.smol_video.training.trainer import load_trainable_state
+
+    run = tmp_path / "control"
+    train(config(toy_checkpoint, stage="align"), run, progress=False)
+    delta_path = tmp_path / "control.safetensors"
+    _save(export_delta(run), delta_path)
+    shipped = load_file(delta_path)
+    # read as a trainable state, the delta exports back to itself: the identity norm folds in a factor of 1
+    again = export_delta(delta_path)
+    assert again.keys() == shipped.keys()
+    assert all(torch.equal(again[k].float(), shipped[k].float()) for k in shipped)
+    with pytest.raises(ValueError, match="--freeze-projector-norm"):
+        train(config(toy_checkpoint, stage="align", init_from=str(delta_path)), tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="--lora-rank 2"):
+        cfg = config(toy_checkpoint, stage="align", init_from=str(delta_path), freeze_projector_norm=True, lora_rank=4)
+        train(cfg, tmp_path / "b", progress=False)
+    warm = tmp_path / "warm"
+    cfg = config(toy_checkpoint, stage="align", init_from=str(delta_path), freeze_projector_norm=True)
+    train(cfg, warm, progress=False)
+    state = load_trainable_state(warm)
+    assert torch.equal(state["projector_norm.norm.weight"], torch.ones_like(state["projector_norm.norm.weight"]))
+    assert torch.equal(
+        state["projector_norm.norm.running_mean"], torch.zeros_like(state["projector_norm.norm.running_mean"])
+    )
+    key = "model.model.multi_modal_projector.linear_2.weight"
+    assert not torch.equal(state[key], load_trainable_state(delta_path)[key])  # the projector itself trained
+    with pytest.raises(ValueError, match="same --freeze-projector-norm"):
+        train(config(toy_checkpoint, stage="align", init_from=str(run), steps=3), warm, progress=False)
+
+
 def test_export_replaces_the_model_keeps_the_control_and_the_history(toy_checkpoint, tmp_path, monkeypatch, capsys):
     from flowkit.locations import DATA_ENV
     from flowkit.smol_video.training.export import main as export_main

@@ -94,6 +94,12 @@ def main(argv=None) -> int:
         help="video tokens per frame (4, 9, 16, 36, 64) or a frame size (64x64); default: the shipped "
         "model's 4 (32x32). A warm start from another layout interpolates the vision tower's position embeddings",
     )
+    parser.add_argument(
+        "--freeze-projector-norm",
+        action="store_true",
+        help="normalise the projected video tokens with fixed statistics; needed with --init-from a shipped "
+        "delta (delta.safetensors, control.safetensors), whose norm is folded into the projector",
+    )
     args = parser.parse_args(argv)
     try:
         config = TrainConfig(
@@ -120,6 +126,7 @@ def main(argv=None) -> int:
             minutes=args.minutes,
             pool=args.pool,
             layout=args.layout,
+            freeze_projector_norm=args.freeze_projector_norm,
             **({"video_tasks": tuple(args.tasks)} if args.tasks else {}),
             **({"frame_tasks": tuple(args.frame_tasks)} if args.frame_tasks else {}),
         )

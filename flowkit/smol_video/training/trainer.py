@@ -83,6 +83,7 @@ class TrainConfig:
     minutes: float | None = None  # wall-clock budget: fit the schedule into it (see train())
     pool: str | None = None  # dense: a pre-rendered training pool folder to draw batches from (pool.py)
     layout: str | None = None  # video tokens per frame ("16") or frame size ("64x64"); None: the shipped 4
+    freeze_projector_norm: bool = False  # normalise with fixed statistics (needed to start from a shipped delta)
     checkpoint_minutes: float | None = 45.0  # also checkpoint after this much wall time (None: at evaluations only)
     notes: dict = field(default_factory=dict)
 
@@ -126,25 +127,38 @@ class TrainConfig:
 
 
 class ProjectorNorm(nn.Module):
-    """BatchNorm over the channels of the projected video tokens (folded away on export)."""
+    """BatchNorm over the channels of the projected video tokens (folded away on export).
 
-    def __init__(self, dim: int):
+    ``frozen``: always normalise with the running statistics (as in eval mode), never with the
+    batch's, and train nothing here: a warm start from a shipped delta, whose norm is already
+    folded into the projector, sets it to the identity this way (:func:`delta_as_trainable_state`)."""
+
+    def __init__(self, dim: int, frozen: bool = False):
         super().__init__()
         self.norm = nn.BatchNorm1d(dim, momentum=0.01)
+        self.frozen = frozen
+        if frozen:
+            self.norm.requires_grad_(False)
 
     def forward(self, x):
         shape = x.shape
-        return self.norm(x.reshape(-1, shape[-1])).reshape(shape)
+        flat = x.reshape(-1, shape[-1])
+        if self.frozen:
+            n = self.norm
+            out = nn.functional.batch_norm(flat, n.running_mean, n.running_var, n.weight, n.bias, False, 0.0, n.eps)
+        else:
+            out = self.norm(flat)
+        return out.reshape(shape)
 
 
 class Trainable(nn.Module):
     """The HF model plus the training-only parts (projector norm, LoRA)."""
 
-    def __init__(self, model, lora_rank: int | None):
+    def __init__(self, model, lora_rank: int | None, frozen_norm: bool = False):
         super().__init__()
         self.model = model
         dim = model.config.text_config.hidden_size
-        self.projector_norm = ProjectorNorm(dim)
+        self.projector_norm = ProjectorNorm(dim, frozen=frozen_norm)
         # start the normalised tokens at the scale of SmolLM2's word embeddings (about 3.2)
         embed_norm = float(model.model.language_model.get_input_embeddings().weight.norm(dim=-1).mean())
         with torch.no_grad():
@@ -156,11 +170,8 @@ class Trainable(nn.Module):
 
     def vision_parameters(self):
         m = self.model.model
-        return (
-            list(m.vision_tower.parameters())
-            + list(m.multi_modal_projector.parameters())
-            + list(self.projector_norm.parameters())
-        )
+        norm = [] if self.projector_norm.frozen else list(self.projector_norm.parameters())
+        return list(m.vision_tower.parameters()) + list(m.multi_modal_projector.parameters()) + norm
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         keep = ("vision_tower", "multi_modal_projector", "projector_norm", "lora_")
@@ -364,6 +375,30 @@ def check_init_layout(config: TrainConfig, init_state: dict) -> None:
         )
 
 
+def check_init_delta(config: TrainConfig) -> None:
+    """A warm start from a shipped delta (its projector norm folded in) trains only with a frozen
+    projector norm, and with the LoRA rank of the delta's factors: one clear error otherwise."""
+    source = Path(config.init_from) if config.init_from else None
+    if source is None or source.suffix != ".safetensors":
+        return
+    from safetensors import safe_open
+
+    with safe_open(str(source), "pt") as handle:
+        keys = list(handle.keys())
+        if not is_delta(dict.fromkeys(keys)):
+            return
+        ranks = {handle.get_slice(k).get_shape()[0] for k in keys if k.endswith(".lora_a")}
+    if not config.freeze_projector_norm:
+        raise ValueError(
+            f"--init-from {source} is a shipped delta (its projector norm is folded into the projector): "
+            "add --freeze-projector-norm to train from it"
+        )
+    if ranks and ranks != {config.lora_rank}:
+        raise ValueError(
+            f"--init-from {source} has LoRA factors of rank {sorted(ranks)[0]}; give --lora-rank {sorted(ranks)[0]}"
+        )
+
+
 def build(config: TrainConfig):
     from transformers import AutoProcessor, LlavaNextVideoForConditionalGeneration
 
@@ -374,6 +409,7 @@ def build(config: TrainConfig):
         p.requires_grad_(False)
     init_state = load_trainable_state(config.init_from) if config.init_from else {}
     check_init_layout(config, init_state)
+    check_init_delta(config)
     if init_state:  # a warm start from another layout: its position embeddings interpolated to this grid
         from flowkit.smol_video.assembly import Layout, adapt_to_layout
 
@@ -391,7 +427,9 @@ def build(config: TrainConfig):
             )
     # stage 0 never runs the language model: it adds no adapters, but keeps those it starts from
     with_lora = config.stage != "embed" or any("lora_" in k for k in init_state)
-    trainable = Trainable(model, config.lora_rank if with_lora and config.lora_rank else None)
+    trainable = Trainable(
+        model, config.lora_rank if with_lora and config.lora_rank else None, frozen_norm=config.freeze_projector_norm
+    )
     for p in trainable.vision_parameters():
         p.requires_grad_(True)
     for p in lora_parameters(model):
@@ -404,13 +442,44 @@ def build(config: TrainConfig):
     return trainable, processor
 
 
+def is_delta(state: dict) -> bool:
+    """Whether ``state`` is a shipped delta (:func:`export_delta`: projector norm folded in, LoRA factors
+    under ``lora::``) rather than a trainable state."""
+    return not any(k.startswith("projector_norm.") for k in state) and any(
+        k.startswith("model.vision_tower.") for k in state
+    )
+
+
+def delta_as_trainable_state(delta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A shipped delta as a trainable state: the same weights under the trainer's names and an
+    identity projector norm (weight 1, bias 0, running mean 0, running variance 1 - eps, so that
+    normalising with the running statistics changes nothing and exporting folds in a factor of
+    exactly 1). Train it with ``freeze_projector_norm=True``, or the norm would use batch statistics."""
+    out = {}
+    for key, value in delta.items():
+        if key == "lora::scale":
+            continue
+        name = key[len("lora::") :] if key.startswith("lora::") else key
+        out["model." + name] = value.float() if value.is_floating_point() else value
+    dim = out["model.model.multi_modal_projector.linear_2.bias"].shape[0]
+    p = "projector_norm.norm."
+    out[p + "weight"] = torch.ones(dim)
+    out[p + "bias"] = torch.zeros(dim)
+    out[p + "running_mean"] = torch.zeros(dim)
+    out[p + "running_var"] = torch.full((dim,), 1.0 - 1e-5)
+    out[p + "num_batches_tracked"] = torch.tensor(0)
+    return out
+
+
 def load_trainable_state(source: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Trainable weights from a run folder (``checkpoint.pt``) or a committed snapshot (``.safetensors``)."""
+    """Trainable weights from a run folder (``checkpoint.pt``), a committed snapshot (``.safetensors``)
+    or a shipped delta (``delta.safetensors``, ``control.safetensors``: :func:`delta_as_trainable_state`)."""
     source = Path(source)
     if source.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return {k: v.float() if v.is_floating_point() else v for k, v in load_file(source).items()}
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(source).items()}
+        return delta_as_trainable_state(state) if is_delta(state) else state
     return torch.load(source / "checkpoint.pt", weights_only=False)["trainable"]
 
 
@@ -476,6 +545,11 @@ def train(
             raise ValueError(
                 f"{run_dir} holds a run with --layout {earlier_layout or 'the shipped one'}; resume it with the "
                 f"same layout, or start --layout {config.layout or 'the shipped one'} in another folder"
+            )
+        if bool(ckpt.get("config", {}).get("freeze_projector_norm", False)) != config.freeze_projector_norm:
+            raise ValueError(
+                f"{run_dir} holds a run with freeze_projector_norm={not config.freeze_projector_norm}; resume it "
+                "with the same --freeze-projector-norm setting, or start in another folder"
             )
         trainable.load_state_dict(ckpt["trainable"], strict=False)
         optimizer.load_state_dict(ckpt["optimizer"])
