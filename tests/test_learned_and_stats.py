@@ -87,3 +87,24 @@ def test_a_flat_stretch_is_a_tie():
     assert tied_with_minimum(values, intervals) == [1, 2, 3]
     assert tied_with_minimum(values, {k: (v - 1, v + 1) for k, v in values.items()}) == [2]  # a clear minimum
     assert tied_with_minimum(values, None) == [2] and tied_with_minimum({}, None) == []
+
+
+def test_intervals_over_questions_count_a_question_once_whatever_its_seeds():
+    import pandas as pd
+
+    from flowkit.analysis.stats import bootstrap_ci, intervals_by
+
+    # 20 questions; under the random mask each is answered under 5 seeds (right under 3 of them for even questions)
+    rows = [{"condition": "full", "sample": q, "correct": q % 2 == 0} for q in range(20)]
+    rows += [
+        {"condition": "random", "sample": q, "seed": s, "correct": q % 2 == 0 and s < 3}
+        for q in range(20)
+        for s in range(5)
+    ]
+    table = pd.DataFrame(rows)
+    by_rows, by_question = intervals_by(table, "condition"), intervals_by(table, "condition", unit="sample")
+    per_question = table[table["condition"] == "random"].groupby("sample")["correct"].mean()
+    assert by_question["random"] == list(bootstrap_ci(per_question.astype(float)))
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(by_rows["random"]) < width(by_question["random"])  # 100 rows looked like 100 questions
+    assert by_question["full"] == by_rows["full"]  # one row per question: the same interval

@@ -490,7 +490,7 @@ def pathway_summary(
     else:
         plain = {k: list(v) if isinstance(v, tuple) else v for k, v in windows.to_dict().items()}
     conditions = [c for c in ("full", "pathways", *RANDOM_CONDITIONS.values()) if c in accuracy]
-    accuracy_ci = intervals_by(table, "condition")
+    accuracy_ci = intervals_by(table, "condition", unit="sample")  # seeds of a random mask averaged per question
     return {
         "windows": plain,
         "edges": counts,

@@ -91,10 +91,20 @@ def accuracy_by(frame: pd.DataFrame, by: str = "task", value: str = "correct") -
     return {key: float(v) for key, v in frame.groupby(by)[value].mean().astype(float).items()}
 
 
-def intervals_by(frame: pd.DataFrame, by: str, value: str = "correct", level: float = 0.95) -> dict:
+def intervals_by(
+    frame: pd.DataFrame, by: str, value: str = "correct", level: float = 0.95, unit: str | None = None
+) -> dict:
     """Per group of ``by``: the bootstrap interval ``[lo, hi]`` of the mean of ``value`` (e.g. the
-    share of ``correct`` questions: an accuracy per task or per condition)."""
-    return {key: list(bootstrap_ci(group[value].astype(float), level)) for key, group in frame.groupby(by)}
+    share of ``correct`` questions: an accuracy per task or per condition).
+
+    ``unit`` (e.g. ``"sample"``): rows of one unit are averaged first and the units resampled, so a
+    question answered under several seeds of a random mask counts once, not once per seed (with
+    one row per unit this is the same interval)."""
+    out = {}
+    for key, group in frame.groupby(by):
+        values = group.groupby(unit, sort=False)[value].mean() if unit else group[value]
+        out[key] = list(bootstrap_ci(values.astype(float), level))
+    return out
 
 
 __all__ = ["RESAMPLES", "SEED", "accuracy_by", "bootstrap_ci", "intervals_by", "mean_with_ci"]
