@@ -334,10 +334,19 @@ def test_paper_comparison_applies_the_targets(fidelity_run):
             "accuracy": good,
             "accuracy_headline_tasks": good,
             "edges_kept_headline": {**report["F4"]["edges_kept_headline"], "mean": 0.4},
+            "paired_headline_tasks": {
+                "pathways": {"minus_full": 0.0, "ci": [-0.02, 0.02], "worse": 1, "better": 1},
+                "random": {"minus_full": -0.4, "ci": [-0.5, -0.3], "worse": 40, "better": 0},
+            },
         },
     }
     f4 = dict((r[0], r[3]) for r in paper_comparison(fake, findings=("F4",)))
     assert f4 == {"F4 edges kept": "reproduced", "F4 accuracy full / pathways / random": "reproduced"}
+    assert "paired vs full: pathways +0.0 [95 % CI -2.0, +2.0] points" in paper_comparison(fake, findings=("F4",))[1][2]
+    # the same point estimates, but the paired interval of the pathways reaches 6 points below full: partly
+    fake["F4"]["paired_headline_tasks"]["pathways"]["ci"] = [-0.06, 0.02]
+    assert paper_comparison(fake, findings=("F4",))[1][3] == "partly"
+    assert report["F4"]["paired_headline_tasks"].keys() == {"pathways", "random"}  # the fidelity run stores them
     fake["F4"]["accuracy"] = fake["F4"]["accuracy_headline_tasks"] = {"full": 0.9, "pathways": 0.5, "random": 0.5}
     assert paper_comparison(fake, findings=("F4",))[1][3] == "not reproduced"
     # F1 is judged on the trough's interval: a point estimate past -20 % is not enough
