@@ -314,6 +314,16 @@ def test_a_random_control_interval_resamples_questions_not_seed_rows():
     width = row["hi"] - row["lo"]
     assert width > 1.2 * (pooled["hi"][0] - pooled["lo"][0])  # 50 rows as if independent: too narrow
     assert row["seed_min"] < row["accuracy"] < row["seed_max"]
+    # the chapters' paired table (experiments.pathway_accuracy) prints the same interval for the same rows
+    from flowkit.analysis.experiments import pathway_accuracy
+
+    full = pd.DataFrame(
+        [{"sample": f"q{i}", "condition": "full", "seed": None, "correct": i % 3 > 0} for i in range(10)]
+    )
+    both = pd.concat([table.iloc[::-1], full.assign(family="full", pct_change=0.0, edges_kept=2, suppressed_share=0.0)])
+    paired = {r["condition"]: (r["lo"], r["hi"]) for r in pathway_accuracy(both, conditions=("full", "random"))}
+    summary = summarize_conditions(both).set_index("condition")
+    assert all(paired[c] == (summary.loc[c, "lo"], summary.loc[c, "hi"]) for c in ("full", "random"))
 
 
 def test_a_mask_condition_is_data(toy_fp32, prepared_fp32):

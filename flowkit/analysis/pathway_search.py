@@ -858,7 +858,8 @@ def summarize_conditions(table: pd.DataFrame, level: float = 0.95) -> pd.DataFra
     ``seed_min`` / ``seed_max`` are the accuracies of its worst and best seed."""
     rows = []
     for (family, name), group in table.groupby(["family", "condition"], sort=False):
-        per_question = group.groupby("sample", sort=False)["correct"].mean()
+        # questions in sorted order, as experiments.pathway_accuracy has them: the same resamples, the same interval
+        per_question = group.groupby("sample", sort=True)["correct"].mean()
         lo, hi = bootstrap_ci(per_question.to_numpy(float), level)
         seeds = group["seed"].dropna().nunique()
         by_seed = group.groupby("seed")["correct"].mean() if seeds else pd.Series([group["correct"].mean()])

@@ -382,12 +382,29 @@ def _mask_line(row: dict) -> str:
     )
 
 
+def rule_text(rule: dict) -> str:
+    """A search rule (:meth:`AccuracyRule.to_dict`) in words."""
+    level = 100 * rule.get("level", 0.95)
+    words = (
+        f"keep a cut while the lower end of the {level:g} % paired bootstrap interval of accuracy minus full's is "
+        f">= -{100 * rule['margin']:g} points"
+    )
+    if rule.get("count_gains") is False:
+        words += " (answers lost only: gains never pay for losses)"
+    if rule.get("loss_margin") is not None:
+        words += f" and that of the mean loss in p(answer) >= -{rule['loss_margin']:g} %"
+    return words + " on the search questions"
+
+
 def format_study(study: dict) -> str:
     """A few lines: the found mask's size and accuracy on held-out questions beside the window masks and random."""
     lines = [
         f"searched on {len(study['search_samples'])} questions in {study['seconds']['search']:.0f} s; "
         f"held out: {study['held_out_questions']} questions"
     ]
+    rule = study.get("search", {}).get("rule")
+    if rule:
+        lines.append("  rule: " + rule_text(rule))
     choice = study.get("rule_choice")
     if choice:
         for i, row in enumerate(choice["candidates"]):
@@ -410,6 +427,10 @@ def format_study(study: dict) -> str:
             f"gradient vs exact single-gate knockouts: Spearman {corr['spearman_pooled']:.2f} pooled, "
             f"median {corr['spearman_median_per_question']:.2f} per question; search / exhaustive time "
             f"{study['seconds']['search_to_exhaustive']:.2f}"
+        )
+        lines.append(
+            f"  of the {corr['large_effects']} single knockouts that lower log p(answer) by more than "
+            f"{corr['large_effect_threshold']:g}, the gradient predicted no harm for {corr['large_effects_missed']}"
         )
     return "\n".join(lines)
 
@@ -495,6 +516,7 @@ __all__ = [
     "SEARCH_SPLITS",
     "choose_rule",
     "format_study",
+    "rule_text",
     "gradient_vs_exact",
     "held_out_by_task",
     "held_out_summary",
