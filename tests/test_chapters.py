@@ -305,6 +305,24 @@ def test_a_chapter_goes_on_after_a_mismatch_with_one_note(fidelity_run, toy_nf4,
     assert "does not match what the kit computes now" in capsys.readouterr().out
 
 
+def test_per_task_accuracy_cells_carry_their_intervals():
+    from flowkit.course.chapters import accuracy_by_task_table
+
+    rows = pd.DataFrame(
+        [
+            {"task": "b_task", "condition": "full", "accuracy": 0.5, "lo": 0.36, "hi": 0.64},
+            {"task": "b_task", "condition": "found", "accuracy": 0.56, "lo": 0.42, "hi": 0.7},
+            {"task": "a_task", "condition": "full", "accuracy": 1.0, "lo": 1.0, "hi": 1.0},
+            {"task": "a_task", "condition": "found", "accuracy": 0.98, "lo": 0.94, "hi": 1.0},
+        ]
+    )
+    table = accuracy_by_task_table(rows, ["full", "found"])
+    assert list(table.index) == ["a_task", "b_task"] and list(table.columns) == ["full", "found"]
+    assert table.loc["b_task", "found"] == "56.0 [42.0, 70.0]" and table.loc["a_task", "full"] == "100.0 [100.0, 100.0]"
+    with pytest.raises(FlowkitError, match="no rows for"):
+        accuracy_by_task_table(rows, ["full", "random"])
+
+
 def test_missing_results_say_how_to_make_them(tmp_path):
     from flowkit.course.results import load_report, load_table
 

@@ -101,6 +101,13 @@ def test_kept_share_by_layout_walks_one_prompt_through_the_layouts_the_chapter_d
         assert row.video_share == pytest.approx(8 * row.tokens_per_frame / again.seq_len)
     assert table["kept_share"].is_monotonic_decreasing  # more video, more of the prompt cut
     assert round(100 * paper_prompt_kept_share(), 2) == 42.25
+    from flowkit.analysis.pathways import layouts_reaching
+
+    above, below = layouts_reaching(table, paper_prompt_kept_share())
+    shares = table.set_index("tokens_per_frame")["kept_share"]
+    assert shares[above] > paper_prompt_kept_share() >= shares[below] and below == min(shares.index[shares <= 0.4225])
+    assert layouts_reaching(table, 0.0) == (max(LAYOUT_TOKENS), None)  # no layout keeps that little
+    assert layouts_reaching(table, 1.0) == (None, min(LAYOUT_TOKENS))
     with pytest.raises(KnockoutError, match="back to back"):
         kept_share_by_layout(_with_separators(), 30)
 

@@ -295,6 +295,19 @@ def kept_share_by_layout(
     return pd.DataFrame(rows)
 
 
+def layouts_reaching(layouts, kept_share: float) -> tuple[int | None, int | None]:
+    """Between which of a :func:`kept_share_by_layout` table's layouts the share kept falls to
+    ``kept_share`` (e.g. the paper prompt's): ``(last layout above it, first layout at or below it)``
+    in tokens per frame; ``None`` on a side where no layout of the table lies."""
+    ordered = layouts.sort_values("tokens_per_frame")
+    below = ordered[ordered["kept_share"] <= kept_share + 1e-12]
+    above = ordered[ordered["kept_share"] > kept_share + 1e-12]
+    first_below = int(below["tokens_per_frame"].iloc[0]) if len(below) else None
+    before = above[above["tokens_per_frame"] < first_below] if first_below is not None else above
+    last_above = int(before["tokens_per_frame"].iloc[-1]) if len(before) else None
+    return last_above, first_below
+
+
 def paper_prompt_kept_share(num_layers: int = 32) -> float:
     """The share of edges the paper's 7B pathway mask keeps on the paper's own prompt (N = 1,260,
     8 x 144 video tokens; :func:`flowkit.prompts.hypothetical.paper_prompt_spans`) at its 32 layers:

@@ -175,9 +175,28 @@ def paper_table(rows) -> pd.DataFrame:
     ).set_index("finding")
 
 
+def accuracy_by_task_table(rows: pd.DataFrame, conditions) -> pd.DataFrame:
+    """Per task and mask, ``"accuracy [lo, hi]"`` in % (one decimal) from a per-task summary with
+    ``task``, ``condition``, ``accuracy``, ``lo`` and ``hi`` (the pathway study's ``held_out_by_task``):
+    each task's numbers with their interval, so that a few questions' difference is read as one."""
+    missing = [c for c in conditions if c not in set(rows["condition"])]
+    if missing:
+        raise FlowkitError(f"no rows for {missing}; the table has {sorted(set(rows['condition']))}")
+    cells = rows.assign(
+        cell=[
+            f"{100 * a:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+            for a, lo, hi in zip(rows["accuracy"], rows["lo"], rows["hi"])
+        ]
+    )
+    table = cells.pivot(index="task", columns="condition", values="cell")[list(conditions)]
+    table.columns.name = "accuracy in % [95 % interval]"
+    return table
+
+
 __all__ = [
     "CONTROL",
     "MODEL",
+    "accuracy_by_task_table",
     "learned_table",
     "learned_tasks",
     "model",
