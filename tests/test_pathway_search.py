@@ -136,6 +136,8 @@ def test_the_study_chooses_the_smallest_mask_that_keeps_97_percent_then_the_most
     assert choose_rule(rows, full_accuracy=0.80) == 2  # none keeps 97 %: the most accurate
     tied = pd.DataFrame({"accuracy": [0.6, 0.6], "kept_share": [0.7, 0.5]})
     assert choose_rule(tied, full_accuracy=0.9) == 1  # equally accurate: fewer edges kept
+    same_size = pd.DataFrame({"accuracy": [0.74, 0.75], "kept_share": [0.5, 0.5]})
+    assert choose_rule(same_size, full_accuracy=0.75) == 1  # equally small: the more accurate
     with pytest.raises(FlowkitError, match="no candidate"):
         choose_rule(rows.iloc[:0], 0.75)
 

@@ -235,8 +235,10 @@ def test_layer_regions_and_the_temporal_share_by_region():
         row["mean"] == pytest.approx(0.4) and row["lowest"] == 0.2 and row["highest"] == 0.6 and row["questions"] == 2
     )
     assert list(table.index.get_level_values(0).unique()) == list(dict.fromkeys(regions))
-    with pytest.raises(ValueError, match="at least 4 layers"):
-        layer_regions([0, 1], 2)
+    for small in (2, 6):
+        with pytest.raises(ValueError, match="at least 7 layers"):
+            layer_regions(range(small), small)
+    assert len(set(layer_regions(range(7), 7))) == 5  # the smallest depth with every region
 
 
 def test_video_token_lens_in_both_numberings(toy_fp32):

@@ -271,6 +271,12 @@ def test_a_shipped_delta_warm_starts_a_run_with_a_frozen_projector_norm(toy_chec
     assert not torch.equal(state[key], load_trainable_state(delta_path)[key])  # the projector itself trained
     with pytest.raises(ValueError, match="same --freeze-projector-norm"):
         train(config(toy_checkpoint, stage="align", init_from=str(run), steps=3), warm, progress=False)
+    # a new run warm-started from the frozen run must keep its norm frozen; a frozen norm needs a warm start
+    with pytest.raises(ValueError, match="never saw a batch"):
+        train(config(toy_checkpoint, stage="align", init_from=str(warm)), tmp_path / "c", progress=False)
+    with pytest.raises(ValueError, match="needs|give --init-from"):
+        train(config(toy_checkpoint, stage="align", freeze_projector_norm=True), tmp_path / "d", progress=False)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()  # refused before anything is written
 
 
 def test_export_replaces_the_model_keeps_the_control_and_the_history(toy_checkpoint, tmp_path, monkeypatch, capsys):
@@ -292,8 +298,11 @@ def test_export_replaces_the_model_keeps_the_control_and_the_history(toy_checkpo
         export_main([str(run)])
     assert "--keep-control" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        export_main([str(tmp_path / "nowhere"), "--keep-control"])
+        export_main([str(tmp_path / "nowhere"), "--keep-control", "--keep-history"])
     assert "not a training run folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the kept control's run would drop out of meta.json
+        export_main([str(run), "--keep-control"])
+    assert "--keep-history" in capsys.readouterr().err
     assert export_main([str(run), "--keep-control", "--keep-history"]) == 0
     meta = json.loads((shipped / "meta.json").read_text())
     assert [r["name"] for r in meta["runs"]] == ["gpu-continue-B", "v3"] and meta["runs"][1]["config"][

@@ -155,8 +155,8 @@ def layer_regions(layers, num_layers: int):
     last layer (L - 1, read after the final norm)."""
     import pandas as pd
 
-    if num_layers < 4:
-        raise ValueError(f"layer regions need at least 4 layers, got {num_layers}")
+    if num_layers < 7:  # fewer layers leave two regions with no layer between their edges
+        raise ValueError(f"layer regions need at least 7 layers, got {num_layers}")
     L = num_layers
     cuts = [-1, 0, L // 3, 2 * L // 3, L - 2, L - 1]
     labels = [

@@ -102,7 +102,8 @@ def intervals_by(
     one row per unit this is the same interval)."""
     out = {}
     for key, group in frame.groupby(by):
-        values = group.groupby(unit, sort=False)[value].mean() if unit else group[value]
+        # units in sorted order, as experiments.pathway_accuracy has them: the same resamples, the same interval
+        values = group.groupby(unit, sort=True)[value].mean() if unit else group[value]
         out[key] = list(bootstrap_ci(values.astype(float), level))
     return out
 

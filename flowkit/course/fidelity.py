@@ -350,13 +350,17 @@ def _finding_3(run: _Run, sweep_samples) -> None:
         "tasks": run.headline,
         "readout": PAPER_EMERGENCE,
         "by_readout": by_readout,
+        **({"tuned_lens_note": note} if note else {}),
     }
 
 
 def _paired(pathways: pd.DataFrame) -> dict:
     """Per mask: the mean question-by-question difference from the full model's correctness and its
     95 % interval, and how many questions it answers worse / better (:func:`experiments.pathway_accuracy`)."""
-    rows = experiments.pathway_accuracy(pathways)
+    present = set(pathways["condition"])
+    rows = experiments.pathway_accuracy(
+        pathways, conditions=[c for c in ("full", "pathways", "random") if c in present]
+    )
     return {
         row["condition"]: {
             "minus_full": row["minus full"],

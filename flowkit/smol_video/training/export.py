@@ -5,7 +5,8 @@ tower, projector with its norm folded in, LoRA factors) and ``control.safetensor
 image-only control: stage-1 vision side only), in float16, plus ``meta.json`` with the
 runs' configs and last evaluations. Files are written atomically.
 
-``--keep-control`` leaves the shipped control as it is (no CONTROL_RUN); ``--keep-history`` keeps
+``--keep-control`` leaves the shipped control as it is (no CONTROL_RUN; with ``--keep-history``, so
+that the control's run stays recorded); ``--keep-history`` keeps
 the runs ``meta.json`` already records (earlier versions' runs, whose folders may be gone) and
 appends the new ones after them (a run recorded under the same name is replaced).
 """
@@ -60,6 +61,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if (args.control_run is None) != args.keep_control:
         parser.error("give either CONTROL_RUN or --keep-control")
+    if args.keep_control and not args.keep_history:
+        parser.error("--keep-control also needs --keep-history, so that meta.json keeps the kept control's run")
     runs = [Path(r) for r in [*args.history, *([args.control_run] if args.control_run else []), args.video_run]]
     for run in runs:
         if not (run / "config.json").is_file():

@@ -375,6 +375,39 @@ def check_init_layout(config: TrainConfig, init_state: dict) -> None:
         )
 
 
+#: the running variance of the identity projector norm (:func:`delta_as_trainable_state`): with eps it is 1
+IDENTITY_NORM_VARIANCE = 1.0 - 1e-5
+
+
+def is_identity_norm(state: dict) -> bool:
+    """Whether ``state``'s projector norm is the identity a shipped delta starts with and a frozen
+    norm keeps (never saw a batch, running variance :data:`IDENTITY_NORM_VARIANCE`); a norm that
+    merely never trained (stage 0's) has the default variance 1 and is not."""
+    p = "projector_norm.norm."
+    if p + "running_var" not in state or p + "num_batches_tracked" not in state:
+        return False
+    var = state[p + "running_var"].float()
+    return int(state[p + "num_batches_tracked"]) == 0 and bool(
+        torch.all(var == torch.tensor(IDENTITY_NORM_VARIANCE, dtype=torch.float32))
+    )
+
+
+def check_init_norm(config: TrainConfig, init_state: dict) -> None:
+    """The projector norm and the warm start agree: ``--freeze-projector-norm`` needs a warm start
+    (a fresh norm has no statistics to freeze), and a start whose norm never saw a batch (a shipped
+    delta, or a run trained with a frozen norm) trains only with it frozen; one clear error otherwise."""
+    if config.freeze_projector_norm and not config.init_from:
+        raise ValueError(
+            "--freeze-projector-norm keeps the statistics a warm start brings; give --init-from "
+            "(a shipped delta, or a run trained with a frozen norm)"
+        )
+    if init_state and is_identity_norm(init_state) and not config.freeze_projector_norm:
+        raise ValueError(
+            f"--init-from {config.init_from} has a projector norm that never saw a batch (a shipped delta, whose "
+            "norm is folded into the projector, or a run trained with a frozen norm): add --freeze-projector-norm"
+        )
+
+
 def check_init_delta(config: TrainConfig) -> None:
     """A warm start from a shipped delta (its projector norm folded in) trains only with a frozen
     projector norm, and with the LoRA rank of the delta's factors: one clear error otherwise."""
@@ -410,6 +443,7 @@ def build(config: TrainConfig):
     init_state = load_trainable_state(config.init_from) if config.init_from else {}
     check_init_layout(config, init_state)
     check_init_delta(config)
+    check_init_norm(config, init_state)
     if init_state:  # a warm start from another layout: its position embeddings interpolated to this grid
         from flowkit.smol_video.assembly import Layout, adapt_to_layout
 
@@ -466,7 +500,7 @@ def delta_as_trainable_state(delta: dict[str, torch.Tensor]) -> dict[str, torch.
     out[p + "weight"] = torch.ones(dim)
     out[p + "bias"] = torch.zeros(dim)
     out[p + "running_mean"] = torch.zeros(dim)
-    out[p + "running_var"] = torch.full((dim,), 1.0 - 1e-5)
+    out[p + "running_var"] = torch.full((dim,), IDENTITY_NORM_VARIANCE)
     out[p + "num_batches_tracked"] = torch.tensor(0)
     return out
 
@@ -514,9 +548,9 @@ def train(
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU here; train with --device cpu")
-    run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    trainable, processor = build(config)
+    trainable, processor = build(config)  # refuses bad warm starts before the run folder exists
+    run_dir.mkdir(parents=True, exist_ok=True)
     if config.stage == "embed":
         return _train_embed(config, run_dir, trainable, processor, progress)
     if device.type == "cuda":
