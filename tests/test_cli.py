@@ -70,3 +70,24 @@ def test_module_entry_point_help():
         [sys.executable, "-m", "flowkit", "check", "--help"], capture_output=True, text=True, check=True
     )
     assert "--cut EDGES" in out.stdout and "--window CENTRE" in out.stdout
+
+
+def test_the_regeneration_script_calls_commands_that_exist_with_flags_they_accept(capsys):
+    """tools/regenerate_results.sh runs the kit's own commands: each one parses (--help appended last,
+    so every flag before it is checked and nothing runs)."""
+    import shlex
+    from pathlib import Path
+
+    from flowkit.analysis import tuned_lens
+    from flowkit.cli import main as flowkit_main
+
+    root = Path(__file__).resolve().parents[1]
+    script = (root / "tools" / "regenerate_results.sh").read_text().replace("\\\n", " ")
+    mains = {"flowkit": flowkit_main, "flowkit.analysis.tuned_lens": tuned_lens.main}
+    calls = [shlex.split(line.split('"$PY" -m ', 1)[1]) for line in script.splitlines() if '"$PY" -m ' in line]
+    assert [c[0] for c in calls] == ["flowkit.analysis.tuned_lens", "flowkit", "flowkit", "flowkit", "flowkit"]
+    for module, *args in calls:
+        with pytest.raises(SystemExit) as done:
+            mains[module]([*args, "--help"])
+        assert done.value.code == 0, (module, args)
+    assert 'step "$PY" notebooks/run_chapters.py' in script and (root / "notebooks" / "run_chapters.py").is_file()
