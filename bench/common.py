@@ -21,7 +21,10 @@ def smol_video_model(quant: str = "nf4", **load_options):
             return load_videollm(NAME, quant=quant, **load_options), NAME
         except ModelLoadError as exc:
             print(f"(shipped model unavailable: {exc}; using the untrained architecture)")
-    folder = cache_dir() / "bench" / "smol-video-untrained"
+    from flowkit.smol_video.assembly import SHIPPED_LAYOUT
+
+    # keyed on the layout, so a change of the shipped layout never reuses an assembly of the old one
+    folder = cache_dir() / "bench" / f"smol-video-untrained-{SHIPPED_LAYOUT.frame_size}px-s{SHIPPED_LAYOUT.pool_stride}"
     if not (folder / "config.json").exists():
         assemble(folder, seed=0)
     return load_videollm(folder, quant=quant, **load_options), "SmolLM2 LLaVA-NeXT-Video, untrained vision side"
