@@ -25,8 +25,10 @@ def delta_file(source: str) -> Path:
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
+        from flowkit.smol_video.training.trainer import is_delta
+
         with safe_open(str(path), "pt") as handle:
-            if not any(k.startswith("projector_norm.") for k in handle.keys()):
+            if is_delta(dict.fromkeys(handle.keys())):
                 return path  # already a delta (the norm is folded in)
     from flowkit.smol_video.training.export import _save
     from flowkit.smol_video.training.trainer import export_delta

@@ -409,8 +409,8 @@ def check_init_norm(config: TrainConfig, init_state: dict) -> None:
 
 
 def check_init_delta(config: TrainConfig) -> None:
-    """A warm start from a shipped delta (its projector norm folded in) trains only with a frozen
-    projector norm, and with the LoRA rank of the delta's factors: one clear error otherwise."""
+    """A warm start from a shipped delta trains with the LoRA rank of the delta's factors (its frozen
+    norm is :func:`check_init_norm`'s): one clear error otherwise."""
     source = Path(config.init_from) if config.init_from else None
     if source is None or source.suffix != ".safetensors":
         return
@@ -421,11 +421,6 @@ def check_init_delta(config: TrainConfig) -> None:
         if not is_delta(dict.fromkeys(keys)):
             return
         ranks = {handle.get_slice(k).get_shape()[0] for k in keys if k.endswith(".lora_a")}
-    if not config.freeze_projector_norm:
-        raise ValueError(
-            f"--init-from {source} is a shipped delta (its projector norm is folded into the projector): "
-            "add --freeze-projector-norm to train from it"
-        )
     if ranks and ranks != {config.lora_rank}:
         raise ValueError(
             f"--init-from {source} has LoRA factors of rank {sorted(ranks)[0]}; give --lora-rank {sorted(ranks)[0]}"
