@@ -372,6 +372,15 @@ def test_paper_comparison_applies_the_targets(fidelity_run):
     assert paper_comparison({**report, "F1": deep}, findings=("F1",))[0][3] == "reproduced"
     wide = {**deep, "trough_ci": [-30.0, -19.0]}
     assert paper_comparison({**report, "F1": wide}, findings=("F1",))[0][3] == "partly"
+    # F2 names each headline task's own troughs beside the pooled order
+    f2 = report["F2"]
+    swept = {t["task"] for t in f2["per_task_question_to_last"]} & set(f2["tasks"])  # tasks with swept questions
+    assert swept
+    f2_row = paper_comparison(report, findings=("F2",))[0][2]
+    task = sorted(swept)[0]
+    vq = next(t["center"] for t in f2["per_task_video_to_question"] if t["task"] == task)
+    ql = next(t["center"] for t in f2["per_task_question_to_last"] if t["task"] == task)
+    assert f"per learned task, v->q / q->last troughs at: {task} {vq} / {ql}" in f2_row
 
 
 # ------------------------------------------------------------------- one-cell check

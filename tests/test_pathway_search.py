@@ -433,3 +433,13 @@ def test_search_questions_first_or_a_seeded_sample_never_held_out():
     ][:2]
     with pytest.raises(Exception, match="how must be one of"):
         split_questions(samples, ["t1"], 3, how="best")
+
+
+def test_kept_layers_lists_the_open_gates_of_each_route():
+    from flowkit.analysis.pathway_search import kept_layers
+
+    found = spec_of([Gate("other_text->last", 1), Gate("video->other_text", 0), Gate("video->other_text", 2)])
+    routes = kept_layers(found, 3, ("video->other_text", "other_text->last", "video->last"))
+    assert routes == {"video->other_text": [1], "other_text->last": [0, 2], "video->last": [0, 1, 2]}
+    with pytest.raises(Exception, match="not one of the search's edge groups"):
+        kept_layers(found, 3, ("video->template",))

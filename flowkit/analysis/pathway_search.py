@@ -712,6 +712,21 @@ def gate_table(found: KnockoutSpec, num_layers: int, scores: pd.DataFrame | None
     return table
 
 
+def kept_layers(
+    found: KnockoutSpec, num_layers: int, groups: Sequence[str] = PARTITION_EDGE_GROUPS
+) -> dict[str, list[int]]:
+    """``{edge group: the layers whose gate `found` keeps}`` for each of ``groups``: which routes a
+    searched mask leaves open, e.g. the video's route to the last position through the template
+    (``video->other_text`` then ``other_text->last``) that no window mask cuts."""
+    unknown = [g for g in groups if g not in PARTITION_EDGE_GROUPS]
+    if unknown:
+        raise FlowkitError(
+            f"{', '.join(map(repr, unknown))} is not one of the search's edge groups ({', '.join(PARTITION_EDGE_GROUPS)})"
+        )
+    cut = set(gates_of(found, num_layers))
+    return {g: [layer for layer in range(num_layers) if Gate(g, layer) not in cut] for g in groups}
+
+
 def gate_sweep(
     session, gate: Gate, values: Sequence[float] = (1.0, 0.3, 0.1, 0.01, 0.0), layer_bias=None
 ) -> pd.DataFrame:

@@ -241,7 +241,7 @@ def _finding_1(run: _Run, summary, curves, cvllm, csamples, centers) -> None:
     run.report["F1"] = f1
 
 
-def _finding_2(run: _Run, curves, sweep_samples) -> None:
+def _finding_2(run: _Run, summary, curves, sweep_samples) -> None:
     """F2: the video->question and question->last curves and troughs, and the lens on video tokens."""
     vq, ql = _curve(curves, "video->question"), _curve(curves, "question->last")
     run.report["F2"] = {
@@ -256,6 +256,13 @@ def _finding_2(run: _Run, curves, sweep_samples) -> None:
         "question_to_last_trough_center": min(ql, key=ql.get) if ql else None,
         "max_abs_video_to_last": max((abs(v) for v in _curve(curves, "video->last").values()), default=None),
         "max_abs_last_to_last": max((abs(v) for v in _curve(curves, "last->last").values()), default=None),
+        # each task's own troughs, so the pooled order can be read task by task
+        "per_task_video_to_question": experiments.troughs(summary[summary["edge_group"] == "video->question"]).to_dict(
+            "records"
+        ),
+        "per_task_question_to_last": experiments.troughs(summary[summary["edge_group"] == "question->last"]).to_dict(
+            "records"
+        ),
     }
     lens_samples = first_per_task(sweep_samples, 1, tasks=run.headline)  # one per headline task
     # the kit's balanced word bags and the paper's Action Sequence lists (flowkit.data.vocab.WORD_BAGS)
@@ -500,7 +507,7 @@ def run_fidelity(
         csamples = first_per_task(bench, take, tasks=tasks, keep=lambda s: s.id in ccorrect)
     _finding_1(run, summary, curves, cvllm, csamples, centers)
     del cvllm
-    _finding_2(run, curves, sweep_samples)
+    _finding_2(run, summary, curves, sweep_samples)
     _finding_3(run, sweep_samples)
     _finding_4(run, summary, random_seeds)
     report = run.report
@@ -666,6 +673,17 @@ def paper_comparison(
                 f"q->last at {ql} ({_trough(f2['question_to_last'], f2.get('question_to_last_ci'))}{_tie_text(ql_tied)})"
             )
             order = max(vq_tied) < min(ql_tied)
+            headline = set(f2.get("tasks", []))
+            troughs = {
+                t["task"]: t["center"] for t in f2.get("per_task_video_to_question", []) if t["task"] in headline
+            }
+            per_task = ", ".join(
+                f"{t['task']} {troughs[t['task']]} / {t['center']}"
+                for t in f2.get("per_task_question_to_last", [])
+                if t["task"] in troughs
+            )
+            if per_task:
+                ours += f"; per learned task, v->q / q->last troughs at: {per_task}"
         row(
             "F2 video->question before question->last",
             "v->q trough ~7-16, q->last ~16-25",
