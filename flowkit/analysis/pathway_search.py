@@ -723,8 +723,9 @@ def kept_layers(
         raise FlowkitError(
             f"{', '.join(map(repr, unknown))} is not one of the search's edge groups ({', '.join(PARTITION_EDGE_GROUPS)})"
         )
-    cut = set(gates_of(found, num_layers))
-    return {g: [layer for layer in range(num_layers) if Gate(g, layer) not in cut] for g in groups}
+    gates = gate_table(found, num_layers, groups=groups)
+    kept = gates[gates["kept"]]
+    return {g: [int(layer) for layer in kept.loc[kept["edges"] == g, "layer"]] for g in groups}
 
 
 def gate_sweep(
